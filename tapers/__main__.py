@@ -1,0 +1,3 @@
+from tapers.cli.main import main
+
+main()

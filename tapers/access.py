@@ -1,0 +1,64 @@
+"""How to reach a project's machines: SSH targets from container records, and the
+generated `.tapers/ssh_config` and `.tapers/known_hosts` (regenerable at any time)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tapers.backend.api import State
+from tapers.errors import StateError
+from tapers.observe import Observed
+from tapers.project import Project
+from tapers.ssh.config import SshTarget, render_known_hosts, render_ssh_config
+
+
+def target_of(project: Project, observed: Observed, machine: str) -> SshTarget | None:
+    info = observed.machines.get(machine)
+    if info is None or not info.record or info.record.get("phase") != "ready":
+        return None
+    record = info.record
+    return SshTarget(
+        machine=machine,
+        container=info.name,
+        address=record["address"],
+        user=record["user"],
+        host_key=record["host_key"],
+    )
+
+
+def running_target(project: Project, observed: Observed, machine: str) -> SshTarget:
+    """The target of a running machine, or a StateError saying why there is none."""
+    info = observed.machines.get(machine)
+    target = target_of(project, observed, machine)
+    if info is None or target is None:
+        raise StateError(f"machine `{machine}` is not created", hint=f"run `tapers up {machine}`")
+    if info.state is not State.RUNNING:
+        raise StateError(f"machine `{machine}` is not running (it is {info.state})", hint=f"run `tapers up {machine}`")
+    return target
+
+
+def all_targets(project: Project, observed: Observed) -> list[SshTarget]:
+    return [t for m in project.machines if (t := target_of(project, observed, m.name))]
+
+
+def ssh_config_text(project: Project, observed: Observed) -> str:
+    paths = project.paths
+    return render_ssh_config(all_targets(project, observed), paths.private_key, paths.known_hosts, project.id)
+
+
+def write_ssh_files(project: Project, observed: Observed) -> Path:
+    """Write .tapers/ssh_config and known_hosts; return the config's path."""
+    paths = project.paths
+    paths.state.mkdir(exist_ok=True)
+    _write(paths.known_hosts, render_known_hosts(all_targets(project, observed)))
+    _write(paths.ssh_config, ssh_config_text(project, observed))
+    return paths.ssh_config
+
+
+def _write(path: Path, text: str) -> None:
+    if path.is_file() and path.read_text() == text:
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,235 @@
+"""Carry out a Plan. No decisions here: each action does what it says and records it.
+
+Machines are worked on in parallel (one thread each); box builds come first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from tapers import network, paths
+from tapers.backend.api import Backend, GuestFile, Limits, MachineSpec
+from tapers.boxes.build import ensure_box
+from tapers.boxes.cache import Box, find_box
+from tapers.boxes.recipe import load_recipe
+from tapers.errors import BoxError, StateError, TapersError
+from tapers.events import Reporter
+from tapers.plan import READY, Action, Kind, Plan, desired_settings
+from tapers.project import CONTAINER_PREFIX, Project
+from tapers.ssh import keys
+from tapers.ssh.config import SshTarget
+from tapers.taperfile import Machine
+
+RECORD_VERSION = 1
+
+
+@dataclass
+class Context:
+    project: Project
+    backend: Backend
+    reporter: Reporter
+    project_key: str = ""
+    halt_timeout: float = 30.0
+    ssh_timeout: float = 60.0
+    _network_ready: bool = field(default=False, init=False)
+    _network_guard: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def ensure_network(self) -> None:
+        with self._network_guard:
+            if not self._network_ready:
+                network.ensure_nat_network()
+                self._network_ready = True
+
+
+class MachineFailures(TapersError):
+    """One or more machines failed; the message lists each."""
+
+
+def apply(plan: Plan, ctx: Context) -> None:
+    for action in plan.actions:
+        if action.kind is Kind.BUILD_BOX:
+            ctx.reporter.line(action.subject, f"{action.kind} ({action.cause})")
+            ensure_box(load_recipe(action.subject), ctx.reporter)
+    subjects = plan.subjects()
+    if len(subjects) <= 1:
+        for subject in subjects:
+            _run_machine(subject, plan.for_subject(subject), ctx)
+        return
+    failures: dict[str, TapersError] = {}
+    with ThreadPoolExecutor(max_workers=min(8, len(subjects)), thread_name_prefix="tapers") as pool:
+        futures = {s: pool.submit(_run_machine, s, plan.for_subject(s), ctx) for s in subjects}
+        for subject, future in futures.items():
+            error = future.exception()
+            if isinstance(error, TapersError):
+                failures[subject] = error
+            elif error is not None:
+                raise error
+    if len(failures) == 1:
+        raise next(iter(failures.values()))
+    if failures:
+        lines = "\n".join(f"  {name}: {error.message}" for name, error in failures.items())
+        raise MachineFailures(f"{len(failures)} of {len(subjects)} machines failed:\n{lines}")
+
+
+def _run_machine(name: str, actions: list[Action], ctx: Context) -> None:
+    started = time.monotonic()
+    for action in actions:
+        ctx.reporter.line(name, f"{action.kind} ({action.cause})")
+        _HANDLERS[action.kind](name, ctx)
+    if any(a.kind is Kind.WAIT_SSH for a in actions):
+        ctx.reporter.line(name, f"ready in {time.monotonic() - started:.1f} s")
+
+
+# -- one function per action kind ------------------------------------------------------
+
+
+def _create(name: str, ctx: Context) -> None:
+    project, backend = ctx.project, ctx.backend
+    machine = project.loaded.machine(name)
+    box = find_box(machine.box)
+    if box is None:
+        raise BoxError(f"box `{machine.box}` is not in the box cache", hint=f"tapers box build {machine.box}")
+    container = project.container(name)
+    host_key = keys.generate(comment=container)
+    from filelock import FileLock
+
+    lock_path = paths.network_lock()
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock_path)):  # address choice and the record claiming it, atomically
+        used = {
+            info.record["address"]
+            for info in backend.list(prefix=CONTAINER_PREFIX)
+            if info.record and "address" in info.record
+        }
+        net = network.allocate(container, used)
+        record = _record(ctx, machine, box, net.address, net.mac, host_key.public)
+        spec = MachineSpec(
+            container=container,
+            rootfs=box.rootfs,
+            hostname=machine.hostname,
+            network=net,
+            limits=Limits(cpus=machine.cpus, memory=machine.memory, pids=machine.pids),
+            files=_guest_files(machine, box, host_key, ctx.project_key),
+        )
+        backend.create(spec, record)
+    record["phase"] = READY
+    backend.save_record(container, record)
+
+
+def _recreate(name: str, ctx: Context) -> None:
+    ctx.backend.destroy(ctx.project.container(name))
+    _create(name, ctx)
+
+
+def _start(name: str, ctx: Context) -> None:
+    ctx.ensure_network()
+    ctx.backend.start(ctx.project.container(name))
+
+
+def _unfreeze(name: str, ctx: Context) -> None:
+    ctx.backend.unfreeze(ctx.project.container(name))
+
+
+def _authorize_key(name: str, ctx: Context) -> None:
+    container = ctx.project.container(name)
+    record = _record_of(ctx, container)
+    user = record["user"]
+    script = (
+        'home=$(getent passwd "$U" | cut -d: -f6) && install -d -m 0700 -o "$U" -g "$U" "$home/.ssh" && '
+        'printf "%s\\n" "$KEY" > "$home/.ssh/authorized_keys" && '
+        'chown "$U:$U" "$home/.ssh/authorized_keys" && chmod 0600 "$home/.ssh/authorized_keys"'
+    )
+    code = ctx.backend.run(container, ["/bin/sh", "-c", script], env={"U": user, "KEY": ctx.project_key})
+    if code != 0:
+        raise StateError(f"could not authorize the project key in machine `{name}` (exit code {code})")
+    record["authorized_key"] = ctx.project_key
+    ctx.backend.save_record(container, record)
+
+
+def _wait_ssh(name: str, ctx: Context) -> None:
+    from tapers.ssh.session import connect, wait_for_banner
+
+    container = ctx.project.container(name)
+    record = _record_of(ctx, container)
+    wait_for_banner(record["address"], ctx.ssh_timeout, f"machine `{name}`")
+    target = SshTarget(name, container, record["address"], record["user"], record["host_key"])
+    connect(target, ctx.project.paths.private_key, timeout=ctx.ssh_timeout).close()
+
+
+def _halt(name: str, ctx: Context) -> None:
+    clean = ctx.backend.stop(ctx.project.container(name), ctx.halt_timeout)
+    if not clean:
+        ctx.reporter.line(name, f"did not shut down within {ctx.halt_timeout:.0f} s: forced off")
+
+
+def _destroy(name: str, ctx: Context) -> None:
+    ctx.backend.destroy(ctx.project.container(name))
+
+
+_HANDLERS: dict[Kind, Callable[[str, Context], None]] = {
+    Kind.CREATE: _create,
+    Kind.RECREATE: _recreate,
+    Kind.START: _start,
+    Kind.UNFREEZE: _unfreeze,
+    Kind.AUTHORIZE_KEY: _authorize_key,
+    Kind.WAIT_SSH: _wait_ssh,
+    Kind.HALT: _halt,
+    Kind.DESTROY: _destroy,
+}
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def _record_of(ctx: Context, container: str) -> dict[str, Any]:
+    info = ctx.backend.inspect(container)
+    if info is None or not info.record:
+        raise StateError(f"container `{container}` disappeared while tapers was working on it")
+    return dict(info.record)
+
+
+def _record(ctx: Context, machine: Machine, box: Box, address: str, mac: str, host_key: str) -> dict[str, Any]:
+    return {
+        "tapers": RECORD_VERSION,
+        "phase": "creating",
+        "project": ctx.project.id,
+        "project_dir": str(ctx.project.root),
+        "machine": machine.name,
+        "box": {"name": box.name, "version": box.version, "id": box.id},
+        "address": address,
+        "mac": mac,
+        "user": box.user["name"],
+        "host_key": host_key,
+        "authorized_key": ctx.project_key,
+        "applied": desired_settings(machine),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _guest_files(machine: Machine, box: Box, host_key: keys.KeyPair, project_key: str) -> tuple[GuestFile, ...]:
+    user = box.user
+    short = machine.hostname.split(".")[0]
+    names = machine.hostname if short == machine.hostname else f"{machine.hostname} {short}"
+    hosts = (
+        "127.0.0.1\tlocalhost\n"
+        f"127.0.1.1\t{names}\n"
+        "::1\tlocalhost ip6-localhost ip6-loopback\n"
+        "ff02::1\tip6-allnodes\n"
+        "ff02::2\tip6-allrouters\n"
+    )
+    nameservers = network.host_nameservers()
+    resolv = "".join(f"nameserver {server}\n" for server in nameservers) or "# no DNS server reachable from containers\n"
+    home = user["home"].lstrip("/")
+    return (
+        GuestFile("/etc/ssh/ssh_host_ed25519_key", host_key.private, 0o600),
+        GuestFile("/etc/ssh/ssh_host_ed25519_key.pub", (host_key.public + "\n").encode(), 0o644),
+        GuestFile(f"/{home}/.ssh/authorized_keys", (project_key + "\n").encode(), 0o600, user["uid"], user["gid"]),
+        GuestFile("/etc/hostname", (machine.hostname + "\n").encode()),
+        GuestFile("/etc/hosts", hosts.encode()),
+        GuestFile("/etc/resolv.conf", resolv.encode()),
+    )

@@ -1,0 +1,104 @@
+"""The Backend protocol: what tapers needs from a container engine, free of engine details.
+
+Contract for every implementation (liblxc now, LXD later):
+- Idempotent: creating what exists with the same name is an error, but starting a
+  running container, stopping a stopped one and destroying a missing one are no-ops.
+- Every failure is a `BackendError` naming the container and the operation.
+- What tapers applied to a container is stored *with* the container (`Record`), so
+  the host's containers are the only state that matters.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class State(str, enum.Enum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+    FROZEN = "frozen"
+    BUSY = "busy"  # starting, stopping, freezing: a transition in progress
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class GuestFile:
+    """A file written into a machine's root filesystem before its first boot."""
+
+    path: str  # absolute path inside the guest
+    content: bytes
+    mode: int = 0o644
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass(frozen=True)
+class Limits:
+    cpus: float | None = None
+    memory: int | None = None  # bytes
+    pids: int | None = None
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    bridge: str
+    address: str
+    prefix: int
+    gateway: str
+    mac: str
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    """Everything needed to create one container."""
+
+    container: str
+    rootfs: Path  # the box's root filesystem (read-only lower layer)
+    hostname: str
+    network: NetworkConfig
+    limits: Limits
+    files: tuple[GuestFile, ...] = ()
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    name: str
+    state: State
+    record: dict[str, Any] | None = field(default=None)  # what tapers recorded; None: not ours
+
+
+class Backend(Protocol):
+    name: str
+
+    def list(self, prefix: str = "") -> list[ContainerInfo]:
+        """Containers whose names start with `prefix`, sorted by name."""
+
+    def inspect(self, container: str) -> ContainerInfo | None:
+        """One container, or None when it does not exist."""
+
+    def create(self, spec: MachineSpec, record: dict[str, Any]) -> None:
+        """Create a stopped container from a box; `record` is saved with it first."""
+
+    def save_record(self, container: str, record: dict[str, Any]) -> None:
+        """Replace what tapers recorded on the container (atomically)."""
+
+    def start(self, container: str) -> None: ...
+
+    def stop(self, container: str, timeout: float) -> bool:
+        """Clean shutdown; after `timeout` seconds force it. True when it shut down cleanly."""
+
+    def unfreeze(self, container: str) -> None: ...
+
+    def destroy(self, container: str) -> None:
+        """Stop (forcefully) and delete; deleting a missing container succeeds."""
+
+    def run(self, container: str, argv: list[str], env: dict[str, str] | None = None) -> int:
+        """Run a command as root in a running container, without SSH; return its exit code."""
+
+    def copy_mode(self) -> str:
+        """How machines share the box: "overlay" (copy-on-write) or "copy"."""

@@ -1,0 +1,232 @@
+"""The liblxc backend: the only module that imports `lxc` (python-lxc).
+
+Machines are copy-on-write overlay clones of a box's root filesystem: the box is
+the read-only lower layer and each machine writes to its own `delta0/` folder.
+Every `False` the bindings return becomes a `BackendError` naming the container
+and the operation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import lxc
+
+from tapers import paths
+from tapers.backend import cgroups
+from tapers.backend.api import ContainerInfo, GuestFile, MachineSpec, State
+from tapers.errors import BackendError
+
+_STATES = {
+    "RUNNING": State.RUNNING,
+    "STOPPED": State.STOPPED,
+    "FROZEN": State.FROZEN,
+}
+
+RECORD_NAME = "tapers.json"
+UPPER_DIR = "delta0"
+COPY_DIR = "rootfs"
+
+
+def overlay_supported() -> bool:
+    try:
+        return "\toverlay\n" in Path("/proc/filesystems").read_text()
+    except OSError:
+        return False
+
+
+class LiblxcBackend:
+    name = "liblxc"
+
+    def __init__(self, lxcpath: Path | None = None) -> None:
+        self.lxcpath = lxcpath or paths.lxc_path()
+
+    # -- reading ---------------------------------------------------------------------
+
+    def _container(self, name: str) -> lxc.Container:
+        return lxc.Container(name, str(self.lxcpath))
+
+    def list(self, prefix: str = "") -> list[ContainerInfo]:
+        if not self.lxcpath.is_dir():
+            return []
+        names = lxc.list_containers(config_path=str(self.lxcpath))
+        return [info for name in sorted(names) if name.startswith(prefix) if (info := self.inspect(name))]
+
+    def inspect(self, container: str) -> ContainerInfo | None:
+        c = self._container(container)
+        if not c.defined:
+            return None
+        state = _STATES.get(c.state, State.BUSY)
+        return ContainerInfo(name=container, state=state, record=self._read_record(container))
+
+    def _read_record(self, container: str) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.lxcpath / container / RECORD_NAME).read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {"corrupt": True}
+
+    def copy_mode(self) -> str:
+        if os.environ.get("TAPERS_COPY_MODE") == "copy" or not overlay_supported():
+            return "copy"
+        return "overlay"
+
+    # -- writing ---------------------------------------------------------------------
+
+    def save_record(self, container: str, record: dict[str, Any]) -> None:
+        target = self.lxcpath / container / RECORD_NAME
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, target)
+
+    def create(self, spec: MachineSpec, record: dict[str, Any]) -> None:
+        folder = self.lxcpath / spec.container
+        if self._container(spec.container).defined:
+            raise BackendError(f"cannot create container `{spec.container}`: it already exists")
+        if folder.exists():  # left over by an interrupted create: nothing defined in it
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, mode=0o700)
+        self.save_record(spec.container, record)
+        if self.copy_mode() == "overlay":
+            writable = folder / UPPER_DIR
+            writable.mkdir(mode=0o755)
+            rootfs = f"overlay:{spec.rootfs}:{writable}"
+        else:
+            writable = folder / COPY_DIR
+            _copy_tree(spec.rootfs, writable, spec.container)
+            rootfs = f"dir:{writable}"
+        for guest_file in spec.files:
+            _write_guest_file(spec.rootfs, writable, guest_file)
+        config = _render_config(spec, rootfs, folder)
+        tmp = folder / "config.tmp"
+        tmp.write_text(config)
+        os.replace(tmp, folder / "config")  # the container exists from here on
+
+    def start(self, container: str) -> None:
+        c = self._require(container, "start")
+        if c.state == "RUNNING":
+            return
+        if c.state == "FROZEN":
+            self.unfreeze(container)
+            return
+        if not c.start():
+            raise BackendError(
+                f"container `{container}` did not start",
+                hint=f"see its log: {self.lxcpath / container / 'lxc.log'}",
+            )
+
+    def stop(self, container: str, timeout: float) -> bool:
+        c = self._container(container)
+        if not c.defined or c.state == "STOPPED":
+            return True
+        if c.state == "FROZEN":
+            c.unfreeze()
+        if c.shutdown(int(max(1, timeout))):
+            return True
+        if not c.stop():
+            raise BackendError(f"container `{container}` could not be stopped")
+        return False
+
+    def unfreeze(self, container: str) -> None:
+        c = self._require(container, "unfreeze")
+        if c.state == "FROZEN" and not c.unfreeze():
+            raise BackendError(f"container `{container}` could not be unfrozen")
+
+    def destroy(self, container: str) -> None:
+        c = self._container(container)
+        folder = self.lxcpath / container
+        if not c.defined:
+            if folder.is_dir() and (folder / RECORD_NAME).exists():
+                shutil.rmtree(folder)  # an interrupted create left only our record
+            return
+        if c.state == "FROZEN":
+            c.unfreeze()
+        if c.state != "STOPPED" and not c.stop():
+            raise BackendError(f"container `{container}` could not be stopped for destroying")
+        if not c.destroy():
+            raise BackendError(
+                f"container `{container}` could not be destroyed",
+                hint=f"see {folder / 'lxc.log'}; `lxc-destroy -n {container}` removes it by hand",
+            )
+
+    def run(self, container: str, argv: list[str], env: dict[str, str] | None = None) -> int:
+        c = self._require(container, "run a command in")
+        extra = [f"{key}={value}" for key, value in (env or {}).items()]
+        extra.append("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        status = c.attach_wait(
+            lxc.attach_run_command, argv, env_policy=lxc.LXC_ATTACH_CLEAR_ENV, extra_env_vars=extra
+        )
+        return os.waitstatus_to_exitcode(status) if status > 255 else status
+
+    def _require(self, container: str, operation: str) -> lxc.Container:
+        c = self._container(container)
+        if not c.defined:
+            raise BackendError(f"cannot {operation} container `{container}`: it does not exist")
+        return c
+
+
+def _render_config(spec: MachineSpec, rootfs: str, folder: Path) -> str:
+    net = spec.network
+    lines = [
+        "# Written by tapers; `tapers up` rewrites it. Edit the Taperfile instead.",
+        "lxc.include = /usr/share/lxc/config/debian.common.conf",
+        "lxc.arch = linux64",
+        f"lxc.uts.name = {spec.hostname}",
+        f"lxc.rootfs.path = {rootfs}",
+        "lxc.signal.halt = SIGRTMIN+3",
+        "lxc.apparmor.profile = unconfined",
+        f"lxc.log.file = {folder / 'lxc.log'}",
+        "lxc.log.level = WARN",
+        "lxc.net.0.type = veth",
+        f"lxc.net.0.link = {net.bridge}",
+        "lxc.net.0.flags = up",
+        "lxc.net.0.name = eth0",
+        f"lxc.net.0.hwaddr = {net.mac}",
+        f"lxc.net.0.ipv4.address = {net.address}/{net.prefix}",
+        f"lxc.net.0.ipv4.gateway = {net.gateway}",
+    ]
+    lines += [f"{key} = {value}" for key, value in cgroups.config_items(spec.limits)]
+    return "\n".join(lines) + "\n"
+
+
+def _copy_tree(source: Path, target: Path, container: str) -> None:
+    result = subprocess.run(
+        ["cp", "-a", "--reflink=auto", str(source), str(target)], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise BackendError(f"could not copy the box into `{container}`: {result.stderr.strip()}")
+
+
+def _write_guest_file(lower: Path, upper: Path, guest_file: GuestFile) -> None:
+    """Write a file into the machine's writable layer, creating parent folders with the
+    owner and mode they have in the box, so the overlay shows them unchanged."""
+    relative = Path(guest_file.path.lstrip("/"))
+    current_upper, current_lower = upper, lower
+    for part in relative.parts[:-1]:
+        current_upper, current_lower = current_upper / part, current_lower / part
+        if current_upper.is_dir():
+            continue
+        current_upper.mkdir()
+        try:
+            st = os.lstat(current_lower)
+            os.chown(current_upper, st.st_uid, st.st_gid)
+            os.chmod(current_upper, st.st_mode & 0o7777)
+        except FileNotFoundError:  # a folder the box does not have: owned like the file
+            os.chown(current_upper, guest_file.uid, guest_file.gid)
+            os.chmod(current_upper, 0o700 if guest_file.mode & 0o077 == 0 else 0o755)
+    target = upper / relative
+    tmp = target.with_name(target.name + ".tapers-tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, guest_file.mode)
+    try:
+        os.write(fd, guest_file.content)
+        os.fchown(fd, guest_file.uid, guest_file.gid)
+        os.fchmod(fd, guest_file.mode)
+    finally:
+        os.close(fd)
+    os.replace(tmp, target)

@@ -1,0 +1,1 @@
+"""The local box cache: recipes, building, looking boxes up."""

@@ -1,0 +1,145 @@
+"""Build a box from a recipe: debootstrap, then the guest bootstrap script in a chroot.
+
+The build happens in a temporary folder beside the cache and is renamed into
+place only when finished (a crash leaves no half box), under a per-box lock (two
+builds at once: the second waits and then finds the box ready).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from tapers import paths
+from tapers.boxes.cache import META_NAME, Box, box_folder, find_box
+from tapers.boxes.recipe import Recipe, slug
+from tapers.errors import BoxError, HostError
+from tapers.events import Reporter
+from tapers.render import render_template
+
+LOCK_WAIT_MESSAGE_AFTER = 0.5
+
+
+def ensure_box(recipe: Recipe, reporter: Reporter, force: bool = False) -> tuple[Box, bool]:
+    """The cached box for `recipe`, building it when missing (or when `force`).
+    Returns (box, built_now)."""
+    from filelock import FileLock, Timeout
+
+    existing = find_box(recipe.name)
+    if existing and not force:
+        return existing, False
+    lock_path = paths.box_build_lock(slug(recipe.name))
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_path))
+    try:
+        lock.acquire(timeout=LOCK_WAIT_MESSAGE_AFTER)
+    except Timeout:
+        reporter.line("box", f"another tapers is building `{recipe.name}`; waiting for it")
+        lock.acquire()
+    try:
+        existing = find_box(recipe.name)
+        if existing and not force:  # built by the tapers we waited for
+            return existing, False
+        return _build(recipe, reporter), True
+    finally:
+        lock.release()
+
+
+def _build(recipe: Recipe, reporter: Reporter) -> Box:
+    target_parent = box_folder(recipe.name)
+    target_parent.mkdir(parents=True, exist_ok=True)
+    for stale in target_parent.glob(".build-*"):  # left by a crashed build (we hold the lock)
+        shutil.rmtree(stale, ignore_errors=True)
+    started = time.monotonic()
+    version = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d.%H%M%S")
+    work = target_parent / f".build-{version}-{uuid.uuid4().hex[:8]}"
+    work.mkdir()
+    try:
+        rootfs = work / "rootfs"
+        _debootstrap(recipe, rootfs, reporter)
+        reporter.status("box", "preparing the guest (user, sshd, systemd units)")
+        _bootstrap(recipe, rootfs)
+        meta = _metadata(recipe, version, rootfs)
+        (work / META_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        final = target_parent / version
+        os.rename(work, final)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    reporter.line("box", f"built `{recipe.name}` version {version} in {time.monotonic() - started:.0f} s")
+    return Box(path=final, meta=meta)
+
+
+def _debootstrap(recipe: Recipe, rootfs: Path, reporter: Reporter) -> None:
+    spec = recipe.model.debootstrap
+    if shutil.which("debootstrap") is None:
+        raise HostError("debootstrap is not installed: it is needed to build boxes", hint="apt-get install debootstrap")
+    cache = paths.debootstrap_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    argv = [
+        "debootstrap",
+        f"--variant={spec.variant}",
+        f"--include={','.join(spec.packages)}",
+        f"--cache-dir={cache}",
+        spec.suite,
+        str(rootfs),
+        spec.mirror,
+    ]
+    reporter.line("box", f"building `{recipe.name}`: debootstrap {spec.suite} from {spec.mirror} (about a minute)")
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    tail: list[str] = []
+    assert process.stdout is not None
+    for raw in process.stdout:
+        line = raw.rstrip()
+        if not line:
+            continue
+        tail = (tail + [line])[-15:]
+        reporter.status("box", line)
+    if process.wait() != 0:
+        log = "\n".join(f"    {line}" for line in tail)
+        raise BoxError(
+            f"debootstrap failed for box `{recipe.name}` (exit code {process.returncode}):\n{log}",
+            hint=f"is {spec.mirror} reachable? Try again; nothing was added to the cache",
+        )
+
+
+def _bootstrap(recipe: Recipe, rootfs: Path) -> None:
+    user = recipe.model.user
+    script = render_template(recipe.model.bootstrap, user=user.name, uid=user.uid)
+    result = subprocess.run(
+        ["chroot", str(rootfs), "/bin/sh", "-s"],
+        input=script,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"},
+    )
+    if result.returncode != 0:
+        raise BoxError(
+            f"preparing box `{recipe.name}` failed (exit code {result.returncode}):\n{result.stderr.strip()}"
+        )
+
+
+def _metadata(recipe: Recipe, version: str, rootfs: Path) -> dict[str, object]:
+    user = recipe.model.user
+    passwd = (rootfs / "etc/passwd").read_text().splitlines()
+    entry = next((line.split(":") for line in passwd if line.startswith(f"{user.name}:")), None)
+    if entry is None:
+        raise BoxError(f"box `{recipe.name}` has no user `{user.name}` after its bootstrap script ran")
+    identity = hashlib.sha256(f"{recipe.text}\0{version}".encode()).hexdigest()
+    return {
+        "name": recipe.name,
+        "version": version,
+        "id": identity[:16],
+        "architecture": platform.machine(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": f"recipe {recipe.path.name}",
+        "user": {"name": user.name, "uid": int(entry[2]), "gid": int(entry[3]), "home": entry[5]},
+    }

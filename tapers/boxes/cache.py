@@ -1,0 +1,86 @@
+"""The box cache: `<TAPERS_HOME>/boxes/<slug>/<version>/{rootfs/, box.json}`.
+
+A box folder appears only by an atomic rename of a finished build, so a box that
+is listed is whole.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tapers import paths
+from tapers.boxes.recipe import slug
+from tapers.errors import BoxError
+
+META_NAME = "box.json"
+
+
+@dataclass(frozen=True)
+class Box:
+    path: Path
+    meta: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.meta["name"]
+
+    @property
+    def version(self) -> str:
+        return self.meta["version"]
+
+    @property
+    def id(self) -> str:
+        return self.meta["id"]
+
+    @property
+    def rootfs(self) -> Path:
+        return self.path / "rootfs"
+
+    @property
+    def user(self) -> dict[str, Any]:
+        return self.meta["user"]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+def list_boxes() -> list[Box]:
+    root = paths.boxes_dir()
+    boxes = []
+    if not root.is_dir():
+        return boxes
+    for meta in sorted(root.glob(f"*/*/{META_NAME}")):
+        try:
+            boxes.append(Box(path=meta.parent, meta=json.loads(meta.read_text())))
+        except (OSError, ValueError):
+            continue  # not a box tapers can use; `box list` will not show it
+    return sorted(boxes, key=lambda b: (b.name, b.version))
+
+
+def find_box(reference: str) -> Box | None:
+    """The newest cached box named `name`, or the exact `name@version`."""
+    name, _, version = reference.partition("@")
+    matches = [b for b in list_boxes() if b.name == name and (not version or b.version == version)]
+    return matches[-1] if matches else None
+
+
+def box_folder(name: str) -> Path:
+    return paths.boxes_dir() / slug(name)
+
+
+def remove_box(box: Box) -> None:
+    trash = box.path.with_name(f".remove-{box.path.name}")
+    try:
+        box.path.rename(trash)  # atomic: the box is gone for everyone at once
+    except OSError as exc:
+        raise BoxError(f"cannot remove box `{box.ref}`: {exc.strerror}") from None
+    shutil.rmtree(trash, ignore_errors=True)
+    try:
+        box.path.parent.rmdir()
+    except OSError:
+        pass

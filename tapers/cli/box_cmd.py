@@ -1,0 +1,105 @@
+"""`tapers box ...`: the local box cache."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Annotated
+
+import typer
+
+from tapers.cli import output
+from tapers.errors import BoxError, StateError
+
+box_app = typer.Typer(no_args_is_help=True, help="Build, list and remove cached boxes.")
+
+
+@box_app.command("build")
+def build(
+    name: Annotated[str, typer.Argument(help="recipe name, e.g. debian/bookworm")],
+    force: Annotated[bool, typer.Option("--force", help="build a new version even if one is cached")] = False,
+) -> None:
+    """Build a box from one of the recipes shipped with tapers."""
+    from tapers.boxes.build import ensure_box
+    from tapers.boxes.recipe import load_recipe
+
+    recipe = load_recipe(name)
+    with output.ConsoleReporter() as reporter:
+        box, built = ensure_box(recipe, reporter, force=force)
+    if not built:
+        output.say(f"box `{box.name}` version {box.version} is already in the cache ({box.path})")
+        output.say("pass --force to build a new version")
+
+
+@box_app.command("list")
+def list_(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """The boxes in the cache."""
+    from tapers.boxes.cache import list_boxes
+
+    boxes = list_boxes()
+    used = _users()
+    rows = [
+        {
+            "name": b.name,
+            "version": b.version,
+            "id": b.id,
+            "size": _size(b.path),
+            "source": b.meta.get("source", ""),
+            "path": str(b.path),
+            "used_by": used.get(b.id, []),
+        }
+        for b in boxes
+    ]
+    if as_json:
+        output.write_raw(json.dumps(rows, indent=2) + "\n")
+        return
+    if not rows:
+        output.say("no boxes cached; `tapers box build debian/bookworm` builds one (`tapers up` does it too)")
+        return
+    output.table(
+        ["name", "version", "size", "used by"],
+        [[r["name"], r["version"], r["size"], ", ".join(r["used_by"]) or "-"] for r in rows],
+    )
+
+
+@box_app.command("remove")
+def remove(
+    name: Annotated[str, typer.Argument(help="NAME or NAME@VERSION (NAME alone: every version)")],
+    force: Annotated[bool, typer.Option("--force", help="remove even if machines use it")] = False,
+) -> None:
+    """Remove a box from the cache (refused while machines are made from it)."""
+    from tapers.boxes.cache import list_boxes, remove_box
+
+    box_name, _, version = name.partition("@")
+    boxes = [b for b in list_boxes() if b.name == box_name and (not version or b.version == version)]
+    if not boxes:
+        raise BoxError(f"no box `{name}` in the cache", hint="`tapers box list` shows what is cached")
+    used = _users()
+    for box in boxes:
+        users = used.get(box.id, [])
+        if users and not force:
+            raise StateError(
+                f"box `{box.ref}` is used by {len(users)} machine(s): {', '.join(users)}",
+                hint="destroy those machines first (their files live on top of the box), or pass --force",
+            )
+    for box in boxes:
+        remove_box(box)
+        output.say(f"removed box `{box.ref}`")
+
+
+def _users() -> dict[str, list[str]]:
+    """box id -> containers created from it (they need its files)."""
+    from tapers.backend import default_backend
+    from tapers.project import CONTAINER_PREFIX
+
+    users: dict[str, list[str]] = {}
+    for info in default_backend().list(prefix=CONTAINER_PREFIX):
+        box = (info.record or {}).get("box") or {}
+        if "id" in box:
+            users.setdefault(box["id"], []).append(info.name)
+    return users
+
+
+def _size(path) -> str:
+    result = subprocess.run(["du", "-sh", str(path)], capture_output=True, text=True)
+    return result.stdout.split()[0] if result.returncode == 0 and result.stdout else "?"

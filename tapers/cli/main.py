@@ -1,0 +1,78 @@
+"""The `tapers` entry point: the one place that turns errors into messages and exit codes."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+
+from tapers.errors import ExitCode, TapersError
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(run(argv))
+
+
+def run(argv: list[str] | None = None) -> int:
+    import typer
+
+    from tapers.cli.app import app
+
+    try:
+        result = app(args=argv, prog_name="tapers", standalone_mode=False)
+    except TapersError as exc:
+        from tapers.cli.output import error
+
+        error(exc.message, exc.hint)
+        return int(exc.exit_code)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        return int(ExitCode.INTERRUPTED)
+    except KeyboardInterrupt:
+        from tapers.cli.output import error
+
+        error("interrupted")
+        return int(ExitCode.INTERRUPTED)
+    except Exception as exc:
+        if _is_usage_error(exc):  # click's, or the copy vendored in recent typer
+            exc.show()  # type: ignore[attr-defined]
+            return int(ExitCode.USAGE)
+        return _unexpected()
+    if isinstance(result, int):
+        return result
+    return int(ExitCode.OK)
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    return any(cls.__name__ == "ClickException" for cls in type(exc).__mro__) and hasattr(exc, "show")
+
+
+def _unexpected() -> int:
+    """A bug in tapers: keep the traceback in a log file, tell the user where it is."""
+    from tapers.cli.output import error
+
+    log = _error_log_path()
+    text = traceback.format_exc()
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(text)
+        where = f"the traceback is in {log}"
+    except OSError:
+        where = "the traceback follows:\n" + text
+    exc = sys.exc_info()[1]
+    error(
+        f"unexpected {type(exc).__name__}: {exc}",
+        hint=f"this is a bug in tapers; {where} (please include it when you report it)",
+    )
+    return int(ExitCode.FAILED)
+
+
+def _error_log_path() -> Path:
+    from tapers import paths
+    from tapers.taperfile import find_taperfile
+
+    try:
+        return paths.ProjectPaths(find_taperfile().parent).last_error_log
+    except TapersError:
+        return paths.tapers_home() / "last-error.log"

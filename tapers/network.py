@@ -1,0 +1,111 @@
+"""The NAT network tapers manages: its bridge, masquerade rule and static addresses.
+
+Addresses are assigned by tapers before a machine first boots (no DHCP wait): each
+container gets a stable address derived from its name, moved on only when taken,
+and a MAC derived from the address (a re-used address never meets a stale
+neighbour entry for another MAC on the host).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import subprocess
+from pathlib import Path
+
+from tapers.backend.api import NetworkConfig
+from tapers.errors import HostError
+
+BRIDGE = os.environ.get("TAPERS_BRIDGE", "tapersbr0")
+SUBNET = ipaddress.IPv4Network(os.environ.get("TAPERS_NAT_SUBNET", "10.97.0.0/16"))
+GATEWAY = SUBNET.network_address + 1
+NFT_TABLE = "tapers"
+
+
+def mac_for(address: str) -> str:
+    packed = ipaddress.IPv4Address(address).packed
+    return "00:16:3e:" + ":".join(f"{byte:02x}" for byte in packed[1:])
+
+
+def allocate(container: str, used: set[str]) -> NetworkConfig:
+    """A free address for `container`: the one its name hashes to, or the next free one."""
+    hosts = SUBNET.num_addresses - 3  # minus network, gateway and broadcast
+    start = int.from_bytes(hashlib.sha256(container.encode()).digest()[:4], "big") % hosts
+    for step in range(hosts):
+        address = str(SUBNET.network_address + 2 + (start + step) % hosts)
+        if address not in used:
+            return config_for(address)
+    raise HostError(f"no free address left in the tapers network {SUBNET}")
+
+
+def config_for(address: str) -> NetworkConfig:
+    return NetworkConfig(
+        bridge=BRIDGE, address=address, prefix=SUBNET.prefixlen, gateway=str(GATEWAY), mac=mac_for(address)
+    )
+
+
+def bridge_ready() -> bool:
+    return Path(f"/sys/class/net/{BRIDGE}").exists()
+
+
+def ensure_nat_network() -> None:
+    """Bring up the bridge, its gateway address, IP forwarding and the masquerade rule."""
+    if not bridge_ready():
+        _run(["ip", "link", "add", BRIDGE, "type", "bridge"], "create the bridge")
+    gateway = f"{GATEWAY}/{SUBNET.prefixlen}"
+    addresses = _run(["ip", "-4", "-o", "addr", "show", "dev", BRIDGE], "read the bridge address")
+    if f" {gateway} " not in addresses:
+        _run(["ip", "addr", "add", gateway, "dev", BRIDGE], "give the bridge its address")
+    _run(["ip", "link", "set", BRIDGE, "up"], "bring the bridge up")
+    try:
+        Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+    except OSError as exc:
+        raise HostError(f"cannot enable IPv4 forwarding: {exc.strerror}", hint="run tapers as root") from None
+    _ensure_masquerade()
+
+
+def _ensure_masquerade() -> None:
+    listed = subprocess.run(["nft", "list", "table", "ip", NFT_TABLE], capture_output=True, text=True)
+    if listed.returncode == 0 and "masquerade" in listed.stdout:
+        return
+    rules = (
+        f"table ip {NFT_TABLE} {{\n"
+        "  chain postrouting {\n"
+        "    type nat hook postrouting priority srcnat; policy accept;\n"
+        f"    ip saddr {SUBNET} ip daddr != {SUBNET} masquerade\n"
+        "  }\n"
+        "}\n"
+    )
+    _run(["nft", "-f", "-"], "install the masquerade rule", stdin=rules)
+
+
+def host_nameservers() -> list[str]:
+    """The host's DNS servers that a container can reach (loopback ones can't be)."""
+    servers = []
+    try:
+        for line in Path("/etc/resolv.conf").read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "nameserver":
+                address = ipaddress.ip_address(parts[1].split("%")[0])
+                if not address.is_loopback:
+                    servers.append(parts[1])
+    except (OSError, ValueError):
+        pass
+    return servers
+
+
+def _run(argv: list[str], what: str, stdin: str | None = None) -> str:
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, input=stdin)
+    except FileNotFoundError:
+        raise HostError(
+            f"cannot {what}: `{argv[0]}` is not installed",
+            hint="apt-get install iproute2 nftables",
+        ) from None
+    if result.returncode != 0:
+        raise HostError(
+            f"cannot {what} for the tapers network ({BRIDGE}, {SUBNET}): {result.stderr.strip()}",
+            hint="run `tapers doctor`; tapers needs root to manage its network",
+        )
+    return result.stdout

@@ -1,0 +1,37 @@
+"""Read reality: the project's containers as they are now, and what tapers recorded on them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tapers.backend.api import Backend, ContainerInfo
+from tapers.project import Project
+
+
+@dataclass(frozen=True)
+class Observed:
+    machines: dict[str, ContainerInfo] = field(default_factory=dict)  # machine name -> its container
+    orphans: tuple[ContainerInfo, ...] = ()  # ours, but the machine left the Taperfile
+    foreign: dict[str, ContainerInfo] = field(default_factory=dict)  # machine name -> a container not ours
+
+
+def is_ours(project: Project, info: ContainerInfo) -> bool:
+    record = info.record or {}
+    return record.get("project") == project.id and record.get("project_dir") == str(project.root)
+
+
+def observe(project: Project, backend: Backend) -> Observed:
+    names = {project.container(m.name): m.name for m in project.machines}
+    machines: dict[str, ContainerInfo] = {}
+    foreign: dict[str, ContainerInfo] = {}
+    orphans = []
+    for info in backend.list(prefix=project.prefix):
+        machine = names.get(info.name)
+        if is_ours(project, info):
+            if machine is not None:
+                machines[machine] = info
+            else:
+                orphans.append(info)
+        elif machine is not None:
+            foreign[machine] = info
+    return Observed(machines=machines, orphans=tuple(orphans), foreign=foreign)

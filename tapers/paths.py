@@ -1,0 +1,87 @@
+"""Every on-disk name tapers uses, in one place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+TAPERFILE_NAMES = ("Taperfile.yaml", "Taperfile.yml", "Taperfile")
+OVERRIDE_NAME = "Taperfile.override.yaml"
+PROJECT_STATE_DIR = ".tapers"
+
+# Host-wide runtime state (locks that must be shared by every tapers on the host).
+HOST_RUN_DIR = Path(os.environ.get("TAPERS_RUN_DIR", "/run/tapers"))
+
+
+def tapers_home() -> Path:
+    """Where tapers keeps its box cache and build locks.
+
+    `TAPERS_HOME` overrides the user cache directory (tests use it).
+    """
+    override = os.environ.get("TAPERS_HOME")
+    if override:
+        return Path(override)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("tapers"))
+
+
+def boxes_dir() -> Path:
+    return tapers_home() / "boxes"
+
+
+def box_build_lock(slug: str) -> Path:
+    return tapers_home() / "locks" / f"box-{slug}.lock"
+
+
+def debootstrap_cache_dir() -> Path:
+    return tapers_home() / "debs"
+
+
+def lxc_path() -> Path:
+    """The LXC container directory tapers creates machines in."""
+    override = os.environ.get("TAPERS_LXC_PATH")
+    if override:
+        return Path(override)
+    return Path("/var/lib/lxc")
+
+
+def container_record(container: str) -> Path:
+    """The file on the container's own LXC directory recording what tapers applied."""
+    return lxc_path() / container / "tapers.json"
+
+
+def network_lock() -> Path:
+    return HOST_RUN_DIR / "network.lock"
+
+
+class ProjectPaths:
+    """Files tapers generates in a project's `.tapers/` folder (all regenerable)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.state = root / PROJECT_STATE_DIR
+
+    @property
+    def private_key(self) -> Path:
+        return self.state / "id_ed25519"
+
+    @property
+    def public_key(self) -> Path:
+        return self.state / "id_ed25519.pub"
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.state / "ssh_config"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.state / "known_hosts"
+
+    @property
+    def lock(self) -> Path:
+        return self.state / "lock"
+
+    @property
+    def last_error_log(self) -> Path:
+        return self.state / "last-error.log"

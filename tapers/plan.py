@@ -1,0 +1,181 @@
+"""Decide what to do: a pure function from the Taperfile and observed reality to a Plan.
+
+No I/O here. Every action carries the cause a person can read; `str(plan)` is what
+`tapers plan` prints and what the planner tests compare with.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from tapers.backend.api import ContainerInfo, State
+from tapers.errors import StateError
+from tapers.observe import Observed
+from tapers.ssh.keys import same_key
+from tapers.taperfile import Machine
+from tapers.taperfile.units import format_size
+
+READY = "ready"
+
+
+class Kind(str, enum.Enum):
+    BUILD_BOX = "build box"
+    CREATE = "create"
+    RECREATE = "re-create"
+    START = "start"
+    UNFREEZE = "unfreeze"
+    AUTHORIZE_KEY = "authorize key"
+    WAIT_SSH = "wait for ssh"
+    HALT = "halt"
+    DESTROY = "destroy"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: Kind
+    subject: str  # a machine name, or a box name for BUILD_BOX
+    cause: str
+
+    def __str__(self) -> str:
+        return f"{self.subject}: {self.kind} ({self.cause})"
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple[Action, ...] = ()
+    notes: tuple[str, ...] = field(default=())  # warnings: what `up` will not do, and why
+
+    def __str__(self) -> str:
+        lines = [str(a) for a in self.actions] or ["nothing to do"]
+        return "\n".join(lines + [f"note: {n}" for n in self.notes])
+
+    def __bool__(self) -> bool:
+        return bool(self.actions)
+
+    def for_subject(self, subject: str) -> list[Action]:
+        return [a for a in self.actions if a.subject == subject and a.kind is not Kind.BUILD_BOX]
+
+    def subjects(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for action in self.actions:
+            if action.kind is not Kind.BUILD_BOX:
+                seen.setdefault(action.subject, None)
+        return list(seen)
+
+
+def desired_settings(machine: Machine) -> dict[str, object]:
+    """What a machine's record says was applied, for comparison on later runs."""
+    return {
+        "box": machine.box,
+        "hostname": machine.hostname,
+        "cpus": machine.cpus,
+        "memory": machine.memory,
+        "pids": machine.pids,
+    }
+
+
+def plan_up(
+    machines: list[Machine],
+    observed: Observed,
+    project_key: str,
+    boxes_cached: set[str],
+) -> Plan:
+    actions: list[Action] = []
+    notes: list[str] = []
+    _refuse_foreign(machines, observed)
+    for machine in machines:
+        info = observed.machines.get(machine.name)
+        if info is None or _interrupted(info):
+            if machine.box not in boxes_cached and not any(
+                a.kind is Kind.BUILD_BOX and a.subject == machine.box for a in actions
+            ):
+                actions.append(Action(Kind.BUILD_BOX, machine.box, "not in the box cache"))
+            if info is None:
+                actions.append(Action(Kind.CREATE, machine.name, "not found"))
+            else:
+                actions.append(Action(Kind.RECREATE, machine.name, "its creation was interrupted"))
+            actions.append(Action(Kind.START, machine.name, "created"))
+            actions.append(Action(Kind.WAIT_SSH, machine.name, "started"))
+            continue
+        record = info.record or {}
+        if info.state is State.STOPPED:
+            actions.append(Action(Kind.START, machine.name, "stopped"))
+        elif info.state is State.FROZEN:
+            actions.append(Action(Kind.UNFREEZE, machine.name, "frozen"))
+        elif info.state is State.BUSY:
+            actions.append(Action(Kind.START, machine.name, "in a transition (starting or stopping)"))
+        started = info.state is not State.RUNNING
+        if not same_key(record.get("authorized_key"), project_key):
+            actions.append(Action(Kind.AUTHORIZE_KEY, machine.name, "the project key changed (.tapers/ was deleted?)"))
+        if started:
+            actions.append(Action(Kind.WAIT_SSH, machine.name, "started"))
+        notes += _settings_drift(machine, record)
+    return Plan(actions=tuple(actions), notes=tuple(notes))
+
+
+def plan_halt(machines: list[Machine], observed: Observed) -> Plan:
+    actions = []
+    for machine in machines:
+        info = observed.machines.get(machine.name)
+        if info is not None and info.state is not State.STOPPED:
+            actions.append(Action(Kind.HALT, machine.name, str(info.state)))
+    return Plan(actions=tuple(actions))
+
+
+def plan_destroy(machines: list[Machine], observed: Observed, orphans: bool) -> Plan:
+    actions = []
+    for machine in machines:
+        info = observed.machines.get(machine.name)
+        if info is not None:
+            actions.append(Action(Kind.DESTROY, machine.name, str(info.state)))
+    if orphans:
+        for orphan in observed.orphans:
+            name = (orphan.record or {}).get("machine", orphan.name)
+            actions.append(Action(Kind.DESTROY, name, "no longer in the Taperfile"))
+    notes = tuple(f"`{name}` is not a tapers machine of this project; left alone" for name in observed.foreign)
+    return Plan(actions=tuple(actions), notes=notes)
+
+
+def _interrupted(info: ContainerInfo) -> bool:
+    return (info.record or {}).get("phase") != READY
+
+
+def _refuse_foreign(machines: list[Machine], observed: Observed) -> None:
+    for machine in machines:
+        info = observed.foreign.get(machine.name)
+        if info is None:
+            continue
+        owner = (info.record or {}).get("project_dir")
+        where = f"by the project in `{owner}`" if owner else "by something other than tapers (no tapers record)"
+        raise StateError(
+            f"container `{info.name}` for machine `{machine.name}` already exists, created {where}",
+            hint="tapers never touches containers it did not create for this folder: "
+            "set a different `name:` in the Taperfile, or remove that container yourself",
+        )
+
+
+def _settings_drift(machine: Machine, record: dict[str, object]) -> list[str]:
+    applied = record.get("applied")
+    if not isinstance(applied, dict):
+        return []
+    notes = []
+    for key, wanted in desired_settings(machine).items():
+        was = applied.get(key)
+        if was != wanted:
+            notes.append(
+                f"{machine.name}: {key} changed ({_show(key, was)} -> {_show(key, wanted)}); not applied to the "
+                f"existing machine yet: `tapers destroy {machine.name}` then `tapers up` re-creates it"
+            )
+    return notes
+
+
+def _show(key: str, value: object) -> str:
+    if value is None:
+        return "unset"
+    if key == "memory" and isinstance(value, int):
+        return format_size(value)
+    return str(value)

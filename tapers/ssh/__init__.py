@@ -1,0 +1,1 @@
+"""Talking to machines over SSH: keys, the OpenSSH config, paramiko sessions."""

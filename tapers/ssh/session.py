@@ -1,0 +1,156 @@
+"""SSH sessions with paramiko: pinned host keys, retries only for transient failures.
+
+paramiko is imported here only, when a command really talks to a machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import select
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from tapers.errors import HostKeyMismatch, SshError
+from tapers.ssh.config import SshTarget
+
+POLL = 0.05
+
+
+def wait_for_banner(address: str, timeout: float, what: str, port: int = 22) -> None:
+    """Wait until sshd at `address` sends its banner (cheap: no SSH handshake)."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while True:
+        try:
+            with socket.create_connection((address, port), timeout=1.0) as sock:
+                sock.settimeout(max(0.2, min(2.0, deadline - time.monotonic())))
+                if sock.recv(8).startswith(b"SSH-"):
+                    return
+                last = "it answered without an SSH banner"
+        except OSError as exc:
+            last = exc.strerror or str(exc)
+        if time.monotonic() >= deadline:
+            raise SshError(
+                f"{what}: sshd at {address}:{port} did not answer within {timeout:.0f} s (last: {last})",
+                hint="is the machine running? `tapers status`; its boot log: `lxc-attach -n CONTAINER -- journalctl -b`",
+            )
+        time.sleep(POLL)
+
+
+class Session:
+    def __init__(self, client: Any, target: SshTarget) -> None:
+        self._client = client
+        self.target = target
+
+    def run(self, command: str, stdout: IO[bytes], stderr: IO[bytes], stdin: IO[bytes] | None = None) -> int:
+        """Run `command`, stream its output as it comes, return its exit code."""
+        transport = self._client.get_transport()
+        channel = transport.open_session()
+        channel.exec_command(command)
+        feeder = None
+        if stdin is not None:
+            feeder = threading.Thread(target=_feed, args=(stdin, channel), daemon=True)
+            feeder.start()
+        else:
+            channel.shutdown_write()
+        while True:
+            readable, _, _ = select.select([channel], [], [], 0.5)
+            if readable or channel.recv_ready() or channel.recv_stderr_ready():
+                _drain(channel, stdout, stderr)
+            if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                _drain(channel, stdout, stderr)
+                break
+        status = channel.recv_exit_status()
+        channel.close()
+        return status if status >= 0 else 255
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _drain(channel: Any, stdout: IO[bytes], stderr: IO[bytes]) -> None:
+    while channel.recv_ready():
+        stdout.write(channel.recv(65536))
+        stdout.flush()
+    while channel.recv_stderr_ready():
+        stderr.write(channel.recv_stderr(65536))
+        stderr.flush()
+
+
+def _feed(stdin: IO[bytes], channel: Any) -> None:
+    try:
+        while chunk := stdin.read1(65536) if hasattr(stdin, "read1") else stdin.read(65536):
+            channel.sendall(chunk)
+    except OSError:
+        pass
+    finally:
+        try:
+            channel.shutdown_write()
+        except OSError:
+            pass
+
+
+def connect(target: SshTarget, identity: Path, timeout: float = 30.0) -> Session:
+    """Log in as the machine's user; retry while sshd comes up, fail fast otherwise."""
+    import paramiko
+
+    try:
+        pkey = paramiko.Ed25519Key.from_private_key_file(str(identity))
+    except (OSError, paramiko.SSHException) as exc:
+        raise SshError(f"cannot read the project key {identity}: {exc}") from None
+    key_type, key_data = target.host_key.split()[:2]
+    pinned = paramiko.PKey.from_type_string(key_type, base64.b64decode(key_data))
+    deadline = time.monotonic() + timeout
+    while True:
+        client = paramiko.SSHClient()
+        client.get_host_keys().add(target.address, key_type, pinned)
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        try:
+            client.connect(
+                target.address,
+                port=22,
+                username=target.user,
+                pkey=pkey,
+                allow_agent=False,
+                look_for_keys=False,
+                timeout=5,
+                banner_timeout=10,
+                auth_timeout=10,
+            )
+            return Session(client, target)
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise HostKeyMismatch(
+                f"machine `{target.machine}` ({target.address}) presented a host key other than the one "
+                f"tapers pinned when it created it: got {exc.key.get_name()} {exc.key.get_base64()[:16]}..., "
+                f"expected {key_data[:16]}...",
+                hint="someone may be impersonating the machine, or it was changed by hand; "
+                "`tapers destroy` and `tapers up` re-create it with a fresh pinned key",
+            ) from None
+        except paramiko.AuthenticationException:
+            client.close()
+            raise SshError(
+                f"machine `{target.machine}` ({target.address}) refused the project key for user `{target.user}`",
+                hint="`tapers up` authorizes the current project key again",
+            ) from None
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            client.close()
+            if time.monotonic() >= deadline:
+                raise SshError(
+                    f"could not reach machine `{target.machine}` over SSH at {target.address} within "
+                    f"{timeout:.0f} s: {exc}",
+                    hint="is it running? `tapers status`",
+                ) from None
+            time.sleep(POLL)
+
+
+__all__ = ["Session", "connect", "wait_for_banner"]
