@@ -10,6 +10,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from tapers import network, paths
@@ -17,7 +18,7 @@ from tapers.backend.api import Backend, GuestFile, Limits, MachineSpec
 from tapers.boxes.build import ensure_box
 from tapers.boxes.cache import Box, find_box
 from tapers.boxes.recipe import load_recipe
-from tapers.errors import BoxError, StateError, TapersError
+from tapers.errors import BoxError, MachineFailures, StateError, TapersError
 from tapers.events import Reporter
 from tapers.plan import READY, Action, Kind, Plan, desired_settings
 from tapers.project import CONTAINER_PREFIX, Project
@@ -36,18 +37,17 @@ class Context:
     project_key: str = ""
     halt_timeout: float = 30.0
     ssh_timeout: float = 60.0
+    # The two steps that touch the host outside the backend; tests with a fake backend replace them.
+    network_setup: Callable[[], None] = network.ensure_nat_network
+    ssh_check: Callable[[SshTarget, Path, float], None] = field(default=None)  # type: ignore[assignment]
     _network_ready: bool = field(default=False, init=False)
     _network_guard: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def ensure_network(self) -> None:
         with self._network_guard:
             if not self._network_ready:
-                network.ensure_nat_network()
+                self.network_setup()
                 self._network_ready = True
-
-
-class MachineFailures(TapersError):
-    """One or more machines failed; the message lists each."""
 
 
 def apply(plan: Plan, ctx: Context) -> None:
@@ -152,13 +152,18 @@ def _authorize_key(name: str, ctx: Context) -> None:
 
 
 def _wait_ssh(name: str, ctx: Context) -> None:
-    from tapers.ssh.session import connect, wait_for_banner
-
     container = ctx.project.container(name)
     record = _record_of(ctx, container)
-    wait_for_banner(record["address"], ctx.ssh_timeout, f"machine `{name}`")
     target = SshTarget(name, container, record["address"], record["user"], record["host_key"])
-    connect(target, ctx.project.paths.private_key, timeout=ctx.ssh_timeout).close()
+    (ctx.ssh_check or ssh_login_check)(target, ctx.project.paths.private_key, ctx.ssh_timeout)
+
+
+def ssh_login_check(target: SshTarget, identity: Path, timeout: float) -> None:
+    """Wait for sshd's banner, then log in once: the pinned host key and the project key work."""
+    from tapers.ssh.session import connect, wait_for_banner
+
+    wait_for_banner(target.address, timeout, f"machine `{target.machine}`")
+    connect(target, identity, timeout=timeout).close()
 
 
 def _halt(name: str, ctx: Context) -> None:

@@ -30,6 +30,12 @@ class TapersError(Exception):
         return self.message
 
 
+class UsageError(TapersError):
+    """The command line asks for something that does not exist (e.g. an unknown machine)."""
+
+    exit_code = ExitCode.USAGE
+
+
 class TaperfileError(TapersError):
     """The Taperfile is missing, unreadable or invalid."""
 
@@ -70,6 +76,10 @@ class StateError(TapersError):
 
 class HostError(TapersError):
     """The host lacks something tapers needs (see `tapers doctor`)."""
+
+
+class MachineFailures(TapersError):
+    """Several machines failed in one run; the message lists each one's error."""
 
 
 class Interrupted(TapersError):

@@ -9,10 +9,6 @@ TAPERFILE_NAMES = ("Taperfile.yaml", "Taperfile.yml", "Taperfile")
 OVERRIDE_NAME = "Taperfile.override.yaml"
 PROJECT_STATE_DIR = ".tapers"
 
-# Host-wide runtime state (locks that must be shared by every tapers on the host).
-HOST_RUN_DIR = Path(os.environ.get("TAPERS_RUN_DIR", "/run/tapers"))
-
-
 def tapers_home() -> Path:
     """Where tapers keeps its box cache and build locks.
 
@@ -51,8 +47,13 @@ def container_record(container: str) -> Path:
     return lxc_path() / container / "tapers.json"
 
 
+def host_run_dir() -> Path:
+    """Host-wide runtime state: locks shared by every tapers on the host."""
+    return Path(os.environ.get("TAPERS_RUN_DIR", "/run/tapers"))
+
+
 def network_lock() -> Path:
-    return HOST_RUN_DIR / "network.lock"
+    return host_run_dir() / "network.lock"
 
 
 class ProjectPaths:

@@ -54,10 +54,10 @@ class Project:
                 return machine
         if len(self.machines) == 1:
             return self.machines[0]
-        from tapers.errors import TaperfileError
+        from tapers.errors import UsageError
 
         names = ", ".join(m.name for m in self.machines)
-        raise TaperfileError(
+        raise UsageError(
             f"this project has several machines ({names}) and none is `primary: true`",
             hint="name one, e.g. `tapers ssh NAME`, or mark one `primary: true` in the Taperfile",
         )

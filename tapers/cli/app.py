@@ -232,8 +232,12 @@ def ssh(
     """Open a shell on a machine, or run one command and return its exit code."""
     from tapers.access import running_target, write_ssh_files
 
-    project, _, observed = _engine(ctx)
+    from tapers.backend import default_backend
+    from tapers.observe import observe
+
+    project = _project(ctx)
     machine = project.loaded.machine(name) if name else project.default_machine()
+    observed = observe(project, default_backend())
     target = running_target(project, observed, machine.name)
     if command is None:
         config = write_ssh_files(project, observed)

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from tapers import paths
-from tapers.errors import TaperfileError
+from tapers.errors import TaperfileError, UsageError
 from tapers.taperfile.model import Machine, MachineSettings, Taperfile, resolve_machines
 
 Loc = tuple[Any, ...]
@@ -55,7 +55,7 @@ class LoadedTaperfile:
             if machine.name == name:
                 return machine
         known = ", ".join(f"`{m.name}`" for m in self.machines)
-        raise TaperfileError(
+        raise UsageError(
             f"no machine `{name}` in {_display(self.path)}",
             hint=f"machines defined there: {known}",
         )
@@ -177,10 +177,8 @@ def _walk(path: Path, node: yaml.Node, loc: Loc, source: _Source) -> None:
             key = key_node.value
             where = Position(path, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             if key in seen:
-                raise yaml.MarkedYAMLError(
-                    problem=f"duplicate key `{key}` (first defined at line {seen[key].line})",
-                    problem_mark=key_node.start_mark,
-                )
+                problem = f"{where}: duplicate key `{key}` (first defined at line {seen[key].line})"
+                raise TaperfileError(problem, hint="remove or rename one of them", problems=[problem])
             seen[key] = where
             source.keys[loc + (key,)] = where
             _walk(path, value_node, loc + (key,), source)

@@ -1,0 +1,69 @@
+"""An in-memory Backend for fast tests of planning and execution logic.
+
+Never the only test of a command: tests/integration runs the same commands on real LXC.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from tapers.backend.api import ContainerInfo, MachineSpec, State
+from tapers.errors import BackendError
+
+
+class FakeBackend:
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.containers: dict[str, dict[str, Any]] = {}
+        self.calls: list[str] = []
+
+    def list(self, prefix: str = "") -> list[ContainerInfo]:
+        return [info for name in sorted(self.containers) if name.startswith(prefix) if (info := self.inspect(name))]
+
+    def inspect(self, container: str) -> ContainerInfo | None:
+        c = self.containers.get(container)
+        if c is None:
+            return None
+        return ContainerInfo(name=container, state=c["state"], record=copy.deepcopy(c["record"]))
+
+    def create(self, spec: MachineSpec, record: dict[str, Any]) -> None:
+        if spec.container in self.containers:
+            raise BackendError(f"cannot create container `{spec.container}`: it already exists")
+        self.calls.append(f"create {spec.container}")
+        self.containers[spec.container] = {
+            "state": State.STOPPED,
+            "record": copy.deepcopy(record),
+            "spec": spec,
+            "files": {f.path: f for f in spec.files},
+        }
+
+    def save_record(self, container: str, record: dict[str, Any]) -> None:
+        self.containers[container]["record"] = copy.deepcopy(record)
+
+    def start(self, container: str) -> None:
+        self.calls.append(f"start {container}")
+        self.containers[container]["state"] = State.RUNNING
+
+    def stop(self, container: str, timeout: float) -> bool:
+        self.calls.append(f"stop {container}")
+        self.containers[container]["state"] = State.STOPPED
+        return True
+
+    def unfreeze(self, container: str) -> None:
+        self.calls.append(f"unfreeze {container}")
+        self.containers[container]["state"] = State.RUNNING
+
+    def destroy(self, container: str) -> None:
+        self.calls.append(f"destroy {container}")
+        self.containers.pop(container, None)
+
+    def run(self, container: str, argv: list[str], env: dict[str, str] | None = None) -> int:
+        self.calls.append(f"run {container} {argv[0]}")
+        if env and "KEY" in env:
+            self.containers[container]["authorized"] = env["KEY"]
+        return 0
+
+    def copy_mode(self) -> str:
+        return "overlay"

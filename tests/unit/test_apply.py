@@ -1,0 +1,125 @@
+"""The executor against the in-memory fake backend: it does what the plan says and records it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tapers.apply import Context, apply
+from tapers.backend.api import State
+from tapers.errors import MachineFailures, SshError
+from tapers.events import SilentReporter
+from tapers.observe import observe
+from tapers.plan import plan_destroy, plan_halt, plan_up
+from tapers.project import open_project
+from tests.fakes import FakeBackend
+
+KEY = "ssh-ed25519 AAAAprojectkey tapers-shop"
+TAPERFILE = """\
+version: 1
+name: shop
+machines:
+  db: {memory: 256M, hostname: db.shop.test}
+  web: {cpus: 0.5}
+"""
+
+
+@pytest.fixture
+def setup(write_project, fake_box_home):
+    root = write_project({"Taperfile.yaml": TAPERFILE})
+    project = open_project(explicit=root / "Taperfile.yaml")
+    backend = FakeBackend()
+    checked: list[str] = []
+    ctx = Context(
+        project,
+        backend,
+        SilentReporter(),
+        project_key=KEY,
+        network_setup=lambda: checked.append("network"),
+        ssh_check=lambda target, identity, timeout: checked.append(f"ssh {target.machine} {target.address}"),
+    )
+    return project, backend, ctx, checked
+
+
+def up(project, backend, ctx):
+    apply(plan_up(project.machines, observe(project, backend), KEY, {"debian/bookworm"}), ctx)
+
+
+def test_up_creates_records_and_starts_each_machine(setup) -> None:
+    project, backend, ctx, checked = setup
+    up(project, backend, ctx)
+    db = backend.containers["tapers-shop-db"]
+    assert db["state"] is State.RUNNING
+    record = db["record"]
+    assert record["phase"] == "ready"
+    assert record["project_dir"] == str(project.root)
+    assert record["authorized_key"] == KEY
+    assert record["applied"]["memory"] == 256 * 1024**2
+    files = db["files"]
+    assert files["/home/tapers/.ssh/authorized_keys"].content == (KEY + "\n").encode()
+    assert files["/home/tapers/.ssh/authorized_keys"].uid == 1000
+    assert files["/etc/hostname"].content == b"db.shop.test\n"
+    assert b"127.0.1.1\tdb.shop.test db\n" in files["/etc/hosts"].content
+    assert files["/etc/ssh/ssh_host_ed25519_key.pub"].content.decode().split()[:2] == record["host_key"].split()[:2]
+    assert db["spec"].network.mac.startswith("00:16:3e:")
+    web = backend.containers["tapers-shop-web"]
+    assert web["record"]["address"] != record["address"]
+    assert checked.count("network") == 1
+    assert sorted(c for c in checked if c.startswith("ssh")) == sorted(
+        [f"ssh db {record['address']}", f"ssh web {web['record']['address']}"]
+    )
+
+
+def test_second_up_changes_nothing(setup) -> None:
+    project, backend, ctx, _ = setup
+    up(project, backend, ctx)
+    calls = list(backend.calls)
+    plan = plan_up(project.machines, observe(project, backend), KEY, {"debian/bookworm"})
+    assert not plan
+    apply(plan, ctx)
+    assert backend.calls == calls
+
+
+def test_halt_then_destroy(setup) -> None:
+    project, backend, ctx, _ = setup
+    up(project, backend, ctx)
+    apply(plan_halt(project.machines, observe(project, backend)), ctx)
+    assert {c["state"] for c in backend.containers.values()} == {State.STOPPED}
+    apply(plan_destroy(project.machines, observe(project, backend), orphans=True), ctx)
+    assert backend.containers == {}
+
+
+def test_new_project_key_is_authorized_in_running_machines(setup) -> None:
+    project, backend, ctx, _ = setup
+    up(project, backend, ctx)
+    ctx.project_key = "ssh-ed25519 AAAAnewkey tapers-shop"
+    plan = plan_up(project.machines, observe(project, backend), ctx.project_key, {"debian/bookworm"})
+    apply(plan, ctx)
+    assert backend.containers["tapers-shop-web"]["authorized"] == ctx.project_key
+    assert backend.containers["tapers-shop-web"]["record"]["authorized_key"] == ctx.project_key
+
+
+def test_failures_of_several_machines_are_all_reported(setup) -> None:
+    project, backend, ctx, _ = setup
+
+    def refuse(target, identity, timeout):
+        raise SshError(f"{target.machine} never answered")
+
+    ctx.ssh_check = refuse
+    with pytest.raises(MachineFailures, match=r"2 of 2 machines failed:\n  db: db never answered\n  web: web never answered"):
+        up(project, backend, ctx)
+
+
+def test_addresses_differ_across_projects(setup, write_project, tmp_path: Path) -> None:
+    project, backend, ctx, _ = setup
+    up(project, backend, ctx)
+    other_root = tmp_path / "other"
+    other_root.mkdir()
+    (other_root / "Taperfile.yaml").write_text(TAPERFILE.replace("name: shop", "name: blog"))
+    other = open_project(explicit=other_root / "Taperfile.yaml")
+    ctx2 = Context(other, backend, SilentReporter(), project_key=KEY, network_setup=lambda: None,
+                   ssh_check=lambda *a: None)
+    apply(plan_up(other.machines, observe(other, backend), KEY, {"debian/bookworm"}), ctx2)
+    addresses = [c["record"]["address"] for c in backend.containers.values()]
+    assert len(addresses) == 4 and len(set(addresses)) == 4
