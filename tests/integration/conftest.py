@@ -1,0 +1,190 @@
+"""Fixtures for tests on real LXC containers.
+
+Every test gets its own project (a unique name per test run, so parallel runs and
+leftovers never collide) and a finalizer that destroys what it created, even when
+the test fails. Without a usable LXC these tests skip with the reason, unless
+TAPERS_REQUIRE_LXC=1 (CI sets it): then they fail.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+RUN_ID = f"t{uuid.uuid4().hex[:6]}"
+_counter = itertools.count(1)
+BOX = "debian/bookworm"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/integration/" in str(item.fspath):
+            item.add_marker(pytest.mark.lxc)
+
+
+def _lxc_problem() -> str | None:
+    if os.geteuid() != 0:
+        return "not running as root"
+    try:
+        import lxc  # noqa: F401
+    except ImportError as exc:
+        return f"python-lxc is not importable ({exc})"
+    from tapers.doctor import run_checks
+
+    failed = [f"{c.name}: {c.detail}" for c in run_checks(full=True) if c.required and not c.ok]
+    return "; ".join(failed) or None
+
+
+@pytest.fixture(scope="session")
+def lxc_ready() -> None:
+    problem = _lxc_problem()
+    if problem:
+        if os.environ.get("TAPERS_REQUIRE_LXC") == "1":
+            pytest.fail(f"LXC is required (TAPERS_REQUIRE_LXC=1) but unusable: {problem}")
+        pytest.skip(f"LXC is not usable here: {problem}")
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+    args: tuple[str, ...]
+
+    def ok(self) -> Result:
+        assert self.code == 0, f"tapers {' '.join(self.args)} exited {self.code}\n--- out\n{self.out}\n--- err\n{self.err}"
+        return self
+
+
+def run_tapers(args: tuple[str, ...], cwd: Path, env: dict[str, str], timeout: float = 300, stdin: str | None = None) -> Result:
+    process = subprocess.run(
+        [sys.executable, "-m", "tapers", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+    )
+    return Result(process.returncode, process.stdout, process.stderr, args)
+
+
+@dataclass
+class BoxBuilds:
+    home: Path
+    results: list[Result]  # empty when a prebuilt home was reused
+
+
+@pytest.fixture(scope="session")
+def box_home(lxc_ready) -> BoxBuilds:
+    """A TAPERS_HOME with the default box, built for this test run by two concurrent
+    `tapers box build` (the second must wait for the first and reuse its box).
+
+    TAPERS_TEST_BOX_HOME=DIR reuses a box home across runs when developing."""
+    reuse = os.environ.get("TAPERS_TEST_BOX_HOME")
+    if reuse:
+        home = Path(reuse)
+        env = _env(home)
+        if not any((home / "boxes").glob("*/*/box.json")):
+            run_tapers(("box", "build", BOX), Path.cwd(), env, timeout=900).ok()
+        yield BoxBuilds(home, [])
+        _sweep()
+        return
+    home = Path(tempfile.mkdtemp(prefix=f"tapers-{RUN_ID}-home-", dir="/var/tmp"))
+    env = _env(home)
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tapers", "box", "build", BOX],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+        )
+        for _ in range(2)
+    ]
+    results = []
+    for process in processes:
+        out, err = process.communicate(timeout=900)
+        results.append(Result(process.returncode, out, err, ("box", "build", BOX)))
+    yield BoxBuilds(home, results)
+    _sweep()
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["TAPERS_HOME"] = str(home)
+    env["NO_COLOR"] = "1"
+    env.pop("TAPERS_TEST_BOX_HOME", None)
+    return env
+
+
+def _sweep(prefix: str = f"tapers-{RUN_ID}") -> None:
+    """Destroy any container this test run left (a failed test's finalizer must not leak)."""
+    import lxc
+
+    for name in lxc.list_containers():
+        if name.startswith(prefix):
+            container = lxc.Container(name)
+            if container.running:
+                container.stop()
+            container.destroy()
+
+
+class Project:
+    def __init__(self, root: Path, name: str, env: dict[str, str]) -> None:
+        self.root = root
+        self.name = name
+        self.env = env
+
+    def write(self, taperfile: str) -> None:
+        (self.root / "Taperfile.yaml").write_text(f"version: 1\nname: {self.name}\n" + taperfile)
+
+    def tapers(self, *args: str, timeout: float = 300, stdin: str | None = None) -> Result:
+        return run_tapers(args, self.root, self.env, timeout=timeout, stdin=stdin)
+
+    def container(self, machine: str) -> str:
+        return f"tapers-{self.name}-{machine}"
+
+    def lxc_state(self, machine: str) -> str:
+        """The container's state as LXC itself reports it (not through tapers)."""
+        import lxc
+
+        container = lxc.Container(self.container(machine))
+        return container.state if container.defined else "MISSING"
+
+    def record(self, machine: str) -> dict:
+        return json.loads((Path("/var/lib/lxc") / self.container(machine) / "tapers.json").read_text())
+
+    def save_record(self, machine: str, record: dict) -> None:
+        (Path("/var/lib/lxc") / self.container(machine) / "tapers.json").write_text(json.dumps(record))
+
+
+@pytest.fixture
+def project(box_home: BoxBuilds, tmp_path: Path) -> Project:
+    name = f"{RUN_ID}-{next(_counter)}"
+    root = tmp_path / "project"
+    root.mkdir()
+    proj = Project(root, name, _env(box_home.home))
+    yield proj
+    if (root / "Taperfile.yaml").exists():
+        proj.tapers("destroy", "-f", timeout=120)
+    _sweep(f"tapers-{name}-")
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout} s")
+        time.sleep(0.05)

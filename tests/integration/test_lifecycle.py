@@ -1,0 +1,153 @@
+"""The whole life of a machine, through the real CLI, on real containers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+ONE_MACHINE = """\
+machines:
+  web:
+    hostname: web.example.test
+    memory: 256M
+    cpus: 0.5
+    pids: 300
+"""
+
+
+def test_full_lifecycle(project) -> None:
+    project.write(ONE_MACHINE)
+
+    up = project.tapers("up").ok()
+    assert "web" in up.out and "create (not found)" in up.out and "ready in" in up.out
+    assert project.lxc_state("web") == "RUNNING"
+
+    status = json.loads(project.tapers("status", "--json").ok().out)
+    (web,) = status["machines"]
+    assert web["state"] == "running"
+    assert web["address"] == project.record("web")["address"]
+    assert web["box"].startswith("debian/bookworm@")
+    table = project.tapers("status").ok().out
+    assert "web" in table and "running" in table and web["address"] in table
+
+    shell = project.tapers("ssh", "-c", "hostname; hostname -f; id -un; sudo -n id -u").ok()
+    assert shell.out.split() == ["web.example.test", "web.example.test", "tapers", "0"]
+
+    failing = project.tapers("ssh", "web", "-c", "echo to-out; echo to-err >&2; exit 42")
+    assert failing.code == 42
+    assert failing.out == "to-out\n"
+    assert "to-err" in failing.err
+
+    limits = project.tapers(
+        "ssh", "-c",
+        "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes;"
+        "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max",
+    ).ok()
+    assert limits.out.split() == [str(256 * 1024**2), "300"]
+
+    assert project.tapers("plan").ok().out.strip() == "nothing to do"
+    again = project.tapers("up").ok()
+    assert "up to date" in again.out and "create" not in again.out and "start" not in again.out
+
+    halted = project.tapers("halt").ok()
+    assert "web" in halted.out and "halt" in halted.out
+    assert project.lxc_state("web") == "STOPPED"
+    refused = project.tapers("ssh", "-c", "true")
+    assert refused.code == 1 and "not running" in refused.err
+
+    assert "start (stopped)" in project.tapers("up").ok().out
+    assert project.tapers("ssh", "-c", "echo back").ok().out == "back\n"
+
+    project.tapers("destroy", "-f").ok()
+    assert project.lxc_state("web") == "MISSING"
+    assert "nothing to destroy" in project.tapers("destroy", "-f").ok().out
+    assert "not created" in project.tapers("status").ok().out
+
+
+def test_openssh_works_with_the_generated_config(project, tmp_path) -> None:
+    project.write("machines:\n  web: {}\n")
+    project.tapers("up").ok()
+    config = tmp_path / "ssh_config"
+    config.write_text(project.tapers("ssh-config").ok().out)
+    result = subprocess.run(
+        ["ssh", "-F", str(config), "-o", "BatchMode=yes", "web", "echo via-openssh; whoami"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["via-openssh", "tapers"]
+
+
+def test_two_machines_come_up_together(project) -> None:
+    project.write("machines:\n  db: {memory: 128M}\n  web: {primary: true}\n  tools: {autostart: false}\n")
+    up = project.tapers("up").ok()
+    assert "db" in up.out and "web" in up.out and "tools" not in up.out
+    assert (project.lxc_state("db"), project.lxc_state("web"), project.lxc_state("tools")) == (
+        "RUNNING", "RUNNING", "MISSING",
+    )
+    assert project.record("db")["address"] != project.record("web")["address"]
+    assert project.tapers("ssh", "-c", "hostname").ok().out == "web\n"  # the primary
+    assert project.tapers("ssh", "db", "-c", "hostname").ok().out == "db\n"
+    # a machine with autostart: false starts when named
+    project.tapers("up", "tools").ok()
+    assert project.lxc_state("tools") == "RUNNING"
+
+
+def test_second_up_is_a_no_op(project) -> None:
+    project.write("machines:\n  web: {}\n")
+    project.tapers("up").ok()
+    record = project.record("web")
+    plan = json.loads(project.tapers("plan", "--json").ok().out)
+    assert plan["actions"] == []
+    assert "up to date" in project.tapers("up").ok().out
+    assert project.record("web") == record
+
+
+def test_deleting_dot_tapers_loses_nothing(project) -> None:
+    project.write("machines:\n  web: {}\n")
+    project.tapers("up").ok()
+    address = project.record("web")["address"]
+    subprocess.run(["rm", "-rf", str(project.root / ".tapers")], check=True)
+    assert "web: authorize key" in project.tapers("plan").ok().out
+    project.tapers("up").ok()
+    assert project.tapers("ssh", "-c", "echo still-here").ok().out == "still-here\n"
+    assert project.record("web")["address"] == address
+    assert (project.root / ".tapers" / "ssh_config").is_file()
+
+
+def test_destroy_twice_and_destroy_of_nothing(project) -> None:
+    project.write("machines:\n  web: {}\n")
+    project.tapers("destroy", "-f").ok()
+    project.tapers("up").ok()
+    project.tapers("destroy", "-f").ok()
+    project.tapers("destroy", "-f").ok()
+    assert project.lxc_state("web") == "MISSING"
+
+
+def test_destroy_asks_and_refuses_without_a_terminal(project) -> None:
+    project.write("machines:\n  web: {}\n")
+    project.tapers("up").ok()
+    refused = project.tapers("destroy")
+    assert refused.code == 1 and "-f" in refused.err
+    assert project.lxc_state("web") == "RUNNING"
+
+
+def test_invalid_taperfile_creates_nothing(project) -> None:
+    project.write("machines:\n  web: {memory: lots}\n  db: {}\n")
+    result = project.tapers("up")
+    assert result.code == 3
+    assert "Taperfile.yaml:4:17: machines.web.memory" in result.err
+    assert project.lxc_state("web") == project.lxc_state("db") == "MISSING"
+    assert not (project.root / ".tapers").exists()
+
+
+def test_interrupted_creation_is_redone(project) -> None:
+    project.write("machines:\n  web: {}\n")
+    project.tapers("up").ok()
+    project.tapers("halt").ok()
+    record = project.record("web")
+    record["phase"] = "creating"  # what a `tapers up` killed in the middle of creating leaves
+    project.save_record("web", record)
+    assert "web: re-create (its creation was interrupted)" in project.tapers("plan").ok().out
+    project.tapers("up").ok()
+    assert project.record("web")["phase"] == "ready"
+    assert project.tapers("ssh", "-c", "echo repaired").ok().out == "repaired\n"
