@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""tapers against raw LXC doing the same work by hand. Prints medians and ratios.
+
+  up:     `tapers up` of one machine (box cached) until SSH answers, versus lxc-copy -s
+          (overlay snapshot of the same box), a static address and fixed MAC in its
+          config, a host key written in, lxc-start, until the SSH banner arrives.
+  status: `tapers status` versus `python3 -c 'import lxc; lxc.list_containers()'`.
+
+Run as root on a host where `tapers box build debian/bookworm` has been done
+(TAPERS_HOME is honoured). Usage: python3 bench/bench.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tapers import network  # noqa: E402
+from tapers.boxes.cache import find_box  # noqa: E402
+from tapers.ssh.keys import generate  # noqa: E402
+
+TAPERS = [str(Path(sys.executable).parent / "tapers")]
+if not Path(TAPERS[0]).exists():
+    TAPERS = [sys.executable, "-m", "tapers"]
+RUN = uuid.uuid4().hex[:6]
+LXC = Path("/var/lib/lxc")
+
+
+def timed(argv: list[str], cwd: Path | None = None) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def wait_banner(address: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((address, 22), timeout=0.5) as sock:
+                if sock.recv(8).startswith(b"SSH-"):
+                    return
+        except OSError:
+            time.sleep(0.005)
+    raise RuntimeError(f"no SSH banner from {address} within {timeout} s")
+
+
+def bench_raw_up(runs: int, rootfs: Path) -> list[float]:
+    base = f"bench-{RUN}-base"
+    (LXC / base).mkdir()
+    (LXC / base / "config").write_text(
+        "lxc.include = /usr/share/lxc/config/debian.common.conf\n"
+        "lxc.arch = linux64\n"
+        f"lxc.rootfs.path = dir:{rootfs}\n"
+        "lxc.signal.halt = SIGRTMIN+3\n"
+        "lxc.apparmor.profile = unconfined\n"
+    )
+    host_key = generate("bench")
+    network.ensure_nat_network()
+    address = str(network.SUBNET.network_address + 250 * 256 + 250)
+    times = []
+    try:
+        for i in range(runs):
+            clone = f"bench-{RUN}-raw{i}"
+            start = time.perf_counter()
+            subprocess.run(["lxc-copy", "-n", base, "-N", clone, "-s", "-B", "overlayfs"], check=True)
+            with open(LXC / clone / "config", "a") as config:
+                config.write(
+                    "lxc.net.0.type = veth\n"
+                    f"lxc.net.0.link = {network.BRIDGE}\n"
+                    "lxc.net.0.flags = up\n"
+                    "lxc.net.0.name = eth0\n"
+                    f"lxc.net.0.hwaddr = {network.mac_for(address)}\n"
+                    f"lxc.net.0.ipv4.address = {address}/{network.SUBNET.prefixlen}\n"
+                    f"lxc.net.0.ipv4.gateway = {network.GATEWAY}\n"
+                )
+            delta = LXC / clone / "overlay" / "delta"
+            (delta / "etc/ssh").mkdir(parents=True, exist_ok=True)
+            key = delta / "etc/ssh/ssh_host_ed25519_key"
+            key.write_bytes(host_key.private)
+            key.chmod(0o600)
+            subprocess.run(["lxc-start", "-n", clone], check=True)
+            wait_banner(address)
+            times.append(time.perf_counter() - start)
+            subprocess.run(["lxc-stop", "-k", "-n", clone], check=True)
+            subprocess.run(["lxc-destroy", "-n", clone], check=True, stdout=subprocess.DEVNULL)
+    finally:
+        for name in os.listdir(LXC):
+            if name.startswith(f"bench-{RUN}-raw"):
+                subprocess.run(["lxc-destroy", "-f", "-n", name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(LXC / base, ignore_errors=True)
+    return times
+
+
+def bench_tapers(runs: int) -> tuple[list[float], list[float], list[float]]:
+    folder = Path(tempfile.mkdtemp(prefix="tapers-bench-"))
+    (folder / "Taperfile.yaml").write_text(f"version: 1\nname: bench-{RUN}\nmachines:\n  web: {{}}\n")
+    ups, noops, statuses = [], [], []
+    try:
+        for _ in range(runs):
+            ups.append(timed(TAPERS + ["up"], folder))
+            noops.append(timed(TAPERS + ["up"], folder))
+            statuses.append(timed(TAPERS + ["status"], folder))
+            subprocess.run(TAPERS + ["destroy", "-f"], cwd=folder, check=True, stdout=subprocess.DEVNULL)
+    finally:
+        subprocess.run(TAPERS + ["destroy", "-f"], cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(folder, ignore_errors=True)
+    return ups, noops, statuses
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    box = find_box("debian/bookworm")
+    if box is None:
+        sys.exit("build the box first: tapers box build debian/bookworm")
+    raw_up = bench_raw_up(args.runs, box.rootfs)
+    up, noop, status = bench_tapers(args.runs)
+    raw_status = [timed([sys.executable, "-c", "import lxc; lxc.list_containers()"]) for _ in range(args.runs)]
+    med = statistics.median
+    rows = [
+        ("up, 1 machine, until SSH", med(up), med(raw_up)),
+        ("status", med(status), med(raw_status)),
+        ("up, nothing to do", med(noop), med(raw_status)),
+    ]
+    print(f"{'':28} {'tapers':>9} {'raw LXC':>9} {'ratio':>7}   (medians of {args.runs} runs)")
+    for name, ours, floor in rows:
+        print(f"{name:28} {ours:8.3f}s {floor:8.3f}s {ours / floor:6.2f}x")
+    results = Path(__file__).parent / "results"
+    results.mkdir(exist_ok=True)
+    data = {"runs": args.runs, "up": up, "raw_up": raw_up, "status": status, "raw_status": raw_status, "noop_up": noop}
+    (results / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(data, indent=2))
+
+
+if __name__ == "__main__":
+    main()
