@@ -59,10 +59,11 @@ def wait_banner(address: str, timeout: float = 30) -> None:
 def bench_raw_up(runs: int, rootfs: Path) -> list[float]:
     base = f"bench-{RUN}-base"
     (LXC / base).mkdir()
+    (LXC / base / "rootfs").symlink_to(rootfs)  # lxc-copy wants the base's name in its rootfs path
     (LXC / base / "config").write_text(
         "lxc.include = /usr/share/lxc/config/debian.common.conf\n"
         "lxc.arch = linux64\n"
-        f"lxc.rootfs.path = dir:{rootfs}\n"
+        f"lxc.rootfs.path = dir:{LXC / base / 'rootfs'}\n"
         "lxc.signal.halt = SIGRTMIN+3\n"
         "lxc.apparmor.profile = unconfined\n"
     )

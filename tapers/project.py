@@ -66,8 +66,8 @@ class Project:
 def project_id(loaded: LoadedTaperfile) -> str:
     """`name:` from the Taperfile; otherwise the folder's name plus a short hash of its path,
     so two folders with the same name never share containers."""
-    if loaded.taperfile.name:
-        return loaded.taperfile.name
+    if loaded.name:
+        return loaded.name
     digest = hashlib.sha256(str(loaded.root).encode()).hexdigest()[:6]
     return f"{loaded.project[:20].strip('-')}-{digest}"
 

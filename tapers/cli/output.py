@@ -1,20 +1,32 @@
 """Rendering for people: prefixed progress lines, a spinner on terminals, tables.
 
-Plain lines when stdout is not a terminal; NO_COLOR is honoured (by rich).
+Plain lines when stdout is not a terminal (rich is then not even imported: quick
+commands start faster); NO_COLOR is honoured (by rich).
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 from typing import Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+@functools.cache
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def is_terminal() -> bool:
+    return sys.stdout.isatty()
 
 
 class ConsoleReporter:
@@ -28,15 +40,18 @@ class ConsoleReporter:
     def line(self, subject: str, message: str) -> None:
         with self._lock:
             self._width = max(self._width, len(subject))
-            console.print(f"[bold cyan]{escape(subject):<{self._width}}[/] | {escape(message)}")
+            if is_terminal():
+                _console().print(f"[bold cyan]{_escape(subject):<{self._width}}[/] | {_escape(message)}")
+            else:
+                say(f"{subject:<{self._width}} | {message}")
 
     def status(self, subject: str, message: str) -> None:
-        if not console.is_terminal:
+        if not is_terminal():
             return
         with self._lock:
-            text = f"{escape(subject)} | {escape(message[:100])}"
+            text = f"{_escape(subject)} | {_escape(message[:100])}"
             if self._status is None:
-                self._status = console.status(text)
+                self._status = _console().status(text)
                 self._status.start()
             else:
                 self._status.update(text)
@@ -55,31 +70,42 @@ class ConsoleReporter:
 
 
 def table(columns: list[str], rows: list[list[str]]) -> None:
-    if not console.is_terminal:  # stable, greppable text for scripts and logs
-        widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
+    if not is_terminal():  # stable, greppable text for scripts and logs
+        widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
         for row in [columns, *rows]:
-            console.print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip(), markup=False)
+            say("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
         return
+    from rich.table import Table
+
     grid = Table(box=None, header_style="bold", pad_edge=False)
     for column in columns:
         grid.add_column(column.upper())
     for row in rows:
-        grid.add_row(*(escape(cell) for cell in row))
-    console.print(grid)
+        grid.add_row(*(_escape(cell) for cell in row))
+    _console().print(grid)
 
 
 def say(message: str) -> None:
-    console.print(message, markup=False)
+    sys.stdout.write(message + "\n")
+    sys.stdout.flush()
 
 
 def warn(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/] {escape(message)}")
+    if sys.stderr.isatty():
+        _console(stderr=True).print(f"[yellow]warning:[/] {_escape(message)}")
+    else:
+        sys.stderr.write(f"warning: {message}\n")
 
 
 def error(message: str, hint: str | None = None) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(message)}")
+    if sys.stderr.isatty():
+        _console(stderr=True).print(f"[bold red]error:[/] {_escape(message)}")
+        if hint:
+            _console(stderr=True).print(f"[bold]hint:[/] {_escape(hint)}")
+        return
+    sys.stderr.write(f"error: {message}\n")
     if hint:
-        err_console.print(f"[bold]hint:[/] {escape(hint)}")
+        sys.stderr.write(f"hint: {hint}\n")
 
 
 def write_raw(text: str) -> None:

@@ -1,54 +1,37 @@
-"""Find, read and validate a Taperfile, reporting every problem with file:line:column."""
+"""Find and load a Taperfile.
+
+Validating (YAML with positions, pydantic) costs more than everything else a quick
+command like `tapers status` does, so the result of a successful validation is kept in
+`.tapers/taperfile.json`, keyed by the exact text of the Taperfile and its override
+(and the tapers version). Any change to either file, or a different tapers, validates
+again. Deleting the cache is always safe.
+"""
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import hashlib
+import json
 import os
 import re
-import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import yaml
-from pydantic import BaseModel, ValidationError
-
-from tapers import paths
+from tapers import __version__, paths
 from tapers.errors import TaperfileError, UsageError
-from tapers.taperfile.model import Machine, MachineSettings, Taperfile, resolve_machines
+from tapers.taperfile.machine import Machine
 
-Loc = tuple[Any, ...]
-
-
-@dataclass(frozen=True)
-class Position:
-    file: Path
-    line: int  # 1-based
-    column: int  # 1-based
-
-    def __str__(self) -> str:
-        return f"{_display(self.file)}:{self.line}:{self.column}"
-
-
-@dataclass
-class _Source:
-    """YAML data plus where each key and value came from."""
-
-    data: Any
-    keys: dict[Loc, Position] = field(default_factory=dict)
-    values: dict[Loc, Position] = field(default_factory=dict)
+CACHE_NAME = "taperfile.json"
 
 
 @dataclass(frozen=True)
 class LoadedTaperfile:
     path: Path
     root: Path
-    taperfile: Taperfile
     machines: list[Machine]
-    project: str  # the project name (from `name:` or the folder)
-    digest: str  # sha256 of the Taperfile (and override) text
+    name: str | None  # `name:` as written in the Taperfile, if any
+    project: str  # the project name: `name:`, or the folder's name normalised
+    digest: str  # sha256 of the Taperfile and override texts
 
     def machine(self, name: str) -> Machine:
         for machine in self.machines:
@@ -56,12 +39,12 @@ class LoadedTaperfile:
                 return machine
         known = ", ".join(f"`{m.name}`" for m in self.machines)
         raise UsageError(
-            f"no machine `{name}` in {_display(self.path)}",
+            f"no machine `{name}` in {display(self.path)}",
             hint=f"machines defined there: {known}",
         )
 
 
-def _display(path: Path) -> str:
+def display(path: Path) -> str:
     try:
         return os.path.relpath(path)
     except ValueError:
@@ -92,235 +75,83 @@ def normalise_project_name(folder_name: str) -> str:
 
 
 def load_taperfile(path: Path) -> LoadedTaperfile:
-    """Read, merge the override file, validate. Raise TaperfileError listing every problem."""
+    """Read, merge the override file, validate (or reuse the last validation of the same text)."""
     path = path.resolve()
-    texts = [_read(path)]
-    source = _parse(path, texts[0])
+    texts = {path: _read(path)}
     override = path.parent / paths.OVERRIDE_NAME
     if override.is_file():
-        texts.append(_read(override))
-        source = _merge(source, _parse(override, texts[1]))
-    problems = _validate(path, source)
-    if isinstance(problems, list):
-        raise _invalid(path, problems)
-    taperfile = problems
-    semantic = _check(taperfile, source, path)
-    if semantic:
-        raise _invalid(path, semantic)
-    digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()
-    return LoadedTaperfile(
+        texts[override] = _read(override)
+    digest = hashlib.sha256(
+        "\0".join([_validator_version(), *(f"{file}\0{text}" for file, text in texts.items())]).encode()
+    ).hexdigest()
+    cache = paths.ProjectPaths(path.parent).state / CACHE_NAME
+    cached = _from_cache(cache, digest)
+    if cached is not None:
+        return cached
+    from tapers.taperfile.model import resolve_machines
+    from tapers.taperfile.validate import validate
+
+    taperfile = validate(path, texts)
+    loaded = LoadedTaperfile(
         path=path,
         root=path.parent,
-        taperfile=taperfile,
         machines=resolve_machines(taperfile),
+        name=taperfile.name,
         project=taperfile.name or normalise_project_name(path.parent.name),
         digest=digest,
     )
+    _to_cache(cache, loaded)
+    return loaded
+
+
+def _validator_version() -> str:
+    """The tapers version plus the validator's source times: a new tapers validates again."""
+    here = Path(__file__).parent
+    stamps = [str((here / name).stat().st_mtime_ns) for name in ("model.py", "validate.py", "machine.py")]
+    return ":".join([__version__, *stamps])
 
 
 def _read(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise TaperfileError(f"{_display(path)}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise TaperfileError(f"{display(path)}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
-        raise TaperfileError(f"cannot read {_display(path)}: {exc.strerror}") from None
+        raise TaperfileError(f"cannot read {display(path)}: {exc.strerror}") from None
 
 
-def _invalid(path: Path, problems: list[str]) -> TaperfileError:
-    count = len(problems)
-    noun = "problem" if count == 1 else "problems"
-    message = f"{_display(path)} is invalid ({count} {noun}):\n" + "\n".join(f"  {p}" for p in problems)
-    return TaperfileError(message, hint="see Taperfile.example.yaml for every key", problems=problems)
-
-
-# -- YAML with positions ---------------------------------------------------------------
-
-
-def _parse(path: Path, text: str) -> _Source:
-    loader = yaml.SafeLoader(text)
+def _from_cache(cache: Path, digest: str) -> LoadedTaperfile | None:
     try:
-        node = loader.get_single_node()
-        if node is None:
-            raise TaperfileError(
-                f"{_display(path)} is empty",
-                hint="start from `tapers init` or Taperfile.example.yaml",
-            )
-        source = _Source(data=None)
-        _walk(path, node, (), source)
-        source.data = loader.construct_document(node)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{Position(path, mark.line + 1, mark.column + 1)}" if mark else _display(path)
-        what = exc.problem or exc.context or "invalid YAML"
-        raise TaperfileError(
-            f"{where}: YAML syntax error: {what}",
-            hint="check indentation and quoting around that line",
-            problems=[f"{where}: YAML syntax error: {what}"],
-        ) from None
-    except yaml.YAMLError as exc:
-        raise TaperfileError(f"{_display(path)}: YAML error: {exc}") from None
-    finally:
-        loader.dispose()
-    if not isinstance(source.data, dict):
-        raise _invalid(path, [f"{Position(path, 1, 1)}: the file must be a mapping with `version:` and `machines:`"])
-    return source
+        data = json.loads(cache.read_text())
+        if data["digest"] != digest:
+            return None
+        return LoadedTaperfile(
+            path=Path(data["path"]),
+            root=Path(data["root"]),
+            machines=[Machine(**m) for m in data["machines"]],
+            name=data["name"],
+            project=data["project"],
+            digest=digest,
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
-def _walk(path: Path, node: yaml.Node, loc: Loc, source: _Source) -> None:
-    source.values[loc] = Position(path, node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[Any, Position] = {}
-        for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = key_node.value
-            where = Position(path, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            if key in seen:
-                problem = f"{where}: duplicate key `{key}` (first defined at line {seen[key].line})"
-                raise TaperfileError(problem, hint="remove or rename one of them", problems=[problem])
-            seen[key] = where
-            source.keys[loc + (key,)] = where
-            _walk(path, value_node, loc + (key,), source)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _walk(path, item, loc + (index,), source)
-
-
-def _merge(base: _Source, top: _Source) -> _Source:
-    """Deep-merge the override file on top of the Taperfile (mappings merge, the rest replaces)."""
-
-    def merge(a: Any, b: Any, loc: Loc) -> Any:
-        if isinstance(a, dict) and isinstance(b, dict):
-            out = dict(a)
-            for key, value in b.items():
-                out[key] = merge(a[key], value, loc + (key,)) if key in a else value
-            return out
-        return b
-
-    merged = _Source(data=merge(base.data, top.data, ()))
-    merged.keys = {**base.keys, **top.keys}
-    merged.values = {**base.values, **top.values}
-    return merged
-
-
-# -- validation ------------------------------------------------------------------------
-
-
-def _validate(path: Path, source: _Source) -> Taperfile | list[str]:
+def _to_cache(cache: Path, loaded: LoadedTaperfile) -> None:
+    """Only where `.tapers/` exists already: validating never creates files in a project."""
+    if not cache.parent.is_dir():
+        return
+    data = {
+        "digest": loaded.digest,
+        "path": str(loaded.path),
+        "root": str(loaded.root),
+        "machines": [dataclasses.asdict(m) for m in loaded.machines],
+        "name": loaded.name,
+        "project": loaded.project,
+    }
+    tmp = cache.with_name(f"{CACHE_NAME}.{os.getpid()}.tmp")
     try:
-        return Taperfile.model_validate(source.data)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors(include_url=False):
-            problems.append(_describe(path, source, error))
-        return sorted(set(problems), key=_problem_order)
-
-
-def _problem_order(problem: str) -> tuple[int, int, str]:
-    match = re.match(r"^.*?:(\d+):(\d+): ", problem)
-    if match:
-        return int(match.group(1)), int(match.group(2)), problem
-    return 0, 0, problem
-
-
-def _describe(path: Path, source: _Source, error: dict[str, Any]) -> str:
-    loc: Loc = tuple(error["loc"])
-    kind = error["type"]
-    if loc and loc[-1] == "[key]":
-        loc = loc[:-1]
-        where = source.keys.get(loc)
-        return f"{_where(path, where)}{_dotted(loc)}: invalid name `{loc[-1]}`: {_key_rule(loc)}"
-    if kind == "extra_forbidden":
-        return f"{_where(path, source.keys.get(loc))}{_dotted(loc)}: {_unknown_key(loc)}"
-    if kind == "missing":
-        parent = loc[:-1]
-        where = source.values.get(parent) if parent else Position(path, 1, 1)
-        return f"{_where(path, where)}{_dotted(parent) or 'top level'}: missing required key `{loc[-1]}`"
-    where = source.values.get(loc) or source.keys.get(loc)
-    return f"{_where(path, where)}{_dotted(loc)}: {_message(error)}"
-
-
-def _where(path: Path, where: Position | None) -> str:
-    return f"{where}: " if where else f"{_display(path)}: "
-
-
-def _dotted(loc: Loc) -> str:
-    return ".".join(str(part) for part in loc)
-
-
-def _key_rule(loc: Loc) -> str:
-    if loc[:1] == ("machines",):
-        return "machine names start with a letter and use a-z, 0-9 and '-' (at most 40 characters)"
-    return "not a valid name"
-
-
-def _message(error: dict[str, Any]) -> str:
-    kind = error["type"]
-    value = error.get("input")
-    if kind == "value_error":
-        return str(error["ctx"]["error"])
-    if kind == "literal_error" and error["loc"] == ("version",):
-        return f"unsupported version {value!r}: this tapers reads `version: 1`"
-    if kind == "string_pattern_mismatch" and error["loc"] == ("name",):
-        return f"`{value}` is not a valid project name: use a-z, 0-9 and '-' (start with a letter or digit)"
-    if kind == "too_short" and error["loc"] == ("machines",):
-        return "define at least one machine"
-    got = "" if isinstance(value, (dict, list)) else f" (got {value!r})"
-    return f"{error['msg'][0].lower()}{error['msg'][1:]}{got}"
-
-
-def _unknown_key(loc: Loc) -> str:
-    key = str(loc[-1])
-    allowed = _allowed_keys(loc[:-1])
-    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-    if close:
-        return f"unknown key `{key}` (did you mean `{close[0]}`?)"
-    return f"unknown key `{key}`; valid keys here: {', '.join(sorted(allowed))}"
-
-
-def _allowed_keys(loc: Loc) -> list[str]:
-    """The field names of the model found at `loc`, walking the schema from the top."""
-    model: Any = Taperfile
-    for part in loc:
-        if isinstance(model, type) and issubclass(model, BaseModel) and part in model.model_fields:
-            model = _unwrap(model.model_fields[part].annotation)
-        elif typing.get_origin(model) is dict:
-            model = _unwrap(typing.get_args(model)[1])
-        else:
-            return []
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        return list(model.model_fields)
-    return []
-
-
-def _unwrap(annotation: Any) -> Any:
-    while True:
-        origin = typing.get_origin(annotation)
-        if origin is typing.Annotated:
-            annotation = typing.get_args(annotation)[0]
-        elif origin in (typing.Union, types.UnionType):
-            args = [a for a in typing.get_args(annotation) if a is not type(None)]
-            annotation = args[0]
-        else:
-            return annotation
-
-
-def _check(taperfile: Taperfile, source: _Source, path: Path) -> list[str]:
-    """Rules across keys that pydantic does not see."""
-    problems = []
-    if taperfile.defaults.primary is not None:
-        loc = ("defaults", "primary")
-        problems.append(f"{_where(path, source.keys.get(loc))}defaults.primary: set `primary` on one machine, not in defaults")
-    primaries = [name for name, m in taperfile.machines.items() if m.primary]
-    if len(primaries) > 1:
-        for name in primaries[1:]:
-            loc = ("machines", name, "primary")
-            problems.append(
-                f"{_where(path, source.keys.get(loc))}{_dotted(loc)}: only one machine can be primary "
-                f"(`{primaries[0]}` already is)"
-            )
-    return problems
-
-
-__all__ = ["LoadedTaperfile", "MachineSettings", "Position", "find_taperfile", "load_taperfile"]
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, cache)
+    except OSError:
+        pass

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from tapers.taperfile.machine import DEFAULT_BOX, Machine
 from tapers.taperfile.units import parse_size
-
-DEFAULT_BOX = "debian/bookworm"
 MACHINE_NAME = r"^[a-z][a-z0-9-]*$"
 PROJECT_NAME = r"^[a-z0-9][a-z0-9-]*$"
 _HOSTNAME_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", re.IGNORECASE)
@@ -92,20 +90,6 @@ class Taperfile(_Strict):
     machines: dict[MachineName, Annotated[MachineSettings, BeforeValidator(_none_is_empty)]] = Field(
         min_length=1
     )
-
-
-@dataclass(frozen=True)
-class Machine:
-    """One machine with defaults applied: what the rest of tapers works with."""
-
-    name: str
-    box: str
-    hostname: str
-    cpus: float | None
-    memory: int | None
-    pids: int | None
-    primary: bool
-    autostart: bool
 
 
 def resolve_machines(taperfile: Taperfile) -> list[Machine]:
