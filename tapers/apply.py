@@ -95,6 +95,8 @@ def _create(name: str, ctx: Context) -> None:
     if box is None:
         raise BoxError(f"box `{machine.box}` is not in the box cache", hint=f"tapers box build {machine.box}")
     container = project.container(name)
+    if backend.copy_mode() == "copy":
+        ctx.reporter.line(name, "no overlayfs on this host: copying the box (slower, uses more disk; see `tapers doctor`)")
     host_key = keys.generate(comment=container)
     from filelock import FileLock
 

@@ -85,13 +85,17 @@ def run_tapers(args: tuple[str, ...], cwd: Path, env: dict[str, str], timeout: f
 @dataclass
 class BoxBuilds:
     home: Path
-    results: list[Result]  # empty when a prebuilt home was reused
+    build: Result | None  # `tapers box build`, run at the same time as...
+    up: Result | None  # ...`tapers up` in a fresh project, which needs the same box
+    up_state: str = ""  # the state LXC reported for that project's machine after `up`
+    # (both None when a prebuilt home was reused)
 
 
 @pytest.fixture(scope="session")
 def box_home(lxc_ready) -> BoxBuilds:
-    """A TAPERS_HOME with the default box, built for this test run by two concurrent
-    `tapers box build` (the second must wait for the first and reuse its box).
+    """A TAPERS_HOME with the default box, built for this test run by `tapers box build`
+    and `tapers up` started together on an empty cache: one builds, the other waits for
+    it and reuses the box.
 
     TAPERS_TEST_BOX_HOME=DIR reuses a box home across runs when developing."""
     reuse = os.environ.get("TAPERS_TEST_BOX_HOME")
@@ -100,23 +104,29 @@ def box_home(lxc_ready) -> BoxBuilds:
         env = _env(home)
         if not any((home / "boxes").glob("*/*/box.json")):
             run_tapers(("box", "build", BOX), Path.cwd(), env, timeout=900).ok()
-        yield BoxBuilds(home, [])
+        yield BoxBuilds(home, None, None)
         _sweep()
         return
     home = Path(tempfile.mkdtemp(prefix=f"tapers-{RUN_ID}-home-", dir="/var/tmp"))
     env = _env(home)
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tapers", "box", "build", BOX],
+    first = Project(home / "first-project", f"{RUN_ID}-0", env)
+    first.root.mkdir()
+    first.write("machines:\n  web: {}\n")
+    commands = {"build": ("box", "build", BOX), "up": ("up",)}
+    processes = {
+        key: subprocess.Popen(
+            [sys.executable, "-m", "tapers", *args], cwd=first.root,
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
         )
-        for _ in range(2)
-    ]
-    results = []
-    for process in processes:
+        for key, args in commands.items()
+    }
+    results = {}
+    for key, process in processes.items():
         out, err = process.communicate(timeout=900)
-        results.append(Result(process.returncode, out, err, ("box", "build", BOX)))
-    yield BoxBuilds(home, results)
+        results[key] = Result(process.returncode, out, err, commands[key])
+    state = first.lxc_state("web")
+    first.tapers("destroy", "-f")
+    yield BoxBuilds(home, results["build"], results["up"], state)
     _sweep()
     shutil.rmtree(home, ignore_errors=True)
 

@@ -151,3 +151,12 @@ def test_interrupted_creation_is_redone(project) -> None:
     project.tapers("up").ok()
     assert project.record("web")["phase"] == "ready"
     assert project.tapers("ssh", "-c", "echo repaired").ok().out == "repaired\n"
+
+
+def test_interactive_ssh_runs_the_system_ssh(project) -> None:
+    project.write("machines:\n  web: {}\n")
+    project.tapers("up").ok()
+    # Without a terminal, the remote login shell reads its commands from stdin.
+    session = project.tapers("ssh", stdin="echo interactive-$((6*7))\nexit 3\n")
+    assert session.code == 3
+    assert "interactive-42" in session.out
