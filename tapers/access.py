@@ -48,11 +48,16 @@ def ssh_config_text(project: Project, observed: Observed) -> str:
 
 
 def write_ssh_files(project: Project, observed: Observed) -> Path:
-    """Write .tapers/ssh_config and known_hosts; return the config's path."""
+    """Write .tapers/ssh_config, known_hosts and the Ansible inventory; return the config's path."""
+    from tapers.provision.inventory import groups_of, render_inventory
+
     paths = project.paths
     paths.state.mkdir(exist_ok=True)
-    _write(paths.known_hosts, render_known_hosts(all_targets(project, observed)))
+    targets = all_targets(project, observed)
+    _write(paths.known_hosts, render_known_hosts(targets))
     _write(paths.ssh_config, ssh_config_text(project, observed))
+    inventory = render_inventory(targets, groups_of(project.machines), paths.private_key, paths.known_hosts, project.id)
+    _write(paths.inventory, inventory)
     return paths.ssh_config
 
 

@@ -1,6 +1,7 @@
 """Carry out a Plan. No decisions here: each action does what it says and records it.
 
-Machines are worked on in parallel (one thread each); box builds come first.
+Machines are worked on in parallel (one thread each); box builds come first. A
+machine's provisioning steps wait until the machines it depends on are done.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from tapers.backend.api import Backend, GuestFile, Limits, MachineSpec
 from tapers.boxes.build import ensure_box
 from tapers.boxes.cache import Box, find_box
 from tapers.boxes.recipe import load_recipe
-from tapers.errors import BoxError, MachineFailures, StateError, TapersError
+from tapers.errors import BoxError, MachineFailures, ProvisionError, StateError, TapersError
 from tapers.events import Reporter
 from tapers.plan import READY, Action, Kind, Plan, desired_settings
 from tapers.project import CONTAINER_PREFIX, Project
@@ -40,8 +41,12 @@ class Context:
     # The two steps that touch the host outside the backend; tests with a fake backend replace them.
     network_setup: Callable[[], None] = network.ensure_nat_network
     ssh_check: Callable[[SshTarget, Path, float], None] = field(default=None)  # type: ignore[assignment]
+    guest_factory: Callable[[str, Context], Any] = field(default=None)  # type: ignore[assignment]
     _network_ready: bool = field(default=False, init=False)
     _network_guard: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _finished: dict[str, threading.Event] = field(default_factory=dict, init=False)
+    _failed: set[str] = field(default_factory=set, init=False)
+    _access_guard: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def ensure_network(self) -> None:
         with self._network_guard:
@@ -49,13 +54,22 @@ class Context:
                 self.network_setup()
                 self._network_ready = True
 
+    def refresh_access(self) -> None:
+        """Rewrite .tapers/ssh_config, known_hosts and inventory from the machines as they are."""
+        from tapers.access import write_ssh_files
+        from tapers.observe import observe
+
+        with self._access_guard:
+            write_ssh_files(self.project, observe(self.project, self.backend))
+
 
 def apply(plan: Plan, ctx: Context) -> None:
     for action in plan.actions:
         if action.kind is Kind.BUILD_BOX:
-            ctx.reporter.line(action.subject, f"{action.kind} ({action.cause})")
+            ctx.reporter.line(action.subject, action.what)
             ensure_box(load_recipe(action.subject), ctx.reporter)
     subjects = plan.subjects()
+    ctx._finished.update({subject: threading.Event() for subject in subjects})
     if len(subjects) <= 1:
         for subject in subjects:
             _run_machine(subject, plan.for_subject(subject), ctx)
@@ -78,11 +92,41 @@ def apply(plan: Plan, ctx: Context) -> None:
 
 def _run_machine(name: str, actions: list[Action], ctx: Context) -> None:
     started = time.monotonic()
-    for action in actions:
-        ctx.reporter.line(name, f"{action.kind} ({action.cause})")
-        _HANDLERS[action.kind](name, ctx)
-    if any(a.kind is Kind.WAIT_SSH for a in actions):
-        ctx.reporter.line(name, f"ready in {time.monotonic() - started:.1f} s")
+    guest = None
+    try:
+        for action in actions:
+            if action.kind is Kind.PROVISION and guest is None:
+                _wait_for_dependencies(name, ctx)
+                ctx.refresh_access()
+                guest = (ctx.guest_factory or _ssh_guest)(name, ctx)
+            ctx.reporter.line(name, action.what)
+            if action.kind is Kind.PROVISION:
+                _provision(action, guest, ctx)
+            else:
+                _HANDLERS[action.kind](name, ctx)
+            if action.kind is Kind.WAIT_SSH:
+                ctx.reporter.line(name, f"up in {time.monotonic() - started:.1f} s")
+    except BaseException:
+        ctx._failed.add(name)
+        raise
+    finally:
+        if guest is not None:
+            guest.close()
+        ctx._finished[name].set()
+    if guest is not None:
+        ctx.reporter.line(name, f"provisioned in {time.monotonic() - started:.1f} s")
+
+
+def _wait_for_dependencies(name: str, ctx: Context) -> None:
+    for dependency in ctx.project.loaded.machine(name).depends_on:
+        event = ctx._finished.get(dependency)
+        if event is None:  # not part of this run: already up and provisioned
+            continue
+        if not event.is_set():
+            ctx.reporter.line(name, f"waiting for `{dependency}` to be up and provisioned")
+            event.wait()
+        if dependency in ctx._failed:
+            raise ProvisionError(f"{name}: not provisioned, because `{dependency}` (which it depends on) failed")
 
 
 # -- one function per action kind ------------------------------------------------------
@@ -178,6 +222,50 @@ def _destroy(name: str, ctx: Context) -> None:
     ctx.backend.destroy(ctx.project.container(name))
 
 
+def _provision(action: Action, guest: Any, ctx: Context) -> None:
+    from tapers.provision import fingerprint
+    from tapers.provision.runner import run_step
+
+    name, container = action.subject, ctx.project.container(action.subject)
+    step = ctx.project.loaded.machine(name).provision[action.step - 1]
+    ran = fingerprint(step, ctx.project.root)
+
+    def succeeded() -> None:
+        record = _record_of(ctx, container)
+        record.setdefault("provisioned", {})[step.key] = ran
+        if record.get("provision_failed") == step.key:
+            del record["provision_failed"]
+        ctx.backend.save_record(container, record)
+
+    try:
+        run_step(step, guest, succeeded)
+    except TapersError:
+        record = _record_of(ctx, container)
+        record["provision_failed"] = step.key
+        ctx.backend.save_record(container, record)
+        raise
+
+
+def _ssh_guest(name: str, ctx: Context) -> Any:
+    from tapers.provision.runner import SshGuest
+
+    container = ctx.project.container(name)
+    record = _record_of(ctx, container)
+    paths_ = ctx.project.paths
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return SshGuest(
+        target=SshTarget(name, container, record["address"], record["user"], record["host_key"]),
+        identity=paths_.private_key,
+        root=ctx.project.root,
+        home=record.get("home", f"/home/{record['user']}"),
+        inventory=paths_.inventory,
+        log_path=paths_.logs / f"{stamp}-{name}.log",
+        reporter=ctx.reporter,
+        backend=ctx.backend,
+        ssh_timeout=ctx.ssh_timeout,
+    )
+
+
 _HANDLERS: dict[Kind, Callable[[str, Context], None]] = {
     Kind.CREATE: _create,
     Kind.RECREATE: _recreate,
@@ -211,6 +299,7 @@ def _record(ctx: Context, machine: Machine, box: Box, address: str, mac: str, ho
         "address": address,
         "mac": mac,
         "user": box.user["name"],
+        "home": box.user["home"],
         "host_key": host_key,
         "authorized_key": ctx.project_key,
         "applied": desired_settings(machine),

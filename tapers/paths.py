@@ -80,6 +80,14 @@ class ProjectPaths:
         return self.state / "known_hosts"
 
     @property
+    def inventory(self) -> Path:
+        return self.state / "inventory"
+
+    @property
+    def logs(self) -> Path:
+        return self.state / "logs"
+
+    @property
     def lock(self) -> Path:
         return self.state / "lock"
 

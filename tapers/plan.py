@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Callable
 
 from tapers.backend.api import ContainerInfo, State
-from tapers.errors import StateError
+from tapers.errors import StateError, UsageError
 from tapers.observe import Observed
 from tapers.ssh.keys import same_key
 from tapers.taperfile import Machine
+from tapers.taperfile.machine import Step
 from tapers.taperfile.units import format_size
 
 READY = "ready"
@@ -27,6 +29,7 @@ class Kind(str, enum.Enum):
     UNFREEZE = "unfreeze"
     AUTHORIZE_KEY = "authorize key"
     WAIT_SSH = "wait for ssh"
+    PROVISION = "provision"
     HALT = "halt"
     DESTROY = "destroy"
 
@@ -39,9 +42,17 @@ class Action:
     kind: Kind
     subject: str  # a machine name, or a box name for BUILD_BOX
     cause: str
+    step: int = 0  # PROVISION: the step's number in the machine's `provision:` list
+    detail: str = ""  # PROVISION: which step, as users read it
+
+    @property
+    def what(self) -> str:
+        """The action without its subject: `provision step 2 "setup" (changed since the last run)`."""
+        kind = f"{self.kind} {self.detail}" if self.detail else str(self.kind)
+        return f"{kind} ({self.cause})"
 
     def __str__(self) -> str:
-        return f"{self.subject}: {self.kind} ({self.cause})"
+        return f"{self.subject}: {self.what}"
 
 
 @dataclass(frozen=True)
@@ -83,7 +94,12 @@ def plan_up(
     observed: Observed,
     project_key: str,
     boxes_cached: set[str],
+    fingerprints: dict[str, dict[str, str]] | None = None,
+    provision: str = "auto",
 ) -> Plan:
+    """What `up` does. `fingerprints`: machine -> step key -> fingerprint of what the step
+    would run now; `provision`: "auto" (what changed), "force" (--provision) or "skip"."""
+    fingerprints = fingerprints or {}
     actions: list[Action] = []
     notes: list[str] = []
     _refuse_foreign(machines, observed)
@@ -100,6 +116,8 @@ def plan_up(
                 actions.append(Action(Kind.RECREATE, machine.name, "its creation was interrupted"))
             actions.append(Action(Kind.START, machine.name, "created"))
             actions.append(Action(Kind.WAIT_SSH, machine.name, "started"))
+            if provision != "skip":
+                actions += _steps(machine, "first up", lambda step: step.run != "never")
             continue
         record = info.record or {}
         if info.state is State.STOPPED:
@@ -113,8 +131,73 @@ def plan_up(
             actions.append(Action(Kind.AUTHORIZE_KEY, machine.name, "the project key changed (.tapers/ was deleted?)"))
         if started:
             actions.append(Action(Kind.WAIT_SSH, machine.name, "started"))
+        if provision != "skip":
+            actions += _steps_to_rerun(machine, record, fingerprints.get(machine.name, {}), provision == "force")
         notes += _settings_drift(machine, record)
     return Plan(actions=tuple(actions), notes=tuple(notes))
+
+
+def plan_provision(machines: list[Machine], observed: Observed, wanted: list[str] | None) -> Plan:
+    """`tapers provision`: every `once` and `always` step again, or the steps named in
+    `wanted` (by name or number; `run: never` steps too)."""
+    if wanted:
+        unknown = [w for w in wanted if not any(m.step(w) for m in machines)]
+        if unknown:
+            names = sorted({s.name or str(s.index) for m in machines for s in m.provision})
+            raise UsageError(
+                f"no step named {', '.join(f'`{u}`' for u in unknown)} in the machines selected",
+                hint=f"steps there: {', '.join(names) or 'none'} (a step can also be given by its number)",
+            )
+    actions: list[Action] = []
+    for machine in machines:
+        info = observed.machines.get(machine.name)
+        if info is None or info.state is not State.RUNNING:
+            state = "not created" if info is None else str(info.state)
+            raise StateError(
+                f"machine `{machine.name}` is not running ({state}): provisioning needs it up",
+                hint=f"`tapers up {machine.name}` starts it (and provisions what changed)",
+            )
+        if wanted:
+            chosen = {step.index for w in wanted if (step := machine.step(w))}
+            actions += _steps(machine, "requested", lambda step: step.index in chosen)
+        else:
+            actions += _steps(machine, "requested", lambda step: step.run != "never")
+    return Plan(actions=tuple(actions))
+
+
+def _steps(machine: Machine, cause: str, keep: Callable[[Step], bool]) -> list[Action]:
+    return [
+        Action(Kind.PROVISION, machine.name, cause, step=step.index, detail=_step_text(step))
+        for step in machine.provision
+        if keep(step)
+    ]
+
+
+def _step_text(step: Step) -> str:
+    return f'step {step.index} "{step.name}"' if step.name else f"step {step.index}"
+
+
+def _steps_to_rerun(machine: Machine, record: dict, fingerprints: dict[str, str], force: bool) -> list[Action]:
+    done = record.get("provisioned") or {}
+    failed = record.get("provision_failed")
+    actions = []
+    for step in machine.provision:
+        if step.run == "never":
+            continue
+        if force:
+            cause = "--provision"
+        elif step.run == "always":
+            cause = "run: always"
+        elif step.key == failed:
+            cause = "failed last time"
+        elif step.key not in done:
+            cause = "not run yet"
+        elif done[step.key] != fingerprints.get(step.key):
+            cause = "changed since the last run"
+        else:
+            continue
+        actions.append(Action(Kind.PROVISION, machine.name, cause, step=step.index, detail=_step_text(step)))
+    return actions
 
 
 def plan_halt(machines: list[Machine], observed: Observed) -> Plan:

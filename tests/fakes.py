@@ -59,6 +59,14 @@ class FakeBackend:
         self.calls.append(f"destroy {container}")
         self.containers.pop(container, None)
 
+    def boot_id(self, container: str) -> str:
+        c = self.containers.get(container)
+        return str(c.get("boots", 1)) if c and c["state"] is State.RUNNING else ""
+
+    def reboot(self, container: str) -> None:
+        self.calls.append(f"reboot {container}")
+        self.containers[container]["boots"] = self.containers[container].get("boots", 1) + 1
+
     def run(self, container: str, argv: list[str], env: dict[str, str] | None = None) -> int:
         self.calls.append(f"run {container} {argv[0]}")
         if env and "KEY" in env:

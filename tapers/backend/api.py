@@ -97,6 +97,12 @@ class Backend(Protocol):
     def destroy(self, container: str) -> None:
         """Stop (forcefully) and delete; deleting a missing container succeeds."""
 
+    def boot_id(self, container: str) -> str:
+        """A value that changes every time the container boots ("" when it is not running)."""
+
+    def reboot(self, container: str) -> None:
+        """Ask the running container's init to reboot (returns at once)."""
+
     def run(self, container: str, argv: list[str], env: dict[str, str] | None = None) -> int:
         """Run a command as root in a running container, without SSH; return its exit code."""
 

@@ -155,6 +155,15 @@ class LiblxcBackend:
                 hint=f"see {folder / 'lxc.log'}; `lxc-destroy -n {container}` removes it by hand",
             )
 
+    def boot_id(self, container: str) -> str:
+        c = self._container(container)
+        pid = c.init_pid if c.defined and c.running else -1
+        return str(pid) if pid > 0 else ""
+
+    def reboot(self, container: str) -> None:
+        if not self._require(container, "reboot").reboot():
+            raise BackendError(f"container `{container}` could not be rebooted")
+
     def run(self, container: str, argv: list[str], env: dict[str, str] | None = None) -> int:
         c = self._require(container, "run a command in")
         extra = [f"{key}={value}" for key, value in (env or {}).items()]

@@ -125,17 +125,17 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Show what `tapers up` would do and why, changing nothing."""
-    from tapers.boxes.cache import find_box
-    from tapers.plan import plan_up
+    from tapers.engine import up_plan
 
-    project, backend, observed = _engine(ctx)
-    machines = project.select(names, include_manual=bool(names))
+    project, _, observed = _engine(ctx)
     key = project.paths.public_key.read_text().strip() if project.paths.public_key.is_file() else ""
-    cached = {m.box for m in machines if find_box(m.box)}
-    result = plan_up(machines, observed, key, cached)
+    result = up_plan(project, observed, names, key, provision="auto")
     if as_json:
         data = {
-            "actions": [{"kind": a.kind.value, "subject": a.subject, "cause": a.cause} for a in result.actions],
+            "actions": [
+                {"kind": a.kind.value, "subject": a.subject, "cause": a.cause, **({"step": a.step} if a.step else {})}
+                for a in result.actions
+            ],
             "notes": list(result.notes),
         }
         output.write_raw(json.dumps(data, indent=2) + "\n")
@@ -148,35 +148,75 @@ def plan(
 def up(
     ctx: typer.Context,
     names: Names = None,
+    provision: Annotated[
+        Optional[bool],
+        typer.Option("--provision/--no-provision", help="run every step again / skip provisioning", show_default=False),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="seconds to wait for SSH on each machine")] = 60.0,
 ) -> None:
-    """Create and start the machines (build the box first if needed), then wait for SSH."""
-    from tapers.access import write_ssh_files
-    from tapers.apply import Context, apply
-    from tapers.backend import default_backend
-    from tapers.boxes.cache import find_box
+    """Create and start the machines (build the box first if needed), wait for SSH, provision."""
     from tapers.doctor import require_host
-    from tapers.lock import project_lock
-    from tapers.observe import observe
-    from tapers.plan import plan_up
 
     project = _project(ctx)
     require_host()
+    mode = "auto" if provision is None else ("force" if provision else "skip")
+    machines = _reconcile(project, "up", names, mode, timeout)
+    if machines is not None:
+        output.say(f"{len(machines)} machine(s) up to date: {', '.join(m.name for m in machines)}")
+
+
+@app.command()
+def provision(
+    ctx: typer.Context,
+    names: Names = None,
+    with_steps: Annotated[
+        Optional[str],
+        typer.Option("--with", "--provision-with", help="only these steps (names or numbers, comma-separated)"),
+    ] = None,
+) -> None:
+    """Run provisioning steps again on running machines (all `once` and `always` steps, or --with)."""
+    from tapers.apply import Context, apply
+    from tapers.backend import default_backend
+    from tapers.engine import check_tools
+    from tapers.lock import project_lock
+    from tapers.observe import observe
+    from tapers.plan import plan_provision
+
+    project = _project(ctx)
     key = _project_key(project)
     backend = default_backend()
-    with output.ConsoleReporter() as reporter, project_lock(project, reporter, "up"):
+    wanted = [w.strip() for w in with_steps.split(",") if w.strip()] if with_steps else None
+    with output.ConsoleReporter() as reporter, project_lock(project, reporter, "provision"):
         observed = observe(project, backend)
-        machines = project.select(names, include_manual=bool(names))
-        cached = {m.box for m in machines if find_box(m.box)}
-        result = plan_up(machines, observed, key, cached)
+        result = plan_provision(project.select(names), observed, wanted)
+        check_tools(result, project)
+        apply(result, Context(project, backend, reporter, project_key=key))
+    if not result:
+        output.say("no provisioning steps to run")
+
+
+def _reconcile(project, command: str, names: list[str] | None, mode: str, timeout: float):
+    """Plan and apply `up`; return the machines when there was nothing to do, else None."""
+    from tapers.access import write_ssh_files
+    from tapers.apply import Context, apply
+    from tapers.backend import default_backend
+    from tapers.engine import check_tools, machines_for_up, up_plan
+    from tapers.lock import project_lock
+    from tapers.observe import observe
+
+    key = _project_key(project)
+    backend = default_backend()
+    with output.ConsoleReporter() as reporter, project_lock(project, reporter, command):
+        observed = observe(project, backend)
+        result = up_plan(project, observed, names, key, mode)
         _print_notes(result)
         _print_orphans(observed)
+        check_tools(result, project)
         if result:
             apply(result, Context(project, backend, reporter, project_key=key, ssh_timeout=timeout))
             observed = observe(project, backend)
         write_ssh_files(project, observed)
-    if not result:
-        output.say(f"{len(machines)} machine(s) up to date: {', '.join(m.name for m in machines)}")
+    return None if result else machines_for_up(project, names)
 
 
 @app.command()

@@ -6,6 +6,7 @@ paramiko is imported here only, when a command really talks to a machine.
 from __future__ import annotations
 
 import base64
+import io
 import select
 import socket
 import threading
@@ -40,34 +41,98 @@ def wait_for_banner(address: str, timeout: float, what: str, port: int = 22) -> 
         time.sleep(POLL)
 
 
+class ConnectionLost(SshError):
+    """The connection dropped while a command ran (the machine rebooted, or went away)."""
+
+
 class Session:
     def __init__(self, client: Any, target: SshTarget) -> None:
         self._client = client
+        self._sftp: Any = None
         self.target = target
 
     def run(self, command: str, stdout: IO[bytes], stderr: IO[bytes], stdin: IO[bytes] | None = None) -> int:
-        """Run `command`, stream its output as it comes, return its exit code."""
-        transport = self._client.get_transport()
-        channel = transport.open_session()
-        channel.exec_command(command)
+        """Run `command`, stream its output as it comes, return its exit code.
+
+        Raises ConnectionLost when the connection drops before the command's exit code arrives."""
+        try:
+            channel = self._client.get_transport().open_session()
+            channel.exec_command(command)
+        except (OSError, EOFError, AttributeError) as exc:
+            raise self._lost(exc) from None
+        except Exception as exc:  # paramiko.SSHException, imported lazily
+            raise self._lost(exc) from None
         feeder = None
         if stdin is not None:
             feeder = threading.Thread(target=_feed, args=(stdin, channel), daemon=True)
             feeder.start()
         else:
             channel.shutdown_write()
-        while True:
-            readable, _, _ = select.select([channel], [], [], 0.5)
-            if readable or channel.recv_ready() or channel.recv_stderr_ready():
-                _drain(channel, stdout, stderr)
-            if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
-                _drain(channel, stdout, stderr)
-                break
-        status = channel.recv_exit_status()
-        channel.close()
-        return status if status >= 0 else 255
+        try:
+            while True:
+                readable, _, _ = select.select([channel], [], [], 0.5)
+                if readable or channel.recv_ready() or channel.recv_stderr_ready():
+                    _drain(channel, stdout, stderr)
+                if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                    _drain(channel, stdout, stderr)
+                    break
+                if channel.closed and not channel.exit_status_ready():
+                    break
+            status = channel.recv_exit_status() if channel.exit_status_ready() else -1
+        except (OSError, EOFError) as exc:
+            raise self._lost(exc) from None
+        finally:
+            channel.close()
+        if status < 0:
+            raise self._lost(None)
+        return status
+
+    def capture(self, command: str) -> tuple[int, str]:
+        """Run `command` quietly; return its exit code and its stdout."""
+        out, err = io.BytesIO(), io.BytesIO()
+        code = self.run(command, out, err)
+        return code, out.getvalue().decode(errors="replace")
+
+    def put(self, local: Path, remote: str, mode: int) -> None:
+        """Upload one file over SFTP and give it `mode`."""
+        self._sftp_call(f"upload {local} to", remote, lambda sftp: (sftp.put(str(local), remote), sftp.chmod(remote, mode)))
+
+    def put_bytes(self, data: bytes, remote: str, mode: int) -> None:
+        """Write `data` to a new file over SFTP and give it `mode`."""
+
+        def write(sftp: Any) -> None:
+            with sftp.open(remote, "wb") as handle:
+                handle.write(data)
+            sftp.chmod(remote, mode)
+
+        self._sftp_call("upload to", remote, write)
+
+    def mkdir(self, remote: str, mode: int = 0o755) -> None:
+        self._sftp_call("create", remote, lambda sftp: sftp.mkdir(remote, mode))
+
+    def _sftp_call(self, what: str, remote: str, call: Any) -> None:
+        try:
+            if self._sftp is None:
+                self._sftp = self._client.open_sftp()
+            call(self._sftp)
+        except OSError as exc:
+            raise SshError(f"could not {what} {self.target.machine}:{remote}: {exc}") from None
+        except Exception as exc:  # paramiko.SSHException: the connection went away
+            transport = self._client.get_transport()
+            if transport is None or not transport.is_active() or isinstance(exc, EOFError):
+                raise self._lost(exc) from None
+            raise SshError(f"could not {what} {self.target.machine}:{remote}: {exc}") from None
+
+    def _lost(self, exc: BaseException | None) -> ConnectionLost:
+        why = f": {exc}" if exc else ""
+        return ConnectionLost(f"the SSH connection to `{self.target.machine}` was lost{why}")
 
     def close(self) -> None:
+        if self._sftp is not None:
+            try:
+                self._sftp.close()
+            except Exception:
+                pass
         self._client.close()
 
     def __enter__(self) -> Session:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tapers import __version__, paths
 from tapers.errors import TaperfileError, UsageError
-from tapers.taperfile.machine import Machine
+from tapers.taperfile.machine import Machine, Step
 
 CACHE_NAME = "taperfile.json"
 
@@ -128,13 +128,18 @@ def _from_cache(cache: Path, digest: str) -> LoadedTaperfile | None:
         return LoadedTaperfile(
             path=Path(data["path"]),
             root=Path(data["root"]),
-            machines=[Machine(**m) for m in data["machines"]],
+            machines=[_machine_from_json(m) for m in data["machines"]],
             name=data["name"],
             project=data["project"],
             digest=digest,
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _machine_from_json(data: dict) -> Machine:
+    steps = tuple(Step(**step) for step in data.pop("provision"))
+    return Machine(**{**data, "provision": steps, "depends_on": tuple(data["depends_on"])})
 
 
 def _to_cache(cache: Path, loaded: LoadedTaperfile) -> None:

@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 DEFAULT_BOX = "debian/bookworm"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One provisioning step of a machine."""
+
+    index: int  # 1-based position in the machine's `provision:` list
+    name: str | None
+    kind: str  # shell | file | ansible
+    run: str  # once | always | never
+    reboot: bool
+    options: dict[str, Any]  # the kind's keys as written (paths relative to the project)
+
+    @property
+    def key(self) -> str:
+        """How its fingerprint is recorded: by name, else by position."""
+        return self.name or f"#{self.index}"
+
+    @property
+    def label(self) -> str:
+        named = f' "{self.name}"' if self.name else ""
+        return f"step {self.index}{named} ({self.kind})"
 
 
 @dataclass(frozen=True)
@@ -17,3 +40,12 @@ class Machine:
     pids: int | None
     primary: bool
     autostart: bool
+    provision: tuple[Step, ...] = field(default=())
+    depends_on: tuple[str, ...] = field(default=())
+
+    def step(self, wanted: str) -> Step | None:
+        """A step by name, or by its number."""
+        for step in self.provision:
+            if step.name == wanted or str(step.index) == wanted:
+                return step
+        return None

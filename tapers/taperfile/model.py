@@ -5,17 +5,18 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from tapers.taperfile.machine import DEFAULT_BOX, Machine
+from tapers.taperfile.machine import DEFAULT_BOX, Machine, Step
 from tapers.taperfile.units import parse_size
+
 MACHINE_NAME = r"^[a-z][a-z0-9-]*$"
 PROJECT_NAME = r"^[a-z0-9][a-z0-9-]*$"
 _HOSTNAME_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", re.IGNORECASE)
 _BOX_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)?(@[0-9A-Za-z._-]+)?$")
 
 # Keys of the Taperfile contract that this version of tapers does not implement yet.
-NOT_YET_SUPPORTED = ("networks", "synced_folders", "provision", "depends_on")
+NOT_YET_SUPPORTED = ("networks", "synced_folders")
 
 MIN_MEMORY = 32 * 1024**2
 
@@ -38,6 +39,72 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Scalar = str | int | float | bool
+
+
+def _inline_script(value: object) -> object:
+    return {"inline": value} if isinstance(value, str) else value
+
+
+class ShellStep(_Strict):
+    inline: str | None = None
+    path: str | None = None
+    args: list[Scalar] = Field(default_factory=list)
+    env: dict[str, Scalar] = Field(default_factory=dict)
+    privileged: bool = True
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ShellStep:
+        if (self.inline is None) == (self.path is None):
+            raise ValueError("give the script as `inline` or as `path` (exactly one of them)")
+        return self
+
+
+class FileStep(_Strict):
+    source: str
+    destination: str
+
+    @field_validator("destination")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"`{value}` is not an absolute path in the guest (start it with /)")
+        return value
+
+
+class AnsibleStep(_Strict):
+    playbook: str
+    extra_vars: dict[str, Any] = Field(default_factory=dict)
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+    limit: str | None = None
+    tags: list[str] | str | None = None
+    skip_tags: list[str] | str | None = None
+    become: bool = False
+
+
+STEP_KINDS = ("shell", "file", "ansible")
+
+
+class ProvisionStep(_Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=60)] | None = None
+    run: Literal["once", "always", "never"] = "once"
+    reboot: bool = False
+    shell: Annotated[ShellStep, BeforeValidator(_inline_script)] | None = None
+    file: FileStep | None = None
+    ansible: AnsibleStep | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ProvisionStep:
+        kinds = [kind for kind in STEP_KINDS if getattr(self, kind) is not None]
+        if len(kinds) != 1:
+            raise ValueError("each step has exactly one of `shell`, `file` or `ansible`")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(kind for kind in STEP_KINDS if getattr(self, kind) is not None)
+
+
 class MachineSettings(_Strict):
     """The keys a machine (or `defaults:`) may set; unset keys inherit."""
 
@@ -48,10 +115,10 @@ class MachineSettings(_Strict):
     pids: int | None = Field(default=None, ge=16, le=4_194_304)
     primary: bool | None = None
     autostart: bool | None = None
+    provision: list[ProvisionStep] | None = None
+    depends_on: list[Annotated[str, Field(pattern=MACHINE_NAME, max_length=40)]] | None = None
     networks: Any = None
     synced_folders: Any = None
-    provision: Any = None
-    depends_on: Any = None
 
     @field_validator(*NOT_YET_SUPPORTED)
     @classmethod
@@ -114,6 +181,13 @@ def resolve_machines(taperfile: Taperfile) -> list[Machine]:
                 pids=pick("pids", None),
                 primary=bool(settings.primary),
                 autostart=pick("autostart", True),
+                provision=tuple(_step(index, step) for index, step in enumerate(pick("provision", []), 1)),
+                depends_on=tuple(pick("depends_on", [])),
             )
         )
     return machines
+
+
+def _step(index: int, step: ProvisionStep) -> Step:
+    options = getattr(step, step.kind).model_dump(exclude_none=True)
+    return Step(index=index, name=step.name, kind=step.kind, run=step.run, reboot=step.reboot, options=options)

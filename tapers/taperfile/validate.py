@@ -62,7 +62,7 @@ def validate(path: Path, texts: dict[Path, str]) -> Taperfile:
     result = _validate(path, source)
     if isinstance(result, list):
         raise _invalid(path, result)
-    semantic = _check(result, source, path)
+    semantic = sorted(_check(result, source, path), key=_problem_order)
     if semantic:
         raise _invalid(path, semantic)
     return result
@@ -187,7 +187,11 @@ def _where(path: Path, where: Position | None) -> str:
 
 
 def _dotted(loc: Loc) -> str:
-    return ".".join(str(part) for part in loc)
+    """machines.web.provision[2].shell: list items are numbered from 1, like steps."""
+    text = ""
+    for part in loc:
+        text += f"[{part + 1}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text
 
 
 def _key_rule(loc: Loc) -> str:
@@ -260,6 +264,90 @@ def _check(taperfile: Taperfile, source: _Source, path: Path) -> list[str]:
             problems.append(
                 f"{_where(path, source.keys.get(loc))}{_dotted(loc)}: only one machine can be primary "
                 f"(`{primaries[0]}` already is)"
+            )
+    problems += _check_depends_on(taperfile, source, path)
+    for loc, settings in _settings_with_loc(taperfile):
+        problems += _check_steps(loc, settings.provision or [], source, path)
+    return problems
+
+
+def _settings_with_loc(taperfile: Taperfile) -> list[tuple[Loc, Any]]:
+    return [(("defaults",), taperfile.defaults)] + [(("machines", n), m) for n, m in taperfile.machines.items()]
+
+
+def _check_depends_on(taperfile: Taperfile, source: _Source, path: Path) -> list[str]:
+    problems = []
+    graph: dict[str, list[str]] = {}
+    for name, settings in taperfile.machines.items():
+        wanted = settings.depends_on if settings.depends_on is not None else taperfile.defaults.depends_on
+        graph[name] = [d for d in wanted or [] if d != name]
+        for index, dependency in enumerate(settings.depends_on or []):
+            loc = ("machines", name, "depends_on", index)
+            if dependency == name:
+                problems.append(f"{_where(path, source.values.get(loc))}{_dotted(loc)}: `{name}` cannot depend on itself")
+            elif dependency not in taperfile.machines:
+                known = ", ".join(taperfile.machines)
+                problems.append(
+                    f"{_where(path, source.values.get(loc))}{_dotted(loc)}: no machine `{dependency}` "
+                    f"(machines: {known})"
+                )
+    cycle = _find_cycle({n: [d for d in deps if d in graph] for n, deps in graph.items()})
+    if cycle:
+        loc = ("machines", cycle[0], "depends_on")
+        problems.append(
+            f"{_where(path, source.keys.get(loc))}{_dotted(loc)}: dependency cycle: {' -> '.join(cycle)}"
+        )
+    return problems
+
+
+def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(node: str) -> list[str] | None:
+        if node in visiting:
+            return visiting[visiting.index(node):] + [node]
+        if node in done:
+            return None
+        visiting.append(node)
+        for child in graph[node]:
+            found = visit(child)
+            if found:
+                return found
+        visiting.pop()
+        done.add(node)
+        return None
+
+    for node in graph:
+        found = visit(node)
+        if found:
+            return found
+    return None
+
+
+_STEP_FILES = {"shell": "path", "file": "source", "ansible": "playbook"}
+
+
+def _check_steps(loc: Loc, steps: list[Any], source: _Source, path: Path) -> list[str]:
+    problems = []
+    seen: dict[str, int] = {}
+    for index, step in enumerate(steps):
+        step_loc = loc + ("provision", index)
+        if step.name is not None:
+            if step.name in seen:
+                where = source.values.get(step_loc + ("name",))
+                problems.append(
+                    f"{_where(path, where)}{_dotted(step_loc)}.name: two steps are named `{step.name}` "
+                    f"(the other is step {seen[step.name] + 1}); names must be unique per machine"
+                )
+            seen[step.name] = index
+        key = _STEP_FILES[step.kind]
+        relative = getattr(getattr(step, step.kind), key)
+        if relative is not None and not (path.parent / relative).exists():
+            file_loc = step_loc + (step.kind, key)
+            problems.append(
+                f"{_where(path, source.values.get(file_loc))}{_dotted(file_loc)}: `{relative}` does not exist "
+                f"(paths are relative to {_display(path.parent)}/)"
             )
     return problems
 

@@ -19,7 +19,7 @@ def test_full_lifecycle(project) -> None:
     project.write(ONE_MACHINE)
 
     up = project.tapers("up").ok()
-    assert "web" in up.out and "create (not found)" in up.out and "ready in" in up.out
+    assert "web" in up.out and "create (not found)" in up.out and "up in" in up.out
     assert project.lxc_state("web") == "RUNNING"
 
     status = json.loads(project.tapers("status", "--json").ok().out)

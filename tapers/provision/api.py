@@ -1,0 +1,78 @@
+"""What a provisioner may do to a machine (Guest), and the Provisioner interface."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Protocol
+
+from tapers.taperfile.machine import Step
+
+
+class StepFailed(Exception):
+    """The step ran and failed (`why`: e.g. "failed with exit code 3")."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+class RebootStarted(Exception):
+    """The step finished and the guest is going down for a reboot."""
+
+
+class Guest(Protocol):
+    machine: str
+    root: Path  # the project folder: step paths are relative to it
+    user: str  # the login user
+    home: str  # its home folder in the guest
+    inventory: Path  # the generated Ansible inventory
+
+    def run(self, command: str) -> int:
+        """Run a shell command as the login user, streaming its output; return its exit code."""
+
+    def capture(self, command: str) -> tuple[int, str]:
+        """Run a command quietly; return its exit code and stdout."""
+
+    def put_bytes(self, data: bytes, remote: str, mode: int) -> None: ...
+
+    def put(self, local: Path, remote: str, mode: int) -> None: ...
+
+    def mkdir(self, remote: str, mode: int = 0o755) -> None: ...
+
+    def run_on_host(self, argv: list[str], cwd: Path, env: dict[str, str]) -> int:
+        """Run a program on the host, streaming its output like a guest command's."""
+
+
+class Provisioner(Protocol):
+    kind: str
+
+    def fingerprint(self, step: Step, root: Path) -> str:
+        """A hash of exactly what `run` would do: content, arguments, variables."""
+
+    def run(self, step: Step, guest: Guest) -> None:
+        """Do the step; raise StepFailed when it fails."""
+
+    def check_host(self) -> None:
+        """Raise a TapersError when the host lacks what this kind needs."""
+
+
+def digest(value: Any) -> str:
+    """A stable hash of JSON-able data."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tree_digest(path: Path) -> list[tuple[str, bool, str]]:
+    """(relative path, executable?, content hash) of a file or of every file below a folder."""
+    if path.is_file():
+        return [("", bool(path.stat().st_mode & 0o111), file_digest(path))]
+    entries = []
+    for item in sorted(path.rglob("*")):
+        if item.is_file():
+            entries.append((str(item.relative_to(path)), bool(item.stat().st_mode & 0o111), file_digest(item)))
+    return entries

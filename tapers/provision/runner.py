@@ -1,0 +1,212 @@
+"""Run provisioning steps on one machine: a Guest over SSH, live prefixed output, a log
+file per run, reboots waited for, failures that name the step."""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import subprocess
+import time
+from pathlib import Path
+from typing import IO, Callable
+
+from tapers.backend.api import Backend
+from tapers.errors import ProvisionError, SshError
+from tapers.events import Reporter
+from tapers.provision import provisioner
+from tapers.provision.api import RebootStarted, StepFailed
+from tapers.ssh.config import SshTarget
+from tapers.ssh.session import ConnectionLost, Session, connect, wait_for_banner
+from tapers.taperfile.machine import Step
+
+TAIL_LINES = 15
+REBOOT_TIMEOUT = 120.0
+
+
+class _Output:
+    """Turns a byte stream into `machine | line` report lines, the log, and a tail."""
+
+    def __init__(self, machine: str, reporter: Reporter, log: IO[str], tail: collections.deque[str]) -> None:
+        self._machine, self._reporter, self._log, self._tail = machine, reporter, log, tail
+        self._partial = b""
+
+    def write(self, data: bytes) -> int:
+        self._partial += data
+        *lines, self._partial = self._partial.split(b"\n")
+        for line in lines:
+            self._emit(line)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self._partial:
+            self._emit(self._partial)
+            self._partial = b""
+
+    def _emit(self, raw: bytes) -> None:
+        text = raw.decode(errors="replace").rstrip("\r")
+        self._tail.append(text)
+        self._log.write(text + "\n")
+        self._log.flush()
+        self._reporter.line(self._machine, text)
+
+
+class SshGuest:
+    """A machine as provisioners see it (tapers.provision.api.Guest)."""
+
+    def __init__(
+        self,
+        target: SshTarget,
+        identity: Path,
+        root: Path,
+        home: str,
+        inventory: Path,
+        log_path: Path,
+        reporter: Reporter,
+        backend: Backend,
+        ssh_timeout: float = 60.0,
+    ) -> None:
+        self.machine = target.machine
+        self.target = target
+        self.root = root
+        self.user = target.user
+        self.home = home
+        self.inventory = inventory
+        self.log_path = log_path
+        self._identity = identity
+        self._reporter = reporter
+        self._backend = backend
+        self._ssh_timeout = ssh_timeout
+        self._session: Session | None = None
+        self._boot = ""
+        self._log: IO[str] | None = None
+        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+
+    # -- the Guest protocol -------------------------------------------------------------
+
+    def run(self, command: str) -> int:
+        out, err = self._outputs()
+        try:
+            return self._connected().run(command, out, err)  # type: ignore[arg-type]
+        finally:
+            out.close()
+            err.close()
+
+    def capture(self, command: str) -> tuple[int, str]:
+        return self._connected().capture(command)
+
+    def put_bytes(self, data: bytes, remote: str, mode: int) -> None:
+        self._connected().put_bytes(data, remote, mode)
+
+    def put(self, local: Path, remote: str, mode: int) -> None:
+        self._connected().put(local, remote, mode)
+
+    def mkdir(self, remote: str, mode: int = 0o755) -> None:
+        self._connected().mkdir(remote, mode)
+
+    def run_on_host(self, argv: list[str], cwd: Path, env: dict[str, str]) -> int:
+        out, _ = self._outputs()
+        try:
+            process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        except OSError as exc:
+            raise ProvisionError(f"cannot run {argv[0]}: {exc.strerror}") from None
+        assert process.stdout is not None
+        for chunk in iter(lambda: process.stdout.read1(65536), b""):  # type: ignore[union-attr]
+            out.write(chunk)
+        out.close()
+        return process.wait()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def begin(self, step: Step) -> None:
+        self.tail.clear()
+        self._logfile().write(f"\n=== {dt.datetime.now().isoformat(timespec='seconds')} {step.label}\n")
+
+    def wait_for_reboot(self) -> None:
+        """The guest is rebooting (or rebooted): wait until it has booted again and answers SSH."""
+        before = self._boot
+        self._disconnect()
+        deadline = time.monotonic() + REBOOT_TIMEOUT
+        while True:
+            now = self._backend.boot_id(self.target.container)
+            if now and now != before:
+                break
+            if time.monotonic() > deadline:
+                raise ProvisionError(
+                    f"{self.machine}: the connection was lost and the machine did not boot again within "
+                    f"{REBOOT_TIMEOUT:.0f} s",
+                    hint=f"see `tapers status`; the log is {self.log_path}",
+                )
+            time.sleep(0.1)
+        self._reporter.line(self.machine, "rebooted; waiting for SSH")
+        self._connected()
+
+    def reboot(self) -> None:
+        self._reporter.line(self.machine, "rebooting (reboot: true)")
+        self._connected()  # know the boot we start from
+        self._backend.reboot(self.target.container)
+        self.wait_for_reboot()
+
+    def close(self) -> None:
+        self._disconnect()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _connected(self) -> Session:
+        if self._session is None:
+            wait_for_banner(self.target.address, self._ssh_timeout, f"machine `{self.machine}`")
+            self._session = connect(self.target, self._identity, timeout=self._ssh_timeout)
+            self._boot = self._backend.boot_id(self.target.container)
+        return self._session
+
+    def _disconnect(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def _logfile(self) -> IO[str]:
+        if self._log is None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = self.log_path.open("a")
+        return self._log
+
+    def _outputs(self) -> tuple[_Output, _Output]:
+        log = self._logfile()
+        return (
+            _Output(self.machine, self._reporter, log, self.tail),
+            _Output(self.machine, self._reporter, log, self.tail),
+        )
+
+
+def run_step(step: Step, guest: SshGuest, record: Callable[[], None]) -> None:
+    """Run one step; on success call `record` (which stores its fingerprint)."""
+    guest.begin(step)
+    try:
+        provisioner(step.kind).run(step, guest)
+    except StepFailed as failure:
+        raise _failed(step, guest, failure.why) from None
+    except (RebootStarted, ConnectionLost):
+        guest.wait_for_reboot()
+    except SshError as exc:
+        raise _failed(step, guest, f"could not be run: {exc.message}") from None
+    if step.reboot:
+        guest.reboot()
+    record()
+
+
+def _failed(step: Step, guest: SshGuest, why: str) -> ProvisionError:
+    tail = "".join(f"\n  {guest.machine} | {line}" for line in guest.tail)
+    message = f"{guest.machine}: {step.label} {why}"
+    if tail:
+        message += f"; its last lines:{tail}"
+    return ProvisionError(
+        message,
+        hint=f"full output in {guest.log_path}; the machine is left running for you to look "
+        f"(`tapers ssh {guest.machine}`); the next `tapers up` retries from this step",
+    )
+

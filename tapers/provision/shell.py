@@ -1,0 +1,60 @@
+"""`shell:` steps: a script uploaded over SFTP and run with its shebang (default /bin/sh)."""
+
+from __future__ import annotations
+
+import shlex
+import uuid
+from pathlib import Path
+
+from tapers.provision.api import Guest, RebootStarted, StepFailed, digest
+from tapers.taperfile.machine import Step
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def script_of(step: Step, root: Path) -> bytes:
+    if "inline" in step.options:
+        return step.options["inline"].encode()
+    return (root / step.options["path"]).read_bytes()
+
+
+def command_for(step: Step, remote: str, script: bytes) -> str:
+    """The command line that runs the uploaded script, as root (sudo) or as the login user."""
+    args = [_text(a) for a in step.options.get("args", [])]
+    argv = [remote, *args] if script.startswith(b"#!") else ["/bin/sh", remote, *args]
+    env = [f"{key}={_text(value)}" for key, value in sorted(step.options.get("env", {}).items())]
+    words = (["env", *env] if env else []) + argv
+    if step.options.get("privileged", True):
+        words = ["sudo", "-n", "-H", *words]
+    return shlex.join(words)
+
+
+class ShellProvisioner:
+    kind = "shell"
+
+    def fingerprint(self, step: Step, root: Path) -> str:
+        options = {key: value for key, value in step.options.items() if key not in ("inline", "path")}
+        return digest({"kind": self.kind, "script": digest(script_of(step, root).decode(errors="replace")), **options})
+
+    def run(self, step: Step, guest: Guest) -> None:
+        script = script_of(step, guest.root)
+        remote = f"/tmp/tapers-step-{uuid.uuid4().hex[:12]}"
+        guest.put_bytes(script, remote, 0o755)
+        code = guest.run(command_for(step, remote, script))
+        # Clean up, and notice a reboot the script started (systemd is then "stopping";
+        # only root reads that reliably while the system bus goes down).
+        _, state = guest.capture(f"rm -f {remote}; sudo -n systemctl is-system-running 2>/dev/null || true")
+        if code != 0:
+            raise StepFailed(f"failed with exit code {code}")
+        if state.strip() == "stopping":
+            raise RebootStarted()
+
+    def check_host(self) -> None:
+        pass
+
+
+PROVISIONER = ShellProvisioner()
