@@ -75,3 +75,60 @@ class FakeBackend:
 
     def copy_mode(self) -> str:
         return "overlay"
+
+
+class FakeGuest:
+    """A machine as provisioners see it, in memory: scripts "run" by their content.
+
+    A script containing `exit N` fails with N; every run is appended to `events`."""
+
+    def __init__(self, machine: str, root, events: list[str]) -> None:
+        import collections
+        from pathlib import Path
+
+        self.machine = machine
+        self.root = root
+        self.user = "tapers"
+        self.home = "/home/tapers"
+        self.inventory = Path(root) / ".tapers" / "inventory"
+        self.log_path = Path(root) / ".tapers" / "logs" / f"{machine}.log"
+        self.tail = collections.deque(maxlen=15)
+        self.files: dict[str, bytes] = {}
+        self.events = events
+
+    def begin(self, step) -> None:
+        self.tail.clear()
+
+    def put_bytes(self, data: bytes, remote: str, mode: int) -> None:
+        self.files[remote] = data
+
+    def put(self, local, remote: str, mode: int) -> None:
+        self.files[remote] = local.read_bytes()
+
+    def mkdir(self, remote: str, mode: int = 0o755) -> None:
+        pass
+
+    def run(self, command: str) -> int:
+        import re
+
+        script = next((data for path, data in self.files.items() if path in command), b"").decode()
+        self.events.append(f"{self.machine}: {script.strip() or command}")
+        self.tail.append(script.strip())
+        match = re.search(r"exit (\d+)", script)
+        return int(match.group(1)) if match else 0
+
+    def capture(self, command: str) -> tuple[int, str]:
+        return 0, "running\n"
+
+    def run_on_host(self, argv, cwd, env) -> int:
+        self.events.append(f"{self.machine}: host {argv[0]}")
+        return 0
+
+    def wait_for_reboot(self) -> None:
+        self.events.append(f"{self.machine}: rebooted")
+
+    def reboot(self) -> None:
+        self.events.append(f"{self.machine}: reboot")
+
+    def close(self) -> None:
+        pass

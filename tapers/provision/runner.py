@@ -184,16 +184,26 @@ class SshGuest:
 
 
 def run_step(step: Step, guest: SshGuest, record: Callable[[], None]) -> None:
-    """Run one step; on success call `record` (which stores its fingerprint)."""
-    guest.begin(step)
-    try:
-        provisioner(step.kind).run(step, guest)
-    except StepFailed as failure:
-        raise _failed(step, guest, failure.why) from None
-    except (RebootStarted, ConnectionLost):
-        guest.wait_for_reboot()
-    except SshError as exc:
-        raise _failed(step, guest, f"could not be run: {exc.message}") from None
+    """Run one step; on success call `record` (which stores its fingerprint).
+
+    A connection lost while the step runs means the guest rebooted: wait for it and go on.
+    Lost before the step could start (the previous step's reboot was under way), wait for
+    the guest and start the step again."""
+    for attempt in range(3):
+        guest.begin(step)
+        try:
+            provisioner(step.kind).run(step, guest)
+        except StepFailed as failure:
+            raise _failed(step, guest, failure.why) from None
+        except RebootStarted:
+            guest.wait_for_reboot()
+        except ConnectionLost as lost:
+            guest.wait_for_reboot()
+            if not lost.started and attempt < 2:
+                continue
+        except SshError as exc:
+            raise _failed(step, guest, f"could not be run: {exc.message}") from None
+        break
     if step.reboot:
         guest.reboot()
     record()

@@ -42,7 +42,13 @@ def wait_for_banner(address: str, timeout: float, what: str, port: int = 22) -> 
 
 
 class ConnectionLost(SshError):
-    """The connection dropped while a command ran (the machine rebooted, or went away)."""
+    """The connection dropped (the machine rebooted, or went away).
+
+    `started`: whether the command had started on the machine when it dropped."""
+
+    def __init__(self, message: str, started: bool) -> None:
+        super().__init__(message)
+        self.started = started
 
 
 class Session:
@@ -58,10 +64,8 @@ class Session:
         try:
             channel = self._client.get_transport().open_session()
             channel.exec_command(command)
-        except (OSError, EOFError, AttributeError) as exc:
-            raise self._lost(exc) from None
-        except Exception as exc:  # paramiko.SSHException, imported lazily
-            raise self._lost(exc) from None
+        except Exception as exc:  # OSError, EOFError, paramiko.SSHException (imported lazily)
+            raise self._lost(exc, started=False) from None
         feeder = None
         if stdin is not None:
             feeder = threading.Thread(target=_feed, args=(stdin, channel), daemon=True)
@@ -80,11 +84,11 @@ class Session:
                     break
             status = channel.recv_exit_status() if channel.exit_status_ready() else -1
         except (OSError, EOFError) as exc:
-            raise self._lost(exc) from None
+            raise self._lost(exc, started=True) from None
         finally:
             channel.close()
         if status < 0:
-            raise self._lost(None)
+            raise self._lost(None, started=True)
         return status
 
     def capture(self, command: str) -> tuple[int, str]:
@@ -120,12 +124,12 @@ class Session:
         except Exception as exc:  # paramiko.SSHException: the connection went away
             transport = self._client.get_transport()
             if transport is None or not transport.is_active() or isinstance(exc, EOFError):
-                raise self._lost(exc) from None
+                raise self._lost(exc, started=False) from None
             raise SshError(f"could not {what} {self.target.machine}:{remote}: {exc}") from None
 
-    def _lost(self, exc: BaseException | None) -> ConnectionLost:
+    def _lost(self, exc: BaseException | None, started: bool) -> ConnectionLost:
         why = f": {exc}" if exc else ""
-        return ConnectionLost(f"the SSH connection to `{self.target.machine}` was lost{why}")
+        return ConnectionLost(f"the SSH connection to `{self.target.machine}` was lost{why}", started)
 
     def close(self) -> None:
         if self._sftp is not None:

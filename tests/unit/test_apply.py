@@ -123,3 +123,76 @@ def test_addresses_differ_across_projects(setup, write_project, tmp_path: Path) 
     apply(plan_up(other.machines, observe(other, backend), KEY, {"debian/bookworm"}), ctx2)
     addresses = [c["record"]["address"] for c in backend.containers.values()]
     assert len(addresses) == 4 and len(set(addresses)) == 4
+
+
+PROVISIONED = """\
+version: 1
+name: shop
+machines:
+  db:
+    provision:
+      - {name: schema, shell: "echo schema"}
+  web:
+    depends_on: [db]
+    provision:
+      - {name: app, shell: "echo app"}
+      - {name: restart, shell: "echo restart", reboot: true}
+  cache:
+    provision:
+      - {name: broken, shell: "exit 3"}
+      - {name: after, shell: "echo after"}
+"""
+
+
+@pytest.fixture
+def provisioned(write_project, fake_box_home):
+    from tests.fakes import FakeGuest
+
+    root = write_project({"Taperfile.yaml": PROVISIONED})
+    project = open_project(explicit=root / "Taperfile.yaml")
+    backend = FakeBackend()
+    events: list[str] = []
+    ctx = Context(
+        project, backend, SilentReporter(), project_key=KEY,
+        network_setup=lambda: None, ssh_check=lambda *a: None,
+        guest_factory=lambda name, ctx: FakeGuest(name, root, events),
+    )
+    return project, backend, ctx, events
+
+
+def plan_with_steps(project, backend):
+    from tapers.engine import step_fingerprints
+
+    prints = step_fingerprints(project, project.machines)
+    return plan_up(project.machines, observe(project, backend), KEY, {"debian/bookworm"}, prints)
+
+
+def test_steps_run_in_order_after_dependencies_and_failures_are_recorded(provisioned) -> None:
+    from tapers.errors import ProvisionError
+
+    project, backend, ctx, events = provisioned
+    with pytest.raises(ProvisionError, match=r'cache: step 1 "broken" \(shell\) failed with exit code 3'):
+        apply(plan_with_steps(project, backend), ctx)
+    assert events.index("db: echo schema") < events.index("web: echo app")
+    assert [e for e in events if e.startswith("web")] == ["web: echo app", "web: echo restart", "web: reboot"]
+    assert "cache: echo after" not in events
+    db = backend.containers["tapers-shop-db"]["record"]
+    assert set(db["provisioned"]) == {"schema"}
+    cache = backend.containers["tapers-shop-cache"]["record"]
+    assert cache["provision_failed"] == "broken" and not cache.get("provisioned")
+    assert str(plan_with_steps(project, backend)) == (
+        'cache: provision step 1 "broken" (failed last time)\ncache: provision step 2 "after" (not run yet)'
+    )
+
+
+def test_a_failed_dependency_stops_the_dependent_machine(provisioned, write_project) -> None:
+    from tapers.errors import MachineFailures
+
+    project, backend, ctx, events = provisioned
+    (project.root / "Taperfile.yaml").write_text(PROVISIONED.replace('shell: "echo schema"', 'shell: "exit 1"'))
+    project = open_project(explicit=project.root / "Taperfile.yaml")
+    ctx.project = project
+    with pytest.raises(MachineFailures) as failure:
+        apply(plan_with_steps(project, backend), ctx)
+    assert "web: not provisioned, because `db` (which it depends on) failed" in failure.value.message
+    assert not any(e.startswith("web: echo") for e in events)

@@ -1,0 +1,196 @@
+"""Provisioning on real containers: what ran is read back from files in the guests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def guest(project, machine: str, command: str) -> str:
+    return project.tapers("ssh", machine, "-c", command).ok().out
+
+
+def test_shell_steps_like_vagrant_spec(project) -> None:
+    """vagrant-spec's shell provisioner scenario: inline, path, args with a space, privileged or not."""
+    (project.root / "scripts").mkdir()
+    (project.root / "scripts" / "args.sh").write_text(
+        '#!/bin/bash\nprintf "%s\\n" "$#" "$@" > /tmp/args\nwhoami > /tmp/path-user\necho "env=$APP_ENV"\n'
+    )
+    project.write(
+        "machines:\n"
+        "  web:\n"
+        "    provision:\n"
+        "      - shell: whoami > /tmp/inline-user\n"
+        "      - shell:\n"
+        "          path: scripts/args.sh\n"
+        "          args: [hello, \"two words\"]\n"
+        "          env: {APP_ENV: dev}\n"
+        "          privileged: false\n"
+        "      - name: as-root-from-path\n"
+        "        shell: {path: scripts/args.sh, args: [x]}\n"
+    )
+    up = project.tapers("up").ok()
+    assert "web      | env=dev" in up.out  # output streams, prefixed with the machine
+    assert guest(project, "web", "cat /tmp/inline-user") == "root\n"
+    assert guest(project, "web", "cat /tmp/args") == "1\nx\n"  # the last step ran last
+    assert guest(project, "web", "cat /tmp/path-user") == "root\n"
+    project.tapers("provision", "--with", "2").ok()
+    assert guest(project, "web", "cat /tmp/args") == "2\nhello\ntwo words\n"
+    assert guest(project, "web", "cat /tmp/path-user") == "tapers\n"
+    logs = list((project.root / ".tapers" / "logs").glob("*-web.log"))
+    assert logs and any("env=dev" in log.read_text() for log in logs)
+
+
+def test_file_steps(project) -> None:
+    conf = project.root / "conf"
+    (conf / "bin").mkdir(parents=True)
+    (conf / "app.ini").write_text("[app]\nname = demo\n")
+    (conf / "bin" / "tool").write_text("#!/bin/sh\necho tool-ran\n")
+    (conf / "bin" / "tool").chmod(0o755)
+    project.write(
+        "machines:\n"
+        "  web:\n"
+        "    provision:\n"
+        "      - file: {source: conf/app.ini, destination: /etc/app/deep/app.ini}\n"
+        "      - file: {source: conf, destination: /home/tapers/conf}\n"
+    )
+    project.tapers("up").ok()
+    assert guest(project, "web", "cat /etc/app/deep/app.ini") == "[app]\nname = demo\n"
+    assert guest(project, "web", "stat -c %U /etc/app/deep/app.ini") == "root\n"
+    assert guest(project, "web", "/home/tapers/conf/bin/tool") == "tool-ran\n"
+    assert guest(project, "web", "stat -c %U /home/tapers/conf/app.ini") == "tapers\n"
+
+
+def test_runs_only_what_should_run(project) -> None:
+    (project.root / "setup.sh").write_text("echo v1 >> /tmp/setup-runs\n")
+    project.write(
+        "machines:\n"
+        "  web:\n"
+        "    provision:\n"
+        "      - name: setup\n"
+        "        shell: {path: setup.sh}\n"
+        "      - name: always\n"
+        "        shell: echo run >> /tmp/always-runs\n"
+        "        run: always\n"
+        "      - name: seed\n"
+        "        shell: echo seeded > /tmp/seed\n"
+        "        run: never\n"
+    )
+    project.tapers("up").ok()
+    assert guest(project, "web", "cat /tmp/setup-runs; cat /tmp/always-runs") == "v1\nrun\n"
+    assert guest(project, "web", "test -e /tmp/seed && echo yes || echo no") == "no\n"
+
+    second = project.tapers("up").ok()
+    assert 'provision step 2 "always" (run: always)' in second.out and "step 1" not in second.out
+    assert guest(project, "web", "cat /tmp/setup-runs; cat /tmp/always-runs") == "v1\nrun\nrun\n"
+
+    (project.root / "setup.sh").write_text("echo v2 >> /tmp/setup-runs\n")
+    assert 'web: provision step 1 "setup" (changed since the last run)' in project.tapers("plan").ok().out
+    project.tapers("up").ok()
+    assert guest(project, "web", "cat /tmp/setup-runs") == "v1\nv2\n"
+
+    project.tapers("up", "--no-provision").ok()
+    assert guest(project, "web", "wc -l < /tmp/always-runs") == "3\n"
+
+    project.tapers("provision", "--with", "seed").ok()
+    assert guest(project, "web", "cat /tmp/seed") == "seeded\n"
+
+
+def test_a_failing_step_stops_names_itself_and_is_retried(project) -> None:
+    project.write(
+        "machines:\n"
+        "  web:\n"
+        "    provision:\n"
+        "      - {name: first, shell: echo first >> /tmp/ran}\n"
+        "      - name: migrate\n"
+        "        shell: |\n"
+        "          echo migrating\n"
+        "          test -e /tmp/fixed || { echo 'no database' >&2; exit 3; }\n"
+        "          echo migrate >> /tmp/ran\n"
+        "      - {name: last, shell: echo last >> /tmp/ran}\n"
+    )
+    failed = project.tapers("up")
+    assert failed.code == 1
+    assert 'web: step 2 "migrate" (shell) failed with exit code 3' in failed.err
+    assert "no database" in failed.err  # the last lines of its output
+    assert project.lxc_state("web") == "RUNNING"  # left running for debugging
+    assert guest(project, "web", "cat /tmp/ran") == "first\n"
+    guest(project, "web", "touch /tmp/fixed")
+    project.tapers("up").ok()
+    assert guest(project, "web", "cat /tmp/ran") == "first\nmigrate\nlast\n"
+
+
+def test_steps_that_reboot(project) -> None:
+    # /run is emptied by every boot: a step sees whether it runs in the boot of the step before.
+    mark = "{ test -e /run/seen && echo same || echo new; } >> /var/tmp/boots; touch /run/seen"
+    project.write(
+        "machines:\n"
+        "  web:\n"
+        "    provision:\n"
+        f"      - shell: '{mark}; reboot'\n"
+        f"      - shell: '{mark}'\n"
+        "        reboot: true\n"
+        f"      - shell: '{mark}'\n"
+    )
+    up = project.tapers("up", timeout=300).ok()
+    assert up.out.count("rebooted; waiting for SSH") == 2
+    assert guest(project, "web", "cat /var/tmp/boots").split() == ["new", "new", "new"]
+
+
+def test_depends_on_orders_provisioning(project) -> None:
+    project.write(
+        "machines:\n"
+        "  web:\n"
+        "    depends_on: [db]\n"
+        "    provision:\n"
+        "      - shell: date +%s%N > /tmp/started\n"
+        "  db:\n"
+        "    provision:\n"
+        "      - shell: sleep 0.5; date +%s%N > /tmp/finished\n"
+    )
+    project.tapers("up").ok()
+    db_finished = int(guest(project, "db", "cat /tmp/finished"))
+    web_started = int(guest(project, "web", "cat /tmp/started"))
+    assert web_started >= db_finished
+
+
+def test_ansible_playbook_with_extra_vars_and_the_standalone_inventory(project) -> None:
+    (project.root / "site.yml").write_text(
+        "- hosts: webservers\n"
+        "  gather_facts: false\n"
+        "  tasks:\n"
+        "    - copy: {dest: /tmp/from-ansible, content: \"role={{ role }} groups={{ group_names | join(',') }}\\n\"}\n"
+        "    - copy: {dest: /etc/root-file, content: \"ok\\n\"}\n"
+        "      become: true\n"
+    )
+    project.write(
+        "machines:\n"
+        "  web:\n"
+        "    provision:\n"
+        "      - ansible:\n"
+        "          playbook: site.yml\n"
+        "          extra_vars: {role: frontend}\n"
+        "          groups: {webservers: [web]}\n"
+    )
+    project.tapers("up").ok()
+    assert guest(project, "web", "cat /tmp/from-ansible /etc/root-file") == "role=frontend groups=webservers\nok\n"
+    playbook = Path(sys.executable).parent / "ansible-playbook"
+    standalone = subprocess.run(
+        [str(playbook), "-i", ".tapers/inventory", "site.yml", "-e", "role=again"],
+        cwd=project.root, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "LC_ALL": "C.UTF-8", "ANSIBLE_NOCOLOR": "1"},
+    )
+    assert standalone.returncode == 0, standalone.stdout + standalone.stderr
+    assert guest(project, "web", "cat /tmp/from-ansible") == "role=again groups=webservers\n"
+
+
+def test_missing_files_are_refused_before_anything_is_created(project) -> None:
+    project.write("machines:\n  web:\n    provision:\n      - shell: {path: nowhere.sh}\n")
+    result = project.tapers("up")
+    assert result.code == 3
+    assert "Taperfile.yaml:6:23: machines.web.provision[1].shell.path: `nowhere.sh` does not exist" in result.err
+    assert project.lxc_state("web") == "MISSING"
