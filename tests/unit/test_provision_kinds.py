@@ -75,3 +75,16 @@ def test_inventory_lists_machines_groups_and_pins_host_keys(tmp_path: Path) -> N
     assert "HostKeyAlias=tapers-shop-web -o StrictHostKeyChecking=yes" in text
     assert "[webservers]\nweb\n" in text
     assert "StrictHostKeyChecking=no" not in text
+
+
+def test_missing_ansible_is_a_clear_error_with_the_install_hint(monkeypatch) -> None:
+    import pytest
+
+    from tapers.errors import ProvisionError
+    from tapers.provision import ansible, check_host_tools
+
+    monkeypatch.setattr(ansible, "playbook_command", lambda: None)
+    with pytest.raises(ProvisionError) as raised:
+        check_host_tools({"shell", "ansible"})
+    assert "needs ansible-playbook" in raised.value.message
+    assert "pip install 'tapers[ansible]'" in raised.value.hint
