@@ -177,6 +177,10 @@ def _start(name: str, ctx: Context) -> None:
     ctx.backend.start(ctx.project.container(name))
 
 
+def _freeze(name: str, ctx: Context) -> None:
+    ctx.backend.freeze(ctx.project.container(name))
+
+
 def _unfreeze(name: str, ctx: Context) -> None:
     ctx.backend.unfreeze(ctx.project.container(name))
 
@@ -219,7 +223,32 @@ def _halt(name: str, ctx: Context) -> None:
 
 
 def _destroy(name: str, ctx: Context) -> None:
-    ctx.backend.destroy(ctx.project.container(name))
+    container = ctx.project.container(name)
+    info = ctx.backend.inspect(container)
+    if info is not None and info.record:  # killed from here on, the next `up` re-creates it
+        ctx.backend.save_record(container, {**info.record, "phase": "destroying"})
+    ctx.backend.destroy(container)
+
+
+def _set_limits(name: str, ctx: Context) -> None:
+    machine = ctx.project.loaded.machine(name)
+    container = ctx.project.container(name)
+    ctx.backend.set_limits(container, Limits(cpus=machine.cpus, memory=machine.memory, pids=machine.pids))
+    _record_applied(ctx, container, machine, ("cpus", "memory", "pids"))
+
+
+def _reconfigure(name: str, ctx: Context) -> None:
+    machine = ctx.project.loaded.machine(name)
+    container = ctx.project.container(name)
+    ctx.backend.reconfigure(container, machine.hostname, _hostname_files(machine))
+    _record_applied(ctx, container, machine, ("hostname",))
+
+
+def _record_applied(ctx: Context, container: str, machine: Machine, keys: tuple[str, ...]) -> None:
+    record = _record_of(ctx, container)
+    wanted = desired_settings(machine)
+    record["applied"] = {**record.get("applied", {}), **{key: wanted[key] for key in keys}}
+    ctx.backend.save_record(container, record)
 
 
 def _provision(action: Action, guest: Any, ctx: Context) -> None:
@@ -273,7 +302,10 @@ _HANDLERS: dict[Kind, Callable[[str, Context], None]] = {
     Kind.UNFREEZE: _unfreeze,
     Kind.AUTHORIZE_KEY: _authorize_key,
     Kind.WAIT_SSH: _wait_ssh,
+    Kind.SET_LIMITS: _set_limits,
+    Kind.RECONFIGURE: _reconfigure,
     Kind.HALT: _halt,
+    Kind.FREEZE: _freeze,
     Kind.DESTROY: _destroy,
 }
 
@@ -309,6 +341,19 @@ def _record(ctx: Context, machine: Machine, box: Box, address: str, mac: str, ho
 
 def _guest_files(machine: Machine, box: Box, host_key: keys.KeyPair, project_key: str) -> tuple[GuestFile, ...]:
     user = box.user
+    nameservers = network.host_nameservers()
+    resolv = "".join(f"nameserver {server}\n" for server in nameservers) or "# no DNS server reachable from containers\n"
+    home = user["home"].lstrip("/")
+    return (
+        GuestFile("/etc/ssh/ssh_host_ed25519_key", host_key.private, 0o600),
+        GuestFile("/etc/ssh/ssh_host_ed25519_key.pub", (host_key.public + "\n").encode(), 0o644),
+        GuestFile(f"/{home}/.ssh/authorized_keys", (project_key + "\n").encode(), 0o600, user["uid"], user["gid"]),
+        GuestFile("/etc/resolv.conf", resolv.encode()),
+        *_hostname_files(machine),
+    )
+
+
+def _hostname_files(machine: Machine) -> tuple[GuestFile, ...]:
     short = machine.hostname.split(".")[0]
     names = machine.hostname if short == machine.hostname else f"{machine.hostname} {short}"
     hosts = (
@@ -318,14 +363,7 @@ def _guest_files(machine: Machine, box: Box, host_key: keys.KeyPair, project_key
         "ff02::1\tip6-allnodes\n"
         "ff02::2\tip6-allrouters\n"
     )
-    nameservers = network.host_nameservers()
-    resolv = "".join(f"nameserver {server}\n" for server in nameservers) or "# no DNS server reachable from containers\n"
-    home = user["home"].lstrip("/")
     return (
-        GuestFile("/etc/ssh/ssh_host_ed25519_key", host_key.private, 0o600),
-        GuestFile("/etc/ssh/ssh_host_ed25519_key.pub", (host_key.public + "\n").encode(), 0o644),
-        GuestFile(f"/{home}/.ssh/authorized_keys", (project_key + "\n").encode(), 0o600, user["uid"], user["gid"]),
         GuestFile("/etc/hostname", (machine.hostname + "\n").encode()),
         GuestFile("/etc/hosts", hosts.encode()),
-        GuestFile("/etc/resolv.conf", resolv.encode()),
     )

@@ -40,12 +40,15 @@ def step_fingerprints(project: Project, machines: list[Machine]) -> dict[str, di
     return result
 
 
-def up_plan(project: Project, observed: Observed, names: list[str] | None, key: str, provision: str) -> Plan:
+def up_plan(
+    project: Project, observed: Observed, names: list[str] | None, key: str, provision: str, remove_orphans: bool = False
+) -> Plan:
     from tapers.boxes.cache import find_box
 
     machines = machines_for_up(project, names)
     cached = {m.box for m in machines if find_box(m.box)}
-    return plan_up(machines, observed, key, cached, step_fingerprints(project, machines), provision)
+    prints = step_fingerprints(project, machines)
+    return plan_up(machines, observed, key, cached, prints, provision, remove_orphans and not names)
 
 
 def check_tools(plan: Plan, project: Project) -> None:

@@ -19,6 +19,7 @@ from tapers.taperfile.machine import Step
 from tapers.taperfile.units import format_size
 
 READY = "ready"
+CHANGE_CLASSES = ("live", "restart", "recreate", "reprovision")
 
 
 class Kind(str, enum.Enum):
@@ -30,7 +31,10 @@ class Kind(str, enum.Enum):
     AUTHORIZE_KEY = "authorize key"
     WAIT_SSH = "wait for ssh"
     PROVISION = "provision"
+    SET_LIMITS = "set limits"
+    RECONFIGURE = "reconfigure"
     HALT = "halt"
+    FREEZE = "suspend"
     DESTROY = "destroy"
 
     def __str__(self) -> str:
@@ -44,6 +48,8 @@ class Action:
     cause: str
     step: int = 0  # PROVISION: the step's number in the machine's `provision:` list
     detail: str = ""  # PROVISION: which step, as users read it
+    cls: str = ""  # the change class: live, restart, recreate, reprovision (and create, start, ...)
+    loses_data: bool = False  # re-creating a machine that has data in it: needs confirmation
 
     @property
     def what(self) -> str:
@@ -52,7 +58,8 @@ class Action:
         return f"{kind} ({self.cause})"
 
     def __str__(self) -> str:
-        return f"{self.subject}: {self.what}"
+        tag = f"  [{self.cls}]" if self.cls in CHANGE_CLASSES else ""
+        return f"{self.subject}: {self.what}{tag}"
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,9 @@ class Plan:
 
     def __bool__(self) -> bool:
         return bool(self.actions)
+
+    def losing_data(self) -> list[Action]:
+        return [a for a in self.actions if a.loses_data]
 
     def for_subject(self, subject: str) -> list[Action]:
         return [a for a in self.actions if a.subject == subject and a.kind is not Kind.BUILD_BOX]
@@ -96,45 +106,114 @@ def plan_up(
     boxes_cached: set[str],
     fingerprints: dict[str, dict[str, str]] | None = None,
     provision: str = "auto",
+    remove_orphans: bool = False,
 ) -> Plan:
     """What `up` does. `fingerprints`: machine -> step key -> fingerprint of what the step
     would run now; `provision`: "auto" (what changed), "force" (--provision) or "skip"."""
     fingerprints = fingerprints or {}
     actions: list[Action] = []
-    notes: list[str] = []
     _refuse_foreign(machines, observed)
     for machine in machines:
         info = observed.machines.get(machine.name)
-        if info is None or _interrupted(info):
+        record = (info.record or {}) if info else {}
+        box_change = info is not None and not _interrupted(info) and not box_matches(machine.box, record)
+        if info is None or _interrupted(info) or box_change:
             if machine.box not in boxes_cached and not any(
                 a.kind is Kind.BUILD_BOX and a.subject == machine.box for a in actions
             ):
-                actions.append(Action(Kind.BUILD_BOX, machine.box, "not in the box cache"))
+                actions.append(Action(Kind.BUILD_BOX, machine.box, "not in the box cache", cls="create"))
             if info is None:
-                actions.append(Action(Kind.CREATE, machine.name, "not found"))
+                cls = "create"
+                actions.append(Action(Kind.CREATE, machine.name, "not found", cls=cls))
+            elif box_change:
+                cls = "recreate"
+                was = f"{record['box']['name']}@{record['box']['version']}"
+                cause = f"box {was} -> {machine.box}; data in the machine is lost"
+                actions.append(Action(Kind.RECREATE, machine.name, cause, cls=cls, loses_data=True))
             else:
-                actions.append(Action(Kind.RECREATE, machine.name, "its creation was interrupted"))
-            actions.append(Action(Kind.START, machine.name, "created"))
-            actions.append(Action(Kind.WAIT_SSH, machine.name, "started"))
+                cls = "repair"
+                what = "destroy" if record.get("phase") == "destroying" else "creation"
+                actions.append(Action(Kind.RECREATE, machine.name, f"its {what} was interrupted", cls=cls))
+            actions.append(Action(Kind.START, machine.name, "created", cls=cls))
+            actions.append(Action(Kind.WAIT_SSH, machine.name, "started", cls=cls))
             if provision != "skip":
-                actions += _steps(machine, "first up", lambda step: step.run != "never")
+                actions += _steps(machine, "first up", lambda step: step.run != "never", cls)
             continue
-        record = info.record or {}
-        if info.state is State.STOPPED:
-            actions.append(Action(Kind.START, machine.name, "stopped"))
-        elif info.state is State.FROZEN:
-            actions.append(Action(Kind.UNFREEZE, machine.name, "frozen"))
-        elif info.state is State.BUSY:
-            actions.append(Action(Kind.START, machine.name, "in a transition (starting or stopping)"))
-        started = info.state is not State.RUNNING
-        if not same_key(record.get("authorized_key"), project_key):
-            actions.append(Action(Kind.AUTHORIZE_KEY, machine.name, "the project key changed (.tapers/ was deleted?)"))
-        if started:
-            actions.append(Action(Kind.WAIT_SSH, machine.name, "started"))
+        actions += _existing(machine, info, project_key)
         if provision != "skip":
             actions += _steps_to_rerun(machine, record, fingerprints.get(machine.name, {}), provision == "force")
-        notes += _settings_drift(machine, record)
-    return Plan(actions=tuple(actions), notes=tuple(notes))
+    if remove_orphans:
+        for orphan in observed.orphans:
+            name = (orphan.record or {}).get("machine", orphan.name)
+            actions.append(Action(Kind.DESTROY, name, "no longer in the Taperfile; --remove-orphans", cls="orphan"))
+    return Plan(actions=tuple(actions))
+
+
+def _existing(machine: Machine, info: ContainerInfo, project_key: str) -> list[Action]:
+    """A machine that exists: repair its state, apply what changed in its settings."""
+    name, record = machine.name, info.record or {}
+    changed = settings_changes(machine, record)
+    actions: list[Action] = []
+    running = info.state in (State.RUNNING, State.FROZEN, State.BUSY)
+    restart = [c for c in changed if c.cls == "restart"]
+    if restart:
+        cause = "; ".join(str(c) for c in restart)
+        if running:
+            actions.append(Action(Kind.HALT, name, f"{cause}: restart", cls="restart"))
+        actions.append(Action(Kind.RECONFIGURE, name, cause, cls="restart"))
+    elif info.state is State.FROZEN:
+        actions.append(Action(Kind.UNFREEZE, name, "frozen", cls="start"))
+    live = [c for c in changed if c.cls == "live"]
+    if live:
+        how = "applied live" if running and not restart else "applied at start"
+        actions.append(Action(Kind.SET_LIMITS, name, f"{'; '.join(str(c) for c in live)}: {how}", cls="live"))
+    start = restart or info.state in (State.STOPPED, State.BUSY)
+    if start:
+        cause = "reconfigured" if restart else str(info.state) if info.state is State.STOPPED else "in a transition"
+        actions.append(Action(Kind.START, name, cause, cls="restart" if restart else "start"))
+    if not same_key(record.get("authorized_key"), project_key):
+        cause = "the project key changed (.tapers/ was deleted?)"
+        actions.append(Action(Kind.AUTHORIZE_KEY, name, cause, cls="repair"))
+    if start or info.state is State.FROZEN:
+        actions.append(Action(Kind.WAIT_SSH, name, "started", cls="restart" if restart else "start"))
+    return actions
+
+
+@dataclass(frozen=True)
+class Change:
+    key: str
+    was: object
+    now: object
+    cls: str  # live | restart
+
+    def __str__(self) -> str:
+        return f"{self.key} {_show(self.key, self.was)} -> {_show(self.key, self.now)}"
+
+
+LIVE_KEYS = ("cpus", "memory", "pids")
+RESTART_KEYS = ("hostname",)
+
+
+def settings_changes(machine: Machine, record: dict[str, object]) -> list[Change]:
+    """What differs between the Taperfile and what was applied to the machine (box aside)."""
+    applied = record.get("applied")
+    if not isinstance(applied, dict):
+        return []
+    wanted = desired_settings(machine)
+    changes = []
+    for key in RESTART_KEYS + LIVE_KEYS:
+        if applied.get(key) != wanted[key]:
+            changes.append(Change(key, applied.get(key), wanted[key], "restart" if key in RESTART_KEYS else "live"))
+    return changes
+
+
+def box_matches(wanted: str, record: dict[str, object]) -> bool:
+    """The machine was made from the box the Taperfile names (and version, when pinned)."""
+    box = record.get("box")
+    if not isinstance(box, dict):
+        return True
+    name, _, version = wanted.partition("@")
+    return box.get("name") == name and (not version or box.get("version") == version)
 
 
 def plan_provision(machines: list[Machine], observed: Observed, wanted: list[str] | None) -> Plan:
@@ -159,15 +238,15 @@ def plan_provision(machines: list[Machine], observed: Observed, wanted: list[str
             )
         if wanted:
             chosen = {step.index for w in wanted if (step := machine.step(w))}
-            actions += _steps(machine, "requested", lambda step: step.index in chosen)
+            actions += _steps(machine, "requested", lambda step: step.index in chosen, "provision")
         else:
-            actions += _steps(machine, "requested", lambda step: step.run != "never")
+            actions += _steps(machine, "requested", lambda step: step.run != "never", "provision")
     return Plan(actions=tuple(actions))
 
 
-def _steps(machine: Machine, cause: str, keep: Callable[[Step], bool]) -> list[Action]:
+def _steps(machine: Machine, cause: str, keep: Callable[[Step], bool], cls: str) -> list[Action]:
     return [
-        Action(Kind.PROVISION, machine.name, cause, step=step.index, detail=_step_text(step))
+        Action(Kind.PROVISION, machine.name, cause, step=step.index, detail=_step_text(step), cls=cls)
         for step in machine.provision
         if keep(step)
     ]
@@ -196,7 +275,8 @@ def _steps_to_rerun(machine: Machine, record: dict, fingerprints: dict[str, str]
             cause = "changed since the last run"
         else:
             continue
-        actions.append(Action(Kind.PROVISION, machine.name, cause, step=step.index, detail=_step_text(step)))
+        action = Action(Kind.PROVISION, machine.name, cause, step=step.index, detail=_step_text(step), cls="reprovision")
+        actions.append(action)
     return actions
 
 
@@ -206,6 +286,24 @@ def plan_halt(machines: list[Machine], observed: Observed) -> Plan:
         info = observed.machines.get(machine.name)
         if info is not None and info.state is not State.STOPPED:
             actions.append(Action(Kind.HALT, machine.name, str(info.state)))
+    return Plan(actions=tuple(actions))
+
+
+def plan_suspend(machines: list[Machine], observed: Observed) -> Plan:
+    actions = []
+    for machine in machines:
+        info = observed.machines.get(machine.name)
+        if info is not None and info.state is State.RUNNING:
+            actions.append(Action(Kind.FREEZE, machine.name, "running"))
+    return Plan(actions=tuple(actions))
+
+
+def plan_resume(machines: list[Machine], observed: Observed) -> Plan:
+    actions = []
+    for machine in machines:
+        info = observed.machines.get(machine.name)
+        if info is not None and info.state is State.FROZEN:
+            actions.append(Action(Kind.UNFREEZE, machine.name, "suspended"))
     return Plan(actions=tuple(actions))
 
 
@@ -241,24 +339,11 @@ def _refuse_foreign(machines: list[Machine], observed: Observed) -> None:
         )
 
 
-def _settings_drift(machine: Machine, record: dict[str, object]) -> list[str]:
-    applied = record.get("applied")
-    if not isinstance(applied, dict):
-        return []
-    notes = []
-    for key, wanted in desired_settings(machine).items():
-        was = applied.get(key)
-        if was != wanted:
-            notes.append(
-                f"{machine.name}: {key} changed ({_show(key, was)} -> {_show(key, wanted)}); not applied to the "
-                f"existing machine yet: `tapers destroy {machine.name}` then `tapers up` re-creates it"
-            )
-    return notes
-
-
 def _show(key: str, value: object) -> str:
     if value is None:
         return "unset"
     if key == "memory" and isinstance(value, int):
         return format_size(value)
+    if isinstance(value, float):
+        return f"{value:g}"
     return str(value)

@@ -51,6 +51,35 @@ class FakeBackend:
         self.containers[container]["state"] = State.STOPPED
         return True
 
+    def freeze(self, container: str) -> None:
+        self.calls.append(f"freeze {container}")
+        self.containers[container]["state"] = State.FROZEN
+
+    def set_limits(self, container: str, limits) -> None:
+        self.calls.append(f"set limits {container}")
+        self.containers[container]["limits"] = limits
+
+    def reconfigure(self, container: str, hostname: str, files) -> None:
+        assert self.containers[container]["state"] is State.STOPPED, "reconfigure needs a stopped container"
+        self.calls.append(f"reconfigure {container}")
+        self.containers[container]["files"].update({f.path: f for f in files})
+
+    def snapshot_save(self, container: str, name: str) -> None:
+        c = self.containers[container]
+        c.setdefault("snapshots", {})[name] = (copy.deepcopy(c["files"]), copy.deepcopy(c["record"]))
+
+    def snapshot_restore(self, container: str, name: str) -> None:
+        c = self.containers[container]
+        c["files"], c["record"] = copy.deepcopy(c["snapshots"][name])
+
+    def snapshot_list(self, container: str) -> list:
+        from tapers.backend.api import Snapshot
+
+        return [Snapshot(name, "2026-01-01T00:00:00+00:00", 0) for name in sorted(self.containers[container].get("snapshots", {}))]
+
+    def snapshot_delete(self, container: str, name: str) -> None:
+        del self.containers[container]["snapshots"][name]
+
     def unfreeze(self, container: str) -> None:
         self.calls.append(f"unfreeze {container}")
         self.containers[container]["state"] = State.RUNNING

@@ -66,6 +66,13 @@ class MachineSpec:
 
 
 @dataclass(frozen=True)
+class Snapshot:
+    name: str
+    created: str  # ISO 8601
+    size: int  # bytes on disk
+
+
+@dataclass(frozen=True)
 class ContainerInfo:
     name: str
     state: State
@@ -92,7 +99,25 @@ class Backend(Protocol):
     def stop(self, container: str, timeout: float) -> bool:
         """Clean shutdown; after `timeout` seconds force it. True when it shut down cleanly."""
 
+    def freeze(self, container: str) -> None: ...
+
     def unfreeze(self, container: str) -> None: ...
+
+    def set_limits(self, container: str, limits: Limits) -> None:
+        """Record new limits for the next boot and, when running, apply them at once."""
+
+    def reconfigure(self, container: str, hostname: str, files: tuple[GuestFile, ...]) -> None:
+        """A stopped container gets a new hostname and rewritten files."""
+
+    def snapshot_save(self, container: str, name: str) -> None:
+        """Keep the machine's disk as `name` (a running machine is frozen while copying)."""
+
+    def snapshot_restore(self, container: str, name: str) -> None:
+        """A stopped container's disk becomes snapshot `name` again."""
+
+    def snapshot_list(self, container: str) -> list[Snapshot]: ...
+
+    def snapshot_delete(self, container: str, name: str) -> None: ...
 
     def destroy(self, container: str) -> None:
         """Stop (forcefully) and delete; deleting a missing container succeeds."""

@@ -8,6 +8,7 @@ and the operation.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ import lxc
 
 from tapers import paths
 from tapers.backend import cgroups
-from tapers.backend.api import ContainerInfo, GuestFile, MachineSpec, State
+from tapers.backend.api import ContainerInfo, GuestFile, Limits, MachineSpec, Snapshot, State
 from tapers.errors import BackendError
 
 _STATES = {
@@ -133,10 +134,95 @@ class LiblxcBackend:
             raise BackendError(f"container `{container}` could not be stopped")
         return False
 
+    def freeze(self, container: str) -> None:
+        c = self._require(container, "freeze")
+        if c.state == "RUNNING" and not c.freeze():
+            raise BackendError(f"container `{container}` could not be frozen")
+
     def unfreeze(self, container: str) -> None:
         c = self._require(container, "unfreeze")
         if c.state == "FROZEN" and not c.unfreeze():
             raise BackendError(f"container `{container}` could not be unfrozen")
+
+    def set_limits(self, container: str, limits: Limits) -> None:
+        c = self._require(container, "change the limits of")
+        _edit_config(self.lxcpath / container, cgroups.CONFIG_PREFIXES, cgroups.config_items(limits))
+        if c.state in ("RUNNING", "FROZEN"):
+            for key, value in cgroups.live_items(limits):
+                if not c.set_cgroup_item(key, value):
+                    raise BackendError(f"container `{container}`: could not set {key} to {value} while running")
+
+    def reconfigure(self, container: str, hostname: str, files: tuple[GuestFile, ...]) -> None:
+        c = self._require(container, "reconfigure")
+        if c.state != "STOPPED":
+            raise BackendError(f"container `{container}` must be stopped to be reconfigured (it is {c.state})")
+        folder = self.lxcpath / container
+        _edit_config(folder, ("lxc.uts.name",), [("lxc.uts.name", hostname)])
+        lower = _lower_dir(folder)
+        for guest_file in files:
+            _write_guest_file(lower, _writable_dir(folder), guest_file)
+
+    # -- snapshots: copies of the machine's writable layer (the box below never changes) ----
+
+    def snapshot_save(self, container: str, name: str) -> None:
+        c = self._require(container, "snapshot")
+        target = self._snapshots(container) / name
+        if target.exists():
+            raise BackendError(f"machine `{container}` already has a snapshot `{name}`")
+        target.parent.mkdir(exist_ok=True)
+        work = target.with_name(f".{name}.tmp")
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        frozen = c.state == "RUNNING" and c.freeze()
+        try:
+            _copy_tree(_writable_dir(self.lxcpath / container), work / "disk", container)
+        finally:
+            if frozen:
+                c.unfreeze()
+        record = self._read_record(container) or {}
+        (work / RECORD_NAME).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        os.rename(work, target)
+
+    def snapshot_restore(self, container: str, name: str) -> None:
+        c = self._require(container, "restore a snapshot of")
+        if c.state != "STOPPED":
+            raise BackendError(f"container `{container}` must be stopped to restore a snapshot (it is {c.state})")
+        source = self._snapshot(container, name)
+        writable = _writable_dir(self.lxcpath / container)
+        incoming = writable.with_name(writable.name + ".restore")
+        outgoing = writable.with_name(writable.name + ".old")
+        for leftover in (incoming, outgoing):
+            shutil.rmtree(leftover, ignore_errors=True)
+        _copy_tree(source / "disk", incoming, container)
+        os.rename(writable, outgoing)
+        os.rename(incoming, writable)
+        shutil.rmtree(outgoing, ignore_errors=True)
+        saved = source / RECORD_NAME
+        if saved.is_file():
+            self.save_record(container, json.loads(saved.read_text()))
+
+    def snapshot_list(self, container: str) -> list[Snapshot]:
+        self._require(container, "list the snapshots of")
+        folder = self._snapshots(container)
+        snapshots = []
+        for item in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if item.name.startswith(".") or not item.is_dir():
+                continue
+            created = dt.datetime.fromtimestamp(item.stat().st_mtime, dt.timezone.utc).isoformat(timespec="seconds")
+            snapshots.append(Snapshot(item.name, created, _disk_usage(item)))
+        return snapshots
+
+    def snapshot_delete(self, container: str, name: str) -> None:
+        shutil.rmtree(self._snapshot(container, name))
+
+    def _snapshots(self, container: str) -> Path:
+        return self.lxcpath / container / "snapshots"
+
+    def _snapshot(self, container: str, name: str) -> Path:
+        path = self._snapshots(container) / name
+        if not path.is_dir():
+            raise BackendError(f"machine `{container}` has no snapshot `{name}`")
+        return path
 
     def destroy(self, container: str) -> None:
         c = self._container(container)
@@ -178,6 +264,33 @@ class LiblxcBackend:
         if not c.defined:
             raise BackendError(f"cannot {operation} container `{container}`: it does not exist")
         return c
+
+
+def _writable_dir(folder: Path) -> Path:
+    return folder / UPPER_DIR if (folder / UPPER_DIR).is_dir() else folder / COPY_DIR
+
+
+def _lower_dir(folder: Path) -> Path:
+    """The box's root filesystem under an overlay machine (for folder owners and modes)."""
+    for line in (folder / "config").read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "lxc.rootfs.path" and value.strip().startswith("overlay:"):
+            return Path(value.strip().split(":")[1])
+    return _writable_dir(folder)
+
+
+def _edit_config(folder: Path, drop: tuple[str, ...], add: list[tuple[str, str]]) -> None:
+    """Replace the config lines whose key starts with one of `drop` by `add` (atomically)."""
+    config = folder / "config"
+    kept = [line for line in config.read_text().splitlines() if not line.split("=")[0].strip().startswith(drop)]
+    tmp = folder / "config.tmp"
+    tmp.write_text("\n".join(kept + [f"{key} = {value}" for key, value in add]) + "\n")
+    os.replace(tmp, config)
+
+
+def _disk_usage(path: Path) -> int:
+    result = subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True)
+    return int(result.stdout.split()[0]) if result.returncode == 0 and result.stdout else 0
 
 
 def _render_config(spec: MachineSpec, rootfs: str, folder: Path) -> str:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import select
 import socket
-import threading
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -66,16 +66,21 @@ class Session:
             channel.exec_command(command)
         except Exception as exc:  # OSError, EOFError, paramiko.SSHException (imported lazily)
             raise self._lost(exc, started=False) from None
-        feeder = None
-        if stdin is not None:
-            feeder = threading.Thread(target=_feed, args=(stdin, channel), daemon=True)
-            feeder.start()
-        else:
+        stdin_fd = stdin.fileno() if stdin is not None else None
+        if stdin_fd is None:
             channel.shutdown_write()
         try:
             while True:
-                readable, _, _ = select.select([channel], [], [], 0.5)
-                if readable or channel.recv_ready() or channel.recv_stderr_ready():
+                watched = [channel] if stdin_fd is None else [channel, stdin_fd]
+                readable, _, _ = select.select(watched, [], [], 0.5)
+                if stdin_fd is not None and stdin_fd in readable:
+                    data = os.read(stdin_fd, 65536)
+                    if data:
+                        channel.sendall(data)
+                    else:
+                        channel.shutdown_write()
+                        stdin_fd = None
+                if channel in readable or channel.recv_ready() or channel.recv_stderr_ready():
                     _drain(channel, stdout, stderr)
                 if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
                     _drain(channel, stdout, stderr)
@@ -153,19 +158,6 @@ def _drain(channel: Any, stdout: IO[bytes], stderr: IO[bytes]) -> None:
     while channel.recv_stderr_ready():
         stderr.write(channel.recv_stderr(65536))
         stderr.flush()
-
-
-def _feed(stdin: IO[bytes], channel: Any) -> None:
-    try:
-        while chunk := stdin.read1(65536) if hasattr(stdin, "read1") else stdin.read(65536):
-            channel.sendall(chunk)
-    except OSError:
-        pass
-    finally:
-        try:
-            channel.shutdown_write()
-        except OSError:
-            pass
 
 
 def connect(target: SshTarget, identity: Path, timeout: float = 30.0) -> Session:

@@ -181,7 +181,8 @@ def test_steps_run_in_order_after_dependencies_and_failures_are_recorded(provisi
     cache = backend.containers["tapers-shop-cache"]["record"]
     assert cache["provision_failed"] == "broken" and not cache.get("provisioned")
     assert str(plan_with_steps(project, backend)) == (
-        'cache: provision step 1 "broken" (failed last time)\ncache: provision step 2 "after" (not run yet)'
+        'cache: provision step 1 "broken" (failed last time)  [reprovision]\n'
+        'cache: provision step 2 "after" (not run yet)  [reprovision]'
     )
 
 

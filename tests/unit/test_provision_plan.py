@@ -84,12 +84,12 @@ def test_later_up_runs_always_and_changed_steps_only(project) -> None:
     )
     assert plan_for(project, seen) == "\n".join(
         [
-            'web: provision step 1 "setup" (changed since the last run)',
-            "web: provision step 2 (run: always)",
+            'web: provision step 1 "setup" (changed since the last run)  [reprovision]',
+            "web: provision step 2 (run: always)  [reprovision]",
         ]
     )
     (project.root / "app.ini").write_text("[app]\nchanged = yes\n")
-    assert "web: provision step 4 (changed since the last run)" in plan_for(project, seen)
+    assert "web: provision step 4 (changed since the last run)  [reprovision]" in plan_for(project, seen)
 
 
 def test_a_failed_step_and_those_after_it_run_again(project) -> None:
@@ -101,7 +101,7 @@ def test_a_failed_step_and_those_after_it_run_again(project) -> None:
         }
     )
     assert plan_for(project, seen) == "\n".join(
-        ["web: provision step 2 (run: always)", "web: provision step 4 (not run yet)"]
+        ["web: provision step 2 (run: always)  [reprovision]", "web: provision step 4 (not run yet)  [reprovision]"]
     )
     seen.machines["web"] = running("web", provisioned={}, failed="setup")
     assert plan_for(project, seen).startswith('web: provision step 1 "setup" (failed last time)')

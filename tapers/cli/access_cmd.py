@@ -1,0 +1,49 @@
+"""Getting into machines: `tapers ssh` and `tapers ssh-config`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from tapers.cli import output
+from tapers.cli.common import engine, open_project
+from tapers.errors import StateError
+
+
+def ssh(
+    ctx: typer.Context,
+    name: Annotated[Optional[str], typer.Argument(help="machine (default: the primary or only one)")] = None,
+    command: Annotated[Optional[str], typer.Option("-c", "--command", help="run this command and exit")] = None,
+) -> int:
+    """Open a shell on a machine, or run one command and return its exit code."""
+    from tapers.access import running_target, write_ssh_files
+    from tapers.backend import default_backend
+    from tapers.observe import observe
+
+    project = open_project(ctx)
+    machine = project.loaded.machine(name) if name else project.default_machine()
+    observed = observe(project, default_backend())
+    target = running_target(project, observed, machine.name)
+    if command is None:
+        config = write_ssh_files(project, observed)
+        try:
+            os.execvp("ssh", ["ssh", "-F", str(config), machine.name])
+        except FileNotFoundError:
+            raise StateError("the OpenSSH client is not installed", hint="apt-get install openssh-client") from None
+    from tapers.ssh.session import connect
+
+    stdin = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer
+    with connect(target, project.paths.private_key, timeout=10) as session:
+        return session.run(command, sys.stdout.buffer, sys.stderr.buffer, stdin=stdin)
+
+
+def ssh_config(ctx: typer.Context) -> None:
+    """Print an OpenSSH config for the machines: `ssh -F FILE NAME` works with it."""
+    from tapers.access import ssh_config_text, write_ssh_files
+
+    project, _, observed = engine(ctx)
+    write_ssh_files(project, observed)
+    output.write_raw(ssh_config_text(project, observed))

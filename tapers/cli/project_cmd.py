@@ -1,0 +1,199 @@
+"""Commands about the project as a whole: init, validate, plan, status, global-status, doctor."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tapers.cli import output
+from tapers.cli.common import JsonFlag, Names, confirm, engine, open_project, print_orphans
+from tapers.errors import ExitCode, StateError
+
+
+def init(
+    machine: Annotated[str, typer.Option(help="name of the machine")] = "default",
+    force: Annotated[bool, typer.Option("--force", help="overwrite an existing Taperfile.yaml")] = False,
+) -> None:
+    """Write a commented Taperfile.yaml with one machine in this folder."""
+    from tapers.scaffold import init_taperfile
+
+    if not re.match(r"^[a-z][a-z0-9-]*$", machine):
+        raise typer.BadParameter("machine names start with a letter and use a-z, 0-9 and '-'", param_hint="--machine")
+    target = Path.cwd() / "Taperfile.yaml"
+    if target.exists() and not force:
+        raise StateError(f"{target} already exists", hint="edit it, or pass --force to overwrite it")
+    target.write_text(init_taperfile(machine))
+    output.say(f"wrote {target}\nnext: `tapers up` builds the box (first time only) and starts `{machine}`")
+
+
+def validate(ctx: typer.Context) -> None:
+    """Check the Taperfile: every problem at once, with file:line:column."""
+    project = open_project(ctx)
+    names = ", ".join(m.name for m in project.machines)
+    output.say(f"{os.path.relpath(project.loaded.path)} is valid: {len(project.machines)} machine(s): {names}")
+
+
+def plan(
+    ctx: typer.Context,
+    names: Names = None,
+    as_json: JsonFlag = False,
+    remove_orphans: Annotated[bool, typer.Option("--remove-orphans", help="as `up --remove-orphans` would")] = False,
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="exit 0 when there is nothing to do, 2 when changes are pending")
+    ] = False,
+) -> int:
+    """Show what `tapers up` would do and why, changing nothing."""
+    from tapers.engine import up_plan
+
+    project, _, observed = engine(ctx)
+    key = project.paths.public_key.read_text().strip() if project.paths.public_key.is_file() else ""
+    result = up_plan(project, observed, names, key, provision="auto", remove_orphans=remove_orphans)
+    if as_json:
+        data = {
+            "actions": [
+                {
+                    "subject": a.subject,
+                    "kind": a.kind.value,
+                    "cause": a.cause,
+                    "class": a.cls,
+                    "loses_data": a.loses_data,
+                    **({"step": a.step} if a.step else {}),
+                }
+                for a in result.actions
+            ],
+            "orphans": [(o.record or {}).get("machine", o.name) for o in observed.orphans],
+        }
+        output.write_raw(json.dumps(data, indent=2) + "\n")
+    else:
+        output.say(str(result))
+        print_orphans(observed)
+    if detailed_exitcode and result:
+        return int(ExitCode.USAGE)  # 2: changes pending, like `terraform plan -detailed-exitcode`
+    return int(ExitCode.OK)
+
+
+def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Each machine: state, address, box, and whether its config is out of date."""
+    from tapers.plan import box_matches, settings_changes
+
+    project, _, observed = engine(ctx)
+    rows = []
+    for machine in project.machines:
+        info = observed.machines.get(machine.name)
+        record = (info.record if info else None) or {}
+        box = record.get("box", {})
+        stale = [f"{c.key} ({c.cls})" for c in settings_changes(machine, record)]
+        if info and not box_matches(machine.box, record):
+            stale.insert(0, "box (recreate)")
+        if record.get("provision_failed"):
+            stale.append("provisioning failed")
+        rows.append(
+            {
+                "machine": machine.name,
+                "container": project.container(machine.name),
+                "state": str(info.state) if info else "not created",
+                "address": record.get("address") if info else None,
+                "box": f"{box['name']}@{box['version']}" if box else machine.box,
+                "primary": machine.primary,
+                "out_of_date": stale,
+            }
+        )
+    for orphan in observed.orphans:
+        record = orphan.record or {}
+        box = record.get("box", {})
+        rows.append(
+            {
+                "machine": record.get("machine", orphan.name),
+                "container": orphan.name,
+                "state": f"{orphan.state} (orphan: not in the Taperfile)",
+                "address": record.get("address"),
+                "box": f"{box.get('name')}@{box.get('version')}",
+                "primary": False,
+                "out_of_date": [],
+            }
+        )
+    if as_json:
+        output.write_raw(json.dumps({"project": project.id, "machines": rows}, indent=2) + "\n")
+        return
+    output.table(
+        ["machine", "state", "address", "box", "config"],
+        [
+            [r["machine"], r["state"], r["address"] or "-", r["box"], "out of date: " + ", ".join(r["out_of_date"])
+             if r["out_of_date"] else "up to date"]
+            for r in rows
+        ],
+    )
+
+
+def global_status(
+    as_json: JsonFlag = False,
+    prune: Annotated[bool, typer.Option("--prune", help="destroy machines whose project folder is gone")] = False,
+    force: Annotated[bool, typer.Option("-f", "--force", help="with --prune: do not ask")] = False,
+) -> None:
+    """Every tapers machine on this host, across projects, as it is now."""
+    from tapers.backend import default_backend
+    from tapers.project import CONTAINER_PREFIX
+
+    backend = default_backend()
+    rows = []
+    for info in backend.list(prefix=CONTAINER_PREFIX):
+        record = info.record or {}
+        folder = record.get("project_dir")
+        gone = bool(folder) and not Path(folder).is_dir()
+        rows.append(
+            {
+                "container": info.name,
+                "project": record.get("project", "?"),
+                "machine": record.get("machine", "?"),
+                "state": str(info.state),
+                "address": record.get("address"),
+                "folder": folder,
+                "folder_gone": gone,
+                "tapers_record": bool(info.record),
+            }
+        )
+    if prune:
+        doomed = [r for r in rows if r["folder_gone"]]
+        if not doomed:
+            output.say("no machine belongs to a project folder that is gone")
+            return
+        listed = ", ".join(f"`{r['container']}`" for r in doomed)
+        if not force:
+            confirm(f"Destroy {listed}, whose project folders are gone?", f"refusing to destroy {listed}", "-f")
+        for row in doomed:
+            backend.destroy(row["container"])
+            output.say(f"destroyed {row['container']} (its folder {row['folder']} is gone)")
+        return
+    if as_json:
+        output.write_raw(json.dumps(rows, indent=2) + "\n")
+        return
+    if not rows:
+        output.say("no tapers machines on this host")
+        return
+    output.table(
+        ["project", "machine", "state", "address", "folder"],
+        [
+            [r["project"], r["machine"], r["state"], r["address"] or "-",
+             (r["folder"] or "-") + (" (gone: `tapers global-status --prune`)" if r["folder_gone"] else "")]
+            for r in rows
+        ],
+    )
+
+
+def doctor() -> int:
+    """Check that this host can run tapers machines, and say how to fix what is missing."""
+    from tapers.doctor import run_checks
+
+    failed = 0
+    for check in run_checks(full=True):
+        mark = "ok  " if check.ok else ("FAIL" if check.required else "warn")
+        output.say(f"{mark}  {check.name}: {check.detail}")
+        if not check.ok:
+            output.say(f"      fix: {check.fix}")
+            failed += check.required
+    return int(ExitCode.FAILED) if failed else int(ExitCode.OK)
