@@ -238,7 +238,7 @@ def plan_provision(machines: list[Machine], observed: Observed, wanted: list[str
             )
         if wanted:
             chosen = {step.index for w in wanted if (step := machine.step(w))}
-            actions += _steps(machine, "requested", lambda step: step.index in chosen, "provision")
+            actions += _steps(machine, "requested", lambda step, chosen=chosen: step.index in chosen, "provision")
         else:
             actions += _steps(machine, "requested", lambda step: step.run != "never", "provision")
     return Plan(actions=tuple(actions))
@@ -281,29 +281,27 @@ def _steps_to_rerun(machine: Machine, record: dict, fingerprints: dict[str, str]
 
 
 def plan_halt(machines: list[Machine], observed: Observed) -> Plan:
-    actions = []
-    for machine in machines:
-        info = observed.machines.get(machine.name)
-        if info is not None and info.state is not State.STOPPED:
-            actions.append(Action(Kind.HALT, machine.name, str(info.state)))
-    return Plan(actions=tuple(actions))
+    running = (State.RUNNING, State.FROZEN, State.BUSY)
+    return _where_state(machines, observed, running, Kind.HALT, lambda info: str(info.state))
 
 
 def plan_suspend(machines: list[Machine], observed: Observed) -> Plan:
-    actions = []
-    for machine in machines:
-        info = observed.machines.get(machine.name)
-        if info is not None and info.state is State.RUNNING:
-            actions.append(Action(Kind.FREEZE, machine.name, "running"))
-    return Plan(actions=tuple(actions))
+    return _where_state(machines, observed, (State.RUNNING,), Kind.FREEZE, lambda info: "running")
 
 
 def plan_resume(machines: list[Machine], observed: Observed) -> Plan:
+    return _where_state(machines, observed, (State.FROZEN,), Kind.UNFREEZE, lambda info: "suspended")
+
+
+def _where_state(
+    machines: list[Machine], observed: Observed, states: tuple[State, ...], kind: Kind, cause: Callable[..., str]
+) -> Plan:
+    """One `kind` action for each machine that exists and is in one of `states`."""
     actions = []
     for machine in machines:
         info = observed.machines.get(machine.name)
-        if info is not None and info.state is State.FROZEN:
-            actions.append(Action(Kind.UNFREEZE, machine.name, "suspended"))
+        if info is not None and info.state in states:
+            actions.append(Action(kind, machine.name, cause(info)))
     return Plan(actions=tuple(actions))
 
 

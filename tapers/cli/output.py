@@ -73,7 +73,7 @@ def table(columns: list[str], rows: list[list[str]]) -> None:
     if not is_terminal():  # stable, greppable text for scripts and logs
         widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
         for row in [columns, *rows]:
-            say("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+            say("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
         return
     from rich.table import Table
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import lxc
 import pytest
@@ -145,6 +143,13 @@ def test_global_status_prune_destroys_machines_of_deleted_folders(project, tmp_p
     assert not lxc.Container(container).defined
 
 
+def spawn(project, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tapers", *args], cwd=project.root, env=project.env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )
+
+
 def _clean_pair(project) -> None:
     prefix = f"tapers-{project.name}-"
     ours = sorted(n for n in lxc.list_containers() if n.startswith(prefix))
@@ -164,10 +169,7 @@ def test_kill_9_at_any_moment_then_up_finishes_the_job(project) -> None:
         "    provision: [{shell: 'hostname > /var/tmp/provisioned'}]\n"
     )
     for lines_before_kill in (0, 1, 2, 3, 4, 6, 8, 10):
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tapers", "up"], cwd=project.root, env=project.env,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
-        )
+        process = spawn(project, "up")
         for _ in range(lines_before_kill):
             if not process.stdout.readline():
                 break
@@ -177,10 +179,7 @@ def test_kill_9_at_any_moment_then_up_finishes_the_job(project) -> None:
         project.tapers("up").ok()
         _clean_pair(project)
         # and a destroy killed half-way: the next `up` must not reuse a half-destroyed machine
-        destroy = subprocess.Popen(
-            [sys.executable, "-m", "tapers", "destroy", "-f"], cwd=project.root, env=project.env,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
-        )
+        destroy = spawn(project, "destroy", "-f")
         destroy.stdout.readline()
         destroy.send_signal(signal.SIGKILL)
         destroy.wait()
@@ -199,15 +198,9 @@ def test_concurrent_ups_on_one_project(project, parallel: int) -> None:
         "  web:\n"
         "    provision: [{shell: 'hostname > /var/tmp/provisioned'}]\n"
     )
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tapers", "up"], cwd=project.root, env=project.env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-        )
-        for _ in range(parallel)
-    ]
+    processes = [spawn(project, "up") for _ in range(parallel)]
     outputs = [p.communicate(timeout=300) for p in processes]
-    for process, (out, err) in zip(processes, outputs):
+    for process, (out, err) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, out + err
     assert sum("create (not found)" in out for out, _ in outputs) == 1
     assert any("waiting for" in out for out, _ in outputs)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from textwrap import dedent
 
 import pytest
 
 from tapers.backend.api import ContainerInfo, State
 from tapers.errors import StateError
 from tapers.observe import Observed
-from tapers.plan import desired_settings, plan_destroy, plan_halt, plan_up
+from tapers.plan import plan_destroy, plan_halt, plan_up
 from tapers.taperfile import load_taperfile
 
 KEY = "ssh-ed25519 AAAAkey tapers-shop"
