@@ -34,7 +34,10 @@ def project(machines: int) -> Path:
     names = "".join(f"  m{i}: {{memory: 128M, provision: [{{shell: 'true'}}]}}\n" for i in range(machines))
     (folder / "Taperfile.yaml").write_text(f"version: 1\nname: br-{RUN}-{machines}\nmachines:\n{names}")
     start = time.perf_counter()
-    subprocess.run(TAPERS + ["up"], cwd=folder, check=True, stdout=subprocess.DEVNULL)
+    result = subprocess.run(TAPERS + ["up"], cwd=folder, capture_output=True, text=True)
+    if result.returncode != 0:
+        subprocess.run(TAPERS + ["destroy", "-f"], cwd=folder, stdout=subprocess.DEVNULL)
+        sys.exit(f"`tapers up` of the bench project failed:\n{result.stdout}{result.stderr}")
     print(f"(first `up` of {machines} machines, provisioning included: {time.perf_counter() - start:.2f} s)")
     return folder
 

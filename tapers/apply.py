@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from tapers import network, paths
+from tapers import host, network, paths
 from tapers.backend.api import Backend, GuestFile, Limits, MachineSpec
 from tapers.boxes.build import ensure_box
 from tapers.boxes.cache import Box, find_box
@@ -39,7 +39,7 @@ class Context:
     halt_timeout: float = 30.0
     ssh_timeout: float = 60.0
     # The two steps that touch the host outside the backend; tests with a fake backend replace them.
-    network_setup: Callable[[], None] = network.ensure_nat_network
+    network_setup: Callable[[], None] = host.prepare_host
     ssh_check: Callable[[SshTarget, Path, float], None] = field(default=None)  # type: ignore[assignment]
     guest_factory: Callable[[str, Context], Any] = field(default=None)  # type: ignore[assignment]
     _network_ready: bool = field(default=False, init=False)

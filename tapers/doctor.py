@@ -95,6 +95,20 @@ def _tools() -> Check:
     )
 
 
+def _inotify() -> Check:
+    from tapers.host import INOTIFY_LIMITS, inotify_shortfall
+
+    short = inotify_shortfall()
+    detail = ", ".join(f"{k.split('/')[-1]} {now} < {want}" for k, (now, want) in short.items())
+    return Check(
+        "inotify limits (many machines)",
+        not short,
+        "high enough" if not short else f"{detail}: `tapers up` raises them",
+        " && ".join(f"sysctl -w {k.replace('/', '.')}={v}" for k, v in INOTIFY_LIMITS.items()),
+        required=False,
+    )
+
+
 def _debootstrap() -> Check:
     ok = shutil.which("debootstrap") is not None
     return Check("debootstrap (to build boxes)", ok, "installed" if ok else "missing", "apt-get install debootstrap")
@@ -115,7 +129,9 @@ def _lxc_path() -> Check:
 
 
 CHEAP: tuple[Callable[[], Check], ...] = (_root, _bindings, _lxc_config, _lxc_path, _tools)
-ALL: tuple[Callable[[], Check], ...] = CHEAP + (_namespaces, _cgroups, _overlay, _bridge, _debootstrap, _ssh_client)
+ALL: tuple[Callable[[], Check], ...] = CHEAP + (
+    _namespaces, _cgroups, _overlay, _bridge, _inotify, _debootstrap, _ssh_client,
+)
 
 
 def run_checks(full: bool = True) -> list[Check]:

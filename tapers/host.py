@@ -1,0 +1,49 @@
+"""Host settings machines need, made right by tapers before it starts machines.
+
+- The NAT network (see network.py).
+- inotify limits: every systemd in a container takes several inotify instances from the
+  host's per-user budget (128 by default, shared by all root containers); past it, new
+  machines hang half-booted without sshd. tapers raises the limits (never lowers them),
+  as LXD's production setup does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tapers import network
+from tapers.errors import HostError
+
+INOTIFY_LIMITS = {
+    "fs/inotify/max_user_instances": 8192,
+    "fs/inotify/max_user_watches": 1048576,
+}
+
+
+def inotify_shortfall() -> dict[str, tuple[int, int]]:
+    """sysctl -> (current, wanted) for the limits that are too low."""
+    short = {}
+    for key, wanted in INOTIFY_LIMITS.items():
+        try:
+            current = int(Path("/proc/sys", key).read_text())
+        except (OSError, ValueError):
+            continue
+        if current < wanted:
+            short[key] = (current, wanted)
+    return short
+
+
+def raise_inotify_limits() -> None:
+    for key, (_, wanted) in inotify_shortfall().items():
+        try:
+            Path("/proc/sys", key).write_text(f"{wanted}\n")
+        except OSError as exc:
+            raise HostError(
+                f"cannot raise {key.replace('/', '.')} to {wanted}: {exc.strerror}",
+                hint=f"as root: sysctl -w {key.replace('/', '.')}={wanted}",
+            ) from None
+
+
+def prepare_host() -> None:
+    raise_inotify_limits()
+    network.ensure_nat_network()
