@@ -19,7 +19,7 @@ from tapers.backend.api import Backend, GuestFile, Limits, MachineSpec
 from tapers.boxes.build import ensure_box
 from tapers.boxes.cache import Box, find_box
 from tapers.boxes.recipe import load_recipe
-from tapers.errors import BoxError, MachineFailures, ProvisionError, StateError, TapersError
+from tapers.errors import BoxError, Interrupted, MachineFailures, ProvisionError, StateError, TapersError
 from tapers.events import Reporter
 from tapers.plan import READY, Action, Kind, Plan, desired_settings
 from tapers.project import CONTAINER_PREFIX, Project
@@ -47,6 +47,14 @@ class Context:
     _finished: dict[str, threading.Event] = field(default_factory=dict, init=False)
     _failed: set[str] = field(default_factory=set, init=False)
     _access_guard: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _cancelled: threading.Event = field(default_factory=threading.Event, init=False)
+    _guests: dict[str, Any] = field(default_factory=dict, init=False)
+
+    def cancel(self) -> None:
+        """Ctrl-C: machines stop before their next action; running steps lose their connection."""
+        self._cancelled.set()
+        for guest in list(self._guests.values()):
+            guest.close()
 
     def ensure_network(self) -> None:
         with self._network_guard:
@@ -77,12 +85,16 @@ def apply(plan: Plan, ctx: Context) -> None:
     failures: dict[str, TapersError] = {}
     with ThreadPoolExecutor(max_workers=min(8, len(subjects)), thread_name_prefix="tapers") as pool:
         futures = {s: pool.submit(_run_machine, s, plan.for_subject(s), ctx) for s in subjects}
-        for subject, future in futures.items():
-            error = future.exception()
-            if isinstance(error, TapersError):
-                failures[subject] = error
-            elif error is not None:
-                raise error
+        try:
+            for subject, future in futures.items():
+                error = future.exception()
+                if isinstance(error, TapersError):
+                    failures[subject] = error
+                elif error is not None:
+                    raise error
+        except KeyboardInterrupt:
+            ctx.cancel()
+            raise
     if len(failures) == 1:
         raise next(iter(failures.values()))
     if failures:
@@ -95,10 +107,13 @@ def _run_machine(name: str, actions: list[Action], ctx: Context) -> None:
     guest = None
     try:
         for action in actions:
+            if ctx._cancelled.is_set():
+                raise Interrupted(f"{name}: stopped before `{action.what}` (interrupted)")
             if action.kind is Kind.PROVISION and guest is None:
                 _wait_for_dependencies(name, ctx)
                 ctx.refresh_access()
                 guest = (ctx.guest_factory or _ssh_guest)(name, ctx)
+                ctx._guests[name] = guest
             ctx.reporter.line(name, action.what)
             if action.kind is Kind.PROVISION:
                 _provision(action, guest, ctx)
@@ -111,6 +126,7 @@ def _run_machine(name: str, actions: list[Action], ctx: Context) -> None:
         raise
     finally:
         if guest is not None:
+            ctx._guests.pop(name, None)
             guest.close()
         ctx._finished[name].set()
     if guest is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -18,27 +19,37 @@ def run(argv: list[str] | None = None) -> int:
 
     from tapers.cli.app import app
 
+    interrupted = []
+
+    def on_sigint(signum: int, frame: object) -> None:
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         result = app(args=argv, prog_name="tapers", standalone_mode=False)
     except TapersError as exc:
-        from tapers.cli.output import error
+        if not interrupted:  # an error caused by Ctrl-C is reported as the interruption
+            from tapers.cli.output import error
 
-        error(exc.message, exc.hint)
-        return int(exc.exit_code)
+            error(exc.message, exc.hint)
+            return int(exc.exit_code)
     except typer.Exit as exc:
-        return exc.exit_code
-    except typer.Abort:
-        return int(ExitCode.INTERRUPTED)
-    except KeyboardInterrupt:
-        from tapers.cli.output import error
-
-        error("interrupted")
-        return int(ExitCode.INTERRUPTED)
+        result = exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        interrupted.append(signal.SIGINT)
     except Exception as exc:
         if _is_usage_error(exc):  # click's, or the copy vendored in recent typer
             exc.show()  # type: ignore[attr-defined]
             return int(ExitCode.USAGE)
         return _unexpected()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted:  # typer and click turn Ctrl-C into exit codes: say it once, here
+        from tapers.cli.output import error
+
+        error("interrupted", hint="`tapers up` finishes what was left half-done")
+        return int(ExitCode.INTERRUPTED)
     if isinstance(result, int):
         return result
     return int(ExitCode.OK)

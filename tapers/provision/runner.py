@@ -6,12 +6,13 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import IO, Callable
 
 from tapers.backend.api import Backend
-from tapers.errors import ProvisionError, SshError
+from tapers.errors import Interrupted, ProvisionError, SshError
 from tapers.events import Reporter
 from tapers.provision import provisioner
 from tapers.provision.api import RebootStarted, StepFailed
@@ -48,8 +49,11 @@ class _Output:
     def _emit(self, raw: bytes) -> None:
         text = raw.decode(errors="replace").rstrip("\r")
         self._tail.append(text)
-        self._log.write(text + "\n")
-        self._log.flush()
+        try:
+            self._log.write(text + "\n")
+            self._log.flush()
+        except ValueError:  # the guest was closed under us (Ctrl-C)
+            pass
         self._reporter.line(self._machine, text)
 
 
@@ -80,6 +84,8 @@ class SshGuest:
         self._backend = backend
         self._ssh_timeout = ssh_timeout
         self._session: Session | None = None
+        self._closed = False
+        self._guard = threading.Lock()  # close() may come from another thread (Ctrl-C)
         self._boot = ""
         self._log: IO[str] | None = None
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
@@ -128,6 +134,8 @@ class SshGuest:
         """The guest is rebooting (or rebooted): wait until it has booted again and answers SSH."""
         before = self._boot
         self._disconnect()
+        if self._closed:
+            raise Interrupted(f"{self.machine}: provisioning interrupted")
         deadline = time.monotonic() + REBOOT_TIMEOUT
         while True:
             now = self._backend.boot_id(self.target.container)
@@ -150,24 +158,32 @@ class SshGuest:
         self.wait_for_reboot()
 
     def close(self) -> None:
+        """Close for good (also from another thread: a running command loses its connection)."""
+        with self._guard:
+            self._closed = True
         self._disconnect()
         if self._log is not None:
             self._log.close()
-            self._log = None
 
     # -- helpers ---------------------------------------------------------------------------
 
     def _connected(self) -> Session:
         if self._session is None:
             wait_for_banner(self.target.address, self._ssh_timeout, f"machine `{self.machine}`")
-            self._session = connect(self.target, self._identity, timeout=self._ssh_timeout)
+            session = connect(self.target, self._identity, timeout=self._ssh_timeout)
+            with self._guard:
+                if self._closed:
+                    session.close()
+                    raise Interrupted(f"{self.machine}: provisioning interrupted")
+                self._session = session
             self._boot = self._backend.boot_id(self.target.container)
         return self._session
 
     def _disconnect(self) -> None:
-        if self._session is not None:
-            self._session.close()
-            self._session = None
+        with self._guard:
+            session, self._session = self._session, None
+        if session is not None:
+            session.close()
 
     def _logfile(self) -> IO[str]:
         if self._log is None:

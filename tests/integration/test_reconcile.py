@@ -205,3 +205,18 @@ def test_concurrent_ups_on_one_project(project, parallel: int) -> None:
     assert sum("create (not found)" in out for out, _ in outputs) == 1
     assert any("waiting for" in out for out, _ in outputs)
     _clean_pair(project)
+
+
+def test_ctrl_c_stops_cleanly_with_130_and_up_finishes(project) -> None:
+    project.write("machines:\n  db: {}\n  web: {provision: [{shell: 'sleep 30'}]}\n")
+    process = spawn(project, "up")
+    for line in process.stdout:
+        if "provision step 1" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "interrupted" in err
+    project.write("machines:\n  db: {}\n  web: {provision: [{shell: 'true'}]}\n")
+    project.tapers("up").ok()
+    assert project.lxc_state("db") == project.lxc_state("web") == "RUNNING"
