@@ -21,6 +21,7 @@ BRIDGE = os.environ.get("TAPERS_BRIDGE", "tapersbr0")
 SUBNET = ipaddress.IPv4Network(os.environ.get("TAPERS_NAT_SUBNET", "10.97.0.0/16"))
 GATEWAY = SUBNET.network_address + 1
 NFT_TABLE = "tapers"
+PRIVATE_BRIDGE_PREFIX = "tp"  # tp + the /24 in hex: tpc0a821 is 192.168.33.0/24
 
 
 def mac_for(address: str) -> str:
@@ -109,3 +110,26 @@ def _run(argv: list[str], what: str, stdin: str | None = None) -> str:
             hint="run `tapers doctor`; tapers needs root to manage its network",
         )
     return result.stdout
+
+
+def host_networks() -> list[ipaddress.IPv4Network]:
+    """IPv4 networks the host routes to directly, except the ones tapers made (and the default)."""
+    networks = []
+    try:
+        lines = Path("/proc/net/route").read_text().splitlines()[1:]
+    except OSError:
+        return networks
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        interface, destination, mask = fields[0], fields[1], fields[7]
+        if interface == BRIDGE or interface.startswith(PRIVATE_BRIDGE_PREFIX):
+            continue
+        net = ipaddress.IPv4Network(
+            (int.from_bytes(bytes.fromhex(destination), "little"), bin(int.from_bytes(bytes.fromhex(mask), "little")).count("1")),
+            strict=False,
+        )
+        if net.prefixlen > 0:
+            networks.append(net)
+    return networks

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tapers import __version__, paths
 from tapers.errors import TaperfileError, UsageError
-from tapers.taperfile.machine import Machine, Step
+from tapers.taperfile.machine import ForwardPort, Machine, Step
 
 CACHE_NAME = "taperfile.json"
 
@@ -138,8 +138,15 @@ def _from_cache(cache: Path, digest: str) -> LoadedTaperfile | None:
 
 
 def _machine_from_json(data: dict) -> Machine:
-    steps = tuple(Step(**step) for step in data.pop("provision"))
-    return Machine(**{**data, "provision": steps, "depends_on": tuple(data["depends_on"])})
+    return Machine(
+        **{
+            **data,
+            "provision": tuple(Step(**step) for step in data["provision"]),
+            "depends_on": tuple(data["depends_on"]),
+            "private_ips": tuple(data["private_ips"]),
+            "ports": tuple(ForwardPort(**port) for port in data["ports"]),
+        }
+    )
 
 
 def _to_cache(cache: Path, loaded: LoadedTaperfile) -> None:

@@ -31,6 +31,20 @@ class Step:
 
 
 @dataclass(frozen=True)
+class ForwardPort:
+    """`forwarded_port:` host_ip:host on the host reaches guest on the machine."""
+
+    guest: int
+    host: int
+    host_ip: str = "127.0.0.1"
+    protocol: str = "tcp"
+    auto_correct: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.host_ip}:{self.host} -> {self.guest}/{self.protocol}"
+
+
+@dataclass(frozen=True)
 class Machine:
     name: str
     box: str
@@ -42,6 +56,8 @@ class Machine:
     autostart: bool
     provision: tuple[Step, ...] = field(default=())
     depends_on: tuple[str, ...] = field(default=())
+    private_ips: tuple[str, ...] = field(default=())  # `private: {ip: ...}` networks
+    ports: tuple[ForwardPort, ...] = field(default=())  # `forwarded_port:` entries
 
     def step(self, wanted: str) -> Step | None:
         """A step by name, or by its number."""

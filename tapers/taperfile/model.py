@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from ipaddress import IPv4Address
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from tapers.taperfile.machine import DEFAULT_BOX, Machine, Step
+from tapers.taperfile.machine import DEFAULT_BOX, ForwardPort, Machine, Step
 from tapers.taperfile.units import parse_size
 
 MACHINE_NAME = r"^[a-z][a-z0-9-]*$"
@@ -16,7 +17,7 @@ _HOSTNAME_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", re.IGNOREC
 _BOX_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)?(@[0-9A-Za-z._-]+)?$")
 
 # Keys of the Taperfile contract that this version of tapers does not implement yet.
-NOT_YET_SUPPORTED = ("networks", "synced_folders")
+NOT_YET_SUPPORTED = ("synced_folders",)
 
 MIN_MEMORY = 32 * 1024**2
 
@@ -82,6 +83,42 @@ class AnsibleStep(_Strict):
     become: bool = False
 
 
+class PrivateNetwork(_Strict):
+    ip: IPv4Address
+
+    @field_validator("ip")
+    @classmethod
+    def _host_address(cls, value: IPv4Address) -> IPv4Address:
+        last = int(value) & 0xFF
+        if last in (0, 1, 255):
+            raise ValueError(
+                f"{value} can't be a machine's address: in its /24, .0 is the network, .1 the host and .255 broadcast"
+            )
+        return value
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class ForwardedPort(_Strict):
+    guest: Port
+    host: Port
+    host_ip: IPv4Address = IPv4Address("127.0.0.1")
+    protocol: Literal["tcp", "udp"] = "tcp"
+    auto_correct: bool = False
+
+
+class NetworkEntry(_Strict):
+    private: PrivateNetwork | None = None
+    forwarded_port: ForwardedPort | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> NetworkEntry:
+        if (self.private is None) == (self.forwarded_port is None):
+            raise ValueError("each entry is either `private: {ip: ...}` or `forwarded_port: {guest: ..., host: ...}`")
+        return self
+
+
 STEP_KINDS = ("shell", "file", "ansible")
 
 
@@ -117,7 +154,7 @@ class MachineSettings(_Strict):
     autostart: bool | None = None
     provision: list[ProvisionStep] | None = None
     depends_on: list[Annotated[str, Field(pattern=MACHINE_NAME, max_length=40)]] | None = None
-    networks: Any = None
+    networks: list[NetworkEntry] | None = None
     synced_folders: Any = None
 
     @field_validator(*NOT_YET_SUPPORTED)
@@ -183,6 +220,12 @@ def resolve_machines(taperfile: Taperfile) -> list[Machine]:
                 autostart=pick("autostart", True),
                 provision=tuple(_step(index, step) for index, step in enumerate(pick("provision", []), 1)),
                 depends_on=tuple(pick("depends_on", [])),
+                private_ips=tuple(str(n.private.ip) for n in pick("networks", []) if n.private),
+                ports=tuple(
+                    ForwardPort(p.guest, p.host, str(p.host_ip), p.protocol, p.auto_correct)
+                    for n in pick("networks", [])
+                    if (p := n.forwarded_port)
+                ),
             )
         )
     return machines

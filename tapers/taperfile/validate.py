@@ -12,6 +12,7 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +233,8 @@ def _allowed_keys(loc: Loc) -> list[str]:
             model = _unwrap(model.model_fields[part].annotation)
         elif typing.get_origin(model) is dict:
             model = _unwrap(typing.get_args(model)[1])
+        elif typing.get_origin(model) is list and isinstance(part, int):
+            model = _unwrap(typing.get_args(model)[0])
         else:
             return []
     if isinstance(model, type) and issubclass(model, BaseModel):
@@ -266,6 +269,7 @@ def _check(taperfile: Taperfile, source: _Source, path: Path) -> list[str]:
                 f"(`{primaries[0]}` already is)"
             )
     problems += _check_depends_on(taperfile, source, path)
+    problems += _check_networks(taperfile, source, path)
     for loc, settings in _settings_with_loc(taperfile):
         problems += _check_steps(loc, settings.provision or [], source, path)
     return problems
@@ -297,6 +301,50 @@ def _check_depends_on(taperfile: Taperfile, source: _Source, path: Path) -> list
         problems.append(
             f"{_where(path, source.keys.get(loc))}{_dotted(loc)}: dependency cycle: {' -> '.join(cycle)}"
         )
+    return problems
+
+
+def _check_networks(taperfile: Taperfile, source: _Source, path: Path) -> list[str]:
+    """No address or host port used twice; private networks clear of the host's own."""
+    from tapers.network import host_networks
+
+    problems = []
+    addresses: dict[str, tuple[str, Loc]] = {}
+    ports: dict[tuple[str, int, str], str] = {}
+    host_nets = None
+    for name, settings in taperfile.machines.items():
+        entries = settings.networks if settings.networks is not None else taperfile.defaults.networks or []
+        subnets: dict[str, str] = {}
+        for index, entry in enumerate(entries):
+            loc = ("machines", name, "networks", index)
+            where = _where(path, source.values.get(loc))
+            if entry.private:
+                ip = str(entry.private.ip)
+                subnet = str(ip_network(f"{ip}/24", strict=False))
+                if ip in addresses:
+                    problems.append(
+                        f"{where}{_dotted(loc)}: {ip} is also the address of machine `{addresses[ip][0]}`"
+                    )
+                addresses.setdefault(ip, (name, loc))
+                if subnet in subnets:
+                    problems.append(f"{where}{_dotted(loc)}: `{name}` already has {subnets[subnet]} in {subnet}")
+                subnets[subnet] = ip
+                host_nets = host_nets if host_nets is not None else host_networks()
+                clash = next((net for net in host_nets if net.overlaps(ip_network(subnet))), None)
+                if clash is not None:
+                    problems.append(
+                        f"{where}{_dotted(loc)}: {subnet} overlaps the host's own network {clash}; "
+                        "pick another private range"
+                    )
+            if entry.forwarded_port:
+                port = entry.forwarded_port
+                key = (str(port.host_ip), port.host, port.protocol)
+                if key in ports:
+                    problems.append(
+                        f"{where}{_dotted(loc)}: host port {port.host_ip}:{port.host}/{port.protocol} is "
+                        f"already forwarded to machine `{ports[key]}`"
+                    )
+                ports.setdefault(key, name)
     return problems
 
 
