@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tapers import host, network, paths
-from tapers.backend.api import Backend, GuestFile, Limits, MachineSpec
+from tapers.backend.api import Backend, GuestFile, Limits, MachineSpec, State
 from tapers.boxes.build import ensure_box
 from tapers.boxes.cache import Box, find_box
 from tapers.boxes.recipe import load_recipe
@@ -30,6 +30,23 @@ from tapers.taperfile import Machine
 RECORD_VERSION = 1
 
 
+class HostPorts:
+    """Forwarded ports on this host (nftables); tests with a fake backend use a fake."""
+
+    def apply(self, container: str, wanted: list[tuple[str, int, str, int, bool]], guest_ip: str) -> list[Any]:
+        from tapers import ports
+
+        ports.ensure_chains()
+        chosen = ports.choose(container, wanted, guest_ip)
+        ports.install(container, chosen)
+        return chosen
+
+    def remove(self, container: str) -> None:
+        from tapers import ports
+
+        ports.remove(container)
+
+
 @dataclass
 class Context:
     project: Project
@@ -40,6 +57,8 @@ class Context:
     ssh_timeout: float = 60.0
     # The two steps that touch the host outside the backend; tests with a fake backend replace them.
     network_setup: Callable[[], None] = host.prepare_host
+    bridge_setup: Callable[[Any], None] = network.ensure_private_bridge
+    ports: Any = field(default_factory=lambda: HostPorts())
     ssh_check: Callable[[SshTarget, Path, float], None] = field(default=None)  # type: ignore[assignment]
     guest_factory: Callable[[str, Context], Any] = field(default=None)  # type: ignore[assignment]
     _network_ready: bool = field(default=False, init=False)
@@ -48,6 +67,7 @@ class Context:
     _failed: set[str] = field(default_factory=set, init=False)
     _access_guard: threading.Lock = field(default_factory=threading.Lock, init=False)
     _cancelled: threading.Event = field(default_factory=threading.Event, init=False)
+    _ports_guard: threading.Lock = field(default_factory=threading.Lock, init=False)
     _guests: dict[str, Any] = field(default_factory=dict, init=False)
 
     def cancel(self) -> None:
@@ -76,6 +96,14 @@ def apply(plan: Plan, ctx: Context) -> None:
         if action.kind is Kind.BUILD_BOX:
             ctx.reporter.line(action.subject, action.what)
             ensure_box(load_recipe(action.subject), ctx.reporter)
+    _run_machines(plan, ctx)
+    for action in plan.actions:
+        if action.kind is Kind.SYNC_NAMES:
+            ctx.reporter.line(action.subject, action.what)
+            sync_names(ctx)
+
+
+def _run_machines(plan: Plan, ctx: Context) -> None:
     subjects = plan.subjects()
     ctx._finished.update({subject: threading.Event() for subject in subjects})
     if len(subjects) <= 1:
@@ -112,6 +140,7 @@ def _run_machine(name: str, actions: list[Action], ctx: Context) -> None:
             if action.kind is Kind.PROVISION and guest is None:
                 _wait_for_dependencies(name, ctx)
                 ctx.refresh_access()
+                sync_names(ctx, only=name)  # its steps may talk to the machines it depends on
                 guest = (ctx.guest_factory or _ssh_guest)(name, ctx)
                 ctx._guests[name] = guest
             ctx.reporter.line(name, action.what)
@@ -177,6 +206,7 @@ def _create(name: str, ctx: Context) -> None:
             network=net,
             limits=Limits(cpus=machine.cpus, memory=machine.memory, pids=machine.pids),
             files=_guest_files(machine, box, host_key, ctx.project_key),
+            private=tuple(network.private_config(address) for address in machine.private_ips),
         )
         backend.create(spec, record)
     record["phase"] = READY
@@ -190,6 +220,8 @@ def _recreate(name: str, ctx: Context) -> None:
 
 def _start(name: str, ctx: Context) -> None:
     ctx.ensure_network()
+    for address in ctx.project.loaded.machine(name).private_ips:
+        ctx.bridge_setup(network.private_config(address))
     ctx.backend.start(ctx.project.container(name))
 
 
@@ -232,7 +264,22 @@ def ssh_login_check(target: SshTarget, identity: Path, timeout: float) -> None:
     connect(target, identity, timeout=timeout).close()
 
 
+def _forward_ports(name: str, ctx: Context) -> None:
+    machine = ctx.project.loaded.machine(name)
+    container = ctx.project.container(name)
+    record = _record_of(ctx, container)
+    wanted = [(p.host_ip, p.host, p.protocol, p.guest, p.auto_correct) for p in machine.ports]
+    with ctx._ports_guard:
+        forwards = ctx.ports.apply(container, wanted, record["address"])
+    for forward, port in zip(forwards, machine.ports, strict=True):
+        if forward.host != port.host:
+            ctx.reporter.line(name, f"host port {port.host} is taken: forwarding {forward.host_ip}:{forward.host} instead")
+    record["ports"] = [{**f.as_record(), "requested": p.host} for f, p in zip(forwards, machine.ports, strict=True)]
+    ctx.backend.save_record(container, record)
+
+
 def _halt(name: str, ctx: Context) -> None:
+    ctx.ports.remove(ctx.project.container(name))
     clean = ctx.backend.stop(ctx.project.container(name), ctx.halt_timeout)
     if not clean:
         ctx.reporter.line(name, f"did not shut down within {ctx.halt_timeout:.0f} s: forced off")
@@ -243,6 +290,7 @@ def _destroy(name: str, ctx: Context) -> None:
     info = ctx.backend.inspect(container)
     if info is not None and info.record:  # killed from here on, the next `up` re-creates it
         ctx.backend.save_record(container, {**info.record, "phase": "destroying"})
+    ctx.ports.remove(container)
     ctx.backend.destroy(container)
 
 
@@ -256,15 +304,46 @@ def _set_limits(name: str, ctx: Context) -> None:
 def _reconfigure(name: str, ctx: Context) -> None:
     machine = ctx.project.loaded.machine(name)
     container = ctx.project.container(name)
-    ctx.backend.reconfigure(container, machine.hostname, _hostname_files(machine))
-    _record_applied(ctx, container, machine, ("hostname",))
+    private = tuple(network.private_config(address) for address in machine.private_ips)
+    ctx.backend.reconfigure(container, machine.hostname, private, _hostname_files(machine))
+    _record_applied(ctx, container, machine, ("hostname", "networks"), hosts=_own_hosts_digest(machine))
 
 
-def _record_applied(ctx: Context, container: str, machine: Machine, keys: tuple[str, ...]) -> None:
+def _record_applied(ctx: Context, container: str, machine: Machine, keys: tuple[str, ...], **more: Any) -> None:
     record = _record_of(ctx, container)
     wanted = desired_settings(machine)
     record["applied"] = {**record.get("applied", {}), **{key: wanted[key] for key in keys}}
-    ctx.backend.save_record(container, record)
+    ctx.backend.save_record(container, {**record, **more})
+
+
+def _own_hosts_digest(machine: Machine) -> str:
+    from tapers import names
+
+    return names.digest(names.hosts_file(machine, []))
+
+
+def sync_names(ctx: Context, only: str | None = None) -> None:
+    """Rewrite /etc/hosts in running machines whose copy is out of date."""
+    from tapers import names
+    from tapers.observe import observe
+
+    with ctx._access_guard:
+        observed = observe(ctx.project, ctx.backend)
+        peers = names.table(ctx.project, observed)
+        for machine in ctx.project.machines:
+            info = observed.machines.get(machine.name)
+            if (only and machine.name != only) or info is None or info.state is not State.RUNNING:
+                continue
+            record = dict(info.record or {})
+            text = names.hosts_file(machine, peers)
+            if record.get("phase") != READY or record.get("hosts") == names.digest(text):
+                continue
+            script = 'printf "%s" "$HOSTS" > /etc/hosts'
+            code = ctx.backend.run(info.name, ["/bin/sh", "-c", script], env={"HOSTS": text})
+            if code != 0:
+                raise StateError(f"could not update /etc/hosts in machine `{machine.name}` (exit code {code})")
+            record["hosts"] = names.digest(text)
+            ctx.backend.save_record(info.name, record)
 
 
 def _provision(action: Action, guest: Any, ctx: Context) -> None:
@@ -319,6 +398,7 @@ _HANDLERS: dict[Kind, Callable[[str, Context], None]] = {
     Kind.AUTHORIZE_KEY: _authorize_key,
     Kind.WAIT_SSH: _wait_ssh,
     Kind.SET_LIMITS: _set_limits,
+    Kind.FORWARD_PORTS: _forward_ports,
     Kind.RECONFIGURE: _reconfigure,
     Kind.HALT: _halt,
     Kind.FREEZE: _freeze,
@@ -351,6 +431,7 @@ def _record(ctx: Context, machine: Machine, box: Box, address: str, mac: str, ho
         "host_key": host_key,
         "authorized_key": ctx.project_key,
         "applied": desired_settings(machine),
+        "hosts": _own_hosts_digest(machine),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -370,16 +451,10 @@ def _guest_files(machine: Machine, box: Box, host_key: keys.KeyPair, project_key
 
 
 def _hostname_files(machine: Machine) -> tuple[GuestFile, ...]:
-    short = machine.hostname.split(".")[0]
-    names = machine.hostname if short == machine.hostname else f"{machine.hostname} {short}"
-    hosts = (
-        "127.0.0.1\tlocalhost\n"
-        f"127.0.1.1\t{names}\n"
-        "::1\tlocalhost ip6-localhost ip6-loopback\n"
-        "ff02::1\tip6-allnodes\n"
-        "ff02::2\tip6-allrouters\n"
-    )
+    """/etc/hostname, and an /etc/hosts naming the machine itself (`sync_names` adds the others)."""
+    from tapers import names
+
     return (
         GuestFile("/etc/hostname", (machine.hostname + "\n").encode()),
-        GuestFile("/etc/hosts", hosts.encode()),
+        GuestFile("/etc/hosts", names.hosts_file(machine, []).encode()),
     )

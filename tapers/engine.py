@@ -47,8 +47,16 @@ def up_plan(
 
     machines = machines_for_up(project, names)
     cached = {m.box for m in machines if find_box(m.box)}
+    from tapers import names as hosts
+
     prints = step_fingerprints(project, machines)
-    return plan_up(machines, observed, key, cached, prints, provision, remove_orphans and not names)
+    stale = hosts.stale(project, observed)
+    forwarding = None
+    if any(m.ports for m in machines):
+        from tapers import ports
+
+        forwarding = set(ports.forwarded())
+    return plan_up(machines, observed, key, cached, prints, provision, remove_orphans and not names, stale, forwarding)
 
 
 def check_tools(plan: Plan, project: Project) -> None:

@@ -46,6 +46,31 @@ def config_for(address: str) -> NetworkConfig:
     )
 
 
+def private_bridge(address: str) -> str:
+    """The host-only bridge tapers owns for the /24 of `address` (shared by every project)."""
+    a, b, c, _ = ipaddress.IPv4Address(address).packed
+    return f"{PRIVATE_BRIDGE_PREFIX}{a:02x}{b:02x}{c:02x}"
+
+
+def private_config(address: str) -> NetworkConfig:
+    """A private address on its /24 bridge; the MAC is the address itself, locally administered."""
+    packed = ipaddress.IPv4Address(address).packed
+    mac = "0a:16:" + ":".join(f"{byte:02x}" for byte in packed)
+    gateway = str(ipaddress.IPv4Network(f"{address}/24", strict=False).network_address + 1)
+    return NetworkConfig(bridge=private_bridge(address), address=address, prefix=24, gateway=gateway, mac=mac)
+
+
+def ensure_private_bridge(config: NetworkConfig) -> None:
+    """Create the /24's bridge with the host at .1 (no NAT: host-only)."""
+    if not Path(f"/sys/class/net/{config.bridge}").exists():
+        _run(["ip", "link", "add", config.bridge, "type", "bridge"], f"create the bridge for {config.address}/24")
+    host_side = f"{config.gateway}/24"
+    addresses = _run(["ip", "-4", "-o", "addr", "show", "dev", config.bridge], "read the bridge address")
+    if f" {host_side} " not in addresses:
+        _run(["ip", "addr", "add", host_side, "dev", config.bridge], f"give the host {host_side}")
+    _run(["ip", "link", "set", config.bridge, "up"], "bring the private bridge up")
+
+
 def bridge_ready() -> bool:
     return Path(f"/sys/class/net/{BRIDGE}").exists()
 

@@ -19,6 +19,7 @@ from tapers.taperfile.machine import Step
 from tapers.taperfile.units import format_size
 
 READY = "ready"
+NAMES = "names"  # the subject of project-wide SYNC_NAMES actions
 CHANGE_CLASSES = ("live", "restart", "recreate", "reprovision")
 
 
@@ -35,10 +36,15 @@ class Kind(str, enum.Enum):
     RECONFIGURE = "reconfigure"
     HALT = "halt"
     FREEZE = "suspend"
+    SYNC_NAMES = "update /etc/hosts"
+    FORWARD_PORTS = "forward ports"
     DESTROY = "destroy"
 
     def __str__(self) -> str:
         return self.value
+
+
+PROJECT_WIDE = (Kind.BUILD_BOX, Kind.SYNC_NAMES)
 
 
 @dataclass(frozen=True)
@@ -78,12 +84,13 @@ class Plan:
         return [a for a in self.actions if a.loses_data]
 
     def for_subject(self, subject: str) -> list[Action]:
-        return [a for a in self.actions if a.subject == subject and a.kind is not Kind.BUILD_BOX]
+        return [a for a in self.actions if a.subject == subject and a.kind not in PROJECT_WIDE]
 
     def subjects(self) -> list[str]:
+        """The machines this plan acts on, in order (project-wide actions aside)."""
         seen: dict[str, None] = {}
         for action in self.actions:
-            if action.kind is not Kind.BUILD_BOX:
+            if action.kind not in PROJECT_WIDE:
                 seen.setdefault(action.subject, None)
         return list(seen)
 
@@ -96,6 +103,7 @@ def desired_settings(machine: Machine) -> dict[str, object]:
         "cpus": machine.cpus,
         "memory": machine.memory,
         "pids": machine.pids,
+        "networks": list(machine.private_ips),
     }
 
 
@@ -107,6 +115,8 @@ def plan_up(
     fingerprints: dict[str, dict[str, str]] | None = None,
     provision: str = "auto",
     remove_orphans: bool = False,
+    names_stale: bool = False,
+    forwarding: set[str] | None = None,
 ) -> Plan:
     """What `up` does. `fingerprints`: machine -> step key -> fingerprint of what the step
     would run now; `provision`: "auto" (what changed), "force" (--provision) or "skip"."""
@@ -136,17 +146,32 @@ def plan_up(
                 actions.append(Action(Kind.RECREATE, machine.name, f"its {what} was interrupted", cls=cls))
             actions.append(Action(Kind.START, machine.name, "created", cls=cls))
             actions.append(Action(Kind.WAIT_SSH, machine.name, "started", cls=cls))
+            if machine.ports:
+                actions.append(Action(Kind.FORWARD_PORTS, machine.name, _ports_text(machine), cls=cls))
             if provision != "skip":
                 actions += _steps(machine, "first up", lambda step: step.run != "never", cls)
             continue
         actions += _existing(machine, info, project_key)
+        actions += _forwards(machine, info, actions, forwarding)
         if provision != "skip":
             actions += _steps_to_rerun(machine, record, fingerprints.get(machine.name, {}), provision == "force")
     if remove_orphans:
         for orphan in observed.orphans:
             name = (orphan.record or {}).get("machine", orphan.name)
             actions.append(Action(Kind.DESTROY, name, "no longer in the Taperfile; --remove-orphans", cls="orphan"))
-    return Plan(actions=tuple(actions))
+    return Plan(actions=tuple(actions + _names_update(actions, names_stale)))
+
+
+NAME_CHANGES = (Kind.CREATE, Kind.RECREATE, Kind.RECONFIGURE, Kind.DESTROY)
+
+
+def _names_update(actions: list[Action], stale: bool) -> list[Action]:
+    """Every machine resolves the others: after machines come, go or change address."""
+    if stale:
+        return [Action(Kind.SYNC_NAMES, NAMES, "a machine's /etc/hosts is out of date")]
+    if any(a.kind in NAME_CHANGES for a in actions):
+        return [Action(Kind.SYNC_NAMES, NAMES, "machines came, went or changed")]
+    return []
 
 
 def _existing(machine: Machine, info: ContainerInfo, project_key: str) -> list[Action]:
@@ -179,6 +204,29 @@ def _existing(machine: Machine, info: ContainerInfo, project_key: str) -> list[A
     return actions
 
 
+def _ports_text(machine: Machine) -> str:
+    return ", ".join(str(port) for port in machine.ports) or "none"
+
+
+def requested_ports(machine: Machine) -> list[list[object]]:
+    return [[p.host_ip, p.host, p.protocol, p.guest] for p in machine.ports]
+
+
+def _forwards(machine: Machine, info: ContainerInfo, planned: list[Action], forwarding: set[str] | None) -> list[Action]:
+    """Host port forwards follow the machine: made when it runs, changed with the Taperfile."""
+    record = info.record or {}
+    applied = [[p["host_ip"], p["requested"], p["protocol"], p["guest"]] for p in record.get("ports") or []]
+    will_run = info.state is not State.STOPPED or any(a.kind is Kind.START for a in planned if a.subject == machine.name)
+    if not will_run or (not machine.ports and not applied):
+        return []
+    if applied != requested_ports(machine):
+        return [Action(Kind.FORWARD_PORTS, machine.name, f"changed: {_ports_text(machine)}", cls="live")]
+    missing = forwarding is not None and machine.ports and info.name not in forwarding
+    if missing or any(a.kind is Kind.START and a.subject == machine.name for a in planned):
+        return [Action(Kind.FORWARD_PORTS, machine.name, _ports_text(machine), cls="start")]
+    return []
+
+
 @dataclass(frozen=True)
 class Change:
     key: str
@@ -191,7 +239,7 @@ class Change:
 
 
 LIVE_KEYS = ("cpus", "memory", "pids")
-RESTART_KEYS = ("hostname",)
+RESTART_KEYS = ("hostname", "networks")
 
 
 def settings_changes(machine: Machine, record: dict[str, object]) -> list[Change]:
@@ -316,6 +364,10 @@ def plan_destroy(machines: list[Machine], observed: Observed, orphans: bool) -> 
             name = (orphan.record or {}).get("machine", orphan.name)
             actions.append(Action(Kind.DESTROY, name, "no longer in the Taperfile"))
     notes = tuple(f"`{name}` is not a tapers machine of this project; left alone" for name in observed.foreign)
+    doomed = {a.subject for a in actions}
+    others = [m for m, info in observed.machines.items() if m not in doomed and info.state is State.RUNNING]
+    if actions and others:
+        actions += _names_update(actions, stale=False)
     return Plan(actions=tuple(actions), notes=notes)
 
 
@@ -344,4 +396,6 @@ def _show(key: str, value: object) -> str:
         return format_size(value)
     if isinstance(value, float):
         return f"{value:g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(str(v) for v in value) + "]"
     return str(value)

@@ -60,9 +60,10 @@ class MachineSpec:
     container: str
     rootfs: Path  # the box's root filesystem (read-only lower layer)
     hostname: str
-    network: NetworkConfig
+    network: NetworkConfig  # the NAT network (eth0, with the default route)
     limits: Limits
     files: tuple[GuestFile, ...] = ()
+    private: tuple[NetworkConfig, ...] = ()  # host-only networks (eth1, eth2...; no gateway)
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,10 @@ class Backend(Protocol):
     def set_limits(self, container: str, limits: Limits) -> None:
         """Record new limits for the next boot and, when running, apply them at once."""
 
-    def reconfigure(self, container: str, hostname: str, files: tuple[GuestFile, ...]) -> None:
-        """A stopped container gets a new hostname and rewritten files."""
+    def reconfigure(
+        self, container: str, hostname: str, private: tuple[NetworkConfig, ...], files: tuple[GuestFile, ...]
+    ) -> None:
+        """A stopped container gets a new hostname, private networks and rewritten files."""
 
     def snapshot_save(self, container: str, name: str) -> None:
         """Keep the machine's disk as `name` (a running machine is frozen while copying)."""

@@ -9,6 +9,7 @@ and the operation.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ import lxc
 
 from tapers import paths
 from tapers.backend import cgroups
-from tapers.backend.api import ContainerInfo, GuestFile, Limits, MachineSpec, Snapshot, State
+from tapers.backend.api import ContainerInfo, GuestFile, Limits, MachineSpec, NetworkConfig, Snapshot, State
 from tapers.errors import BackendError
 
 _STATES = {
@@ -152,12 +153,15 @@ class LiblxcBackend:
                 if not c.set_cgroup_item(key, value):
                     raise BackendError(f"container `{container}`: could not set {key} to {value} while running")
 
-    def reconfigure(self, container: str, hostname: str, files: tuple[GuestFile, ...]) -> None:
+    def reconfigure(
+        self, container: str, hostname: str, private: tuple[NetworkConfig, ...], files: tuple[GuestFile, ...]
+    ) -> None:
         c = self._require(container, "reconfigure")
         if c.state != "STOPPED":
             raise BackendError(f"container `{container}` must be stopped to be reconfigured (it is {c.state})")
         folder = self.lxcpath / container
-        _edit_config(folder, ("lxc.uts.name",), [("lxc.uts.name", hostname)])
+        extra_nics = tuple(f"lxc.net.{index}." for index in range(1, 10))
+        _edit_config(folder, ("lxc.uts.name",) + extra_nics, [("lxc.uts.name", hostname), *_private_items(private)])
         lower = _lower_dir(folder)
         for guest_file in files:
             _write_guest_file(lower, _writable_dir(folder), guest_file)
@@ -310,11 +314,32 @@ def _render_config(spec: MachineSpec, rootfs: str, folder: Path) -> str:
         "lxc.net.0.flags = up",
         "lxc.net.0.name = eth0",
         f"lxc.net.0.hwaddr = {net.mac}",
-        f"lxc.net.0.ipv4.address = {net.address}/{net.prefix}",
+        f"lxc.net.0.ipv4.address = {_with_broadcast(net)}",
         f"lxc.net.0.ipv4.gateway = {net.gateway}",
     ]
+    lines += [f"{key} = {value}" for key, value in _private_items(spec.private)]
     lines += [f"{key} = {value}" for key, value in cgroups.config_items(spec.limits)]
     return "\n".join(lines) + "\n"
+
+
+def _with_broadcast(net: NetworkConfig) -> str:
+    """`address/prefix broadcast`: without the broadcast LXC sets a wrong one."""
+    interface = ipaddress.IPv4Interface(f"{net.address}/{net.prefix}")
+    return f"{interface} {interface.network.broadcast_address}"
+
+
+def _private_items(networks: tuple[NetworkConfig, ...]) -> list[tuple[str, str]]:
+    items = []
+    for index, net in enumerate(networks, start=1):
+        items += [
+            (f"lxc.net.{index}.type", "veth"),
+            (f"lxc.net.{index}.link", net.bridge),
+            (f"lxc.net.{index}.flags", "up"),
+            (f"lxc.net.{index}.name", f"eth{index}"),
+            (f"lxc.net.{index}.hwaddr", net.mac),
+            (f"lxc.net.{index}.ipv4.address", _with_broadcast(net)),
+        ]
+    return items
 
 
 def _copy_tree(source: Path, target: Path, container: str) -> None:

@@ -73,6 +73,7 @@ def test_plan_case(case: str, tmp_path: Path) -> None:
                 step_fingerprints(project, machines),
                 options.get("provision", "auto"),
                 options.get("remove_orphans", False),
+                options.get("names_stale", False),
             )
         )
     except TapersError as exc:

@@ -69,6 +69,7 @@ def test_first_up_runs_every_step_but_never_ones(project) -> None:
             'web: provision step 1 "setup" (first up)',
             "web: provision step 2 (first up)",
             "web: provision step 4 (first up)",
+            "names: update /etc/hosts (machines came, went or changed)",
         ]
     )
 

@@ -1,0 +1,61 @@
+"""Names: every machine resolves every other machine of its project, by machine name and by
+hostname, through an /etc/hosts that tapers writes (private address first, else the NAT one)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from tapers.backend.api import State
+from tapers.observe import Observed
+from tapers.project import Project
+from tapers.taperfile import Machine
+
+
+def _names(machine: str, hostname: str) -> list[str]:
+    short = hostname.split(".")[0]
+    return list(dict.fromkeys([hostname, short, machine]))
+
+
+def table(project: Project, observed: Observed) -> list[tuple[str, list[str]]]:
+    """(address, names) of every created machine of the project, in Taperfile order."""
+    rows = []
+    for machine in project.machines:
+        info = observed.machines.get(machine.name)
+        record = (info.record if info else None) or {}
+        if record.get("phase") != "ready":
+            continue
+        applied = record.get("applied") or {}
+        address = (applied.get("networks") or [record["address"]])[0]
+        rows.append((address, _names(machine.name, applied.get("hostname") or machine.hostname)))
+    return rows
+
+
+def hosts_file(machine: Machine, peers: list[tuple[str, list[str]]]) -> str:
+    own = set(_names(machine.name, machine.hostname))
+    lines = [
+        "# Written by tapers: every machine of this project by name. Changes here are replaced.",
+        "127.0.0.1\tlocalhost",
+        f"127.0.1.1\t{' '.join(_names(machine.name, machine.hostname)[:2])}",
+        "::1\tlocalhost ip6-localhost ip6-loopback",
+        "ff02::1\tip6-allnodes",
+        "ff02::2\tip6-allrouters",
+    ]
+    lines += [f"{address}\t{' '.join(n for n in names if n not in own)}" for address, names in peers
+              if any(n not in own for n in names)]
+    return "\n".join(lines) + "\n"
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def stale(project: Project, observed: Observed) -> bool:
+    """Some running machine's /etc/hosts differs from what it should list now."""
+    peers = table(project, observed)
+    for machine in project.machines:
+        info = observed.machines.get(machine.name)
+        if info is None or info.state is not State.RUNNING or not info.record:
+            continue
+        if info.record.get("phase") == "ready" and info.record.get("hosts") != digest(hosts_file(machine, peers)):
+            return True
+    return False

@@ -1,0 +1,139 @@
+"""Forwarded ports: nftables DNAT rules on the host, one set per container.
+
+`host_ip:host` on the host reaches `guest` on the machine's NAT address, from other hosts
+(prerouting) and from the host itself (output; 127.0.0.1 needs route_localnet on the
+bridge and a masquerade so replies come back). Rules live in the kernel: they outlast the
+`tapers` process, go on halt and destroy, and come back on up. Each rule carries its
+container's name as a comment.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from tapers.errors import HostError, StateError
+from tapers.network import BRIDGE, NFT_TABLE, SUBNET, _run
+
+AUTO_RANGE = range(2200, 2300)  # where `auto_correct: true` looks for a free port, like Vagrant
+
+
+@dataclass(frozen=True)
+class Forward:
+    host_ip: str
+    host: int
+    protocol: str
+    guest_ip: str
+    guest: int
+
+    def as_record(self) -> dict[str, object]:
+        return {"host_ip": self.host_ip, "host": self.host, "protocol": self.protocol, "guest": self.guest}
+
+
+def ensure_chains() -> None:
+    """The nat chains forwards need (idempotent), and the settings for 127.0.0.1."""
+    script = (
+        f"table ip {NFT_TABLE} {{\n"
+        "  chain prerouting { type nat hook prerouting priority dstnat; policy accept; }\n"
+        "  chain output { type nat hook output priority -100; policy accept; }\n"
+        "  chain postrouting { type nat hook postrouting priority srcnat; policy accept; }\n"
+        "}\n"
+    )
+    _run(["nft", "-f", "-"], "create the port forwarding chains", stdin=script)
+    rules = json.dumps(_rules())
+    if "127.0.0.0" not in rules:
+        _run(
+            ["nft", "add", "rule", "ip", NFT_TABLE, "postrouting", "ip", "saddr", "127.0.0.0/8",
+             "ip", "daddr", str(SUBNET), "masquerade", "comment", '"tapers: replies to forwarded localhost ports"'],
+            "install the localhost masquerade rule",
+        )
+    try:
+        Path(f"/proc/sys/net/ipv4/conf/{BRIDGE}/route_localnet").write_text("1\n")
+    except OSError as exc:
+        raise HostError(f"cannot allow forwarding from 127.0.0.1 on {BRIDGE}: {exc.strerror}") from None
+
+
+def _rules() -> list[dict]:
+    listed = subprocess.run(["nft", "-j", "list", "table", "ip", NFT_TABLE], capture_output=True, text=True)
+    if listed.returncode != 0:
+        return []
+    return [item["rule"] for item in json.loads(listed.stdout).get("nftables", []) if "rule" in item]
+
+
+def forwarded() -> dict[str, list[tuple[str, int]]]:
+    """container -> [(chain, handle)] of the rules forwarding ports to it."""
+    result: dict[str, list[tuple[str, int]]] = {}
+    for rule in _rules():
+        comment = rule.get("comment", "")
+        if comment.startswith("tapers-") and rule["chain"] in ("prerouting", "output"):
+            result.setdefault(comment, []).append((rule["chain"], rule["handle"]))
+    return result
+
+
+def remove(container: str) -> None:
+    handles = forwarded().get(container, [])
+    if handles:
+        script = "".join(f"delete rule ip {NFT_TABLE} {chain} handle {handle}\n" for chain, handle in handles)
+        _run(["nft", "-f", "-"], f"remove the forwarded ports of {container}", stdin=script)
+
+
+def install(container: str, forwards: list[Forward]) -> None:
+    """Replace the container's rules by `forwards`, in one nft transaction."""
+    script = "".join(
+        f"delete rule ip {NFT_TABLE} {chain} handle {handle}\n" for chain, handle in forwarded().get(container, [])
+    )
+    for fw in forwards:
+        match = f"tcp dport {fw.host}" if fw.protocol == "tcp" else f"udp dport {fw.host}"
+        where = "fib daddr type local" if fw.host_ip == "0.0.0.0" else f"ip daddr {fw.host_ip}"
+        for chain in ("prerouting", "output"):
+            script += (
+                f"add rule ip {NFT_TABLE} {chain} {where} {match} dnat to {fw.guest_ip}:{fw.guest} "
+                f'comment "{container}"\n'
+            )
+    if script:
+        _run(["nft", "-f", "-"], f"forward ports to {container}", stdin=script)
+
+
+def taken_by(host_ip: str, port: int, protocol: str, ours: str) -> str | None:
+    """Who holds host_ip:port already: a listening process, or another machine's forward."""
+    for rule in _rules():
+        comment = rule.get("comment", "")
+        if rule["chain"] == "prerouting" and comment.startswith("tapers-") and comment != ours:
+            text = json.dumps(rule["expr"])
+            if f'"right": {port}' in text and f'"{protocol}"' in text and (host_ip in text or "fib" in text):
+                return f"machine container `{comment}` (a tapers forward)"
+    flag = "-Hltnp" if protocol == "tcp" else "-Hlunp"
+    listed = subprocess.run(["ss", flag, f"sport = :{port}"], capture_output=True, text=True)
+    for line in listed.stdout.splitlines():
+        fields = line.split()
+        local = fields[3] if len(fields) > 3 else ""
+        address = local.rsplit(":", 1)[0].strip("[]")
+        if address in (host_ip, "0.0.0.0", "*", "::") or host_ip == "0.0.0.0":
+            users = re.search(r'users:\(\("([^"]+)",pid=(\d+)', line)
+            return f"{users.group(1)} (pid {users.group(2)})" if users else f"a process listening on {local}"
+    return None
+
+
+def choose(container: str, wanted: list[tuple[str, int, str, int, bool]], guest_ip: str) -> list[Forward]:
+    """Forwards for (host_ip, host, protocol, guest, auto_correct) entries; a taken host port
+    is an error naming its holder, or another free port with auto_correct."""
+    chosen: list[Forward] = []
+    for host_ip, host, protocol, guest, auto_correct in wanted:
+        holder = taken_by(host_ip, host, protocol, container)
+        if holder and auto_correct:
+            used = {f.host for f in chosen}
+            host = next(
+                (p for p in AUTO_RANGE if p not in used and not taken_by(host_ip, p, protocol, container)), 0
+            )
+            if not host:
+                raise StateError(f"no free port in {AUTO_RANGE.start}-{AUTO_RANGE.stop - 1} for auto_correct")
+        elif holder:
+            raise StateError(
+                f"host port {host_ip}:{host}/{protocol} is already taken by {holder}",
+                hint="stop it, pick another `host:` port, or set `auto_correct: true` on the forwarded_port",
+            )
+        chosen.append(Forward(host_ip, host, protocol, guest_ip, guest))
+    return chosen
