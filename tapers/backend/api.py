@@ -74,6 +74,18 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class Usage:
+    """Counters of a running container at one moment."""
+
+    cpu_ns: int  # CPU time used since it started
+    memory: int  # bytes in use
+    memory_limit: int | None
+    pids: int
+    rx_bytes: int  # received by the machine
+    tx_bytes: int  # sent by the machine
+
+
+@dataclass(frozen=True)
 class ContainerInfo:
     name: str
     state: State
@@ -111,6 +123,9 @@ class Backend(Protocol):
         self, container: str, hostname: str, private: tuple[NetworkConfig, ...], files: tuple[GuestFile, ...]
     ) -> None:
         """A stopped container gets a new hostname, private networks and rewritten files."""
+
+    def usage(self, container: str) -> Usage | None:
+        """Resource counters of a running container (None when it is not running)."""
 
     def snapshot_save(self, container: str, name: str) -> None:
         """Keep the machine's disk as `name` (a running machine is frozen while copying)."""

@@ -21,7 +21,16 @@ import lxc
 
 from tapers import paths
 from tapers.backend import cgroups
-from tapers.backend.api import ContainerInfo, GuestFile, Limits, MachineSpec, NetworkConfig, Snapshot, State
+from tapers.backend.api import (
+    ContainerInfo,
+    GuestFile,
+    Limits,
+    MachineSpec,
+    NetworkConfig,
+    Snapshot,
+    State,
+    Usage,
+)
 from tapers.errors import BackendError
 
 _STATES = {
@@ -165,6 +174,34 @@ class LiblxcBackend:
         lower = _lower_dir(folder)
         for guest_file in files:
             _write_guest_file(lower, _writable_dir(folder), guest_file)
+
+    def usage(self, container: str) -> Usage | None:
+        c = self._container(container)
+        if not c.defined or not c.running:
+            return None
+
+        def item(key: str) -> str:
+            try:
+                return c.get_cgroup_item(key) or ""
+            except KeyError:
+                return ""
+
+        if cgroups.unified():
+            stat = dict(line.split() for line in item("cpu.stat").splitlines() if " " in line)
+            cpu_ns = int(stat.get("usage_usec", 0)) * 1000
+            memory, limit = item("memory.current"), item("memory.max")
+        else:
+            cpu_ns = int(item("cpuacct.usage") or 0)
+            memory, limit = item("memory.usage_in_bytes"), item("memory.limit_in_bytes")
+        rx = tx = 0
+        for index in range(len(c.get_interfaces()) - 1):  # every NIC but lo
+            pair = c.get_running_config_item(f"lxc.net.{index}.veth.pair")
+            counters = Path("/sys/class/net") / pair / "statistics" if pair else None
+            if counters and counters.is_dir():
+                rx += int((counters / "tx_bytes").read_text())  # the host side sends what the machine receives
+                tx += int((counters / "rx_bytes").read_text())
+        limit_bytes = int(limit) if limit.isdigit() and int(limit) < 2**62 else None
+        return Usage(cpu_ns, int(memory or 0), limit_bytes, int(item("pids.current") or 0), rx, tx)
 
     # -- snapshots: copies of the machine's writable layer (the box below never changes) ----
 

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from tapers import __version__
-from tapers.cli import access_cmd, lifecycle_cmd, output, project_cmd
+from tapers.cli import access_cmd, lifecycle_cmd, output, project_cmd, runtime_cmd
 from tapers.cli.box_cmd import box_app
 from tapers.cli.common import Options
 from tapers.cli.snapshot_cmd import snapshot_app
@@ -50,6 +50,8 @@ app.command()(lifecycle_cmd.provision)
 app.command()(project_cmd.status)
 app.command()(access_cmd.ssh)
 app.command("ssh-config")(access_cmd.ssh_config)
+app.command()(runtime_cmd.port)
+app.command()(runtime_cmd.stats)
 app.command()(lifecycle_cmd.reload)
 app.command()(lifecycle_cmd.halt)
 app.command()(lifecycle_cmd.suspend)

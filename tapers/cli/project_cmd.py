@@ -101,6 +101,7 @@ def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
                 "box": f"{box['name']}@{box['version']}" if box else machine.box,
                 "primary": machine.primary,
                 "out_of_date": stale,
+                "ports": record.get("ports") or [],
             }
         )
     for orphan in observed.orphans:
@@ -115,16 +116,19 @@ def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
                 "box": f"{box.get('name')}@{box.get('version')}",
                 "primary": False,
                 "out_of_date": [],
+                "ports": record.get("ports") or [],
             }
         )
     if as_json:
         output.write_raw(json.dumps({"project": project.id, "machines": rows}, indent=2) + "\n")
         return
+    with_ports = any(r["ports"] for r in rows)
     output.table(
-        ["machine", "state", "address", "box", "config"],
+        ["machine", "state", "address", "box", "config"] + (["ports"] if with_ports else []),
         [
             [r["machine"], r["state"], r["address"] or "-", r["box"], "out of date: " + ", ".join(r["out_of_date"])
              if r["out_of_date"] else "up to date"]
+            + ([", ".join(f"{p['host_ip']}:{p['host']}->{p['guest']}" for p in r["ports"]) or "-"] if with_ports else [])
             for r in rows
         ],
     )

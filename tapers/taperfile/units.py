@@ -32,3 +32,11 @@ def format_size(size: int) -> str:
         if size >= _FACTORS[unit]:
             return f"{size / _FACTORS[unit]:.1f}{unit}"
     return f"{size}B"
+
+
+def human_size(size: float) -> str:
+    """For reading, not for config: 20.2M, 512B."""
+    for unit in ("T", "G", "M", "K"):
+        if size >= _FACTORS[unit]:
+            return f"{size / _FACTORS[unit]:.1f}{unit}"
+    return f"{int(size)}B"
