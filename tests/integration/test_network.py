@@ -1,0 +1,159 @@
+"""Networks, names and limits on real containers: the host talks to guests only through
+loopback and the project's own addresses."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.request
+
+import pytest
+
+from tests.integration.conftest import wait_for
+
+SERVE = (
+    "sudo mkdir -p /srv && echo hello-from-$(hostname) | sudo tee /srv/index.html >/dev/null && "
+    "sudo systemd-run --quiet --unit web-{port} python3 -m http.server {port} --bind 0.0.0.0 --directory /srv"
+)
+
+
+def guest(project, machine: str, command: str) -> str:
+    return project.tapers("ssh", machine, "-c", command).ok().out
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, response.read().decode()
+
+
+def test_forwarded_port_and_private_address_reach_a_guest_server(project) -> None:
+    host_port = free_port()
+    project.write(
+        "machines:\n"
+        "  web:\n"
+        "    networks:\n"
+        "      - private: {ip: 192.168.61.10}\n"
+        f"      - forwarded_port: {{guest: 8000, host: {host_port}}}\n"
+        "    provision:\n"
+        f"      - shell: '{SERVE.format(port=8000)}'\n"
+    )
+    project.tapers("up").ok()
+    assert http_get(f"http://127.0.0.1:{host_port}/") == (200, "hello-from-web\n")
+    assert http_get("http://192.168.61.10:8000/") == (200, "hello-from-web\n")
+    assert json.loads(project.tapers("port", "--json").ok().out)[0]["host"] == host_port
+
+    project.tapers("halt").ok()
+    with pytest.raises(OSError):
+        http_get(f"http://127.0.0.1:{host_port}/")
+    project.tapers("up").ok()
+    guest(project, "web", SERVE.format(port=8000))  # a transient unit: gone with the reboot
+    assert http_get(f"http://127.0.0.1:{host_port}/")[0] == 200
+
+
+def test_a_taken_host_port_is_an_error_naming_its_holder_or_auto_corrected(project) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        project.write(f"machines:\n  web:\n    networks:\n      - forwarded_port: {{guest: 80, host: {taken}}}\n")
+        refused = project.tapers("up")
+        assert refused.code == 1
+        assert f"127.0.0.1:{taken}/tcp is already taken by python" in refused.err
+        project.write(
+            f"machines:\n  web:\n    networks:\n      - forwarded_port: {{guest: 80, host: {taken}, auto_correct: true}}\n"
+        )
+        up = project.tapers("up").ok()
+        assert f"host port {taken} is taken" in up.out
+        (forward,) = json.loads(project.tapers("port", "--json").ok().out)
+        assert forward["requested"] == taken and forward["host"] != taken
+        assert f"127.0.0.1:{forward['host']}->80" in project.tapers("status").ok().out
+
+
+def test_machines_resolve_each_other_by_name(project) -> None:
+    project.write(
+        "machines:\n"
+        "  web:\n"
+        "    hostname: web.example.test\n"
+        "    networks: [{private: {ip: 192.168.62.10}}]\n"
+        "  db:\n"
+        "    networks: [{private: {ip: 192.168.62.11}}]\n"
+        "  cache: {}\n"
+    )
+    project.tapers("up").ok()
+    cache_address = project.record("cache")["address"]
+    assert guest(project, "web", "hostname; hostname -f") == "web.example.test\nweb.example.test\n"
+    assert guest(project, "db", "getent hosts web web.example.test cache").split() == [
+        "192.168.62.10", "web.example.test", "web",
+        "192.168.62.10", "web.example.test", "web",
+        cache_address, "cache",
+    ]
+    assert guest(project, "web", "getent hosts db").split() == ["192.168.62.11", "db"]
+    # a machine that goes away is forgotten by the others
+    project.tapers("destroy", "-f", "cache").ok()
+    assert project.tapers("ssh", "web", "-c", "getent hosts cache").code == 2
+
+
+def test_two_projects_share_one_private_network(project, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "Taperfile.yaml").write_text(
+        f"version: 1\nname: {project.name}-b\nmachines:\n  b:\n    networks: [{{private: {{ip: 192.168.63.20}}}}]\n"
+    )
+    project.write("machines:\n  a:\n    networks: [{private: {ip: 192.168.63.10}}]\n")
+    try:
+        project.tapers("up").ok()
+        subprocess.run([sys.executable, "-m", "tapers", "up"], cwd=other, env=project.env, check=True,
+                       capture_output=True)
+        # the machines of both projects reach each other on the shared /24, and the host reaches both
+        assert guest(project, "a", "python3 -c \"import socket; socket.create_connection(('192.168.63.20', 22), 5); print('ok')\"") == "ok\n"
+        for address in ("192.168.63.10", "192.168.63.20"):
+            with socket.create_connection((address, 22), timeout=5) as sock:
+                assert sock.recv(4) == b"SSH-"
+    finally:
+        subprocess.run([sys.executable, "-m", "tapers", "destroy", "-f"], cwd=other, env=project.env,
+                       capture_output=True)
+
+
+def test_memory_and_pids_limits_hold_inside_the_guest(project) -> None:
+    project.write("machines:\n  web: {memory: 96M, pids: 64}\n")
+    project.tapers("up").ok()
+    hog = project.tapers("ssh", "-c", "python3 -c 'x = bytearray(400 * 1024 * 1024); print(\"survived\")'")
+    assert hog.code != 0 and "survived" not in hog.out  # the OOM killer acted inside the machine
+    fork_bomb = (
+        "import os, time\n"
+        "forked = 0\n"
+        "for _ in range(200):\n"
+        "    try:\n"
+        "        pid = os.fork()\n"
+        "    except OSError:\n"
+        "        break\n"
+        "    if pid == 0:\n"
+        "        time.sleep(2)\n"
+        "        os._exit(0)\n"
+        "    forked += 1\n"
+        "print(forked)\n"
+    )
+    bomb = project.tapers("ssh", "-c", "python3", stdin=fork_bomb)
+    assert bomb.code == 0 and 0 < int(bomb.out) < 64, bomb.out + bomb.err  # stopped by `pids: 64`
+    wait_for(lambda: project.tapers("ssh", "-c", "true").code == 0, 30, "the machine answering after the fork bomb")
+
+
+def test_stats_report_running_machines(project) -> None:
+    project.write("machines:\n  web: {memory: 256M}\n  db: {}\n")
+    project.tapers("up").ok()
+    project.tapers("halt", "db").ok()
+    rows = json.loads(project.tapers("stats", "--json").ok().out)
+    assert [r["machine"] for r in rows] == ["web"]
+    (web,) = rows
+    assert web["memory"] > 1024**2 and web["memory_limit"] == 256 * 1024**2
+    assert web["pids"] >= 1 and web["rx_bytes"] > 0
+    assert "web" in project.tapers("stats", "--no-stream").ok().out
