@@ -58,6 +58,7 @@ class Context:
     # The two steps that touch the host outside the backend; tests with a fake backend replace them.
     network_setup: Callable[[], None] = host.prepare_host
     bridge_setup: Callable[[Any], None] = network.ensure_private_bridge
+    network_release: Callable[[], None] = network.release_nat_network
     ports: Any = field(default_factory=lambda: HostPorts())
     ssh_check: Callable[[SshTarget, Path, float], None] = field(default=None)  # type: ignore[assignment]
     guest_factory: Callable[[str, Context], Any] = field(default=None)  # type: ignore[assignment]
@@ -101,6 +102,8 @@ def apply(plan: Plan, ctx: Context) -> None:
         if action.kind is Kind.SYNC_NAMES:
             ctx.reporter.line(action.subject, action.what)
             sync_names(ctx)
+    if any(a.kind is Kind.DESTROY for a in plan.actions) and not ctx.backend.list(prefix=CONTAINER_PREFIX):
+        ctx.network_release()
 
 
 def _run_machines(plan: Plan, ctx: Context) -> None:

@@ -93,17 +93,22 @@ def ensure_nat_network() -> None:
 
 def _ensure_masquerade() -> None:
     listed = subprocess.run(["nft", "list", "table", "ip", NFT_TABLE], capture_output=True, text=True)
-    if listed.returncode == 0 and "masquerade" in listed.stdout:
+    if listed.returncode == 0 and f"ip saddr {SUBNET} ip daddr != {SUBNET} masquerade" in listed.stdout:
         return
     rules = (
         f"table ip {NFT_TABLE} {{\n"
-        "  chain postrouting {\n"
-        "    type nat hook postrouting priority srcnat; policy accept;\n"
-        f"    ip saddr {SUBNET} ip daddr != {SUBNET} masquerade\n"
-        "  }\n"
+        "  chain postrouting { type nat hook postrouting priority srcnat; policy accept; }\n"
         "}\n"
+        f"add rule ip {NFT_TABLE} postrouting ip saddr {SUBNET} ip daddr != {SUBNET} masquerade\n"
     )
     _run(["nft", "-f", "-"], "install the masquerade rule", stdin=rules)
+
+
+def release_nat_network() -> None:
+    """No tapers machine left on the host: take tapers' nftables rules away (masquerade, forwards)."""
+    listed = subprocess.run(["nft", "list", "table", "ip", NFT_TABLE], capture_output=True, text=True)
+    if listed.returncode == 0:
+        _run(["nft", "delete", "table", "ip", NFT_TABLE], "remove the tapers nftables rules")
 
 
 def host_nameservers() -> list[str]:

@@ -37,6 +37,8 @@ def setup(write_project, fake_box_home):
         SilentReporter(),
         project_key=KEY,
         network_setup=lambda: checked.append("network"),
+        network_release=lambda: checked.append("network released"),
+        bridge_setup=lambda config: checked.append(f"bridge {config.bridge}"),
         ssh_check=lambda target, identity, timeout: checked.append(f"ssh {target.machine} {target.address}"),
     )
     return project, backend, ctx, checked
@@ -82,12 +84,13 @@ def test_second_up_changes_nothing(setup) -> None:
 
 
 def test_halt_then_destroy(setup) -> None:
-    project, backend, ctx, _ = setup
+    project, backend, ctx, checked = setup
     up(project, backend, ctx)
     apply(plan_halt(project.machines, observe(project, backend)), ctx)
     assert {c["state"] for c in backend.containers.values()} == {State.STOPPED}
     apply(plan_destroy(project.machines, observe(project, backend), orphans=True), ctx)
     assert backend.containers == {}
+    assert checked[-1] == "network released"  # the last machine gone: no masquerade rule left
 
 
 def test_new_project_key_is_authorized_in_running_machines(setup) -> None:
@@ -119,7 +122,7 @@ def test_addresses_differ_across_projects(setup, write_project, tmp_path: Path) 
     (other_root / "Taperfile.yaml").write_text(TAPERFILE.replace("name: shop", "name: blog"))
     other = open_project(explicit=other_root / "Taperfile.yaml")
     ctx2 = Context(other, backend, SilentReporter(), project_key=KEY, network_setup=lambda: None,
-                   ssh_check=lambda *a: None)
+                   ssh_check=lambda *a: None, network_release=lambda: None)
     apply(plan_up(other.machines, observe(other, backend), KEY, {"debian/bookworm"}), ctx2)
     addresses = [c["record"]["address"] for c in backend.containers.values()]
     assert len(addresses) == 4 and len(set(addresses)) == 4
@@ -154,7 +157,7 @@ def provisioned(write_project, fake_box_home):
     events: list[str] = []
     ctx = Context(
         project, backend, SilentReporter(), project_key=KEY,
-        network_setup=lambda: None, ssh_check=lambda *a: None,
+        network_setup=lambda: None, ssh_check=lambda *a: None, network_release=lambda: None,
         guest_factory=lambda name, ctx: FakeGuest(name, root, events),
     )
     return project, backend, ctx, events
