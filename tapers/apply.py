@@ -7,6 +7,7 @@ machine's provisioning steps wait until the machines it depends on are done.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tapers import host, network, paths
-from tapers.backend.api import Backend, GuestFile, Limits, MachineSpec, State
+from tapers.backend.api import Backend, GuestFile, Limits, MachineSpec, Mount, State
 from tapers.boxes.build import ensure_box
 from tapers.boxes.cache import Box, find_box
 from tapers.boxes.recipe import load_recipe
@@ -210,6 +211,7 @@ def _create(name: str, ctx: Context) -> None:
             limits=Limits(cpus=machine.cpus, memory=machine.memory, pids=machine.pids),
             files=_guest_files(machine, box, host_key, ctx.project_key),
             private=tuple(network.private_config(address) for address in machine.private_ips),
+            mounts=_mounts(ctx, machine, box.user["uid"], box.user["gid"]),
         )
         backend.create(spec, record)
     record["phase"] = READY
@@ -223,6 +225,7 @@ def _recreate(name: str, ctx: Context) -> None:
 
 def _start(name: str, ctx: Context) -> None:
     ctx.ensure_network()
+    _host_folders(ctx, ctx.project.loaded.machine(name))
     for address in ctx.project.loaded.machine(name).private_ips:
         ctx.bridge_setup(network.private_config(address))
     ctx.backend.start(ctx.project.container(name))
@@ -308,8 +311,36 @@ def _reconfigure(name: str, ctx: Context) -> None:
     machine = ctx.project.loaded.machine(name)
     container = ctx.project.container(name)
     private = tuple(network.private_config(address) for address in machine.private_ips)
-    ctx.backend.reconfigure(container, machine.hostname, private, _hostname_files(machine))
-    _record_applied(ctx, container, machine, ("hostname", "networks"), hosts=_own_hosts_digest(machine))
+    record = _record_of(ctx, container)
+    mounts = _mounts(ctx, machine, record.get("uid", 1000), record.get("gid", 1000))
+    ctx.backend.reconfigure(container, machine.hostname, private, mounts, _hostname_files(machine))
+    _record_applied(ctx, container, machine, ("hostname", "networks", "synced"), hosts=_own_hosts_digest(machine))
+
+
+def _host_folders(ctx: Context, machine: Machine) -> list[Path]:
+    """The host side of each synced folder, created when missing (owned like the project folder)."""
+    folders = []
+    owner = ctx.project.root.stat()
+    for synced in machine.synced:
+        folder = (ctx.project.root / synced.host).resolve()
+        if not folder.is_dir():
+            if not synced.create:
+                raise StateError(f"synced folder {folder} of machine `{machine.name}` does not exist (`create: false`)")
+            folder.mkdir(parents=True)
+            os.chown(folder, owner.st_uid, owner.st_gid)
+            ctx.reporter.line(machine.name, f"created the synced folder {folder}")
+        folders.append(folder)
+    return folders
+
+
+def _mounts(ctx: Context, machine: Machine, guest_uid: int, guest_gid: int) -> tuple[Mount, ...]:
+    mounts = []
+    for synced, folder in zip(machine.synced, _host_folders(ctx, machine), strict=True):
+        st = folder.stat()
+        same = (st.st_uid, st.st_gid) == (guest_uid, guest_gid)
+        idmap = None if same else (guest_uid, st.st_uid, guest_gid, st.st_gid)
+        mounts.append(Mount(folder, synced.guest, synced.readonly, idmap))
+    return tuple(mounts)
 
 
 def _record_applied(ctx: Context, container: str, machine: Machine, keys: tuple[str, ...], **more: Any) -> None:
@@ -431,6 +462,8 @@ def _record(ctx: Context, machine: Machine, box: Box, address: str, mac: str, ho
         "mac": mac,
         "user": box.user["name"],
         "home": box.user["home"],
+        "uid": box.user["uid"],
+        "gid": box.user["gid"],
         "host_key": host_key,
         "authorized_key": ctx.project_key,
         "applied": desired_settings(machine),

@@ -104,6 +104,7 @@ def desired_settings(machine: Machine) -> dict[str, object]:
         "memory": machine.memory,
         "pids": machine.pids,
         "networks": list(machine.private_ips),
+        "synced": [[s.host, s.guest, s.readonly] for s in machine.synced],
     }
 
 
@@ -239,7 +240,7 @@ class Change:
 
 
 LIVE_KEYS = ("cpus", "memory", "pids")
-RESTART_KEYS = ("hostname", "networks")
+RESTART_KEYS = ("hostname", "networks", "synced")
 
 
 def settings_changes(machine: Machine, record: dict[str, object]) -> list[Change]:

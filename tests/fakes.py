@@ -59,7 +59,7 @@ class FakeBackend:
         self.calls.append(f"set limits {container}")
         self.containers[container]["limits"] = limits
 
-    def reconfigure(self, container: str, hostname: str, private, files) -> None:
+    def reconfigure(self, container: str, hostname: str, private, mounts, files) -> None:
         assert self.containers[container]["state"] is State.STOPPED, "reconfigure needs a stopped container"
         self.calls.append(f"reconfigure {container}")
         self.containers[container]["files"].update({f.path: f for f in files})

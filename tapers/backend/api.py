@@ -54,6 +54,18 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True)
+class Mount:
+    """A host folder bind-mounted into the machine (a synced folder)."""
+
+    source: Path
+    target: str  # absolute path in the guest
+    readonly: bool = False
+    # (guest uid, host uid, guest gid, host gid) swapped through an idmapped mount, so the
+    # login user owns the folder owner's files; None when they are already the same ids.
+    idmap: tuple[int, int, int, int] | None = None
+
+
+@dataclass(frozen=True)
 class MachineSpec:
     """Everything needed to create one container."""
 
@@ -64,6 +76,7 @@ class MachineSpec:
     limits: Limits
     files: tuple[GuestFile, ...] = ()
     private: tuple[NetworkConfig, ...] = ()  # host-only networks (eth1, eth2...; no gateway)
+    mounts: tuple[Mount, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -120,9 +133,14 @@ class Backend(Protocol):
         """Record new limits for the next boot and, when running, apply them at once."""
 
     def reconfigure(
-        self, container: str, hostname: str, private: tuple[NetworkConfig, ...], files: tuple[GuestFile, ...]
+        self,
+        container: str,
+        hostname: str,
+        private: tuple[NetworkConfig, ...],
+        mounts: tuple[Mount, ...],
+        files: tuple[GuestFile, ...],
     ) -> None:
-        """A stopped container gets a new hostname, private networks and rewritten files."""
+        """A stopped container gets a new hostname, private networks, mounts and rewritten files."""
 
     def usage(self, container: str) -> Usage | None:
         """Resource counters of a running container (None when it is not running)."""

@@ -20,12 +20,13 @@ from typing import Any
 import lxc
 
 from tapers import paths
-from tapers.backend import cgroups
+from tapers.backend import cgroups, idmap
 from tapers.backend.api import (
     ContainerInfo,
     GuestFile,
     Limits,
     MachineSpec,
+    Mount,
     NetworkConfig,
     Snapshot,
     State,
@@ -114,6 +115,7 @@ class LiblxcBackend:
             rootfs = f"dir:{writable}"
         for guest_file in spec.files:
             _write_guest_file(spec.rootfs, writable, guest_file)
+        _save_mounts(folder, spec.mounts)
         config = _render_config(spec, rootfs, folder)
         tmp = folder / "config.tmp"
         tmp.write_text(config)
@@ -126,6 +128,7 @@ class LiblxcBackend:
         if c.state == "FROZEN":
             self.unfreeze(container)
             return
+        _prepare_mounts(container, self.lxcpath / container)
         if not c.start():
             raise BackendError(
                 f"container `{container}` did not start",
@@ -135,14 +138,15 @@ class LiblxcBackend:
     def stop(self, container: str, timeout: float) -> bool:
         c = self._container(container)
         if not c.defined or c.state == "STOPPED":
+            _release_mounts(container)
             return True
         if c.state == "FROZEN":
             c.unfreeze()
-        if c.shutdown(int(max(1, timeout))):
-            return True
-        if not c.stop():
+        clean = c.shutdown(int(max(1, timeout)))
+        if not clean and not c.stop():
             raise BackendError(f"container `{container}` could not be stopped")
-        return False
+        _release_mounts(container)
+        return clean
 
     def freeze(self, container: str) -> None:
         c = self._require(container, "freeze")
@@ -163,14 +167,21 @@ class LiblxcBackend:
                     raise BackendError(f"container `{container}`: could not set {key} to {value} while running")
 
     def reconfigure(
-        self, container: str, hostname: str, private: tuple[NetworkConfig, ...], files: tuple[GuestFile, ...]
+        self,
+        container: str,
+        hostname: str,
+        private: tuple[NetworkConfig, ...],
+        mounts: tuple[Mount, ...],
+        files: tuple[GuestFile, ...],
     ) -> None:
         c = self._require(container, "reconfigure")
         if c.state != "STOPPED":
             raise BackendError(f"container `{container}` must be stopped to be reconfigured (it is {c.state})")
         folder = self.lxcpath / container
         extra_nics = tuple(f"lxc.net.{index}." for index in range(1, 10))
-        _edit_config(folder, ("lxc.uts.name",) + extra_nics, [("lxc.uts.name", hostname), *_private_items(private)])
+        items = [("lxc.uts.name", hostname), *_private_items(private), *_mount_items(container, mounts)]
+        _edit_config(folder, ("lxc.uts.name", "lxc.mount.entry") + extra_nics, items)
+        _save_mounts(folder, mounts)
         lower = _lower_dir(folder)
         for guest_file in files:
             _write_guest_file(lower, _writable_dir(folder), guest_file)
@@ -276,6 +287,7 @@ class LiblxcBackend:
             c.unfreeze()
         if c.state != "STOPPED" and not c.stop():
             raise BackendError(f"container `{container}` could not be stopped for destroying")
+        _release_mounts(container)
         if not c.destroy():
             raise BackendError(
                 f"container `{container}` could not be destroyed",
@@ -355,8 +367,68 @@ def _render_config(spec: MachineSpec, rootfs: str, folder: Path) -> str:
         f"lxc.net.0.ipv4.gateway = {net.gateway}",
     ]
     lines += [f"{key} = {value}" for key, value in _private_items(spec.private)]
+    lines += [f"{key} = {value}" for key, value in _mount_items(spec.container, spec.mounts)]
     lines += [f"{key} = {value}" for key, value in cgroups.config_items(spec.limits)]
     return "\n".join(lines) + "\n"
+
+
+MOUNTS_NAME = "tapers-mounts.json"
+
+
+def _staging(container: str, index: int) -> Path:
+    """Where an idmapped view of a synced folder waits for LXC to bind it (outside the
+    container's folder: destroying the container can never reach into the host folder)."""
+    return paths.host_run_dir() / "mounts" / container / str(index)
+
+
+def _mount_items(container: str, mounts: tuple[Mount, ...]) -> list[tuple[str, str]]:
+    items = []
+    for index, mount in enumerate(mounts):
+        source = _staging(container, index) if mount.idmap else mount.source
+        options = "bind,create=dir" + (",ro" if mount.readonly else "")
+        items.append(("lxc.mount.entry", f"{source} {mount.target.lstrip('/')} none {options} 0 0"))
+    return items
+
+
+def _save_mounts(folder: Path, mounts: tuple[Mount, ...]) -> None:
+    data = [{"source": str(m.source), "target": m.target, "readonly": m.readonly, "idmap": m.idmap} for m in mounts]
+    (folder / MOUNTS_NAME).write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _prepare_mounts(container: str, folder: Path) -> None:
+    """Before a start: an idmapped view of each synced folder that needs one."""
+    try:
+        mounts = json.loads((folder / MOUNTS_NAME).read_text())
+    except FileNotFoundError:
+        return
+    for index, mount in enumerate(mounts):
+        if not mount["idmap"]:
+            continue
+        staging = _staging(container, index)
+        if idmap.is_mount(staging):
+            continue
+        staging.mkdir(parents=True, exist_ok=True)
+        guest_uid, host_uid, guest_gid, host_gid = mount["idmap"]
+        idmap.idmapped_bind(
+            Path(mount["source"]), staging, idmap.swap_map(guest_uid, host_uid), idmap.swap_map(guest_gid, host_gid),
+            mount["readonly"],
+        )
+
+
+def _release_mounts(container: str) -> None:
+    folder = paths.host_run_dir() / "mounts" / container
+    if not folder.is_dir():
+        return
+    try:
+        for staging in folder.iterdir():
+            idmap.unmount(staging)
+            staging.rmdir()  # never rmtree: a mount left here would be the user's folder
+        folder.rmdir()
+    except OSError as exc:
+        raise BackendError(
+            f"cannot release the synced folders of `{container}`: {exc}",
+            hint=f"unmount what is under {folder} by hand (`umount -l`), then try again",
+        ) from None
 
 
 def _with_broadcast(net: NetworkConfig) -> str:

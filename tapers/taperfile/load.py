@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tapers import __version__, paths
 from tapers.errors import TaperfileError, UsageError
-from tapers.taperfile.machine import ForwardPort, Machine, Step
+from tapers.taperfile.machine import ForwardPort, Machine, Step, Synced
 
 CACHE_NAME = "taperfile.json"
 
@@ -145,6 +145,7 @@ def _machine_from_json(data: dict) -> Machine:
             "depends_on": tuple(data["depends_on"]),
             "private_ips": tuple(data["private_ips"]),
             "ports": tuple(ForwardPort(**port) for port in data["ports"]),
+            "synced": tuple(Synced(**folder) for folder in data["synced"]),
         }
     )
 

@@ -45,6 +45,16 @@ class ForwardPort:
 
 
 @dataclass(frozen=True)
+class Synced:
+    """A host folder (as written: relative to the project, or absolute) mounted in the guest."""
+
+    host: str
+    guest: str
+    readonly: bool = False
+    create: bool = True
+
+
+@dataclass(frozen=True)
 class Machine:
     name: str
     box: str
@@ -58,6 +68,7 @@ class Machine:
     depends_on: tuple[str, ...] = field(default=())
     private_ips: tuple[str, ...] = field(default=())  # `private: {ip: ...}` networks
     ports: tuple[ForwardPort, ...] = field(default=())  # `forwarded_port:` entries
+    synced: tuple[Synced, ...] = field(default=())  # synced folders, the project at /tapers included
 
     def step(self, wanted: str) -> Step | None:
         """A step by name, or by its number."""

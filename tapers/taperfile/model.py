@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from tapers.taperfile.machine import DEFAULT_BOX, ForwardPort, Machine, Step
+from tapers.taperfile.machine import DEFAULT_BOX, ForwardPort, Machine, Step, Synced
 from tapers.taperfile.units import parse_size
 
 MACHINE_NAME = r"^[a-z][a-z0-9-]*$"
@@ -17,7 +17,7 @@ _HOSTNAME_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", re.IGNOREC
 _BOX_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)?(@[0-9A-Za-z._-]+)?$")
 
 # Keys of the Taperfile contract that this version of tapers does not implement yet.
-NOT_YET_SUPPORTED = ("synced_folders",)
+NOT_YET_SUPPORTED: tuple[str, ...] = ()
 
 MIN_MEMORY = 32 * 1024**2
 
@@ -119,6 +119,21 @@ class NetworkEntry(_Strict):
         return self
 
 
+class SyncedFolder(_Strict):
+    host: str
+    guest: str
+    readonly: bool = False
+    disabled: bool = False
+    create: bool = True  # a missing host folder is created (false: an error)
+
+    @field_validator("guest")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/") or value.rstrip("/") == "":
+            raise ValueError(f"`{value}` is not an absolute path in the guest (and not /)")
+        return value.rstrip("/")
+
+
 STEP_KINDS = ("shell", "file", "ansible")
 
 
@@ -155,14 +170,8 @@ class MachineSettings(_Strict):
     provision: list[ProvisionStep] | None = None
     depends_on: list[Annotated[str, Field(pattern=MACHINE_NAME, max_length=40)]] | None = None
     networks: list[NetworkEntry] | None = None
-    synced_folders: Any = None
+    synced_folders: list[SyncedFolder] | None = None
 
-    @field_validator(*NOT_YET_SUPPORTED)
-    @classmethod
-    def _not_yet(cls, value: object, info: Any) -> object:
-        if value is not None:
-            raise ValueError(f"`{info.field_name}` is not supported by this version of tapers yet")
-        return value
 
     @field_validator("box")
     @classmethod
@@ -226,6 +235,7 @@ def resolve_machines(taperfile: Taperfile) -> list[Machine]:
                     for n in pick("networks", [])
                     if (p := n.forwarded_port)
                 ),
+                synced=_synced(pick("synced_folders", [])),
             )
         )
     return machines
@@ -234,3 +244,16 @@ def resolve_machines(taperfile: Taperfile) -> list[Machine]:
 def _step(index: int, step: ProvisionStep) -> Step:
     options = getattr(step, step.kind).model_dump(exclude_none=True)
     return Step(index=index, name=step.name, kind=step.kind, run=step.run, reboot=step.reboot, options=options)
+
+
+PROJECT_MOUNT = "/tapers"
+
+
+def _synced(folders: list[SyncedFolder]) -> tuple[Synced, ...]:
+    """The folders to mount: the project at /tapers unless that guest path is given, then the rest."""
+    given = {f.guest for f in folders}
+    result = [] if PROJECT_MOUNT in given else [Synced(host=".", guest=PROJECT_MOUNT)]
+    for folder in folders:
+        if not folder.disabled:
+            result.append(Synced(folder.host, folder.guest, folder.readonly, folder.create))
+    return tuple(result)

@@ -270,6 +270,7 @@ def _check(taperfile: Taperfile, source: _Source, path: Path) -> list[str]:
             )
     problems += _check_depends_on(taperfile, source, path)
     problems += _check_networks(taperfile, source, path)
+    problems += _check_synced_folders(taperfile, source, path)
     for loc, settings in _settings_with_loc(taperfile):
         problems += _check_steps(loc, settings.provision or [], source, path)
     return problems
@@ -345,6 +346,41 @@ def _check_networks(taperfile: Taperfile, source: _Source, path: Path) -> list[s
                         f"already forwarded to machine `{ports[key]}`"
                     )
                 ports.setdefault(key, name)
+    return problems
+
+
+SYSTEM_FOLDERS = ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/proc", "/run", "/sbin", "/sys", "/usr", "/var/lib/lxc")
+
+
+def _check_synced_folders(taperfile: Taperfile, source: _Source, path: Path) -> list[str]:
+    """Host folders stay where the Taperfile says; guest paths are unique."""
+    problems = []
+    root = path.parent.resolve()
+    for loc, settings in _settings_with_loc(taperfile):
+        seen: set[str] = set()
+        for index, folder in enumerate(settings.synced_folders or []):
+            here = loc + ("synced_folders", index)
+            where = _where(path, source.values.get(here))
+            if folder.guest in seen:
+                problems.append(f"{where}{_dotted(here)}: `{folder.guest}` is synced twice")
+            seen.add(folder.guest)
+            if folder.disabled:
+                continue
+            written = Path(folder.host)
+            resolved = (root / written).resolve()
+            if not written.is_absolute() and not resolved.is_relative_to(root):
+                problems.append(
+                    f"{where}{_dotted(here)}: `{folder.host}` leads outside the project folder (to {_display(resolved)}) "
+                    "through a symbolic link or `..`; write the absolute path if that is what you mean"
+                )
+            elif str(resolved) in SYSTEM_FOLDERS or any(
+                str(resolved).startswith(system + "/") for system in ("/proc", "/sys", "/dev", "/boot", "/var/lib/lxc")
+            ):
+                problems.append(f"{where}{_dotted(here)}: `{folder.host}` is a system folder ({resolved}); refusing to share it")
+            elif not folder.create and not resolved.is_dir():
+                problems.append(
+                    f"{where}{_dotted(here)}: host folder {_display(resolved)} does not exist (and `create: false`)"
+                )
     return problems
 
 

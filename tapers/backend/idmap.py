@@ -1,0 +1,119 @@
+"""Idmapped bind mounts (Linux 5.12+): a host folder seen through a uid/gid translation.
+
+Synced folders use them so the machine's login user owns the files of the host folder's
+owner: what it writes lands on the host as the folder owner's, not as a foreign uid. The
+translation is a user namespace held by a short-lived `unshare` process; the mount keeps it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from tapers.errors import BackendError
+
+_SYS_OPEN_TREE, _SYS_MOVE_MOUNT, _SYS_MOUNT_SETATTR = 428, 429, 442  # x86_64 and aarch64 share these
+_AT_FDCWD = -100
+_AT_EMPTY_PATH = 0x1000
+_AT_RECURSIVE = 0x8000
+_OPEN_TREE_CLONE = 1
+_OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+_MOVE_MOUNT_F_EMPTY_PATH = 0x4
+_MOUNT_ATTR_RDONLY = 0x1
+_MOUNT_ATTR_IDMAP = 0x00100000
+_MNT_DETACH = 2
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+def swap_map(inside: int, outside: int, top: int = 4294967295) -> list[tuple[int, int, int]]:
+    """Identity everywhere except `inside` <-> `outside` (lines: inside, outside, count)."""
+    if inside == outside:
+        return [(0, 0, top)]
+    low, high = sorted((inside, outside))
+    lines = [(inside, outside, 1), (outside, inside, 1)]
+    for start, end in ((0, low), (low + 1, high), (high + 1, top)):
+        if end > start:
+            lines.append((start, start, end - start))
+    return sorted(lines)
+
+
+def _check(result: int, what: str, path: Path) -> int:
+    if result < 0:
+        errno = ctypes.get_errno()
+        raise BackendError(f"cannot {what} {path}: {os.strerror(errno)}")
+    return result
+
+
+def _user_namespace(uid_map: list[tuple[int, int, int]], gid_map: list[tuple[int, int, int]]) -> int:
+    """An fd of a new user namespace with these maps."""
+    holder = subprocess.Popen(["unshare", "--user", "sleep", "60"], stdin=subprocess.DEVNULL)
+    try:
+        ours = os.readlink("/proc/self/ns/user")
+        deadline = time.monotonic() + 5
+        while os.readlink(f"/proc/{holder.pid}/ns/user") == ours:
+            if time.monotonic() > deadline or holder.poll() is not None:
+                raise BackendError("could not create a user namespace for an idmapped mount (is `unshare` installed?)")
+            time.sleep(0.001)
+        Path(f"/proc/{holder.pid}/uid_map").write_text("".join(f"{a} {b} {c}\n" for a, b, c in uid_map))
+        Path(f"/proc/{holder.pid}/gid_map").write_text("".join(f"{a} {b} {c}\n" for a, b, c in gid_map))
+        return os.open(f"/proc/{holder.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def idmapped_bind(
+    source: Path, target: Path, uid_map: list[tuple[int, int, int]], gid_map: list[tuple[int, int, int]], readonly: bool
+) -> None:
+    """Mount `source` at `target` (an existing empty folder) through the maps."""
+    userns = _user_namespace(uid_map, gid_map)
+    tree = -1
+    try:
+        tree = _check(
+            _libc.syscall(_SYS_OPEN_TREE, _AT_FDCWD, os.fsencode(source),
+                          _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC | _AT_RECURSIVE),
+            "clone the mount of", source,
+        )
+        attr = _MountAttr(_MOUNT_ATTR_IDMAP | (_MOUNT_ATTR_RDONLY if readonly else 0), 0, 0, userns)
+        _check(
+            _libc.syscall(_SYS_MOUNT_SETATTR, tree, b"", _AT_EMPTY_PATH, ctypes.byref(attr), ctypes.sizeof(attr)),
+            "give an id mapping to", source,
+        )
+        _check(
+            _libc.syscall(_SYS_MOVE_MOUNT, tree, b"", _AT_FDCWD, os.fsencode(target), _MOVE_MOUNT_F_EMPTY_PATH),
+            "mount at", target,
+        )
+    finally:
+        if tree >= 0:
+            os.close(tree)
+        os.close(userns)
+
+
+def is_mount(path: Path) -> bool:
+    """A mount point, by the kernel's own list (st_dev comparisons miss same-filesystem binds)."""
+    wanted = os.fsencode(os.path.realpath(path))
+    with open("/proc/self/mountinfo", "rb") as mountinfo:
+        for line in mountinfo:
+            point = line.split(b" ")[4].replace(b"\\040", b" ")
+            if point == wanted:
+                return True
+    return False
+
+
+def unmount(path: Path) -> None:
+    """Unmount everything mounted at `path` (mounts may be stacked)."""
+    while is_mount(path):
+        _check(_libc.umount2(os.fsencode(path), _MNT_DETACH), "unmount", path)
