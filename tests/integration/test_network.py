@@ -124,8 +124,10 @@ def test_two_projects_share_one_private_network(project, tmp_path) -> None:
 
 
 def test_memory_and_pids_limits_hold_inside_the_guest(project) -> None:
-    project.write("machines:\n  web: {memory: 96M, pids: 64}\n")
+    project.write("machines:\n  web: {memory: 96M, pids: 64, cpus: 0.5}\n")
     project.tapers("up").ok()
+    quota = guest(project, "web", "cat /sys/fs/cgroup/cpu.max 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+    assert quota.split()[0] == "50000"  # half of each 100 ms period
     hog = project.tapers("ssh", "-c", "python3 -c 'x = bytearray(400 * 1024 * 1024); print(\"survived\")'")
     assert hog.code != 0 and "survived" not in hog.out  # the OOM killer acted inside the machine
     fork_bomb = (
