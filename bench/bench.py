@@ -25,23 +25,16 @@ import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import TAPERS, timed  # noqa: E402  (bench/common.py)
+
 
 from tapers import network  # noqa: E402
 from tapers.boxes.cache import find_box  # noqa: E402
 from tapers.ssh.keys import generate  # noqa: E402
 
-TAPERS = [str(Path(sys.executable).parent / "tapers")]
-if not Path(TAPERS[0]).exists():
-    TAPERS = [sys.executable, "-m", "tapers"]
 RUN = uuid.uuid4().hex[:6]
 LXC = Path("/var/lib/lxc")
 
-
-def timed(argv: list[str], cwd: Path | None = None) -> float:
-    start = time.perf_counter()
-    subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
 
 
 def wait_banner(address: str, timeout: float = 30) -> None:

@@ -23,11 +23,9 @@ import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import TAPERS, timed, up_project  # noqa: E402  (bench/common.py)
 
-TAPERS = [str(Path(sys.executable).parent / "tapers")]
-if not Path(TAPERS[0]).exists():
-    TAPERS = [sys.executable, "-m", "tapers"]
+
 RUN = uuid.uuid4().hex[:6]
 
 BARE = """
@@ -47,17 +45,12 @@ threads = [threading.Thread(target=one, args=(a,)) for a in sys.argv[2:]]
 """
 
 
-def timed(argv: list[str], cwd: Path) -> float:
-    start = time.perf_counter()
-    subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
-
 
 def project(machines: int) -> Path:
     folder = Path(tempfile.mkdtemp(prefix="tapers-bench-"))
     names = "".join(f"  m{i}: {{provision: [{{shell: 'true'}}]}}\n" for i in range(machines))
     (folder / "Taperfile.yaml").write_text(f"version: 1\nname: bp-{RUN}-{machines}\nmachines:\n{names}")
-    subprocess.run(TAPERS + ["up"], cwd=folder, check=True, stdout=subprocess.DEVNULL)
+    up_project(folder)
     return folder
 
 

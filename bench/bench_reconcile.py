@@ -17,16 +17,10 @@ import time
 import uuid
 from pathlib import Path
 
-TAPERS = [str(Path(sys.executable).parent / "tapers")]
-if not Path(TAPERS[0]).exists():
-    TAPERS = [sys.executable, "-m", "tapers"]
+from common import TAPERS, timed, up_project  # noqa: E402  (bench/common.py)
+
 RUN = uuid.uuid4().hex[:6]
 
-
-def timed(argv: list[str], cwd: Path) -> float:
-    start = time.perf_counter()
-    subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
 
 
 def project(machines: int) -> Path:
@@ -34,10 +28,7 @@ def project(machines: int) -> Path:
     names = "".join(f"  m{i}: {{memory: 128M, provision: [{{shell: 'true'}}]}}\n" for i in range(machines))
     (folder / "Taperfile.yaml").write_text(f"version: 1\nname: br-{RUN}-{machines}\nmachines:\n{names}")
     start = time.perf_counter()
-    result = subprocess.run(TAPERS + ["up"], cwd=folder, capture_output=True, text=True)
-    if result.returncode != 0:
-        subprocess.run(TAPERS + ["destroy", "-f"], cwd=folder, stdout=subprocess.DEVNULL)
-        sys.exit(f"`tapers up` of the bench project failed:\n{result.stdout}{result.stderr}")
+    up_project(folder)
     print(f"(first `up` of {machines} machines, provisioning included: {time.perf_counter() - start:.2f} s)")
     return folder
 

@@ -304,13 +304,15 @@ class LiblxcBackend:
             raise BackendError(f"container `{container}` could not be rebooted")
 
     def run(self, container: str, argv: list[str], env: dict[str, str] | None = None) -> int:
-        c = self._require(container, "run a command in")
-        extra = [f"{key}={value}" for key, value in (env or {}).items()]
-        extra.append("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-        status = c.attach_wait(
-            lxc.attach_run_command, argv, env_policy=lxc.LXC_ATTACH_CLEAR_ENV, extra_env_vars=extra
-        )
-        return os.waitstatus_to_exitcode(status) if status > 255 else status
+        # The lxc-attach command, not python-lxc's attach_wait: that one leaves SIGINT and
+        # SIGQUIT ignored in the whole process afterwards (Ctrl-C stopped working).
+        self._require(container, "run a command in")
+        command = ["lxc-attach", "-n", container, "-P", str(self.lxcpath), "--clear-env"]
+        variables = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", **(env or {})}
+        for key, value in variables.items():
+            command += ["--set-var", f"{key}={value}"]
+        result = subprocess.run([*command, "--", *argv], capture_output=True, stdin=subprocess.DEVNULL)
+        return result.returncode
 
     def _require(self, container: str, operation: str) -> lxc.Container:
         c = self._container(container)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -126,8 +127,16 @@ def test_two_projects_share_one_private_network(project, tmp_path) -> None:
 def test_memory_and_pids_limits_hold_inside_the_guest(project) -> None:
     project.write("machines:\n  web: {memory: 96M, pids: 64, cpus: 0.5}\n")
     project.tapers("up").ok()
-    quota = guest(project, "web", "cat /sys/fs/cgroup/cpu.max 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+    import lxc
+
+    container = lxc.Container(project.container("web"))
+    quota = container.get_cgroup_item("cpu.max") if Path("/sys/fs/cgroup/cgroup.controllers").exists() else (
+        container.get_cgroup_item("cpu.cfs_quota_us")
+    )
     assert quota.split()[0] == "50000"  # half of each 100 ms period
+    busy = "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass\nprint(time.process_time())\n"
+    used = float(project.tapers("ssh", "-c", "python3", stdin=busy).ok().out)
+    assert used < 1.5 * 0.75, f"1.5 s of spinning used {used:.2f} s of CPU with cpus: 0.5"
     hog = project.tapers("ssh", "-c", "python3 -c 'x = bytearray(400 * 1024 * 1024); print(\"survived\")'")
     assert hog.code != 0 and "survived" not in hog.out  # the OOM killer acted inside the machine
     fork_bomb = (

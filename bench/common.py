@@ -1,0 +1,30 @@
+"""What the bench scripts share: how to run tapers and time a command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# The console script beside this Python (a venv's), else the module.
+TAPERS = [str(Path(sys.executable).parent / "tapers")]
+if not Path(TAPERS[0]).exists():
+    TAPERS = [sys.executable, "-m", "tapers"]
+
+
+def timed(argv: list[str], cwd: Path | None = None) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def up_project(folder: Path) -> None:
+    """`tapers up` in `folder`; on failure destroy what it made and stop with its output."""
+    result = subprocess.run(TAPERS + ["up"], cwd=folder, capture_output=True, text=True)
+    if result.returncode != 0:
+        subprocess.run(TAPERS + ["destroy", "-f"], cwd=folder, stdout=subprocess.DEVNULL)
+        sys.exit(f"`tapers up` of the bench project failed:\n{result.stdout}{result.stderr}")
