@@ -7,7 +7,6 @@ machine's provisioning steps wait until the machines it depends on are done.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,9 +15,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tapers import host, network, paths
-from tapers.backend.api import Backend, GuestFile, Limits, MachineSpec, Mount, State
+from tapers import machine_setup as setup
+from tapers.backend.api import Backend, Limits, MachineSpec, State
 from tapers.boxes.build import ensure_box
-from tapers.boxes.cache import Box, find_box
+from tapers.boxes.cache import find_box
 from tapers.boxes.recipe import load_recipe
 from tapers.errors import BoxError, Interrupted, MachineFailures, ProvisionError, StateError, TapersError
 from tapers.events import Reporter
@@ -27,8 +27,6 @@ from tapers.project import CONTAINER_PREFIX, Project
 from tapers.ssh import keys
 from tapers.ssh.config import SshTarget
 from tapers.taperfile import Machine
-
-RECORD_VERSION = 1
 
 
 class HostPorts:
@@ -202,16 +200,18 @@ def _create(name: str, ctx: Context) -> None:
             if info.record and "address" in info.record
         }
         net = network.allocate(container, used)
-        record = _record(ctx, machine, box, net.address, net.mac, host_key.public)
+        record = setup.new_record(
+            ctx.project.id, ctx.project.root, ctx.project_key, machine, box, net.address, net.mac, host_key.public
+        )
         spec = MachineSpec(
             container=container,
             rootfs=box.rootfs,
             hostname=machine.hostname,
             network=net,
             limits=Limits(cpus=machine.cpus, memory=machine.memory, pids=machine.pids),
-            files=_guest_files(machine, box, host_key, ctx.project_key),
+            files=setup.guest_files(machine, box, host_key, ctx.project_key),
             private=tuple(network.private_config(address) for address in machine.private_ips),
-            mounts=_mounts(ctx, machine, box.user["uid"], box.user["gid"]),
+            mounts=setup.mounts(ctx.project.root, machine, box.user["uid"], box.user["gid"], ctx.reporter),
         )
         backend.create(spec, record)
     record["phase"] = READY
@@ -225,7 +225,7 @@ def _recreate(name: str, ctx: Context) -> None:
 
 def _start(name: str, ctx: Context) -> None:
     ctx.ensure_network()
-    _host_folders(ctx, ctx.project.loaded.machine(name))
+    setup.host_folders(ctx.project.root, ctx.project.loaded.machine(name), ctx.reporter)
     for address in ctx.project.loaded.machine(name).private_ips:
         ctx.bridge_setup(network.private_config(address))
     ctx.backend.start(ctx.project.container(name))
@@ -312,35 +312,9 @@ def _reconfigure(name: str, ctx: Context) -> None:
     container = ctx.project.container(name)
     private = tuple(network.private_config(address) for address in machine.private_ips)
     record = _record_of(ctx, container)
-    mounts = _mounts(ctx, machine, record.get("uid", 1000), record.get("gid", 1000))
-    ctx.backend.reconfigure(container, machine.hostname, private, mounts, _hostname_files(machine))
-    _record_applied(ctx, container, machine, ("hostname", "networks", "synced"), hosts=_own_hosts_digest(machine))
-
-
-def _host_folders(ctx: Context, machine: Machine) -> list[Path]:
-    """The host side of each synced folder, created when missing (owned like the project folder)."""
-    folders = []
-    owner = ctx.project.root.stat()
-    for synced in machine.synced:
-        folder = (ctx.project.root / synced.host).resolve()
-        if not folder.is_dir():
-            if not synced.create:
-                raise StateError(f"synced folder {folder} of machine `{machine.name}` does not exist (`create: false`)")
-            folder.mkdir(parents=True)
-            os.chown(folder, owner.st_uid, owner.st_gid)
-            ctx.reporter.line(machine.name, f"created the synced folder {folder}")
-        folders.append(folder)
-    return folders
-
-
-def _mounts(ctx: Context, machine: Machine, guest_uid: int, guest_gid: int) -> tuple[Mount, ...]:
-    mounts = []
-    for synced, folder in zip(machine.synced, _host_folders(ctx, machine), strict=True):
-        st = folder.stat()
-        same = (st.st_uid, st.st_gid) == (guest_uid, guest_gid)
-        idmap = None if same else (guest_uid, st.st_uid, guest_gid, st.st_gid)
-        mounts.append(Mount(folder, synced.guest, synced.readonly, idmap))
-    return tuple(mounts)
+    mounts = setup.mounts(ctx.project.root, machine, record.get("uid", 1000), record.get("gid", 1000), ctx.reporter)
+    ctx.backend.reconfigure(container, machine.hostname, private, mounts, setup.hostname_files(machine))
+    _record_applied(ctx, container, machine, ("hostname", "networks", "synced"), hosts=setup.own_hosts_digest(machine))
 
 
 def _record_applied(ctx: Context, container: str, machine: Machine, keys: tuple[str, ...], **more: Any) -> None:
@@ -348,12 +322,6 @@ def _record_applied(ctx: Context, container: str, machine: Machine, keys: tuple[
     wanted = desired_settings(machine)
     record["applied"] = {**record.get("applied", {}), **{key: wanted[key] for key in keys}}
     ctx.backend.save_record(container, {**record, **more})
-
-
-def _own_hosts_digest(machine: Machine) -> str:
-    from tapers import names
-
-    return names.digest(names.hosts_file(machine, []))
 
 
 def sync_names(ctx: Context, only: str | None = None) -> None:
@@ -450,47 +418,3 @@ def _record_of(ctx: Context, container: str) -> dict[str, Any]:
     return dict(info.record)
 
 
-def _record(ctx: Context, machine: Machine, box: Box, address: str, mac: str, host_key: str) -> dict[str, Any]:
-    return {
-        "tapers": RECORD_VERSION,
-        "phase": "creating",
-        "project": ctx.project.id,
-        "project_dir": str(ctx.project.root),
-        "machine": machine.name,
-        "box": {"name": box.name, "version": box.version, "id": box.id},
-        "address": address,
-        "mac": mac,
-        "user": box.user["name"],
-        "home": box.user["home"],
-        "uid": box.user["uid"],
-        "gid": box.user["gid"],
-        "host_key": host_key,
-        "authorized_key": ctx.project_key,
-        "applied": desired_settings(machine),
-        "hosts": _own_hosts_digest(machine),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def _guest_files(machine: Machine, box: Box, host_key: keys.KeyPair, project_key: str) -> tuple[GuestFile, ...]:
-    user = box.user
-    nameservers = network.host_nameservers()
-    resolv = "".join(f"nameserver {server}\n" for server in nameservers) or "# no DNS server reachable from containers\n"
-    home = user["home"].lstrip("/")
-    return (
-        GuestFile("/etc/ssh/ssh_host_ed25519_key", host_key.private, 0o600),
-        GuestFile("/etc/ssh/ssh_host_ed25519_key.pub", (host_key.public + "\n").encode(), 0o644),
-        GuestFile(f"/{home}/.ssh/authorized_keys", (project_key + "\n").encode(), 0o600, user["uid"], user["gid"]),
-        GuestFile("/etc/resolv.conf", resolv.encode()),
-        *_hostname_files(machine),
-    )
-
-
-def _hostname_files(machine: Machine) -> tuple[GuestFile, ...]:
-    """/etc/hostname, and an /etc/hosts naming the machine itself (`sync_names` adds the others)."""
-    from tapers import names
-
-    return (
-        GuestFile("/etc/hostname", (machine.hostname + "\n").encode()),
-        GuestFile("/etc/hosts", names.hosts_file(machine, []).encode()),
-    )

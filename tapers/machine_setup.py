@@ -1,0 +1,97 @@
+"""What a new machine is made of, besides its box: its record, the files written into it
+before its first boot, and the host folders it mounts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+from tapers import names, network
+from tapers.backend.api import GuestFile, Mount
+from tapers.boxes.cache import Box
+from tapers.errors import StateError
+from tapers.events import Reporter
+from tapers.plan import desired_settings
+from tapers.ssh import keys
+from tapers.taperfile import Machine
+
+RECORD_VERSION = 1
+
+
+def new_record(
+    project_id: str, root: Path, project_key: str, machine: Machine, box: Box, address: str, mac: str, host_key: str
+) -> dict[str, Any]:
+    """What tapers records on a container it creates (phase `creating` until it is whole)."""
+    return {
+        "tapers": RECORD_VERSION,
+        "phase": "creating",
+        "project": project_id,
+        "project_dir": str(root),
+        "machine": machine.name,
+        "box": {"name": box.name, "version": box.version, "id": box.id},
+        "address": address,
+        "mac": mac,
+        "user": box.user["name"],
+        "home": box.user["home"],
+        "uid": box.user["uid"],
+        "gid": box.user["gid"],
+        "host_key": host_key,
+        "authorized_key": project_key,
+        "applied": desired_settings(machine),
+        "hosts": own_hosts_digest(machine),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def guest_files(machine: Machine, box: Box, host_key: keys.KeyPair, project_key: str) -> tuple[GuestFile, ...]:
+    user = box.user
+    nameservers = network.host_nameservers()
+    resolv = "".join(f"nameserver {server}\n" for server in nameservers) or "# no DNS server reachable from containers\n"
+    home = user["home"].lstrip("/")
+    return (
+        GuestFile("/etc/ssh/ssh_host_ed25519_key", host_key.private, 0o600),
+        GuestFile("/etc/ssh/ssh_host_ed25519_key.pub", (host_key.public + "\n").encode(), 0o644),
+        GuestFile(f"/{home}/.ssh/authorized_keys", (project_key + "\n").encode(), 0o600, user["uid"], user["gid"]),
+        GuestFile("/etc/resolv.conf", resolv.encode()),
+        *hostname_files(machine),
+    )
+
+
+def hostname_files(machine: Machine) -> tuple[GuestFile, ...]:
+    """/etc/hostname, and an /etc/hosts naming the machine itself (`sync_names` adds the others)."""
+    return (
+        GuestFile("/etc/hostname", (machine.hostname + "\n").encode()),
+        GuestFile("/etc/hosts", names.hosts_file(machine, []).encode()),
+    )
+
+
+def own_hosts_digest(machine: Machine) -> str:
+    return names.digest(names.hosts_file(machine, []))
+
+
+def host_folders(root: Path, machine: Machine, reporter: Reporter) -> list[Path]:
+    """The host side of each synced folder, created when missing (owned like the project folder)."""
+    folders = []
+    owner = root.stat()
+    for synced in machine.synced:
+        folder = (root / synced.host).resolve()
+        if not folder.is_dir():
+            if not synced.create:
+                raise StateError(f"synced folder {folder} of machine `{machine.name}` does not exist (`create: false`)")
+            folder.mkdir(parents=True)
+            os.chown(folder, owner.st_uid, owner.st_gid)
+            reporter.line(machine.name, f"created the synced folder {folder}")
+        folders.append(folder)
+    return folders
+
+
+def mounts(root: Path, machine: Machine, guest_uid: int, guest_gid: int, reporter: Reporter) -> tuple[Mount, ...]:
+    """Synced folders as mounts; idmapped when the folder's owner is not the login user."""
+    result = []
+    for synced, folder in zip(machine.synced, host_folders(root, machine, reporter), strict=True):
+        st = folder.stat()
+        same = (st.st_uid, st.st_gid) == (guest_uid, guest_gid)
+        result.append(Mount(folder, synced.guest, synced.readonly, None if same else (guest_uid, st.st_uid, guest_gid, st.st_gid)))
+    return tuple(result)
