@@ -11,6 +11,7 @@ Contract for every implementation (liblxc now, LXD later):
 from __future__ import annotations
 
 import enum
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -141,6 +142,10 @@ class Backend(Protocol):
         files: tuple[GuestFile, ...],
     ) -> None:
         """A stopped container gets a new hostname, private networks, mounts and rewritten files."""
+
+    def root_view(self, container: str) -> AbstractContextManager[Path]:
+        """The machine's whole root filesystem (box and changes) as a folder to read, while
+        the machine is held still (frozen if running); its state is restored afterwards."""
 
     def usage(self, container: str) -> Usage | None:
         """Resource counters of a running container (None when it is not running)."""

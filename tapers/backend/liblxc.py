@@ -14,6 +14,9 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +188,36 @@ class LiblxcBackend:
         lower = _lower_dir(folder)
         for guest_file in files:
             _write_guest_file(lower, _writable_dir(folder), guest_file)
+
+    @contextmanager
+    def root_view(self, container: str) -> Iterator[Path]:
+        c = self._require(container, "read the files of")
+        folder = self.lxcpath / container
+        if c.state in ("RUNNING", "FROZEN"):
+            was_frozen = c.state == "FROZEN"
+            if not was_frozen and not c.freeze():
+                raise BackendError(f"container `{container}` could not be frozen for copying")
+            try:
+                yield Path(f"/proc/{c.init_pid}/root")
+            finally:
+                if not was_frozen:
+                    c.unfreeze()
+            return
+        if not (folder / UPPER_DIR).is_dir():
+            yield folder / COPY_DIR
+            return
+        paths.host_run_dir().mkdir(parents=True, exist_ok=True)
+        view = Path(tempfile.mkdtemp(prefix=f"{container}-", dir=paths.host_run_dir()))
+        layers = f"lowerdir={folder / UPPER_DIR}:{_lower_dir(folder)}"  # two lower layers: read-only
+        result = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", layers, str(view)], capture_output=True, text=True)
+        if result.returncode != 0:
+            view.rmdir()
+            raise BackendError(f"cannot assemble the files of `{container}`: {result.stderr.strip()}")
+        try:
+            yield view
+        finally:
+            idmap.unmount(view)
+            view.rmdir()
 
     def usage(self, container: str) -> Usage | None:
         c = self._container(container)

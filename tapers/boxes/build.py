@@ -66,8 +66,9 @@ def _build(recipe: Recipe, reporter: Reporter) -> Box:
         rootfs = work / "rootfs"
         _debootstrap(recipe, rootfs, reporter)
         reporter.status("box", "preparing the guest (user, sshd, systemd units)")
-        _bootstrap(recipe, rootfs)
-        meta = _metadata(recipe, version, rootfs)
+        prepare_rootfs(rootfs, recipe.model.bootstrap, recipe.model.user.name, recipe.model.user.uid)
+        identity = hashlib.sha256(f"{recipe.text}\0{version}".encode()).hexdigest()
+        meta = box_metadata(recipe.name, version, rootfs, f"recipe {recipe.path.name}", identity, recipe.model.user.name)
         (work / META_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         final = target_parent / version
         os.rename(work, final)
@@ -111,9 +112,9 @@ def _debootstrap(recipe: Recipe, rootfs: Path, reporter: Reporter) -> None:
         )
 
 
-def _bootstrap(recipe: Recipe, rootfs: Path) -> None:
-    user = recipe.model.user
-    script = render_template(recipe.model.bootstrap, user=user.name, uid=user.uid)
+def prepare_rootfs(rootfs: Path, template: str = "guest-bootstrap.sh.j2", user: str = "tapers", uid: int = 1000) -> None:
+    """Make a root filesystem a tapers box: the login user, sshd, no host keys (run in a chroot)."""
+    script = render_template(template, user=user, uid=uid)
     result = subprocess.run(
         ["chroot", str(rootfs), "/bin/sh", "-s"],
         input=script,
@@ -122,24 +123,20 @@ def _bootstrap(recipe: Recipe, rootfs: Path) -> None:
         env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"},
     )
     if result.returncode != 0:
-        raise BoxError(
-            f"preparing box `{recipe.name}` failed (exit code {result.returncode}):\n{result.stderr.strip()}"
-        )
+        raise BoxError(f"preparing the box's root filesystem failed (exit code {result.returncode}):\n{result.stderr.strip()}")
 
 
-def _metadata(recipe: Recipe, version: str, rootfs: Path) -> dict[str, object]:
-    user = recipe.model.user
+def box_metadata(name: str, version: str, rootfs: Path, source: str, identity: str, user: str = "tapers") -> dict[str, object]:
     passwd = (rootfs / "etc/passwd").read_text().splitlines()
-    entry = next((line.split(":") for line in passwd if line.startswith(f"{user.name}:")), None)
+    entry = next((line.split(":") for line in passwd if line.startswith(f"{user}:")), None)
     if entry is None:
-        raise BoxError(f"box `{recipe.name}` has no user `{user.name}` after its bootstrap script ran")
-    identity = hashlib.sha256(f"{recipe.text}\0{version}".encode()).hexdigest()
+        raise BoxError(f"box `{name}` has no user `{user}` after its preparation")
     return {
-        "name": recipe.name,
+        "name": name,
         "version": version,
         "id": identity[:16],
         "architecture": platform.machine(),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "source": f"recipe {recipe.path.name}",
-        "user": {"name": user.name, "uid": int(entry[2]), "gid": int(entry[3]), "home": entry[5]},
+        "source": source,
+        "user": {"name": user, "uid": int(entry[2]), "gid": int(entry[3]), "home": entry[5]},
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -31,6 +31,22 @@ def build(
         output.say("pass --force to build a new version")
 
 
+@box_app.command("add")
+def add(
+    name: Annotated[str, typer.Argument(help="the name to give the box, e.g. mycorp/base")],
+    source: Annotated[str, typer.Argument(help="a box archive: a file, or an http(s) URL")],
+    sha256: Annotated[Optional[str], typer.Option("--sha256", help="refuse the archive unless it has this checksum")] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace the same name and version")] = False,
+    from_rootfs: Annotated[bool, typer.Option("--from-rootfs", help="the archive is a plain root filesystem")] = False,
+) -> None:
+    """Add a box archive (e.g. made by `tapers package`) to the cache."""
+    from tapers.boxes.importer import add_box
+
+    with output.ConsoleReporter() as reporter:
+        box = add_box(name, source, reporter, sha256=sha256, force=force, from_rootfs=from_rootfs)
+    output.say(f"box `{box.ref}` is ready: `box: {box.ref}` in a Taperfile uses it")
+
+
 @box_app.command("list")
 def list_(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
     """The boxes in the cache."""
@@ -43,6 +59,7 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="machine-readable
             "name": b.name,
             "version": b.version,
             "id": b.id,
+            "digest": b.meta.get("digest", ""),
             "size": _size(b.path),
             "source": b.meta.get("source", ""),
             "path": str(b.path),

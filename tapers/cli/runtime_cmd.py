@@ -6,6 +6,7 @@ import json
 import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -99,3 +100,23 @@ def port(
                 for r in rows
             ],
         )
+
+
+def package(
+    ctx: typer.Context,
+    machine: Annotated[str, typer.Argument(help="the machine to package")],
+    output_file: Annotated[Path, typer.Option("--output", "-o", help="the box archive to write (.tar.gz)")],
+    name: Annotated[Optional[str], typer.Option(help="the box name written in it (default: the machine's box)")] = None,
+) -> None:
+    """Export a machine as a box archive (the machine is held still while it is read)."""
+    from tapers.boxes.package import package as package_machine
+    from tapers.errors import StateError
+
+    project, backend, observed = engine(ctx)
+    info = observed.machines.get(project.loaded.machine(machine).name)
+    if info is None:
+        raise StateError(f"machine `{machine}` is not created", hint=f"tapers up {machine}")
+    with output.ConsoleReporter() as reporter:
+        meta = package_machine(backend, info.name, info.record or {}, output_file.resolve(), name, reporter)
+    output.say(f"wrote {output_file} (`{meta['name']}` version {meta['version']}); add it with "
+               f"`tapers box add {meta['name']} {output_file}`")

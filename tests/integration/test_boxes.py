@@ -39,3 +39,51 @@ def test_machines_are_copies_where_overlay_is_unavailable(project) -> None:
     assert project.tapers("ssh", "-c", "echo works > /tmp/f; cat /tmp/f").ok().out == "works\n"
     text = (Path("/var/lib/lxc") / project.container("web") / "config").read_text()
     assert "lxc.rootfs.path = dir:" in text
+
+
+def test_package_round_trip_twice_and_add_over_http(project, tmp_path) -> None:
+    import functools
+    import hashlib
+    import http.server
+    import threading
+
+    project.write("machines:\n  web:\n    provision: [{shell: 'echo first > /etc/layer1'}]\n")
+    project.tapers("up").ok()
+    first = tmp_path / "first.box.tar.gz"
+    project.tapers("package", "web", "--output", str(first), "--name", f"{project.name}/one").ok()
+    assert project.lxc_state("web") == "RUNNING"  # held still while read, then as before
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{first.name}"
+        digest = hashlib.sha256(first.read_bytes()).hexdigest()
+        project.tapers("box", "add", f"{project.name}/one", url, "--sha256", digest).ok()
+        again = project.tapers("box", "add", f"{project.name}/one", url)
+        assert again.code == 1 and "already in the cache" in again.err
+    finally:
+        server.shutdown()
+    try:
+        project.write(
+            f"machines:\n  web:\n    box: {project.name}/one\n    provision: [{{shell: 'echo second > /etc/layer2'}}]\n"
+        )
+        project.tapers("up", "--yes").ok()
+        assert project.tapers("ssh", "-c", "cat /etc/layer1 /etc/layer2").ok().out == "first\nsecond\n"
+        second = tmp_path / "second.box.tar.gz"
+        project.tapers("halt").ok()
+        project.tapers("package", "web", "-o", str(second), "--name", f"{project.name}/two").ok()
+        assert project.lxc_state("web") == "STOPPED"
+        project.tapers("box", "add", f"{project.name}/two", str(second)).ok()
+        project.write(f"machines:\n  web: {{box: {project.name}/two}}\n")
+        project.tapers("up", "--yes").ok()
+        out = project.tapers("ssh", "-c", "cat /etc/layer1 /etc/layer2; ls /etc/ssh | grep -c host_ed25519").ok().out
+        assert out == "first\nsecond\n2\n"  # its own fresh host key pair, none carried over
+        listed = json.loads(project.tapers("box", "list", "--json").ok().out)
+        mine = {b["name"]: b for b in listed if b["name"].startswith(project.name)}
+        assert mine[f"{project.name}/two"]["used_by"] == [project.container("web")]
+        assert mine[f"{project.name}/one"]["digest"].startswith("sha256:")
+    finally:
+        project.tapers("destroy", "-f")
+        for box in (f"{project.name}/one", f"{project.name}/two"):
+            project.tapers("box", "remove", box)

@@ -1,0 +1,54 @@
+"""`tapers package`: a machine as a box archive others can `tapers box add`.
+
+The archive holds `box.json` and `rootfs/` (the box and every change made in the machine),
+read while the machine is held still (frozen if it runs), without its host key or the
+project's authorized key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from tapers import paths
+from tapers.backend.api import Backend
+from tapers.errors import BoxError
+from tapers.events import Reporter
+
+EXCLUDED = (
+    "./etc/ssh/ssh_host_*",
+    "./home/*/.ssh/authorized_keys",
+    "./root/.ssh/authorized_keys",
+    "./tmp/*",
+    "./var/tmp/*",
+    "./var/log/journal/*",
+)
+
+
+def package(backend: Backend, container: str, record: dict, output: Path, name: str | None, reporter: Reporter) -> dict:
+    box = record.get("box") or {}
+    meta = {
+        "name": name or box.get("name", "packaged"),
+        "version": dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d.%H%M%S"),
+        "source": f"package of `{record.get('machine')}` ({container}), made from {box.get('name')}@{box.get('version')}",
+        "format": "tapers-box/1",
+    }
+    paths.host_run_dir().mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(output.name + ".part")
+    with tempfile.TemporaryDirectory(dir=paths.host_run_dir()) as scratch:
+        (Path(scratch) / "box.json").write_text(json.dumps(meta, indent=2) + "\n")
+        with backend.root_view(container) as view:
+            reporter.line(record.get("machine", container), f"packaging into {output}")
+            command = ["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--one-file-system", "-czf",
+                       str(partial), "-C", scratch, "box.json", "-C", str(view), "--transform", "s,^\\.,rootfs,"]
+            command += [f"--exclude={pattern}" for pattern in EXCLUDED] + ["."]
+            result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode > 1:  # 1: a file changed while read, which a held-still machine cannot cause
+        partial.unlink(missing_ok=True)
+        raise BoxError(f"packaging `{container}` failed: {result.stderr.strip()[-500:]}")
+    os.replace(partial, output)
+    return meta
