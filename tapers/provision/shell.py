@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import shlex
+import time
 import uuid
 from pathlib import Path
 
 from tapers.provision.api import Guest, RebootStarted, StepFailed, digest
+from tapers.ssh.session import ConnectionLost
 from tapers.taperfile.machine import Step
+
+
+REBOOTS = re.compile(r"\b(reboot|shutdown|poweroff|halt|init\s+[06]|kexec)\b")
 
 
 def _text(value: object) -> str:
@@ -45,13 +51,25 @@ class ShellProvisioner:
         remote = f"/tmp/tapers-step-{uuid.uuid4().hex[:12]}"
         guest.put_bytes(script, remote, 0o755)
         code = guest.run(command_for(step, remote, script))
-        # Clean up, and notice a reboot the script started (systemd is then "stopping";
-        # only root reads that reliably while the system bus goes down).
-        _, state = guest.capture(f"rm -f {remote}; sudo -n systemctl is-system-running 2>/dev/null || true")
         if code != 0:
+            guest.capture(f"rm -f {remote}")
             raise StepFailed(f"failed with exit code {code}")
-        if state.strip() == "stopping":
-            raise RebootStarted()
+        # Clean up, and notice a reboot the script started: systemd is then "stopping" (only
+        # root reads that reliably while the system bus goes down). `reboot` asks logind,
+        # which queues the shutdown a moment later: a script that may reboot gets a second.
+        patience = 1.0 if REBOOTS.search(script.decode(errors="replace")) else 0.0
+        deadline = time.monotonic() + patience
+        probe = f"rm -f {remote}; sudo -n systemctl is-system-running 2>/dev/null || true"
+        while True:
+            try:
+                _, state = guest.capture(probe)
+            except ConnectionLost:
+                raise RebootStarted() from None  # the step ran; the machine is going down
+            if state.strip() == "stopping":
+                raise RebootStarted()
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.05)
 
     def check_host(self) -> None:
         pass
