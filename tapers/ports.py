@@ -97,14 +97,34 @@ def install(container: str, forwards: list[Forward]) -> None:
         _run(["nft", "-f", "-"], f"forward ports to {container}", stdin=script)
 
 
+def _forwarded_endpoint(rule: dict) -> tuple[str, int, str] | None:
+    """(host address or "0.0.0.0", port, protocol) a forwarding rule listens on."""
+    address, port, protocol = "0.0.0.0", None, None
+    for expression in rule.get("expr", []):
+        match = expression.get("match")
+        if not match or "payload" not in match.get("left", {}):
+            continue
+        payload = match["left"]["payload"]
+        if payload.get("field") == "daddr":
+            address = str(match["right"])
+        elif payload.get("field") == "dport":
+            port, protocol = int(match["right"]), payload.get("protocol")
+    return (address, port, protocol) if port is not None and protocol else None
+
+
 def taken_by(host_ip: str, port: int, protocol: str, ours: str) -> str | None:
     """Who holds host_ip:port already: a listening process, or another machine's forward."""
     for rule in _rules():
         comment = rule.get("comment", "")
-        if rule["chain"] == "prerouting" and comment.startswith("tapers-") and comment != ours:
-            text = json.dumps(rule["expr"])
-            if f'"right": {port}' in text and f'"{protocol}"' in text and (host_ip in text or "fib" in text):
-                return f"machine container `{comment}` (a tapers forward)"
+        if rule["chain"] != "prerouting" or not comment.startswith("tapers-") or comment == ours:
+            continue
+        endpoint = _forwarded_endpoint(rule)
+        if endpoint is None:
+            continue
+        address, their_port, their_protocol = endpoint
+        same_address = address == host_ip or "0.0.0.0" in (address, host_ip)
+        if (their_port, their_protocol) == (port, protocol) and same_address:
+            return f"machine container `{comment}` (a tapers forward)"
     flag = "-Hltnp" if protocol == "tcp" else "-Hlunp"
     listed = subprocess.run(["ss", flag, f"sport = :{port}"], capture_output=True, text=True)
     for line in listed.stdout.splitlines():

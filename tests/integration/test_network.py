@@ -168,3 +168,23 @@ def test_stats_report_running_machines(project) -> None:
     assert web["memory"] > 1024**2 and web["memory_limit"] == 256 * 1024**2
     assert web["pids"] >= 1 and web["rx_bytes"] > 0
     assert "web" in project.tapers("stats", "--no-stream").ok().out
+
+
+def test_a_port_forwarded_by_another_project_is_named(project, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    port = free_port()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "Taperfile.yaml").write_text(
+        f"version: 1\nname: {project.name}-o\nmachines:\n  a:\n    networks: [{{forwarded_port: {{guest: 80, host: {port}}}}}]\n"
+    )
+    project.write(f"machines:\n  b:\n    networks: [{{forwarded_port: {{guest: 80, host: {port}}}}}]\n")
+    try:
+        subprocess.run([sys.executable, "-m", "tapers", "up"], cwd=other, env=project.env, check=True, capture_output=True)
+        refused = project.tapers("up")
+        assert refused.code == 1
+        assert f"taken by machine container `tapers-{project.name}-o-a`" in refused.err
+    finally:
+        subprocess.run([sys.executable, "-m", "tapers", "destroy", "-f"], cwd=other, env=project.env, capture_output=True)
