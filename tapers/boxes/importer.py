@@ -43,7 +43,7 @@ def add_box(
             raise InvalidBoxError(
                 f"checksum mismatch for {source}: expected sha256 {sha256.lower()}, got {digest}; nothing was added"
             )
-        meta_in_archive, strip = _detect(archive, from_rootfs)
+        meta_in_archive, strip, nested = _detect(archive, from_rootfs)
         version = str(meta_in_archive.get("version") or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d.%H%M%S"))
         with FileLock(str(paths.box_build_lock(folder.name))):
             existing = [b for b in list_boxes() if b.name == name and b.version == version]
@@ -51,8 +51,14 @@ def add_box(
                 raise BoxError(f"box `{name}@{version}` is already in the cache", hint="pass --force to replace it")
             reporter.line("box", f"unpacking {archive.name} ({archive.stat().st_size >> 20} MB)")
             rootfs = work / "rootfs"
+            if nested:
+                inner = _nested(archive, nested, work)
+                if archive.parent == work:
+                    archive.unlink()
+                archive = inner
             extract(archive, rootfs, strip)
-            archive.unlink()
+            if archive.parent == work:
+                archive.unlink()
             if not (rootfs / "usr/sbin/sshd").exists():
                 raise InvalidBoxError(
                     f"box `{name}` has no OpenSSH server (usr/sbin/sshd) and tapers cannot install one offline",
@@ -103,24 +109,55 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _detect(archive: Path, from_rootfs: bool) -> tuple[dict, str]:
-    """(metadata, folder of the root filesystem inside the archive) by looking at its content."""
+def _detect(archive: Path, from_rootfs: bool) -> tuple[dict, str, str]:
+    """What the archive is, by its content: (metadata, folder of the root filesystem inside
+    it, member that holds the root filesystem as a nested archive or "")."""
+    if from_rootfs:
+        return {}, "", ""
     try:
         with tarfile.open(archive) as tar:
-            if from_rootfs:
-                return {}, ""
-            names = set()
+            names: dict[str, tarfile.TarInfo] = {}
             for member in tar:
-                names.add(member.name.lstrip("./"))
-                if len(names) > 64:
+                names[member.name.removeprefix("./").rstrip("/")] = member
+                if len(names) > 200:
                     break
-            if "box.json" in names:
-                meta = json.load(tar.extractfile(tar.getmember(next(m for m in tar.getnames() if m.lstrip("./") == "box.json"))))
-                return meta, "rootfs"
+
+            def read_json(name: str) -> dict:
+                return json.load(tar.extractfile(names[name]))  # type: ignore[arg-type]
+
+            if "box.json" in names:  # tapers' own
+                return read_json("box.json"), "rootfs", ""
+            if "metadata.json" in names and "rootfs.tar.gz" in names:  # vagrant-lxc
+                meta = read_json("metadata.json")
+                if meta.get("provider") != "lxc":
+                    raise InvalidBoxError(
+                        f"{archive.name} is a Vagrant box for the `{meta.get('provider')}` provider; "
+                        "tapers reads lxc boxes"
+                    )
+                return {}, "rootfs", names["rootfs.tar.gz"].name  # its "version" is the format's
+            if "rootfs" in names and ("metadata.yaml" in names or "config" in names):  # LXC/LXD unified image
+                return {}, "rootfs", ""
+            if {"bin", "etc", "usr"} <= set(n.split("/")[0] for n in names):  # LXC split image's rootfs.tar.xz
+                raise InvalidBoxError(
+                    f"{archive.name} is a bare root filesystem",
+                    hint="add it with --from-rootfs (an LXC image's rootfs.tar.xz is one)",
+                )
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         raise InvalidBoxError(f"{archive.name} is not a box archive (tar): {exc}") from None
     raise InvalidBoxError(
-        f"{archive.name} is not a box this tapers can read: no box.json in it",
+        f"{archive.name} is not a box this tapers can read: no box.json (tapers), metadata.json with "
+        "rootfs.tar.gz (vagrant-lxc), or rootfs/ with metadata (LXC image)",
         hint="a plain root filesystem tarball can be added with --from-rootfs",
     )
 
+
+def _nested(archive: Path, member: str, work: Path) -> Path:
+    """Copy a nested archive (vagrant-lxc's rootfs.tar.gz) out of the outer one."""
+    target = work / "rootfs-archive"
+    with tarfile.open(archive) as tar:
+        source = tar.extractfile(member)
+        if source is None:
+            raise InvalidBoxError(f"{archive.name}: `{member}` is not a file")
+        with target.open("wb") as out:
+            shutil.copyfileobj(source, out, CHUNK)
+    return target

@@ -75,6 +75,7 @@ def test_package_round_trip_twice_and_add_over_http(project, tmp_path) -> None:
         project.tapers("package", "web", "-o", str(second), "--name", f"{project.name}/two").ok()
         assert project.lxc_state("web") == "STOPPED"
         project.tapers("box", "add", f"{project.name}/two", str(second)).ok()
+        assert second.is_file(), "adding a box must leave the user's archive where it was"
         project.write(f"machines:\n  web: {{box: {project.name}/two}}\n")
         project.tapers("up", "--yes").ok()
         out = project.tapers("ssh", "-c", "cat /etc/layer1 /etc/layer2; ls /etc/ssh | grep -c host_ed25519").ok().out
@@ -87,3 +88,43 @@ def test_package_round_trip_twice_and_add_over_http(project, tmp_path) -> None:
         project.tapers("destroy", "-f")
         for box in (f"{project.name}/one", f"{project.name}/two"):
             project.tapers("box", "remove", box)
+
+
+@pytest.mark.parametrize("kind", ["vagrant-lxc", "lxc-image", "rootfs"])
+def test_boxes_people_already_have(project, box_home, tmp_path, kind: str) -> None:
+    """Made in the test from the built box: the formats of vagrant-lxc, LXC images, a bare rootfs."""
+    import subprocess
+
+    (box,) = [p for p in (box_home.home / "boxes" / "debian-bookworm").iterdir() if not p.name.startswith(".")]
+    rootfs = box / "rootfs"
+    work = tmp_path / "make"
+    work.mkdir()
+    if kind == "vagrant-lxc":
+        subprocess.run(["tar", "--numeric-owner", "-I", "gzip -1", "-cf", str(work / "rootfs.tar.gz"), "-C", str(box),
+                        "./rootfs"], check=True)
+        (work / "metadata.json").write_text('{"provider": "lxc", "version": "1.0.0"}')
+        (work / "lxc-config").write_text("")
+        archive = tmp_path / "vagrant.box"
+        subprocess.run(["tar", "-czf", str(archive), "-C", str(work), "metadata.json", "rootfs.tar.gz", "lxc-config"], check=True)
+        extra = []
+    elif kind == "lxc-image":
+        (work / "metadata.yaml").write_text("architecture: x86_64\n")
+        archive = tmp_path / "image.tar.xz"
+        subprocess.run(["tar", "--numeric-owner", "-I", "xz -0 -T0", "-cf", str(archive), "-C", str(work),
+                        "metadata.yaml", "-C", str(box), "rootfs"], check=True)
+        extra = []
+    else:
+        archive = tmp_path / "rootfs.tar.gz"
+        subprocess.run(["tar", "--numeric-owner", "-I", "gzip -1", "-cf", str(archive), "-C", str(rootfs), "."],
+                       check=True)
+        extra = ["--from-rootfs"]
+    name = f"{project.name}/{kind}"
+    try:
+        project.tapers("box", "add", name, str(archive), *extra).ok()
+        assert archive.is_file()
+        project.write(f"machines:\n  web: {{box: {name}}}\n")
+        project.tapers("up").ok()
+        assert project.tapers("ssh", "-c", "whoami; test -x /usr/sbin/sshd && echo sshd").ok().out == "tapers\nsshd\n"
+    finally:
+        project.tapers("destroy", "-f")
+        project.tapers("box", "remove", name)
