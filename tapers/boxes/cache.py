@@ -6,8 +6,11 @@ is listed is whole.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,29 @@ class Box:
     @property
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
+
+
+def tree_digest(rootfs: Path) -> str:
+    """A hash of everything in a root filesystem: paths, types, modes, owners, link targets,
+    file contents. Recorded when a box enters the cache; `tapers box verify` recomputes it."""
+    digest = hashlib.sha256()
+    for folder, dirs, files in os.walk(rootfs):
+        dirs.sort()
+        for name in sorted(dirs + files):
+            path = Path(folder) / name
+            st = path.lstat()
+            relative = str(path.relative_to(rootfs))
+            digest.update(f"{relative}\0{st.st_mode}\0{st.st_uid}\0{st.st_gid}\0".encode())
+            if stat.S_ISLNK(st.st_mode):
+                digest.update(os.readlink(path).encode())
+            elif stat.S_ISREG(st.st_mode):
+                with path.open("rb") as handle:
+                    while chunk := handle.read(1 << 20):
+                        digest.update(chunk)
+            elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                digest.update(f"{st.st_rdev}".encode())
+            digest.update(b"\n")
+    return f"sha256:{digest.hexdigest()}"
 
 
 def list_boxes() -> list[Box]:

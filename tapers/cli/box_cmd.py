@@ -104,6 +104,47 @@ def remove(
         output.say(f"removed box `{box.ref}`")
 
 
+@box_app.command("prune")
+def prune(dry_run: Annotated[bool, typer.Option("--dry-run", help="say what would go, remove nothing")] = False) -> None:
+    """Remove old versions of boxes that no machine uses (the newest of each name stays)."""
+    from tapers.boxes.cache import list_boxes, remove_box
+
+    boxes = list_boxes()
+    used = _users()
+    newest = {b.name: b.version for b in boxes}  # list_boxes sorts by name, then version
+    doomed = [b for b in boxes if b.version != newest[b.name] and not used.get(b.id)]
+    for box in doomed:
+        if dry_run:
+            output.say(f"would remove `{box.ref}` ({_size(box.path)})")
+        else:
+            remove_box(box)
+            output.say(f"removed `{box.ref}`")
+    if not doomed:
+        output.say("nothing to prune: every cached box is the newest of its name or in use")
+
+
+@box_app.command("verify")
+def verify(name: Annotated[Optional[str], typer.Argument(help="NAME or NAME@VERSION (default: every box)")] = None) -> int:
+    """Check cached boxes against the digest recorded when they entered the cache."""
+    from tapers.boxes.cache import list_boxes, tree_digest
+    from tapers.errors import ExitCode
+
+    box_name, _, version = (name or "").partition("@")
+    boxes = [b for b in list_boxes() if not name or (b.name == box_name and (not version or b.version == version))]
+    if name and not boxes:
+        raise BoxError(f"no box `{name}` in the cache", hint="`tapers box list` shows what is cached")
+    bad = 0
+    for box in boxes:
+        recorded = box.meta.get("tree")
+        if not recorded:
+            output.say(f"?    {box.ref}: no digest recorded (cached by an older tapers)")
+            continue
+        ok = tree_digest(box.rootfs) == recorded
+        bad += not ok
+        output.say(f"{'ok  ' if ok else 'BAD '} {box.ref}" + ("" if ok else ": its files changed since it was cached"))
+    return int(ExitCode.INVALID) if bad else int(ExitCode.OK)
+
+
 def _users() -> dict[str, list[str]]:
     """box id -> containers created from it (they need its files)."""
     from tapers.backend import default_backend

@@ -128,3 +128,30 @@ def test_boxes_people_already_have(project, box_home, tmp_path, kind: str) -> No
     finally:
         project.tapers("destroy", "-f")
         project.tapers("box", "remove", name)
+
+
+def test_verify_and_prune(project, box_home) -> None:
+    import subprocess
+
+    folder = box_home.home / "boxes" / "debian-bookworm"
+    (current,) = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    meta = json.loads((current / "box.json").read_text())
+    if "tree" not in meta:
+        pytest.skip("the reused box home was built by a tapers that recorded no digest")
+    old = folder / "19990101.000000"
+    subprocess.run(["cp", "-a", "--reflink=auto", str(current), str(old)], check=True)
+    (old / "box.json").write_text(json.dumps({**meta, "version": old.name, "id": "0ld0ld0ld0ld0ld0"}))
+    try:
+        assert "ok" in project.tapers("box", "verify", f"debian/bookworm@{old.name}").ok().out
+        with open(old / "rootfs" / "etc" / "os-release", "a") as handle:
+            handle.write("TAMPERED=1\n")
+        tampered = project.tapers("box", "verify")
+        assert tampered.code == 3
+        assert f"BAD  debian/bookworm@{old.name}" in tampered.out
+        assert f"ok   debian/bookworm@{current.name}" in tampered.out
+        dry = project.tapers("box", "prune", "--dry-run").ok()
+        assert f"would remove `debian/bookworm@{old.name}`" in dry.out and old.is_dir()
+        project.tapers("box", "prune").ok()
+        assert not old.exists() and current.is_dir()  # the newest stays
+    finally:
+        subprocess.run(["rm", "-rf", str(old)], check=True)
