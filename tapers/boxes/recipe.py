@@ -46,6 +46,15 @@ class Recipe:
     def name(self) -> str:
         return self.model.name
 
+    def customised(self, name: str, packages: list[str]) -> Recipe:
+        """The same recipe, for a box called `name`, with more Debian packages in it."""
+        debootstrap = self.model.debootstrap.model_copy(
+            update={"packages": list(dict.fromkeys(self.model.debootstrap.packages + packages))}
+        )
+        model = self.model.model_copy(update={"name": name, "debootstrap": debootstrap})
+        text = f"{self.text}\n# customised: name {name}, packages {' '.join(packages)}\n"
+        return Recipe(path=self.path, text=text, model=model)
+
 
 def slug(box_name: str) -> str:
     """`debian/bookworm` -> `debian-bookworm` (file and folder names)."""

@@ -18,12 +18,20 @@ box_app = typer.Typer(no_args_is_help=True, help="Build, list and remove cached 
 def build(
     name: Annotated[str, typer.Argument(help="recipe name, e.g. debian/bookworm")],
     force: Annotated[bool, typer.Option("--force", help="build a new version even if one is cached")] = False,
+    package: Annotated[
+        Optional[list[str]], typer.Option("--package", help="a Debian package to add (repeat the option)")
+    ] = None,
+    box_name: Annotated[Optional[str], typer.Option("--name", help="the name of the box built (with --package)")] = None,
 ) -> None:
-    """Build a box from one of the recipes shipped with tapers."""
+    """Build a box from one of the recipes shipped with tapers (optionally with more packages)."""
     from tapers.boxes.build import ensure_box
     from tapers.boxes.recipe import load_recipe
 
     recipe = load_recipe(name)
+    if package or box_name:
+        if not box_name:
+            raise typer.BadParameter("a box with more packages needs its own name", param_hint="--name")
+        recipe = recipe.customised(box_name, package or [])
     with output.ConsoleReporter() as reporter:
         box, built = ensure_box(recipe, reporter, force=force)
     if not built:

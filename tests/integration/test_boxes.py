@@ -155,3 +155,16 @@ def test_verify_and_prune(project, box_home) -> None:
         assert not old.exists() and current.is_dir()  # the newest stays
     finally:
         subprocess.run(["rm", "-rf", str(old)], check=True)
+
+
+def test_a_trixie_box_with_an_extra_package(project) -> None:
+    name = f"{project.name}/trixie-tree"
+    try:
+        project.tapers("box", "build", "debian/trixie", "--package", "tree", "--name", name, timeout=900).ok()
+        project.write(f"machines:\n  web: {{box: {name}}}\n")
+        project.tapers("up").ok()
+        out = project.tapers("ssh", "-c", ". /etc/os-release; echo $VERSION_CODENAME; tree --version | cut -c1-4").ok().out
+        assert out == "trixie\ntree\n"
+    finally:
+        project.tapers("destroy", "-f")
+        project.tapers("box", "remove", name)
