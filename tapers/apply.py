@@ -95,7 +95,7 @@ def apply(plan: Plan, ctx: Context) -> None:
     for action in plan.actions:
         if action.kind is Kind.BUILD_BOX:
             ctx.reporter.line(action.subject, action.what)
-            ensure_box(load_recipe(action.subject), ctx.reporter)
+            _get_box(action.subject, ctx)
     _run_machines(plan, ctx)
     for action in plan.actions:
         if action.kind is Kind.SYNC_NAMES:
@@ -103,6 +103,19 @@ def apply(plan: Plan, ctx: Context) -> None:
             sync_names(ctx)
     if any(a.kind is Kind.DESTROY for a in plan.actions) and not ctx.backend.list(prefix=CONTAINER_PREFIX):
         ctx.network_release()
+
+
+def _get_box(box: str, ctx: Context) -> None:
+    """A missing box: from the `box_url` a machine gives for it, else built from its recipe."""
+    url = next((m.box_url for m in ctx.project.machines if m.box == box and m.box_url), None)
+    if url is None:
+        ensure_box(load_recipe(box), ctx.reporter)
+        return
+    from tapers.boxes.importer import add_box
+
+    name, _, version = box.partition("@")
+    local = ctx.project.root / url
+    add_box(name, str(local) if local.is_file() else url, ctx.reporter, version=f"= {version}" if version else None)
 
 
 def _run_machines(plan: Plan, ctx: Context) -> None:

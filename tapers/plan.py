@@ -132,7 +132,8 @@ def plan_up(
             if machine.box not in boxes_cached and not any(
                 a.kind is Kind.BUILD_BOX and a.subject == machine.box for a in actions
             ):
-                actions.append(Action(Kind.BUILD_BOX, machine.box, "not in the box cache", cls="create"))
+                cause = "not in the box cache" + ("; from box_url" if machine.box_url else "")
+                actions.append(Action(Kind.BUILD_BOX, machine.box, cause, cls="create"))
             if info is None:
                 cls = "create"
                 actions.append(Action(Kind.CREATE, machine.name, "not found", cls=cls))

@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 
 from tapers import paths
+from tapers.boxes import catalog
 from tapers.boxes.archive import extract
 from tapers.boxes.build import box_metadata, prepare_rootfs
 from tapers.boxes.cache import META_NAME, Box, box_folder, list_boxes, remove_box, tree_digest
@@ -28,28 +29,50 @@ CHUNK = 1 << 20
 
 
 def add_box(
-    name: str, source: str, reporter: Reporter, sha256: str | None = None, force: bool = False, from_rootfs: bool = False
+    name: str | None,
+    source: str,
+    reporter: Reporter,
+    sha256: str | None = None,
+    force: bool = False,
+    from_rootfs: bool = False,
+    version: str | None = None,
 ) -> Box:
+    """Add a box archive, or the newest (or `version`-matching) release of a catalog."""
     from filelock import FileLock
 
-    folder = box_folder(name)
-    folder.mkdir(parents=True, exist_ok=True)
-    work = folder / f".add-{uuid.uuid4().hex[:8]}"
+    paths.boxes_dir().mkdir(parents=True, exist_ok=True)
+    work = paths.boxes_dir() / f".add-{uuid.uuid4().hex[:8]}"
     work.mkdir()
     try:
         archive = _fetch(source, work, reporter)
+        with archive.open("rb") as handle:
+            head = handle.read(64)
+        if catalog.looks_like_catalog(head):
+            box_name, releases = catalog.parse(archive.read_text(), source)
+            if name and name != box_name:
+                raise BoxError(f"catalog {source} is for box `{box_name}`, not `{name}`")
+            release = catalog.choose(releases, version, source)
+            reporter.line("box", f"catalog {source}: `{box_name}` version {release.version}")
+            shutil.rmtree(work, ignore_errors=True)
+            return _add_release(release, source, reporter, force)
+        if not name:
+            raise BoxError(f"{source} is a box archive: give the box a name", hint="tapers box add NAME FILE|URL")
         digest = _sha256(archive)
         if sha256 and digest != sha256.lower():
             raise InvalidBoxError(
                 f"checksum mismatch for {source}: expected sha256 {sha256.lower()}, got {digest}; nothing was added"
             )
         meta_in_archive, strip, nested = _detect(archive, from_rootfs)
-        version = str(meta_in_archive.get("version") or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d.%H%M%S"))
+        version = version or str(
+            meta_in_archive.get("version") or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d.%H%M%S")
+        )
+        folder = box_folder(name)
+        folder.mkdir(parents=True, exist_ok=True)
         with FileLock(str(paths.box_build_lock(folder.name))):
             existing = [b for b in list_boxes() if b.name == name and b.version == version]
             if existing and not force:
                 raise BoxError(f"box `{name}@{version}` is already in the cache", hint="pass --force to replace it")
-            reporter.line("box", f"unpacking {archive.name} ({archive.stat().st_size >> 20} MB)")
+            reporter.line("box", f"unpacking {Path(source).name} ({archive.stat().st_size >> 20} MB)")
             rootfs = work / "rootfs"
             if nested:
                 inner = _nested(archive, nested, work)
@@ -81,25 +104,57 @@ def add_box(
     return Box(path=final, meta=meta)
 
 
+def _add_release(release: catalog.Release, catalog_url: str, reporter: Reporter, force: bool) -> Box:
+    box = add_box(release.name, release.url, reporter, sha256=release.sha256, force=force, version=release.version)
+    box.meta["catalog"] = catalog_url
+    (box.path / META_NAME).write_text(json.dumps(box.meta, indent=2, sort_keys=True) + "\n")
+    return box
+
+
+def newest_release(catalog_url: str, reporter: Reporter) -> catalog.Release:
+    work = paths.boxes_dir() / f".catalog-{uuid.uuid4().hex[:8]}"
+    work.mkdir(parents=True)
+    try:
+        text = _fetch(catalog_url, work, reporter).read_text()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    _, releases = catalog.parse(text, catalog_url)
+    return catalog.choose(releases, None, catalog_url)
+
+
 def _fetch(source: str, work: Path, reporter: Reporter) -> Path:
-    if source.startswith(("http://", "https://")):
-        target = work / "download"
-        reporter.line("box", f"downloading {source}")
-        try:
-            with urllib.request.urlopen(source, timeout=60) as response, target.open("wb") as out:
-                size = int(response.headers.get("Content-Length") or 0)
-                done = 0
+    """A local file as it is; a URL downloaded (resumed when an earlier try stopped half-way
+    and the server takes ranges) and moved into `work`."""
+    if not source.startswith(("http://", "https://")):
+        path = Path(source)
+        if not path.is_file():
+            raise BoxError(f"no box file at `{source}`", hint="give a box archive file, a catalog, or an http(s) URL")
+        return path
+    downloads = paths.boxes_dir() / ".downloads"
+    downloads.mkdir(parents=True, exist_ok=True)
+    partial = downloads / (hashlib.sha256(source.encode()).hexdigest()[:24] + ".part")
+    done = partial.stat().st_size if partial.exists() else 0
+    request = urllib.request.Request(source, headers={"Range": f"bytes={done}-"} if done else {})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            resumed = done and response.status == 206
+            if done and not resumed:
+                done = 0  # the server sends it all again
+            size = int(response.headers.get("Content-Length") or 0) + done
+            reporter.line("box", f"downloading {source}" + (f" (resuming at {done >> 20} MB)" if resumed else ""))
+            with partial.open("ab" if resumed else "wb") as out:
                 while chunk := response.read(CHUNK):
                     out.write(chunk)
                     done += len(chunk)
                     reporter.status("box", f"{done >> 20} MB" + (f" of {size >> 20} MB" if size else ""))
-        except OSError as exc:
-            raise BoxError(f"could not download {source}: {exc}") from None
-        return target
-    path = Path(source)
-    if not path.is_file():
-        raise BoxError(f"no box file at `{source}`", hint="give a box archive file or an http(s) URL")
-    return path
+    except OSError as exc:
+        raise BoxError(
+            f"could not download {source}: {exc}",
+            hint="run the same command again: the download resumes where it stopped",
+        ) from None
+    target = work / "download"
+    os.replace(partial, target)
+    return target
 
 
 def _sha256(path: Path) -> str:

@@ -41,18 +41,63 @@ def build(
 
 @box_app.command("add")
 def add(
-    name: Annotated[str, typer.Argument(help="the name to give the box, e.g. mycorp/base")],
-    source: Annotated[str, typer.Argument(help="a box archive: a file, or an http(s) URL")],
+    first: Annotated[str, typer.Argument(metavar="[NAME] SOURCE", help="the box's name, then a file, URL or catalog")],
+    source: Annotated[Optional[str], typer.Argument(metavar="", show_default=False)] = None,
     sha256: Annotated[Optional[str], typer.Option("--sha256", help="refuse the archive unless it has this checksum")] = None,
+    version: Annotated[Optional[str], typer.Option("--version", help="catalogs: a version constraint, e.g. '~> 1.2'")] = None,
     force: Annotated[bool, typer.Option("--force", help="replace the same name and version")] = False,
     from_rootfs: Annotated[bool, typer.Option("--from-rootfs", help="the archive is a plain root filesystem")] = False,
 ) -> None:
-    """Add a box archive (e.g. made by `tapers package`) to the cache."""
+    """Add a box: an archive (tapers, vagrant-lxc, LXC image; a file or a URL) under NAME, or
+    the newest release of a Vagrant-style catalog (its name comes from the catalog)."""
+    from tapers.boxes.importer import add_box
+
+    name, where = (first, source) if source else (None, first)
+    with output.ConsoleReporter() as reporter:
+        box = add_box(name, where, reporter, sha256=sha256, force=force, from_rootfs=from_rootfs, version=version)
+    output.say(f"box `{box.ref}` is ready: `box: {box.name}` in a Taperfile uses it")
+
+
+@box_app.command("outdated")
+def outdated() -> None:
+    """Boxes added from a catalog that has a newer version."""
+    for line in _catalog_news():
+        output.say(line[1])
+
+
+@box_app.command("update")
+def update(name: Annotated[Optional[str], typer.Argument(help="the box (default: every box from a catalog)")] = None) -> None:
+    """Add the newest version of boxes added from a catalog (machines keep theirs until re-created)."""
     from tapers.boxes.importer import add_box
 
     with output.ConsoleReporter() as reporter:
-        box = add_box(name, source, reporter, sha256=sha256, force=force, from_rootfs=from_rootfs)
-    output.say(f"box `{box.ref}` is ready: `box: {box.ref}` in a Taperfile uses it")
+        for box, _, release in _catalog_news(name):
+            if release is not None:
+                add_box(box.name, box.meta["catalog"], reporter, version=f"= {release.version}")
+
+
+def _catalog_news(only: str | None = None) -> list[tuple]:
+    """(newest cached box, a line for people, the newer release or None) per catalog box."""
+    from tapers.boxes.cache import list_boxes
+    from tapers.boxes.catalog import version_key
+    from tapers.boxes.importer import newest_release
+    from tapers.events import SilentReporter
+
+    newest: dict = {}
+    for box in list_boxes():
+        if box.meta.get("catalog") and (only is None or box.name == only):
+            if box.name not in newest or version_key(box.version) > version_key(newest[box.name].version):
+                newest[box.name] = box
+    if only and only not in newest:
+        raise BoxError(f"no box `{only}` from a catalog in the cache", hint="`tapers box list` shows the cache")
+    news = []
+    for box in newest.values():
+        release = newest_release(box.meta["catalog"], SilentReporter())
+        if version_key(release.version) > version_key(box.version):
+            news.append((box, f"{box.name}: {box.version} -> {release.version} (`tapers box update {box.name}`)", release))
+        else:
+            news.append((box, f"{box.name}: {box.version} is the newest", None))
+    return news
 
 
 @box_app.command("list")

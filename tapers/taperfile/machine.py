@@ -65,6 +65,7 @@ class Machine:
     primary: bool
     autostart: bool
     provision: tuple[Step, ...] = field(default=())
+    box_url: str | None = None  # where to get the box when it is not cached (archive or catalog)
     depends_on: tuple[str, ...] = field(default=())
     private_ips: tuple[str, ...] = field(default=())  # `private: {ip: ...}` networks
     ports: tuple[ForwardPort, ...] = field(default=())  # `forwarded_port:` entries

@@ -161,6 +161,7 @@ class MachineSettings(_Strict):
     """The keys a machine (or `defaults:`) may set; unset keys inherit."""
 
     box: str | None = None
+    box_url: str | None = None
     hostname: str | None = None
     cpus: float | None = Field(default=None, gt=0, le=1024)
     memory: Size | None = None
@@ -221,6 +222,7 @@ def resolve_machines(taperfile: Taperfile) -> list[Machine]:
             Machine(
                 name=name,
                 box=pick("box", DEFAULT_BOX),
+                box_url=pick("box_url", None),
                 hostname=pick("hostname", name),
                 cpus=pick("cpus", None),
                 memory=pick("memory", None),

@@ -168,3 +168,83 @@ def test_a_trixie_box_with_an_extra_package(project) -> None:
     finally:
         project.tapers("destroy", "-f")
         project.tapers("box", "remove", name)
+
+
+def test_catalogs_outdated_update_box_url_and_resumed_downloads(project, box_home, tmp_path) -> None:
+    import hashlib
+    import http.server
+    import subprocess
+    import threading
+
+    (box,) = [p for p in (box_home.home / "boxes" / "debian-bookworm").iterdir() if not p.name.startswith(".")]
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (staging / "box.json").write_text('{"name": "x", "version": "0"}')
+    archive = tmp_path / "web.box"
+    subprocess.run(["tar", "--numeric-owner", "-I", "gzip -1", "-cf", str(archive), "-C", str(staging), "box.json",
+                    "-C", str(box), "rootfs"], check=True)
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    name = f"{project.name}/web"
+    ranges: list[str] = []
+
+    def catalog(*versions: str) -> None:
+        releases = [
+            {"version": v, "providers": [{"name": "lxc", "url": f"{base}/web.box?v={v}", "checksum_type": "sha256",
+                                          "checksum": digest}]}
+            for v in versions
+        ]
+        (tmp_path / "catalog.json").write_text(json.dumps({"name": name, "versions": releases}))
+
+    class RangeHandler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(tmp_path), **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            wanted = self.headers.get("Range")
+            path = tmp_path / self.path.split("?")[0].lstrip("/")
+            if not wanted or not path.is_file():
+                return super().do_GET()
+            ranges.append(wanted)
+            start = int(wanted.split("=")[1].split("-")[0])
+            data = path.read_bytes()[start:]
+            self.send_response(206)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Content-Range", f"bytes {start}-{start + len(data) - 1}/{path.stat().st_size}")
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        catalog("1.0.0", "1.1.0")
+        added = project.tapers("box", "add", f"{base}/catalog.json").ok()
+        assert f"`{name}@1.1.0`" in added.out
+        assert "is the newest" in project.tapers("box", "outdated").ok().out
+        catalog("1.0.0", "1.1.0", "1.2.0")
+        assert f"{name}: 1.1.0 -> 1.2.0" in project.tapers("box", "outdated").ok().out
+
+        # an interrupted download of 1.2.0 is resumed where it stopped
+        url = f"{base}/web.box?v=1.2.0"
+        downloads = box_home.home / "boxes" / ".downloads"
+        downloads.mkdir(exist_ok=True)
+        half = archive.read_bytes()[: archive.stat().st_size // 2]
+        (downloads / (hashlib.sha256(url.encode()).hexdigest()[:24] + ".part")).write_bytes(half)
+        updated = project.tapers("box", "update", name).ok()
+        assert ranges == [f"bytes={len(half)}-"] and "resuming" in updated.out
+        versions = {b["version"] for b in json.loads(project.tapers("box", "list", "--json").ok().out) if b["name"] == name}
+        assert versions == {"1.1.0", "1.2.0"}
+
+        # a Taperfile names a version the cache lacks, and where to get it
+        project.write(f"machines:\n  web:\n    box: {name}@1.0.0\n    box_url: {base}/catalog.json\n")
+        assert "from box_url" in project.tapers("plan").ok().out
+        project.tapers("up").ok()
+        assert project.record("web")["box"]["version"] == "1.0.0"
+        assert project.tapers("ssh", "-c", "whoami").ok().out == "tapers\n"
+    finally:
+        server.shutdown()
+        project.tapers("destroy", "-f")
+        project.tapers("box", "remove", name, "--force")
