@@ -29,7 +29,7 @@ def main() -> None:
         (work / "box.json").write_text('{"name": "bench", "version": "1"}')
         archive = work / "box.tar.gz"
         subprocess.run(["tar", "--numeric-owner", "-I", "gzip -1", "-cf", str(archive), "-C", str(work), "box.json",
-                        "-C", str(box.path), "rootfs"], check=True)
+                        "-C", str(box.rootfs.resolve().parent), "rootfs"], check=True)
         size = archive.stat().st_size >> 20
         unpack = work / "plain"
         unpack.mkdir()

@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 
 from tapers import paths
-from tapers.boxes.cache import META_NAME, Box, box_folder, find_box, tree_digest
+from tapers.boxes.cache import META_NAME, Box, box_folder, find_box, store_rootfs, tree_digest
 from tapers.boxes.recipe import Recipe, slug
 from tapers.errors import BoxError, HostError
 from tapers.events import Reporter
@@ -70,6 +70,7 @@ def _build(recipe: Recipe, reporter: Reporter) -> Box:
         identity = hashlib.sha256(f"{recipe.text}\0{version}".encode()).hexdigest()
         meta = box_metadata(recipe.name, version, rootfs, f"recipe {recipe.path.name}", identity, recipe.model.user.name)
         meta["tree"] = tree_digest(rootfs)
+        store_rootfs(work, meta["tree"])
         (work / META_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         final = target_parent / version
         os.rename(work, final)

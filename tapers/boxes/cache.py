@@ -1,7 +1,11 @@
-"""The box cache: `<TAPERS_HOME>/boxes/<slug>/<version>/{rootfs/, box.json}`.
+"""The box cache, content-addressed:
 
-A box folder appears only by an atomic rename of a finished build, so a box that
-is listed is whole.
+    <TAPERS_HOME>/boxes/store/<sha256 of the root filesystem>/rootfs/   the files, once
+    <TAPERS_HOME>/boxes/<slug>/<version>/box.json                      a name and version
+    <TAPERS_HOME>/boxes/<slug>/<version>/rootfs -> ../../store/<sha256>/rootfs
+
+Two names (or versions) with the same files share them. A box folder appears only by an
+atomic rename of a finished build or import, so a box that is listed is whole.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from tapers.boxes.recipe import slug
 from tapers.errors import BoxError
 
 META_NAME = "box.json"
+STORE = "store"
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,23 @@ def tree_digest(rootfs: Path) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
+def store_rootfs(work: Path, digest: str) -> None:
+    """Move `work/rootfs` into the store under its digest (or drop it: the store has it
+    already) and leave a link to it in its place."""
+    store = paths.boxes_dir() / STORE / digest.removeprefix("sha256:")
+    rootfs = work / "rootfs"
+    if store.is_dir():
+        shutil.rmtree(rootfs)
+    else:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        incoming = store.with_name(f".{store.name}.{os.getpid()}")
+        incoming.mkdir()
+        os.rename(rootfs, incoming / "rootfs")
+        os.rename(incoming, store)
+    # Relative, from where the box will live: <boxes>/<slug>/<version>/rootfs
+    os.symlink(f"../../{STORE}/{store.name}/rootfs", rootfs)
+
+
 def list_boxes() -> list[Box]:
     root = paths.boxes_dir()
     boxes = []
@@ -105,8 +127,12 @@ def remove_box(box: Box) -> None:
         box.path.rename(trash)  # atomic: the box is gone for everyone at once
     except OSError as exc:
         raise BoxError(f"cannot remove box `{box.ref}`: {exc.strerror}") from None
-    shutil.rmtree(trash, ignore_errors=True)
+    shutil.rmtree(trash, ignore_errors=True)  # the rootfs link goes, not what it points to
     try:
         box.path.parent.rmdir()
     except OSError:
         pass
+    digest = str(box.meta.get("tree", "")).removeprefix("sha256:")
+    stored = paths.boxes_dir() / STORE / digest
+    if digest and stored.is_dir() and not any(str(b.meta.get("tree", "")).endswith(digest) for b in list_boxes()):
+        shutil.rmtree(stored, ignore_errors=True)  # no name uses these files any more

@@ -96,7 +96,8 @@ def test_boxes_people_already_have(project, box_home, tmp_path, kind: str) -> No
     import subprocess
 
     (box,) = [p for p in (box_home.home / "boxes" / "debian-bookworm").iterdir() if not p.name.startswith(".")]
-    rootfs = box / "rootfs"
+    rootfs = (box / "rootfs").resolve()  # the files, in the content-addressed store
+    box = rootfs.parent
     work = tmp_path / "make"
     work.mkdir()
     if kind == "vagrant-lxc":
@@ -139,7 +140,8 @@ def test_verify_and_prune(project, box_home) -> None:
     if "tree" not in meta:
         pytest.skip("the reused box home was built by a tapers that recorded no digest")
     old = folder / "19990101.000000"
-    subprocess.run(["cp", "-a", "--reflink=auto", str(current), str(old)], check=True)
+    old.mkdir()  # a real copy of the files (tampering with the shared store would break the others)
+    subprocess.run(["cp", "-a", "--reflink=auto", str((current / "rootfs").resolve()), str(old / "rootfs")], check=True)
     (old / "box.json").write_text(json.dumps({**meta, "version": old.name, "id": "0ld0ld0ld0ld0ld0"}))
     try:
         assert "ok" in project.tapers("box", "verify", f"debian/bookworm@{old.name}").ok().out
@@ -177,6 +179,7 @@ def test_catalogs_outdated_update_box_url_and_resumed_downloads(project, box_hom
     import threading
 
     (box,) = [p for p in (box_home.home / "boxes" / "debian-bookworm").iterdir() if not p.name.startswith(".")]
+    box = (box / "rootfs").resolve().parent  # the files, in the content-addressed store
     staging = tmp_path / "staging"
     staging.mkdir()
     (staging / "box.json").write_text('{"name": "x", "version": "0"}')
