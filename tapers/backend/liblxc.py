@@ -108,16 +108,17 @@ class LiblxcBackend:
             shutil.rmtree(folder)
         folder.mkdir(parents=True, mode=0o700)
         self.save_record(spec.container, record)
+        lower = spec.rootfs.resolve()  # the box's files themselves, not a name's link to them
         if self.copy_mode() == "overlay":
             writable = folder / UPPER_DIR
             writable.mkdir(mode=0o755)
-            rootfs = f"overlay:{spec.rootfs}:{writable}"
+            rootfs = f"overlay:{lower}:{writable}"
         else:
             writable = folder / COPY_DIR
-            _copy_tree(spec.rootfs, writable, spec.container)
+            _copy_tree(lower, writable, spec.container)
             rootfs = f"dir:{writable}"
         for guest_file in spec.files:
-            _write_guest_file(spec.rootfs, writable, guest_file)
+            _write_guest_file(lower, writable, guest_file)
         _save_mounts(folder, spec.mounts)
         config = _render_config(spec, rootfs, folder)
         tmp = folder / "config.tmp"
