@@ -8,13 +8,10 @@ and the operation.
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import json
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +20,7 @@ from typing import Any
 import lxc
 
 from tapers import paths
-from tapers.backend import cgroups, idmap
+from tapers.backend import cgroups
 from tapers.backend.api import (
     ContainerInfo,
     GuestFile,
@@ -192,6 +189,8 @@ class LiblxcBackend:
 
     @contextmanager
     def root_view(self, container: str) -> Iterator[Path]:
+        from tapers.backend import idmap
+
         c = self._require(container, "read the files of")
         folder = self.lxcpath / container
         if c.state in ("RUNNING", "FROZEN"):
@@ -207,6 +206,8 @@ class LiblxcBackend:
         if not (folder / UPPER_DIR).is_dir():
             yield folder / COPY_DIR
             return
+        import tempfile
+
         paths.host_run_dir().mkdir(parents=True, exist_ok=True)
         view = Path(tempfile.mkdtemp(prefix=f"{container}-", dir=paths.host_run_dir()))
         layers = f"lowerdir={folder / UPPER_DIR}:{_lower_dir(folder)}"  # two lower layers: read-only
@@ -294,6 +295,8 @@ class LiblxcBackend:
         for item in sorted(folder.iterdir()) if folder.is_dir() else []:
             if item.name.startswith(".") or not item.is_dir():
                 continue
+            import datetime as dt
+
             created = dt.datetime.fromtimestamp(item.stat().st_mtime, dt.timezone.utc).isoformat(timespec="seconds")
             snapshots.append(Snapshot(item.name, created, _disk_usage(item)))
         return snapshots
@@ -433,6 +436,8 @@ def _save_mounts(folder: Path, mounts: tuple[Mount, ...]) -> None:
 
 def _prepare_mounts(container: str, folder: Path) -> None:
     """Before a start: an idmapped view of each synced folder that needs one."""
+    from tapers.backend import idmap
+
     try:
         mounts = json.loads((folder / MOUNTS_NAME).read_text())
     except FileNotFoundError:
@@ -452,6 +457,8 @@ def _prepare_mounts(container: str, folder: Path) -> None:
 
 
 def _release_mounts(container: str) -> None:
+    from tapers.backend import idmap
+
     folder = paths.host_run_dir() / "mounts" / container
     if not folder.is_dir():
         return
@@ -469,6 +476,8 @@ def _release_mounts(container: str) -> None:
 
 def _with_broadcast(net: NetworkConfig) -> str:
     """`address/prefix broadcast`: without the broadcast LXC sets a wrong one."""
+    import ipaddress
+
     interface = ipaddress.IPv4Interface(f"{net.address}/{net.prefix}")
     return f"{interface} {interface.network.broadcast_address}"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import traceback
 from pathlib import Path
 
 from tapers.errors import ExitCode, TapersError
@@ -15,6 +14,48 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    quick = _quick_status(args)
+    if quick is not None:
+        return _run_quick_status(*quick)
+    return _run_app(args)
+
+
+def _quick_status(args: list[str]) -> tuple[Path | None, bool] | None:
+    """`[-f FILE] status [--json]`, exactly: the one command served without loading typer
+    (its start-up is most of the time of a `status`). Anything else goes through typer."""
+    file = None
+    if len(args) >= 2 and args[0] in ("-f", "--file"):
+        file, args = Path(args[1]), args[2:]
+    if args == ["status"]:
+        return file, False
+    if args == ["status", "--json"]:
+        return file, True
+    return None
+
+
+def _run_quick_status(file: Path | None, as_json: bool) -> int:
+    from tapers.backend import default_backend
+    from tapers.cli.status_view import show_status
+    from tapers.observe import observe
+    from tapers.project import open_project
+
+    try:
+        project = open_project(explicit=file)
+        show_status(project, observe(project, default_backend()), as_json)
+    except TapersError as exc:
+        from tapers.cli.output import error
+
+        error(exc.message, exc.hint)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        return int(ExitCode.INTERRUPTED)
+    except Exception:
+        return _unexpected()
+    return int(ExitCode.OK)
+
+
+def _run_app(args: list[str]) -> int:
     import typer
 
     from tapers.cli.app import app
@@ -27,7 +68,7 @@ def run(argv: list[str] | None = None) -> int:
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        result = app(args=argv, prog_name="tapers", standalone_mode=False)
+        result = app(args=args, prog_name="tapers", standalone_mode=False)
     except TapersError as exc:
         if not interrupted:  # an error caused by Ctrl-C is reported as the interruption
             from tapers.cli.output import error
@@ -62,6 +103,8 @@ def _is_usage_error(exc: Exception) -> bool:
 def _unexpected() -> int:
     """A bug in tapers: keep the traceback in a log file, tell the user where it is."""
     from tapers.cli.output import error
+
+    import traceback
 
     log = _error_log_path()
     text = traceback.format_exc()
