@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
-import os
 import platform
 import shutil
 import subprocess
@@ -19,7 +17,7 @@ import uuid
 from pathlib import Path
 
 from tapers import paths
-from tapers.boxes.cache import META_NAME, Box, box_folder, find_box, store_rootfs, tree_digest
+from tapers.boxes.cache import Box, box_folder, find_box, publish
 from tapers.boxes.recipe import Recipe, slug
 from tapers.errors import BoxError, HostError
 from tapers.events import Reporter
@@ -69,16 +67,12 @@ def _build(recipe: Recipe, reporter: Reporter) -> Box:
         prepare_rootfs(rootfs, recipe.model.bootstrap, recipe.model.user.name, recipe.model.user.uid)
         identity = hashlib.sha256(f"{recipe.text}\0{version}".encode()).hexdigest()
         meta = box_metadata(recipe.name, version, rootfs, f"recipe {recipe.path.name}", identity, recipe.model.user.name)
-        meta["tree"] = tree_digest(rootfs)
-        store_rootfs(work, meta["tree"])
-        (work / META_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        final = target_parent / version
-        os.rename(work, final)
+        box = publish(work, meta, target_parent / version)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     reporter.line("box", f"built `{recipe.name}` version {version} in {time.monotonic() - started:.0f} s")
-    return Box(path=final, meta=meta)
+    return box
 
 
 def _debootstrap(recipe: Recipe, rootfs: Path, reporter: Reporter) -> None:

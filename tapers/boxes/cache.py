@@ -97,6 +97,16 @@ def store_rootfs(work: Path, digest: str) -> None:
     os.symlink(f"../../{STORE}/{store.name}/rootfs", rootfs)
 
 
+def publish(work: Path, meta: dict[str, Any], final: Path) -> Box:
+    """The last step of a build or an import: the files into the store, the metadata written,
+    and the box appears at once under its name and version."""
+    meta["tree"] = tree_digest(work / "rootfs")
+    store_rootfs(work, meta["tree"])
+    (work / META_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    os.rename(work, final)
+    return Box(path=final, meta=meta)
+
+
 def list_boxes() -> list[Box]:
     root = paths.boxes_dir()
     boxes = []

@@ -21,7 +21,7 @@ from tapers import paths
 from tapers.boxes import catalog
 from tapers.boxes.archive import extract
 from tapers.boxes.build import box_metadata, prepare_rootfs
-from tapers.boxes.cache import META_NAME, Box, box_folder, list_boxes, remove_box, store_rootfs, tree_digest
+from tapers.boxes.cache import META_NAME, Box, box_folder, list_boxes, publish, remove_box
 from tapers.errors import BoxError, InvalidBoxError
 from tapers.events import Reporter
 
@@ -91,18 +91,14 @@ def add_box(
             prepare_rootfs(rootfs)
             meta = box_metadata(name, version, rootfs, source=f"added from {source}", identity=digest)
             meta["digest"] = f"sha256:{digest}"
-            meta["tree"] = tree_digest(rootfs)
-            store_rootfs(work, meta["tree"])
-            (work / META_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-            final = folder / version
             for old in existing:
                 remove_box(old)
-            os.rename(work, final)
+            box = publish(work, meta, folder / version)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     reporter.line("box", f"added `{name}@{version}`")
-    return Box(path=final, meta=meta)
+    return box
 
 
 def _add_release(release: catalog.Release, catalog_url: str, reporter: Reporter, force: bool) -> Box:
