@@ -42,11 +42,6 @@ def lxc_path() -> Path:
     return Path("/var/lib/lxc")
 
 
-def container_record(container: str) -> Path:
-    """The file on the container's own LXC directory recording what tapers applied."""
-    return lxc_path() / container / "tapers.json"
-
-
 def host_run_dir() -> Path:
     """Host-wide runtime state: locks shared by every tapers on the host."""
     return Path(os.environ.get("TAPERS_RUN_DIR", "/run/tapers"))

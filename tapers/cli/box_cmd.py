@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 from typing import Annotated, Optional
 
@@ -120,15 +119,12 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="machine-readable
         }
         for b in boxes
     ]
-    if as_json:
-        output.write_raw(json.dumps(rows, indent=2) + "\n")
-        return
-    if not rows:
-        output.say("no boxes cached; `tapers box build debian/bookworm` builds one (`tapers up` does it too)")
-        return
-    output.table(
+    output.listing(
+        rows,
+        as_json,
+        "no boxes cached; `tapers box build debian/bookworm` builds one (`tapers up` does it too)",
         ["name", "version", "size", "used by"],
-        [[r["name"], r["version"], r["size"], ", ".join(r["used_by"]) or "-"] for r in rows],
+        lambda r: [r["name"], r["version"], r["size"], ", ".join(r["used_by"]) or "-"],
     )
 
 

@@ -7,6 +7,7 @@ commands start faster); NO_COLOR is honoured (by rich).
 from __future__ import annotations
 
 import functools
+import json
 import sys
 import threading
 from typing import Any
@@ -83,6 +84,17 @@ def table(columns: list[str], rows: list[list[str]]) -> None:
     for row in rows:
         grid.add_row(*(_escape(cell) for cell in row))
     _console().print(grid)
+
+
+def listing(rows: list[dict], as_json: bool, empty: str, columns: list[str], cells: Any) -> None:
+    """A list command's output: the rows as JSON, else `empty` when there are none, else a
+    table of `cells(row)` under `columns`."""
+    if as_json:
+        write_raw(json.dumps(rows, indent=2) + "\n")
+    elif not rows:
+        say(empty)
+    else:
+        table(columns, [cells(row) for row in rows])
 
 
 def say(message: str) -> None:

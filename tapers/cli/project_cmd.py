@@ -124,18 +124,14 @@ def global_status(
             backend.destroy(row["container"])
             output.say(f"destroyed {row['container']} (its folder {row['folder']} is gone)")
         return
-    if as_json:
-        output.write_raw(json.dumps(rows, indent=2) + "\n")
-        return
-    if not rows:
-        output.say("no tapers machines on this host")
-        return
-    output.table(
+    output.listing(
+        rows,
+        as_json,
+        "no tapers machines on this host",
         ["project", "machine", "state", "address", "folder"],
-        [
-            [r["project"], r["machine"], r["state"], r["address"] or "-",
-             (r["folder"] or "-") + (" (gone: `tapers global-status --prune`)" if r["folder_gone"] else "")]
-            for r in rows
+        lambda r: [
+            r["project"], r["machine"], r["state"], r["address"] or "-",
+            (r["folder"] or "-") + (" (gone: `tapers global-status --prune`)" if r["folder_gone"] else ""),
         ],
     )
 

@@ -87,19 +87,16 @@ def port(
         info = observed.machines.get(machine.name)
         for forward in ((info.record or {}).get("ports") or []) if info else []:
             rows.append({"machine": machine.name, **forward, "active": str(info.state) == "running"})
-    if as_json:
-        output.write_raw(json.dumps(rows, indent=2) + "\n")
-    elif not rows:
-        output.say("no forwarded ports")
-    else:
-        output.table(
-            ["machine", "guest", "host", "requested"],
-            [
-                [r["machine"], f"{r['guest']}/{r['protocol']}", f"{r['host_ip']}:{r['host']}" + ("" if r["active"] else " (halted)"),
-                 str(r["requested"])]
-                for r in rows
-            ],
-        )
+    output.listing(
+        rows,
+        as_json,
+        "no forwarded ports",
+        ["machine", "guest", "host", "requested"],
+        lambda r: [
+            r["machine"], f"{r['guest']}/{r['protocol']}",
+            f"{r['host_ip']}:{r['host']}" + ("" if r["active"] else " (halted)"), str(r["requested"]),
+        ],
+    )
 
 
 def package(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -79,15 +78,13 @@ def list_(
         if name in observed.machines
         for snap in backend.snapshot_list(project.container(name))
     ]
-    if as_json:
-        output.write_raw(json.dumps(rows, indent=2) + "\n")
-    elif not rows:
-        output.say("no snapshots")
-    else:
-        output.table(
-            ["machine", "snapshot", "created", "size"],
-            [[r["machine"], r["snapshot"], r["created"], format_size(r["size"])] for r in rows],
-        )
+    output.listing(
+        rows,
+        as_json,
+        "no snapshots",
+        ["machine", "snapshot", "created", "size"],
+        lambda r: [r["machine"], r["snapshot"], r["created"], format_size(r["size"])],
+    )
 
 
 @snapshot_app.command("delete")
