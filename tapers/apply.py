@@ -14,15 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from tapers import host, network, paths
+from tapers import host, limits, network, paths
 from tapers import machine_setup as setup
-from tapers.backend.api import Backend, Limits, MachineSpec, State
+from tapers.backend.api import Backend, MachineSpec, State
 from tapers.boxes.build import ensure_box
 from tapers.boxes.cache import find_box
 from tapers.boxes.recipe import load_recipe
 from tapers.errors import BoxError, Interrupted, MachineFailures, ProvisionError, StateError, TapersError
 from tapers.events import Reporter
-from tapers.plan import READY, Action, Kind, Plan, desired_settings
+from tapers.plan import READY, Action, Kind, Plan
+from tapers.settings import desired_settings
 from tapers.project import CONTAINER_PREFIX, Project
 from tapers.ssh import keys
 from tapers.ssh.config import SshTarget
@@ -221,7 +222,7 @@ def _create(name: str, ctx: Context) -> None:
             rootfs=box.rootfs,
             hostname=machine.hostname,
             network=net,
-            limits=Limits(cpus=machine.cpus, memory=machine.memory, pids=machine.pids),
+            limits=limits.wanted(machine),
             files=setup.guest_files(machine, box, host_key, ctx.project_key),
             private=tuple(network.private_config(address) for address in machine.private_ips),
             mounts=setup.mounts(ctx.project.root, machine, box.user["uid"], box.user["gid"], ctx.reporter),
@@ -314,10 +315,7 @@ def _destroy(name: str, ctx: Context) -> None:
 
 
 def _set_limits(name: str, ctx: Context) -> None:
-    machine = ctx.project.loaded.machine(name)
-    container = ctx.project.container(name)
-    ctx.backend.set_limits(container, Limits(cpus=machine.cpus, memory=machine.memory, pids=machine.pids))
-    _record_applied(ctx, container, machine, ("cpus", "memory", "pids"))
+    limits.set_limits(ctx.backend, ctx.project.container(name), limits.wanted(ctx.project.loaded.machine(name)))
 
 
 def _reconfigure(name: str, ctx: Context) -> None:

@@ -13,7 +13,7 @@ from tapers.backend.api import GuestFile, Mount
 from tapers.boxes.cache import Box
 from tapers.errors import StateError
 from tapers.events import Reporter
-from tapers.plan import desired_settings
+from tapers.settings import desired_settings
 from tapers.ssh import keys
 from tapers.taperfile import Machine
 

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from tapers.backend.api import Backend, ContainerInfo
 from tapers.project import Project
 
 
-@dataclass(frozen=True)
 class Observed:
-    machines: dict[str, ContainerInfo] = field(default_factory=dict)  # machine name -> its container
-    orphans: tuple[ContainerInfo, ...] = ()  # ours, but the machine left the Taperfile
-    foreign: dict[str, ContainerInfo] = field(default_factory=dict)  # machine name -> a container not ours
+    """The project's containers, as found."""
+
+    __slots__ = ("machines", "orphans", "foreign")
+
+    def __init__(
+        self,
+        machines: dict[str, ContainerInfo] | None = None,  # machine name -> its container
+        orphans: tuple[ContainerInfo, ...] = (),  # ours, but the machine left the Taperfile
+        foreign: dict[str, ContainerInfo] | None = None,  # machine name -> a container not ours
+    ) -> None:
+        self.machines = machines or {}
+        self.orphans = orphans
+        self.foreign = foreign or {}
 
 
 def is_ours(project: Project, info: ContainerInfo) -> bool:

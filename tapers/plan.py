@@ -13,10 +13,10 @@ from typing import Callable
 from tapers.backend.api import ContainerInfo, State
 from tapers.errors import StateError, UsageError
 from tapers.observe import Observed
+from tapers.settings import box_matches, settings_changes
 from tapers.ssh.keys import same_key
 from tapers.taperfile import Machine
 from tapers.taperfile.machine import Step
-from tapers.taperfile.units import format_size
 
 READY = "ready"
 NAMES = "names"  # the subject of project-wide SYNC_NAMES actions
@@ -95,17 +95,7 @@ class Plan:
         return list(seen)
 
 
-def desired_settings(machine: Machine) -> dict[str, object]:
-    """What a machine's record says was applied, for comparison on later runs."""
-    return {
-        "box": machine.box,
-        "hostname": machine.hostname,
-        "cpus": machine.cpus,
-        "memory": machine.memory,
-        "pids": machine.pids,
-        "networks": list(machine.private_ips),
-        "synced": [[s.host, s.guest, s.readonly] for s in machine.synced],
-    }
+
 
 
 def plan_up(
@@ -227,43 +217,6 @@ def _forwards(machine: Machine, info: ContainerInfo, planned: list[Action], forw
     if missing or any(a.kind is Kind.START and a.subject == machine.name for a in planned):
         return [Action(Kind.FORWARD_PORTS, machine.name, _ports_text(machine), cls="start")]
     return []
-
-
-@dataclass(frozen=True)
-class Change:
-    key: str
-    was: object
-    now: object
-    cls: str  # live | restart
-
-    def __str__(self) -> str:
-        return f"{self.key} {_show(self.key, self.was)} -> {_show(self.key, self.now)}"
-
-
-LIVE_KEYS = ("cpus", "memory", "pids")
-RESTART_KEYS = ("hostname", "networks", "synced")
-
-
-def settings_changes(machine: Machine, record: dict[str, object]) -> list[Change]:
-    """What differs between the Taperfile and what was applied to the machine (box aside)."""
-    applied = record.get("applied")
-    if not isinstance(applied, dict):
-        return []
-    wanted = desired_settings(machine)
-    changes = []
-    for key in RESTART_KEYS + LIVE_KEYS:
-        if applied.get(key) != wanted[key]:
-            changes.append(Change(key, applied.get(key), wanted[key], "restart" if key in RESTART_KEYS else "live"))
-    return changes
-
-
-def box_matches(wanted: str, record: dict[str, object]) -> bool:
-    """The machine was made from the box the Taperfile names (and version, when pinned)."""
-    box = record.get("box")
-    if not isinstance(box, dict):
-        return True
-    name, _, version = wanted.partition("@")
-    return box.get("name") == name and (not version or box.get("version") == version)
 
 
 def plan_provision(machines: list[Machine], observed: Observed, wanted: list[str] | None) -> Plan:
@@ -389,15 +342,3 @@ def _refuse_foreign(machines: list[Machine], observed: Observed) -> None:
             hint="tapers never touches containers it did not create for this folder: "
             "set a different `name:` in the Taperfile, or remove that container yourself",
         )
-
-
-def _show(key: str, value: object) -> str:
-    if value is None:
-        return "unset"
-    if key == "memory" and isinstance(value, int):
-        return format_size(value)
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, list):
-        return "[" + ", ".join(str(v) for v in value) + "]"
-    return str(value)

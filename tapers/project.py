@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from tapers.paths import ProjectPaths
 from tapers.taperfile import LoadedTaperfile, Machine, find_taperfile, load_taperfile
@@ -12,8 +11,7 @@ from tapers.taperfile import LoadedTaperfile, Machine, find_taperfile, load_tape
 CONTAINER_PREFIX = "tapers-"
 
 
-@dataclass(frozen=True)
-class Project:
+class Project(NamedTuple):
     loaded: LoadedTaperfile
     id: str  # part of every container name: tapers-<id>-<machine>
 
@@ -68,6 +66,8 @@ def project_id(loaded: LoadedTaperfile) -> str:
     so two folders with the same name never share containers."""
     if loaded.name:
         return loaded.name
+    import hashlib
+
     digest = hashlib.sha256(str(loaded.root).encode()).hexdigest()[:6]
     return f"{loaded.project[:20].strip('-')}-{digest}"
 

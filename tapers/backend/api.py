@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import enum
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
+
+# Values are NamedTuples, cheap to define (see tapers/taperfile/machine.py).
 
 
 class State(str, enum.Enum):
@@ -27,8 +28,7 @@ class State(str, enum.Enum):
         return self.value
 
 
-@dataclass(frozen=True)
-class GuestFile:
+class GuestFile(NamedTuple):
     """A file written into a machine's root filesystem before its first boot."""
 
     path: str  # absolute path inside the guest
@@ -38,15 +38,13 @@ class GuestFile:
     gid: int = 0
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(NamedTuple):
     cpus: float | None = None
     memory: int | None = None  # bytes
     pids: int | None = None
 
 
-@dataclass(frozen=True)
-class NetworkConfig:
+class NetworkConfig(NamedTuple):
     bridge: str
     address: str
     prefix: int
@@ -54,8 +52,7 @@ class NetworkConfig:
     mac: str
 
 
-@dataclass(frozen=True)
-class Mount:
+class Mount(NamedTuple):
     """A host folder bind-mounted into the machine (a synced folder)."""
 
     source: Path
@@ -66,8 +63,7 @@ class Mount:
     idmap: tuple[int, int, int, int] | None = None
 
 
-@dataclass(frozen=True)
-class MachineSpec:
+class MachineSpec(NamedTuple):
     """Everything needed to create one container."""
 
     container: str
@@ -80,15 +76,13 @@ class MachineSpec:
     mounts: tuple[Mount, ...] = ()
 
 
-@dataclass(frozen=True)
-class Snapshot:
+class Snapshot(NamedTuple):
     name: str
     created: str  # ISO 8601
     size: int  # bytes on disk
 
 
-@dataclass(frozen=True)
-class Usage:
+class Usage(NamedTuple):
     """Counters of a running container at one moment."""
 
     cpu_ns: int  # CPU time used since it started
@@ -99,11 +93,10 @@ class Usage:
     tx_bytes: int  # sent by the machine
 
 
-@dataclass(frozen=True)
-class ContainerInfo:
+class ContainerInfo(NamedTuple):
     name: str
     state: State
-    record: dict[str, Any] | None = field(default=None)  # what tapers recorded; None: not ours
+    record: dict[str, Any] | None = None  # what tapers recorded; None: not ours
 
 
 class Backend(Protocol):

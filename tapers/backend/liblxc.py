@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -102,7 +101,7 @@ class LiblxcBackend:
         if self._container(spec.container).defined:
             raise BackendError(f"cannot create container `{spec.container}`: it already exists")
         if folder.exists():  # left over by an interrupted create: nothing defined in it
-            shutil.rmtree(folder)
+            _remove_tree(folder)
         folder.mkdir(parents=True, mode=0o700)
         self.save_record(spec.container, record)
         lower = spec.rootfs.resolve()  # the box's files themselves, not a name's link to them
@@ -258,7 +257,7 @@ class LiblxcBackend:
             raise BackendError(f"machine `{container}` already has a snapshot `{name}`")
         target.parent.mkdir(exist_ok=True)
         work = target.with_name(f".{name}.tmp")
-        shutil.rmtree(work, ignore_errors=True)
+        _remove_tree(work, ignore_errors=True)
         work.mkdir()
         frozen = c.state == "RUNNING" and c.freeze()
         try:
@@ -279,11 +278,11 @@ class LiblxcBackend:
         incoming = writable.with_name(writable.name + ".restore")
         outgoing = writable.with_name(writable.name + ".old")
         for leftover in (incoming, outgoing):
-            shutil.rmtree(leftover, ignore_errors=True)
+            _remove_tree(leftover, ignore_errors=True)
         _copy_tree(source / "disk", incoming, container)
         os.rename(writable, outgoing)
         os.rename(incoming, writable)
-        shutil.rmtree(outgoing, ignore_errors=True)
+        _remove_tree(outgoing, ignore_errors=True)
         saved = source / RECORD_NAME
         if saved.is_file():
             self.save_record(container, json.loads(saved.read_text()))
@@ -302,7 +301,7 @@ class LiblxcBackend:
         return snapshots
 
     def snapshot_delete(self, container: str, name: str) -> None:
-        shutil.rmtree(self._snapshot(container, name))
+        _remove_tree(self._snapshot(container, name))
 
     def _snapshots(self, container: str) -> Path:
         return self.lxcpath / container / "snapshots"
@@ -318,7 +317,7 @@ class LiblxcBackend:
         folder = self.lxcpath / container
         if not c.defined:
             if folder.is_dir() and (folder / RECORD_NAME).exists():
-                shutil.rmtree(folder)  # an interrupted create left only our record
+                _remove_tree(folder)  # an interrupted create left only our record
             return
         if c.state == "FROZEN":
             c.unfreeze()
@@ -356,6 +355,12 @@ class LiblxcBackend:
         if not c.defined:
             raise BackendError(f"cannot {operation} container `{container}`: it does not exist")
         return c
+
+
+def _remove_tree(folder: Path, ignore_errors: bool = False) -> None:
+    import shutil  # here, not at the top: it loads the compression modules, and `status` needs none
+
+    shutil.rmtree(folder, ignore_errors=ignore_errors)
 
 
 def _writable_dir(folder: Path) -> Path:

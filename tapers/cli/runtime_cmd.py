@@ -117,3 +117,98 @@ def package(
         meta = package_machine(backend, info.name, info.record or {}, output_file.resolve(), name, reporter)
     output.say(f"wrote {output_file} (`{meta['name']}` version {meta['version']}); add it with "
                f"`tapers box add {meta['name']} {output_file}`")
+
+
+def limits(
+    ctx: typer.Context,
+    machine: Annotated[str, typer.Argument(help="the machine")],
+    cpus: Annotated[Optional[str], typer.Option(help="CPUs it may use (0.5, 2), or `none`")] = None,
+    memory: Annotated[Optional[str], typer.Option(help="memory limit (512M, 1G), or `none`")] = None,
+    pids: Annotated[Optional[str], typer.Option(help="process limit, or `none`")] = None,
+    save: Annotated[bool, typer.Option("--save", help="also write the new values into the Taperfile")] = False,
+) -> None:
+    """Show or change a machine's CPU, memory and process limits (live when it runs).
+
+    Without --save the machine differs from the Taperfile (`status` says so) until
+    `tapers up` puts the Taperfile's values back."""
+    from tapers import limits as machine_limits
+    from tapers.errors import StateError
+    from tapers.lock import project_lock
+    from tapers.observe import observe
+    from tapers.taperfile.units import format_size
+
+    project, backend, observed = engine(ctx)
+    wanted = machine_limits.wanted(project.loaded.machine(machine))
+    info = observed.machines.get(machine)
+    given = _limit_options(cpus, memory, pids)
+    if not given:
+        now = machine_limits.applied(info.record or {}) if info else None
+        show = {"memory": lambda v: format_size(v), "cpus": lambda v: f"{v:g}", "pids": str}
+        output.table(
+            ["limit", "Taperfile", "machine"],
+            [[key, show[key](getattr(wanted, key)) if getattr(wanted, key) is not None else "none",
+              "-" if now is None else show[key](getattr(now, key)) if getattr(now, key) is not None else "none"]
+             for key in machine_limits.KEYS],
+        )
+        return
+    if info is None:
+        raise StateError(f"machine `{machine}` is not created", hint=f"`tapers up {machine}` creates it")
+    with output.ConsoleReporter() as reporter, project_lock(project, reporter, "limits"):
+        if save:
+            from tapers.taperfile.edit import set_machine_keys
+
+            written = {key: _as_written(key, value) for key, value in given.items()}
+            set_machine_keys(project.loaded.path, machine, written, expect=given)
+        current = machine_limits.applied((observe(project, backend).machines[machine].record) or {})
+        new = current._replace(**given)
+        machine_limits.set_limits(backend, info.name, new)
+    running = str(info.state) == "running"
+    changed = ", ".join(f"{k} {'none' if v is None else format_size(v) if k == 'memory' else v}" for k, v in given.items())
+    output.say(f"{machine}: {changed} ({'applied now' if running else 'from its next start'})")
+    if save:
+        output.say(f"written into {project.loaded.path.name}")
+    elif any(getattr(wanted, k) != v for k, v in given.items()):
+        output.warn(
+            f"the Taperfile says otherwise: `tapers status` shows {machine} as out of date and `tapers up` "
+            "puts the Taperfile's values back (use --save to keep these)"
+        )
+
+
+def _limit_options(cpus: str | None, memory: str | None, pids: str | None) -> dict[str, Any]:
+    """The limits given on the command line (key -> value as loaded; None: no limit)."""
+    given = {"cpus": cpus, "memory": memory, "pids": pids}
+    return {key: _parse_limit(key, raw) for key, raw in given.items() if raw is not None}
+
+
+_EXPECTED = {"cpus": "a number of CPUs above 0, e.g. 0.5 or 2", "pids": "a whole number from 16 up, e.g. 512"}
+
+
+def _parse_limit(key: str, raw: str) -> Any:
+    """As the Taperfile's validation takes it (same units, same bounds)."""
+    from tapers.errors import UsageError
+    from tapers.taperfile.units import parse_size
+
+    if raw.strip().lower() == "none":
+        return None
+    try:
+        if key == "memory":
+            return parse_size(raw)
+        value = float(raw) if key == "cpus" else int(raw)
+    except ValueError as exc:
+        raise UsageError(f"--{key} {raw}: {exc if key == 'memory' else 'expected ' + _EXPECTED[key]}") from None
+    if not (0 < value <= 1024 if key == "cpus" else 16 <= value <= 4_194_304):
+        raise UsageError(f"--{key} {raw}: expected {_EXPECTED[key]}")
+    return value
+
+
+def _as_written(key: str, value: Any) -> Any:
+    """How a value is written in the Taperfile (memory as a size)."""
+    from tapers.taperfile.units import format_size
+
+    if value is None:
+        return None
+    if key == "memory":
+        return format_size(value)
+    if key == "cpus" and float(value).is_integer():
+        return int(value)
+    return value

@@ -7,11 +7,10 @@ import json
 from typing import Any
 
 from tapers.cli import output
+from tapers.settings import box_matches, settings_changes
 
 
 def show_status(project: Any, observed: Any, as_json: bool) -> None:
-    from tapers.plan import box_matches, settings_changes
-
     rows = []
     for machine in project.machines:
         info = observed.machines.get(machine.name)

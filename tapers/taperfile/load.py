@@ -2,20 +2,18 @@
 
 Validating (YAML with positions, pydantic) costs more than everything else a quick
 command like `tapers status` does, so the result of a successful validation is kept in
-`.tapers/taperfile.json`, keyed by the exact text of the Taperfile and its override
-(and the tapers version). Any change to either file, or a different tapers, validates
-again. Deleting the cache is always safe.
+`.tapers/taperfile.json`, with the exact text of the Taperfile and its override (and the
+tapers version) it was made from. Any change to either file, or a different tapers,
+validates again. Deleting the cache is always safe.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from tapers import __version__, paths
 from tapers.errors import TaperfileError, UsageError
@@ -24,14 +22,12 @@ from tapers.taperfile.machine import ForwardPort, Machine, Step, Synced
 CACHE_NAME = "taperfile.json"
 
 
-@dataclass(frozen=True)
-class LoadedTaperfile:
+class LoadedTaperfile(NamedTuple):
     path: Path
     root: Path
     machines: list[Machine]
     name: str | None  # `name:` as written in the Taperfile, if any
     project: str  # the project name: `name:`, or the folder's name normalised
-    digest: str  # sha256 of the Taperfile and override texts
 
     def machine(self, name: str) -> Machine:
         for machine in self.machines:
@@ -81,11 +77,9 @@ def load_taperfile(path: Path) -> LoadedTaperfile:
     override = path.parent / paths.OVERRIDE_NAME
     if override.is_file():
         texts[override] = _read(override)
-    digest = hashlib.sha256(
-        "\0".join([_validator_version(), *(f"{file}\0{text}" for file, text in texts.items())]).encode()
-    ).hexdigest()
+    source = "\0".join([_validator_version(), *(f"{file}\0{text}" for file, text in texts.items())])
     cache = paths.ProjectPaths(path.parent).state / CACHE_NAME
-    cached = _from_cache(cache, digest)
+    cached = _from_cache(cache, source)
     if cached is not None:
         return cached
     from tapers.taperfile.model import resolve_machines
@@ -98,9 +92,8 @@ def load_taperfile(path: Path) -> LoadedTaperfile:
         machines=resolve_machines(taperfile),
         name=taperfile.name,
         project=taperfile.name or normalise_project_name(path.parent.name),
-        digest=digest,
     )
-    _to_cache(cache, loaded)
+    _to_cache(cache, loaded, source)
     return loaded
 
 
@@ -120,10 +113,10 @@ def _read(path: Path) -> str:
         raise TaperfileError(f"cannot read {display(path)}: {exc.strerror}") from None
 
 
-def _from_cache(cache: Path, digest: str) -> LoadedTaperfile | None:
+def _from_cache(cache: Path, source: str) -> LoadedTaperfile | None:
     try:
         data = json.loads(cache.read_text())
-        if data["digest"] != digest:
+        if data["source"] != source:
             return None
         return LoadedTaperfile(
             path=Path(data["path"]),
@@ -131,7 +124,6 @@ def _from_cache(cache: Path, digest: str) -> LoadedTaperfile | None:
             machines=[_machine_from_json(m) for m in data["machines"]],
             name=data["name"],
             project=data["project"],
-            digest=digest,
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -150,15 +142,24 @@ def _machine_from_json(data: dict) -> Machine:
     )
 
 
-def _to_cache(cache: Path, loaded: LoadedTaperfile) -> None:
+def _machine_to_json(machine: Machine) -> dict:
+    return {
+        **machine._asdict(),
+        "provision": [step._asdict() for step in machine.provision],
+        "ports": [port._asdict() for port in machine.ports],
+        "synced": [folder._asdict() for folder in machine.synced],
+    }
+
+
+def _to_cache(cache: Path, loaded: LoadedTaperfile, source: str) -> None:
     """Only where `.tapers/` exists already: validating never creates files in a project."""
     if not cache.parent.is_dir():
         return
     data = {
-        "digest": loaded.digest,
+        "source": source,
         "path": str(loaded.path),
         "root": str(loaded.root),
-        "machines": [dataclasses.asdict(m) for m in loaded.machines],
+        "machines": [_machine_to_json(m) for m in loaded.machines],
         "name": loaded.name,
         "project": loaded.project,
     }

@@ -44,6 +44,32 @@ def test_limits_change_live_and_hostname_with_a_restart(project) -> None:
     assert guest(project, "web", MEMORY) == f"{384 * 1024**2}\n"  # limits survive the restart
 
 
+def test_limits_command_drifts_until_up_or_saves_into_the_taperfile(project) -> None:
+    project.write("machines:\n  web:\n    memory: 256M   # keep this comment\n")
+    project.tapers("up").ok()
+    pid = init_pid(project, "web")
+
+    changed = project.tapers("limits", "web", "--memory", "320M", "--pids", "150").ok()
+    assert "applied now" in changed.out and "tapers up" in changed.err
+    assert init_pid(project, "web") == pid
+    assert guest(project, "web", MEMORY) == f"{320 * 1024**2}\n"
+    assert "out of date: memory (live), pids (live)" in project.tapers("status").ok().out
+    project.tapers("up").ok()  # the Taperfile is the truth
+    assert guest(project, "web", MEMORY) == f"{256 * 1024**2}\n"
+    assert "up to date" in project.tapers("status").ok().out
+
+    project.tapers("limits", "web", "--memory", "384M", "--save").ok()
+    assert guest(project, "web", MEMORY) == f"{384 * 1024**2}\n"
+    assert "memory: 384M   # keep this comment" in (project.root / "Taperfile.yaml").read_text()
+    assert "up to date" in project.tapers("status").ok().out
+    assert "nothing to do" in project.tapers("plan").ok().out
+    assert init_pid(project, "web") == pid
+
+    refused = project.tapers("limits", "web", "--memory", "lots")
+    assert refused.code == 2 and "--memory lots" in refused.err
+    assert guest(project, "web", MEMORY) == f"{384 * 1024**2}\n"
+
+
 def test_a_box_change_recreates_only_when_confirmed(project, box_home) -> None:
     boxes = box_home.home / "boxes" / "debian-bookworm"
     (old,) = [p for p in boxes.iterdir() if not p.name.startswith(".")]

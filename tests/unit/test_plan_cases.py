@@ -14,7 +14,8 @@ from tapers.backend.api import ContainerInfo, State
 from tapers.engine import machines_for_up, step_fingerprints
 from tapers.errors import TapersError
 from tapers.observe import Observed
-from tapers.plan import desired_settings, plan_up
+from tapers.plan import plan_up
+from tapers.settings import desired_settings
 from tapers.project import open_project
 from tapers.taperfile.units import parse_size
 

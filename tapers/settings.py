@@ -1,0 +1,70 @@
+"""A machine's settings: what the Taperfile asks for, what was applied (the record's
+`applied`), and how the two differ. `plan` decides what to do about a difference;
+`status` only shows it, so this module stays light."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from tapers.taperfile import Machine
+from tapers.taperfile.units import format_size
+
+LIVE_KEYS = ("cpus", "memory", "pids")  # applied to a running machine
+RESTART_KEYS = ("hostname", "networks", "synced")  # applied while it is stopped
+
+
+class Change(NamedTuple):
+    key: str
+    was: object
+    now: object
+    cls: str  # live | restart
+
+    def __str__(self) -> str:
+        return f"{self.key} {_show(self.key, self.was)} -> {_show(self.key, self.now)}"
+
+
+def desired_settings(machine: Machine) -> dict[str, object]:
+    """What a machine's record says was applied, for comparison on later runs."""
+    return {
+        "box": machine.box,
+        "hostname": machine.hostname,
+        "cpus": machine.cpus,
+        "memory": machine.memory,
+        "pids": machine.pids,
+        "networks": list(machine.private_ips),
+        "synced": [[s.host, s.guest, s.readonly] for s in machine.synced],
+    }
+
+
+def settings_changes(machine: Machine, record: dict[str, object]) -> list[Change]:
+    """What differs between the Taperfile and what was applied to the machine (box aside)."""
+    applied = record.get("applied")
+    if not isinstance(applied, dict):
+        return []
+    wanted = desired_settings(machine)
+    changes = []
+    for key in RESTART_KEYS + LIVE_KEYS:
+        if applied.get(key) != wanted[key]:
+            changes.append(Change(key, applied.get(key), wanted[key], "restart" if key in RESTART_KEYS else "live"))
+    return changes
+
+
+def box_matches(wanted: str, record: dict[str, object]) -> bool:
+    """The machine was made from the box the Taperfile names (and version, when pinned)."""
+    box = record.get("box")
+    if not isinstance(box, dict):
+        return True
+    name, _, version = wanted.partition("@")
+    return box.get("name") == name and (not version or box.get("version") == version)
+
+
+def _show(key: str, value: object) -> str:
+    if value is None:
+        return "unset"
+    if key == "memory" and isinstance(value, int):
+        return format_size(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value)
