@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from tapers import __version__
-from tapers.cli import access_cmd, lifecycle_cmd, output, project_cmd, runtime_cmd
+from tapers.cli import access_cmd, lifecycle_cmd, output, project_cmd, runtime_cmd, ui_cmd
 from tapers.cli.box_cmd import box_app
 from tapers.cli.common import Options
 from tapers.cli.snapshot_cmd import snapshot_app
@@ -62,4 +62,5 @@ app.command()(lifecycle_cmd.destroy)
 app.add_typer(snapshot_app, name="snapshot")
 app.command("global-status")(project_cmd.global_status)
 app.command()(project_cmd.doctor)
+app.command()(ui_cmd.ui)
 app.add_typer(box_app, name="box")
