@@ -5,6 +5,7 @@ a short history for the graphs."""
 from __future__ import annotations
 
 import collections
+import json
 import threading
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 from tapers import limits
 from tapers.backend.api import Backend
 from tapers.errors import TapersError
-from tapers.observe import observe
+from tapers.observe import Observed, observe
 from tapers.project import CONTAINER_PREFIX, Project, open_project
 from tapers.status import status_rows
 
@@ -29,7 +30,7 @@ class Panel:
         self.interval = interval
         self._history: dict[str, collections.deque[dict[str, Any]]] = {}
         self._containers: set[str] = set()  # what the sampler watches
-        self._plans: dict[str, tuple[float, dict[str, list[str]]]] = {}
+        self._plans: dict[str, tuple[float, str, dict[str, list[str]]]] = {}
         self._asked = time.monotonic()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -93,11 +94,17 @@ class Panel:
             self._containers = containers
         return {"projects": projects, "now": time.time(), "interval": self.interval}
 
-    def _plan(self, project: Project, observed: Any) -> dict[str, list[str]]:
-        """machine -> what `tapers plan` says `up` would do to it (reused for a few seconds)."""
+    def _plan(self, project: Project, observed: Observed) -> dict[str, list[str]]:
+        """machine -> what `tapers plan` says `up` would do to it. Reused for a few seconds
+        while the machines and the Taperfile stay as they were (provisioning scripts are
+        read again when it expires)."""
+        seen = json.dumps(
+            [project.machines, [(i.name, str(i.state), i.record) for i in observed.machines.values()]],
+            sort_keys=True, default=str,
+        )
         cached = self._plans.get(project.id)
-        if cached and time.monotonic() - cached[0] < PLAN_EVERY:
-            return cached[1]
+        if cached and cached[1] == seen and time.monotonic() - cached[0] < PLAN_EVERY:
+            return cached[2]
         from tapers.engine import up_plan
 
         key = project.paths.public_key.read_text().strip() if project.paths.public_key.is_file() else ""
@@ -110,7 +117,7 @@ class Panel:
                 by_machine[machine.name] = [f"cannot plan: {exc.message}"]
         for machine in project.machines if plan else ():
             by_machine[machine.name] = [action.what for action in plan.for_subject(machine.name)]
-        self._plans[project.id] = (time.monotonic(), by_machine)
+        self._plans[project.id] = (time.monotonic(), seen, by_machine)
         return by_machine
 
     def forget_plans(self) -> None:

@@ -198,3 +198,73 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} did not happen within {timeout} s")
         time.sleep(0.05)
+
+
+class Panel:
+    """A running `tapers ui --port 0` and a small HTTP client for it."""
+
+    def __init__(self, process: subprocess.Popen[str], url: str) -> None:
+        self.process = process
+        self.url = url  # as printed: http://127.0.0.1:PORT/?token=...
+        self.base, _, self.token = url.partition("/?token=")
+        self.port = int(self.base.rsplit(":", 1)[1])
+
+    def request(self, method: str, path: str, body: dict[str, str] | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+        import http.client
+        from urllib.parse import urlencode
+
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            data = urlencode(body).encode() if body is not None else None
+            sent = {"Content-Type": "application/x-www-form-urlencoded"} if data is not None else {}
+            connection.request(method, path, body=data, headers={**sent, **(headers or {})})
+            response = connection.getresponse()
+            return response.status, dict(response.getheaders()), response.read().decode()
+        finally:
+            connection.close()
+
+    def bearer(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def state(self) -> dict:
+        status, _, text = self.request("GET", "/api/state", headers=self.bearer())
+        assert status == 200, text
+        return json.loads(text)
+
+    def machine(self, name: str) -> dict:
+        (project,) = self.state()["projects"]
+        return next(m for m in project["machines"] if m["machine"] == name)
+
+    def csrf(self) -> str:
+        """The CSRF token of the scripts' session, as the page embeds it."""
+        import re
+
+        status, _, html = self.request("GET", "/", headers=self.bearer())
+        assert status == 200, html
+        return re.search(r'<meta name="csrf" content="([^"]+)"', html).group(1)
+
+
+@pytest.fixture
+def panel(project: Project) -> Callable[..., Panel]:
+    """Start `tapers ui` in the project (after the test wrote its Taperfile); stopped after."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*args: str) -> Panel:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tapers", "ui", "--port", "0", *args], cwd=project.root, env=project.env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+        )
+        started.append(process)
+        line = process.stdout.readline()
+        assert "http://127.0.0.1:" in line, f"tapers ui printed {line!r}; stderr: {process.stderr.read()}"
+        return Panel(process, line.split("open ", 1)[1].strip())
+
+    yield start
+    for process in started:
+        process.send_signal(2)  # SIGINT: as Ctrl-C
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

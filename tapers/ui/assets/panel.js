@@ -45,6 +45,7 @@ function drawGraphs(card, points) {
   const box = card.querySelector('[data-field="graphs"]');
   if (!points.length) {
     box.replaceChildren();
+    card.querySelector('[data-field="use"]').textContent = "-";
     return;
   }
   const last = points[points.length - 1];
