@@ -166,9 +166,15 @@ def test_limits_from_the_panel_drift_until_saved_into_the_taperfile(project, pan
 
 
 def test_live_numbers_arrive_and_only_new_points_are_sent(project, panel) -> None:
-    project.write("machines:\n  web: {}\n")
+    project.write(
+        "machines:\n  web:\n    networks:\n"
+        "      - forwarded_port: {guest: 8000, host: 2250, auto_correct: true}\n"
+    )
     project.tapers("up").ok()
     ui = panel()
+    (port,) = project.record("web")["ports"]
+    status, _, html = ui.request("GET", "/", headers=ui.bearer())
+    assert f'<a href="http://127.0.0.1:{port["host"]}/"' in html, "a forwarded port is a link"
     wait_for(lambda: len(ui.machine("web")["history"]) >= 2, 30, "two usage samples of the running machine")
     points = ui.machine("web")["history"]
     assert points[-1]["memory"] > 0 and points[-1]["pids"] > 0
@@ -176,3 +182,24 @@ def test_live_numbers_arrive_and_only_new_points_are_sent(project, panel) -> Non
     status, _, text = ui.request("GET", f"/api/state?since={newest}", headers=ui.bearer())
     later = json.loads(text)["projects"][0]["machines"][0]["history"]
     assert all(p["t"] > newest for p in later)
+
+
+def test_all_shows_every_tapers_project_on_the_host(project, panel, tmp_path) -> None:
+    from tests.integration.conftest import Project
+
+    project.write("machines:\n  web: {}\n")
+    project.tapers("up").ok()
+    other = Project(tmp_path / "other", f"{project.name}x", project.env)
+    other.root.mkdir()
+    other.write("machines:\n  api: {autostart: true}\n")
+    try:
+        other.tapers("up").ok()
+        ui = panel("--all")
+        shown = {p["id"]: [m["machine"] for m in p["machines"]] for p in ui.state()["projects"]}
+        assert shown[project.name] == ["web"] and shown[other.name] == ["api"]
+        csrf = ui.csrf()
+        job = run_job(ui, "/action", csrf, project=other.name, machine="api", action="halt")
+        assert job["code"] == 0 and other.lxc_state("api") == "STOPPED"
+        assert project.lxc_state("web") == "RUNNING"
+    finally:
+        other.tapers("destroy", "-f")
