@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from tapers import host, limits, network, paths
+from tapers import limits, paths
 from tapers import machine_setup as setup
 from tapers.backend.api import Backend, MachineSpec, State
 from tapers.boxes.build import ensure_box
@@ -30,23 +30,6 @@ from tapers.ssh.config import SshTarget
 from tapers.taperfile import Machine
 
 
-class HostPorts:
-    """Forwarded ports on this host (nftables); tests with a fake backend use a fake."""
-
-    def apply(self, container: str, wanted: list[tuple[str, int, str, int, bool]], guest_ip: str) -> list[Any]:
-        from tapers import ports
-
-        ports.ensure_chains()
-        chosen = ports.choose(container, wanted, guest_ip)
-        ports.install(container, chosen)
-        return chosen
-
-    def remove(self, container: str) -> None:
-        from tapers import ports
-
-        ports.remove(container)
-
-
 @dataclass
 class Context:
     project: Project
@@ -55,11 +38,6 @@ class Context:
     project_key: str = ""
     halt_timeout: float = 30.0
     ssh_timeout: float = 60.0
-    # The two steps that touch the host outside the backend; tests with a fake backend replace them.
-    network_setup: Callable[[], None] = host.prepare_host
-    bridge_setup: Callable[[Any], None] = network.ensure_private_bridge
-    network_release: Callable[[], None] = network.release_nat_network
-    ports: Any = field(default_factory=lambda: HostPorts())
     ssh_check: Callable[[SshTarget, Path, float], None] = field(default=None)  # type: ignore[assignment]
     guest_factory: Callable[[str, Context], Any] = field(default=None)  # type: ignore[assignment]
     _network_ready: bool = field(default=False, init=False)
@@ -80,7 +58,7 @@ class Context:
     def ensure_network(self) -> None:
         with self._network_guard:
             if not self._network_ready:
-                self.network_setup()
+                self.backend.network.prepare()
                 self._network_ready = True
 
     def refresh_access(self) -> None:
@@ -103,7 +81,7 @@ def apply(plan: Plan, ctx: Context) -> None:
             ctx.reporter.line(action.subject, action.what)
             sync_names(ctx)
     if any(a.kind is Kind.DESTROY for a in plan.actions) and not ctx.backend.list(prefix=CONTAINER_PREFIX):
-        ctx.network_release()
+        ctx.backend.network.release()
 
 
 def _get_box(box: str, ctx: Context) -> None:
@@ -213,7 +191,7 @@ def _create(name: str, ctx: Context) -> None:
             for info in backend.list(prefix=CONTAINER_PREFIX)
             if info.record and "address" in info.record
         }
-        net = network.allocate(container, used)
+        net = backend.network.allocate(container, used)
         record = setup.new_record(
             ctx.project.id, ctx.project.root, ctx.project_key, machine, box, net.address, net.mac, host_key.public
         )
@@ -224,7 +202,7 @@ def _create(name: str, ctx: Context) -> None:
             network=net,
             limits=limits.wanted(machine),
             files=setup.guest_files(machine, box, host_key, ctx.project_key),
-            private=tuple(network.private_config(address) for address in machine.private_ips),
+            private=tuple(backend.network.private(address) for address in machine.private_ips),
             mounts=setup.mounts(ctx.project.root, machine, box.user["uid"], box.user["gid"], ctx.reporter),
         )
         backend.create(spec, record)
@@ -241,7 +219,7 @@ def _start(name: str, ctx: Context) -> None:
     ctx.ensure_network()
     setup.host_folders(ctx.project.root, ctx.project.loaded.machine(name), ctx.reporter)
     for address in ctx.project.loaded.machine(name).private_ips:
-        ctx.bridge_setup(network.private_config(address))
+        ctx.backend.network.ensure_private(ctx.backend.network.private(address))
     ctx.backend.start(ctx.project.container(name))
 
 
@@ -290,7 +268,7 @@ def _forward_ports(name: str, ctx: Context) -> None:
     record = _record_of(ctx, container)
     wanted = [(p.host_ip, p.host, p.protocol, p.guest, p.auto_correct) for p in machine.ports]
     with ctx._ports_guard:
-        forwards = ctx.ports.apply(container, wanted, record["address"])
+        forwards = ctx.backend.network.forward(container, wanted, record["address"])
     for forward, port in zip(forwards, machine.ports, strict=True):
         if forward.host != port.host:
             ctx.reporter.line(name, f"host port {port.host} is taken: forwarding {forward.host_ip}:{forward.host} instead")
@@ -299,7 +277,7 @@ def _forward_ports(name: str, ctx: Context) -> None:
 
 
 def _halt(name: str, ctx: Context) -> None:
-    ctx.ports.remove(ctx.project.container(name))
+    ctx.backend.network.unforward(ctx.project.container(name))
     clean = ctx.backend.stop(ctx.project.container(name), ctx.halt_timeout)
     if not clean:
         ctx.reporter.line(name, f"did not shut down within {ctx.halt_timeout:.0f} s: forced off")
@@ -310,7 +288,7 @@ def _destroy(name: str, ctx: Context) -> None:
     info = ctx.backend.inspect(container)
     if info is not None and info.record:  # killed from here on, the next `up` re-creates it
         ctx.backend.save_record(container, {**info.record, "phase": "destroying"})
-    ctx.ports.remove(container)
+    ctx.backend.network.unforward(container)
     ctx.backend.destroy(container)
 
 
@@ -321,7 +299,7 @@ def _set_limits(name: str, ctx: Context) -> None:
 def _reconfigure(name: str, ctx: Context) -> None:
     machine = ctx.project.loaded.machine(name)
     container = ctx.project.container(name)
-    private = tuple(network.private_config(address) for address in machine.private_ips)
+    private = tuple(ctx.backend.network.private(address) for address in machine.private_ips)
     record = _record_of(ctx, container)
     mounts = setup.mounts(ctx.project.root, machine, record.get("uid", 1000), record.get("gid", 1000), ctx.reporter)
     ctx.backend.reconfigure(container, machine.hostname, private, mounts, setup.hostname_files(machine))

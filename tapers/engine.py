@@ -5,6 +5,7 @@ Commands call these; `plan.py` stays free of I/O.
 
 from __future__ import annotations
 
+from tapers.backend.api import Backend
 from tapers.errors import TaperfileError
 from tapers.observe import Observed
 from tapers.plan import Kind, Plan, plan_up
@@ -41,7 +42,13 @@ def step_fingerprints(project: Project, machines: list[Machine]) -> dict[str, di
 
 
 def up_plan(
-    project: Project, observed: Observed, names: list[str] | None, key: str, provision: str, remove_orphans: bool = False
+    project: Project,
+    backend: Backend,
+    observed: Observed,
+    names: list[str] | None,
+    key: str,
+    provision: str,
+    remove_orphans: bool = False,
 ) -> Plan:
     from tapers.boxes.cache import find_box
 
@@ -51,11 +58,7 @@ def up_plan(
 
     prints = step_fingerprints(project, machines)
     stale = hosts.stale(project, observed)
-    forwarding = None
-    if any(m.ports for m in machines):
-        from tapers import ports
-
-        forwarding = set(ports.forwarded())
+    forwarding = backend.network.forwarded() if any(m.ports for m in machines) else None
     return plan_up(machines, observed, key, cached, prints, provision, remove_orphans and not names, stale, forwarding)
 
 

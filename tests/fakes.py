@@ -12,12 +12,53 @@ from tapers.backend.api import ContainerInfo, MachineSpec, State
 from tapers.errors import BackendError
 
 
+class FakeNetworking:
+    """Addresses as the host's network gives them (pure functions); what would touch the
+    host is only noted in `events`."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+        self.forwards: dict[str, list[Any]] = {}
+
+    def prepare(self) -> None:
+        self.events.append("network")
+
+    def allocate(self, container: str, used: set[str]) -> Any:
+        from tapers import network
+
+        return network.allocate(container, used)
+
+    def private(self, address: str) -> Any:
+        from tapers import network
+
+        return network.private_config(address)
+
+    def ensure_private(self, config: Any) -> None:
+        self.events.append(f"bridge {config.bridge}")
+
+    def release(self) -> None:
+        self.events.append("network released")
+
+    def forward(self, container: str, wanted: list[tuple[str, int, str, int, bool]], guest_ip: str) -> list[Any]:
+        from tapers.ports import Forward
+
+        self.forwards[container] = [Forward(ip, host, proto, guest_ip, guest) for ip, host, proto, guest, _ in wanted]
+        return self.forwards[container]
+
+    def unforward(self, container: str) -> None:
+        self.forwards.pop(container, None)
+
+    def forwarded(self) -> set[str]:
+        return set(self.forwards)
+
+
 class FakeBackend:
     name = "fake"
 
-    def __init__(self) -> None:
+    def __init__(self, events: list[str] | None = None) -> None:
         self.containers: dict[str, dict[str, Any]] = {}
         self.calls: list[str] = []
+        self.network = FakeNetworking(events if events is not None else [])
 
     def list(self, prefix: str = "") -> list[ContainerInfo]:
         return [info for name in sorted(self.containers) if name.startswith(prefix) if (info := self.inspect(name))]

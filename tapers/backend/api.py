@@ -99,8 +99,39 @@ class ContainerInfo(NamedTuple):
     record: dict[str, Any] | None = None  # what tapers recorded; None: not ours
 
 
+class Networking(Protocol):
+    """The machines' networks on one engine: the NAT network (their default route and the
+    address tapers reaches them at), host-only networks, and host ports forwarded to them."""
+
+    def prepare(self) -> None:
+        """Before machines start: the NAT network exists and routes."""
+
+    def allocate(self, container: str, used: set[str]) -> NetworkConfig:
+        """A free NAT address for `container`, not in `used` (the caller holds the host's network lock)."""
+
+    def private(self, address: str) -> NetworkConfig:
+        """The host-only network a private address is on (nothing is created)."""
+
+    def ensure_private(self, config: NetworkConfig) -> None:
+        """The host-only network of `config` exists."""
+
+    def release(self) -> None:
+        """No tapers machine is left: take away what `prepare` set up."""
+
+    def forward(self, container: str, wanted: list[tuple[str, int, str, int, bool]], guest_ip: str) -> list[Any]:
+        """Forward (host_ip, host port, protocol, guest port, auto_correct) to the machine; the
+        forwards made, with the host ports chosen (`auto_correct` moves a taken one)."""
+
+    def unforward(self, container: str) -> None:
+        """No host port leads to the machine any more."""
+
+    def forwarded(self) -> set[str]:
+        """The containers that host ports lead to now."""
+
+
 class Backend(Protocol):
     name: str
+    network: Networking
 
     def list(self, prefix: str = "") -> list[ContainerInfo]:
         """Containers whose names start with `prefix`, sorted by name."""

@@ -20,6 +20,7 @@ import lxc
 
 from tapers import paths
 from tapers.backend import cgroups
+from tapers.backend.host_network import HostNetworking
 from tapers.backend.api import (
     ContainerInfo,
     GuestFile,
@@ -56,6 +57,7 @@ class LiblxcBackend:
 
     def __init__(self, lxcpath: Path | None = None) -> None:
         self.lxcpath = lxcpath or paths.lxc_path()
+        self.network = HostNetworking()
 
     # -- reading ---------------------------------------------------------------------
 

@@ -75,7 +75,7 @@ def _reconcile(
     key = project_key(project)
     backend = default_backend()
     observed = observe(project, backend)
-    result = up_plan(project, observed, names, key, mode, remove_orphans)
+    result = up_plan(project, backend, observed, names, key, mode, remove_orphans)
     print_notes(result)
     if not remove_orphans:
         print_orphans(observed)

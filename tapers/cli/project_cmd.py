@@ -50,9 +50,9 @@ def plan(
     """Show what `tapers up` would do and why, changing nothing."""
     from tapers.engine import up_plan
 
-    project, _, observed = engine(ctx)
+    project, backend, observed = engine(ctx)
     key = project.paths.public_key.read_text().strip() if project.paths.public_key.is_file() else ""
-    result = up_plan(project, observed, names, key, provision="auto", remove_orphans=remove_orphans)
+    result = up_plan(project, backend, observed, names, key, provision="auto", remove_orphans=remove_orphans)
     if as_json:
         data = {
             "actions": [

@@ -110,7 +110,7 @@ class Panel:
         key = project.paths.public_key.read_text().strip() if project.paths.public_key.is_file() else ""
         by_machine: dict[str, list[str]] = {}
         try:
-            plan = up_plan(project, observed, None, key, provision="auto")
+            plan = up_plan(project, self.backend, observed, None, key, provision="auto")
         except TapersError as exc:
             plan = None
             for machine in project.machines:

@@ -29,16 +29,13 @@ machines:
 def setup(write_project, fake_box_home):
     root = write_project({"Taperfile.yaml": TAPERFILE})
     project = open_project(explicit=root / "Taperfile.yaml")
-    backend = FakeBackend()
     checked: list[str] = []
+    backend = FakeBackend(events=checked)
     ctx = Context(
         project,
         backend,
         SilentReporter(),
         project_key=KEY,
-        network_setup=lambda: checked.append("network"),
-        network_release=lambda: checked.append("network released"),
-        bridge_setup=lambda config: checked.append(f"bridge {config.bridge}"),
         ssh_check=lambda target, identity, timeout: checked.append(f"ssh {target.machine} {target.address}"),
     )
     return project, backend, ctx, checked
@@ -121,8 +118,7 @@ def test_addresses_differ_across_projects(setup, write_project, tmp_path: Path) 
     other_root.mkdir()
     (other_root / "Taperfile.yaml").write_text(TAPERFILE.replace("name: shop", "name: blog"))
     other = open_project(explicit=other_root / "Taperfile.yaml")
-    ctx2 = Context(other, backend, SilentReporter(), project_key=KEY, network_setup=lambda: None,
-                   ssh_check=lambda *a: None, network_release=lambda: None)
+    ctx2 = Context(other, backend, SilentReporter(), project_key=KEY, ssh_check=lambda *a: None)
     apply(plan_up(other.machines, observe(other, backend), KEY, {"debian/bookworm"}), ctx2)
     addresses = [c["record"]["address"] for c in backend.containers.values()]
     assert len(addresses) == 4 and len(set(addresses)) == 4
@@ -157,7 +153,7 @@ def provisioned(write_project, fake_box_home):
     events: list[str] = []
     ctx = Context(
         project, backend, SilentReporter(), project_key=KEY,
-        network_setup=lambda: None, ssh_check=lambda *a: None, network_release=lambda: None,
+        ssh_check=lambda *a: None,
         guest_factory=lambda name, ctx: FakeGuest(name, root, events),
     )
     return project, backend, ctx, events
