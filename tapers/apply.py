@@ -61,6 +61,12 @@ class Context:
                 self.backend.network.prepare()
                 self._network_ready = True
 
+    def ensure_private_networks(self, machine: Machine) -> None:
+        """The host-only networks of the machine exist (one machine at a time makes them)."""
+        with self._network_guard:
+            for address in machine.private_ips:
+                self.backend.network.ensure_private(self.backend.network.private(address))
+
     def refresh_access(self) -> None:
         """Rewrite .tapers/ssh_config, known_hosts and inventory from the machines as they are."""
         from tapers.access import write_ssh_files
@@ -178,6 +184,8 @@ def _create(name: str, ctx: Context) -> None:
     if box is None:
         raise BoxError(f"box `{machine.box}` is not in the box cache", hint=f"tapers box build {machine.box}")
     container = project.container(name)
+    ctx.ensure_network()  # some engines check a machine's networks when it is created
+    ctx.ensure_private_networks(machine)
     if backend.copy_mode() == "copy":
         ctx.reporter.line(name, "no overlayfs on this host: copying the box (slower, uses more disk; see `tapers doctor`)")
     host_key = keys.generate(comment=container)
@@ -218,8 +226,7 @@ def _recreate(name: str, ctx: Context) -> None:
 def _start(name: str, ctx: Context) -> None:
     ctx.ensure_network()
     setup.host_folders(ctx.project.root, ctx.project.loaded.machine(name), ctx.reporter)
-    for address in ctx.project.loaded.machine(name).private_ips:
-        ctx.backend.network.ensure_private(ctx.backend.network.private(address))
+    ctx.ensure_private_networks(ctx.project.loaded.machine(name))
     ctx.backend.start(ctx.project.container(name))
 
 

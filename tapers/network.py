@@ -29,21 +29,20 @@ def mac_for(address: str) -> str:
     return "00:16:3e:" + ":".join(f"{byte:02x}" for byte in packed[1:])
 
 
-def allocate(container: str, used: set[str]) -> NetworkConfig:
-    """A free address for `container`: the one its name hashes to, or the next free one."""
-    hosts = SUBNET.num_addresses - 3  # minus network, gateway and broadcast
+def allocate(container: str, used: set[str], subnet: str | None = None, bridge: str = BRIDGE) -> NetworkConfig:
+    """A free address for `container` in `subnet` (tapers' own by default): the one its
+    name hashes to, or the next free one."""
+    net = ipaddress.IPv4Network(subnet) if subnet else SUBNET
+    hosts = net.num_addresses - 3  # minus network, gateway and broadcast
     start = int.from_bytes(hashlib.sha256(container.encode()).digest()[:4], "big") % hosts
     for step in range(hosts):
-        address = str(SUBNET.network_address + 2 + (start + step) % hosts)
+        address = str(net.network_address + 2 + (start + step) % hosts)
         if address not in used:
-            return config_for(address)
-    raise HostError(f"no free address left in the tapers network {SUBNET}")
-
-
-def config_for(address: str) -> NetworkConfig:
-    return NetworkConfig(
-        bridge=BRIDGE, address=address, prefix=SUBNET.prefixlen, gateway=str(GATEWAY), mac=mac_for(address)
-    )
+            return NetworkConfig(
+                bridge=bridge, address=address, prefix=net.prefixlen, gateway=str(net.network_address + 1),
+                mac=mac_for(address),
+            )
+    raise HostError(f"no free address left in the tapers network {net}")
 
 
 def private_bridge(address: str) -> str:

@@ -51,6 +51,13 @@ class NetworkConfig(NamedTuple):
     gateway: str
     mac: str
 
+    def with_broadcast(self) -> str:
+        """`address/prefix broadcast`, as LXC's `ipv4.address` wants it (without, it sets a wrong one)."""
+        import ipaddress
+
+        interface = ipaddress.IPv4Interface(f"{self.address}/{self.prefix}")
+        return f"{interface} {interface.network.broadcast_address}"
+
 
 class Mount(NamedTuple):
     """A host folder bind-mounted into the machine (a synced folder)."""

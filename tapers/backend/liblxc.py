@@ -409,7 +409,7 @@ def _render_config(spec: MachineSpec, rootfs: str, folder: Path) -> str:
         "lxc.net.0.flags = up",
         "lxc.net.0.name = eth0",
         f"lxc.net.0.hwaddr = {net.mac}",
-        f"lxc.net.0.ipv4.address = {_with_broadcast(net)}",
+        f"lxc.net.0.ipv4.address = {net.with_broadcast()}",
         f"lxc.net.0.ipv4.gateway = {net.gateway}",
     ]
     lines += [f"{key} = {value}" for key, value in _private_items(spec.private)]
@@ -481,14 +481,6 @@ def _release_mounts(container: str) -> None:
         ) from None
 
 
-def _with_broadcast(net: NetworkConfig) -> str:
-    """`address/prefix broadcast`: without the broadcast LXC sets a wrong one."""
-    import ipaddress
-
-    interface = ipaddress.IPv4Interface(f"{net.address}/{net.prefix}")
-    return f"{interface} {interface.network.broadcast_address}"
-
-
 def _private_items(networks: tuple[NetworkConfig, ...]) -> list[tuple[str, str]]:
     items = []
     for index, net in enumerate(networks, start=1):
@@ -498,7 +490,7 @@ def _private_items(networks: tuple[NetworkConfig, ...]) -> list[tuple[str, str]]
             (f"lxc.net.{index}.flags", "up"),
             (f"lxc.net.{index}.name", f"eth{index}"),
             (f"lxc.net.{index}.hwaddr", net.mac),
-            (f"lxc.net.{index}.ipv4.address", _with_broadcast(net)),
+            (f"lxc.net.{index}.ipv4.address", net.with_broadcast()),
         ]
     return items
 

@@ -35,10 +35,22 @@ def _version(value: bool) -> None:
 def root(
     ctx: typer.Context,
     file: Annotated[Optional[Path], typer.Option("-f", "--file", help="the Taperfile to use")] = None,
+    backend: Annotated[
+        Optional[str],
+        typer.Option("--backend", help="liblxc or lxd (default: TAPERS_BACKEND, then ~/.config/tapers/config.yaml)"),
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")
     ] = False,
 ) -> None:
+    if backend is not None:
+        import os
+
+        from tapers.user_config import BACKENDS
+
+        if backend not in BACKENDS:
+            raise typer.BadParameter(f"one of: {', '.join(BACKENDS)}", param_hint="--backend")
+        os.environ["TAPERS_BACKEND"] = backend  # and so for the commands tapers runs itself (`tapers ui`)
     ctx.obj = Options(file=file)
 
 
