@@ -186,6 +186,9 @@ def _create(name: str, ctx: Context) -> None:
     container = project.container(name)
     ctx.ensure_network()  # some engines check a machine's networks when it is created
     ctx.ensure_private_networks(machine)
+    if machine.placement and not backend.places_machines:
+        ctx.reporter.line(name, f"`placement: {{member: {machine.placement}}}` ignored: the {backend.name} "
+                                "backend runs machines on this host")
     if backend.copy_mode() == "copy":
         ctx.reporter.line(name, "no overlayfs on this host: copying the box (slower, uses more disk; see `tapers doctor`)")
     host_key = keys.generate(comment=container)
@@ -212,6 +215,7 @@ def _create(name: str, ctx: Context) -> None:
             files=setup.guest_files(machine, box, host_key, ctx.project_key),
             private=tuple(backend.network.private(address) for address in machine.private_ips),
             mounts=setup.mounts(ctx.project.root, machine, box.user["uid"], box.user["gid"], ctx.reporter),
+            placement=machine.placement if backend.places_machines else None,
         )
         backend.create(spec, record)
     record["phase"] = READY

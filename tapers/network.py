@@ -22,6 +22,7 @@ SUBNET = ipaddress.IPv4Network(os.environ.get("TAPERS_NAT_SUBNET", "10.97.0.0/16
 GATEWAY = SUBNET.network_address + 1
 NFT_TABLE = "tapers"
 PRIVATE_BRIDGE_PREFIX = "tp"  # tp + the /24 in hex: tpc0a821 is 192.168.33.0/24
+LXD_PRIVATE_PREFIX = "tl"  # the same, as an LXD managed network (both may exist on one host)
 
 
 def mac_for(address: str) -> str:
@@ -110,6 +111,16 @@ def release_nat_network() -> None:
         _run(["nft", "delete", "table", "ip", NFT_TABLE], "remove the tapers nftables rules")
 
 
+def release_private_bridges() -> None:
+    """Take away tapers' host-only bridges that no machine is attached to."""
+    import re
+
+    for device in Path("/sys/class/net").iterdir():
+        if re.fullmatch(rf"{PRIVATE_BRIDGE_PREFIX}[0-9a-f]{{6}}", device.name) and (device / "bridge").is_dir():
+            if not any((device / "brif").iterdir()):
+                _run(["ip", "link", "delete", device.name], f"remove the unused bridge {device.name}")
+
+
 def host_nameservers() -> list[str]:
     """The host's DNS servers that a container can reach (loopback ones can't be)."""
     servers = []
@@ -142,7 +153,10 @@ def _run(argv: list[str], what: str, stdin: str | None = None) -> str:
 
 
 def host_networks() -> list[ipaddress.IPv4Network]:
-    """IPv4 networks the host routes to directly, except the ones tapers made (and the default)."""
+    """IPv4 networks the host routes to directly, except the ones tapers made (its bridges,
+    and LXD's `tl...` private networks) and the default route."""
+    import re
+
     networks = []
     try:
         lines = Path("/proc/net/route").read_text().splitlines()[1:]
@@ -153,7 +167,7 @@ def host_networks() -> list[ipaddress.IPv4Network]:
         if len(fields) < 8:
             continue
         interface, destination, mask = fields[0], fields[1], fields[7]
-        if interface == BRIDGE or interface.startswith(PRIVATE_BRIDGE_PREFIX):
+        if interface == BRIDGE or re.fullmatch(rf"({PRIVATE_BRIDGE_PREFIX}|{LXD_PRIVATE_PREFIX})[0-9a-f]{{6}}", interface):
             continue
         net = ipaddress.IPv4Network(
             (int.from_bytes(bytes.fromhex(destination), "little"), bin(int.from_bytes(bytes.fromhex(mask), "little")).count("1")),

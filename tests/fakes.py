@@ -54,6 +54,7 @@ class FakeNetworking:
 
 class FakeBackend:
     name = "fake"
+    places_machines = False
 
     def __init__(self, events: list[str] | None = None) -> None:
         self.containers: dict[str, dict[str, Any]] = {}

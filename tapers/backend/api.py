@@ -81,6 +81,7 @@ class MachineSpec(NamedTuple):
     files: tuple[GuestFile, ...] = ()
     private: tuple[NetworkConfig, ...] = ()  # host-only networks (eth1, eth2...; no gateway)
     mounts: tuple[Mount, ...] = ()
+    placement: str | None = None  # a cluster member, where the engine has several
 
 
 class Snapshot(NamedTuple):
@@ -123,7 +124,7 @@ class Networking(Protocol):
         """The host-only network of `config` exists."""
 
     def release(self) -> None:
-        """No tapers machine is left: take away what `prepare` set up."""
+        """No tapers machine is left: take away what `prepare` set up, and private networks."""
 
     def forward(self, container: str, wanted: list[tuple[str, int, str, int, bool]], guest_ip: str) -> list[Any]:
         """Forward (host_ip, host port, protocol, guest port, auto_correct) to the machine; the
@@ -139,6 +140,7 @@ class Networking(Protocol):
 class Backend(Protocol):
     name: str
     network: Networking
+    places_machines: bool  # honours MachineSpec.placement (a cluster); otherwise it is ignored
 
     def list(self, prefix: str = "") -> list[ContainerInfo]:
         """Containers whose names start with `prefix`, sorted by name."""

@@ -33,6 +33,7 @@ class HostNetworking:
         from tapers import network
 
         network.release_nat_network()
+        network.release_private_bridges()
 
     def forward(self, container: str, wanted: list[tuple[str, int, str, int, bool]], guest_ip: str) -> list[Any]:
         from tapers import ports

@@ -54,6 +54,7 @@ def overlay_supported() -> bool:
 
 class LiblxcBackend:
     name = "liblxc"
+    places_machines = False  # one host
 
     def __init__(self, lxcpath: Path | None = None) -> None:
         self.lxcpath = lxcpath or paths.lxc_path()

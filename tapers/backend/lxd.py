@@ -47,7 +47,6 @@ RECORD_KEY = "user.tapers.record"
 IMAGE_ALIAS_PREFIX = "tapers-"
 PORT_DEVICE_PREFIX = "tapers-port-"
 MOUNT_DEVICE_PREFIX = "tapers-mount-"
-PRIVATE_PREFIX = "tl"  # + the /24 in hex: the LXD network of a private address
 _STATES = {"Running": State.RUNNING, "Stopped": State.STOPPED, "Frozen": State.FROZEN}
 
 
@@ -91,6 +90,7 @@ def connect(settings: LxdSettings) -> Any:
 
 class LxdBackend:
     name = "lxd"
+    places_machines = True
 
     def __init__(self, settings: LxdSettings, client: Any = None) -> None:
         self.settings = settings
@@ -190,7 +190,7 @@ class LxdBackend:
                 **_mount_devices(spec.mounts),
             },
         }
-        params = {"target": record["placement"]} if record.get("placement") else {}
+        params = {"target": spec.placement} if spec.placement else {}
         self._call("create it", spec.container, "post", "instances", json=body, params=params)
         for guest_file in spec.files:
             self._push(spec.container, guest_file)
@@ -218,9 +218,8 @@ class LxdBackend:
         from pylxd.exceptions import LXDAPIException, NotFound
 
         rootfs = rootfs.resolve()
-        digest = rootfs.parent.name if rootfs.parent.parent.name == "store" else hashlib.sha256(
-            str(rootfs).encode()).hexdigest()
-        alias = f"{IMAGE_ALIAS_PREFIX}{digest[:40]}"
+        alias = image_alias(rootfs)
+        digest = alias[len(IMAGE_ALIAS_PREFIX):]
         try:
             self._api("images", "aliases", alias).get()
             return alias
@@ -417,14 +416,27 @@ class LxdNetworking:
         from tapers import network
 
         config = network.private_config(address)
-        return config._replace(bridge=PRIVATE_PREFIX + config.bridge[len(network.PRIVATE_BRIDGE_PREFIX):])
+        return config._replace(bridge=network.LXD_PRIVATE_PREFIX + config.bridge[len(network.PRIVATE_BRIDGE_PREFIX):])
 
     def ensure_private(self, config: NetworkConfig) -> None:
         self._ensure(config.bridge, {"ipv4.address": f"{config.gateway}/24", "ipv4.nat": "false",
                                      "ipv4.dhcp": "false", "ipv6.address": "none"})
 
     def release(self) -> None:
-        pass  # the managed networks stay defined in LXD; they cost nothing without machines
+        """Private networks no instance uses are deleted (the NAT network stays defined)."""
+        import re
+
+        from pylxd.exceptions import LXDAPIException
+
+        from tapers.network import LXD_PRIVATE_PREFIX
+
+        for found in self.backend._api("networks").get(params={"recursion": 1}).json()["metadata"]:
+            if re.fullmatch(rf"{LXD_PRIVATE_PREFIX}[0-9a-f]{{6}}", found["name"]) and not found.get("used_by"):
+                try:
+                    self.backend._api("networks", found["name"]).delete()
+                except LXDAPIException:
+                    pass  # in use again by now: it stays
+
 
     def forward(self, container: str, wanted: list[tuple[str, int, str, int, bool]], guest_ip: str) -> list[Any]:
         from tapers import ports
@@ -491,6 +503,14 @@ class LxdNetworking:
 
 
 # -- instance configuration ------------------------------------------------------------
+
+
+def image_alias(rootfs: Path) -> str:
+    """The image of a box: named by the digest of its stored files (boxes/store/<digest>)."""
+    rootfs = rootfs.resolve()
+    digest = rootfs.parent.name if rootfs.parent.parent.name == "store" else hashlib.sha256(
+        str(rootfs).encode()).hexdigest()
+    return f"{IMAGE_ALIAS_PREFIX}{digest[:40]}"
 
 
 def _info(data: dict[str, Any]) -> ContainerInfo:

@@ -6,7 +6,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -136,9 +136,20 @@ def global_status(
     )
 
 
-def doctor() -> int:
-    """Check that this host can run tapers machines, and say how to fix what is missing."""
+def doctor(
+    backend: Annotated[
+        Optional[str], typer.Option("--backend", help="check this backend (liblxc or lxd) instead of the chosen one")
+    ] = None,
+) -> int:
+    """Check that this host (or the LXD endpoint) can run tapers machines, and say how to fix what is missing."""
     from tapers.doctor import run_checks
+
+    if backend is not None:
+        from tapers.user_config import BACKENDS
+
+        if backend not in BACKENDS:
+            raise typer.BadParameter(f"one of: {', '.join(BACKENDS)}", param_hint="--backend")
+        os.environ["TAPERS_BACKEND"] = backend
 
     failed = 0
     for check in run_checks(full=True):

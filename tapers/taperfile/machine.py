@@ -70,6 +70,7 @@ class Machine(NamedTuple):
     private_ips: tuple[str, ...] = ()  # `private: {ip: ...}` networks
     ports: tuple[ForwardPort, ...] = ()  # `forwarded_port:` entries
     synced: tuple[Synced, ...] = ()  # synced folders, the project at /tapers included
+    placement: str | None = None  # the LXD cluster member to run on (`placement: {member: ...}`)
 
     def step(self, wanted: str) -> Step | None:
         """A step by name, or by its number."""

@@ -157,6 +157,12 @@ class ProvisionStep(_Strict):
         return next(kind for kind in STEP_KINDS if getattr(self, kind) is not None)
 
 
+class Placement(_Strict):
+    """Where a machine runs on an LXD cluster (liblxc ignores it, with a warning)."""
+
+    member: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*$", max_length=63)
+
+
 class MachineSettings(_Strict):
     """The keys a machine (or `defaults:`) may set; unset keys inherit."""
 
@@ -172,6 +178,7 @@ class MachineSettings(_Strict):
     depends_on: list[Annotated[str, Field(pattern=MACHINE_NAME, max_length=40)]] | None = None
     networks: list[NetworkEntry] | None = None
     synced_folders: list[SyncedFolder] | None = None
+    placement: Placement | None = None
 
 
     @field_validator("box")
@@ -238,6 +245,7 @@ def resolve_machines(taperfile: Taperfile) -> list[Machine]:
                     if (p := n.forwarded_port)
                 ),
                 synced=_synced(pick("synced_folders", [])),
+                placement=placement.member if (placement := pick("placement", None)) else None,
             )
         )
     return machines

@@ -4,6 +4,10 @@ Every test gets its own project (a unique name per test run, so parallel runs an
 leftovers never collide) and a finalizer that destroys what it created, even when
 the test fails. Without a usable LXC these tests skip with the reason, unless
 TAPERS_REQUIRE_LXC=1 (CI sets it): then they fail.
+
+Tests marked `both_backends` run twice: on liblxc, and on LXD through its HTTPS cluster
+endpoint (the tapers config in TAPERS_TEST_LXD_CONFIG, which `scripts/lxd-test start`
+writes; without it those runs skip, or fail under TAPERS_REQUIRE_LXC=1).
 """
 
 from __future__ import annotations
@@ -26,12 +30,42 @@ import pytest
 RUN_ID = f"t{uuid.uuid4().hex[:6]}"
 _counter = itertools.count(1)
 BOX = "debian/bookworm"
+LXD_CONFIG = os.environ.get("TAPERS_TEST_LXD_CONFIG")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/integration/" in str(item.fspath):
             item.add_marker(pytest.mark.lxc)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("both_backends") and "backend_name" in metafunc.fixturenames:
+        metafunc.parametrize("backend_name", ["liblxc", "lxd"], indirect=True)
+
+
+@pytest.fixture
+def backend_name(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "liblxc")
+
+
+@pytest.fixture(scope="session")
+def lxd_view(box_home):
+    """LXD as the tests see it; at the end, this run's machines and images are removed."""
+    if not LXD_CONFIG:
+        if os.environ.get("TAPERS_REQUIRE_LXC") == "1":
+            pytest.fail("LXD is required (TAPERS_REQUIRE_LXC=1) but TAPERS_TEST_LXD_CONFIG is not set: "
+                        "run `eval \"$(scripts/lxd-test start)\"` first")
+        pytest.skip("no test LXD: `eval \"$(scripts/lxd-test start)\"` starts one")
+    from tests.integration.engines import LxdView
+
+    view = LxdView(Path(LXD_CONFIG))
+    yield view
+    for name in view.names():
+        if name.startswith(f"tapers-{RUN_ID}"):
+            view.remove(name)
+    if not os.environ.get("TAPERS_TEST_BOX_HOME"):
+        view.remove_images(box_home.home)
 
 
 def _lxc_problem() -> str | None:
@@ -139,23 +173,24 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
-def _sweep(prefix: str = f"tapers-{RUN_ID}") -> None:
+def _sweep(prefix: str = f"tapers-{RUN_ID}", view=None) -> None:
     """Destroy any container this test run left (a failed test's finalizer must not leak)."""
-    import lxc
+    from tests.integration.engines import LiblxcView
 
-    for name in lxc.list_containers():
+    view = view or LiblxcView()
+    for name in view.names():
         if name.startswith(prefix):
-            container = lxc.Container(name)
-            if container.running:
-                container.stop()
-            container.destroy()
+            view.remove(name)
 
 
 class Project:
-    def __init__(self, root: Path, name: str, env: dict[str, str]) -> None:
+    def __init__(self, root: Path, name: str, env: dict[str, str], view=None) -> None:
+        from tests.integration.engines import LiblxcView
+
         self.root = root
         self.name = name
         self.env = env
+        self.view = view or LiblxcView()  # the engine its machines run on, seen directly
 
     def write(self, taperfile: str) -> None:
         (self.root / "Taperfile.yaml").write_text(f"version: 1\nname: {self.name}\n" + taperfile)
@@ -167,29 +202,35 @@ class Project:
         return f"tapers-{self.name}-{machine}"
 
     def lxc_state(self, machine: str) -> str:
-        """The container's state as LXC itself reports it (not through tapers)."""
-        import lxc
+        """The container's state as the engine itself reports it (not through tapers):
+        RUNNING, STOPPED, FROZEN or MISSING."""
+        return self.view.state(self.container(machine))
 
-        container = lxc.Container(self.container(machine))
-        return container.state if container.defined else "MISSING"
+    def init_pid(self, machine: str) -> int:
+        return self.view.init_pid(self.container(machine))
 
     def record(self, machine: str) -> dict:
-        return json.loads((Path("/var/lib/lxc") / self.container(machine) / "tapers.json").read_text())
+        return self.view.record(self.container(machine))
 
     def save_record(self, machine: str, record: dict) -> None:
-        (Path("/var/lib/lxc") / self.container(machine) / "tapers.json").write_text(json.dumps(record))
+        self.view.save_record(self.container(machine), record)
 
 
 @pytest.fixture
-def project(box_home: BoxBuilds, tmp_path: Path) -> Project:
+def project(box_home: BoxBuilds, tmp_path: Path, backend_name: str, request: pytest.FixtureRequest) -> Project:
     name = f"{RUN_ID}-{next(_counter)}"
     root = tmp_path / "project"
     root.mkdir()
-    proj = Project(root, name, _env(box_home.home))
+    env = _env(box_home.home)
+    view = None
+    if backend_name == "lxd":
+        view = request.getfixturevalue("lxd_view")
+        env.update(TAPERS_BACKEND="lxd", TAPERS_CONFIG=LXD_CONFIG)
+    proj = Project(root, name, env, view)
     yield proj
     if (root / "Taperfile.yaml").exists():
         proj.tapers("destroy", "-f", timeout=120)
-    _sweep(f"tapers-{name}-")
+    _sweep(f"tapers-{name}-", proj.view)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
+
 ONE_MACHINE = """\
 machines:
   web:
@@ -15,6 +17,7 @@ machines:
 """
 
 
+@pytest.mark.both_backends
 def test_full_lifecycle(project) -> None:
     project.write(ONE_MACHINE)
 
@@ -77,6 +80,7 @@ def test_openssh_works_with_the_generated_config(project, tmp_path) -> None:
     assert result.stdout.split() == ["via-openssh", "tapers"]
 
 
+@pytest.mark.both_backends
 def test_two_machines_come_up_together(project) -> None:
     project.write("machines:\n  db: {memory: 128M}\n  web: {primary: true}\n  tools: {autostart: false}\n")
     up = project.tapers("up").ok()
@@ -92,6 +96,7 @@ def test_two_machines_come_up_together(project) -> None:
     assert project.lxc_state("tools") == "RUNNING"
 
 
+@pytest.mark.both_backends
 def test_second_up_is_a_no_op(project) -> None:
     project.write("machines:\n  web: {}\n")
     project.tapers("up").ok()
@@ -102,6 +107,7 @@ def test_second_up_is_a_no_op(project) -> None:
     assert project.record("web") == record
 
 
+@pytest.mark.both_backends
 def test_deleting_dot_tapers_loses_nothing(project) -> None:
     project.write("machines:\n  web: {}\n")
     project.tapers("up").ok()
@@ -114,6 +120,7 @@ def test_deleting_dot_tapers_loses_nothing(project) -> None:
     assert (project.root / ".tapers" / "ssh_config").is_file()
 
 
+@pytest.mark.both_backends
 def test_destroy_twice_and_destroy_of_nothing(project) -> None:
     project.write("machines:\n  web: {}\n")
     project.tapers("destroy", "-f").ok()
@@ -140,6 +147,7 @@ def test_invalid_taperfile_creates_nothing(project) -> None:
     assert not (project.root / ".tapers").exists()
 
 
+@pytest.mark.both_backends
 def test_interrupted_creation_is_redone(project) -> None:
     project.write("machines:\n  web: {}\n")
     project.tapers("up").ok()

@@ -33,6 +33,7 @@ def http_get(url: str) -> tuple[int, str]:
         return response.status, response.read().decode()
 
 
+@pytest.mark.both_backends
 def test_forwarded_port_and_private_address_reach_a_guest_server(project) -> None:
     host_port = free_port()
     project.write(
@@ -57,6 +58,7 @@ def test_forwarded_port_and_private_address_reach_a_guest_server(project) -> Non
     assert http_get(f"http://127.0.0.1:{host_port}/")[0] == 200
 
 
+@pytest.mark.both_backends
 def test_a_taken_host_port_is_an_error_naming_its_holder_or_auto_corrected(project) -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
@@ -76,6 +78,7 @@ def test_a_taken_host_port_is_an_error_naming_its_holder_or_auto_corrected(proje
         assert f"127.0.0.1:{forward['host']}->80" in project.tapers("status").ok().out
 
 
+@pytest.mark.both_backends
 def test_machines_resolve_each_other_by_name(project) -> None:
     project.write(
         "machines:\n"
@@ -124,15 +127,12 @@ def test_two_projects_share_one_private_network(project, tmp_path) -> None:
                        capture_output=True)
 
 
+@pytest.mark.both_backends
 def test_memory_and_pids_limits_hold_inside_the_guest(project) -> None:
     project.write("machines:\n  web: {memory: 96M, pids: 64, cpus: 0.5}\n")
     project.tapers("up").ok()
-    import lxc
-
-    container = lxc.Container(project.container("web"))
-    quota = container.get_cgroup_item("cpu.max") if Path("/sys/fs/cgroup/cgroup.controllers").exists() else (
-        container.get_cgroup_item("cpu.cfs_quota_us")
-    )
+    v2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+    quota = project.view.cgroup_item(project.container("web"), "cpu.max" if v2 else "cpu.cfs_quota_us")
     assert quota.split()[0] == "50000"  # half of each 100 ms period
     busy = "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass\nprint(time.process_time())\n"
     used = float(project.tapers("ssh", "-c", "python3", stdin=busy).ok().out)
@@ -158,6 +158,7 @@ def test_memory_and_pids_limits_hold_inside_the_guest(project) -> None:
     wait_for(lambda: project.tapers("ssh", "-c", "true").code == 0, 30, "the machine answering after the fork bomb")
 
 
+@pytest.mark.both_backends
 def test_stats_report_running_machines(project) -> None:
     project.write("machines:\n  web: {memory: 256M}\n  db: {}\n")
     project.tapers("up").ok()

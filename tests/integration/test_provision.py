@@ -7,12 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
 
 def guest(project, machine: str, command: str) -> str:
     return project.tapers("ssh", machine, "-c", command).ok().out
 
 
+@pytest.mark.both_backends
 def test_shell_steps_like_vagrant_spec(project) -> None:
     """vagrant-spec's shell provisioner scenario: inline, path, args with a space, privileged or not."""
     (project.root / "scripts").mkdir()
@@ -44,6 +46,7 @@ def test_shell_steps_like_vagrant_spec(project) -> None:
     assert logs and any("env=dev" in log.read_text() for log in logs)
 
 
+@pytest.mark.both_backends
 def test_file_steps(project) -> None:
     conf = project.root / "conf"
     (conf / "bin").mkdir(parents=True)
@@ -64,6 +67,7 @@ def test_file_steps(project) -> None:
     assert guest(project, "web", "stat -c %U /home/tapers/conf/app.ini") == "tapers\n"
 
 
+@pytest.mark.both_backends
 def test_runs_only_what_should_run(project) -> None:
     (project.root / "setup.sh").write_text("echo v1 >> /tmp/setup-runs\n")
     project.write(
@@ -99,6 +103,7 @@ def test_runs_only_what_should_run(project) -> None:
     assert guest(project, "web", "cat /tmp/seed") == "seeded\n"
 
 
+@pytest.mark.both_backends
 def test_a_failing_step_stops_names_itself_and_is_retried(project) -> None:
     project.write(
         "machines:\n"
@@ -123,6 +128,7 @@ def test_a_failing_step_stops_names_itself_and_is_retried(project) -> None:
     assert guest(project, "web", "cat /tmp/ran") == "first\nmigrate\nlast\n"
 
 
+@pytest.mark.both_backends
 def test_steps_that_reboot(project) -> None:
     # /run is emptied by every boot: a step sees whether it runs in the boot of the step before.
     mark = "{ test -e /run/seen && echo same || echo new; } >> /var/tmp/boots; touch /run/seen"
@@ -140,6 +146,7 @@ def test_steps_that_reboot(project) -> None:
     assert guest(project, "web", "cat /var/tmp/boots").split() == ["new", "new", "new"]
 
 
+@pytest.mark.both_backends
 def test_depends_on_orders_provisioning(project) -> None:
     project.write(
         "machines:\n"
@@ -157,6 +164,7 @@ def test_depends_on_orders_provisioning(project) -> None:
     assert web_started >= db_finished
 
 
+@pytest.mark.both_backends
 def test_ansible_playbook_with_extra_vars_and_the_standalone_inventory(project) -> None:
     (project.root / "site.yml").write_text(
         "- hosts: webservers\n"

@@ -13,7 +13,7 @@ import pytest
 
 
 def init_pid(project, machine: str) -> int:
-    return lxc.Container(project.container(machine)).init_pid
+    return project.init_pid(machine)
 
 
 def guest(project, machine: str, command: str) -> str:
@@ -23,6 +23,7 @@ def guest(project, machine: str, command: str) -> str:
 MEMORY = "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes"
 
 
+@pytest.mark.both_backends
 def test_limits_change_live_and_hostname_with_a_restart(project) -> None:
     project.write("machines:\n  web: {memory: 256M}\n")
     project.tapers("up").ok()
@@ -44,6 +45,7 @@ def test_limits_change_live_and_hostname_with_a_restart(project) -> None:
     assert guest(project, "web", MEMORY) == f"{384 * 1024**2}\n"  # limits survive the restart
 
 
+@pytest.mark.both_backends
 def test_limits_command_drifts_until_up_or_saves_into_the_taperfile(project) -> None:
     project.write("machines:\n  web:\n    memory: 256M   # keep this comment\n")
     project.tapers("up").ok()
@@ -121,6 +123,7 @@ def test_orphans_are_listed_then_removed_on_request(project) -> None:
     assert project.lxc_state("old") == "MISSING"
 
 
+@pytest.mark.both_backends
 def test_suspend_and_resume(project) -> None:
     project.write("machines:\n  web: {}\n")
     project.tapers("up").ok()
@@ -131,6 +134,7 @@ def test_suspend_and_resume(project) -> None:
     assert guest(project, "web", "echo awake") == "awake\n"
 
 
+@pytest.mark.both_backends
 def test_snapshots(project) -> None:
     project.write("machines:\n  web: {}\n")
     project.tapers("up").ok()
