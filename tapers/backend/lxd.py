@@ -190,10 +190,21 @@ class LxdBackend:
                 **_mount_devices(spec.mounts),
             },
         }
-        params = {"target": spec.placement} if spec.placement else {}
+        params = {"target": self._member(spec.placement)} if spec.placement else {}
         self._call("create it", spec.container, "post", "instances", json=body, params=params)
         for guest_file in spec.files:
             self._push(spec.container, guest_file)
+
+    def _member(self, name: str) -> str:
+        """`placement: {member: name}`, checked against the cluster's members."""
+        if not self.client.host_info["environment"].get("server_clustered"):
+            raise BackendError(f"`placement: {{member: {name}}}`: LXD at {self.settings.endpoint} is not a cluster",
+                               hint="remove `placement:` from the Taperfile, or use a cluster")
+        members = [m.rsplit("/", 1)[-1].split("?")[0] for m in self._api("cluster", "members").get().json()["metadata"]]
+        if name not in members:
+            raise BackendError(f"`placement: {{member: {name}}}`: no such member in the LXD cluster",
+                               hint=f"its members: {', '.join(members)}")
+        return name
 
     def _push(self, container: str, guest_file: GuestFile) -> None:
         """Write a file into the (stopped) machine; a missing parent folder is made, owned like the file."""

@@ -168,3 +168,10 @@ def test_interactive_ssh_runs_the_system_ssh(project) -> None:
     session = project.tapers("ssh", stdin="echo interactive-$((6*7))\nexit 3\n")
     assert session.code == 3
     assert "interactive-42" in session.out
+
+
+def test_placement_is_ignored_on_liblxc_with_a_warning(project) -> None:
+    project.write("machines:\n  web: {placement: {member: node2}}\n")
+    up = project.tapers("up").ok()
+    assert "`placement: {member: node2}` ignored: the liblxc backend runs machines on this host" in up.out
+    assert project.lxc_state("web") == "RUNNING"
