@@ -19,7 +19,7 @@ from typing import Any
 import lxc
 
 from tapers import paths
-from tapers.backend import cgroups
+from tapers.backend import cgroups, staging
 from tapers.backend.host_network import HostNetworking
 from tapers.backend.api import (
     ContainerInfo,
@@ -141,14 +141,14 @@ class LiblxcBackend:
     def stop(self, container: str, timeout: float) -> bool:
         c = self._container(container)
         if not c.defined or c.state == "STOPPED":
-            _release_mounts(container)
+            staging.release(container)
             return True
         if c.state == "FROZEN":
             c.unfreeze()
         clean = c.shutdown(int(max(1, timeout)))
         if not clean and not c.stop():
             raise BackendError(f"container `{container}` could not be stopped")
-        _release_mounts(container)
+        staging.release(container)
         return clean
 
     def freeze(self, container: str) -> None:
@@ -326,7 +326,7 @@ class LiblxcBackend:
             c.unfreeze()
         if c.state != "STOPPED" and not c.stop():
             raise BackendError(f"container `{container}` could not be stopped for destroying")
-        _release_mounts(container)
+        staging.release(container)
         if not c.destroy():
             raise BackendError(
                 f"container `{container}` could not be destroyed",
@@ -422,64 +422,25 @@ def _render_config(spec: MachineSpec, rootfs: str, folder: Path) -> str:
 MOUNTS_NAME = "tapers-mounts.json"
 
 
-def _staging(container: str, index: int) -> Path:
-    """Where an idmapped view of a synced folder waits for LXC to bind it (outside the
-    container's folder: destroying the container can never reach into the host folder)."""
-    return paths.host_run_dir() / "mounts" / container / str(index)
-
-
 def _mount_items(container: str, mounts: tuple[Mount, ...]) -> list[tuple[str, str]]:
     items = []
     for index, mount in enumerate(mounts):
-        source = _staging(container, index) if mount.idmap else mount.source
         options = "bind,create=dir" + (",ro" if mount.readonly else "")
+        source = staging.source_of(container, index, mount)
         items.append(("lxc.mount.entry", f"{source} {mount.target.lstrip('/')} none {options} 0 0"))
     return items
 
 
 def _save_mounts(folder: Path, mounts: tuple[Mount, ...]) -> None:
-    data = [{"source": str(m.source), "target": m.target, "readonly": m.readonly, "idmap": m.idmap} for m in mounts]
-    (folder / MOUNTS_NAME).write_text(json.dumps(data, indent=2) + "\n")
+    (folder / MOUNTS_NAME).write_text(json.dumps(staging.as_records(mounts), indent=2) + "\n")
 
 
 def _prepare_mounts(container: str, folder: Path) -> None:
-    """Before a start: an idmapped view of each synced folder that needs one."""
-    from tapers.backend import idmap
-
     try:
-        mounts = json.loads((folder / MOUNTS_NAME).read_text())
+        records = json.loads((folder / MOUNTS_NAME).read_text())
     except FileNotFoundError:
         return
-    for index, mount in enumerate(mounts):
-        if not mount["idmap"]:
-            continue
-        staging = _staging(container, index)
-        if idmap.is_mount(staging):
-            continue
-        staging.mkdir(parents=True, exist_ok=True)
-        guest_uid, host_uid, guest_gid, host_gid = mount["idmap"]
-        idmap.idmapped_bind(
-            Path(mount["source"]), staging, idmap.swap_map(guest_uid, host_uid), idmap.swap_map(guest_gid, host_gid),
-            mount["readonly"],
-        )
-
-
-def _release_mounts(container: str) -> None:
-    from tapers.backend import idmap
-
-    folder = paths.host_run_dir() / "mounts" / container
-    if not folder.is_dir():
-        return
-    try:
-        for staging in folder.iterdir():
-            idmap.unmount(staging)
-            staging.rmdir()  # never rmtree: a mount left here would be the user's folder
-        folder.rmdir()
-    except OSError as exc:
-        raise BackendError(
-            f"cannot release the synced folders of `{container}`: {exc}",
-            hint=f"unmount what is under {folder} by hand (`umount -l`), then try again",
-        ) from None
+    staging.prepare(container, records)
 
 
 def _private_items(networks: tuple[NetworkConfig, ...]) -> list[tuple[str, str]]:

@@ -7,8 +7,9 @@ The same Taperfile runs here as on liblxc:
   the user config says otherwise); addresses are chosen by tapers and set before init
   starts, as with liblxc; private networks are managed bridges too (`tp` + the /24 in hex);
 - limits are `limits.cpu.allowance` (a CPU quota, as `cpus: 0.5` means), `limits.memory`
-  and `limits.processes`, changed live; synced folders are `disk` devices, forwarded
-  ports `proxy` devices; machines are privileged containers, as on liblxc;
+  and `limits.processes`, changed live; synced folders are `disk` devices (bound from
+  the same idmapped views as on liblxc when LXD runs on this host), forwarded ports
+  `proxy` devices; machines are privileged containers, as on liblxc;
 - what tapers applied is recorded in the instance's `user.tapers.record` config key.
 
 Commands run inside machines through LXD's non-interactive exec with recorded output
@@ -29,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tapers.backend import staging
 from tapers.backend.api import (
     ContainerInfo,
     GuestFile,
@@ -44,6 +46,7 @@ from tapers.errors import BackendError
 from tapers.user_config import LxdSettings
 
 RECORD_KEY = "user.tapers.record"
+MOUNTS_KEY = "user.tapers.mounts"  # the synced folders, to stage at each start
 IMAGE_ALIAS_PREFIX = "tapers-"
 PORT_DEVICE_PREFIX = "tapers-port-"
 MOUNT_DEVICE_PREFIX = "tapers-mount-"
@@ -96,6 +99,12 @@ class LxdBackend:
         self.settings = settings
         self.client = client if client is not None else connect(settings)
         self.network = LxdNetworking(self)
+
+    @property
+    def local(self) -> bool:
+        """LXD runs on this host: synced folders can be staged here with their ids swapped."""
+        endpoint = self.settings.endpoint
+        return not self.settings.https or endpoint.split("//", 1)[1].split(":")[0] in ("127.0.0.1", "localhost", "[::1]")
 
     # -- the API, raw ------------------------------------------------------------------
 
@@ -171,6 +180,8 @@ class LxdBackend:
         if self._instance(spec.container) is not None:
             raise BackendError(f"cannot create container `{spec.container}`: it already exists")
         alias = self._image(spec.rootfs)
+        if self.local:
+            staging.make_dirs(spec.container, staging.as_records(spec.mounts))
         body = {
             "name": spec.container,
             "type": "container",
@@ -183,11 +194,12 @@ class LxdBackend:
                 "security.privileged": "true",
                 "raw.lxc": _raw_lxc(spec.hostname, spec.network, spec.private),
                 RECORD_KEY: json.dumps(record, sort_keys=True),
+                MOUNTS_KEY: json.dumps(staging.as_records(spec.mounts)),
             },
             "devices": {
                 "root": {"type": "disk", "path": "/", "pool": self.settings.storage_pool},
                 **_nic_devices(spec.network, spec.private),
-                **_mount_devices(spec.mounts),
+                **self._mount_devices(spec.container, spec.mounts),
             },
         }
         params = {"target": self._member(spec.placement)} if spec.placement else {}
@@ -205,6 +217,17 @@ class LxdBackend:
             raise BackendError(f"`placement: {{member: {name}}}`: no such member in the LXD cluster",
                                hint=f"its members: {', '.join(members)}")
         return name
+
+    def _mount_devices(self, container: str, mounts: tuple[Mount, ...]) -> dict[str, dict[str, str]]:
+        """Synced folders as disk devices: the staged idmapped view when LXD is on this host
+        (the login user owns the folder owner's files, as on liblxc), else the folder itself."""
+        return {
+            f"{MOUNT_DEVICE_PREFIX}{index}": {
+                "type": "disk", "path": mount.target, "readonly": "true" if mount.readonly else "false",
+                "source": str(staging.source_of(container, index, mount) if self.local else mount.source),
+            }
+            for index, mount in enumerate(mounts)
+        }
 
     def _push(self, container: str, guest_file: GuestFile) -> None:
         """Write a file into the (stopped) machine; a missing parent folder is made, owned like the file."""
@@ -264,6 +287,8 @@ class LxdBackend:
             return
         if data["status"] == "Frozen":
             return self.unfreeze(container)
+        if self.local:
+            staging.prepare(container, json.loads(data["config"].get(MOUNTS_KEY) or "[]"))
         self._state(container, "start")
 
     def _state(self, container: str, action: str, wait: bool = True, **more: Any) -> None:
@@ -272,16 +297,17 @@ class LxdBackend:
 
     def stop(self, container: str, timeout: float) -> bool:
         data = self._require(container, "stop")
-        if data["status"] == "Stopped":
-            return True
         if data["status"] == "Frozen":
             self.unfreeze(container)
-        try:
-            self._state(container, "stop", timeout=int(timeout))
-            return True
-        except BackendError:
-            self._state(container, "stop", force=True)
-            return False
+        clean = True
+        if data["status"] != "Stopped":
+            try:
+                self._state(container, "stop", timeout=int(timeout))
+            except BackendError:
+                self._state(container, "stop", force=True)
+                clean = False
+        staging.release(container, keep_dirs=True)  # LXD checks that a disk's source exists
+        return clean
 
     def freeze(self, container: str) -> None:
         if self._require(container, "freeze")["status"] == "Running":
@@ -313,9 +339,11 @@ class LxdBackend:
         devices = {k: v for k, v in data["devices"].items()
                    if not (k.startswith(MOUNT_DEVICE_PREFIX) or (k.startswith("eth") and k != "eth0"))}
         devices.update(_private_devices(private))
-        devices.update(_mount_devices(mounts))
+        devices.update(self._mount_devices(container, mounts))
+        if self.local:
+            staging.make_dirs(container, staging.as_records(mounts))
         raw = "\n".join([f"lxc.uts.name = {hostname}", *nat_lines, *_private_lines(private)]) + "\n"
-        config = {**data["config"], "raw.lxc": raw}
+        config = {**data["config"], "raw.lxc": raw, MOUNTS_KEY: json.dumps(staging.as_records(mounts))}
         self._call("reconfigure it", container, "put", "instances", container,
                    json={"config": config, "devices": devices, "profiles": data["profiles"]})
         for guest_file in files:
@@ -374,6 +402,7 @@ class LxdBackend:
             return
         if data["status"] != "Stopped":
             self._state(container, "stop", force=True)
+        staging.release(container)
         self._call("delete it", container, "delete", "instances", container)
 
     def boot_id(self, container: str) -> str:
@@ -568,16 +597,6 @@ def _private_devices(private: tuple[NetworkConfig, ...]) -> dict[str, dict[str, 
 
 def _nic(name: str, net: NetworkConfig) -> dict[str, str]:
     return {"type": "nic", "nictype": "bridged", "parent": net.bridge, "name": name, "hwaddr": net.mac}
-
-
-def _mount_devices(mounts: tuple[Mount, ...]) -> dict[str, dict[str, str]]:
-    return {
-        f"{MOUNT_DEVICE_PREFIX}{index}": {
-            "type": "disk", "source": str(mount.source), "path": mount.target,
-            "readonly": "true" if mount.readonly else "false",
-        }
-        for index, mount in enumerate(mounts)
-    }
 
 
 def _message(exc: Exception) -> str:

@@ -66,3 +66,4 @@ def test_unknown_lxd_settings_are_named(lxd_project, tmp_path) -> None:
     lxd_project.env["TAPERS_CONFIG"] = str(config)
     wrong = lxd_project.tapers("status")
     assert wrong.code == 2 and "unknown `lxd:` setting `endpont`" in wrong.err
+

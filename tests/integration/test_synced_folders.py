@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from tests.integration.conftest import wait_for
 
 
@@ -11,6 +13,7 @@ def guest(project, machine: str, command: str) -> str:
     return project.tapers("ssh", machine, "-c", command).ok().out
 
 
+@pytest.mark.both_backends
 def test_synced_folders_read_write_readonly_disabled_and_reboot(project) -> None:
     (project.root / "README").write_text("from the host\n")
     (project.root / "ro").mkdir()
@@ -43,12 +46,14 @@ def test_synced_folders_read_write_readonly_disabled_and_reboot(project) -> None
     assert guest(project, "web", "cat /srv/site/sub/f") == "x\n"
 
 
+@pytest.mark.both_backends
 def test_the_project_folder_can_be_disabled(project) -> None:
     project.write("machines:\n  web:\n    synced_folders:\n      - {host: ., guest: /tapers, disabled: true}\n")
     project.tapers("up").ok()
     assert guest(project, "web", "test -e /tapers && echo present || echo absent") == "absent\n"
 
 
+@pytest.mark.both_backends
 def test_destroy_and_halt_never_touch_the_host_folder(project) -> None:
     (project.root / "keep").write_text("precious\n")
     project.write("machines:\n  web: {}\n")
@@ -64,6 +69,7 @@ def test_destroy_and_halt_never_touch_the_host_folder(project) -> None:
     assert not [line for line in open("/proc/self/mountinfo") if project.container("web") in line]
 
 
+@pytest.mark.both_backends
 def test_a_synced_folder_change_restarts_the_machine(project) -> None:
     project.write("machines:\n  web: {}\n")
     project.tapers("up").ok()

@@ -1,0 +1,76 @@
+"""Synced folders whose owner on the host is not the machine's login user get an
+idmapped view, staged on the host under /run/tapers/mounts/<container>/<n> (outside any
+container folder: deleting a container can never reach into the user's folder), which
+the engine then binds into the machine. Used by both backends (for LXD, when it runs
+on this host)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tapers import paths
+from tapers.backend.api import Mount
+from tapers.errors import BackendError
+
+
+def source_of(container: str, index: int, mount: Mount) -> Path:
+    """What the engine binds: the staged view when the ids are swapped, else the folder itself."""
+    return _staging(container, index) if mount.idmap else mount.source
+
+
+def as_records(mounts: tuple[Mount, ...]) -> list[dict[str, Any]]:
+    """The mounts as kept with the container, for `prepare` at each start."""
+    return [{"source": str(m.source), "target": m.target, "readonly": m.readonly, "idmap": m.idmap} for m in mounts]
+
+
+def make_dirs(container: str, records: list[dict[str, Any]]) -> None:
+    """The (empty) folders the staged views will be mounted on, for engines that check a
+    disk's source when the container is created or changed."""
+    for index, mount in enumerate(records):
+        if mount["idmap"]:
+            _staging(container, index).mkdir(parents=True, exist_ok=True)
+
+
+def prepare(container: str, records: list[dict[str, Any]]) -> None:
+    """Before a start: an idmapped view of each synced folder that needs one."""
+    from tapers.backend import idmap
+
+    for index, mount in enumerate(records):
+        if not mount["idmap"]:
+            continue
+        staging = _staging(container, index)
+        if idmap.is_mount(staging):
+            continue
+        staging.mkdir(parents=True, exist_ok=True)
+        guest_uid, host_uid, guest_gid, host_gid = mount["idmap"]
+        idmap.idmapped_bind(
+            Path(mount["source"]), staging, idmap.swap_map(guest_uid, host_uid), idmap.swap_map(guest_gid, host_gid),
+            mount["readonly"],
+        )
+
+
+def release(container: str, keep_dirs: bool = False) -> None:
+    """After a stop: the staged views go, and their folders unless `keep_dirs` (never
+    deleted recursively: a mount left there would be the user's folder)."""
+    from tapers.backend import idmap
+
+    folder = paths.host_run_dir() / "mounts" / container
+    if not folder.is_dir():
+        return
+    try:
+        for staging in folder.iterdir():
+            idmap.unmount(staging)
+            if not keep_dirs:
+                staging.rmdir()
+        if not keep_dirs:
+            folder.rmdir()
+    except OSError as exc:
+        raise BackendError(
+            f"cannot release the synced folders of `{container}`: {exc}",
+            hint=f"unmount what is under {folder} by hand (`umount -l`), then try again",
+        ) from None
+
+
+def _staging(container: str, index: int) -> Path:
+    return paths.host_run_dir() / "mounts" / container / str(index)
