@@ -202,8 +202,12 @@ class LxdBackend:
                 **self._mount_devices(spec.container, spec.mounts),
             },
         }
-        params = {"target": self._member(spec.placement)} if spec.placement else {}
-        self._call("create it", spec.container, "post", "instances", json=body, params=params)
+        try:
+            params = {"target": self._member(spec.placement)} if spec.placement else {}
+            self._call("create it", spec.container, "post", "instances", json=body, params=params)
+        except BackendError:
+            staging.release(spec.container)
+            raise
         for guest_file in spec.files:
             self._push(spec.container, guest_file)
 
@@ -399,6 +403,7 @@ class LxdBackend:
     def destroy(self, container: str) -> None:
         data = self._instance(container)
         if data is None:
+            staging.release(container)  # left by a creation that failed
             return
         if data["status"] != "Stopped":
             self._state(container, "stop", force=True)
