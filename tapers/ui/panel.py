@@ -66,33 +66,35 @@ class Panel:
     def state(self, since: float = 0.0) -> dict[str, Any]:
         """Everything the page shows; graph points newer than `since` (a sample time)."""
         self._asked = time.monotonic()
-        projects, containers = [], set()
+        running: set[str] = set()
+        projects = []
         for path in self.taperfiles():
             try:
-                project = open_project(explicit=path)
-            except TapersError as exc:
+                projects.append(self._project_view(path, since, running))
+            except TapersError as exc:  # shown on the page, as the CLI would say it
                 projects.append({"id": str(path.parent.name), "taperfile": str(path), "error": exc.message,
                                  "hint": exc.hint, "machines": []})
-                continue
-            observed = observe(project, self.backend)
-            plan = self._plan(project, observed)
-            rows = status_rows(project, observed)
-            for row in rows:
-                info = observed.machines.get(row["machine"])
-                machine = next((m for m in project.machines if m.name == row["machine"]), None)
-                row["plan"] = plan.get(row["machine"], [])
-                row["limits"] = {
-                    "taperfile": limits.wanted(machine)._asdict() if machine else None,
-                    "applied": limits.applied(info.record or {})._asdict() if info else None,
-                }
-                row["history"] = self._points(row["container"], since)
-                if row["state"] == "running":
-                    containers.add(row["container"])
-            projects.append({"id": project.id, "taperfile": str(project.loaded.path), "root": str(project.root),
-                             "machines": rows})
         with self._lock:
-            self._containers = containers
+            self._containers = running
         return {"projects": projects, "now": time.time(), "interval": self.interval}
+
+    def _project_view(self, path: Path, since: float, running: set[str]) -> dict[str, Any]:
+        project = open_project(explicit=path)
+        observed = observe(project, self.backend)
+        plan = self._plan(project, observed)
+        rows = status_rows(project, observed)
+        for row in rows:
+            info = observed.machines.get(row["machine"])
+            machine = next((m for m in project.machines if m.name == row["machine"]), None)
+            row["plan"] = plan.get(row["machine"], [])
+            row["limits"] = {
+                "taperfile": limits.wanted(machine)._asdict() if machine else None,
+                "applied": limits.applied(info.record or {})._asdict() if info else None,
+            }
+            row["history"] = self._points(row["container"], since)
+            if row["state"] == "running":
+                running.add(row["container"])
+        return {"id": project.id, "taperfile": str(project.loaded.path), "root": str(project.root), "machines": rows}
 
     def _plan(self, project: Project, observed: Observed) -> dict[str, list[str]]:
         """machine -> what `tapers plan` says `up` would do to it. Reused for a few seconds

@@ -203,3 +203,15 @@ def test_all_shows_every_tapers_project_on_the_host(project, panel, tmp_path) ->
         assert project.lxc_state("web") == "RUNNING"
     finally:
         other.tapers("destroy", "-f")
+
+
+def test_an_invalid_taperfile_is_shown_as_the_cli_says_it(project, panel) -> None:
+    project.write("machines:\n  web: {}\n")
+    ui = panel()
+    (project.root / "Taperfile.yaml").write_text("version: 1\nmachines:\n  web: {memroy: 1G}\n")
+    (shown,) = ui.state()["projects"]
+    assert "invalid" in shown["error"] and "memory" in shown["error"] and shown["machines"] == []
+    status, _, html = ui.request("GET", "/", headers=ui.bearer())
+    assert status == 200 and "error:" in html and "did you mean" in html
+    project.write("machines:\n  web: {}\n")
+    assert [m["machine"] for m in ui.state()["projects"][0]["machines"]] == ["web"]
