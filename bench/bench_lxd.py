@@ -45,11 +45,10 @@ def timed_up(machines: int, env: dict[str, str], label: str, run: int) -> float:
 
 def lxd_floor(config: Path, runs: int) -> tuple[float, float]:
     """Median seconds to create an instance from tapers' image, and to start it (LXD alone)."""
-    os.environ["TAPERS_CONFIG"] = str(config)
     from tapers.backend.lxd import connect
     from tapers.user_config import lxd_settings
 
-    client = connect(lxd_settings())
+    client = connect(lxd_settings(config))
     image = next(i for i in client.images.all() if any(a["name"].startswith("tapers-") for a in i.aliases))
     creates, starts = [], []
     for run in range(runs):

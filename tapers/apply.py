@@ -42,6 +42,7 @@ class Context:
     guest_factory: Callable[[str, Context], Any] = field(default=None)  # type: ignore[assignment]
     _network_ready: bool = field(default=False, init=False)
     _network_guard: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _private_ready: set[str] = field(default_factory=set, init=False)
     _finished: dict[str, threading.Event] = field(default_factory=dict, init=False)
     _failed: set[str] = field(default_factory=set, init=False)
     _access_guard: threading.Lock = field(default_factory=threading.Lock, init=False)
@@ -62,10 +63,14 @@ class Context:
                 self._network_ready = True
 
     def ensure_private_networks(self, machine: Machine) -> None:
-        """The host-only networks of the machine exist (one machine at a time makes them)."""
+        """The host-only networks of the machine exist (one machine at a time makes them,
+        each once per run: creating and starting a machine both ask)."""
         with self._network_guard:
             for address in machine.private_ips:
-                self.backend.network.ensure_private(self.backend.network.private(address))
+                config = self.backend.network.private(address)
+                if config.bridge not in self._private_ready:
+                    self.backend.network.ensure_private(config)
+                    self._private_ready.add(config.bridge)
 
     def refresh_access(self) -> None:
         """Rewrite .tapers/ssh_config, known_hosts and inventory from the machines as they are."""

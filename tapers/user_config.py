@@ -54,7 +54,7 @@ def config_path() -> Path:
 
 def backend_name() -> str:
     """TAPERS_BACKEND (which `--backend` sets), else the config file, else liblxc."""
-    name = os.environ.get("TAPERS_BACKEND") or _read().get("backend") or "liblxc"
+    name = os.environ.get("TAPERS_BACKEND") or _read(config_path()).get("backend") or "liblxc"
     if name not in BACKENDS:
         raise UsageError(
             f"unknown backend `{name}`",
@@ -63,14 +63,16 @@ def backend_name() -> str:
     return name
 
 
-def lxd_settings() -> LxdSettings:
-    raw = _read().get("lxd") or {}
+def lxd_settings(path: Path | None = None) -> LxdSettings:
+    """The `lxd:` settings of the user config (or of the config file at `path`)."""
+    path = path or config_path()
+    raw = _read(path).get("lxd") or {}
     if not isinstance(raw, dict):
-        raise UsageError(f"{config_path()}: `lxd:` must be a mapping of settings")
+        raise UsageError(f"{path}: `lxd:` must be a mapping of settings")
     unknown = sorted(set(raw) - set(LxdSettings._fields))
     if unknown:
         raise UsageError(
-            f"{config_path()}: unknown `lxd:` setting {', '.join(f'`{k}`' for k in unknown)}",
+            f"{path}: unknown `lxd:` setting {', '.join(f'`{k}`' for k in unknown)}",
             hint=f"known: {', '.join(LxdSettings._fields)}",
         )
     paths = ("client_cert", "client_key", "server_cert")
@@ -78,14 +80,13 @@ def lxd_settings() -> LxdSettings:
     settings = LxdSettings(**{k: v for k, v in values.items() if v is not None})
     if settings.https and not (settings.client_cert and settings.client_key):
         raise UsageError(
-            f"{config_path()}: an https endpoint needs `client_cert` and `client_key`",
+            f"{path}: an https endpoint needs `client_cert` and `client_key`",
             hint="generate a pair (openssl req -x509 ...) and trust it on the server: lxc config trust add FILE",
         )
     return settings
 
 
-def _read() -> dict[str, Any]:
-    path = config_path()
+def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     import yaml

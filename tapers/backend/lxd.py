@@ -159,8 +159,16 @@ class LxdBackend:
 
     # -- reading -----------------------------------------------------------------------
 
+    def _instances(self) -> list[dict[str, Any]]:
+        return self._api("instances").get(params={"recursion": 1}).json()["metadata"]
+
+    def _update(self, container: str, what: str, data: dict[str, Any], **changes: Any) -> None:
+        """Replace the instance's settings: `data` as read, with `changes` (config, devices, restore)."""
+        body = {"config": data["config"], "devices": data["devices"], "profiles": data["profiles"], **changes}
+        self._call(what, container, "put", "instances", container, json=body)
+
     def list(self, prefix: str = "") -> list[ContainerInfo]:
-        instances = self._api("instances").get(params={"recursion": 1}).json()["metadata"]
+        instances = self._instances()
         return [_info(i) for i in sorted(instances, key=lambda i: i["name"]) if i["name"].startswith(prefix)]
 
     def inspect(self, container: str) -> ContainerInfo | None:
@@ -325,8 +333,7 @@ class LxdBackend:
         data = self._require(container, "change the limits of")
         config = {k: v for k, v in data["config"].items() if not k.startswith("limits.")}
         config.update(_limit_config(limits))
-        self._call("change its limits", container, "put", "instances", container,
-                   json={"config": config, "devices": data["devices"], "profiles": data["profiles"]})
+        self._update(container, "change its limits", data, config=config)
 
     def reconfigure(
         self,
@@ -348,8 +355,7 @@ class LxdBackend:
             staging.make_dirs(container, staging.as_records(mounts))
         raw = "\n".join([f"lxc.uts.name = {hostname}", *nat_lines, *_private_lines(private)]) + "\n"
         config = {**data["config"], "raw.lxc": raw, MOUNTS_KEY: json.dumps(staging.as_records(mounts))}
-        self._call("reconfigure it", container, "put", "instances", container,
-                   json={"config": config, "devices": devices, "profiles": data["profiles"]})
+        self._update(container, "reconfigure it", data, config=config, devices=devices)
         for guest_file in files:
             self._push(container, guest_file)
 
@@ -386,9 +392,7 @@ class LxdBackend:
         data = self._require(container, "restore")
         if name not in {s.name for s in self.snapshot_list(container)}:
             raise BackendError(f"container `{container}` has no snapshot `{name}`")
-        self._call(f"restore snapshot `{name}`", container, "put", "instances", container,
-                   json={"restore": name, "config": data["config"], "devices": data["devices"],
-                         "profiles": data["profiles"]})
+        self._update(container, f"restore snapshot `{name}`", data, restore=name)
 
     def snapshot_list(self, container: str) -> list[Snapshot]:
         self._require(container, "list the snapshots of")
@@ -495,8 +499,7 @@ class LxdNetworking:
                 "listen": f"{forward.protocol}:{forward.host_ip}:{forward.host}",
                 "connect": f"{forward.protocol}:127.0.0.1:{forward.guest}",
             }
-        self.backend._call("forward ports", container, "put", "instances", container,
-                           json={"config": data["config"], "devices": devices, "profiles": data["profiles"]})
+        self.backend._update(container, "forward ports", data, devices=devices)
         return chosen
 
     def unforward(self, container: str) -> None:
@@ -504,12 +507,10 @@ class LxdNetworking:
         if data is None or not any(k.startswith(PORT_DEVICE_PREFIX) for k in data["devices"]):
             return
         devices = {k: v for k, v in data["devices"].items() if not k.startswith(PORT_DEVICE_PREFIX)}
-        self.backend._call("stop forwarding ports", container, "put", "instances", container,
-                           json={"config": data["config"], "devices": devices, "profiles": data["profiles"]})
+        self.backend._update(container, "stop forwarding ports", data, devices=devices)
 
     def forwarded(self) -> set[str]:
-        instances = self.backend._api("instances").get(params={"recursion": 1}).json()["metadata"]
-        return {i["name"] for i in instances if any(k.startswith(PORT_DEVICE_PREFIX) for k in i["devices"])}
+        return {i["name"] for i in self.backend._instances() if any(k.startswith(PORT_DEVICE_PREFIX) for k in i["devices"])}
 
     def _ensure(self, name: str, config: dict[str, str]) -> None:
         """A managed bridge: on a cluster, defined on every member first, then created.

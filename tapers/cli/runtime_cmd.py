@@ -134,7 +134,6 @@ def limits(
     from tapers import limits as machine_limits
     from tapers.errors import StateError
     from tapers.lock import project_lock
-    from tapers.observe import observe
     from tapers.taperfile.units import format_size
 
     project, backend, observed = engine(ctx)
@@ -159,7 +158,8 @@ def limits(
 
             written = {key: _as_written(key, value) for key, value in given.items()}
             set_machine_keys(project.loaded.path, machine, written, expect=given)
-        current = machine_limits.applied((observe(project, backend).machines[machine].record) or {})
+        now = backend.inspect(info.name)  # as it is under the lock
+        current = machine_limits.applied((now.record if now else None) or {})
         new = current._replace(**given)
         machine_limits.set_limits(backend, info.name, new)
     running = str(info.state) == "running"

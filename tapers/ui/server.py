@@ -69,8 +69,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        if not self.server.guard.host_ok(self.headers.get("Host")):
-            return self._text(HTTPStatus.FORBIDDEN, "this panel answers only to 127.0.0.1 and localhost\n")
+        if self._foreign_host():
+            return None
         if url.path == "/favicon.ico":
             return self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
         if url.path == "/" and "token" in query:
@@ -98,8 +98,8 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         guard = self.server.guard
         form = self._form()  # read first: the connection stays usable whatever the answer
-        if not guard.host_ok(self.headers.get("Host")):
-            return self._text(HTTPStatus.FORBIDDEN, "this panel answers only to 127.0.0.1 and localhost\n")
+        if self._foreign_host():
+            return None
         session = guard.session(self.headers)
         if session is None:
             return self._token_required()
@@ -203,6 +203,13 @@ class Handler(BaseHTTPRequestHandler):
         self._send(HTTPStatus.UNAUTHORIZED, html.encode(), "text/html; charset=utf-8")
 
     # -- plumbing ---------------------------------------------------------------------------
+
+    def _foreign_host(self) -> bool:
+        """A request naming another host (a page elsewhere whose name points here) is refused."""
+        if self.server.guard.host_ok(self.headers.get("Host")):
+            return False
+        self._text(HTTPStatus.FORBIDDEN, "this panel answers only to 127.0.0.1 and localhost\n")
+        return True
 
     def _form(self) -> dict[str, str]:
         length = int(self.headers.get("Content-Length") or 0)

@@ -58,20 +58,10 @@ class LxdView:
     name = "lxd"
 
     def __init__(self, config: Path) -> None:
-        import os
-
         from tapers.backend.lxd import connect
         from tapers.user_config import lxd_settings
 
-        previous = os.environ.get("TAPERS_CONFIG")
-        os.environ["TAPERS_CONFIG"] = str(config)
-        try:
-            self.settings = lxd_settings()
-        finally:
-            if previous is None:
-                os.environ.pop("TAPERS_CONFIG")
-            else:
-                os.environ["TAPERS_CONFIG"] = previous
+        self.settings = lxd_settings(config)
         self.client = connect(self.settings)
 
     def _get(self, container: str) -> dict[str, Any] | None:

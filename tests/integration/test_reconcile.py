@@ -190,14 +190,17 @@ def _clean_pair(project) -> None:
         assert guest(project, machine, "cat /var/tmp/provisioned") == f"{machine}\n"
 
 
+TWO_PROVISIONED = (
+    "machines:\n"
+    "  db:\n"
+    "    provision: [{shell: 'hostname > /var/tmp/provisioned'}]\n"
+    "  web:\n"
+    "    provision: [{shell: 'hostname > /var/tmp/provisioned'}]\n"
+)
+
+
 def test_kill_9_at_any_moment_then_up_finishes_the_job(project) -> None:
-    project.write(
-        "machines:\n"
-        "  db:\n"
-        "    provision: [{shell: 'hostname > /var/tmp/provisioned'}]\n"
-        "  web:\n"
-        "    provision: [{shell: 'hostname > /var/tmp/provisioned'}]\n"
-    )
+    project.write(TWO_PROVISIONED)
     for lines_before_kill in (0, 1, 2, 3, 4, 6, 8, 10):
         process = spawn(project, "up")
         for _ in range(lines_before_kill):
@@ -221,13 +224,7 @@ def test_kill_9_at_any_moment_then_up_finishes_the_job(project) -> None:
 
 @pytest.mark.parametrize("parallel", [2, 4])
 def test_concurrent_ups_on_one_project(project, parallel: int) -> None:
-    project.write(
-        "machines:\n"
-        "  db:\n"
-        "    provision: [{shell: 'hostname > /var/tmp/provisioned'}]\n"
-        "  web:\n"
-        "    provision: [{shell: 'hostname > /var/tmp/provisioned'}]\n"
-    )
+    project.write(TWO_PROVISIONED)
     processes = [spawn(project, "up") for _ in range(parallel)]
     outputs = [p.communicate(timeout=300) for p in processes]
     for process, (out, err) in zip(processes, outputs, strict=True):
