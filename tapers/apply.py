@@ -105,7 +105,7 @@ def _get_box(box: str, ctx: Context) -> None:
 
     name, _, version = box.partition("@")
     local = ctx.project.root / url
-    add_box(name, str(local) if local.is_file() else url, ctx.reporter, version=f"= {version}" if version else None)
+    add_box(name, str(local) if local.is_file() else url, ctx.reporter, version=version or None)
 
 
 def _run_machines(plan: Plan, ctx: Context) -> None:

@@ -54,6 +54,13 @@ class InvalidBoxError(BoxError):
     exit_code = ExitCode.INVALID
 
 
+class UnsafeValueError(TapersError):
+    """A value that would change the meaning of the file or command it is written into
+    (a newline in a config line, a quote in an inventory): refused where it is written."""
+
+    exit_code = ExitCode.INVALID
+
+
 class BackendError(TapersError):
     """The container engine refused or failed an operation."""
 

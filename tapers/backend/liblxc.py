@@ -19,7 +19,7 @@ from typing import Any
 import lxc
 
 from tapers import paths
-from tapers.backend import cgroups, staging
+from tapers.backend import cgroups, lxc_config, staging
 from tapers.backend.host_network import HostNetworking
 from tapers.backend.api import (
     ContainerInfo,
@@ -372,10 +372,9 @@ def _writable_dir(folder: Path) -> Path:
 
 def _lower_dir(folder: Path) -> Path:
     """The box's root filesystem under an overlay machine (for folder owners and modes)."""
-    for line in (folder / "config").read_text().splitlines():
-        key, _, value = line.partition("=")
-        if key.strip() == "lxc.rootfs.path" and value.strip().startswith("overlay:"):
-            return Path(value.strip().split(":")[1])
+    for key, value in lxc_config.parse((folder / "config").read_text()):
+        if key == "lxc.rootfs.path" and value.startswith("overlay:"):
+            return Path(value.split(":")[1])
     return _writable_dir(folder)
 
 
@@ -383,8 +382,9 @@ def _edit_config(folder: Path, drop: tuple[str, ...], add: list[tuple[str, str]]
     """Replace the config lines whose key starts with one of `drop` by `add` (atomically)."""
     config = folder / "config"
     kept = [line for line in config.read_text().splitlines() if not line.split("=")[0].strip().startswith(drop)]
+    text = lxc_config.render(add, config, header=tuple(kept))
     tmp = folder / "config.tmp"
-    tmp.write_text("\n".join(kept + [f"{key} = {value}" for key, value in add]) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, config)
 
 
@@ -395,28 +395,28 @@ def _disk_usage(path: Path) -> int:
 
 def _render_config(spec: MachineSpec, rootfs: str, folder: Path) -> str:
     net = spec.network
-    lines = [
-        "# Written by tapers; `tapers up` rewrites it. Edit the Taperfile instead.",
-        "lxc.include = /usr/share/lxc/config/debian.common.conf",
-        "lxc.arch = linux64",
-        f"lxc.uts.name = {spec.hostname}",
-        f"lxc.rootfs.path = {rootfs}",
-        "lxc.signal.halt = SIGRTMIN+3",
-        "lxc.apparmor.profile = unconfined",
-        f"lxc.log.file = {folder / 'lxc.log'}",
-        "lxc.log.level = WARN",
-        "lxc.net.0.type = veth",
-        f"lxc.net.0.link = {net.bridge}",
-        "lxc.net.0.flags = up",
-        "lxc.net.0.name = eth0",
-        f"lxc.net.0.hwaddr = {net.mac}",
-        f"lxc.net.0.ipv4.address = {net.with_broadcast()}",
-        f"lxc.net.0.ipv4.gateway = {net.gateway}",
+    items = [
+        ("lxc.include", "/usr/share/lxc/config/debian.common.conf"),
+        ("lxc.arch", "linux64"),
+        ("lxc.uts.name", spec.hostname),
+        ("lxc.rootfs.path", rootfs),
+        ("lxc.signal.halt", "SIGRTMIN+3"),
+        ("lxc.apparmor.profile", "unconfined"),
+        ("lxc.log.file", str(folder / "lxc.log")),
+        ("lxc.log.level", "WARN"),
+        ("lxc.net.0.type", "veth"),
+        ("lxc.net.0.link", net.bridge),
+        ("lxc.net.0.flags", "up"),
+        ("lxc.net.0.name", "eth0"),
+        ("lxc.net.0.hwaddr", net.mac),
+        ("lxc.net.0.ipv4.address", net.with_broadcast()),
+        ("lxc.net.0.ipv4.gateway", net.gateway),
+        *_private_items(spec.private),
+        *_mount_items(spec.container, spec.mounts),
+        *cgroups.config_items(spec.limits),
     ]
-    lines += [f"{key} = {value}" for key, value in _private_items(spec.private)]
-    lines += [f"{key} = {value}" for key, value in _mount_items(spec.container, spec.mounts)]
-    lines += [f"{key} = {value}" for key, value in cgroups.config_items(spec.limits)]
-    return "\n".join(lines) + "\n"
+    header = ("# Written by tapers; `tapers up` rewrites it. Edit the Taperfile instead.",)
+    return lxc_config.render(items, folder / "config", header)
 
 
 MOUNTS_NAME = "tapers-mounts.json"
@@ -427,7 +427,7 @@ def _mount_items(container: str, mounts: tuple[Mount, ...]) -> list[tuple[str, s
     for index, mount in enumerate(mounts):
         options = "bind,create=dir" + (",ro" if mount.readonly else "")
         source = staging.source_of(container, index, mount)
-        items.append(("lxc.mount.entry", f"{source} {mount.target.lstrip('/')} none {options} 0 0"))
+        items.append(("lxc.mount.entry", lxc_config.mount_entry(source, mount.target, options)))
     return items
 
 
@@ -466,29 +466,12 @@ def _copy_tree(source: Path, target: Path, container: str) -> None:
 
 
 def _write_guest_file(lower: Path, upper: Path, guest_file: GuestFile) -> None:
-    """Write a file into the machine's writable layer, creating parent folders with the
-    owner and mode they have in the box, so the overlay shows them unchanged."""
-    relative = Path(guest_file.path.lstrip("/"))
-    current_upper, current_lower = upper, lower
-    for part in relative.parts[:-1]:
-        current_upper, current_lower = current_upper / part, current_lower / part
-        if current_upper.is_dir():
-            continue
-        current_upper.mkdir()
-        try:
-            st = os.lstat(current_lower)
-            os.chown(current_upper, st.st_uid, st.st_gid)
-            os.chmod(current_upper, st.st_mode & 0o7777)
-        except FileNotFoundError:  # a folder the box does not have: owned like the file
-            os.chown(current_upper, guest_file.uid, guest_file.gid)
-            os.chmod(current_upper, 0o700 if guest_file.mode & 0o077 == 0 else 0o755)
-    target = upper / relative
-    tmp = target.with_name(target.name + ".tapers-tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, guest_file.mode)
-    try:
-        os.write(fd, guest_file.content)
-        os.fchown(fd, guest_file.uid, guest_file.gid)
-        os.fchmod(fd, guest_file.mode)
-    finally:
-        os.close(fd)
-    os.replace(tmp, target)
+    """Write a file into the machine's writable layer (which its guest has written too: no
+    link in it is followed), creating parent folders with the owner and mode they have in
+    the box, so the overlay shows them unchanged."""
+    from tapers.rootfs import Root
+
+    private = guest_file.mode & 0o077 == 0
+    with Root(upper, "the machine's files", BackendError) as target, Root(lower, "the box", BackendError) as box:
+        target.write(guest_file.path, guest_file.content, guest_file.mode, guest_file.uid, guest_file.gid,
+                     dir_mode=0o700 if private else 0o755, like=box)

@@ -47,6 +47,7 @@ def check_members(tar: tarfile.TarFile, archive: str, strip: str = "") -> list[t
     limit = max_unpacked_bytes()
     total = 0
     links: set[str] = set()
+    files: set[str] = set()  # regular files so far: what a hard link may name
     members: list[tuple[tarfile.TarInfo, str]] = []
     for member in tar:
         path = _clean(member.name, archive)
@@ -57,6 +58,8 @@ def check_members(tar: tarfile.TarFile, archive: str, strip: str = "") -> list[t
                 path = path[len(strip) + 1:]
             else:
                 continue  # metadata beside the root filesystem
+        if member.size < 0:
+            raise InvalidBoxError(f"box archive {archive}: member `{member.name}` has a negative size; refused")
         total += member.size
         if total > limit:
             raise InvalidBoxError(
@@ -96,10 +99,17 @@ def check_members(tar: tarfile.TarFile, archive: str, strip: str = "") -> list[t
                 raise InvalidBoxError(
                     f"box archive {archive}: hard link `{member.name}` goes through a symbolic link; refused"
                 )
+            if target not in files:
+                raise InvalidBoxError(
+                    f"box archive {archive}: hard link `{member.name}` -> `{member.linkname}` names no file "
+                    "that comes before it in the archive; refused"
+                )
         elif member.isdev() and not (path.startswith("dev/") or path == "dev"):
             raise InvalidBoxError(f"box archive {archive}: device node `{member.name}` outside /dev; refused")
         elif not (member.isfile() or member.isdir() or member.isdev() or member.isfifo()):
             raise InvalidBoxError(f"box archive {archive}: member `{member.name}` has an unsupported type; refused")
+        if member.isfile():
+            files.add(path)
         members.append((member, path))
     return members
 

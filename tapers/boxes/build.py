@@ -1,4 +1,4 @@
-"""Build a box from a recipe: debootstrap, then the guest bootstrap script in a chroot.
+"""Build a box from a recipe: debootstrap, then the guest preparation (file edits, see prepare.py).
 
 The build happens in a temporary folder beside the cache and is renamed into
 place only when finished (a crash leaves no half box), under a per-box lock (two
@@ -18,10 +18,11 @@ from pathlib import Path
 
 from tapers import paths
 from tapers.boxes.cache import Box, box_folder, find_box, publish
+from tapers.boxes.prepare import BoxUser, prepare_rootfs
 from tapers.boxes.recipe import Recipe, slug
-from tapers.errors import BoxError, HostError
+from tapers.errors import BoxError, HostError, InvalidBoxError
 from tapers.events import Reporter
-from tapers.render import render_template
+from tapers.rootfs import Root
 
 LOCK_WAIT_MESSAGE_AFTER = 0.5
 
@@ -64,9 +65,10 @@ def _build(recipe: Recipe, reporter: Reporter) -> Box:
         rootfs = work / "rootfs"
         _debootstrap(recipe, rootfs, reporter)
         reporter.status("box", "preparing the guest (user, sshd, systemd units)")
-        prepare_rootfs(rootfs, recipe.model.bootstrap, recipe.model.user.name, recipe.model.user.uid)
+        with Root(rootfs, f"box `{recipe.name}`", InvalidBoxError) as root:
+            user = prepare_rootfs(root, recipe.model.user.name, recipe.model.user.uid)
         identity = hashlib.sha256(f"{recipe.text}\0{version}".encode()).hexdigest()
-        meta = box_metadata(recipe.name, version, rootfs, f"recipe {recipe.path.name}", identity, recipe.model.user.name)
+        meta = box_metadata(recipe.name, version, user, f"recipe {recipe.path.name}", identity)
         box = publish(work, meta, target_parent / version)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -108,25 +110,7 @@ def _debootstrap(recipe: Recipe, rootfs: Path, reporter: Reporter) -> None:
         )
 
 
-def prepare_rootfs(rootfs: Path, template: str = "guest-bootstrap.sh.j2", user: str = "tapers", uid: int = 1000) -> None:
-    """Make a root filesystem a tapers box: the login user, sshd, no host keys (run in a chroot)."""
-    script = render_template(template, user=user, uid=uid)
-    result = subprocess.run(
-        ["chroot", str(rootfs), "/bin/sh", "-s"],
-        input=script,
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"},
-    )
-    if result.returncode != 0:
-        raise BoxError(f"preparing the box's root filesystem failed (exit code {result.returncode}):\n{result.stderr.strip()}")
-
-
-def box_metadata(name: str, version: str, rootfs: Path, source: str, identity: str, user: str = "tapers") -> dict[str, object]:
-    passwd = (rootfs / "etc/passwd").read_text().splitlines()
-    entry = next((line.split(":") for line in passwd if line.startswith(f"{user}:")), None)
-    if entry is None:
-        raise BoxError(f"box `{name}` has no user `{user}` after its preparation")
+def box_metadata(name: str, version: str, user: BoxUser, source: str, identity: str) -> dict[str, object]:
     return {
         "name": name,
         "version": version,
@@ -134,5 +118,5 @@ def box_metadata(name: str, version: str, rootfs: Path, source: str, identity: s
         "architecture": platform.machine(),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "source": source,
-        "user": {"name": user, "uid": int(entry[2]), "gid": int(entry[3]), "home": entry[5]},
+        "user": user.as_meta(),
     }

@@ -21,9 +21,13 @@ from typing import Any
 
 from tapers import paths
 from tapers.boxes.recipe import slug
-from tapers.errors import BoxError
+from tapers.errors import BoxError, InvalidBoxError
+
+import re
 
 META_NAME = "box.json"
+BOX_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}(/[a-z0-9][a-z0-9._-]{0,62})?")
+VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z._+-]{0,63}")
 STORE = "store"
 
 
@@ -125,6 +129,27 @@ def find_box(reference: str) -> Box | None:
     name, _, version = reference.partition("@")
     matches = [b for b in list_boxes() if b.name == name and (not version or b.version == version)]
     return matches[-1] if matches else None
+
+
+def check_box_name(name: object, where: str) -> str:
+    """A box name from outside (a command line, a catalog, an archive) becomes a folder name:
+    only plain tokens like `debian/bookworm` are accepted."""
+    if not isinstance(name, str) or not BOX_NAME.fullmatch(name):
+        raise InvalidBoxError(
+            f"{where}: {name!r} is not a box name; refused",
+            hint="box names look like `team/web` (a-z, 0-9, '.', '_', '-', one '/')",
+        )
+    return name
+
+
+def check_version(version: object, where: str) -> str:
+    """A box version from outside becomes a folder name: plain tokens like 1.2.0 only."""
+    if not isinstance(version, str) or not VERSION.fullmatch(version):
+        raise InvalidBoxError(
+            f"{where}: {version!r} is not a box version; refused",
+            hint="versions look like 1.2.0 or 20260101.120000 (letters, digits, '.', '_', '+', '-')",
+        )
+    return version
 
 
 def box_folder(name: str) -> Path:

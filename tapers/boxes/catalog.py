@@ -51,9 +51,11 @@ def satisfies(version: str, constraint: str | None) -> bool:
 
 def parse(text: str, source: str) -> tuple[str, list[Release]]:
     """(box name, releases newest first) of a catalog."""
+    from tapers.boxes.cache import check_box_name, check_version
+
     try:
         data = json.loads(text)
-        name = data["name"]
+        name = check_box_name(data["name"], f"catalog {source}")
         releases = []
         for entry in data["versions"]:
             for provider in entry.get("providers", []):
@@ -61,7 +63,14 @@ def parse(text: str, source: str) -> tuple[str, list[Release]]:
                     kind = (provider.get("checksum_type") or "").lower()
                     if provider.get("checksum") and kind != "sha256":
                         raise InvalidBoxError(f"catalog {source}: checksum type `{kind}` (tapers checks sha256)")
-                    releases.append(Release(name, str(entry["version"]), provider["url"], provider.get("checksum")))
+                    version = check_version(str(entry["version"]), f"catalog {source}")
+                    url = provider["url"]
+                    if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+                        raise InvalidBoxError(f"catalog {source}: version {version} has no http(s) URL; refused")
+                    checksum = provider.get("checksum")
+                    if checksum is not None and not (isinstance(checksum, str) and re.fullmatch(r"[0-9a-fA-F]{64}", checksum)):
+                        raise InvalidBoxError(f"catalog {source}: version {version} has a malformed sha256; refused")
+                    releases.append(Release(name, version, url, checksum))
     except (ValueError, KeyError, TypeError) as exc:
         raise InvalidBoxError(f"{source} is not a box catalog: {exc}") from None
     return name, sorted(releases, key=lambda r: version_key(r.version), reverse=True)

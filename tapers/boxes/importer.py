@@ -20,12 +20,15 @@ from pathlib import Path
 from tapers import paths
 from tapers.boxes import catalog
 from tapers.boxes.archive import extract
-from tapers.boxes.build import box_metadata, prepare_rootfs
-from tapers.boxes.cache import META_NAME, Box, box_folder, list_boxes, publish, remove_box
+from tapers.boxes.build import box_metadata
+from tapers.boxes.cache import META_NAME, Box, box_folder, check_box_name, check_version, list_boxes, publish, remove_box
+from tapers.boxes.prepare import prepare_rootfs
 from tapers.errors import BoxError, InvalidBoxError
 from tapers.events import Reporter
+from tapers.rootfs import Root
 
 CHUNK = 1 << 20
+METADATA_LIMIT = 1 << 20  # box.json, metadata.json
 
 
 def add_box(
@@ -37,17 +40,32 @@ def add_box(
     from_rootfs: bool = False,
     version: str | None = None,
 ) -> Box:
-    """Add a box archive, or the newest (or `version`-matching) release of a catalog."""
+    """Add a box archive, or the newest (or `version`-matching) release of a catalog.
+    `version`: for a catalog, a constraint (`~> 1.2`, or a plain version); for an archive,
+    the version it is recorded as."""
     from filelock import FileLock
 
+    if name is not None:
+        check_box_name(name, "the box name given")
+    if source.startswith("http://") and not sha256:
+        raise BoxError(
+            f"{source} is plain http: whoever can change the download on its way could give you any box; refused",
+            hint="use an https URL, or give the archive's checksum: tapers box add NAME URL --sha256 HEX "
+            "(for a `box_url` in a Taperfile, run that command once first)",
+        )
     paths.boxes_dir().mkdir(parents=True, exist_ok=True)
     work = paths.boxes_dir() / f".add-{uuid.uuid4().hex[:8]}"
     work.mkdir()
     try:
-        archive = _fetch(source, work, reporter)
+        archive = _fetch(source, work, reporter, plain_http_ok=bool(sha256))
         with archive.open("rb") as handle:
             head = handle.read(64)
         if catalog.looks_like_catalog(head):
+            if source.startswith("http://"):
+                raise BoxError(
+                    f"catalog {source} is plain http: its checksums could be anyone's; refused",
+                    hint="use the catalog's https URL",
+                )
             box_name, releases = catalog.parse(archive.read_text(), source)
             if name and name != box_name:
                 raise BoxError(f"catalog {source} is for box `{box_name}`, not `{name}`")
@@ -66,6 +84,7 @@ def add_box(
         version = version or str(
             meta_in_archive.get("version") or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d.%H%M%S")
         )
+        check_version(version, f"box archive {source}")
         folder = box_folder(name)
         folder.mkdir(parents=True, exist_ok=True)
         with FileLock(str(paths.box_build_lock(folder.name))):
@@ -82,14 +101,15 @@ def add_box(
             extract(archive, rootfs, strip)
             if archive.parent == work:
                 archive.unlink()
-            if not (rootfs / "usr/sbin/sshd").exists():
-                raise InvalidBoxError(
-                    f"box `{name}` has no OpenSSH server (usr/sbin/sshd) and tapers cannot install one offline",
-                    hint="build the box with openssh-server in it",
-                )
             reporter.status("box", "preparing the guest (user, sshd)")
-            prepare_rootfs(rootfs)
-            meta = box_metadata(name, version, rootfs, source=f"added from {source}", identity=digest)
+            with Root(rootfs, f"box `{name}`", InvalidBoxError) as root:
+                if root.lstat("/usr/sbin/sshd") is None:
+                    raise InvalidBoxError(
+                        f"box `{name}` has no OpenSSH server (usr/sbin/sshd) and tapers cannot install one offline",
+                        hint="build the box with openssh-server in it",
+                    )
+                user = prepare_rootfs(root)
+            meta = box_metadata(name, version, user, source=f"added from {source}", identity=digest)
             meta["digest"] = f"sha256:{digest}"
             for old in existing:
                 remove_box(old)
@@ -112,16 +132,17 @@ def newest_release(catalog_url: str, reporter: Reporter) -> catalog.Release:
     work = paths.boxes_dir() / f".catalog-{uuid.uuid4().hex[:8]}"
     work.mkdir(parents=True)
     try:
-        text = _fetch(catalog_url, work, reporter).read_text()
+        text = _fetch(catalog_url, work, reporter, plain_http_ok=False).read_text()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     _, releases = catalog.parse(text, catalog_url)
     return catalog.choose(releases, None, catalog_url)
 
 
-def _fetch(source: str, work: Path, reporter: Reporter) -> Path:
+def _fetch(source: str, work: Path, reporter: Reporter, plain_http_ok: bool) -> Path:
     """A local file as it is; a URL downloaded (resumed when an earlier try stopped half-way
-    and the server takes ranges) and moved into `work`."""
+    and the server takes ranges) and moved into `work`. A redirect to plain http is refused
+    unless the content is checked by its checksum (`plain_http_ok`)."""
     if not source.startswith(("http://", "https://")):
         path = Path(source)
         if not path.is_file():
@@ -133,7 +154,7 @@ def _fetch(source: str, work: Path, reporter: Reporter) -> Path:
     done = partial.stat().st_size if partial.exists() else 0
     request = urllib.request.Request(source, headers={"Range": f"bytes={done}-"} if done else {})
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
+        with _opener(plain_http_ok).open(request, timeout=60) as response:
             resumed = done and response.status == 206
             if done and not resumed:
                 done = 0  # the server sends it all again
@@ -152,6 +173,19 @@ def _fetch(source: str, work: Path, reporter: Reporter) -> Path:
     target = work / "download"
     os.replace(partial, target)
     return target
+
+
+def _opener(plain_http_ok: bool) -> urllib.request.OpenerDirector:
+    class Redirects(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+            if not newurl.startswith("https://") and not plain_http_ok:
+                raise BoxError(
+                    f"{req.full_url} redirects to {newurl}, which is not https; refused",
+                    hint="give the archive's checksum with --sha256 HEX to allow it",
+                )
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    return urllib.request.build_opener(Redirects)
 
 
 def _sha256(path: Path) -> str:
@@ -176,7 +210,13 @@ def _detect(archive: Path, from_rootfs: bool) -> tuple[dict, str, str]:
                     break
 
             def read_json(name: str) -> dict:
-                return json.load(tar.extractfile(names[name]))  # type: ignore[arg-type]
+                member = names[name]
+                if not member.isfile() or member.size > METADATA_LIMIT:
+                    raise InvalidBoxError(f"{archive.name}: `{name}` is not a small file; refused")
+                data = json.load(tar.extractfile(member))  # type: ignore[arg-type]
+                if not isinstance(data, dict):
+                    raise InvalidBoxError(f"{archive.name}: `{name}` is not a JSON object; refused")
+                return data
 
             if "box.json" in names:  # tapers' own
                 return read_json("box.json"), "rootfs", ""

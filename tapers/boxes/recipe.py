@@ -32,7 +32,6 @@ class RecipeModel(_Strict):
     name: str
     description: str = ""
     debootstrap: Debootstrap
-    bootstrap: str
     user: RecipeUser = RecipeUser()
 
 

@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
+
+from tapers import sinks
+from tapers.errors import UnsafeValueError
 
 from tapers.ssh.config import SshTarget
 from tapers.taperfile import Machine
@@ -20,6 +24,20 @@ def groups_of(machines: list[Machine]) -> dict[str, list[str]]:
     return {group: sorted(members) for group, members in sorted(groups.items())}
 
 
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def _name(name: str) -> str:
+    """A host or group name: a plain token (anything else could add variables to the line)."""
+    if not _NAME.fullmatch(name):
+        raise UnsafeValueError(
+            f"the generated Ansible inventory: {name!r} is not a plain host or group name (letters, digits, "
+            "'_' and '-', not starting with a digit); refused",
+            hint="rename it in the Taperfile",
+        )
+    return name
+
+
 def render_inventory(
     targets: list[SshTarget], groups: dict[str, list[str]], identity: Path, known_hosts: Path, project: str
 ) -> str:
@@ -28,20 +46,23 @@ def render_inventory(
         "# Use it with: ansible-playbook -i .tapers/inventory PLAYBOOK",
         "[all]",
     ]
+    where = "the generated Ansible inventory"
+    identity_path = sinks.plain(identity, "the project key's path", where, forbidden="%")
+    known_hosts_path = sinks.plain(known_hosts, "the known_hosts path", where, forbidden="%")
     for target in targets:
         ssh_args = (
-            f"-o UserKnownHostsFile={known_hosts} -o HostKeyAlias={target.container} "
+            f"-o UserKnownHostsFile={shlex.quote(known_hosts_path)} -o HostKeyAlias={target.container} "
             "-o StrictHostKeyChecking=yes -o IdentitiesOnly=yes -o PasswordAuthentication=no"
         )
         variables = {
-            "ansible_host": target.address,
-            "ansible_user": target.user,
-            "ansible_ssh_private_key_file": str(identity),
+            "ansible_host": sinks.plain(target.address, "the address", where),
+            "ansible_user": sinks.plain(target.user, "the login user", where),
+            "ansible_ssh_private_key_file": identity_path,
             "ansible_python_interpreter": "/usr/bin/python3",
             "ansible_ssh_common_args": ssh_args,
         }
-        lines.append(target.machine + "".join(f" {k}={shlex.quote(v)}" for k, v in variables.items()))
+        lines.append(_name(target.machine) + "".join(f" {k}={shlex.quote(v)}" for k, v in variables.items()))
     known = {t.machine for t in targets}
     for group, members in groups.items():
-        lines += ["", f"[{group}]", *[m for m in members if m in known]]
+        lines += ["", f"[{_name(group)}]", *[m for m in members if m in known]]
     return "\n".join(lines) + "\n"

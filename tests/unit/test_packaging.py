@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_data_folders_are_found_from_the_checkout() -> None:
     assert (data_dir("boxes") / "debian-bookworm.yaml").is_file()
-    assert (data_dir("provisioners") / "guest-bootstrap.sh.j2").is_file()
+    assert (data_dir("provisioners") / "guest-prepare.yaml").is_file()
     assert "debian/bookworm" in available_recipes()
 
 
@@ -28,5 +28,5 @@ def test_wheel_contains_the_data_folders(tmp_path: Path) -> None:
     (wheel,) = tmp_path.glob("tapers-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "tapers/_data/boxes/debian-bookworm.yaml" in names
-    assert "tapers/_data/provisioners/guest-bootstrap.sh.j2" in names
+    assert "tapers/_data/provisioners/guest-prepare.yaml" in names
     assert any(n.endswith("entry_points.txt") for n in names)
