@@ -3,9 +3,9 @@ generated `.tapers/ssh_config` and `.tapers/known_hosts` (regenerable at any tim
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from tapers import project_files
 from tapers.backend.api import State
 from tapers.errors import StateError
 from tapers.observe import Observed
@@ -52,7 +52,7 @@ def write_ssh_files(project: Project, observed: Observed) -> Path:
     from tapers.provision.inventory import groups_of, render_inventory
 
     paths = project.paths
-    paths.state.mkdir(exist_ok=True)
+    project_files.check_dir(paths.state, create=True)
     targets = all_targets(project, observed)
     _write(paths.known_hosts, render_known_hosts(targets))
     _write(paths.ssh_config, ssh_config_text(project, observed))
@@ -62,8 +62,6 @@ def write_ssh_files(project: Project, observed: Observed) -> Path:
 
 
 def _write(path: Path, text: str) -> None:
-    if path.is_file() and path.read_text() == text:
+    if project_files.read_text(path) == text:
         return
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    project_files.write(path, text, 0o644)

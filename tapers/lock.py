@@ -12,20 +12,35 @@ from tapers.project import Project
 
 @contextmanager
 def project_lock(project: Project, reporter: Reporter, command: str) -> Iterator[None]:
-    from filelock import FileLock, Timeout
+    import fcntl
+
+    from tapers import project_files
 
     paths = project.paths
-    paths.state.mkdir(exist_ok=True)
-    lock = FileLock(str(paths.lock))
+    project_files.check_dir(paths.state, create=True)
+    fd = project_files.open_lock(paths.lock)
     owner = paths.lock.with_name("lock.owner")
     try:
-        lock.acquire(timeout=0.2)
-    except Timeout:
-        holder = owner.read_text().strip() if owner.exists() else "another tapers"
-        reporter.line("tapers", f"waiting for {holder} to finish with this project")
-        lock.acquire()
-    try:
-        owner.write_text(f"`tapers {command}` (pid {os.getpid()})\n")
+        if not _try_lock(fd, 0.2):
+            holder = (project_files.read_text(owner) or "").strip() or "another tapers"
+            reporter.line("tapers", f"waiting for {holder} to finish with this project")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        project_files.write(owner, f"`tapers {command}` (pid {os.getpid()})\n", 0o644)
         yield
     finally:
-        lock.release()
+        os.close(fd)  # releases the lock
+
+
+def _try_lock(fd: int, timeout: float) -> bool:
+    import fcntl
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)

@@ -31,6 +31,11 @@ def table(project: Project, observed: Observed) -> list[tuple[str, list[str]]]:
 
 
 def hosts_file(machine: Machine, peers: list[tuple[str, list[str]]]) -> str:
+    from tapers import sinks
+
+    for address, names in [("", _names(machine.name, machine.hostname)), *peers]:
+        for value in (address, *names):
+            sinks.plain(value, "a name or address", f"/etc/hosts of `{machine.name}`", forbidden=" #")
     own = set(_names(machine.name, machine.hostname))
     lines = [
         "# Written by tapers: every machine of this project by name. Changes here are replaced.",

@@ -9,13 +9,14 @@ container's name as a comment.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tapers.errors import HostError, StateError
+from tapers.errors import HostError, StateError, UnsafeValueError
 from tapers.network import BRIDGE, NFT_TABLE, SUBNET, _run
 
 AUTO_RANGE = range(2200, 2300)  # where `auto_correct: true` looks for a free port, like Vagrant
@@ -82,16 +83,23 @@ def remove(container: str) -> None:
 
 def install(container: str, forwards: list[Forward]) -> None:
     """Replace the container's rules by `forwards`, in one nft transaction."""
+    from tapers import sinks
+
+    where = "an nftables rule"
+    comment = sinks.plain(container, "the container name", where, forbidden='"\\ ;')
     script = "".join(
         f"delete rule ip {NFT_TABLE} {chain} handle {handle}\n" for chain, handle in forwarded().get(container, [])
     )
     for fw in forwards:
-        match = f"tcp dport {fw.host}" if fw.protocol == "tcp" else f"udp dport {fw.host}"
-        where = "fib daddr type local" if fw.host_ip == "0.0.0.0" else f"ip daddr {fw.host_ip}"
+        host_ip, guest_ip = (str(ipaddress.IPv4Address(ip)) for ip in (fw.host_ip, fw.guest_ip))  # nothing else
+        if fw.protocol not in ("tcp", "udp"):
+            raise UnsafeValueError(f"{where}: the protocol {fw.protocol!r} is neither tcp nor udp; refused")
+        match = f"{fw.protocol} dport {int(fw.host)}"
+        destination = "fib daddr type local" if host_ip == "0.0.0.0" else f"ip daddr {host_ip}"
         for chain in ("prerouting", "output"):
             script += (
-                f"add rule ip {NFT_TABLE} {chain} {where} {match} dnat to {fw.guest_ip}:{fw.guest} "
-                f'comment "{container}"\n'
+                f"add rule ip {NFT_TABLE} {chain} {destination} {match} dnat to {guest_ip}:{int(fw.guest)} "
+                f'comment "{comment}"\n'
             )
     if script:
         _run(["nft", "-f", "-"], f"forward ports to {container}", stdin=script)

@@ -109,10 +109,17 @@ def _unexpected() -> int:
     log = _error_log_path()
     text = traceback.format_exc()
     try:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_text(text)
+        from tapers import project_files
+        from tapers.paths import PROJECT_STATE_DIR
+
+        if log.parent.name == PROJECT_STATE_DIR:
+            project_files.check_dir(log.parent, create=True)
+            project_files.write(log, text, 0o600)
+        else:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(text)
         where = f"the traceback is in {log}"
-    except OSError:
+    except (OSError, TapersError):
         where = "the traceback follows:\n" + text
     exc = sys.exc_info()[1]
     error(

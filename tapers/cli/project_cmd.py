@@ -27,7 +27,17 @@ def init(
     target = Path.cwd() / "Taperfile.yaml"
     if target.exists() and not force:
         raise StateError(f"{target} already exists", hint="edit it, or pass --force to overwrite it")
-    target.write_text(init_taperfile(machine))
+    from tapers import project_files
+
+    if force:
+        project_files.write(target, init_taperfile(machine), 0o644)
+    else:
+        try:
+            fd = project_files.create(target, 0o644)
+        except FileExistsError:  # appeared since the check (or a dangling link): never written through
+            raise StateError(f"{target} already exists", hint="edit it, or pass --force to overwrite it") from None
+        with os.fdopen(fd, "w") as handle:
+            handle.write(init_taperfile(machine))
     output.say(f"wrote {target}\nnext: `tapers up` builds the box (first time only) and starts `{machine}`")
 
 
@@ -51,7 +61,9 @@ def plan(
     from tapers.engine import up_plan
 
     project, backend, observed = engine(ctx)
-    key = project.paths.public_key.read_text().strip() if project.paths.public_key.is_file() else ""
+    from tapers import project_files
+
+    key = (project_files.read_text(project.paths.public_key) or "").strip()
     result = up_plan(project, backend, observed, names, key, provision="auto", remove_orphans=remove_orphans)
     if as_json:
         data = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import os
 import subprocess
 import threading
 import time
@@ -187,8 +188,11 @@ class SshGuest:
 
     def _logfile(self) -> IO[str]:
         if self._log is None:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log = self.log_path.open("a")
+            from tapers import project_files
+
+            project_files.check_dir(self.log_path.parent.parent, create=True)
+            project_files.check_dir(self.log_path.parent, create=True)
+            self._log = os.fdopen(project_files.create(self.log_path, 0o600), "a")
         return self._log
 
     def _outputs(self) -> tuple[_Output, _Output]:

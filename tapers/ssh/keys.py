@@ -29,21 +29,21 @@ def generate(comment: str) -> KeyPair:
 
 def ensure_project_key(private_path: Path, public_path: Path, comment: str) -> str:
     """The project's login key (public line), generated on first use."""
-    if private_path.is_file() and public_path.is_file():
-        return public_path.read_text().strip()
-    if private_path.exists():
+    from tapers import project_files
+
+    project_files.check_dir(private_path.parent, create=True)
+    public = project_files.read_text(public_path)
+    if os.path.lexists(private_path):
+        if public is not None:
+            project_files.read_text(private_path)  # only checks it: a link or someone else's file is refused
+            return public.strip()
         raise SshError(
             f"`{public_path}` is missing beside the project key `{private_path}`",
             hint=f"delete {private_path} and run `tapers up`: tapers generates a new key and authorizes it",
         )
-    private_path.parent.mkdir(parents=True, exist_ok=True)
     pair = generate(comment)
-    tmp = private_path.with_name(private_path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pair.private)
-    public_path.write_text(pair.public + "\n")
-    os.replace(tmp, private_path)
+    project_files.write(public_path, pair.public + "\n", 0o644)
+    project_files.write(private_path, pair.private, 0o600)
     return pair.public
 
 

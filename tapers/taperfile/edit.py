@@ -45,12 +45,10 @@ def set_machine_keys(path: Path, machine: str, values: dict[str, Any], expect: d
     yaml.dump(data, out)
     new_text = out.getvalue()
     _check(path, machine, expect, new_text)
-    before = path.stat()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(new_text, encoding="utf-8")
-    os.chown(tmp, before.st_uid, before.st_gid)  # tapers runs as root; the file stays its owner's
-    os.chmod(tmp, before.st_mode & 0o7777)
-    os.replace(tmp, path)
+    from tapers import project_files
+
+    before = path.stat()  # tapers may run as root: the file stays its owner's, with its mode
+    project_files.write(path, new_text, before.st_mode & 0o7777, owner=(before.st_uid, before.st_gid))
     return new_text
 
 

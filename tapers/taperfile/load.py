@@ -114,8 +114,12 @@ def _read(path: Path) -> str:
 
 
 def _from_cache(cache: Path, source: str) -> LoadedTaperfile | None:
+    from tapers import project_files
+
+    if not project_files.check_dir(cache.parent, create=False):
+        return None
     try:
-        data = json.loads(cache.read_text())
+        data = json.loads(project_files.read_text(cache) or "null")
         if data["source"] != source:
             return None
         return LoadedTaperfile(
@@ -153,7 +157,9 @@ def _machine_to_json(machine: Machine) -> dict:
 
 def _to_cache(cache: Path, loaded: LoadedTaperfile, source: str) -> None:
     """Only where `.tapers/` exists already: validating never creates files in a project."""
-    if not cache.parent.is_dir():
+    from tapers import project_files
+
+    if not project_files.check_dir(cache.parent, create=False):
         return
     data = {
         "source": source,
@@ -163,9 +169,7 @@ def _to_cache(cache: Path, loaded: LoadedTaperfile, source: str) -> None:
         "name": loaded.name,
         "project": loaded.project,
     }
-    tmp = cache.with_name(f"{CACHE_NAME}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, cache)
+        project_files.write(cache, json.dumps(data), 0o644)
     except OSError:
         pass

@@ -1,0 +1,197 @@
+"""The project's `.tapers/` folder, and every file tapers writes in a project folder.
+
+A project folder may be writable by someone other than whoever runs tapers (who may be
+root), so nothing found there is trusted: `.tapers/` must be a real folder, 0700, owned by
+the user who invoked tapers (the `SUDO_UID` user under sudo, so a developer's folder keeps
+working with `sudo tapers up`) or by root; a file in it must be theirs too and writable by
+nobody else. Files are created under a new temporary name (O_CREAT|O_EXCL|O_NOFOLLOW, mode
+set on the open, owned by the invoking user) and renamed into place: a planted link or a
+pre-made file is never written through. Reads never follow a link either.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import uuid
+from pathlib import Path
+
+from tapers.errors import StateError
+from tapers.paths import PROJECT_STATE_DIR
+
+_NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def invoker() -> tuple[int, int]:
+    """(uid, gid) of the person running tapers: under sudo, the user who ran sudo."""
+    if os.geteuid() == 0:
+        uid, gid = os.environ.get("SUDO_UID", ""), os.environ.get("SUDO_GID", "")
+        if uid.isdigit() and gid.isdigit():
+            return int(uid), int(gid)
+    return os.geteuid(), os.getegid()
+
+
+def _trusted_owners() -> set[int]:
+    return {invoker()[0], 0}
+
+
+def _owner_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _untrusted(path: Path, why: str, fix: str) -> StateError:
+    return StateError(f"refusing to use {path}: {why}; someone else could change what tapers reads or writes there",
+                      hint=fix)
+
+
+def check_dir(path: Path, create: bool) -> bool:
+    """`path` (`.tapers/` or a folder in it) is safe to use, creating it when `create`.
+    False when it is missing (and not created)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        if not create:
+            return False
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:  # made at the same moment by another tapers: check it below
+            pass
+        else:
+            uid, gid = invoker()
+            if os.geteuid() == 0:
+                os.chown(path, uid, gid, follow_symlinks=False)
+        st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a folder"
+        raise _untrusted(path, f"it is {kind}", f"remove it (`rm {path}`): tapers makes the folder again")
+    if st.st_uid not in _trusted_owners():
+        raise _untrusted(
+            path, f"it belongs to {_owner_name(st.st_uid)}, not to you",
+            f"if it is yours, `sudo chown -R {invoker()[0]} {path}`; or delete it (`sudo rm -r {path}`): "
+            "tapers makes everything in it again",
+        )
+    if st.st_mode & 0o022:
+        raise _untrusted(path, f"others can write in it (mode {stat.S_IMODE(st.st_mode):o})",
+                         f"`chmod 700 {path}` (tapers keeps it that way)")
+    if st.st_mode & 0o077:  # made readable by an older tapers: nobody else needs to read it
+        os.chmod(path, 0o700, follow_symlinks=False)
+    return True
+
+
+def _check_file(path: Path, st: os.stat_result) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise _untrusted(path, "it is not a regular file", f"remove it (`rm {path}`)")
+    if st.st_uid not in _trusted_owners():
+        raise _untrusted(path, f"it belongs to {_owner_name(st.st_uid)}, not to you", f"remove it (`sudo rm {path}`)")
+    if st.st_mode & 0o022:
+        raise _untrusted(path, f"others can write it (mode {stat.S_IMODE(st.st_mode):o})", f"remove it (`rm {path}`)")
+
+
+def read_text(path: Path) -> str | None:
+    """A file's text, None when it (or its folder) is missing; refused when it is a link,
+    or someone else's, or writable by others."""
+    try:
+        folder = _open_folder(path.parent)
+    except FileNotFoundError:
+        return None
+    try:
+        fd = os.open(path.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _untrusted(path, "it is a symbolic link", f"remove it (`rm {path}`)") from None
+        raise
+    finally:
+        os.close(folder)
+    with os.fdopen(fd, "r", encoding="utf-8", errors="replace") as handle:
+        _check_file(path, os.fstat(fd))
+        return handle.read()
+
+
+def _open_folder(folder: Path) -> int:
+    """An fd of `folder`; from `.tapers` on, no component may be a link."""
+    parts = folder.parts
+    start = parts.index(PROJECT_STATE_DIR) if PROJECT_STATE_DIR in parts else len(parts)
+    fd = os.open(Path(*parts[:start]) if start else Path("."), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name in parts[start:]:
+            child = os.open(name, _NOFOLLOW_DIR, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _untrusted(folder, "a part of it is a symbolic link or a file", "remove the link") from None
+        raise
+    return fd
+
+
+def write(path: Path, content: str | bytes, mode: int = 0o600, owner: tuple[int, int] | None = None) -> None:
+    """Create or replace `path` in a checked folder of the project (see the module's doc),
+    owned by `owner` (default: the invoking user)."""
+    data = content.encode() if isinstance(content, str) else content
+    folder = _open_folder(path.parent)
+    try:
+        temporary = f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=folder)
+        try:
+            try:
+                if os.geteuid() == 0:
+                    os.fchown(fd, *(owner or invoker()))
+                os.fchmod(fd, mode)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+            os.replace(temporary, path.name, src_dir_fd=folder, dst_dir_fd=folder)
+        except BaseException:
+            try:
+                os.unlink(temporary, dir_fd=folder)
+            except FileNotFoundError:
+                pass
+            raise
+    finally:
+        os.close(folder)
+
+
+def create(path: Path, mode: int = 0o600) -> int:
+    """A new file that must not exist yet (a log, `tapers init`'s Taperfile): its fd."""
+    folder = _open_folder(path.parent)
+    try:
+        fd = os.open(path.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
+                     dir_fd=folder)
+    finally:
+        os.close(folder)
+    if os.geteuid() == 0:
+        os.fchown(fd, *invoker())
+    os.fchmod(fd, mode)
+    return fd
+
+
+def open_lock(path: Path) -> int:
+    """The fd of a lock file (made when missing), checked like any file in `.tapers/`."""
+    folder = _open_folder(path.parent)
+    try:
+        fd = os.open(path.name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=folder)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _untrusted(path, "it is a symbolic link", f"remove it (`rm {path}`)") from None
+        raise
+    finally:
+        os.close(folder)
+    try:
+        _check_file(path, os.fstat(fd))
+        if os.geteuid() == 0 and os.fstat(fd).st_uid == 0 and invoker()[0] != 0:
+            os.fchown(fd, *invoker())
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
