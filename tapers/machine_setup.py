@@ -73,10 +73,18 @@ def own_hosts_digest(machine: Machine) -> str:
 
 def host_folders(root: Path, machine: Machine, reporter: Reporter) -> list[Path]:
     """The host side of each synced folder, created when missing (owned like the project folder)."""
+    from tapers.host_folders import refusal
+
     folders = []
     owner = root.stat()
     for synced in machine.synced:
         folder = (root / synced.host).resolve()
+        why = refusal(folder)
+        if why is not None:
+            raise StateError(
+                f"machine `{machine.name}`: the synced folder `{synced.host}` (at {synced.guest}) can't be shared: {why}",
+                hint="sync a folder of your project instead (or set `disabled: true` on that entry)",
+            )
         if not folder.is_dir():
             if not synced.create:
                 raise StateError(f"synced folder {folder} of machine `{machine.name}` does not exist (`create: false`)")

@@ -8,6 +8,7 @@ translation is a user namespace held by a short-lived `unshare` process; the mou
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import subprocess
 import time
@@ -75,31 +76,60 @@ def _user_namespace(uid_map: list[tuple[int, int, int]], gid_map: list[tuple[int
         holder.wait()
 
 
-def idmapped_bind(
-    source: Path, target: Path, uid_map: list[tuple[int, int, int]], gid_map: list[tuple[int, int, int]], readonly: bool
-) -> None:
-    """Mount `source` at `target` (an existing empty folder) through the maps."""
-    userns = _user_namespace(uid_map, gid_map)
-    tree = -1
+def open_no_links(folder: Path) -> int:
+    """An fd of the folder at the absolute real path `folder`, opened one component at a
+    time without following any link: a folder swapped for a link since it was checked is
+    refused, never mounted (a bind mount of a path would follow it)."""
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
+        for name in folder.parts[1:]:
+            child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise BackendError(
+                f"the synced folder {folder} is no longer the folder it was when it was set up (a part of its "
+                "path is now a symbolic link or a file); refusing to mount it",
+                hint="put the folder back, or change the Taperfile and run `tapers reload`",
+            ) from None
+        if exc.errno == errno.ENOENT:
+            raise BackendError(f"the synced folder {folder} does not exist any more",
+                               hint="create it again, or change the Taperfile and run `tapers reload`") from None
+        raise
+    return fd
+
+
+def bind(
+    source: Path, target: Path, uid_map: list[tuple[int, int, int]] | None, gid_map: list[tuple[int, int, int]] | None,
+    readonly: bool,
+) -> None:
+    """Mount the folder `source` (its real path: no link is followed) at `target` (an existing
+    empty folder), through the maps when given."""
+    userns = _user_namespace(uid_map, gid_map or uid_map) if uid_map else -1
+    tree = folder = -1
+    try:
+        folder = open_no_links(source)
         tree = _check(
-            _libc.syscall(_SYS_OPEN_TREE, _AT_FDCWD, os.fsencode(source),
-                          _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC | _AT_RECURSIVE),
+            _libc.syscall(_SYS_OPEN_TREE, folder, b"", _AT_EMPTY_PATH | _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC | _AT_RECURSIVE),
             "clone the mount of", source,
         )
-        attr = _MountAttr(_MOUNT_ATTR_IDMAP | (_MOUNT_ATTR_RDONLY if readonly else 0), 0, 0, userns)
-        _check(
-            _libc.syscall(_SYS_MOUNT_SETATTR, tree, b"", _AT_EMPTY_PATH, ctypes.byref(attr), ctypes.sizeof(attr)),
-            "give an id mapping to", source,
-        )
+        flags = (_MOUNT_ATTR_IDMAP if uid_map else 0) | (_MOUNT_ATTR_RDONLY if readonly else 0)
+        if flags:
+            attr = _MountAttr(flags, 0, 0, max(userns, 0))
+            _check(
+                _libc.syscall(_SYS_MOUNT_SETATTR, tree, b"", _AT_EMPTY_PATH, ctypes.byref(attr), ctypes.sizeof(attr)),
+                "give an id mapping to" if uid_map else "make read-only", source,
+            )
         _check(
             _libc.syscall(_SYS_MOVE_MOUNT, tree, b"", _AT_FDCWD, os.fsencode(target), _MOVE_MOUNT_F_EMPTY_PATH),
             "mount at", target,
         )
     finally:
-        if tree >= 0:
-            os.close(tree)
-        os.close(userns)
+        for fd in (tree, folder, userns):
+            if fd >= 0:
+                os.close(fd)
 
 
 def is_mount(path: Path) -> bool:

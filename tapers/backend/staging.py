@@ -1,11 +1,14 @@
-"""Synced folders whose owner on the host is not the machine's login user get an
-idmapped view, staged on the host under /run/tapers/mounts/<container>/<n> (outside any
-container folder: deleting a container can never reach into the user's folder), which
-the engine then binds into the machine. Used by both backends (for LXD, when it runs
-on this host)."""
+"""Synced folders are staged on the host under /run/tapers/mounts/<container>/<n>
+(outside any container folder: deleting a container can never reach into the user's
+folder), which the engine then binds into the machine. Staging mounts the recorded real
+path of the folder without following any link (a folder swapped for a link to /etc after
+it was checked is refused at the next start), read-only when asked, and through an id
+mapping when the folder's owner on the host is not the machine's login user. Used by both
+backends (for LXD, when it runs on this host)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,20 +18,26 @@ from tapers.errors import BackendError
 
 
 def source_of(container: str, index: int, mount: Mount) -> Path:
-    """What the engine binds: the staged view when the ids are swapped, else the folder itself."""
-    return _staging(container, index) if mount.idmap else mount.source
+    """What the engine binds: the staged view."""
+    return _staging(container, index)
 
 
 def as_records(mounts: tuple[Mount, ...]) -> list[dict[str, Any]]:
     """The mounts as kept with the container, for `prepare` at each start."""
-    return [{"source": str(m.source), "target": m.target, "readonly": m.readonly, "idmap": m.idmap} for m in mounts]
+    return [{"source": str(m.source), "target": m.target, "readonly": m.readonly, "idmap": m.idmap, "staged": True}
+            for m in mounts]
+
+
+def _staged(record: dict[str, Any]) -> bool:
+    """Machines made by tapers before 0.2 bind unmapped folders directly (not staged)."""
+    return bool(record.get("staged") or record["idmap"])
 
 
 def make_dirs(container: str, records: list[dict[str, Any]]) -> None:
     """The (empty) folders the staged views will be mounted on, for engines that check a
     disk's source when the container is created or changed."""
     for index, mount in enumerate(records):
-        if mount["idmap"]:
+        if _staged(mount):
             _staging(container, index).mkdir(parents=True, exist_ok=True)
 
 
@@ -36,18 +45,26 @@ def prepare(container: str, records: list[dict[str, Any]]) -> None:
     """Before a start: an idmapped view of each synced folder that needs one."""
     from tapers.backend import idmap
 
+    from tapers.host_folders import refusal
+
     for index, mount in enumerate(records):
-        if not mount["idmap"]:
+        source = Path(mount["source"])
+        why = refusal(source)
+        if why is not None:
+            raise BackendError(f"`{container}`: the synced folder {source} can't be shared: {why}",
+                               hint="change the Taperfile and run `tapers reload`")
+        if not _staged(mount):
+            os.close(idmap.open_no_links(source))  # bound by path: at least refuse a link now
             continue
         staging = _staging(container, index)
         if idmap.is_mount(staging):
             continue
         staging.mkdir(parents=True, exist_ok=True)
-        guest_uid, host_uid, guest_gid, host_gid = mount["idmap"]
-        idmap.idmapped_bind(
-            Path(mount["source"]), staging, idmap.swap_map(guest_uid, host_uid), idmap.swap_map(guest_gid, host_gid),
-            mount["readonly"],
-        )
+        maps = (None, None)
+        if mount["idmap"]:
+            guest_uid, host_uid, guest_gid, host_gid = mount["idmap"]
+            maps = (idmap.swap_map(guest_uid, host_uid), idmap.swap_map(guest_gid, host_gid))
+        idmap.bind(source, staging, *maps, mount["readonly"])
 
 
 def release(container: str, keep_dirs: bool = False) -> None:
