@@ -30,15 +30,19 @@ def refusal(folder: Path) -> str | None:
     text = str(folder)
     if text in SYSTEM_FOLDERS:
         return f"{text} is a system folder"
-    for tree in (*SYSTEM_TREES, *_tapers_trees()):
+    for tree in SYSTEM_TREES:
+        if text == tree or text.startswith(tree + "/"):
+            return f"{text} is a system folder (in {tree})"
+    for tree in _tapers_trees():
         if text == tree or text.startswith(tree.rstrip("/") + "/"):
-            return f"{text} is in {tree}, which is the system's (or tapers' own)"
+            return f"{text} is tapers' own (in {tree})"
     for home in _homes():
         if text == home:
             return f"{text} is a home folder (a project folder inside it is fine)"
-        if text.startswith(home + "/.") :
+        if text.startswith(home + "/."):
             dot = home + "/" + text[len(home) + 1:].split("/")[0]
-            return f"{text} is in {dot}, a home's dot-folder (keys and settings live there)"
+            inside = "" if text == dot else f" in {dot}"
+            return f"{text} is{inside} a home's dot-folder (keys and settings live there)"
     return None
 
 
