@@ -60,8 +60,10 @@ def test_package_round_trip_twice_and_add_over_http(project, tmp_path) -> None:
         url = f"http://127.0.0.1:{server.server_address[1]}/{first.name}"
         digest = hashlib.sha256(first.read_bytes()).hexdigest()
         project.tapers("box", "add", f"{project.name}/one", url, "--sha256", digest).ok()
-        again = project.tapers("box", "add", f"{project.name}/one", url)
+        again = project.tapers("box", "add", f"{project.name}/one", url, "--sha256", digest)
         assert again.code == 1 and "already in the cache" in again.err
+        unchecked = project.tapers("box", "add", f"{project.name}/other", url)  # plain http needs the checksum
+        assert unchecked.code == 1 and "plain http" in unchecked.err and "--sha256" in unchecked.err
     finally:
         server.shutdown()
     try:
@@ -224,7 +226,10 @@ def test_catalogs_outdated_update_box_url_and_resumed_downloads(project, box_hom
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         catalog("1.0.0", "1.1.0")
-        added = project.tapers("box", "add", f"{base}/catalog.json").ok()
+        # a catalog over plain http could hand out any checksum: refused; a local (or https) one is trusted
+        refused = project.tapers("box", "add", f"{base}/catalog.json")
+        assert refused.code == 1 and "plain http" in refused.err
+        added = project.tapers("box", "add", str(tmp_path / "catalog.json")).ok()
         assert f"`{name}@1.1.0`" in added.out
         assert "is the newest" in project.tapers("box", "outdated").ok().out
         catalog("1.0.0", "1.1.0", "1.2.0")
@@ -242,7 +247,7 @@ def test_catalogs_outdated_update_box_url_and_resumed_downloads(project, box_hom
         assert versions == {"1.1.0", "1.2.0"}
 
         # a Taperfile names a version the cache lacks, and where to get it
-        project.write(f"machines:\n  web:\n    box: {name}@1.0.0\n    box_url: {base}/catalog.json\n")
+        project.write(f"machines:\n  web:\n    box: {name}@1.0.0\n    box_url: {tmp_path / 'catalog.json'}\n")
         assert "from box_url" in project.tapers("plan").ok().out
         project.tapers("up").ok()
         assert project.record("web")["box"]["version"] == "1.0.0"

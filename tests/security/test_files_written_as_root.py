@@ -1,0 +1,153 @@
+"""Files tapers writes as root: into a root filesystem it doesn't trust (a box, a machine's
+writable layer) and into a project folder it doesn't trust. Planted links, `..` and
+pre-made files must never redirect a write; each test checks the victim is unchanged."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tapers import project_files
+from tapers.errors import StateError, TapersError
+from tapers.rootfs import Root
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Path:
+    """A host folder an attacker would like tapers to write into."""
+    folder = tmp_path / "host-etc"
+    folder.mkdir()
+    (folder / "shadow").write_text("root:secret\n")
+    return folder
+
+
+def _unchanged(victim: Path) -> None:
+    assert sorted(p.name for p in victim.iterdir()) == ["shadow"]
+    assert (victim / "shadow").read_text() == "root:secret\n"
+
+
+# -- a root filesystem ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("link", ["etc", "etc/ssh"])
+def test_a_folder_that_is_a_link_out_of_the_root_is_refused(tmp_path: Path, victim: Path, link: str) -> None:
+    root = tmp_path / "rootfs"
+    (root / link).parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(victim, root / link)  # absolute: a guest path, but on the host it leads out
+    with Root(root, "box `x`") as box, pytest.raises(TapersError) as refused:
+        box.write("/etc/ssh/sshd_config.d/tapers.conf", b"x")
+    assert "refused" in refused.value.message
+    _unchanged(victim)
+
+
+def test_a_file_that_is_a_link_is_replaced_not_written_through(tmp_path: Path, victim: Path) -> None:
+    root = tmp_path / "rootfs"
+    (root / "etc").mkdir(parents=True)
+    os.symlink(victim / "shadow", root / "etc/hosts")
+    with Root(root, "box `x`") as box:
+        box.write("/etc/hosts", b"127.0.0.1 localhost\n")
+    assert (root / "etc/hosts").read_bytes() == b"127.0.0.1 localhost\n" and not (root / "etc/hosts").is_symlink()
+    _unchanged(victim)
+
+
+def test_a_planted_temporary_name_is_never_reused(tmp_path: Path, victim: Path) -> None:
+    root = tmp_path / "rootfs"
+    (root / "etc").mkdir(parents=True)
+    for name in (".hosts.tapers-tmp", "hosts.tapers-tmp", ".hosts.tmp"):
+        os.symlink(victim / "shadow", root / "etc" / name)
+    with Root(root, "box `x`") as box:
+        box.write("/etc/hosts", b"x\n")
+    _unchanged(victim)
+
+
+@pytest.mark.parametrize("path", ["/../../etc/shadow", "/home/../../x", "/etc/\nx", "/"])
+def test_paths_that_climb_out_or_carry_control_characters_are_refused(tmp_path: Path, path: str) -> None:
+    root = tmp_path / "rootfs"
+    root.mkdir()
+    with Root(root, "box `x`") as box, pytest.raises(TapersError):
+        box.write(path, b"x")
+    assert list(root.iterdir()) == []
+
+
+def test_reading_a_link_is_refused(tmp_path: Path, victim: Path) -> None:
+    root = tmp_path / "rootfs"
+    (root / "etc").mkdir(parents=True)
+    os.symlink(victim / "shadow", root / "etc/passwd")
+    with Root(root, "box `x`") as box, pytest.raises(TapersError):
+        box.read("/etc/passwd")
+
+
+# -- a project folder -------------------------------------------------------------------
+
+
+def test_state_folder_that_is_a_link_is_refused(tmp_path: Path, victim: Path) -> None:
+    os.symlink(victim, tmp_path / ".tapers")
+    with pytest.raises(StateError) as refused:
+        project_files.check_dir(tmp_path / ".tapers", create=True)
+    assert "symbolic link" in refused.value.message
+    _unchanged(victim)
+
+
+def test_state_folder_of_someone_else_or_open_to_others_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / ".tapers"
+    state.mkdir()
+    os.chown(state, 4242, 4242)
+    with pytest.raises(StateError) as refused:
+        project_files.check_dir(state, create=True)
+    assert "uid 4242" in refused.value.message and "chown" in (refused.value.hint or "")
+    os.chown(state, 0, 0)
+    os.chmod(state, 0o777)
+    with pytest.raises(StateError) as refused:
+        project_files.check_dir(state, create=True)
+    assert "mode 777" in refused.value.message
+
+
+def test_state_folder_is_made_private_and_belongs_to_the_sudo_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUDO_UID", "4242")
+    monkeypatch.setenv("SUDO_GID", "4343")
+    state = tmp_path / ".tapers"
+    project_files.check_dir(state, create=True)
+    project_files.write(state / "ssh_config", "Host web\n", 0o644)
+    for path in (state, state / "ssh_config"):
+        st = path.stat()
+        assert (st.st_uid, st.st_gid) == (4242, 4343)
+    assert state.stat().st_mode & 0o777 == 0o700
+
+
+def test_writes_in_the_state_folder_never_follow_a_planted_link(tmp_path: Path, victim: Path) -> None:
+    state = tmp_path / ".tapers"
+    project_files.check_dir(state, create=True)
+    os.symlink(victim / "shadow", state / "inventory")
+    for name in ("id_ed25519.tmp", ".id_ed25519.tmp", "taperfile.json.tmp"):
+        os.symlink(victim / "shadow", state / name)
+    project_files.write(state / "inventory", "[all]\n", 0o644)
+    project_files.write(state / "id_ed25519", b"PRIVATE", 0o600)
+    assert (state / "inventory").read_text() == "[all]\n"
+    assert (state / "id_ed25519").stat().st_mode & 0o777 == 0o600
+    _unchanged(victim)
+
+
+def test_a_new_file_is_never_opened_through_a_link(tmp_path: Path, victim: Path) -> None:
+    os.symlink(victim / "shadow", tmp_path / "run.log")
+    with pytest.raises(FileExistsError):
+        project_files.create(tmp_path / "run.log")
+    _unchanged(victim)
+
+
+def test_files_of_someone_else_are_not_read(tmp_path: Path, victim: Path) -> None:
+    state = tmp_path / ".tapers"
+    project_files.check_dir(state, create=True)
+    (state / "taperfile.json").write_text("{}")
+    os.chown(state / "taperfile.json", 4242, 4242)
+    with pytest.raises(StateError):
+        project_files.read_text(state / "taperfile.json")
+    os.symlink(victim / "shadow", state / "id_ed25519.pub")
+    with pytest.raises(StateError):
+        project_files.read_text(state / "id_ed25519.pub")
+    lock = state / "lock"
+    os.symlink(victim / "shadow", lock)
+    with pytest.raises(StateError):
+        project_files.open_lock(lock)
+    _unchanged(victim)

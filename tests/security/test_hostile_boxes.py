@@ -1,0 +1,223 @@
+"""Boxes from the internet are data: `tapers box add` never runs anything of a box, never
+follows a box's links out of it, checks its metadata like Taperfile input, and needs a
+checksum for what plain http brings. Each test asserts the refusal (or the harmless
+result) and that nothing changed on the host or in the cache."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from tapers.cli.main import run
+from tests.unit.test_box_archives import entry, make_archive
+
+SSHD = (entry("rootfs/usr/sbin/sshd", mode=0o755), b"#!/bin/sh\n")
+
+
+def box_archive(tmp_path: Path, *members, meta: dict | None = None, name: str = "box.tar.gz") -> Path:
+    box_json = (entry("box.json"), json.dumps(meta or {"name": "evil", "version": "1"}).encode())
+    return make_archive(tmp_path / name, [box_json, SSHD, *members])
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("TAPERS_HOME", str(home))
+    return home
+
+
+def cached_files(home: Path) -> list[str]:
+    boxes = home / "boxes"
+    return sorted(str(p.relative_to(home)) for p in boxes.rglob("*")) if boxes.exists() else []
+
+
+def no_box_added(home: Path) -> None:
+    assert not list((home / "boxes").rglob("box.json")) if (home / "boxes").exists() else True
+    leftovers = [p for p in (home / "boxes").rglob("*") if not p.is_dir()] if (home / "boxes").exists() else []
+    assert leftovers == [], f"a refused box left {leftovers}"
+
+
+# -- nothing of a box runs on the host --------------------------------------------------
+
+
+def test_the_box_shell_never_runs(home: Path, tmp_path: Path, capsys) -> None:
+    """The box's /bin/sh would work in a chroot (a real shell with its libraries inside the
+    box) and writes a marker when run: preparing the box must not run it."""
+    shell = shutil.which("dash") or "/bin/dash"
+    libraries = subprocess.run(["ldd", shell], capture_output=True, text=True, check=True).stdout.split()
+    members = [(entry("rootfs/usr/bin/dash", mode=0o755), Path(shell).read_bytes())]
+    for library in {p for p in libraries if p.startswith("/") and Path(p).is_file()}:
+        members.append((entry("rootfs" + library, mode=0o755), Path(library).read_bytes()))
+    marker_script = b"#!/usr/bin/dash\necho ran > /box-shell-ran\necho ran > /tmp/box-shell-ran\n"
+    members.append((entry("rootfs/bin/sh", mode=0o755), marker_script))
+    archive = box_archive(tmp_path, *members)
+
+    assert run(["box", "add", "evil/shell", str(archive)]) == 0, capsys.readouterr().err
+    (box,) = (home / "boxes" / "evil-shell").iterdir()
+    rootfs = (box / "rootfs").resolve()
+    assert not (rootfs / "box-shell-ran").exists() and not (rootfs / "tmp/box-shell-ran").exists()
+    assert not Path("/box-shell-ran").exists() and not Path("/tmp/box-shell-ran").exists()
+    assert "tapers:x:1000:1000::/home/tapers:/bin/sh" in (rootfs / "etc/passwd").read_text()  # prepared by edits
+    assert (rootfs / "etc/sudoers.d/tapers").stat().st_mode & 0o777 == 0o440
+
+
+# -- a box's links never lead tapers' writes out of it ------------------------------------
+
+LINKS_OUT = {
+    "etc is the host's /etc": [(entry("rootfs/etc", tarfile.SYMTYPE, "/etc"), None)],
+    "sudoers.d is the host's": [
+        (entry("rootfs/etc/sudoers.d", tarfile.SYMTYPE, "/etc/sudoers.d"), None),
+    ],
+    "home .ssh is root's": [
+        (entry("rootfs/etc/passwd"), b"root:x:0:0::/root:/bin/sh\ntapers:x:1000:1000::/home/tapers:/bin/sh\n"),
+        (entry("rootfs/home/tapers", tarfile.DIRTYPE, mode=0o755), None),
+        (entry("rootfs/home/tapers/.ssh", tarfile.SYMTYPE, "/root/.ssh"), None),
+    ],
+    "passwd is the host's": [(entry("rootfs/etc/passwd", tarfile.SYMTYPE, "/etc/passwd"), None)],
+    "home climbs out": [
+        (entry("rootfs/etc/passwd"), b"tapers:x:1000:1000::/../../../../root:/bin/sh\n"),
+    ],
+    "login user is root": [(entry("rootfs/etc/passwd"), b"tapers:x:0:0::/root:/bin/sh\n")],
+    "sshd config folder is the host's": [
+        (entry("rootfs/etc/ssh/sshd_config.d", tarfile.SYMTYPE, "/etc/ssh/sshd_config.d"), None),
+    ],
+}
+
+
+@pytest.mark.parametrize("case", list(LINKS_OUT))
+def test_a_box_whose_files_lead_out_is_refused_and_the_host_is_unchanged(case: str, home: Path, tmp_path: Path,
+                                                                          capsys) -> None:
+    watched = [Path("/etc/sudoers.d"), Path("/root/.ssh"), Path("/etc/ssh/sshd_config.d"), Path("/etc")]
+    before = {p: sorted(os.listdir(p)) if p.is_dir() else None for p in watched}
+    passwd = Path("/etc/passwd").read_text()
+    archive = box_archive(tmp_path, *LINKS_OUT[case])
+    assert run(["box", "add", "evil/links", str(archive)]) == 3
+    err = capsys.readouterr().err
+    assert "refused" in err
+    assert {p: sorted(os.listdir(p)) if p.is_dir() else None for p in watched} == before
+    assert Path("/etc/passwd").read_text() == passwd
+    no_box_added(home)
+
+
+# -- box metadata is input --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["../../../escaped", "1.0/../../x", "1\n2", ".hidden", "1 2"])
+def test_a_version_from_box_json_must_be_a_plain_token(version: str, home: Path, tmp_path: Path, capsys) -> None:
+    archive = box_archive(tmp_path, meta={"name": "evil", "version": version})
+    assert run(["box", "add", "evil/version", str(archive)]) == 3
+    assert "not a box version" in capsys.readouterr().err
+    assert not (tmp_path / "escaped").exists() and not (home / "escaped").exists()
+    no_box_added(home)
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "team/../../x", "a/b/c", "Evil", "x\ny"])
+def test_a_box_name_must_be_a_plain_token(name: str, home: Path, tmp_path: Path, capsys) -> None:
+    archive = box_archive(tmp_path)
+    assert run(["box", "add", name, str(archive)]) == 3
+    assert "not a box name" in capsys.readouterr().err
+    no_box_added(home)
+
+
+@pytest.mark.parametrize("field,value", [("name", "../../escaped"), ("version", "../../../escaped"),
+                                         ("checksum", "not-hex")])
+def test_a_catalog_is_checked_like_any_input(field: str, value: str, home: Path, tmp_path: Path, capsys) -> None:
+    archive = box_archive(tmp_path)
+    release = {"version": "1.0", "providers": [{"name": "lxc", "url": f"https://127.0.0.1:9/{archive.name}",
+                                                 "checksum_type": "sha256", "checksum": "0" * 64}]}
+    catalog = {"name": "team/web", "versions": [release]}
+    if field == "name":
+        catalog["name"] = value
+    elif field == "version":
+        release["version"] = value
+    else:
+        release["providers"][0]["checksum"] = value
+    (tmp_path / "catalog.json").write_text(json.dumps(catalog))
+    assert run(["box", "add", str(tmp_path / "catalog.json")]) == 3
+    assert "refused" in capsys.readouterr().err
+    no_box_added(home)
+
+
+# -- plain http needs a checksum --------------------------------------------------------
+
+
+@pytest.fixture
+def http_server(tmp_path: Path):
+    requests: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            requests.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", requests
+    server.shutdown()
+
+
+def test_plain_http_without_a_checksum_is_refused_before_downloading(home: Path, tmp_path: Path, http_server,
+                                                                      capsys) -> None:
+    base, requests = http_server
+    archive = box_archive(tmp_path)
+    assert run(["box", "add", "team/web", f"{base}/{archive.name}"]) == 1
+    err = capsys.readouterr().err
+    assert "plain http" in err and "--sha256" in err
+    assert requests == []
+    no_box_added(home)
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert run(["box", "add", "team/web", f"{base}/{archive.name}", "--sha256", digest]) == 0
+    assert len(list((home / "boxes").rglob("box.json"))) == 1
+
+
+def test_a_catalog_over_plain_http_is_refused(home: Path, tmp_path: Path, http_server, capsys) -> None:
+    base, _ = http_server
+    archive = box_archive(tmp_path)
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    release = {"version": "1.0", "providers": [{"name": "lxc", "url": f"{base}/{archive.name}",
+                                                 "checksum_type": "sha256", "checksum": digest}]}
+    (tmp_path / "catalog.json").write_text(json.dumps({"name": "team/web", "versions": [release]}))
+    assert run(["box", "add", f"{base}/catalog.json"]) == 1
+    assert "plain http" in capsys.readouterr().err
+    no_box_added(home)
+
+
+# -- archive members ----------------------------------------------------------------------
+
+
+def test_a_member_with_a_negative_size_is_refused(home: Path, tmp_path: Path, capsys) -> None:
+    """GNU tar's base-256 size field can say -1: it must not slip under the size limit."""
+    plain = tmp_path / "negative.tar"
+    with tarfile.open(plain, "w", format=tarfile.GNU_FORMAT) as tar:
+        for info, data in [(entry("box.json"), b'{"name": "evil", "version": "1"}'), SSHD]:
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        tar.addfile(entry("rootfs/big"))
+    raw = bytearray(plain.read_bytes())
+    header = raw.rfind(b"rootfs/big")
+    raw[header + 124: header + 136] = b"\xff" * 12  # the size field in base-256: -1
+    raw[header + 148: header + 156] = b" " * 8
+    raw[header + 148: header + 156] = b"%06o\0 " % sum(raw[header: header + 512])  # the header's checksum
+    plain.write_bytes(bytes(raw))
+    with tarfile.open(plain) as tar:
+        assert [m.size for m in tar if m.name == "rootfs/big"] == [-1]  # what tarfile makes of it
+    assert run(["box", "add", "evil/size", str(plain)]) == 3
+    assert "negative size" in capsys.readouterr().err
+    no_box_added(home)
+
+
+def test_a_hard_link_to_a_missing_member_is_refused(home: Path, tmp_path: Path, capsys) -> None:
+    archive = box_archive(tmp_path, (entry("rootfs/usr/bin/x", tarfile.LNKTYPE, "rootfs/usr/bin/missing"), None))
+    assert run(["box", "add", "evil/hardlink", str(archive)]) == 3
+    assert "names no file" in capsys.readouterr().err
+    no_box_added(home)
