@@ -1,0 +1,139 @@
+"""A project folder (and its Taperfile) is someone else's input: on real containers, each
+attempt is refused with a message naming what and why, and the host is unchanged: no file
+written outside the project, no mount of what the attacker pointed at, no config line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+def mounts_of(target: Path) -> list[str]:
+    wanted = str(target)
+    return [line for line in open("/proc/self/mountinfo") if line.split()[3] == wanted or line.split()[4] == wanted]
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Path:
+    folder = tmp_path / "victim"
+    folder.mkdir()
+    (folder / "secret").write_text("root only\n")
+    return folder
+
+
+def unchanged(victim: Path) -> None:
+    assert sorted(os.listdir(victim)) == ["secret"] and (victim / "secret").read_text() == "root only\n"
+
+
+def test_a_synced_folder_swapped_for_a_link_after_validation_is_never_mounted(project, victim) -> None:
+    """The Taperfile's text doesn't change (its validation is reused): the check that matters
+    is the one made when the machine starts."""
+    (project.root / "data").mkdir()
+    project.write("machines:\n  web:\n    synced_folders: [{host: ./data, guest: /srv/data}]\n")
+    project.tapers("up").ok()
+    project.tapers("halt").ok()
+    shutil.rmtree(project.root / "data")
+    os.symlink(victim, project.root / "data")
+
+    refused = project.tapers("up")
+    assert refused.code != 0 and "data" in refused.err
+    assert project.lxc_state("web") == "STOPPED"
+    assert not [line for line in open("/proc/self/mountinfo") if str(victim) in line.split()[3]]
+    unchanged(victim)
+
+    os.unlink(project.root / "data")
+    (project.root / "data").mkdir()
+    project.tapers("up").ok()  # the real folder again: it starts
+    assert project.tapers("ssh", "-c", "test -d /srv/data && echo ok").ok().out == "ok\n"
+
+
+@pytest.mark.parametrize("host", ["/etc/sudoers.d", "/root", "/root/.ssh", "/usr/local/bin", "/var/lib/lxc"])
+def test_system_folders_and_home_dot_folders_are_refused(project, host: str) -> None:
+    project.write(f"machines:\n  web:\n    synced_folders: [{{host: {host}, guest: /srv/x}}]\n")
+    refused = project.tapers("up")
+    assert refused.code == 3 and "machines.web.synced_folders[1]" in refused.err and host in refused.err
+    assert project.lxc_state("web") == "MISSING"
+
+
+def test_a_project_folder_with_spaces_works(project, tmp_path) -> None:
+    spaced = tmp_path / "my project (copy)"
+    spaced.mkdir()
+    (spaced / "note.txt").write_text("hello\n")
+    project.root = spaced
+    project.write("machines:\n  web:\n    synced_folders: [{host: ./a b, guest: /srv/a b}]\n")
+    project.tapers("up").ok()
+    out = project.tapers("ssh", "-c", "cat /tapers/note.txt; echo x > '/srv/a b/f'").ok().out
+    assert out == "hello\n" and (spaced / "a b" / "f").read_text() == "x\n"
+    config = (Path("/var/lib/lxc") / project.container("web") / "config").read_text()
+    assert "srv/a\\040b" in config
+    project.tapers("destroy", "-f").ok()
+
+
+def test_a_project_folder_with_a_newline_is_refused_before_any_config_line(project, tmp_path) -> None:
+    hostile = tmp_path / "proj\nlxc.uts.name = pwned"  # a harmless key: had it landed, the next line could be a hook
+    hostile.mkdir()
+    project.root = hostile
+    project.write("machines:\n  web: {}\n")
+    refused = project.tapers("up")
+    assert refused.code == 3 and "refused" in refused.err
+    config = Path("/var/lib/lxc") / project.container("web") / "config"
+    assert not config.exists() or "pwned" not in config.read_text()
+
+
+def test_planted_links_in_dot_tapers_never_redirect_a_write(project, victim) -> None:
+    project.write("machines:\n  web: {}\n")
+    state = project.root / ".tapers"
+    state.mkdir(mode=0o700)
+    for name in ("id_ed25519.tmp", ".id_ed25519.tmp", "ssh_config.tmp", "taperfile.json.tmp", "lock.owner.tmp"):
+        os.symlink(victim / "secret", state / name)
+    project.tapers("up").ok()
+    unchanged(victim)
+    assert (state / "id_ed25519").stat().st_mode & 0o777 == 0o600
+
+    os.symlink(victim / "secret", state / "lock.owner.new")
+    os.unlink(state / "lock")
+    os.symlink(victim / "secret", state / "lock")
+    refused = project.tapers("halt")
+    assert refused.code == 1 and "symbolic link" in refused.err and str(state / "lock") in refused.err
+    unchanged(victim)
+    assert project.lxc_state("web") == "RUNNING"
+
+
+def test_a_dot_tapers_of_someone_else_is_refused(project) -> None:
+    project.write("machines:\n  web: {}\n")
+    state = project.root / ".tapers"
+    state.mkdir()
+    os.chown(state, 4242, 4242)
+    refused = project.tapers("up")
+    assert refused.code == 1 and "uid 4242" in refused.err and "chown" in refused.err
+    assert project.lxc_state("web") == "MISSING"
+    assert os.listdir(state) == []
+    os.chown(state, 0, 0)
+    os.chmod(state, 0o777)
+    refused = project.tapers("up")
+    assert refused.code == 1 and "chmod 700" in refused.err
+    assert project.lxc_state("web") == "MISSING"
+
+
+def test_a_validation_cache_planted_by_someone_else_is_refused(project) -> None:
+    """A forged `.tapers/taperfile.json` would skip validation (a synced /etc, say)."""
+    project.write("machines:\n  web: {}\n")
+    project.tapers("validate").ok()
+    project.tapers("status").ok()
+    cache = project.root / ".tapers" / "taperfile.json"
+    if not cache.exists():  # validate writes it only where .tapers exists
+        project.tapers("up", "--no-provision").ok()
+        project.tapers("destroy", "-f").ok()
+    os.chown(cache, 4242, 4242)
+    refused = project.tapers("status")
+    assert refused.code == 1 and "taperfile.json" in refused.err
+
+
+def test_a_box_url_over_plain_http_without_checksum_is_refused_on_up(project) -> None:
+    project.write("machines:\n  web:\n    box: team/nowhere\n    box_url: http://127.0.0.1:9/web.box\n")
+    refused = project.tapers("up")
+    assert refused.code == 1 and "plain http" in refused.err and "--sha256" in refused.err
+    assert project.lxc_state("web") == "MISSING"
