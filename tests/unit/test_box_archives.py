@@ -110,3 +110,16 @@ def test_not_a_box(tmp_path: Path, capsys) -> None:
     plain = make_archive(tmp_path / "plain.tar.gz", [(entry("hello.txt"), b"hi")])
     assert run(["box", "add", "x/y", str(plain)]) == 3
     assert "no box.json" in capsys.readouterr().err
+
+
+def test_an_archive_added_for_a_pinned_version_is_found_by_it(tmp_path: Path, monkeypatch, capsys) -> None:
+    """`box: team/web@1.2` with a `box_url` archive records 1.2 (not `= 1.2`): the next `up` finds it."""
+    from tapers.boxes.cache import find_box
+
+    monkeypatch.setenv("TAPERS_HOME", str(tmp_path / "home"))
+    archive = rootfs_box(tmp_path)
+    assert run(["box", "add", "team/web", str(archive), "--version", "1.2"]) == 0
+    found = find_box("team/web@1.2")
+    assert found is not None and found.version == "1.2"
+    assert run(["box", "add", "team/other", str(archive), "--version", "~> 1.2"]) == 3
+    assert "not a box version" in capsys.readouterr().err
