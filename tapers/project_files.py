@@ -97,22 +97,25 @@ def read_text(path: Path) -> str | None:
     """A file's text, None when it (or its folder) is missing; refused when it is a link,
     or someone else's, or writable by others."""
     try:
-        folder = _open_folder(path.parent)
+        fd = _open_in_folder(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
+    with os.fdopen(fd, "r", encoding="utf-8", errors="replace") as handle:
+        _check_file(path, os.fstat(fd))
+        return handle.read()
+
+
+def _open_in_folder(path: Path, flags: int, mode: int = 0o600) -> int:
+    """os.open of `path` relative to its folder's fd, never following a link."""
+    folder = _open_folder(path.parent)
     try:
-        fd = os.open(path.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder)
-    except FileNotFoundError:
-        return None
+        return os.open(path.name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=folder)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise _untrusted(path, "it is a symbolic link", f"remove it (`rm {path}`)") from None
         raise
     finally:
         os.close(folder)
-    with os.fdopen(fd, "r", encoding="utf-8", errors="replace") as handle:
-        _check_file(path, os.fstat(fd))
-        return handle.read()
 
 
 def _open_folder(folder: Path) -> int:
@@ -164,12 +167,7 @@ def write(path: Path, content: str | bytes, mode: int = 0o600, owner: tuple[int,
 
 def create(path: Path, mode: int = 0o600) -> int:
     """A new file that must not exist yet (a log, `tapers init`'s Taperfile): its fd."""
-    folder = _open_folder(path.parent)
-    try:
-        fd = os.open(path.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
-                     dir_fd=folder)
-    finally:
-        os.close(folder)
+    fd = _open_in_folder(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     if os.geteuid() == 0:
         os.fchown(fd, *invoker())
     os.fchmod(fd, mode)
@@ -178,15 +176,7 @@ def create(path: Path, mode: int = 0o600) -> int:
 
 def open_lock(path: Path) -> int:
     """The fd of a lock file (made when missing), checked like any file in `.tapers/`."""
-    folder = _open_folder(path.parent)
-    try:
-        fd = os.open(path.name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=folder)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise _untrusted(path, "it is a symbolic link", f"remove it (`rm {path}`)") from None
-        raise
-    finally:
-        os.close(folder)
+    fd = _open_in_folder(path, os.O_RDWR | os.O_CREAT)
     try:
         _check_file(path, os.fstat(fd))
         if os.geteuid() == 0 and os.fstat(fd).st_uid == 0 and invoker()[0] != 0:
