@@ -16,7 +16,7 @@ DEFAULT_PORT = 8419
 
 def ui(
     ctx: typer.Context,
-    port: Annotated[int, typer.Option(help="port on 127.0.0.1 (0: any free port)")] = DEFAULT_PORT,
+    port: Annotated[int, typer.Option(help="port on 127.0.0.1 (0: any free port)", min=0, max=65535)] = DEFAULT_PORT,
     all_projects: Annotated[bool, typer.Option("--all", help="every tapers project on this host")] = False,
 ) -> None:
     """A web panel on 127.0.0.1: machines, their use, and buttons to up, halt, destroy..."""

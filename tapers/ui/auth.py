@@ -36,14 +36,14 @@ class Guard:
 
     def trade(self, token: str | None) -> str | None:
         """A new session for the right token (None otherwise)."""
-        if token is None or not hmac.compare_digest(token, self.token):
+        if token is None or not _same(token, self.token):
             return None
         return self._new_session()
 
     def session(self, headers: Mapping[str, str]) -> str | None:
         """The request's session: its cookie, or `Authorization: Bearer <token>` (scripts)."""
         auth = headers.get("Authorization", "")
-        if auth.startswith("Bearer ") and hmac.compare_digest(auth[7:], self.token):
+        if auth.startswith("Bearer ") and _same(auth[7:], self.token):
             return self._scripts
         for part in headers.get("Cookie", "").split(";"):
             name, _, value = part.strip().partition("=")
@@ -64,7 +64,7 @@ class Guard:
         elif referer is None or not any(referer.startswith(o + "/") for o in self.origins):
             return "a change must come from the panel's own page (no Origin or Referer of this server)"
         given = headers.get(CSRF_HEADER) or form_csrf or ""
-        if not hmac.compare_digest(given, self._sessions[session]):
+        if not _same(given, self._sessions[session]):
             return "missing or wrong CSRF token: reload the page"
         return None
 
@@ -72,3 +72,9 @@ class Guard:
         session = secrets.token_urlsafe(24)
         self._sessions[session] = secrets.token_urlsafe(24)
         return session
+
+
+def _same(given: str, secret: str) -> bool:
+    """A constant-time comparison that takes any text a request may carry (compare_digest
+    refuses str with characters beyond ASCII)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), secret.encode())

@@ -1,8 +1,13 @@
 """What the panel's buttons do: run the very `tapers` command a user would type (same
-engine, same project lock, same plan, same messages), and keep its output for the page."""
+engine, same project lock, same plan, same messages), and keep its output for the page.
+
+The output may come from a machine (a provisioning script runs there), so what is kept is
+bounded: the last MAX_LINES lines, each of at most MAX_LINE characters (a longer line
+arrives as several)."""
 
 from __future__ import annotations
 
+import collections
 import itertools
 import os
 import subprocess
@@ -21,6 +26,8 @@ COMMANDS = {
     "destroy": ["destroy", "-f"],
 }
 KEEP = 50  # finished jobs kept for the page
+MAX_LINES = 5000  # output lines kept per job (the oldest go first)
+MAX_LINE = 4000  # characters of one output line
 
 
 class Job:
@@ -28,17 +35,45 @@ class Job:
         self.id = str(number)
         self.title = title
         self.argv = argv
-        self.lines: list[str] = []
         self.code: int | None = None  # the exit code, once it finished
         self._process: subprocess.Popen[str] | None = None
+        self._lines: collections.deque[str] = collections.deque(maxlen=MAX_LINES)
+        self._count = 0  # lines of output so far, kept or not
+        self._lock = threading.Lock()
 
     @property
     def done(self) -> bool:
         return self.code is not None
 
+    @property
+    def lines(self) -> list[str]:
+        """The output lines kept (the last MAX_LINES)."""
+        with self._lock:
+            return list(self._lines)
+
+    @property
+    def dropped(self) -> int:
+        """Lines of output no longer kept."""
+        with self._lock:
+            return self._count - len(self._lines)
+
+    def add(self, line: str) -> None:
+        with self._lock:
+            self._lines.append(line[:MAX_LINE])
+            self._count += 1
+
     def view(self, start: int = 0) -> dict[str, object]:
-        return {"id": self.id, "title": self.title, "lines": self.lines[start:], "next": len(self.lines),
-                "done": self.done, "code": self.code}
+        """The output from line `start` on (counting every line, kept or not)."""
+        code = self.code  # read first: once it is set, every line is in
+        with self._lock:
+            first = self._count - len(self._lines)
+            skip = min(max(0, start - first), len(self._lines))
+            lines = list(itertools.islice(self._lines, skip, None))
+            count = self._count
+        if start < first:
+            lines.insert(0, f"({first - start} earlier lines are no longer kept)")
+        return {"id": self.id, "title": self.title, "lines": lines, "next": count,
+                "done": code is not None, "code": code}
 
 
 class Jobs:
@@ -81,6 +116,9 @@ class Jobs:
     @staticmethod
     def _follow(job: Job) -> None:
         assert job._process is not None and job._process.stdout is not None
-        for line in job._process.stdout:
-            job.lines.append(line.rstrip("\n"))
+        cut = False  # the last piece read was a line cut at MAX_LINE characters
+        while piece := job._process.stdout.readline(MAX_LINE):
+            if not (cut and piece == "\n"):  # not the end of a line already shown
+                job.add(piece.rstrip("\n"))
+            cut = not piece.endswith("\n")
         job.code = job._process.wait()

@@ -1,26 +1,40 @@
 """What the panel shows: each project's machines as `tapers status` sees them, what
 `tapers plan` would do to each, and their live use (the numbers of `tapers stats`) with
-a short history for the graphs."""
+a short history for the graphs.
+
+A project is known by its folder, never by its `name:` (two folders may say the same
+name): the page and its forms name it by its key, a short hash of the folder's path.
+With `--all`, the folders come from the records of the tapers machines on this host, and
+each is read only if it really is the project of such a machine: the Taperfile in exactly
+that folder (no parent's, no link out of it), which gives that machine's container name.
+A project that cannot be read or shown is shown with its error; the others still are.
+"""
 
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
+import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 from tapers import limits
-from tapers.backend.api import Backend
+from tapers.backend.api import Backend, ContainerInfo
 from tapers.errors import TapersError
-from tapers.observe import Observed, observe
+from tapers.observe import Observed, is_ours, observe
+from tapers.paths import TAPERFILE_NAMES
 from tapers.project import CONTAINER_PREFIX, Project, open_project
 from tapers.status import status_rows
 
 HISTORY = 120  # samples kept per machine (two minutes at one a second)
 PLAN_EVERY = 3.0  # seconds a computed plan is reused
 IDLE_AFTER = 15.0  # seconds without a page asking, after which sampling pauses
+RECORD_TEXTS = ("project", "project_dir", "machine")  # what a tapers machine's record names
+
+Opened = Union[Project, TapersError]  # a project, or why it cannot be read
 
 
 class Panel:
@@ -30,36 +44,47 @@ class Panel:
         self.interval = interval
         self._history: dict[str, collections.deque[dict[str, Any]]] = {}
         self._containers: set[str] = set()  # what the sampler watches
-        self._plans: dict[str, tuple[float, str, dict[str, list[str]]]] = {}
+        self._plans: dict[str, tuple[float, str, dict[str, list[str]]]] = {}  # project key -> plan
         self._asked = time.monotonic()
         self._lock = threading.Lock()
         self._stop = threading.Event()
 
     # -- projects -------------------------------------------------------------------------
 
-    def taperfiles(self) -> list[Path]:
+    def projects(self, key: str | None = None) -> list[tuple[Path, Opened]]:
+        """(Taperfile, the project or why it cannot be read) of each project shown; only the
+        one named by `key` when given."""
+        shown: list[tuple[Path, Opened]] = []
+        for path, machines in self._candidates():
+            if key is not None and project_key(path) != key:
+                continue
+            opened = _open(path)
+            if self.taperfile is None and isinstance(opened, Project) and not _made_from(opened, path, machines):
+                continue  # that folder's Taperfile does not make the machine that named it
+            shown.append((path, opened))
+        return shown
+
+    def project(self, key: str) -> Project | None:
+        """The project of that key, if this panel shows it and it can be read."""
+        for _, opened in self.projects(key):
+            if isinstance(opened, Project):
+                return opened
+        return None
+
+    def _candidates(self) -> list[tuple[Path, list[ContainerInfo]]]:
+        """(Taperfile, the tapers machines naming its folder) of each project to show."""
         if self.taperfile is not None:
-            return [self.taperfile]
-        from tapers.taperfile import find_taperfile
-
-        found = []
+            return [(self.taperfile, [])]
+        folders: dict[str, list[ContainerInfo]] = {}
         for info in self.backend.list(prefix=CONTAINER_PREFIX):
-            folder = (info.record or {}).get("project_dir")
-            if folder and Path(folder).is_dir():
-                try:
-                    path = find_taperfile(start=Path(folder))
-                except TapersError:
-                    continue
-                if path not in found:
-                    found.append(path)
+            if is_machine_record(info.name, info.record):
+                folders.setdefault(info.record["project_dir"], []).append(info)  # type: ignore[index]
+        found = []
+        for folder, machines in folders.items():
+            path = taperfile_in(folder)
+            if path is not None:
+                found.append((path, machines))
         return found
-
-    def project(self, project_id: str) -> Project:
-        for path in self.taperfiles():
-            project = open_project(explicit=path)
-            if project.id == project_id:
-                return project
-        raise KeyError(project_id)
 
     # -- the view -------------------------------------------------------------------------
 
@@ -68,21 +93,27 @@ class Panel:
         self._asked = time.monotonic()
         running: set[str] = set()
         projects = []
-        for path in self.taperfiles():
-            try:
-                projects.append(self._project_view(path, since, running))
-            except TapersError as exc:  # shown on the page, as the CLI would say it
-                projects.append({"id": str(path.parent.name), "taperfile": str(path), "error": exc.message,
-                                 "hint": exc.hint, "machines": []})
+        for path, opened in self.projects():
+            projects.append(self._view_or_error(path, opened, since, running))
         with self._lock:
             self._containers = running
         return {"projects": projects, "now": time.time(), "interval": self.interval}
 
-    def _project_view(self, path: Path, since: float, running: set[str]) -> dict[str, Any]:
-        project = open_project(explicit=path)
+    def _view_or_error(self, path: Path, opened: Opened, since: float, running: set[str]) -> dict[str, Any]:
+        if isinstance(opened, TapersError):
+            return _error_view(path, opened.message, opened.hint)
+        try:
+            return self._project_view(opened, project_key(path), since, running)
+        except TapersError as exc:  # shown on the page, as the CLI would say it
+            return _error_view(path, exc.message, exc.hint, opened.id)
+        except Exception as exc:  # noqa: BLE001  (one project that breaks must not hide the others)
+            return _error_view(path, f"cannot show this project: {type(exc).__name__}: {exc}", None, opened.id)
+
+    def _project_view(self, project: Project, key: str, since: float, running: set[str]) -> dict[str, Any]:
         observed = observe(project, self.backend)
         plan = self._plan(project, observed)
         rows = status_rows(project, observed)
+        ours = {info.name for info in (*observed.machines.values(), *observed.orphans)}
         for row in rows:
             info = observed.machines.get(row["machine"])
             machine = next((m for m in project.machines if m.name == row["machine"]), None)
@@ -91,10 +122,11 @@ class Panel:
                 "taperfile": limits.wanted(machine)._asdict() if machine else None,
                 "applied": limits.applied(info.record or {})._asdict() if info else None,
             }
-            row["history"] = self._points(row["container"], since)
+            row["history"] = self._points(row["container"], since) if row["container"] in ours else []
             if row["state"] == "running":
                 running.add(row["container"])
-        return {"id": project.id, "taperfile": str(project.loaded.path), "root": str(project.root), "machines": rows}
+        return {"id": project.id, "key": key, "taperfile": str(project.loaded.path),
+                "root": str(project.root), "machines": rows}
 
     def _plan(self, project: Project, observed: Observed) -> dict[str, list[str]]:
         """machine -> what `tapers plan` says `up` would do to it. Reused for a few seconds
@@ -104,12 +136,15 @@ class Panel:
             [project.machines, [(i.name, str(i.state), i.record) for i in observed.machines.values()]],
             sort_keys=True, default=str,
         )
-        cached = self._plans.get(project.id)
+        plans_key = project_key(project.loaded.path)
+        cached = self._plans.get(plans_key)
         if cached and cached[1] == seen and time.monotonic() - cached[0] < PLAN_EVERY:
             return cached[2]
         from tapers.engine import up_plan
 
-        key = project.paths.public_key.read_text().strip() if project.paths.public_key.is_file() else ""
+        from tapers import project_files
+
+        key = (project_files.read_text(project.paths.public_key) or "").strip()
         by_machine: dict[str, list[str]] = {}
         try:
             plan = up_plan(project, self.backend, observed, None, key, provision="auto")
@@ -119,7 +154,7 @@ class Panel:
                 by_machine[machine.name] = [f"cannot plan: {exc.message}"]
         for machine in project.machines if plan else ():
             by_machine[machine.name] = [action.what for action in plan.for_subject(machine.name)]
-        self._plans[project.id] = (time.monotonic(), seen, by_machine)
+        self._plans[plans_key] = (time.monotonic(), seen, by_machine)
         return by_machine
 
     def forget_plans(self) -> None:
@@ -143,7 +178,11 @@ class Panel:
                 continue
             with self._lock:
                 containers = {c: c for c in self._containers}
-            after = stats.sample(self.backend, containers)
+            try:
+                after = stats.sample(self.backend, containers)
+            except Exception:  # noqa: BLE001  (a machine gone mid-sample: the next round samples again)
+                before = {}
+                continue
             now = time.time()
             for row in stats.rates(before, after) if before else ():
                 point = {"t": now, "cpu": round(row.cpu_percent, 1), "memory": row.memory,
@@ -155,3 +194,63 @@ class Panel:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+# -- which projects, read how ------------------------------------------------------------
+
+
+def project_key(taperfile: Path) -> str:
+    """A project's name on the page and in its forms: a short hash of its folder's path."""
+    return hashlib.sha256(str(taperfile.parent).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def is_machine_record(container: str, record: Any) -> bool:
+    """Whether a container's record is one tapers wrote on a machine it made: a record
+    version, the project, its folder (an absolute path) and the machine, which together
+    give the container's name."""
+    if not isinstance(record, dict) or not isinstance(record.get("tapers"), int):
+        return False
+    if not all(isinstance(record.get(key), str) and record[key] for key in RECORD_TEXTS):
+        return False
+    named = f"{CONTAINER_PREFIX}{record['project']}-{record['machine']}"
+    return os.path.isabs(record["project_dir"]) and container == named
+
+
+def taperfile_in(folder: str) -> Path | None:
+    """The Taperfile in exactly this folder, as `tapers` run there would read it (never a
+    parent's), or None: none there, or it is a link out of the folder, or the folder's
+    path is not its real one."""
+    here = Path(folder)
+    try:
+        for name in TAPERFILE_NAMES:
+            candidate = here / name
+            if candidate.is_file():
+                real = candidate.resolve()
+                return real if real.parent == here else None
+    except (OSError, RuntimeError):  # a folder this user may not read, a loop of links
+        return None
+    return None
+
+
+def _made_from(project: Project, path: Path, machines: list[ContainerInfo]) -> bool:
+    """Whether this project, read from `path`, is the one that made one of these machines."""
+    if project.loaded.path != path or project.root != path.parent:
+        return False
+    containers = {project.container(m.name) for m in project.machines}
+    return any(info.name in containers and is_ours(project, info) for info in machines)
+
+
+def _open(path: Path) -> Opened:
+    """The project of a Taperfile, or why it cannot be read (the loader bounds what it
+    reads: size, YAML aliases, nesting)."""
+    try:
+        return open_project(explicit=path)
+    except TapersError as exc:
+        return exc
+    except Exception as exc:  # noqa: BLE001  (a Taperfile the loader chokes on is that project's problem)
+        return TapersError(f"cannot read {path}: {type(exc).__name__}: {exc}")
+
+
+def _error_view(path: Path, message: str, hint: str | None, name: str | None = None) -> dict[str, Any]:
+    return {"id": name or path.parent.name, "key": project_key(path), "taperfile": str(path),
+            "root": str(path.parent), "error": message, "hint": hint, "machines": []}

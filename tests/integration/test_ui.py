@@ -21,6 +21,16 @@ def post(ui, path: str, csrf: str, **fields: str) -> tuple[int, dict]:
     return status, (json.loads(text) if status == 202 else {"text": text})
 
 
+def key_of(ui, root=None) -> str:
+    """How the panel names a project in its forms (its folder, as a key; never its name):
+    the only project's, or the one in folder `root`."""
+    projects = ui.state()["projects"]
+    if root is None:
+        (project,) = projects
+        return project["key"]
+    return next(p["key"] for p in projects if p["root"] == str(root.resolve()))
+
+
 def run_job(ui, path: str, csrf: str, timeout: float = 180, **fields: str) -> dict:
     """POST, then follow the job until it ends; its whole output and exit code."""
     status, started = post(ui, path, csrf, **fields)
@@ -66,7 +76,7 @@ def test_a_change_needs_a_post_from_this_origin_with_the_csrf_token(project, pan
     project.tapers("up").ok()
     ui = panel()
     csrf = ui.csrf()
-    halt = {"project": project.name, "machine": "web", "action": "halt"}
+    halt = {"project": key_of(ui), "machine": "web", "action": "halt"}
     origin = {"Origin": ui.base}
     refused = [
         (halt, {**ui.bearer(), **origin}),  # no CSRF token
@@ -102,9 +112,10 @@ def test_every_button_runs_its_tapers_command(project, panel) -> None:
     project.tapers("up").ok()
     ui = panel()
     csrf = ui.csrf()
+    key = key_of(ui)
 
     def press(action: str, machine: str = "web", **more: str) -> dict:
-        return run_job(ui, "/action", csrf, project=project.name, machine=machine, action=action, **more)
+        return run_job(ui, "/action", csrf, project=key, machine=machine, action=action, **more)
 
     def runs() -> str:
         return project.tapers("ssh", "web", "-c", "wc -l < /var/tmp/runs").ok().out.strip()
@@ -125,7 +136,7 @@ def test_every_button_runs_its_tapers_command(project, panel) -> None:
     assert ui.machine("web")["plan"] == ["provision step 1 (run: always)"]  # what `tapers plan` says
     assert ui.machine("db")["plan"] == []
 
-    status, _, text = ui.request("POST", "/action", {"project": project.name, "machine": "db", "action": "destroy",
+    status, _, text = ui.request("POST", "/action", {"project": key, "machine": "db", "action": "destroy",
                                                      "csrf": csrf}, headers={**ui.bearer(), "Origin": ui.base})
     assert status == 200 and "Destroy machine <code>db</code>" in text  # asks first
     assert project.lxc_state("db") == "RUNNING"
@@ -134,10 +145,12 @@ def test_every_button_runs_its_tapers_command(project, panel) -> None:
     assert ui.machine("db")["state"] == "not created"
     assert any("create" in line for line in ui.machine("db")["plan"])
 
-    status, answer = post(ui, "/action", csrf, project=project.name, machine="nope", action="up")
+    status, answer = post(ui, "/action", csrf, project=key, machine="nope", action="up")
     assert status == 400 and "no machine `nope`" in answer["text"]
-    status, answer = post(ui, "/action", csrf, project=project.name, machine="web", action="rm -rf")
+    status, answer = post(ui, "/action", csrf, project=key, machine="web", action="rm -rf")
     assert status == 400 and "unknown action" in answer["text"]
+    status, answer = post(ui, "/action", csrf, project=project.name, machine="web", action="halt")
+    assert status == 400 and "no project" in answer["text"], "a project is named by its folder's key, not its name"
 
 
 def test_limits_from_the_panel_drift_until_saved_into_the_taperfile(project, panel) -> None:
@@ -145,23 +158,24 @@ def test_limits_from_the_panel_drift_until_saved_into_the_taperfile(project, pan
     project.tapers("up").ok()
     ui = panel()
     csrf = ui.csrf()
+    key = key_of(ui)
 
-    job = run_job(ui, "/limits", csrf, project=project.name, machine="web", memory="320M", save="0")
+    job = run_job(ui, "/limits", csrf, project=key, machine="web", memory="320M", save="0")
     assert job["code"] == 0
     assert project.tapers("ssh", "web", "-c", MEMORY).ok().out == f"{320 * 1024**2}\n"
     web = ui.machine("web")
     assert web["out_of_date"] == ["memory (live)"] and web["limits"]["applied"]["memory"] == 320 * 1024**2
     assert "memory: 256M   # the team's choice" in (project.root / "Taperfile.yaml").read_text()
 
-    job = run_job(ui, "/limits", csrf, project=project.name, machine="web", memory="384M", save="1")
+    job = run_job(ui, "/limits", csrf, project=key, machine="web", memory="384M", save="1")
     assert job["code"] == 0
     assert "memory: 384M   # the team's choice" in (project.root / "Taperfile.yaml").read_text()
     assert project.tapers("ssh", "web", "-c", MEMORY).ok().out == f"{384 * 1024**2}\n"
     assert ui.machine("web")["out_of_date"] == []
 
-    status, answer = post(ui, "/limits", csrf, project=project.name, machine="web")
+    status, answer = post(ui, "/limits", csrf, project=key, machine="web")
     assert status == 400 and "at least one" in answer["text"]
-    job = run_job(ui, "/limits", csrf, project=project.name, machine="web", memory="lots", save="0")
+    job = run_job(ui, "/limits", csrf, project=key, machine="web", memory="lots", save="0")
     assert job["code"] == 2 and "--memory lots" in job["output"]
 
 
@@ -198,7 +212,7 @@ def test_all_shows_every_tapers_project_on_the_host(project, panel, tmp_path) ->
         shown = {p["id"]: [m["machine"] for m in p["machines"]] for p in ui.state()["projects"]}
         assert shown[project.name] == ["web"] and shown[other.name] == ["api"]
         csrf = ui.csrf()
-        job = run_job(ui, "/action", csrf, project=other.name, machine="api", action="halt")
+        job = run_job(ui, "/action", csrf, project=key_of(ui, other.root), machine="api", action="halt")
         assert job["code"] == 0 and other.lxc_state("api") == "STOPPED"
         assert project.lxc_state("web") == "RUNNING"
     finally:

@@ -5,7 +5,7 @@
 
 const csrf = document.querySelector('meta[name="csrf"]').content;
 const POINTS = 120;
-const history = new Map(); // container -> [{t, cpu, memory, memory_limit, pids, rx, tx}]
+const history = new Map(); // "key container" -> [{t, cpu, memory, memory_limit, pids, rx, tx}]
 let since = 0;
 let polling = 2000;
 
@@ -73,6 +73,17 @@ function setList(node, lines, empty) {
   node.replaceChildren(el("ul", {}, ...lines.map((l) => el("li", {}, l))));
 }
 
+// A machine's card: projects are told apart by their key (their folder), never by their
+// name, which two folders may share (and with it their machines' container names).
+function cardId(key, container) {
+  return `${key} ${container}`;
+}
+
+function cardOf(key, container) {
+  return document.querySelector(
+    `article.machine[data-key="${CSS.escape(key)}"][data-container="${CSS.escape(container)}"]`);
+}
+
 function update(card, m) {
   const state = card.querySelector('[data-field="state"]');
   state.textContent = m.state;
@@ -92,9 +103,10 @@ function update(card, m) {
     return el("a", { href: `http://${host}:${p.host}/`, target: "_blank", rel: "noopener" }, `${p.host_ip}:${p.host} → ${p.guest} `);
   }));
   if (!m.ports.length) ports.textContent = "-";
-  const points = (history.get(m.container) || []).concat(m.history).slice(-POINTS);
-  history.set(m.container, m.state === "running" ? points : []);
-  drawGraphs(card, history.get(m.container));
+  const id = cardId(card.dataset.key, m.container);
+  const points = (history.get(id) || []).concat(m.history).slice(-POINTS);
+  history.set(id, m.state === "running" ? points : []);
+  drawGraphs(card, history.get(id));
 }
 
 async function refresh() {
@@ -107,18 +119,18 @@ async function refresh() {
   const seen = new Set();
   for (const project of data.projects) {
     for (const m of project.machines) {
-      const card = document.getElementById("m-" + m.container);
+      const card = cardOf(project.key, m.container);
       if (!card) {
         location.reload(); // a machine came: the server renders its card
         return;
       }
-      seen.add(m.container);
+      seen.add(cardId(project.key, m.container));
       update(card, m);
       for (const p of m.history) since = Math.max(since, p.t);
     }
   }
   for (const card of document.querySelectorAll("article.machine")) {
-    if (!seen.has(card.dataset.container)) card.remove();
+    if (!seen.has(cardId(card.dataset.key, card.dataset.container))) card.remove();
   }
   polling = Math.max(1000, data.interval * 2000);
   document.getElementById("live").hidden = false;
@@ -160,7 +172,8 @@ async function submit(event) {
   event.preventDefault();
   const body = new URLSearchParams(new FormData(form, event.submitter));
   if (body.get("action") === "destroy") {
-    const question = `Destroy machine "${card.dataset.machine}" of project "${card.dataset.project}"? Its disk is deleted.`;
+    const question = `Destroy machine "${card.dataset.machine}" of project "${card.dataset.project}" ` +
+      `(in ${card.dataset.root})? Its disk is deleted.`;
     if (!window.confirm(question)) return;
     body.set("confirm", card.dataset.machine);
   }
