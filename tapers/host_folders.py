@@ -31,8 +31,10 @@ def refusal(folder: Path) -> str | None:
     if text in SYSTEM_FOLDERS:
         return f"{text} is a system folder"
     for tree in SYSTEM_TREES:
-        if text == tree or text.startswith(tree + "/"):
-            return f"{text} is a system folder (in {tree})"
+        if text == tree:
+            return f"{text} is a system folder"
+        if text.startswith(tree + "/"):
+            return f"{text} is in a system folder ({tree})"
     for tree in _tapers_trees():
         if text == tree or text.startswith(tree.rstrip("/") + "/"):
             return f"{text} is tapers' own (in {tree})"

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from tapers.errors import ProvisionError
-from tapers.provision.api import Guest, StepFailed, digest, file_digest, tree_digest
+from tapers.provision.api import Guest, StepFailed, digest, file_digest, step_file, tree_digest
 from tapers.taperfile.machine import Step
 
 # What a playbook conventionally uses beside itself: a change there re-runs the step.
@@ -37,7 +37,7 @@ class AnsibleProvisioner:
     kind = "ansible"
 
     def fingerprint(self, step: Step, root: Path) -> str:
-        playbook = root / step.options["playbook"]
+        playbook = step_file(root, step.options["playbook"], "the playbook")
         beside = {}
         for name in BESIDE_PLAYBOOK:
             path = playbook.parent / name

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any, Protocol
 
+from tapers.errors import ProvisionError
 from tapers.taperfile.machine import Step
 
 
@@ -63,16 +66,46 @@ def digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def step_file(root: Path, written: str, what: str) -> Path:
+    """A step's file (`path`, `source`, `playbook`) as the host path to read, checked: it must
+    be a regular file or a folder, and not in a folder no machine may see (the same rule as
+    synced folders: system folders, homes' dot-folders...). tapers reads it as root, and
+    what it reads goes into a machine."""
+    from tapers.host_folders import refusal
+
+    path = (root / written).resolve()
+    why = refusal(path)
+    if why is not None:
+        raise ProvisionError(f"{what} `{written}` can't be given to a machine: {why}",
+                             hint="keep provisioning files in the project folder")
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ProvisionError(f"{what} `{written}` can't be read: {exc.strerror}") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise ProvisionError(f"{what} `{written}` is not a regular file or a folder (a device, a pipe...); refused")
+    return path
+
+
 def file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def tree_digest(path: Path) -> list[tuple[str, bool, str]]:
-    """(relative path, executable?, content hash) of a file or of every file below a folder."""
+    """(relative path, executable?, content hash) of a file or of every regular file below a
+    folder (links and special files are not followed or read)."""
     if path.is_file():
         return [("", bool(path.stat().st_mode & 0o111), file_digest(path))]
     entries = []
-    for item in sorted(path.rglob("*")):
-        if item.is_file():
-            entries.append((str(item.relative_to(path)), bool(item.stat().st_mode & 0o111), file_digest(item)))
+    for folder, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            item = Path(folder) / name
+            st = item.lstat()
+            if stat.S_ISREG(st.st_mode):
+                entries.append((str(item.relative_to(path)), bool(st.st_mode & 0o111), file_digest(item)))
     return entries

@@ -7,10 +7,11 @@ user when the destination is inside its home folder, to root anywhere else.
 from __future__ import annotations
 
 import shlex
+import stat
 import uuid
 from pathlib import Path
 
-from tapers.provision.api import Guest, StepFailed, digest, tree_digest
+from tapers.provision.api import Guest, StepFailed, digest, step_file, tree_digest
 from tapers.taperfile.machine import Step
 
 
@@ -18,11 +19,11 @@ class FileProvisioner:
     kind = "file"
 
     def fingerprint(self, step: Step, root: Path) -> str:
-        source = root / step.options["source"]
+        source = step_file(root, step.options["source"], "the source")
         return digest({"kind": self.kind, "tree": tree_digest(source), "destination": step.options["destination"]})
 
     def run(self, step: Step, guest: Guest) -> None:
-        source = guest.root / step.options["source"]
+        source = step_file(guest.root, step.options["source"], "the source")
         destination = step.options["destination"].rstrip("/") or "/"
         staging = f"/tmp/tapers-upload-{uuid.uuid4().hex[:12]}"
         guest.mkdir(staging, 0o700)
@@ -43,10 +44,15 @@ class FileProvisioner:
 
 
 def _upload(guest: Guest, local: Path, remote: str) -> None:
-    if local.is_file():
-        guest.put(local, remote, local.stat().st_mode & 0o777)
+    """A file, or a folder with its files and folders (links and special files in it are
+    left out: a link could lead anywhere on the host)."""
+    st = local.lstat()
+    if stat.S_ISREG(st.st_mode):
+        guest.put(local, remote, st.st_mode & 0o777)
         return
-    guest.mkdir(remote, local.stat().st_mode & 0o777)
+    if not stat.S_ISDIR(st.st_mode):
+        return
+    guest.mkdir(remote, st.st_mode & 0o777)
     for item in sorted(local.iterdir()):
         _upload(guest, item, f"{remote}/{item.name}")
 
