@@ -81,7 +81,19 @@ def check_dir(path: Path, create: bool) -> bool:
                          f"`chmod 700 {path}` (tapers keeps it that way)")
     if st.st_mode & 0o077:  # made readable by an older tapers: nobody else needs to read it
         os.chmod(path, 0o700, follow_symlinks=False)
+    if os.geteuid() == 0 and st.st_uid == 0 and invoker()[0] != 0:
+        _give_to_invoker(path)
     return True
+
+
+def _give_to_invoker(folder: Path) -> None:
+    """A `.tapers/` made by root (an older tapers, or plain root) used under sudo: it becomes
+    the sudo user's, with what is in it (links are not followed)."""
+    uid, gid = invoker()
+    for parent, dirs, files in os.walk(folder):
+        for name in [*dirs, *files]:
+            os.chown(os.path.join(parent, name), uid, gid, follow_symlinks=False)
+    os.chown(folder, uid, gid, follow_symlinks=False)
 
 
 def _check_file(path: Path, st: os.stat_result) -> None:

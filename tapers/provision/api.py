@@ -45,7 +45,8 @@ class Guest(Protocol):
     def mkdir(self, remote: str, mode: int = 0o755) -> None: ...
 
     def run_on_host(self, argv: list[str], cwd: Path, env: dict[str, str]) -> int:
-        """Run a program on the host, streaming its output like a guest command's."""
+        """Run a program on the host, streaming its output like a guest command's (under sudo,
+        as the user who ran sudo)."""
 
 
 class Provisioner(Protocol):

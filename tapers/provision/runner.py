@@ -114,9 +114,34 @@ class SshGuest:
         self._connected().mkdir(remote, mode)
 
     def run_on_host(self, argv: list[str], cwd: Path, env: dict[str, str]) -> int:
+        """Run a program on the host (ansible-playbook) with its output in this step's. Under
+        sudo it runs as the user who ran sudo, not as root: what it runs is the project's."""
+        from tapers import project_files
+
         out, _ = self._outputs()
+        uid, gid = project_files.invoker()
+        drop: dict = {}
+        if os.geteuid() == 0 and uid != 0:
+            import pwd
+
+            try:
+                account = pwd.getpwuid(uid)
+                home, name = account.pw_dir, account.pw_name
+            except KeyError:
+                home, name = "/nonexistent", str(uid)
+            drop = {"user": uid, "group": gid, "extra_groups": []}
+            env = {**env, "HOME": home, "USER": name, "LOGNAME": name}
+            env.pop("SUDO_COMMAND", None)
         try:
-            process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **drop)
+        except PermissionError as exc:
+            if not drop:
+                raise ProvisionError(f"cannot run {argv[0]}: {exc.strerror}") from None
+            raise ProvisionError(
+                f"under sudo, tapers runs {Path(argv[0]).name} as `{env['USER']}` (it runs the project's code on "
+                f"this host, so never as root), but `{env['USER']}` cannot run {argv[0]} or its Python",
+                hint=f"install tapers (or ansible-core) where `{env['USER']}` can run it, e.g. in a venv of their own",
+            ) from None
         except OSError as exc:
             raise ProvisionError(f"cannot run {argv[0]}: {exc.strerror}") from None
         assert process.stdout is not None

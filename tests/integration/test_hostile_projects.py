@@ -137,3 +137,45 @@ def test_a_box_url_over_plain_http_without_checksum_is_refused_on_up(project) ->
     refused = project.tapers("up")
     assert refused.code == 1 and "plain http" in refused.err and "--sha256" in refused.err
     assert project.lxc_state("web") == "MISSING"
+
+
+def test_under_sudo_a_playbook_never_runs_as_root(project, tmp_path) -> None:
+    """ansible-playbook runs on the host, and a playbook can run anything there (lookups,
+    `delegate_to: localhost`): under sudo it gets the developer's rights, not root's. Where
+    the developer cannot run this tapers' ansible-playbook (here: its Python lives under
+    /root), the step fails saying so, and nothing of the playbook ran."""
+    import pwd
+    import subprocess
+    import sys
+
+    user = f"tp{project.name.replace('-', '')}"[:30]
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", user], check=True)
+    try:
+        account = pwd.getpwnam(user)
+        root = Path(account.pw_dir) / "shop"
+        root.mkdir()
+        project.root = root
+        marker = Path(account.pw_dir) / "playbook-ran-as"  
+        (root / "site.yml").write_text(
+            "- hosts: all\n  gather_facts: false\n  tasks:\n"
+            f"    - debug: {{msg: \"host uid {{{{ lookup('pipe', 'id -u | tee {marker}') }}}}\"}}\n"
+        )
+        project.write("machines:\n  web:\n    provision:\n      - ansible: {playbook: site.yml}\n")
+        subprocess.run(["chown", "-R", f"{user}:{user}", str(root)], check=True)
+        project.env = {**project.env, "SUDO_UID": str(account.pw_uid), "SUDO_GID": str(account.pw_gid),
+                       "SUDO_USER": user}
+        result = project.tapers("up")
+        runnable = subprocess.run(["runuser", "-u", user, "--", sys.executable, "-c", "pass"],
+                                  capture_output=True).returncode == 0
+        if runnable:
+            assert result.code == 0 and f"host uid {account.pw_uid}" in result.out, result.err
+            assert marker.read_text().strip() == str(account.pw_uid)
+        else:
+            assert result.code == 1 and f"as `{user}`" in result.err and "never as root" in result.err
+            assert not marker.exists()
+        state = root / ".tapers"
+        for path in (state, state / "id_ed25519", state / "inventory"):
+            assert path.stat().st_uid == account.pw_uid, f"{path} should be the sudo user's"
+        project.tapers("destroy", "-f").ok()
+    finally:
+        subprocess.run(["userdel", "--remove", user], capture_output=True)
