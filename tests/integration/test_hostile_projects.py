@@ -155,7 +155,7 @@ def test_under_sudo_a_playbook_never_runs_as_root(project, tmp_path) -> None:
         root = Path(account.pw_dir) / "shop"
         root.mkdir()
         project.root = root
-        marker = Path(account.pw_dir) / "playbook-ran-as"  
+        marker = Path(account.pw_dir) / "playbook-ran-as"  # writable by the user (and by root)
         (root / "site.yml").write_text(
             "- hosts: all\n  gather_facts: false\n  tasks:\n"
             f"    - debug: {{msg: \"host uid {{{{ lookup('pipe', 'id -u | tee {marker}') }}}}\"}}\n"
