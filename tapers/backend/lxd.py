@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tapers.backend import staging
+from tapers.backend import lxc_config, staging
 from tapers.backend.api import (
     ContainerInfo,
     GuestFile,
@@ -200,7 +200,7 @@ class LxdBackend:
                 # like tapers' liblxc machines: synced folders need no id shifting (which LXD
                 # may not support on the host), and no remapping of the image's files at create
                 "security.privileged": "true",
-                "raw.lxc": _raw_lxc(spec.hostname, spec.network, spec.private),
+                "raw.lxc": _raw_lxc(spec.hostname, _nat_items(spec.network), spec.private),
                 RECORD_KEY: json.dumps(record, sort_keys=True),
                 MOUNTS_KEY: json.dumps(staging.as_records(spec.mounts)),
             },
@@ -346,15 +346,14 @@ class LxdBackend:
         data = self._require(container, "reconfigure")
         if data["status"] != "Stopped":
             raise BackendError(f"container `{container}` must be stopped to be reconfigured (it is {data['status']})")
-        nat_lines = [line for line in data["config"].get("raw.lxc", "").splitlines() if line.startswith("lxc.net.0.")]
+        nat_items = [item for item in lxc_config.parse(data["config"].get("raw.lxc", "")) if item[0].startswith("lxc.net.0.")]
         devices = {k: v for k, v in data["devices"].items()
                    if not (k.startswith(MOUNT_DEVICE_PREFIX) or (k.startswith("eth") and k != "eth0"))}
         devices.update(_private_devices(private))
         devices.update(self._mount_devices(container, mounts))
         if self.local:
             staging.make_dirs(container, staging.as_records(mounts))
-        raw = "\n".join([f"lxc.uts.name = {hostname}", *nat_lines, *_private_lines(private)]) + "\n"
-        config = {**data["config"], "raw.lxc": raw, MOUNTS_KEY: json.dumps(staging.as_records(mounts))}
+        config = {**data["config"], "raw.lxc": _raw_lxc(hostname, nat_items, private), MOUNTS_KEY: json.dumps(staging.as_records(mounts))}
         self._update(container, "reconfigure it", data, config=config, devices=devices)
         for guest_file in files:
             self._push(container, guest_file)
@@ -579,18 +578,19 @@ def _limit_config(limits: Limits) -> dict[str, str]:
     return config
 
 
-def _raw_lxc(hostname: str, nat: NetworkConfig, private: tuple[NetworkConfig, ...]) -> str:
-    """The address is set before init starts (as liblxc does): no DHCP to wait for."""
-    return "\n".join([
-        f"lxc.uts.name = {hostname}",
-        f"lxc.net.0.ipv4.address = {nat.with_broadcast()}",
-        f"lxc.net.0.ipv4.gateway = {nat.gateway}",
-        *_private_lines(private),
-    ]) + "\n"
+def _raw_lxc(hostname: str, nat_items: lxc_config.Items, private: tuple[NetworkConfig, ...]) -> str:
+    """The address is set before init starts (as liblxc does): no DHCP to wait for. Written
+    by the same checked writer as liblxc's config files."""
+    items = [("lxc.uts.name", hostname), *nat_items, *_private_items(private)]
+    return lxc_config.render(items, Path("raw.lxc"))
 
 
-def _private_lines(private: tuple[NetworkConfig, ...]) -> list[str]:
-    return [f"lxc.net.{index}.ipv4.address = {net.with_broadcast()}" for index, net in enumerate(private, 1)]
+def _nat_items(nat: NetworkConfig) -> lxc_config.Items:
+    return [("lxc.net.0.ipv4.address", nat.with_broadcast()), ("lxc.net.0.ipv4.gateway", nat.gateway)]
+
+
+def _private_items(private: tuple[NetworkConfig, ...]) -> lxc_config.Items:
+    return [(f"lxc.net.{index}.ipv4.address", net.with_broadcast()) for index, net in enumerate(private, 1)]
 
 
 def _nic_devices(nat: NetworkConfig, private: tuple[NetworkConfig, ...]) -> dict[str, dict[str, str]]:
