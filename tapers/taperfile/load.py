@@ -20,6 +20,7 @@ from tapers.errors import TaperfileError, UsageError
 from tapers.taperfile.machine import ForwardPort, Machine, Step, Synced
 
 CACHE_NAME = "taperfile.json"
+MAX_TEXT_BYTES = 1024**2  # a Taperfile (or its override) past this is refused before it is parsed
 
 
 class LoadedTaperfile(NamedTuple):
@@ -100,17 +101,27 @@ def load_taperfile(path: Path) -> LoadedTaperfile:
 def _validator_version() -> str:
     """The tapers version plus the validator's source times: a new tapers validates again."""
     here = Path(__file__).parent
-    stamps = [str((here / name).stat().st_mtime_ns) for name in ("model.py", "validate.py", "machine.py")]
+    stamps = [str((here / name).stat().st_mtime_ns) for name in ("model.py", "validate.py", "yaml_source.py", "machine.py", "units.py")]
     return ":".join([__version__, *stamps])
 
 
 def _read(path: Path) -> str:
+    """The text, newlines as Python reads text files; never more than MAX_TEXT_BYTES of it."""
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise TaperfileError(f"{display(path)}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        with path.open("rb") as file:
+            data = file.read(MAX_TEXT_BYTES + 1)
     except OSError as exc:
         raise TaperfileError(f"cannot read {display(path)}: {exc.strerror}") from None
+    if len(data) > MAX_TEXT_BYTES:
+        raise TaperfileError(
+            f"{display(path)} is larger than {MAX_TEXT_BYTES // 1024**2} MiB: not a Taperfile tapers reads",
+            hint="keep scripts and data in files the Taperfile names",
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TaperfileError(f"{display(path)}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _from_cache(cache: Path, source: str) -> LoadedTaperfile | None:

@@ -1,25 +1,55 @@
-"""The Taperfile model (version 1). Keys are a public contract: see Taperfile.example.yaml."""
+"""The Taperfile model (version 1). Keys are a public contract: see Taperfile.example.yaml.
+
+A Taperfile may come from a cloned repository and tapers runs as root, so every value is
+bounded here: names match their pattern in full (a trailing newline too), numbers are
+finite and in range, and no string that ends up in a config line, a command, a path or an
+inventory carries a control character. Only script-like content (an inline script, its
+arguments and environment, Ansible variables) may have tabs and line breaks.
+"""
 
 from __future__ import annotations
 
+import math
 import re
 from ipaddress import IPv4Address
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    field_validator,
+    model_validator,
+)
 
 from tapers.taperfile.machine import DEFAULT_BOX, ForwardPort, Machine, Step, Synced
-from tapers.taperfile.units import parse_size
+from tapers.taperfile.units import CONTROL, parse_size, printable, shown
 
-MACHINE_NAME = r"^[a-z][a-z0-9-]*$"
-PROJECT_NAME = r"^[a-z0-9][a-z0-9-]*$"
-_HOSTNAME_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", re.IGNORECASE)
-_BOX_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)?(@[0-9A-Za-z._-]+)?$")
+# Matched in full (re.fullmatch) and ASCII only: `$` would let a trailing newline through,
+# and re.IGNORECASE alone lets the Kelvin sign pass for a `k`.
+MACHINE_NAME = r"[a-z][a-z0-9-]*"
+PROJECT_NAME = r"[a-z0-9][a-z0-9-]*"
+STEP_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+MEMBER_NAME = r"[A-Za-z0-9][A-Za-z0-9.-]*"
+VARIABLE_NAME = r"[A-Za-z_][A-Za-z0-9_]*"  # environment variables, Ansible groups
+_HOSTNAME_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", re.IGNORECASE | re.ASCII)
+_BOX_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)?(@[0-9A-Za-z][0-9A-Za-z._-]*)?", re.ASCII)
+_TEXT_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")  # CONTROL less tab and newline
+# Guest paths may have spaces (the mount line's writer escapes them: \040), no control character.
+_PATH_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 # Keys of the Taperfile contract that this version of tapers does not implement yet.
 NOT_YET_SUPPORTED: tuple[str, ...] = ()
 
 MIN_MEMORY = 32 * 1024**2
+MAX_PIDS = 4_194_304  # the kernel's own ceiling (PID_MAX_LIMIT on 64-bit)
+MAX_PATH = 4096  # PATH_MAX
+MAX_PATH_PART = 255  # NAME_MAX: one part of a path
+MAX_URL = 2048
 
 
 def _size(value: object) -> int:
@@ -33,14 +63,186 @@ def _none_is_empty(value: object) -> object:
     return {} if value is None else value
 
 
+def _character(char: str) -> str:
+    names = {"\n": "a line break", "\t": "a tab", "\r": "a carriage return", "\0": "a NUL character"}
+    return f"{names.get(char, 'a control character')} ({printable(char)})"
+
+
+def _one_line(value: str, control: re.Pattern[str] = CONTROL) -> str:
+    """A value written on one line: no control characters at all."""
+    bad = control.search(value)
+    if bad:
+        raise ValueError(
+            f"{shown(value)} contains {_character(bad.group())}: write it on one line, without control characters"
+        )
+    return value
+
+
+def _text(value: str) -> str:
+    """Script-like content: tabs and line breaks are fine, other control characters are not."""
+    bad = _TEXT_CONTROL.search(value)
+    if bad:
+        raise ValueError(f"{shown(value)} contains {_character(bad.group())}, which tapers does not pass on")
+    return value
+
+
+def _matching(pattern: str, what: str) -> AfterValidator:
+    compiled = re.compile(pattern, re.ASCII)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"{shown(value)} is not a valid {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _host_path(value: str) -> str:
+    """A file or folder on the host, relative to the Taperfile's folder (or absolute)."""
+    _one_line(value)
+    if not value:
+        raise ValueError("is empty: give a path relative to the Taperfile's folder")
+    _path_lengths(value)
+    return value
+
+
+def _guest_path(value: str) -> str:
+    """An absolute path in the guest, normalised: no `//`, no `.` parts, no trailing `/`."""
+    _one_line(value, _PATH_CONTROL)
+    if not value.startswith("/"):
+        raise ValueError(f"{shown(value)} is not an absolute path in the guest (start it with /)")
+    parts = [part for part in value.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise ValueError(f"{shown(value)} has a `..` part: write the path it leads to")
+    _path_lengths(value)
+    return "/" + "/".join(parts)
+
+
+def _path_lengths(value: str) -> None:
+    if len(value) >= MAX_PATH:
+        raise ValueError(f"{shown(value)} is too long: a path has fewer than {MAX_PATH} characters")
+    if any(len(part) > MAX_PATH_PART for part in value.split("/")):
+        raise ValueError(f"{shown(value)} has a part longer than {MAX_PATH_PART} characters")
+
+
+def _scalar(value: object) -> object:
+    """An argument or environment value: a string, a finite number or true/false."""
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value} is not a finite number")
+    if isinstance(value, (bool, int, float)):
+        return value
+    raise ValueError("expected a string, a number or true/false")
+
+
+def _plain_data(value: object, where: str = "") -> object:
+    """Ansible variables: what JSON can carry (strings, finite numbers, booleans, null, lists, mappings)."""
+    at = f"in `{printable(where)}`: " if where else ""
+    if isinstance(value, str):
+        try:
+            return _text(value)
+        except ValueError as exc:
+            raise ValueError(f"{at}{exc}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{at}{value} is not a finite number")
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, list):
+        for index, item in enumerate(value, 1):
+            _plain_data(item, f"{where}[{index}]")
+        return value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or CONTROL.search(key):
+                raise ValueError(f"{at}the key {shown(key)} is not a plain one-line name")
+            _plain_data(item, f"{where}.{key}" if where else key)
+        return value
+    raise ValueError(f"{at}a {type(value).__name__} value can't be passed to Ansible: quote it to make it a string")
+
+
+def _tags(value: object) -> object:
+    """One tag, a comma-separated string of them, or a list."""
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError("expected a tag name or a list of tag names")
+        _one_line(item)
+    return value
+
+
+def _hostname(value: str) -> str:
+    _one_line(value)
+    labels = value.split(".")
+    if len(value) > 253 or any(len(label) > 63 for label in labels):
+        raise ValueError(f"{shown(value)} is too long for a hostname: at most 253 characters, 63 between dots")
+    if not all(_HOSTNAME_LABEL.fullmatch(label) for label in labels):
+        raise ValueError(f"{shown(value)} is not a valid hostname: use letters, digits and hyphens, dot-separated")
+    return value
+
+
+def _box_name(value: str) -> str:
+    if not _BOX_NAME.fullmatch(value):
+        raise ValueError(f"{shown(value)} is not a box name (like debian/bookworm or debian/bookworm@1.2)")
+    return value
+
+
+def _box_url(value: str) -> str:
+    """An http(s) URL, or a box file or catalog on this host (relative to the Taperfile's folder)."""
+    _one_line(value)
+    if not value or len(value) > MAX_URL or any(char.isspace() for char in value):
+        raise ValueError(f"{shown(value)} is not a box address: give an http(s) URL or a path (no spaces)")
+    if "://" in value:
+        try:
+            url = urlsplit(value)
+        except ValueError:
+            url = None
+        if url is None or url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(
+                f"{shown(value)} is neither an http(s) URL nor a path: "
+                "give one like https://boxes.example.com/web.json or boxes/web.box"
+            )
+    else:
+        _path_lengths(value)
+    return value
+
+
+def _address_text(value: object) -> object:
+    """`192.168.77.10`, not the number 3232255242 (nor `true`, which Python reads as 0.0.0.1)."""
+    if not isinstance(value, (str, IPv4Address)):
+        raise ValueError(f"{shown(value)} is not an IPv4 address: write it like 192.168.77.10")
+    return value
+
+
+def _version(value: object) -> object:
+    if type(value) is not int:  # not true, not 1.0
+        raise ValueError(f"unsupported version {shown(value)}: this tapers reads `version: 1`")
+    return value
+
+
+Line = Annotated[str, AfterValidator(_one_line)]
+Text = Annotated[str, AfterValidator(_text)]
+HostPath = Annotated[str, AfterValidator(_host_path)]
+GuestPath = Annotated[str, AfterValidator(_guest_path)]
 Size = Annotated[int, BeforeValidator(_size)]
+Scalar = Annotated[str | int | float | bool, PlainValidator(_scalar)]
+Tags = Annotated[list[str] | str, PlainValidator(_tags)]
+MachineName = Annotated[
+    str, Field(max_length=40), _matching(MACHINE_NAME, "machine name (a letter, then a-z, 0-9 and '-')")
+]
+VariableName = Annotated[str, Field(max_length=100), _matching(VARIABLE_NAME, "variable name")]
+Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
+Address = Annotated[IPv4Address, BeforeValidator(_address_text)]
+StepName = Annotated[
+    str, Field(max_length=60), _matching(STEP_NAME, "step name: use letters, digits, '_', '.' and '-'")
+]
+MemberName = Annotated[
+    str, Field(max_length=63), _matching(MEMBER_NAME, "cluster member name: use letters, digits, '.' and '-'")
+]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-Scalar = str | int | float | bool
 
 
 def _inline_script(value: object) -> object:
@@ -48,10 +250,10 @@ def _inline_script(value: object) -> object:
 
 
 class ShellStep(_Strict):
-    inline: str | None = None
-    path: str | None = None
+    inline: Text | None = None
+    path: HostPath | None = None
     args: list[Scalar] = Field(default_factory=list)
-    env: dict[str, Scalar] = Field(default_factory=dict)
+    env: dict[VariableName, Scalar] = Field(default_factory=dict)
     privileged: bool = True
 
     @model_validator(mode="after")
@@ -62,29 +264,22 @@ class ShellStep(_Strict):
 
 
 class FileStep(_Strict):
-    source: str
-    destination: str
-
-    @field_validator("destination")
-    @classmethod
-    def _absolute(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError(f"`{value}` is not an absolute path in the guest (start it with /)")
-        return value
+    source: HostPath
+    destination: GuestPath
 
 
 class AnsibleStep(_Strict):
-    playbook: str
-    extra_vars: dict[str, Any] = Field(default_factory=dict)
-    groups: dict[str, list[str]] = Field(default_factory=dict)
-    limit: str | None = None
-    tags: list[str] | str | None = None
-    skip_tags: list[str] | str | None = None
+    playbook: HostPath
+    extra_vars: dict[Line, Annotated[Any, AfterValidator(_plain_data)]] = Field(default_factory=dict)
+    groups: dict[VariableName, list[MachineName]] = Field(default_factory=dict)
+    limit: Line | None = None
+    tags: Tags | None = None
+    skip_tags: Tags | None = None
     become: bool = False
 
 
 class PrivateNetwork(_Strict):
-    ip: IPv4Address
+    ip: Address
 
     @field_validator("ip")
     @classmethod
@@ -97,13 +292,10 @@ class PrivateNetwork(_Strict):
         return value
 
 
-Port = Annotated[int, Field(ge=1, le=65535)]
-
-
 class ForwardedPort(_Strict):
     guest: Port
     host: Port
-    host_ip: IPv4Address = IPv4Address("127.0.0.1")
+    host_ip: Address = IPv4Address("127.0.0.1")
     protocol: Literal["tcp", "udp"] = "tcp"
     auto_correct: bool = False
 
@@ -120,7 +312,7 @@ class NetworkEntry(_Strict):
 
 
 class SyncedFolder(_Strict):
-    host: str
+    host: HostPath
     guest: str
     readonly: bool = False
     disabled: bool = False
@@ -129,16 +321,17 @@ class SyncedFolder(_Strict):
     @field_validator("guest")
     @classmethod
     def _absolute(cls, value: str) -> str:
-        if not value.startswith("/") or value.rstrip("/") == "":
-            raise ValueError(f"`{value}` is not an absolute path in the guest (and not /)")
-        return value.rstrip("/")
+        _one_line(value, _PATH_CONTROL)
+        if not value.startswith("/") or _guest_path(value) == "/":
+            raise ValueError(f"{shown(value)} is not an absolute path in the guest (and not /)")
+        return _guest_path(value)
 
 
 STEP_KINDS = ("shell", "file", "ansible")
 
 
 class ProvisionStep(_Strict):
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=60)] | None = None
+    name: StepName | None = None
     run: Literal["once", "always", "never"] = "once"
     reboot: bool = False
     shell: Annotated[ShellStep, BeforeValidator(_inline_script)] | None = None
@@ -160,53 +353,37 @@ class ProvisionStep(_Strict):
 class Placement(_Strict):
     """Where a machine runs on an LXD cluster (liblxc ignores it, with a warning)."""
 
-    member: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*$", max_length=63)
+    member: MemberName
 
 
 class MachineSettings(_Strict):
     """The keys a machine (or `defaults:`) may set; unset keys inherit."""
 
-    box: str | None = None
-    box_url: str | None = None
-    hostname: str | None = None
-    cpus: float | None = Field(default=None, gt=0, le=1024)
+    box: Annotated[str, Field(max_length=200), AfterValidator(_box_name)] | None = None
+    box_url: Annotated[str, AfterValidator(_box_url)] | None = None
+    hostname: Annotated[str, AfterValidator(_hostname)] | None = None
+    cpus: Annotated[float, Field(gt=0, le=1024, strict=True, allow_inf_nan=False)] | None = None
     memory: Size | None = None
-    pids: int | None = Field(default=None, ge=16, le=4_194_304)
+    pids: Annotated[int, Field(ge=16, le=MAX_PIDS, strict=True)] | None = None
     primary: bool | None = None
     autostart: bool | None = None
     provision: list[ProvisionStep] | None = None
-    depends_on: list[Annotated[str, Field(pattern=MACHINE_NAME, max_length=40)]] | None = None
+    depends_on: list[MachineName] | None = None
     networks: list[NetworkEntry] | None = None
     synced_folders: list[SyncedFolder] | None = None
     placement: Placement | None = None
 
 
-    @field_validator("box")
-    @classmethod
-    def _box_name(cls, value: str | None) -> str | None:
-        if value is not None and not _BOX_NAME.match(value):
-            raise ValueError(f"`{value}` is not a box name (like debian/bookworm or debian/bookworm@1.2)")
-        return value
-
-    @field_validator("hostname")
-    @classmethod
-    def _hostname(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        labels = value.split(".")
-        if len(value) > 253 or not all(_HOSTNAME_LABEL.match(label) for label in labels):
-            raise ValueError(
-                f"`{value}` is not a valid hostname: use letters, digits and hyphens, dot-separated"
-            )
-        return value
-
-
-MachineName = Annotated[str, Field(pattern=MACHINE_NAME, max_length=40)]
+ProjectName = Annotated[
+    str,
+    Field(max_length=30),
+    _matching(PROJECT_NAME, "project name: use a-z, 0-9 and '-' (start with a letter or digit)"),
+]
 
 
 class Taperfile(_Strict):
-    version: Literal[1]
-    name: Annotated[str, Field(pattern=PROJECT_NAME, max_length=30)] | None = None
+    version: Annotated[Literal[1], BeforeValidator(_version)]
+    name: ProjectName | None = None
     defaults: MachineSettings = MachineSettings()
     machines: dict[MachineName, Annotated[MachineSettings, BeforeValidator(_none_is_empty)]] = Field(
         min_length=1

@@ -1,54 +1,38 @@
-"""Parse and validate a Taperfile, reporting every problem with file:line:column.
+"""Validate a Taperfile, reporting every problem with file:line:column and its dotted path.
 
 Only imported when a Taperfile changed since it was last validated (see load.py):
-YAML parsing with positions and pydantic are the slow part of starting tapers.
+YAML parsing with positions and pydantic are the slow part of starting tapers. Reading
+the YAML (bounded: a Taperfile may come from anyone) is yaml_source.py's.
 """
 
 from __future__ import annotations
 
 import difflib
-import os
 import re
 import types
 import typing
-from dataclasses import dataclass, field
 from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from tapers.errors import TaperfileError
 from tapers.taperfile.model import Taperfile
+from tapers.taperfile.units import printable, shown
+from tapers.taperfile.yaml_source import Loc, Position
+from tapers.taperfile.yaml_source import Source as _Source
+from tapers.taperfile.yaml_source import display as _display
+from tapers.taperfile.yaml_source import dotted as _dotted
+from tapers.taperfile.yaml_source import merge as _merge
+from tapers.taperfile.yaml_source import parse as _parse
 
-Loc = tuple[Any, ...]
-
-
-@dataclass(frozen=True)
-class Position:
-    file: Path
-    line: int  # 1-based
-    column: int  # 1-based
-
-    def __str__(self) -> str:
-        return f"{_display(self.file)}:{self.line}:{self.column}"
-
-
-@dataclass
-class _Source:
-    """YAML data plus where each key and value came from."""
-
-    data: Any
-    keys: dict[Loc, Position] = field(default_factory=dict)
-    values: dict[Loc, Position] = field(default_factory=dict)
-
-
-def _display(path: Path) -> str:
-    try:
-        return os.path.relpath(path)
-    except ValueError:
-        return str(path)
+MAX_SHOWN = 100  # problems listed in one report
+_NAME_RULES = {
+    "env": "environment variable names use A-Z, a-z, 0-9 and '_' and don't start with a digit",
+    "groups": "Ansible group names use A-Z, a-z, 0-9 and '_' and don't start with a digit",
+    "extra_vars": "Ansible variable names are written on one line, without control characters",
+}
 
 
 def validate(path: Path, texts: dict[Path, str]) -> Taperfile:
@@ -70,80 +54,12 @@ def validate(path: Path, texts: dict[Path, str]) -> Taperfile:
 
 
 def _invalid(path: Path, problems: list[str]) -> TaperfileError:
+    problems = [printable(problem) for problem in problems]
     count = len(problems)
     noun = "problem" if count == 1 else "problems"
-    message = f"{_display(path)} is invalid ({count} {noun}):\n" + "\n".join(f"  {p}" for p in problems)
+    shown_lines = problems[:MAX_SHOWN] + ([f"... and {count - MAX_SHOWN} more"] if count > MAX_SHOWN else [])
+    message = f"{_display(path)} is invalid ({count} {noun}):\n" + "\n".join(f"  {p}" for p in shown_lines)
     return TaperfileError(message, hint="see Taperfile.example.yaml for every key", problems=problems)
-
-
-# -- YAML with positions ---------------------------------------------------------------
-
-
-def _parse(path: Path, text: str) -> _Source:
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            raise TaperfileError(
-                f"{_display(path)} is empty",
-                hint="start from `tapers init` or Taperfile.example.yaml",
-            )
-        source = _Source(data=None)
-        _walk(path, node, (), source)
-        source.data = loader.construct_document(node)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{Position(path, mark.line + 1, mark.column + 1)}" if mark else _display(path)
-        what = exc.problem or exc.context or "invalid YAML"
-        raise TaperfileError(
-            f"{where}: YAML syntax error: {what}",
-            hint="check indentation and quoting around that line",
-            problems=[f"{where}: YAML syntax error: {what}"],
-        ) from None
-    except yaml.YAMLError as exc:
-        raise TaperfileError(f"{_display(path)}: YAML error: {exc}") from None
-    finally:
-        loader.dispose()
-    if not isinstance(source.data, dict):
-        raise _invalid(path, [f"{Position(path, 1, 1)}: the file must be a mapping with `version:` and `machines:`"])
-    return source
-
-
-def _walk(path: Path, node: yaml.Node, loc: Loc, source: _Source) -> None:
-    source.values[loc] = Position(path, node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[Any, Position] = {}
-        for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = key_node.value
-            where = Position(path, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            if key in seen:
-                problem = f"{where}: duplicate key `{key}` (first defined at line {seen[key].line})"
-                raise TaperfileError(problem, hint="remove or rename one of them", problems=[problem])
-            seen[key] = where
-            source.keys[loc + (key,)] = where
-            _walk(path, value_node, loc + (key,), source)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _walk(path, item, loc + (index,), source)
-
-
-def _merge(base: _Source, top: _Source) -> _Source:
-    """Deep-merge the override file on top of the Taperfile (mappings merge, the rest replaces)."""
-
-    def merge(a: Any, b: Any, loc: Loc) -> Any:
-        if isinstance(a, dict) and isinstance(b, dict):
-            out = dict(a)
-            for key, value in b.items():
-                out[key] = merge(a[key], value, loc + (key,)) if key in a else value
-            return out
-        return b
-
-    merged = _Source(data=merge(base.data, top.data, ()))
-    merged.keys = {**base.keys, **top.keys}
-    merged.values = {**base.values, **top.values}
-    return merged
 
 
 # -- validation ------------------------------------------------------------------------
@@ -172,30 +88,32 @@ def _describe(path: Path, source: _Source, error: dict[str, Any]) -> str:
     if loc and loc[-1] == "[key]":
         loc = loc[:-1]
         where = source.keys.get(loc)
-        return f"{_where(path, where)}{_dotted(loc)}: invalid name `{loc[-1]}`: {_key_rule(loc)}"
+        return f"{_where(path, where)}{_dotted(loc)}: invalid name {shown(loc[-1])}: {_key_rule(loc)}"
     if kind == "extra_forbidden":
         return f"{_where(path, source.keys.get(loc))}{_dotted(loc)}: {_unknown_key(loc)}"
     if kind == "missing":
         parent = loc[:-1]
         where = source.values.get(parent) if parent else Position(path, 1, 1)
         return f"{_where(path, where)}{_dotted(parent) or 'top level'}: missing required key `{loc[-1]}`"
-    where = source.values.get(loc) or source.keys.get(loc)
-    return f"{_where(path, where)}{_dotted(loc)}: {_message(error)}"
+    return f"{_where(path, _nearest(source, loc))}{_dotted(loc)}: {_message(error)}"
+
+
+def _nearest(source: _Source, loc: Loc) -> Position | None:
+    """Where `loc` is written, or its closest parent (`shell: "..."` stands for `shell.inline`)."""
+    for end in range(len(loc), -1, -1):
+        where = source.values.get(loc[:end]) or source.keys.get(loc[:end])
+        if where is not None:
+            return where
+    return None
 
 
 def _where(path: Path, where: Position | None) -> str:
     return f"{where}: " if where else f"{_display(path)}: "
 
 
-def _dotted(loc: Loc) -> str:
-    """machines.web.provision[2].shell: list items are numbered from 1, like steps."""
-    text = ""
-    for part in loc:
-        text += f"[{part + 1}]" if isinstance(part, int) else f".{part}" if text else str(part)
-    return text
-
-
 def _key_rule(loc: Loc) -> str:
+    if len(loc) >= 2 and loc[-2] in _NAME_RULES:
+        return _NAME_RULES[loc[-2]]
     if loc[:1] == ("machines",):
         return "machine names start with a letter and use a-z, 0-9 and '-' (at most 40 characters)"
     return "not a valid name"
@@ -208,12 +126,15 @@ def _message(error: dict[str, Any]) -> str:
         return str(error["ctx"]["error"])
     if kind == "literal_error" and error["loc"] == ("version",):
         return f"unsupported version {value!r}: this tapers reads `version: 1`"
-    if kind == "string_pattern_mismatch" and error["loc"] == ("name",):
-        return f"`{value}` is not a valid project name: use a-z, 0-9 and '-' (start with a letter or digit)"
     if kind == "too_short" and error["loc"] == ("machines",):
         return "define at least one machine"
-    got = "" if isinstance(value, (dict, list)) else f" (got {value!r})"
+    got = "" if isinstance(value, (dict, list)) else f" (got {_short_repr(value)})"
     return f"{error['msg'][0].lower()}{error['msg'][1:]}{got}"
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _unknown_key(loc: Loc) -> str:
@@ -269,6 +190,7 @@ def _check(taperfile: Taperfile, source: _Source, path: Path) -> list[str]:
                 f"(`{primaries[0]}` already is)"
             )
     problems += _check_depends_on(taperfile, source, path)
+    problems += _check_groups(taperfile, source, path)
     problems += _check_networks(taperfile, source, path)
     problems += _check_synced_folders(taperfile, source, path)
     for loc, settings in _settings_with_loc(taperfile):
@@ -302,6 +224,22 @@ def _check_depends_on(taperfile: Taperfile, source: _Source, path: Path) -> list
         problems.append(
             f"{_where(path, source.keys.get(loc))}{_dotted(loc)}: dependency cycle: {' -> '.join(cycle)}"
         )
+    return problems
+
+
+def _check_groups(taperfile: Taperfile, source: _Source, path: Path) -> list[str]:
+    """Members of Ansible `groups:` are machines of this file."""
+    problems = []
+    for loc, settings in _settings_with_loc(taperfile):
+        for index, step in enumerate(settings.provision or []):
+            for group, members in (step.ansible.groups if step.ansible else {}).items():
+                for position, member in enumerate(members):
+                    if member not in taperfile.machines:
+                        here = loc + ("provision", index, "ansible", "groups", group, position)
+                        problems.append(
+                            f"{_where(path, source.values.get(here))}{_dotted(here)}: no machine `{member}` "
+                            f"(machines: {', '.join(taperfile.machines)})"
+                        )
     return problems
 
 
@@ -349,11 +287,10 @@ def _check_networks(taperfile: Taperfile, source: _Source, path: Path) -> list[s
     return problems
 
 
-SYSTEM_FOLDERS = ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/proc", "/run", "/sbin", "/sys", "/usr", "/var/lib/lxc")
-
-
 def _check_synced_folders(taperfile: Taperfile, source: _Source, path: Path) -> list[str]:
     """Host folders stay where the Taperfile says; guest paths are unique."""
+    from tapers.host_folders import refusal
+
     problems = []
     root = path.parent.resolve()
     for loc, settings in _settings_with_loc(taperfile):
@@ -373,10 +310,8 @@ def _check_synced_folders(taperfile: Taperfile, source: _Source, path: Path) -> 
                     f"{where}{_dotted(here)}: `{folder.host}` leads outside the project folder (to {_display(resolved)}) "
                     "through a symbolic link or `..`; write the absolute path if that is what you mean"
                 )
-            elif str(resolved) in SYSTEM_FOLDERS or any(
-                str(resolved).startswith(system + "/") for system in ("/proc", "/sys", "/dev", "/boot", "/var/lib/lxc")
-            ):
-                problems.append(f"{where}{_dotted(here)}: `{folder.host}` is a system folder ({resolved}); refusing to share it")
+            elif (why := refusal(resolved)) is not None:
+                problems.append(f"{where}{_dotted(here)}: `{folder.host}` can't be shared with a machine: {why}")
             elif not folder.create and not resolved.is_dir():
                 problems.append(
                     f"{where}{_dotted(here)}: host folder {_display(resolved)} does not exist (and `create: false`)"
@@ -427,13 +362,28 @@ def _check_steps(loc: Loc, steps: list[Any], source: _Source, path: Path) -> lis
             seen[step.name] = index
         key = _STEP_FILES[step.kind]
         relative = getattr(getattr(step, step.kind), key)
-        if relative is not None and not (path.parent / relative).exists():
-            file_loc = step_loc + (step.kind, key)
+        file_loc = step_loc + (step.kind, key)
+        if relative is not None and not _exists(path.parent / relative):
             problems.append(
                 f"{_where(path, source.values.get(file_loc))}{_dotted(file_loc)}: `{relative}` does not exist "
                 f"(paths are relative to {_display(path.parent)}/)"
             )
+        elif relative is not None:
+            from tapers.errors import TapersError
+            from tapers.provision.api import step_file
+
+            try:
+                step_file(path.parent, relative, "the file")
+            except TapersError as exc:
+                problems.append(f"{_where(path, source.values.get(file_loc))}{_dotted(file_loc)}: {exc.message}")
     return problems
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # a name too long for the file system, say
+        return False
 
 
 __all__ = ["Position", "validate"]
