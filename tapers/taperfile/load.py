@@ -101,7 +101,8 @@ def load_taperfile(path: Path) -> LoadedTaperfile:
 def _validator_version() -> str:
     """The tapers version plus the validator's source times: a new tapers validates again."""
     here = Path(__file__).parent
-    stamps = [str((here / name).stat().st_mtime_ns) for name in ("model.py", "validate.py", "yaml_source.py", "machine.py", "units.py")]
+    sources = ("model.py", "validate.py", "yaml_source.py", "machine.py", "units.py")
+    stamps = [str((here / name).stat().st_mtime_ns) for name in sources]
     return ":".join([__version__, *stamps])
 
 
