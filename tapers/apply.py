@@ -104,7 +104,13 @@ def _get_box(box: str, ctx: Context) -> None:
     from tapers.boxes.importer import add_box
 
     name, _, version = box.partition("@")
-    local = ctx.project.root / url
+    local = (ctx.project.root / url).resolve()
+    if local.exists():
+        from tapers.host_folders import refusal
+
+        why = refusal(local)
+        if why is not None:
+            raise BoxError(f"box_url `{url}` can't be read for a box: {why}", hint="keep box archives in the project")
     add_box(name, str(local) if local.is_file() else url, ctx.reporter, version=version or None)
 
 

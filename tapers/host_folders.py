@@ -30,6 +30,16 @@ def refusal(folder: Path) -> str | None:
     text = str(folder)
     if text in SYSTEM_FOLDERS:
         return f"{text} is a system folder"
+    if folder.parent == Path("/") and folder.exists() and not folder.is_dir():
+        return f"{text} is a file at the top of the file system (a swap file, an image...)"
+    parts = folder.parts
+    if len(parts) >= 3 and parts[1] == "home" and (len(parts) == 3 or parts[3].startswith(".")):
+        # /home/NAME and its dot-folders, for users this host's passwd may not list (LDAP)
+        if len(parts) == 3:
+            return f"{text} is a home folder (a project folder inside it is fine)"
+        dot = Path(*parts[:4])
+        inside = "" if folder == dot else f" in {dot}"
+        return f"{text} is{inside} a home's dot-folder (keys and settings live there)"
     for tree in SYSTEM_TREES:
         if text == tree:
             return f"{text} is a system folder"
@@ -46,6 +56,27 @@ def refusal(folder: Path) -> str | None:
             inside = "" if text == dot else f" in {dot}"
             return f"{text} is{inside} a home's dot-folder (keys and settings live there)"
     return None
+
+
+def open_no_links(path: Path, folder: bool = False) -> int:
+    """An fd of the absolute real path `path`, opened one component at a time without
+    following any link (OSError ELOOP or ENOTDIR when a part of it is now a link: it was
+    swapped since it was checked). Opened non-blocking: a pipe is never waited on."""
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    parts = path.parts[1:]
+    try:
+        for index, name in enumerate(parts):
+            last = index == len(parts) - 1
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+            if not last or folder:
+                flags |= os.O_DIRECTORY
+            child = os.open(name, flags, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _tapers_trees() -> tuple[str, ...]:

@@ -18,7 +18,7 @@ def project_lock(project: Project, reporter: Reporter, command: str) -> Iterator
 
     paths = project.paths
     project_files.check_dir(paths.state, create=True)
-    fd = project_files.open_lock(paths.lock)
+    fd = project_files.open_file(paths.lock, os.O_RDWR)
     owner = paths.lock.with_name("lock.owner")
     try:
         if not _try_lock(fd, 0.2):

@@ -95,7 +95,9 @@ def install(container: str, forwards: list[Forward]) -> None:
         if fw.protocol not in ("tcp", "udp"):
             raise UnsafeValueError(f"{where}: the protocol {fw.protocol!r} is neither tcp nor udp; refused")
         match = f"{fw.protocol} dport {int(fw.host)}"
-        destination = "fib daddr type local" if host_ip == "0.0.0.0" else f"ip daddr {host_ip}"
+        # Only traffic to this host is forwarded: a host_ip of someone else's (8.8.8.8) must
+        # never divert the host's own traffic to that address into a machine.
+        destination = "fib daddr type local" + ("" if host_ip == "0.0.0.0" else f" ip daddr {host_ip}")
         for chain in ("prerouting", "output"):
             script += (
                 f"add rule ip {NFT_TABLE} {chain} {destination} {match} dnat to {guest_ip}:{int(fw.guest)} "

@@ -32,8 +32,16 @@ def invoker() -> tuple[int, int]:
     return os.geteuid(), os.getegid()
 
 
-def _trusted_owners() -> set[int]:
-    return {invoker()[0], 0}
+def _trusted_owners(path: Path) -> set[int]:
+    """You, root, and whoever owns the project folder `path` is in (root running tapers in
+    a developer's folder: the developer's `.tapers/`, made under sudo, is fine)."""
+    parts = path.parts
+    root = Path(*parts[: parts.index(PROJECT_STATE_DIR)]) if PROJECT_STATE_DIR in parts else path.parent
+    try:
+        project_owner = {os.stat(root).st_uid}
+    except OSError:
+        project_owner = set()
+    return {invoker()[0], 0, *project_owner}
 
 
 def _owner_name(uid: int) -> str:
@@ -70,7 +78,7 @@ def check_dir(path: Path, create: bool) -> bool:
     if not stat.S_ISDIR(st.st_mode):
         kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a folder"
         raise _untrusted(path, f"it is {kind}", f"remove it (`rm {path}`): tapers makes the folder again")
-    if st.st_uid not in _trusted_owners():
+    if st.st_uid not in _trusted_owners(path):
         raise _untrusted(
             path, f"it belongs to {_owner_name(st.st_uid)}, not to you",
             f"if it is yours, `sudo chown -R {invoker()[0]} {path}`; or delete it (`sudo rm -r {path}`): "
@@ -99,7 +107,7 @@ def _give_to_invoker(folder: Path) -> None:
 def _check_file(path: Path, st: os.stat_result) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise _untrusted(path, "it is not a regular file", f"remove it (`rm {path}`)")
-    if st.st_uid not in _trusted_owners():
+    if st.st_uid not in _trusted_owners(path):
         raise _untrusted(path, f"it belongs to {_owner_name(st.st_uid)}, not to you", f"remove it (`sudo rm {path}`)")
     if st.st_mode & 0o022:
         raise _untrusted(path, f"others can write it (mode {stat.S_IMODE(st.st_mode):o})", f"remove it (`rm {path}`)")
@@ -186,12 +194,15 @@ def create(path: Path, mode: int = 0o600) -> int:
     return fd
 
 
-def open_lock(path: Path) -> int:
-    """The fd of a lock file (made when missing), checked like any file in `.tapers/`."""
-    fd = _open_in_folder(path, os.O_RDWR | os.O_CREAT)
+def open_file(path: Path, flags: int, mode: int = 0o600) -> int:
+    """The fd of a file to use in place (`lock`: os.O_RDWR, a run's log, which two runs in one
+    second share: os.O_WRONLY | os.O_APPEND), made when missing, checked like any file in
+    `.tapers/` and given to the invoking user."""
+    fd = _open_in_folder(path, flags | os.O_CREAT, mode)
     try:
-        _check_file(path, os.fstat(fd))
-        if os.geteuid() == 0 and os.fstat(fd).st_uid == 0 and invoker()[0] != 0:
+        st = os.fstat(fd)
+        _check_file(path, st)
+        if os.geteuid() == 0 and st.st_uid == 0 and invoker()[0] != 0:
             os.fchown(fd, *invoker())
     except BaseException:
         os.close(fd)

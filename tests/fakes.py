@@ -173,8 +173,8 @@ class FakeGuest:
     def put_bytes(self, data: bytes, remote: str, mode: int) -> None:
         self.files[remote] = data
 
-    def put(self, local, remote: str, mode: int) -> None:
-        self.files[remote] = local.read_bytes()
+    def put(self, source, remote: str, mode: int) -> None:
+        self.files[remote] = source.read()
 
     def mkdir(self, remote: str, mode: int = 0o755) -> None:
         pass

@@ -80,14 +80,11 @@ def open_no_links(folder: Path) -> int:
     """An fd of the folder at the absolute real path `folder`, opened one component at a
     time without following any link: a folder swapped for a link since it was checked is
     refused, never mounted (a bind mount of a path would follow it)."""
-    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    from tapers.host_folders import open_no_links as open_checked
+
     try:
-        for name in folder.parts[1:]:
-            child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            os.close(fd)
-            fd = child
+        return open_checked(folder, folder=True)
     except OSError as exc:
-        os.close(fd)
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             raise BackendError(
                 f"the synced folder {folder} is no longer the folder it was when it was set up (a part of its "
@@ -98,7 +95,6 @@ def open_no_links(folder: Path) -> int:
             raise BackendError(f"the synced folder {folder} does not exist any more",
                                hint="create it again, or change the Taperfile and run `tapers reload`") from None
         raise
-    return fd
 
 
 def bind(

@@ -18,7 +18,7 @@ from typing import Any
 
 import lxc
 
-from tapers import paths
+from tapers import paths, sinks
 from tapers.backend import cgroups, lxc_config, staging
 from tapers.backend.host_network import HostNetworking
 from tapers.backend.api import (
@@ -111,6 +111,8 @@ class LiblxcBackend:
         if self.copy_mode() == "overlay":
             writable = folder / UPPER_DIR
             writable.mkdir(mode=0o755)
+            for layer in (lower, writable):  # `:` separates the layers
+                sinks.plain(layer, "a layer's folder", f"{folder / 'config'}: lxc.rootfs.path", forbidden=":")
             rootfs = f"overlay:{lower}:{writable}"
         else:
             writable = folder / COPY_DIR

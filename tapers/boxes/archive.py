@@ -19,6 +19,31 @@ from pathlib import Path
 from tapers.errors import InvalidBoxError
 
 DEFAULT_MAX_BYTES = 16 * 1024**3
+MAX_MEMBERS = 500_000  # a full Debian desktop has about 200,000 files
+MAX_DEPTH = 256  # folders in a member's path
+MAX_NAME = 4096  # characters in a member's path or link target (PATH_MAX)
+MAX_HEADER = 1024**2  # bytes of a long-name or pax header, which tarfile reads whole
+
+
+class BoundedTarInfo(tarfile.TarInfo):
+    """tarfile reads a GNU long name or a pax header whole, before a member is seen: one
+    header claiming 400 MB would be read into memory. Refused past MAX_HEADER instead."""
+
+    def _proc_gnulong(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        self._bounded()
+        return super()._proc_gnulong(tarfile_)  # type: ignore[misc]
+
+    def _proc_pax(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        self._bounded()
+        return super()._proc_pax(tarfile_)  # type: ignore[misc]
+
+    def _bounded(self) -> None:
+        if not 0 <= self.size <= MAX_HEADER:
+            raise InvalidBoxError(f"box archive: a header of {self.size} bytes (a long name or pax header); refused")
+
+
+def open_archive(path: Path) -> tarfile.TarFile:
+    return tarfile.open(path, tarinfo=BoundedTarInfo)
 
 
 def max_unpacked_bytes() -> int:
@@ -49,8 +74,15 @@ def check_members(tar: tarfile.TarFile, archive: str, strip: str = "") -> list[t
     links: set[str] = set()
     files: set[str] = set()  # regular files so far: what a hard link may name
     members: list[tuple[tarfile.TarInfo, str]] = []
-    for member in tar:
+    for count, member in enumerate(tar, 1):
+        if count > MAX_MEMBERS:
+            raise InvalidBoxError(f"box archive {archive} has more than {MAX_MEMBERS:,} members; refused")
+        if len(member.name) > MAX_NAME or len(member.linkname) > MAX_NAME:
+            raise InvalidBoxError(f"box archive {archive}: a member's name is over {MAX_NAME} characters; refused")
         path = _clean(member.name, archive)
+        if path.count("/") >= MAX_DEPTH:
+            raise InvalidBoxError(f"box archive {archive}: `{member.name[:200]}...` is more than {MAX_DEPTH} folders "
+                                  "deep; refused")
         if strip:
             if path == strip:
                 path = ""
@@ -60,7 +92,7 @@ def check_members(tar: tarfile.TarFile, archive: str, strip: str = "") -> list[t
                 continue  # metadata beside the root filesystem
         if member.size < 0:
             raise InvalidBoxError(f"box archive {archive}: member `{member.name}` has a negative size; refused")
-        total += member.size
+        total += member.size + tarfile.BLOCKSIZE  # a header costs a block to read, whatever its member
         if total > limit:
             raise InvalidBoxError(
                 f"box archive {archive} unpacks to more than {limit} bytes (at `{member.name}`); refused",
@@ -117,7 +149,7 @@ def check_members(tar: tarfile.TarFile, archive: str, strip: str = "") -> list[t
 def extract(archive: Path, target: Path, strip: str = "") -> None:
     """Unpack `archive` (its `strip/` folder when given) into the new folder `target`."""
     try:
-        with tarfile.open(archive) as tar:
+        with open_archive(archive) as tar:
             members = check_members(tar, archive.name, strip)
             target.mkdir(mode=0o755)
             for member, path in members:

@@ -26,7 +26,7 @@ from tapers.errors import BoxError, InvalidBoxError
 import re
 
 META_NAME = "box.json"
-BOX_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}(/[a-z0-9][a-z0-9._-]{0,62})?")
+BOX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}(/[A-Za-z0-9][A-Za-z0-9._-]{0,62})?")
 VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z._+-]{0,63}")
 STORE = "store"
 
@@ -137,7 +137,7 @@ def check_box_name(name: object, where: str) -> str:
     if not isinstance(name, str) or not BOX_NAME.fullmatch(name):
         raise InvalidBoxError(
             f"{where}: {name!r} is not a box name; refused",
-            hint="box names look like `team/web` (a-z, 0-9, '.', '_', '-', one '/')",
+            hint="box names look like `team/web` (letters, digits, '.', '_', '-', one '/')",
         )
     return name
 

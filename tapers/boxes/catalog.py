@@ -71,8 +71,8 @@ def parse(text: str, source: str) -> tuple[str, list[Release]]:
                     if checksum is not None and not (isinstance(checksum, str) and re.fullmatch(r"[0-9a-fA-F]{64}", checksum)):
                         raise InvalidBoxError(f"catalog {source}: version {version} has a malformed sha256; refused")
                     releases.append(Release(name, version, url, checksum))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidBoxError(f"{source} is not a box catalog: {exc}") from None
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise InvalidBoxError(f"{source} is not a box catalog: {type(exc).__name__}: {str(exc)[:200]}") from None
     return name, sorted(releases, key=lambda r: version_key(r.version), reverse=True)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tapers import paths
 from tapers.boxes import catalog
-from tapers.boxes.archive import extract
+from tapers.boxes.archive import extract, max_unpacked_bytes, open_archive
 from tapers.boxes.build import box_metadata
 from tapers.boxes.cache import META_NAME, Box, box_folder, check_box_name, check_version, list_boxes, publish, remove_box
 from tapers.boxes.prepare import prepare_rootfs
@@ -39,10 +39,12 @@ def add_box(
     force: bool = False,
     from_rootfs: bool = False,
     version: str | None = None,
+    catalog_ok: bool = True,
 ) -> Box:
     """Add a box archive, or the newest (or `version`-matching) release of a catalog.
     `version`: for a catalog, a constraint (`~> 1.2`, or a plain version); for an archive,
-    the version it is recorded as."""
+    the version it is recorded as. `sha256` checks whatever was fetched, catalog or archive;
+    a catalog's release must be an archive (`catalog_ok` False)."""
     from filelock import FileLock
 
     if name is not None:
@@ -58,13 +60,22 @@ def add_box(
     work.mkdir()
     try:
         archive = _fetch(source, work, reporter, plain_http_ok=bool(sha256))
+        digest = _sha256(archive)
+        if sha256 and digest != sha256.lower():
+            raise InvalidBoxError(
+                f"checksum mismatch for {source}: expected sha256 {sha256.lower()}, got {digest}; nothing was added"
+            )
         with archive.open("rb") as handle:
             head = handle.read(64)
         if catalog.looks_like_catalog(head):
-            if source.startswith("http://"):
+            if not catalog_ok:
+                raise InvalidBoxError(f"{source} is a catalog where a box archive was expected; refused")
+            if archive.stat().st_size > METADATA_LIMIT:
+                raise InvalidBoxError(f"catalog {source} is larger than {METADATA_LIMIT} bytes; refused")
+            if source.startswith("http://") and not sha256:  # its checksums could be anyone's
                 raise BoxError(
                     f"catalog {source} is plain http: its checksums could be anyone's; refused",
-                    hint="use the catalog's https URL",
+                    hint="use the catalog's https URL (or give the catalog's own checksum with --sha256)",
                 )
             box_name, releases = catalog.parse(archive.read_text(), source)
             if name and name != box_name:
@@ -75,11 +86,6 @@ def add_box(
             return _add_release(release, source, reporter, force)
         if not name:
             raise BoxError(f"{source} is a box archive: give the box a name", hint="tapers box add NAME FILE|URL")
-        digest = _sha256(archive)
-        if sha256 and digest != sha256.lower():
-            raise InvalidBoxError(
-                f"checksum mismatch for {source}: expected sha256 {sha256.lower()}, got {digest}; nothing was added"
-            )
         meta_in_archive, strip, nested = _detect(archive, from_rootfs)
         version = version or str(
             meta_in_archive.get("version") or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d.%H%M%S")
@@ -122,7 +128,8 @@ def add_box(
 
 
 def _add_release(release: catalog.Release, catalog_url: str, reporter: Reporter, force: bool) -> Box:
-    box = add_box(release.name, release.url, reporter, sha256=release.sha256, force=force, version=release.version)
+    box = add_box(release.name, release.url, reporter, sha256=release.sha256, force=force, version=release.version,
+                  catalog_ok=False)
     box.meta["catalog"] = catalog_url
     (box.path / META_NAME).write_text(json.dumps(box.meta, indent=2, sort_keys=True) + "\n")
     return box
@@ -135,6 +142,8 @@ def newest_release(catalog_url: str, reporter: Reporter) -> catalog.Release:
         text = _fetch(catalog_url, work, reporter, plain_http_ok=False).read_text()
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if len(text) > METADATA_LIMIT:
+        raise InvalidBoxError(f"catalog {catalog_url} is larger than {METADATA_LIMIT} bytes; refused")
     _, releases = catalog.parse(text, catalog_url)
     return catalog.choose(releases, None, catalog_url)
 
@@ -164,6 +173,13 @@ def _fetch(source: str, work: Path, reporter: Reporter, plain_http_ok: bool) -> 
                 while chunk := response.read(CHUNK):
                     out.write(chunk)
                     done += len(chunk)
+                    if done > max_unpacked_bytes():
+                        out.close()
+                        partial.unlink(missing_ok=True)
+                        raise InvalidBoxError(
+                            f"{source} is larger than {max_unpacked_bytes()} bytes; refused",
+                            hint="raise TAPERS_BOX_MAX_BYTES if this box is really that big",
+                        )
                     reporter.status("box", f"{done >> 20} MB" + (f" of {size >> 20} MB" if size else ""))
     except OSError as exc:
         raise BoxError(
@@ -202,7 +218,7 @@ def _detect(archive: Path, from_rootfs: bool) -> tuple[dict, str, str]:
     if from_rootfs:
         return {}, "", ""
     try:
-        with tarfile.open(archive) as tar:
+        with open_archive(archive) as tar:
             names: dict[str, tarfile.TarInfo] = {}
             for member in tar:
                 names[member.name.removeprefix("./").rstrip("/")] = member
@@ -235,8 +251,8 @@ def _detect(archive: Path, from_rootfs: bool) -> tuple[dict, str, str]:
                     f"{archive.name} is a bare root filesystem",
                     hint="add it with --from-rootfs (an LXC image's rootfs.tar.xz is one)",
                 )
-    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-        raise InvalidBoxError(f"{archive.name} is not a box archive (tar): {exc}") from None
+    except (tarfile.TarError, EOFError, OSError, ValueError, RecursionError) as exc:
+        raise InvalidBoxError(f"{archive.name} is not a box archive (tar): {type(exc).__name__}") from None
     raise InvalidBoxError(
         f"{archive.name} is not a box this tapers can read: no box.json (tapers), metadata.json with "
         "rootfs.tar.gz (vagrant-lxc), or rootfs/ with metadata (LXC image)",
@@ -247,8 +263,14 @@ def _detect(archive: Path, from_rootfs: bool) -> tuple[dict, str, str]:
 def _nested(archive: Path, member: str, work: Path) -> Path:
     """Copy a nested archive (vagrant-lxc's rootfs.tar.gz) out of the outer one."""
     target = work / "rootfs-archive"
-    with tarfile.open(archive) as tar:
-        source = tar.extractfile(member)
+    with open_archive(archive) as tar:
+        info = tar.getmember(member)
+        if not 0 <= info.size <= max_unpacked_bytes():
+            raise InvalidBoxError(
+                f"{archive.name}: `{member}` is {info.size} bytes, more than {max_unpacked_bytes()}; refused",
+                hint="raise TAPERS_BOX_MAX_BYTES if this box is really that big",
+            )
+        source = tar.extractfile(info)
         if source is None:
             raise InvalidBoxError(f"{archive.name}: `{member}` is not a file")
         with target.open("wb") as out:

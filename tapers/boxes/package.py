@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import tempfile
+import uuid
 from pathlib import Path
 
 from tapers import paths
@@ -37,18 +38,26 @@ def package(backend: Backend, container: str, record: dict, output: Path, name: 
         "source": f"package of `{record.get('machine')}` ({container}), made from {box.get('name')}@{box.get('version')}",
         "format": "tapers-box/1",
     }
+    from tapers import project_files
+
     paths.host_run_dir().mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(output.name + ".part")
-    with tempfile.TemporaryDirectory(dir=paths.host_run_dir()) as scratch:
-        (Path(scratch) / "box.json").write_text(json.dumps(meta, indent=2) + "\n")
-        with backend.root_view(container) as view:
-            reporter.line(record.get("machine", container), f"packaging into {output}")
-            command = ["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--one-file-system", "-czf",
-                       str(partial), "-C", scratch, "box.json", "-C", str(view), "--transform", "s,^\\.,rootfs,"]
-            command += [f"--exclude={pattern}" for pattern in EXCLUDED] + ["."]
-            result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode > 1:  # 1: a file changed while read, which a held-still machine cannot cause
+    # A new file under a name nobody could have planted a link at; renamed over `output` at
+    # the end (a link at `output` is replaced, never written through). It is the user's.
+    partial = output.with_name(f".{output.name}.{uuid.uuid4().hex[:12]}.part")
+    archive = os.fdopen(project_files.create(partial, 0o644), "wb")
+    try:
+        with archive, tempfile.TemporaryDirectory(dir=paths.host_run_dir()) as scratch:
+            (Path(scratch) / "box.json").write_text(json.dumps(meta, indent=2) + "\n")
+            with backend.root_view(container) as view:
+                reporter.line(record.get("machine", container), f"packaging into {output}")
+                command = ["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--one-file-system", "-czf",
+                           "-", "-C", scratch, "box.json", "-C", str(view), "--transform", "s,^\\.,rootfs,"]
+                command += [f"--exclude={pattern}" for pattern in EXCLUDED] + ["."]
+                result = subprocess.run(command, stdout=archive, stderr=subprocess.PIPE, text=True)
+        if result.returncode > 1:  # 1: a file changed while read, which a held-still machine cannot cause
+            raise BoxError(f"packaging `{container}` failed: {result.stderr.strip()[-500:]}")
+    except BaseException:
         partial.unlink(missing_ok=True)
-        raise BoxError(f"packaging `{container}` failed: {result.stderr.strip()[-500:]}")
+        raise
     os.replace(partial, output)
     return meta

@@ -114,7 +114,7 @@ def package(
     if info is None:
         raise StateError(f"machine `{machine}` is not created", hint=f"tapers up {machine}")
     with output.ConsoleReporter() as reporter:
-        meta = package_machine(backend, info.name, info.record or {}, output_file.resolve(), name, reporter)
+        meta = package_machine(backend, info.name, info.record or {}, output_file.absolute(), name, reporter)
     output.say(f"wrote {output_file} (`{meta['name']}` version {meta['version']}); add it with "
                f"`tapers box add {meta['name']} {output_file}`")
 

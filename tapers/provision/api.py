@@ -7,7 +7,7 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from tapers.errors import ProvisionError
 from tapers.taperfile.machine import Step
@@ -40,7 +40,7 @@ class Guest(Protocol):
 
     def put_bytes(self, data: bytes, remote: str, mode: int) -> None: ...
 
-    def put(self, local: Path, remote: str, mode: int) -> None: ...
+    def put(self, source: BinaryIO, remote: str, mode: int) -> None: ...
 
     def mkdir(self, remote: str, mode: int = 0o755) -> None: ...
 
@@ -86,6 +86,33 @@ def step_file(root: Path, written: str, what: str) -> Path:
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         raise ProvisionError(f"{what} `{written}` is not a regular file or a folder (a device, a pipe...); refused")
     return path
+
+
+MAX_SCRIPT = 16 * 1024**2  # bytes of a shell step's script
+
+
+def open_step_file(path: Path, what: str) -> int:
+    """An fd of a step file checked by `step_file`, opened without following any link: a
+    part of its path swapped for a link since the check is refused, not read."""
+    from tapers.host_folders import open_no_links
+
+    try:
+        return open_no_links(path)
+    except OSError as exc:
+        raise ProvisionError(
+            f"{what} {path} changed since it was checked (a part of its path is now a link, or it is gone): "
+            f"{exc.strerror}; refused"
+        ) from None
+
+
+def read_step_file(path: Path, what: str, limit: int = MAX_SCRIPT) -> bytes:
+    with os.fdopen(open_step_file(path, what), "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise ProvisionError(f"{what} {path} is not a regular file; refused")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ProvisionError(f"{what} {path} is larger than {limit // 1024**2} MiB; refused")
+    return data
 
 
 def file_digest(path: Path) -> str:

@@ -6,12 +6,14 @@ user when the destination is inside its home folder, to root anywhere else.
 
 from __future__ import annotations
 
+import errno
+import os
 import shlex
 import stat
 import uuid
 from pathlib import Path
 
-from tapers.provision.api import Guest, StepFailed, digest, step_file, tree_digest
+from tapers.provision.api import Guest, StepFailed, digest, open_step_file, step_file, tree_digest
 from tapers.taperfile.machine import Step
 
 
@@ -24,11 +26,15 @@ class FileProvisioner:
 
     def run(self, step: Step, guest: Guest) -> None:
         source = step_file(guest.root, step.options["source"], "the source")
+        fd = open_step_file(source, "the source")
         destination = step.options["destination"].rstrip("/") or "/"
         staging = f"/tmp/tapers-upload-{uuid.uuid4().hex[:12]}"
         guest.mkdir(staging, 0o700)
         payload = f"{staging}/payload"
-        _upload(guest, source, payload)
+        try:
+            _upload(guest, fd, payload)
+        finally:
+            os.close(fd)
         parent = str(Path(destination).parent)
         copy = (
             f"mkdir -p {shlex.quote(parent)} && cp -rT --preserve=mode {shlex.quote(payload)} {shlex.quote(destination)}"
@@ -43,18 +49,33 @@ class FileProvisioner:
         pass
 
 
-def _upload(guest: Guest, local: Path, remote: str) -> None:
-    """A file, or a folder with its files and folders (links and special files in it are
-    left out: a link could lead anywhere on the host)."""
-    st = local.lstat()
+def _upload(guest: Guest, fd: int, remote: str) -> None:
+    """The file or folder open at `fd`, with the files and folders in it, each opened from
+    its folder's fd without following links (links and special files are left out: a link
+    could lead anywhere on the host, and a folder swapped for one while this runs is not
+    followed either)."""
+    st = os.fstat(fd)
     if stat.S_ISREG(st.st_mode):
-        guest.put(local, remote, st.st_mode & 0o777)
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            guest.put(handle, remote, st.st_mode & 0o777)
         return
     if not stat.S_ISDIR(st.st_mode):
         return
     guest.mkdir(remote, st.st_mode & 0o777)
-    for item in sorted(local.iterdir()):
-        _upload(guest, item, f"{remote}/{item.name}")
+    for name in sorted(os.listdir(fd)):
+        kind = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
+        if not (stat.S_ISREG(kind) or stat.S_ISDIR(kind)):
+            continue
+        try:
+            child = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # became a link since it was listed
+                continue
+            raise
+        try:
+            _upload(guest, child, f"{remote}/{name}")
+        finally:
+            os.close(child)
 
 
 PROVISIONER = FileProvisioner()

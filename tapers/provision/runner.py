@@ -10,7 +10,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, BinaryIO, Callable
 
 from tapers.backend.api import Backend
 from tapers.errors import Interrupted, ProvisionError, SshError
@@ -107,8 +107,8 @@ class SshGuest:
     def put_bytes(self, data: bytes, remote: str, mode: int) -> None:
         self._connected().put_bytes(data, remote, mode)
 
-    def put(self, local: Path, remote: str, mode: int) -> None:
-        self._connected().put(local, remote, mode)
+    def put(self, source: BinaryIO, remote: str, mode: int) -> None:
+        self._connected().put(source, remote, mode)
 
     def mkdir(self, remote: str, mode: int = 0o755) -> None:
         self._connected().mkdir(remote, mode)
@@ -217,7 +217,7 @@ class SshGuest:
 
             project_files.check_dir(self.log_path.parent.parent, create=True)
             project_files.check_dir(self.log_path.parent, create=True)
-            self._log = os.fdopen(project_files.create(self.log_path, 0o600), "a")
+            self._log = os.fdopen(project_files.open_file(self.log_path, os.O_WRONLY | os.O_APPEND), "a")
         return self._log
 
     def _outputs(self) -> tuple[_Output, _Output]:

@@ -8,7 +8,7 @@ import time
 import uuid
 from pathlib import Path
 
-from tapers.provision.api import Guest, RebootStarted, StepFailed, digest, step_file
+from tapers.provision.api import Guest, RebootStarted, StepFailed, digest, read_step_file, step_file
 from tapers.ssh.session import ConnectionLost
 from tapers.taperfile.machine import Step
 
@@ -25,7 +25,7 @@ def _text(value: object) -> str:
 def script_of(step: Step, root: Path) -> bytes:
     if "inline" in step.options:
         return step.options["inline"].encode()
-    return step_file(root, step.options["path"], "the script").read_bytes()
+    return read_step_file(step_file(root, step.options["path"], "the script"), "the script")
 
 
 def command_for(step: Step, remote: str, script: bytes) -> str:

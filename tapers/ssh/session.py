@@ -12,7 +12,7 @@ import select
 import socket
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 from tapers.errors import HostKeyMismatch, SshError
 from tapers.ssh.config import SshTarget
@@ -102,9 +102,9 @@ class Session:
         code = self.run(command, out, err)
         return code, out.getvalue().decode(errors="replace")
 
-    def put(self, local: Path, remote: str, mode: int) -> None:
-        """Upload one file over SFTP and give it `mode`."""
-        self._sftp_call(f"upload {local} to", remote, lambda sftp: (sftp.put(str(local), remote), sftp.chmod(remote, mode)))
+    def put(self, source: BinaryIO, remote: str, mode: int) -> None:
+        """Upload what `source` reads over SFTP and give it `mode`."""
+        self._sftp_call("upload to", remote, lambda sftp: (sftp.putfo(source, remote), sftp.chmod(remote, mode)))
 
     def put_bytes(self, data: bytes, remote: str, mode: int) -> None:
         """Write `data` to a new file over SFTP and give it `mode`."""

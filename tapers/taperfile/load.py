@@ -56,6 +56,8 @@ def find_taperfile(start: Path | None = None, explicit: Path | None = None) -> P
         return explicit.resolve()
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
+        if folder != here and _open_to_all(folder):
+            break  # like /tmp: anyone could have left a Taperfile there
         for name in paths.TAPERFILE_NAMES:
             candidate = folder / name
             if candidate.is_file():
@@ -64,6 +66,13 @@ def find_taperfile(start: Path | None = None, explicit: Path | None = None) -> P
         f"no Taperfile.yaml in `{here}` or any parent folder",
         hint="run `tapers init` to write one here, or pass -f/--file PATH",
     )
+
+
+def _open_to_all(folder: Path) -> bool:
+    try:
+        return bool(folder.stat().st_mode & 0o002)
+    except OSError:
+        return True
 
 
 def normalise_project_name(folder_name: str) -> str:

@@ -37,7 +37,7 @@ STEP_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 MEMBER_NAME = r"[A-Za-z0-9][A-Za-z0-9.-]*"
 VARIABLE_NAME = r"[A-Za-z_][A-Za-z0-9_]*"  # environment variables, Ansible groups
 _HOSTNAME_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", re.IGNORECASE | re.ASCII)
-_BOX_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)?(@[0-9A-Za-z][0-9A-Za-z._-]*)?", re.ASCII)
+_BOX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?(@[0-9A-Za-z][0-9A-Za-z._-]*)?", re.ASCII)
 _TEXT_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")  # CONTROL less tab and newline
 # Guest paths may have spaces (the mount line's writer escapes them: \040), no control character.
 _PATH_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")

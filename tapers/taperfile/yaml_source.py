@@ -24,6 +24,7 @@ Loc = tuple[Any, ...]
 
 MAX_VALUES = 100_000  # values in a document with every alias expanded; real Taperfiles have hundreds
 MAX_DEPTH = 64  # nesting of mappings and lists, aliases included; real Taperfiles reach about 10
+MAX_CHARACTERS = 4 * 1024**2  # characters of text with every alias expanded (the file itself: at most 1 MiB)
 MAX_NUMBER = 100  # characters of one number (Python refuses to read ints past 4300 digits)
 
 
@@ -88,9 +89,10 @@ class _BoundedLoader(yaml.SafeLoader):
     def __init__(self, text: str) -> None:
         super().__init__(text)
         self._values = 0
+        self._characters = 0
         self._aliases = False
         self._loc: list[Any] = []  # where the node being composed is; None for a key
-        self._sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth), once composed
+        self._sizes: dict[int, tuple[int, int, int]] = {}  # id(node) -> (values, depth, characters)
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
         self._loc.append(_loc_part(index))
@@ -99,9 +101,10 @@ class _BoundedLoader(yaml.SafeLoader):
             if isinstance(event, yaml.AliasEvent):
                 self._alias(event)
                 return super().compose_node(parent, index)
-            self._count(1, 1, event.start_mark)
+            self._count(1, 1, 0, event.start_mark)
             node = super().compose_node(parent, index)
             if isinstance(node, yaml.ScalarNode):
+                self._count(0, 0, len(node.value), node.start_mark)
                 self._check_scalar(node)
             self._sizes[id(node)] = self._measure(node)
             return node
@@ -126,8 +129,12 @@ class _BoundedLoader(yaml.SafeLoader):
         self._aliases = True
         self._count(*size, event.start_mark)
 
-    def _count(self, values: int, depth: int, mark: Any) -> None:
+    def _count(self, values: int, depth: int, characters: int, mark: Any) -> None:
         self._values += values
+        self._characters += characters
+        if self._characters > MAX_CHARACTERS:
+            reason = f"uses YAML aliases that expand to more than {MAX_CHARACTERS // 1024**2} MiB of text"
+            raise _Refused(mark, self._where(), reason, _FEWER_ALIASES)
         if self._values > MAX_VALUES:
             reason = (
                 f"uses YAML aliases that expand to more than {MAX_VALUES:,} values"
@@ -153,10 +160,10 @@ class _BoundedLoader(yaml.SafeLoader):
 
     def _measure(self, node: yaml.Node) -> tuple[int, int]:
         if isinstance(node, yaml.ScalarNode):
-            return 1, 1
+            return 1, 1, len(node.value)
         children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
         sizes = [self._sizes[id(child)] for child in children]
-        return 1 + sum(s[0] for s in sizes), 1 + max((s[1] for s in sizes), default=0)
+        return 1 + sum(s[0] for s in sizes), 1 + max((s[1] for s in sizes), default=0), sum(s[2] for s in sizes)
 
     def _where(self) -> Loc:
         return tuple(part for part in self._loc if part is not None)

@@ -143,7 +143,9 @@ def box_home(lxc_ready) -> BoxBuilds:
         return
     home = Path(tempfile.mkdtemp(prefix=f"tapers-{RUN_ID}-home-", dir="/var/tmp"))
     env = _env(home)
-    first = Project(home / "first-project", f"{RUN_ID}-0", env)
+    # not inside the box home: tapers refuses to sync a folder of its own box cache
+    first = Project(Path(tempfile.mkdtemp(prefix=f"tapers-{RUN_ID}-first-", dir="/var/tmp")) / "project",
+                    f"{RUN_ID}-0", env)
     first.root.mkdir()
     first.write("machines:\n  web: {}\n")
     commands = {"build": ("box", "build", BOX), "up": ("up",)}
@@ -163,6 +165,7 @@ def box_home(lxc_ready) -> BoxBuilds:
     yield BoxBuilds(home, results["build"], results["up"], state)
     _sweep()
     shutil.rmtree(home, ignore_errors=True)
+    shutil.rmtree(first.root.parent, ignore_errors=True)
 
 
 def _env(home: Path) -> dict[str, str]:

@@ -33,6 +33,13 @@ def http_get(url: str) -> tuple[int, str]:
         return response.status, response.read().decode()
 
 
+def _answers(url: str) -> bool:
+    try:
+        return http_get(url)[0] == 200
+    except OSError:
+        return False
+
+
 @pytest.mark.both_backends
 def test_forwarded_port_and_private_address_reach_a_guest_server(project) -> None:
     host_port = free_port()
@@ -55,7 +62,7 @@ def test_forwarded_port_and_private_address_reach_a_guest_server(project) -> Non
         http_get(f"http://127.0.0.1:{host_port}/")
     project.tapers("up").ok()
     guest(project, "web", SERVE.format(port=8000))  # a transient unit: gone with the reboot
-    assert http_get(f"http://127.0.0.1:{host_port}/")[0] == 200
+    wait_for(lambda: _answers(f"http://127.0.0.1:{host_port}/"), 30, "the restarted server answering on the forwarded port")
 
 
 @pytest.mark.both_backends

@@ -149,5 +149,36 @@ def test_files_of_someone_else_are_not_read(tmp_path: Path, victim: Path) -> Non
     lock = state / "lock"
     os.symlink(victim / "shadow", lock)
     with pytest.raises(StateError):
-        project_files.open_lock(lock)
+        project_files.open_file(lock, os.O_RDWR)
     _unchanged(victim)
+
+
+def test_root_may_use_the_dot_tapers_of_the_project_folder_owner(tmp_path: Path, monkeypatch) -> None:
+    """Made under `sudo` (it is the developer's), then used by plain root: fine."""
+    monkeypatch.delenv("SUDO_UID", raising=False)
+    project = tmp_path / "shop"
+    state = project / ".tapers"
+    state.mkdir(parents=True, mode=0o700)
+    (state / "inventory").write_text("[all]\n")
+    for path in (project, state, state / "inventory"):
+        os.chown(path, 4242, 4242)
+    assert project_files.check_dir(state, create=False)
+    assert project_files.read_text(state / "inventory") == "[all]\n"
+    os.chown(project, 0, 0)  # a folder of root's with someone else's .tapers in it: refused
+    with pytest.raises(StateError):
+        project_files.check_dir(state, create=False)
+
+
+def test_a_taperfile_is_not_looked_for_above_a_folder_anyone_can_write(tmp_path: Path) -> None:
+    """From /tmp/work/sub, a Taperfile someone left in /tmp must not become your project."""
+    from tapers.errors import TaperfileError
+    from tapers.taperfile import find_taperfile
+
+    shared = tmp_path / "shared"
+    (shared / "mine" / "sub").mkdir(parents=True)
+    shared.chmod(0o1777)
+    (shared / "Taperfile.yaml").write_text("version: 1\nmachines: {evil: {}}\n")
+    with pytest.raises(TaperfileError, match="no Taperfile.yaml"):
+        find_taperfile(start=shared / "mine" / "sub")
+    (shared / "mine" / "Taperfile.yaml").write_text("version: 1\nmachines: {web: {}}\n")
+    assert find_taperfile(start=shared / "mine" / "sub") == shared / "mine" / "Taperfile.yaml"

@@ -122,7 +122,7 @@ def test_a_version_from_box_json_must_be_a_plain_token(version: str, home: Path,
     no_box_added(home)
 
 
-@pytest.mark.parametrize("name", ["../../escaped", "team/../../x", "a/b/c", "Evil", "x\ny"])
+@pytest.mark.parametrize("name", ["../../escaped", "team/../../x", "a/b/c", ".hidden/x", "x\ny"])
 def test_a_box_name_must_be_a_plain_token(name: str, home: Path, tmp_path: Path, capsys) -> None:
     archive = box_archive(tmp_path)
     assert run(["box", "add", name, str(archive)]) == 3
@@ -221,3 +221,53 @@ def test_a_hard_link_to_a_missing_member_is_refused(home: Path, tmp_path: Path, 
     assert run(["box", "add", "evil/hardlink", str(archive)]) == 3
     assert "names no file" in capsys.readouterr().err
     no_box_added(home)
+
+
+# -- bounded work -------------------------------------------------------------------------
+
+
+def test_a_huge_long_name_header_is_refused_before_it_is_read(home: Path, tmp_path: Path, capsys) -> None:
+    plain = tmp_path / "longname.tar"
+    with tarfile.open(plain, "w", format=tarfile.GNU_FORMAT) as tar:
+        for info, data in [(entry("box.json"), b'{"name": "evil", "version": "1"}'), SSHD]:
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        tar.addfile(entry("rootfs/" + "a" * 2_000_000))  # a GNU long-name header of 2 MB
+    assert run(["box", "add", "evil/longname", str(plain)]) == 3
+    assert "header of" in capsys.readouterr().err
+    no_box_added(home)
+
+
+def test_a_member_too_deep_is_refused_cleanly(home: Path, tmp_path: Path, capsys) -> None:
+    archive = box_archive(tmp_path, (entry("rootfs/" + "d/" * 300 + "f"), b"x"))
+    assert run(["box", "add", "evil/deep", str(archive)]) == 3
+    assert "folders deep" in capsys.readouterr().err
+    no_box_added(home)
+
+
+def test_a_nested_rootfs_over_the_limit_is_refused_before_it_is_copied(home: Path, tmp_path: Path, monkeypatch,
+                                                                       capsys) -> None:
+    monkeypatch.setenv("TAPERS_BOX_MAX_BYTES", str(1024 * 1024))
+    archive = make_archive(tmp_path / "vagrant.box", [  # the outer gzip makes 4 MB of zeros tiny
+        (entry("metadata.json"), b'{"provider": "lxc"}'),
+        (entry("rootfs.tar.gz"), b"\0" * (4 * 1024 * 1024)),
+    ])
+    assert run(["box", "add", "evil/nested", str(archive)]) == 3
+    assert "more than 1048576; refused" in capsys.readouterr().err
+    no_box_added(home)
+
+
+def test_a_catalog_cannot_hide_behind_a_checksum_or_a_release(home: Path, tmp_path: Path, capsys) -> None:
+    archive = box_archive(tmp_path)
+    inner = tmp_path / "inner.json"
+    inner.write_text(json.dumps({"name": "team/web", "versions": [
+        {"version": "1.0", "providers": [{"name": "lxc", "url": f"file://{archive}"}]}]}))
+    digest = hashlib.sha256(inner.read_bytes()).hexdigest()
+    assert run(["box", "add", str(inner), "--sha256", "0" * 64]) == 3  # the checksum is the catalog's too
+    assert "checksum mismatch" in capsys.readouterr().err
+    deep = tmp_path / "deep.json"
+    deep.write_text("{\"name\": " + "[" * 200_000)
+    assert run(["box", "add", str(deep)]) == 3
+    assert "not a box catalog" in capsys.readouterr().err
+    no_box_added(home)
+    assert digest  # (a well-formed catalog with a wrong checksum was refused above)

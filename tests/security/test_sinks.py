@@ -103,3 +103,15 @@ def test_an_nftables_comment_cannot_close_its_quotes(monkeypatch: pytest.MonkeyP
     with pytest.raises(UnsafeValueError):
         ports.install('tapers-x"; flush ruleset; "', [])
     assert ran == []  # refused before nft was asked anything
+
+
+def test_a_forwarded_port_only_ever_catches_traffic_to_this_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`host_ip: 8.8.8.8` must not turn the host's own DNS queries into the machine's."""
+    scripts: list[str] = []
+    monkeypatch.setattr(ports, "_run", lambda argv, what, stdin=None: scripts.append(stdin))
+    monkeypatch.setattr(ports, "forwarded", lambda: {})
+    forwards = [ports.Forward(host_ip=ip, host=53, guest=53, protocol="udp", guest_ip="10.97.0.2")
+                for ip in ("8.8.8.8", "0.0.0.0", "127.0.0.1")]
+    ports.install("tapers-p-web", forwards)
+    rules = [line for line in scripts[0].splitlines() if line.startswith("add rule")]
+    assert len(rules) == 6 and all("fib daddr type local" in rule for rule in rules)

@@ -60,8 +60,8 @@ class RecordingGuest:
         self.files: dict[str, bytes] = {}
         self.folders: list[str] = []
 
-    def put(self, local: Path, remote: str, mode: int) -> None:
-        self.files[remote] = local.read_bytes()
+    def put(self, source, remote: str, mode: int) -> None:
+        self.files[remote] = source.read()
 
     def mkdir(self, remote: str, mode: int = 0o755) -> None:
         self.folders.append(remote)
@@ -75,7 +75,11 @@ def test_links_in_a_copied_folder_are_neither_followed_nor_hashed(tmp_path: Path
     os.symlink("/etc", conf / "sub" / "etc")
     os.mkfifo(conf / "pipe")
     guest = RecordingGuest()
-    _upload(guest, conf, "/payload")
+    fd = os.open(conf, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        _upload(guest, fd, "/payload")
+    finally:
+        os.close(fd)
     assert guest.files == {"/payload/app.ini": b"[app]\n"}
     assert guest.folders == ["/payload", "/payload/sub"]
     step = Step(1, None, "file", "once", False, {"source": "conf", "destination": "/etc/app"})
@@ -83,3 +87,49 @@ def test_links_in_a_copied_folder_are_neither_followed_nor_hashed(tmp_path: Path
     os.unlink(conf / "shadow")
     os.symlink("/etc/passwd", conf / "shadow")
     assert fingerprint(step, tmp_path) == before  # links are not read, so nothing of the host is hashed
+
+
+def test_a_folder_swapped_for_a_link_while_it_is_copied_is_not_followed(tmp_path: Path) -> None:
+    """The attacker renames a checked folder and puts a link to /etc in its place while the
+    upload runs (here: right when the folder before it is created in the guest)."""
+    from tapers.provision.files import FileProvisioner
+
+    conf = tmp_path / "assets"
+    (conf / "a").mkdir(parents=True)
+    (conf / "sub").mkdir()
+    (conf / "sub" / "app.ini").write_text("[app]\n")
+
+    class SwappingGuest(RecordingGuest):
+        root = tmp_path
+        home = "/home/tapers"
+
+        def mkdir(self, remote: str, mode: int = 0o755) -> None:
+            super().mkdir(remote, mode)
+            if remote.endswith("/payload/a"):
+                os.rename(conf / "sub", tmp_path / "moved")
+                os.symlink("/etc", conf / "sub")
+
+        def run(self, command: str) -> int:
+            return 0
+
+    guest = SwappingGuest()
+    step = Step(1, None, "file", "once", False, {"source": "assets", "destination": "/srv/assets"})
+    FileProvisioner().run(step, guest)
+    assert not any("shadow" in remote or "passwd" in remote for remote in guest.files)
+    assert all(data == b"[app]\n" for data in guest.files.values())
+
+
+def test_a_script_is_read_from_its_checked_path_and_bounded(tmp_path: Path) -> None:
+    from tapers.provision.api import read_step_file
+
+    big = tmp_path / "big.sh"
+    with big.open("wb") as handle:
+        handle.truncate(17 * 1024**2)
+    with pytest.raises(ProvisionError, match="larger than 16 MiB"):
+        read_step_file(big, "the script")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "s.sh").write_text("echo\n")
+    os.rename(tmp_path / "dir", tmp_path / "real")
+    os.symlink(tmp_path / "real", tmp_path / "dir")
+    with pytest.raises(ProvisionError, match="changed since it was checked"):
+        read_step_file(tmp_path / "dir" / "s.sh", "the script")

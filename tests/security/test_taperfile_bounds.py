@@ -331,3 +331,12 @@ def test_the_example_taperfile_still_validates() -> None:
     example = ROOT / "Taperfile.example.yaml"
     machines = resolve_machines(validate(example, {example: example.read_text()}))
     assert [m.name for m in machines] == ["db", "web"]
+
+
+def test_aliases_of_long_text_are_bounded_by_the_text_they_expand_to() -> None:
+    """One 600 KB string repeated by 2,000 aliases is 1.2 GB of text for what comes after."""
+    big = "x" * 600_000
+    text = ("version: 1\nmachines:\n  web:\n    provision:\n"
+            f"      - shell: {{inline: &b {big}, args: [{', '.join(['*b'] * 2000)}]}}\n")
+    error, seconds = timed(text)
+    assert "expand to more than 4 MiB of text" in error.message and seconds < 2
