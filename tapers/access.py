@@ -13,6 +13,19 @@ from tapers.project import Project
 from tapers.ssh.config import SshTarget, render_known_hosts, render_ssh_config
 
 
+def project_key(project: Project) -> str:
+    """The project's login key (its public line), generated on first use."""
+    from tapers.ssh.keys import ensure_project_key
+
+    return ensure_project_key(project.paths.private_key, project.paths.public_key, f"tapers-{project.id}")
+
+
+def known_project_key(project: Project) -> str:
+    """The project's public key if it has one yet ("" otherwise): for planning, which
+    creates nothing."""
+    return (project_files.read_text(project.paths.public_key) or "").strip()
+
+
 def target_of(project: Project, observed: Observed, machine: str) -> SshTarget | None:
     info = observed.machines.get(machine)
     if info is None or not info.record or info.record.get("phase") != "ready":

@@ -1,13 +1,21 @@
-"""The inputs of a plan, gathered from disk (boxes, step fingerprints), then the pure planner.
+"""The engine every front end calls: `Engine(project, reporter, prompts).up(...)`.
 
-Commands call these; `plan.py` stays free of I/O.
+Each operation takes the project lock (one writer per project), observes, plans (the
+pure planner in plan.py, fed with what is read from disk here: boxes, step fingerprints),
+asks what must be asked through `prompts`, then applies the plan (apply.py). Front ends
+parse arguments and render; they never sequence backend calls themselves.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Callable, Protocol
+
 from tapers.backend.api import Backend
-from tapers.errors import TaperfileError
-from tapers.observe import Observed
+from tapers.errors import StateError, TaperfileError
+from tapers.events import Reporter
+from tapers.observe import Observed, observe
 from tapers.plan import Kind, Plan, plan_up
 from tapers.project import Project
 from tapers.taperfile import Machine
@@ -70,3 +78,209 @@ def check_tools(plan: Plan, project: Project) -> None:
         project.loaded.machine(a.subject).provision[a.step - 1].kind for a in plan.actions if a.kind is Kind.PROVISION
     }
     check_host_tools(kinds)
+
+
+def orphan_warnings(observed: Observed) -> list[str]:
+    """What to say of machines no longer in the Taperfile."""
+    warnings = []
+    for orphan in observed.orphans:
+        name = (orphan.record or {}).get("machine", orphan.name)
+        warnings.append(
+            f"machine `{name}` ({orphan.name}) is no longer in the Taperfile; "
+            f"`tapers up --remove-orphans` or `tapers destroy {name}` removes it"
+        )
+    return warnings
+
+
+class Prompts(Protocol):
+    """How the engine talks to the person at a front end, outside the progress lines."""
+
+    def warn(self, text: str) -> None: ...
+
+    def confirm(self, question: str, refusal: str, flag: str) -> None:
+        """Return when the person says yes; raise (saying `refusal` and which `flag` says
+        yes) when they say no or can't be asked."""
+
+
+class Engine:
+    """`host_check` (default: tapers doctor's required checks) runs before `up` and `reload`;
+    `ssh_check` replaces the SSH login check (tests with a fake backend)."""
+
+    def __init__(
+        self,
+        project: Project,
+        reporter: Reporter,
+        prompts: Prompts,
+        backend: Backend | None = None,
+        host_check: Callable[[], None] | None = None,
+        ssh_check: Callable[..., None] | None = None,
+    ) -> None:
+        from tapers.backend import default_backend
+
+        self.project = project
+        self.reporter = reporter
+        self.prompts = prompts
+        self.backend = backend or default_backend()
+        self._host_check = host_check
+        self._ssh_check = ssh_check
+
+    # -- the operations -------------------------------------------------------------------
+
+    def up(self, names: list[str] | None, provision: str = "auto", remove_orphans: bool = False, yes: bool = False,
+           timeout: float = 60.0) -> bool:
+        """Make the machines match the Taperfile; False when there was nothing to do."""
+        self._require_host()
+        with self._locked("up"):
+            return self._reconcile(names, provision, remove_orphans, yes, timeout)
+
+    def reload(self, names: list[str] | None, yes: bool = False, timeout: float = 60.0) -> None:
+        """Halt, then up: every change in the Taperfile applied."""
+        from tapers.plan import plan_halt
+
+        self._require_host()
+        with self._locked("reload"):
+            self._apply(plan_halt(self.project.select(names), self._observe()))
+            self._reconcile(names, "auto", False, yes, timeout)
+
+    def provision(self, names: list[str] | None, wanted: list[str] | None) -> bool:
+        from tapers.access import project_key
+        from tapers.plan import plan_provision
+
+        key = project_key(self.project)
+        with self._locked("provision"):
+            plan = plan_provision(self.project.select(names), self._observe(), wanted)
+            check_tools(plan, self.project)
+            return self._apply(plan, project_key=key)
+
+    def halt(self, names: list[str] | None, timeout: float = 30.0) -> bool:
+        from tapers.plan import plan_halt
+
+        with self._locked("halt"):
+            return self._apply(plan_halt(self.project.select(names), self._observe()), halt_timeout=timeout)
+
+    def suspend(self, names: list[str] | None) -> bool:
+        from tapers.plan import plan_suspend
+
+        with self._locked("suspend"):
+            return self._apply(plan_suspend(self.project.select(names), self._observe()))
+
+    def resume(self, names: list[str] | None) -> bool:
+        from tapers.plan import plan_resume
+
+        with self._locked("resume"):
+            return self._apply(plan_resume(self.project.select(names), self._observe()))
+
+    def destroy(self, names: list[str] | None, force: bool = False) -> bool:
+        from tapers.plan import plan_destroy
+
+        with self._locked("destroy"):
+            plan = plan_destroy(self.project.select(names), self._observe(), orphans=not names)
+            self._warn_notes(plan)
+            if plan and not force:
+                listed = ", ".join(f"`{s}`" for s in plan.subjects())
+                self.prompts.confirm(f"Destroy {listed} and everything in them?", f"refusing to destroy {listed}",
+                                     "-f/--force")
+            return self._apply(plan)
+
+    def snapshot_save(self, machine: str, snapshot: str) -> None:
+        with self._locked("snapshot save"):
+            container = self._created(machine)
+            self.reporter.line(machine, f"saving snapshot `{snapshot}`")
+            self.backend.snapshot_save(container, snapshot)
+
+    def snapshot_restore(self, machine: str, snapshot: str) -> None:
+        """The machine's disk as it was; a running machine is halted and started again the
+        way `halt` and `up` do it (port rules, networks), not provisioned."""
+        from tapers.access import project_key
+        from tapers.plan import plan_halt, plan_start
+
+        key = project_key(self.project)
+        with self._locked("snapshot restore"):
+            container = self._created(machine)
+            self._require_snapshot(machine, container, snapshot)
+            machines = [self.project.loaded.machine(machine)]
+            halted = self._apply(plan_halt(machines, self._observe()))
+            self.reporter.line(machine, f"restoring snapshot `{snapshot}`")
+            self.backend.snapshot_restore(container, snapshot)
+            if halted:
+                self._apply(plan_start(machines, self._observe(), f"restored snapshot `{snapshot}`"), project_key=key)
+
+    def snapshot_delete(self, machine: str, snapshot: str) -> None:
+        with self._locked("snapshot delete"):
+            container = self._created(machine)
+            self._require_snapshot(machine, container, snapshot)
+            self.backend.snapshot_delete(container, snapshot)
+
+    # -- the steps every operation shares -----------------------------------------------------
+
+    @contextmanager
+    def _locked(self, command: str) -> Iterator[None]:
+        from tapers.lock import project_lock
+
+        with project_lock(self.project, self.reporter, command):
+            yield
+
+    def _require_host(self) -> None:
+        if self._host_check is None:
+            from tapers.doctor import require_host
+
+            self._host_check = require_host
+        self._host_check()
+
+    def _observe(self) -> Observed:
+        return observe(self.project, self.backend)
+
+    def _apply(self, plan: Plan, **options: object) -> bool:
+        from tapers.apply import Context, apply
+
+        if self._ssh_check is not None:
+            options["ssh_check"] = self._ssh_check
+        if plan:
+            apply(plan, Context(self.project, self.backend, self.reporter, **options))  # type: ignore[arg-type]
+        return bool(plan)
+
+    def _reconcile(self, names: list[str] | None, provision: str, remove_orphans: bool, yes: bool,
+                   timeout: float) -> bool:
+        """Plan and apply `up` (the lock is held); False when there was nothing to do."""
+        from tapers.access import project_key, write_ssh_files
+
+        key = project_key(self.project)
+        observed = self._observe()
+        plan = up_plan(self.project, self.backend, observed, names, key, provision, remove_orphans)
+        self._warn_notes(plan)
+        if not remove_orphans:
+            self._warn_orphans(observed)
+        check_tools(plan, self.project)
+        losing = plan.losing_data()
+        if losing and not yes:
+            listed = ", ".join(f"`{a.subject}`" for a in losing)
+            for action in losing:
+                self.reporter.line(action.subject, action.what)
+            self.prompts.confirm(
+                f"Re-create {listed}? Everything stored in them is lost.",
+                f"refusing to re-create {listed} (their box changed; data in them would be lost)",
+                "--yes",
+            )
+        if plan:
+            self._apply(plan, project_key=key, ssh_timeout=timeout)
+            observed = self._observe()
+        write_ssh_files(self.project, observed)
+        return bool(plan)
+
+    def _warn_notes(self, plan: Plan) -> None:
+        for note in plan.notes:
+            self.prompts.warn(note)
+
+    def _warn_orphans(self, observed: Observed) -> None:
+        for text in orphan_warnings(observed):
+            self.prompts.warn(text)
+
+    def _created(self, machine: str) -> str:
+        self.project.loaded.machine(machine)  # an unknown name: the list of known ones
+        if machine not in self._observe().machines:
+            raise StateError(f"machine `{machine}` is not created", hint=f"tapers up {machine}")
+        return self.project.container(machine)
+
+    def _require_snapshot(self, machine: str, container: str, snapshot: str) -> None:
+        if snapshot not in {s.name for s in self.backend.snapshot_list(container)}:
+            raise StateError(f"machine `{machine}` has no snapshot `{snapshot}`", hint=f"tapers snapshot list {machine}")

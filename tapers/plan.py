@@ -288,6 +288,21 @@ def plan_halt(machines: list[Machine], observed: Observed) -> Plan:
     return _where_state(machines, observed, running, Kind.HALT, lambda info: str(info.state))
 
 
+def plan_start(machines: list[Machine], observed: Observed, cause: str) -> Plan:
+    """Start stopped machines as they are (no reconfiguring, no provisioning): what a
+    snapshot restore does to a machine that was running."""
+    actions = []
+    for machine in machines:
+        info = observed.machines.get(machine.name)
+        if info is None or info.state is not State.STOPPED:
+            continue
+        actions += [Action(Kind.START, machine.name, cause, cls="start"),
+                    Action(Kind.WAIT_SSH, machine.name, "started", cls="start")]
+        if machine.ports:
+            actions.append(Action(Kind.FORWARD_PORTS, machine.name, _ports_text(machine), cls="start"))
+    return Plan(actions=tuple(actions))
+
+
 def plan_suspend(machines: list[Machine], observed: Observed) -> Plan:
     return _where_state(machines, observed, (State.RUNNING,), Kind.FREEZE, lambda info: "running")
 

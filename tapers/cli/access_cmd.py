@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from tapers.cli import output
-from tapers.cli.common import engine, open_project
+from tapers.cli.common import observed_project, open_project
 from tapers.errors import StateError
 
 
@@ -44,6 +44,6 @@ def ssh_config(ctx: typer.Context) -> None:
     """Print an OpenSSH config for the machines: `ssh -F FILE NAME` works with it."""
     from tapers.access import ssh_config_text, write_ssh_files
 
-    project, _, observed = engine(ctx)
+    project, _, observed = observed_project(ctx)
     write_ssh_files(project, observed)
     output.write_raw(ssh_config_text(project, observed))

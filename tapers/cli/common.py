@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -27,8 +29,8 @@ def open_project(ctx: typer.Context) -> Any:
     return open_(explicit=ctx.obj.file if ctx.obj else None)
 
 
-def engine(ctx: typer.Context) -> tuple[Any, Any, Any]:
-    """The project, its backend and what is real now."""
+def observed_project(ctx: typer.Context) -> tuple[Any, Any, Any]:
+    """The project, its backend and what is real now (for commands that only read)."""
     from tapers.backend import default_backend
     from tapers.observe import observe
 
@@ -37,24 +39,24 @@ def engine(ctx: typer.Context) -> tuple[Any, Any, Any]:
     return project, backend, observe(project, backend)
 
 
-def project_key(project: Any) -> str:
-    from tapers.ssh.keys import ensure_project_key
+class ConsolePrompts:
+    """The engine's questions and warnings, on this terminal."""
 
-    return ensure_project_key(project.paths.private_key, project.paths.public_key, f"tapers-{project.id}")
+    def warn(self, text: str) -> None:
+        output.warn(text)
+
+    def confirm(self, question: str, refusal: str, flag: str) -> None:
+        confirm(question, refusal, flag)
 
 
-def print_notes(plan: Any) -> None:
-    for note in plan.notes:
-        output.warn(note)
+@contextmanager
+def engine_for(ctx: typer.Context) -> Iterator[Any]:
+    """The Engine for this folder's project, its progress shown on the console."""
+    from tapers.engine import Engine
 
-
-def print_orphans(observed: Any) -> None:
-    for orphan in observed.orphans:
-        name = (orphan.record or {}).get("machine", orphan.name)
-        output.warn(
-            f"machine `{name}` ({orphan.name}) is no longer in the Taperfile; "
-            f"`tapers up --remove-orphans` or `tapers destroy {name}` removes it"
-        )
+    project = open_project(ctx)
+    with output.ConsoleReporter() as reporter:
+        yield Engine(project, reporter, ConsolePrompts())
 
 
 def confirm(question: str, refusal: str, flag: str) -> None:

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from tapers.cli import output
-from tapers.cli.common import JsonFlag, Names, confirm, engine, open_project, print_orphans
+from tapers.cli.common import JsonFlag, Names, confirm, observed_project, open_project
 from tapers.errors import ExitCode, StateError
 
 
@@ -58,12 +58,11 @@ def plan(
     ] = False,
 ) -> int:
     """Show what `tapers up` would do and why, changing nothing."""
-    from tapers.engine import up_plan
+    from tapers.access import known_project_key
+    from tapers.engine import orphan_warnings, up_plan
 
-    project, backend, observed = engine(ctx)
-    from tapers import project_files
-
-    key = (project_files.read_text(project.paths.public_key) or "").strip()
+    project, backend, observed = observed_project(ctx)
+    key = known_project_key(project)
     result = up_plan(project, backend, observed, names, key, provision="auto", remove_orphans=remove_orphans)
     if as_json:
         data = {
@@ -83,7 +82,8 @@ def plan(
         output.write_raw(json.dumps(data, indent=2) + "\n")
     else:
         output.say(str(result))
-        print_orphans(observed)
+        for warning in orphan_warnings(observed):
+            output.warn(warning)
     if detailed_exitcode and result:
         return int(ExitCode.USAGE)  # 2: changes pending, like `terraform plan -detailed-exitcode`
     return int(ExitCode.OK)
@@ -93,7 +93,7 @@ def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Each machine: state, address, box, and whether its config is out of date."""
     from tapers.cli.status_view import show_status
 
-    project, _, observed = engine(ctx)
+    project, _, observed = observed_project(ctx)
     show_status(project, observed, as_json)
 
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from tapers.cli import output
-from tapers.cli.common import JsonFlag, Names, engine
+from tapers.cli.common import JsonFlag, Names, observed_project
 
 
 def stats(
@@ -25,7 +25,7 @@ def stats(
     """Live CPU, memory, processes and network of running machines (like `docker stats`)."""
     from tapers import stats as live
 
-    project, backend, observed = engine(ctx)
+    project, backend, observed = observed_project(ctx)
     containers = {m.name: project.container(m.name) for m in project.select(names) if m.name in observed.machines}
     before = live.sample(backend, containers)
     time.sleep(min(interval, 0.5))  # the measuring window of the first sample
@@ -80,7 +80,7 @@ def port(
     as_json: JsonFlag = False,
 ) -> None:
     """The host ports forwarded to machines (after `auto_correct`)."""
-    project, _, observed = engine(ctx)
+    project, _, observed = observed_project(ctx)
     chosen = [project.loaded.machine(name)] if name else project.machines
     rows = []
     for machine in chosen:
@@ -109,7 +109,7 @@ def package(
     from tapers.boxes.package import package as package_machine
     from tapers.errors import StateError
 
-    project, backend, observed = engine(ctx)
+    project, backend, observed = observed_project(ctx)
     info = observed.machines.get(project.loaded.machine(machine).name)
     if info is None:
         raise StateError(f"machine `{machine}` is not created", hint=f"tapers up {machine}")
@@ -136,7 +136,7 @@ def limits(
     from tapers.lock import project_lock
     from tapers.taperfile.units import format_size
 
-    project, backend, observed = engine(ctx)
+    project, backend, observed = observed_project(ctx)
     wanted = machine_limits.wanted(project.loaded.machine(machine))
     info = observed.machines.get(machine)
     given = _limit_options(cpus, memory, pids)

@@ -142,9 +142,9 @@ class Panel:
             return cached[2]
         from tapers.engine import up_plan
 
-        from tapers import project_files
+        from tapers.access import known_project_key
 
-        key = (project_files.read_text(project.paths.public_key) or "").strip()
+        key = known_project_key(project)
         by_machine: dict[str, list[str]] = {}
         try:
             plan = up_plan(project, self.backend, observed, None, key, provision="auto")

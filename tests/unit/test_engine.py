@@ -1,0 +1,103 @@
+"""The Engine against the in-memory fake backend: what each operation asks and does, in
+the order a front end relies on. (tests/integration runs the same operations for real.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from tapers.backend.api import State
+from tapers.engine import Engine
+from tapers.errors import StateError, TapersError
+from tapers.events import SilentReporter
+from tapers.project import open_project
+from tests.fakes import FakeBackend
+
+TAPERFILE = """\
+version: 1
+name: shop
+machines:
+  web:
+    networks: [{forwarded_port: {guest: 80, host: 8080}}]
+"""
+
+
+class Prompts:
+    def __init__(self, answer: bool = True) -> None:
+        self.answer = answer
+        self.asked: list[str] = []
+        self.warnings: list[str] = []
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(text)
+
+    def confirm(self, question: str, refusal: str, flag: str) -> None:
+        self.asked.append(question)
+        if not self.answer:
+            raise TapersError(refusal, hint=f"pass {flag}")
+
+
+@pytest.fixture
+def engine(write_project, fake_box_home):
+    root = write_project({"Taperfile.yaml": TAPERFILE})
+    project = open_project(explicit=root / "Taperfile.yaml")
+    checked: list[str] = []
+    backend = FakeBackend(events=checked)
+    prompts = Prompts()
+    made = Engine(project, SilentReporter(), prompts, backend, host_check=lambda: None,
+                  ssh_check=lambda target, identity, timeout: checked.append(f"ssh {target.machine}"))
+    return made, backend, prompts, checked
+
+
+def test_up_twice_does_nothing_the_second_time(engine) -> None:
+    made, backend, _, checked = engine
+    assert made.up(None) is True
+    assert backend.containers["tapers-shop-web"]["state"] is State.RUNNING
+    assert checked.count("ssh web") == 1
+    assert made.up(None) is False
+    assert (made.project.root / ".tapers" / "ssh_config").is_file()
+
+
+def test_snapshot_restore_of_a_running_machine_goes_through_halt_and_start(engine) -> None:
+    """Port rules removed with the halt and put back with the start, as `halt` and `up` do."""
+    made, backend, _, checked = engine
+    made.up(None)
+    made.snapshot_save("web", "before")
+    assert backend.network.forwards["tapers-shop-web"]
+    backend.calls.clear()
+    made.snapshot_restore("web", "before")
+    assert backend.calls == ["stop tapers-shop-web", "start tapers-shop-web"]
+    assert backend.containers["tapers-shop-web"]["state"] is State.RUNNING
+    assert [f.host for f in backend.network.forwards["tapers-shop-web"]] == [8080]
+    assert checked.count("ssh web") == 2
+
+
+def test_snapshot_restore_of_a_halted_machine_leaves_it_halted(engine) -> None:
+    made, backend, _, _ = engine
+    made.up(None)
+    made.snapshot_save("web", "before")
+    made.halt(None)
+    backend.calls.clear()
+    made.snapshot_restore("web", "before")
+    assert backend.calls == []
+    assert backend.containers["tapers-shop-web"]["state"] is State.STOPPED
+    with pytest.raises(StateError, match="no snapshot `nope`"):
+        made.snapshot_restore("web", "nope")
+
+
+def test_destroy_asks_unless_forced_and_a_no_changes_nothing(engine) -> None:
+    made, backend, prompts, _ = engine
+    made.up(None)
+    prompts.answer = False
+    with pytest.raises(TapersError, match="refusing to destroy"):
+        made.destroy(None)
+    assert "tapers-shop-web" in backend.containers
+    assert prompts.asked == ["Destroy `web` and everything in them?"]
+    assert made.destroy(None, force=True) is True
+    assert "tapers-shop-web" not in backend.containers
+
+
+def test_operations_on_a_machine_that_is_not_created_say_so(engine) -> None:
+    made, _, _, _ = engine
+    with pytest.raises(StateError, match="not created"):
+        made.snapshot_save("web", "x")
+    assert made.halt(None) is False and made.suspend(None) is False and made.resume(None) is False
