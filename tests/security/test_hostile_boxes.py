@@ -271,3 +271,36 @@ def test_a_catalog_cannot_hide_behind_a_checksum_or_a_release(home: Path, tmp_pa
     assert "not a box catalog" in capsys.readouterr().err
     no_box_added(home)
     assert digest  # (a well-formed catalog with a wrong checksum was refused above)
+
+
+def test_a_redirect_to_plain_http_is_refused_without_a_checksum(tmp_path: Path) -> None:
+    """An https download that a server (or someone on the way) redirects to http:// would lose
+    what https gave: refused unless the content is checked by its sha256."""
+    from tapers.boxes.importer import _opener
+    from tapers.errors import BoxError
+
+    class Redirecting(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path == "/box":
+                self.send_response(302)
+                self.send_header("Location", f"http://127.0.0.1:{self.server.server_address[1]}/plain")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/box"
+        with pytest.raises(BoxError, match="not https; refused"):
+            _opener(plain_http_ok=False).open(url, timeout=10)
+        with _opener(plain_http_ok=True).open(url, timeout=10) as response:  # checked by its sha256 later
+            assert response.read() == b"ok"
+    finally:
+        server.shutdown()
