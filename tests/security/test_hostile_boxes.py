@@ -195,14 +195,19 @@ def test_a_catalog_over_plain_http_is_refused(home: Path, tmp_path: Path, http_s
 # -- archive members ----------------------------------------------------------------------
 
 
-def test_a_member_with_a_negative_size_is_refused(home: Path, tmp_path: Path, capsys) -> None:
-    """GNU tar's base-256 size field can say -1: it must not slip under the size limit."""
-    plain = tmp_path / "negative.tar"
-    with tarfile.open(plain, "w", format=tarfile.GNU_FORMAT) as tar:
+def gnu_box(path: Path, last: str) -> Path:
+    """An uncompressed GNU tar box whose last member is the empty file `last` (to be doctored)."""
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
         for info, data in [(entry("box.json"), b'{"name": "evil", "version": "1"}'), SSHD]:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-        tar.addfile(entry("rootfs/big"))
+        tar.addfile(entry(last))
+    return path
+
+
+def test_a_member_with_a_negative_size_is_refused(home: Path, tmp_path: Path, capsys) -> None:
+    """GNU tar's base-256 size field can say -1: it must not slip under the size limit."""
+    plain = gnu_box(tmp_path / "negative.tar", "rootfs/big")
     raw = bytearray(plain.read_bytes())
     header = raw.rfind(b"rootfs/big")
     raw[header + 124: header + 136] = b"\xff" * 12  # the size field in base-256: -1
@@ -227,12 +232,7 @@ def test_a_hard_link_to_a_missing_member_is_refused(home: Path, tmp_path: Path, 
 
 
 def test_a_huge_long_name_header_is_refused_before_it_is_read(home: Path, tmp_path: Path, capsys) -> None:
-    plain = tmp_path / "longname.tar"
-    with tarfile.open(plain, "w", format=tarfile.GNU_FORMAT) as tar:
-        for info, data in [(entry("box.json"), b'{"name": "evil", "version": "1"}'), SSHD]:
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        tar.addfile(entry("rootfs/" + "a" * 2_000_000))  # a GNU long-name header of 2 MB
+    plain = gnu_box(tmp_path / "longname.tar", "rootfs/" + "a" * 2_000_000)  # a GNU long-name header of 2 MB
     assert run(["box", "add", "evil/longname", str(plain)]) == 3
     assert "header of" in capsys.readouterr().err
     no_box_added(home)
