@@ -28,6 +28,7 @@ from tapers.project import CONTAINER_PREFIX, Project
 from tapers.ssh import keys
 from tapers.ssh.config import SshTarget
 from tapers.taperfile import Machine
+from tapers.taperfile.machine import split_box_ref
 
 
 @dataclass
@@ -103,7 +104,7 @@ def _get_box(box: str, ctx: Context) -> None:
         return
     from tapers.boxes.importer import add_box
 
-    name, _, version = box.partition("@")
+    name, version = split_box_ref(box)
     local = (ctx.project.root / url).resolve()
     if local.exists():
         from tapers.host_folders import refusal

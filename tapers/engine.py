@@ -84,7 +84,7 @@ def orphan_warnings(observed: Observed) -> list[str]:
     """What to say of machines no longer in the Taperfile."""
     warnings = []
     for orphan in observed.orphans:
-        name = (orphan.record or {}).get("machine", orphan.name)
+        name = orphan.machine
         warnings.append(
             f"machine `{name}` ({orphan.name}) is no longer in the Taperfile; "
             f"`tapers up --remove-orphans` or `tapers destroy {name}` removes it"

@@ -149,7 +149,7 @@ def plan_up(
             actions += _steps_to_rerun(machine, record, fingerprints.get(machine.name, {}), provision == "force")
     if remove_orphans:
         for orphan in observed.orphans:
-            name = (orphan.record or {}).get("machine", orphan.name)
+            name = orphan.machine
             actions.append(Action(Kind.DESTROY, name, "no longer in the Taperfile; --remove-orphans", cls="orphan"))
     return Plan(actions=tuple(actions + _names_update(actions, names_stale)))
 
@@ -331,7 +331,7 @@ def plan_destroy(machines: list[Machine], observed: Observed, orphans: bool) -> 
             actions.append(Action(Kind.DESTROY, machine.name, str(info.state)))
     if orphans:
         for orphan in observed.orphans:
-            name = (orphan.record or {}).get("machine", orphan.name)
+            name = orphan.machine
             actions.append(Action(Kind.DESTROY, name, "no longer in the Taperfile"))
     notes = tuple(f"`{name}` is not a tapers machine of this project; left alone" for name in observed.foreign)
     doomed = {a.subject for a in actions}

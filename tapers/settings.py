@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from tapers.taperfile import Machine
+from tapers.taperfile.machine import split_box_ref
 from tapers.taperfile.units import format_size
 
 LIVE_KEYS = ("cpus", "memory", "pids")  # applied to a running machine
@@ -54,7 +55,7 @@ def box_matches(wanted: str, record: dict[str, object]) -> bool:
     box = record.get("box")
     if not isinstance(box, dict):
         return True
-    name, _, version = wanted.partition("@")
+    name, version = split_box_ref(wanted)
     return box.get("name") == name and (not version or box.get("version") == version)
 
 

@@ -39,7 +39,7 @@ def status_rows(project: Project, observed: Observed) -> list[dict[str, Any]]:
         box = record.get("box", {})
         rows.append(
             {
-                "machine": record.get("machine", orphan.name),
+                "machine": orphan.machine,
                 "container": orphan.name,
                 "state": f"{orphan.state} (orphan: not in the Taperfile)",
                 "address": record.get("address"),

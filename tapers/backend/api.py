@@ -1,6 +1,6 @@
 """The Backend protocol: what tapers needs from a container engine, free of engine details.
 
-Contract for every implementation (liblxc now, LXD later):
+Contract for every implementation (liblxc, LXD, and the tests' fake):
 - Idempotent: creating what exists with the same name is an error, but starting a
   running container, stopping a stopped one and destroying a missing one are no-ops.
 - Every failure is a `BackendError` naming the container and the operation.
@@ -105,6 +105,11 @@ class ContainerInfo(NamedTuple):
     name: str
     state: State
     record: dict[str, Any] | None = None  # what tapers recorded; None: not ours
+
+    @property
+    def machine(self) -> str:
+        """The machine name tapers recorded (an orphan's, say), else the container's name."""
+        return (self.record or {}).get("machine", self.name)
 
 
 class Networking(Protocol):

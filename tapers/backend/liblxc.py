@@ -1,4 +1,4 @@
-"""The liblxc backend: the only module that imports `lxc` (python-lxc).
+"""The liblxc backend: python-lxc on this host.
 
 Machines are copy-on-write overlay clones of a box's root filesystem: the box is
 the read-only lower layer and each machine writes to its own `delta0/` folder.

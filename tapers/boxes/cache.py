@@ -22,6 +22,7 @@ from typing import Any
 from tapers import paths
 from tapers.boxes.recipe import slug
 from tapers.errors import BoxError, InvalidBoxError
+from tapers.taperfile.machine import split_box_ref
 
 import re
 
@@ -126,7 +127,7 @@ def list_boxes() -> list[Box]:
 
 def find_box(reference: str) -> Box | None:
     """The newest cached box named `name`, or the exact `name@version`."""
-    name, _, version = reference.partition("@")
+    name, version = split_box_ref(reference)
     matches = [b for b in list_boxes() if b.name == name and (not version or b.version == version)]
     return matches[-1] if matches else None
 

@@ -9,6 +9,7 @@ import typer
 
 from tapers.cli import output
 from tapers.errors import BoxError, StateError
+from tapers.taperfile.machine import split_box_ref
 
 box_app = typer.Typer(no_args_is_help=True, help="Build, list and remove cached boxes.")
 
@@ -136,7 +137,7 @@ def remove(
     """Remove a box from the cache (refused while machines are made from it)."""
     from tapers.boxes.cache import list_boxes, remove_box
 
-    box_name, _, version = name.partition("@")
+    box_name, version = split_box_ref(name)
     boxes = [b for b in list_boxes() if b.name == box_name and (not version or b.version == version)]
     if not boxes:
         raise BoxError(f"no box `{name}` in the cache", hint="`tapers box list` shows what is cached")
@@ -178,7 +179,7 @@ def verify(name: Annotated[Optional[str], typer.Argument(help="NAME or NAME@VERS
     from tapers.boxes.cache import list_boxes, tree_digest
     from tapers.errors import ExitCode
 
-    box_name, _, version = (name or "").partition("@")
+    box_name, version = split_box_ref(name or "")
     boxes = [b for b in list_boxes() if not name or (b.name == box_name and (not version or b.version == version))]
     if name and not boxes:
         raise BoxError(f"no box `{name}` in the cache", hint="`tapers box list` shows what is cached")

@@ -77,7 +77,7 @@ def plan(
                 }
                 for a in result.actions
             ],
-            "orphans": [(o.record or {}).get("machine", o.name) for o in observed.orphans],
+            "orphans": [o.machine for o in observed.orphans],
         }
         output.write_raw(json.dumps(data, indent=2) + "\n")
     else:

@@ -11,7 +11,6 @@ import importlib
 from pathlib import Path
 
 from tapers.provision.api import Provisioner
-from tapers.taperfile import Machine
 from tapers.taperfile.machine import Step
 
 _MODULES = {"shell": "tapers.provision.shell", "file": "tapers.provision.files", "ansible": "tapers.provision.ansible"}
@@ -23,11 +22,6 @@ def provisioner(kind: str) -> Provisioner:
 
 def fingerprint(step: Step, root: Path) -> str:
     return provisioner(step.kind).fingerprint(step, root)
-
-
-def fingerprints(machine: Machine, root: Path) -> dict[str, str]:
-    """step key -> fingerprint, for every step of a machine (reads the files steps use)."""
-    return {step.key: fingerprint(step, root) for step in machine.provision}
 
 
 def check_host_tools(kinds: set[str]) -> None:

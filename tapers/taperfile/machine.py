@@ -12,6 +12,12 @@ from typing import Any, NamedTuple
 DEFAULT_BOX = "debian/bookworm"
 
 
+def split_box_ref(reference: str) -> tuple[str, str]:
+    """`debian/bookworm@1.2` -> ("debian/bookworm", "1.2"); no version -> ""."""
+    name, _, version = reference.partition("@")
+    return name, version
+
+
 class Step(NamedTuple):
     """One provisioning step of a machine."""
 

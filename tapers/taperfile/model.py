@@ -42,9 +42,6 @@ _TEXT_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")  # CONT
 # Guest paths may have spaces (the mount line's writer escapes them: \040), no control character.
 _PATH_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
-# Keys of the Taperfile contract that this version of tapers does not implement yet.
-NOT_YET_SUPPORTED: tuple[str, ...] = ()
-
 MIN_MEMORY = 32 * 1024**2
 MAX_PIDS = 4_194_304  # the kernel's own ceiling (PID_MAX_LIMIT on 64-bit)
 MAX_PATH = 4096  # PATH_MAX

@@ -9,7 +9,6 @@ numbers. Nothing a message quotes reaches the terminal with its control characte
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import yaml
 
 from tapers.errors import TaperfileError
-from tapers.taperfile.load import MAX_TEXT_BYTES
+from tapers.taperfile.load import MAX_TEXT_BYTES, display
 from tapers.taperfile.units import printable, shown
 
 Loc = tuple[Any, ...]
@@ -26,13 +25,6 @@ MAX_VALUES = 100_000  # values in a document with every alias expanded; real Tap
 MAX_DEPTH = 64  # nesting of mappings and lists, aliases included; real Taperfiles reach about 10
 MAX_CHARACTERS = 4 * 1024**2  # characters of text with every alias expanded (the file itself: at most 1 MiB)
 MAX_NUMBER = 100  # characters of one number (Python refuses to read ints past 4300 digits)
-
-
-def display(path: Path) -> str:
-    try:
-        return os.path.relpath(path)
-    except ValueError:
-        return str(path)
 
 
 @dataclass(frozen=True)
