@@ -17,7 +17,7 @@ def status_rows(project: Project, observed: Observed) -> list[dict[str, Any]]:
         info = observed.machines.get(machine.name)
         record = (info.record if info else None) or {}
         box = record.get("box", {})
-        stale = [f"{c.key} ({c.cls})" for c in settings_changes(machine, record)]
+        stale = [f"{c.key} ({c.cls})" for c in settings_changes(machine, record)] if info else ["not created (create)"]
         if info and not box_matches(machine.box, record):
             stale.insert(0, "box (recreate)")
         if record.get("provision_failed"):

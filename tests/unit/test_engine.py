@@ -101,3 +101,16 @@ def test_operations_on_a_machine_that_is_not_created_say_so(engine) -> None:
     with pytest.raises(StateError, match="not created"):
         made.snapshot_save("web", "x")
     assert made.halt(None) is False and made.suspend(None) is False and made.resume(None) is False
+
+
+def test_status_says_a_machine_that_is_not_created_is_out_of_date(engine) -> None:
+    """`up` would create it: `status` must not say "up to date" (as it did for a destroyed machine)."""
+    from tapers.observe import observe
+    from tapers.status import status_rows
+
+    made, backend, _, _ = engine
+    (row,) = status_rows(made.project, observe(made.project, backend))
+    assert row["state"] == "not created" and row["out_of_date"] == ["not created (create)"]
+    made.up(None)
+    (row,) = status_rows(made.project, observe(made.project, backend))
+    assert row["out_of_date"] == []
