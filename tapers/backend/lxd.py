@@ -417,7 +417,10 @@ class LxdBackend:
         data = self._instance(container)
         if data is None or data["status"] != "Running":
             return ""
-        code, out = self.exec(container, ["cat", "/proc/sys/kernel/random/boot_id"])
+        try:
+            code, out = self.exec(container, ["cat", "/proc/sys/kernel/random/boot_id"])
+        except BackendError:  # stopped between the two questions (a reboot in progress): no boot yet
+            return ""
         return out.strip() if code == 0 else ""
 
     def reboot(self, container: str) -> None:
