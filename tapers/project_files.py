@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import uuid
 from pathlib import Path
 
 from tapers.errors import StateError
@@ -162,7 +161,7 @@ def write(path: Path, content: str | bytes, mode: int = 0o600, owner: tuple[int,
     data = content.encode() if isinstance(content, str) else content
     folder = _open_folder(path.parent)
     try:
-        temporary = f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+        temporary = f".{path.name}.{os.urandom(6).hex()}.tmp"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=folder)
         try:
             try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from decimal import Decimal
 
 # ASCII only: with re.IGNORECASE alone, [KMGT] would also match the Kelvin sign (U+212A).
 _SIZE = re.compile(r" *([0-9]+(?:\.[0-9]+)?) *([KMGT])(i?B?|B)? *", re.IGNORECASE | re.ASCII)
@@ -36,6 +35,8 @@ def parse_size(value: object, maximum: int = MAX_SIZE) -> int:
     digits, unit = match.group(1), match.group(2).upper()
     if len(digits.partition(".")[0].lstrip("0")) > 15:  # more than any maximum, in any unit
         raise ValueError(f"{shown(value)} is too large: at most {format_size(maximum)}")
+    from decimal import Decimal  # here: `tapers status` loads this module and never parses a size
+
     size = int(Decimal(digits) * _FACTORS[unit])
     if size > maximum:
         raise ValueError(f"{shown(value)} is too large: at most {format_size(maximum)}")
