@@ -73,5 +73,11 @@ def project_id(loaded: LoadedTaperfile) -> str:
 
 
 def open_project(explicit: Path | None = None, start: Path | None = None) -> Project:
-    loaded = load_taperfile(find_taperfile(start=start, explicit=explicit))
+    """The project of the Taperfile found from `start` (or `explicit`). Its folder's path ends
+    up in config files and mounts: one with a control character is refused before anything."""
+    from tapers import sinks
+
+    taperfile = find_taperfile(start=start, explicit=explicit)
+    sinks.plain(taperfile.parent, "the project folder's path", "this project")
+    loaded = load_taperfile(taperfile)
     return Project(loaded=loaded, id=project_id(loaded))

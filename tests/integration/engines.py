@@ -48,10 +48,13 @@ class LiblxcView:
     def remove(self, container: str) -> None:
         import lxc
 
+        from tapers.backend import staging
+
         c = lxc.Container(container)
         if c.running:
             c.stop()
         c.destroy()
+        staging.release(container)  # what a failed test's machine had mounted for its synced folders
 
 
 class LxdView:

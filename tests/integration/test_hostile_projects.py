@@ -78,9 +78,9 @@ def test_a_project_folder_with_a_newline_is_refused_before_any_config_line(proje
     project.root = hostile
     project.write("machines:\n  web: {}\n")
     refused = project.tapers("up")
-    assert refused.code == 3 and "refused" in refused.err
-    config = Path("/var/lib/lxc") / project.container("web") / "config"
-    assert not config.exists() or "pwned" not in config.read_text()
+    assert refused.code == 3 and "the project folder's path" in refused.err and "refused" in refused.err
+    assert project.lxc_state("web") == "MISSING"  # refused before anything was made
+    assert not (Path("/var/lib/lxc") / project.container("web")).exists()
 
 
 def test_planted_links_in_dot_tapers_never_redirect_a_write(project, victim) -> None:
@@ -100,6 +100,9 @@ def test_planted_links_in_dot_tapers_never_redirect_a_write(project, victim) -> 
     assert refused.code == 1 and "symbolic link" in refused.err and str(state / "lock") in refused.err
     unchanged(victim)
     assert project.lxc_state("web") == "RUNNING"
+    os.unlink(state / "lock")  # gone: the project works again
+    project.tapers("destroy", "-f").ok()
+    unchanged(victim)
 
 
 def test_a_dot_tapers_of_someone_else_is_refused(project) -> None:
