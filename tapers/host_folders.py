@@ -62,21 +62,9 @@ def open_no_links(path: Path, folder: bool = False) -> int:
     """An fd of the absolute real path `path`, opened one component at a time without
     following any link (OSError ELOOP or ENOTDIR when a part of it is now a link: it was
     swapped since it was checked). Opened non-blocking: a pipe is never waited on."""
-    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    parts = path.parts[1:]
-    try:
-        for index, name in enumerate(parts):
-            last = index == len(parts) - 1
-            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-            if not last or folder:
-                flags |= os.O_DIRECTORY
-            child = os.open(name, flags, dir_fd=fd)
-            os.close(fd)
-            fd = child
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    from tapers.rootfs import open_beneath
+
+    return open_beneath(Path("/"), path.parts[1:], os.O_DIRECTORY if folder else 0)
 
 
 def _tapers_trees() -> tuple[str, ...]:

@@ -19,7 +19,6 @@ from pathlib import Path
 from tapers.errors import StateError
 from tapers.paths import PROJECT_STATE_DIR
 
-_NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def invoker() -> tuple[int, int]:
@@ -139,20 +138,16 @@ def _open_in_folder(path: Path, flags: int, mode: int = 0o600) -> int:
 
 def _open_folder(folder: Path) -> int:
     """An fd of `folder`; from `.tapers` on, no component may be a link."""
+    from tapers.rootfs import open_beneath
+
     parts = folder.parts
     start = parts.index(PROJECT_STATE_DIR) if PROJECT_STATE_DIR in parts else len(parts)
-    fd = os.open(Path(*parts[:start]) if start else Path("."), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        for name in parts[start:]:
-            child = os.open(name, _NOFOLLOW_DIR, dir_fd=fd)
-            os.close(fd)
-            fd = child
+        return open_beneath(Path(*parts[:start]) if start else Path("."), parts[start:])
     except OSError as exc:
-        os.close(fd)
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             raise _untrusted(folder, "a part of it is a symbolic link or a file", "remove the link") from None
         raise
-    return fd
 
 
 def write(path: Path, content: str | bytes, mode: int = 0o600, owner: tuple[int, int] | None = None) -> None:

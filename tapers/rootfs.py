@@ -12,12 +12,31 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
+from tapers import sinks
 from tapers.errors import TapersError
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_beneath(start: Path, names: Sequence[str], last_flags: int = os.O_DIRECTORY) -> int:
+    """An fd of `start` (opened as given) joined with `names`, each opened from the one
+    before without following a link: folders, the last one opened with `last_flags`
+    (non-blocking: a pipe is never waited on). OSError ELOOP or ENOTDIR when one of them is
+    a link or a file."""
+    fd = os.open(start, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for index, name in enumerate(names):
+            flags = os.O_DIRECTORY if index < len(names) - 1 else last_flags
+            child = os.open(name, flags | os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class Root:
@@ -48,7 +67,7 @@ class Root:
 
     def parts(self, path: str) -> list[str]:
         """`path` (absolute in the guest, or relative to the root) as checked components."""
-        if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        if sinks.has_control(path):
             raise self.error(f"{self.what}: the path {path!r} has a control character; refused")
         parts = [p for p in path.split("/") if p not in ("", ".")]
         if ".." in parts:
@@ -152,7 +171,7 @@ class Root:
         """Create or replace the file `path` (its missing parent folders too, see _open_dir)."""
         parts = self.parts(path)
         parent = self._open_dir(parts[:-1], create=True, mode=dir_mode, uid=uid, gid=gid, like=like)
-        temporary = f".{parts[-1][:200]}.tapers-{uuid.uuid4().hex[:8]}"
+        temporary = f".{parts[-1][:200]}.tapers-{os.urandom(4).hex()}"
         try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode & 0o7777,
                          dir_fd=parent)

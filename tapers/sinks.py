@@ -10,14 +10,18 @@ from __future__ import annotations
 from tapers.errors import UnsafeValueError
 
 
+def is_control(char: str) -> bool:
+    return ord(char) < 32 or ord(char) == 127
+
+
 def has_control(value: str) -> bool:
-    return any(ord(c) < 32 or ord(c) == 127 for c in value)
+    return any(map(is_control, value))
 
 
 def plain(value: object, what: str, where: str, forbidden: str = "") -> str:
     """`value` as text, refused when it has a control character or one of `forbidden`."""
     text = str(value)
-    bad = next((c for c in text if ord(c) < 32 or ord(c) == 127 or c in forbidden), None)
+    bad = next((c for c in text if is_control(c) or c in forbidden), None)
     if bad is not None:
         raise UnsafeValueError(
             f"{where}: {what} {text!r} has the character {bad!r}, which would change the meaning of what tapers "

@@ -118,8 +118,7 @@ class LiblxcBackend:
             writable = folder / COPY_DIR
             _copy_tree(lower, writable, spec.container)
             rootfs = f"dir:{writable}"
-        for guest_file in spec.files:
-            _write_guest_file(lower, writable, guest_file)
+        _write_guest_files(lower, writable, spec.files)
         _save_mounts(folder, spec.mounts)
         config = _render_config(spec, rootfs, folder)
         tmp = folder / "config.tmp"
@@ -187,9 +186,7 @@ class LiblxcBackend:
         items = [("lxc.uts.name", hostname), *_private_items(private), *_mount_items(container, mounts)]
         _edit_config(folder, ("lxc.uts.name", "lxc.mount.entry") + extra_nics, items)
         _save_mounts(folder, mounts)
-        lower = _lower_dir(folder)
-        for guest_file in files:
-            _write_guest_file(lower, _writable_dir(folder), guest_file)
+        _write_guest_files(_lower_dir(folder), _writable_dir(folder), files)
 
     @contextmanager
     def root_view(self, container: str) -> Iterator[Path]:
@@ -467,13 +464,14 @@ def _copy_tree(source: Path, target: Path, container: str) -> None:
         raise BackendError(f"could not copy the box into `{container}`: {result.stderr.strip()}")
 
 
-def _write_guest_file(lower: Path, upper: Path, guest_file: GuestFile) -> None:
-    """Write a file into the machine's writable layer (which its guest has written too: no
+def _write_guest_files(lower: Path, upper: Path, files: tuple[GuestFile, ...]) -> None:
+    """Write files into the machine's writable layer (which its guest has written too: no
     link in it is followed), creating parent folders with the owner and mode they have in
     the box, so the overlay shows them unchanged."""
     from tapers.rootfs import Root
 
-    private = guest_file.mode & 0o077 == 0
     with Root(upper, "the machine's files", BackendError) as target, Root(lower, "the box", BackendError) as box:
-        target.write(guest_file.path, guest_file.content, guest_file.mode, guest_file.uid, guest_file.gid,
-                     dir_mode=0o700 if private else 0o755, like=box)
+        for guest_file in files:
+            private = guest_file.mode & 0o077 == 0
+            target.write(guest_file.path, guest_file.content, guest_file.mode, guest_file.uid, guest_file.gid,
+                         dir_mode=0o700 if private else 0o755, like=box)

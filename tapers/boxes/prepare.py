@@ -13,6 +13,7 @@ import posixpath
 import re
 from typing import Any, NamedTuple
 
+from tapers import sinks
 from tapers.errors import InvalidBoxError
 from tapers.resources import data_dir
 from tapers.rootfs import Root
@@ -117,7 +118,7 @@ def checked_meta_user(what: str, user: Any) -> BoxUser:
         or posixpath.normpath(home) != home
         or ".." in home.split("/")
         or home == "/"
-        or any(ord(c) < 32 or ord(c) == 127 for c in home)
+        or sinks.has_control(home)
     ):
         raise InvalidBoxError(
             f"{what}: the login user's home {home!r} is not a normalised absolute path without `..`; refused"
