@@ -72,6 +72,19 @@ def step_file(root: Path, written: str, what: str) -> Path:
     be a regular file or a folder, and not in a folder no machine may see (the same rule as
     synced folders: system folders, homes' dot-folders...). tapers reads it as root, and
     what it reads goes into a machine."""
+    path = refuse_hidden(root, written, what)
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ProvisionError(f"{what} `{written}` can't be read: {exc.strerror}") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise ProvisionError(f"{what} `{written}` is not a regular file or a folder (a device, a pipe...); refused")
+    return path
+
+
+def refuse_hidden(root: Path, written: str, what: str) -> Path:
+    """The step file's real path, refused when it is in a folder no machine may see (whether
+    or not the file exists)."""
     from tapers.host_folders import refusal
 
     path = (root / written).resolve()
@@ -79,12 +92,6 @@ def step_file(root: Path, written: str, what: str) -> Path:
     if why is not None:
         raise ProvisionError(f"{what} `{written}` can't be given to a machine: {why}",
                              hint="keep provisioning files in the project folder")
-    try:
-        mode = path.stat().st_mode
-    except OSError as exc:
-        raise ProvisionError(f"{what} `{written}` can't be read: {exc.strerror}") from None
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        raise ProvisionError(f"{what} `{written}` is not a regular file or a folder (a device, a pipe...); refused")
     return path
 
 

@@ -363,20 +363,31 @@ def _check_steps(loc: Loc, steps: list[Any], source: _Source, path: Path) -> lis
         key = _STEP_FILES[step.kind]
         relative = getattr(getattr(step, step.kind), key)
         file_loc = step_loc + (step.kind, key)
-        if relative is not None and not _exists(path.parent / relative):
-            problems.append(
-                f"{_where(path, source.values.get(file_loc))}{_dotted(file_loc)}: `{relative}` does not exist "
-                f"(paths are relative to {_display(path.parent)}/)"
-            )
-        elif relative is not None:
-            from tapers.errors import TapersError
-            from tapers.provision.api import step_file
-
-            try:
-                step_file(path.parent, relative, "the file")
-            except TapersError as exc:
-                problems.append(f"{_where(path, source.values.get(file_loc))}{_dotted(file_loc)}: {exc.message}")
+        if relative is None:
+            continue
+        where = f"{_where(path, source.values.get(file_loc))}{_dotted(file_loc)}"
+        # A folder no machine may see is refused whether or not the file is there (first).
+        denied = _step_file_problem(path.parent, relative)
+        if denied is None and not _exists(path.parent / relative):
+            problems.append(f"{where}: `{relative}` does not exist (paths are relative to {_display(path.parent)}/)")
+        elif denied is not None:
+            problems.append(f"{where}: {denied}")
     return problems
+
+
+def _step_file_problem(root: Path, relative: str) -> str | None:
+    """What is wrong with a step's file, or None: a hidden folder first, then a missing file
+    (None: the caller says so, with the folder paths are relative to), then its type."""
+    from tapers.errors import TapersError
+    from tapers.provision.api import refuse_hidden, step_file
+
+    try:
+        refuse_hidden(root, relative, "the file")
+        if _exists(root / relative):
+            step_file(root, relative, "the file")
+    except TapersError as exc:
+        return exc.message
+    return None
 
 
 def _exists(path: Path) -> bool:
