@@ -28,7 +28,8 @@ from pathlib import Path
 from common import TAPERS, timed  # noqa: E402  (bench/common.py)
 
 
-from tapers import network  # noqa: E402
+from tapers.backend import addresses  # noqa: E402
+from tapers.backend.liblxc import bridges as network  # noqa: E402
 from tapers.boxes.cache import find_box  # noqa: E402
 from tapers.ssh.keys import generate  # noqa: E402
 
@@ -75,7 +76,7 @@ def bench_raw_up(runs: int, rootfs: Path) -> list[float]:
                     f"lxc.net.0.link = {network.BRIDGE}\n"
                     "lxc.net.0.flags = up\n"
                     "lxc.net.0.name = eth0\n"
-                    f"lxc.net.0.hwaddr = {network.mac_for(address)}\n"
+                    f"lxc.net.0.hwaddr = {addresses.mac_for(address)}\n"
                     f"lxc.net.0.ipv4.address = {address}/{network.SUBNET.prefixlen}\n"
                     f"lxc.net.0.ipv4.gateway = {network.GATEWAY}\n"
                 )

@@ -45,7 +45,7 @@ def timed_up(machines: int, env: dict[str, str], label: str, run: int) -> float:
 
 def lxd_floor(config: Path, runs: int) -> tuple[float, float]:
     """Median seconds to create an instance from tapers' image, and to start it (LXD alone)."""
-    from tapers.backend.lxd import connect
+    from tapers.backend.lxd.backend import connect
     from tapers.user_config import lxd_settings
 
     client = connect(lxd_settings(config))

@@ -62,7 +62,7 @@ def addresses(folder: Path) -> list[str]:
 
 def in_session(folder: Path, runs: int) -> tuple[list[float], list[float]]:
     """One step through tapers' own runner vs one exec, both on an open connection."""
-    from tapers.apply import Context, _ssh_guest
+    from tapers.engine.apply import Context, _ssh_guest
     from tapers.backend import default_backend
     from tapers.events import SilentReporter
     from tapers.project import open_project

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 from tapers.errors import UsageError
 
-BACKENDS = ("liblxc", "lxd")
+from tapers.backend.registry import NAMES as BACKENDS
 LXD_SOCKET = "unix:/var/lib/lxd/unix.socket"
 
 

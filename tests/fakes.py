@@ -8,8 +8,21 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from tapers.backend.api import ContainerInfo, MachineSpec, State
+from tapers.backend.api import ContainerInfo, Forward, MachineSpec, State, container_info
 from tapers.errors import BackendError
+from tapers.record import BoxRef, Record
+
+
+def make_record(machine: str = "web", **fields: Any) -> Record:
+    """A whole record, as `tapers up` writes one, with `fields` changed (for planner tests)."""
+    values: dict[str, Any] = {
+        "project": "shop", "project_dir": "/srv/shop", "machine": machine,
+        "box": BoxRef("debian/bookworm", "1", "0" * 64), "address": "10.97.0.2", "mac": "00:16:3e:61:00:02",
+        "user": "tapers", "home": "/home/tapers", "uid": 1000, "gid": 1000, "host_key": "ssh-ed25519 AAAAhost",
+        "authorized_key": "", "applied": {}, "phase": "ready",
+    }
+    values.update(fields)
+    return Record(**values)
 
 
 class FakeNetworking:
@@ -24,14 +37,14 @@ class FakeNetworking:
         self.events.append("network")
 
     def allocate(self, container: str, used: set[str]) -> Any:
-        from tapers import network
+        from tapers.backend import addresses
 
-        return network.allocate(container, used)
+        return addresses.allocate(container, used, "10.97.0.0/16", "tapersbr0")
 
     def private(self, address: str) -> Any:
-        from tapers import network
+        from tapers.backend import addresses
 
-        return network.private_config(address)
+        return addresses.private_config(address, "tp")
 
     def ensure_private(self, config: Any) -> None:
         self.events.append(f"bridge {config.bridge}")
@@ -40,8 +53,6 @@ class FakeNetworking:
         self.events.append("network released")
 
     def forward(self, container: str, wanted: list[tuple[str, int, str, int, bool]], guest_ip: str) -> list[Any]:
-        from tapers.ports import Forward
-
         self.forwards[container] = [Forward(ip, host, proto, guest_ip, guest) for ip, host, proto, guest, _ in wanted]
         return self.forwards[container]
 
@@ -68,21 +79,27 @@ class FakeBackend:
         c = self.containers.get(container)
         if c is None:
             return None
-        return ContainerInfo(name=container, state=c["state"], record=copy.deepcopy(c["record"]))
+        return container_info(container, c["state"], c["record"])
 
-    def create(self, spec: MachineSpec, record: dict[str, Any]) -> None:
+    def create(self, spec: MachineSpec, record: Record) -> None:
         if spec.container in self.containers:
             raise BackendError(f"cannot create container `{spec.container}`: it already exists")
         self.calls.append(f"create {spec.container}")
         self.containers[spec.container] = {
             "state": State.STOPPED,
-            "record": copy.deepcopy(record),
+            "record": record.to_json(),  # kept as text, as real backends do
             "spec": spec,
             "files": {f.path: f for f in spec.files},
         }
 
-    def save_record(self, container: str, record: dict[str, Any]) -> None:
-        self.containers[container]["record"] = copy.deepcopy(record)
+    def save_record(self, container: str, record: Record) -> None:
+        self.containers[container]["record"] = record.to_json()
+
+    def record(self, container: str) -> Record:
+        """What tapers recorded on the container, parsed as a real backend's reader does."""
+        found = container_info(container, State.STOPPED, self.containers[container]["record"]).record
+        assert found is not None, f"{container} has no usable record"
+        return found
 
     def start(self, container: str) -> None:
         self.calls.append(f"start {container}")

@@ -13,9 +13,21 @@ from __future__ import annotations
 import enum
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
+
+from tapers.record import Record, RecordError
 
 # Values are NamedTuples, cheap to define (see tapers/taperfile/machine.py).
+
+
+class Check(NamedTuple):
+    """One thing `tapers doctor` checks on a backend's host, with the exact fix."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    required: bool = True  # False: a warning, tapers still works
 
 
 class State(str, enum.Enum):
@@ -57,6 +69,16 @@ class NetworkConfig(NamedTuple):
 
         interface = ipaddress.IPv4Interface(f"{self.address}/{self.prefix}")
         return f"{interface} {interface.network.broadcast_address}"
+
+
+class Forward(NamedTuple):
+    """A host port forwarded to a machine's port."""
+
+    host_ip: str
+    host: int
+    protocol: str  # tcp | udp
+    guest_ip: str
+    guest: int
 
 
 class Mount(NamedTuple):
@@ -104,12 +126,23 @@ class Usage(NamedTuple):
 class ContainerInfo(NamedTuple):
     name: str
     state: State
-    record: dict[str, Any] | None = None  # what tapers recorded; None: not ours
+    record: Record | None = None  # what tapers recorded; None: no record, or an unusable one
+    problem: str = ""  # why the record found can't be used (not JSON, from a newer tapers...)
 
     @property
     def machine(self) -> str:
         """The machine name tapers recorded (an orphan's, say), else the container's name."""
-        return (self.record or {}).get("machine", self.name)
+        return self.record.machine if self.record else self.name
+
+
+def container_info(name: str, state: State, record_text: str | bytes | None) -> ContainerInfo:
+    """A container as a backend found it, with its record parsed (here, for every backend)."""
+    if not record_text:
+        return ContainerInfo(name, state)
+    try:
+        return ContainerInfo(name, state, Record.from_json(record_text))
+    except RecordError as exc:
+        return ContainerInfo(name, state, problem=f"its tapers record can't be used: {exc}")
 
 
 class Networking(Protocol):
@@ -131,7 +164,7 @@ class Networking(Protocol):
     def release(self) -> None:
         """No tapers machine is left: take away what `prepare` set up, and private networks."""
 
-    def forward(self, container: str, wanted: list[tuple[str, int, str, int, bool]], guest_ip: str) -> list[Any]:
+    def forward(self, container: str, wanted: list[tuple[str, int, str, int, bool]], guest_ip: str) -> list[Forward]:
         """Forward (host_ip, host port, protocol, guest port, auto_correct) to the machine; the
         forwards made, with the host ports chosen (`auto_correct` moves a taken one)."""
 
@@ -153,10 +186,10 @@ class Backend(Protocol):
     def inspect(self, container: str) -> ContainerInfo | None:
         """One container, or None when it does not exist."""
 
-    def create(self, spec: MachineSpec, record: dict[str, Any]) -> None:
+    def create(self, spec: MachineSpec, record: Record) -> None:
         """Create a stopped container from a box; `record` is saved with it first."""
 
-    def save_record(self, container: str, record: dict[str, Any]) -> None:
+    def save_record(self, container: str, record: Record) -> None:
         """Replace what tapers recorded on the container (atomically)."""
 
     def start(self, container: str) -> None: ...

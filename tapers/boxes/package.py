@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tapers import paths
 from tapers.backend.api import Backend
+from tapers.record import Record
 from tapers.errors import BoxError
 from tapers.events import Reporter
 
@@ -30,12 +31,13 @@ EXCLUDED = (
 )
 
 
-def package(backend: Backend, container: str, record: dict, output: Path, name: str | None, reporter: Reporter) -> dict:
-    box = record.get("box") or {}
+def package(backend: Backend, container: str, record: Record | None, output: Path, name: str | None,
+            reporter: Reporter) -> dict:
+    machine = record.machine if record else container
     meta = {
-        "name": name or box.get("name", "packaged"),
+        "name": name or (record.box.name if record else "packaged"),
         "version": dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d.%H%M%S"),
-        "source": f"package of `{record.get('machine')}` ({container}), made from {box.get('name')}@{box.get('version')}",
+        "source": f"package of `{machine}` ({container}), made from {record.box if record else 'an unknown box'}",
         "format": "tapers-box/1",
     }
     from tapers import project_files
@@ -49,7 +51,7 @@ def package(backend: Backend, container: str, record: dict, output: Path, name: 
         with archive, tempfile.TemporaryDirectory(dir=paths.host_run_dir()) as scratch:
             (Path(scratch) / "box.json").write_text(json.dumps(meta, indent=2) + "\n")
             with backend.root_view(container) as view:
-                reporter.line(record.get("machine", container), f"packaging into {output}")
+                reporter.line(machine, f"packaging into {output}")
                 command = ["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--one-file-system", "-czf",
                            "-", "-C", scratch, "box.json", "-C", str(view), "--transform", "s,^\\.,rootfs,"]
                 command += [f"--exclude={pattern}" for pattern in EXCLUDED] + ["."]

@@ -19,9 +19,9 @@ def ssh(
     command: Annotated[Optional[str], typer.Option("-c", "--command", help="run this command and exit")] = None,
 ) -> int:
     """Open a shell on a machine, or run one command and return its exit code."""
-    from tapers.access import running_target, write_ssh_files
+    from tapers.engine.access import running_target, write_ssh_files
     from tapers.backend import default_backend
-    from tapers.observe import observe
+    from tapers.engine.observe import observe
 
     project = open_project(ctx)
     machine = project.loaded.machine(name) if name else project.default_machine()
@@ -42,7 +42,7 @@ def ssh(
 
 def ssh_config(ctx: typer.Context) -> None:
     """Print an OpenSSH config for the machines: `ssh -F FILE NAME` works with it."""
-    from tapers.access import ssh_config_text, write_ssh_files
+    from tapers.engine.access import ssh_config_text, write_ssh_files
 
     project, _, observed = observed_project(ctx)
     write_ssh_files(project, observed)

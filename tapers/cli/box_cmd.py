@@ -202,9 +202,8 @@ def _users() -> dict[str, list[str]]:
 
     users: dict[str, list[str]] = {}
     for info in default_backend().list(prefix=CONTAINER_PREFIX):
-        box = (info.record or {}).get("box") or {}
-        if "id" in box:
-            users.setdefault(box["id"], []).append(info.name)
+        if info.record:
+            users.setdefault(info.record.box.id, []).append(info.name)
     return users
 
 

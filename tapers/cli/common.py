@@ -32,7 +32,7 @@ def open_project(ctx: typer.Context) -> Any:
 def observed_project(ctx: typer.Context) -> tuple[Any, Any, Any]:
     """The project, its backend and what is real now (for commands that only read)."""
     from tapers.backend import default_backend
-    from tapers.observe import observe
+    from tapers.engine.observe import observe
 
     project = open_project(ctx)
     backend = default_backend()

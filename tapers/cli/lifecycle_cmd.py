@@ -1,6 +1,6 @@
 """Commands that change machines: up, provision, reload, halt, suspend, resume, destroy.
 
-Each parses its arguments and asks the Engine (tapers/engine.py), which locks, observes,
+Each parses its arguments and asks the Engine (tapers/engine/__init__.py), which locks, observes,
 plans, asks and applies; what it says is shown through the console.
 """
 

@@ -37,12 +37,13 @@ def _quick_status(args: list[str]) -> tuple[Path | None, bool] | None:
 def _run_quick_status(file: Path | None, as_json: bool) -> int:
     from tapers.backend import default_backend
     from tapers.cli.status_view import show_status
-    from tapers.observe import observe
+    from tapers.engine.observe import observe
     from tapers.project import open_project
 
     try:
         project = open_project(explicit=file)
-        show_status(project, observe(project, default_backend()), as_json)
+        backend = default_backend()
+        show_status(project, backend, observe(project, backend), as_json)
     except TapersError as exc:
         from tapers.cli.output import error
 

@@ -58,7 +58,7 @@ def plan(
     ] = False,
 ) -> int:
     """Show what `tapers up` would do and why, changing nothing."""
-    from tapers.access import known_project_key
+    from tapers.engine.access import known_project_key
     from tapers.engine import orphan_warnings, up_plan
 
     project, backend, observed = observed_project(ctx)
@@ -93,8 +93,8 @@ def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Each machine: state, address, box, and whether its config is out of date."""
     from tapers.cli.status_view import show_status
 
-    project, _, observed = observed_project(ctx)
-    show_status(project, observed, as_json)
+    project, backend, observed = observed_project(ctx)
+    show_status(project, backend, observed, as_json)
 
 
 def global_status(
@@ -109,16 +109,16 @@ def global_status(
     backend = default_backend()
     rows = []
     for info in backend.list(prefix=CONTAINER_PREFIX):
-        record = info.record or {}
-        folder = record.get("project_dir")
+        record = info.record
+        folder = record.project_dir if record else None
         gone = bool(folder) and not Path(folder).is_dir()
         rows.append(
             {
                 "container": info.name,
-                "project": record.get("project", "?"),
-                "machine": record.get("machine", "?"),
+                "project": record.project if record else "?",
+                "machine": record.machine if record else "?",
                 "state": str(info.state),
-                "address": record.get("address"),
+                "address": record.address if record else None,
                 "folder": folder,
                 "folder_gone": gone,
                 "tapers_record": bool(info.record),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import sys
 import time
@@ -23,7 +25,7 @@ def stats(
     interval: Annotated[float, typer.Option(help="seconds between samples")] = 1.0,
 ) -> None:
     """Live CPU, memory, processes and network of running machines (like `docker stats`)."""
-    from tapers import stats as live
+    from tapers.engine import stats as live
 
     project, backend, observed = observed_project(ctx)
     containers = {m.name: project.container(m.name) for m in project.select(names) if m.name in observed.machines}
@@ -85,8 +87,8 @@ def port(
     rows = []
     for machine in chosen:
         info = observed.machines.get(machine.name)
-        for forward in ((info.record or {}).get("ports") or []) if info else []:
-            rows.append({"machine": machine.name, **forward, "active": str(info.state) == "running"})
+        for forward in info.record.ports if info and info.record else ():
+            rows.append({"machine": machine.name, **dataclasses.asdict(forward), "active": str(info.state) == "running"})
     output.listing(
         rows,
         as_json,
@@ -114,7 +116,7 @@ def package(
     if info is None:
         raise StateError(f"machine `{machine}` is not created", hint=f"tapers up {machine}")
     with output.ConsoleReporter() as reporter:
-        meta = package_machine(backend, info.name, info.record or {}, output_file.absolute(), name, reporter)
+        meta = package_machine(backend, info.name, info.record, output_file.absolute(), name, reporter)
     output.say(f"wrote {output_file} (`{meta['name']}` version {meta['version']}); add it with "
                f"`tapers box add {meta['name']} {output_file}`")
 
@@ -131,9 +133,9 @@ def limits(
 
     Without --save the machine differs from the Taperfile (`status` says so) until
     `tapers up` puts the Taperfile's values back."""
-    from tapers import limits as machine_limits
+    from tapers.engine import limits as machine_limits
     from tapers.errors import StateError
-    from tapers.lock import project_lock
+    from tapers.engine.lock import project_lock
     from tapers.taperfile.units import format_size
 
     project, backend, observed = observed_project(ctx)
@@ -141,7 +143,7 @@ def limits(
     info = observed.machines.get(machine)
     given = _limit_options(cpus, memory, pids)
     if not given:
-        now = machine_limits.applied(info.record or {}) if info else None
+        now = machine_limits.applied(info.record) if info else None
         show = {"memory": lambda v: format_size(v), "cpus": lambda v: f"{v:g}", "pids": str}
         output.table(
             ["limit", "Taperfile", "machine"],
@@ -159,7 +161,7 @@ def limits(
             written = {key: _as_written(key, value) for key, value in given.items()}
             set_machine_keys(project.loaded.path, machine, written, expect=given)
         now = backend.inspect(info.name)  # as it is under the lock
-        current = machine_limits.applied((now.record if now else None) or {})
+        current = machine_limits.applied(now.record if now else None)
         new = current._replace(**given)
         machine_limits.set_limits(backend, info.name, new)
     running = str(info.state) == "running"

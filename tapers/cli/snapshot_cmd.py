@@ -44,7 +44,7 @@ def list_(
 ) -> None:
     """The snapshots of a machine (or of every machine)."""
     from tapers.backend import default_backend
-    from tapers.observe import observe
+    from tapers.engine.observe import observe
     from tapers.taperfile.units import format_size
 
     project = open_project(ctx)

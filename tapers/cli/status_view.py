@@ -4,14 +4,20 @@ prompts call `tapers status` in loops, so `main` runs it without loading typer (
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tapers.cli import output
-from tapers.status import status_rows
+from tapers.engine import status_plan
+from tapers.engine.status import status_rows
+
+if TYPE_CHECKING:
+    from tapers.backend.api import Backend
+    from tapers.engine.observe import Observed
+    from tapers.project import Project
 
 
-def show_status(project: Any, observed: Any, as_json: bool) -> None:
-    rows = status_rows(project, observed)
+def show_status(project: Project, backend: Backend, observed: Observed, as_json: bool) -> None:
+    rows = status_rows(project, observed, status_plan(project, backend, observed))
     if as_json:
         output.write_raw(json.dumps({"project": project.id, "machines": rows}, indent=2) + "\n")
         return

@@ -244,13 +244,11 @@ def _check_groups(taperfile: Taperfile, source: _Source, path: Path) -> list[str
 
 
 def _check_networks(taperfile: Taperfile, source: _Source, path: Path) -> list[str]:
-    """No address or host port used twice; private networks clear of the host's own."""
-    from tapers.network import host_networks
-
+    """No address or host port used twice. (Whether a private network is clear of the
+    host's own is the backend's to say, when it makes the network.)"""
     problems = []
     addresses: dict[str, tuple[str, Loc]] = {}
     ports: dict[tuple[str, int, str], str] = {}
-    host_nets = None
     for name, settings in taperfile.machines.items():
         entries = settings.networks if settings.networks is not None else taperfile.defaults.networks or []
         subnets: dict[str, str] = {}
@@ -268,13 +266,6 @@ def _check_networks(taperfile: Taperfile, source: _Source, path: Path) -> list[s
                 if subnet in subnets:
                     problems.append(f"{where}{_dotted(loc)}: `{name}` already has {subnets[subnet]} in {subnet}")
                 subnets[subnet] = ip
-                host_nets = host_nets if host_nets is not None else host_networks()
-                clash = next((net for net in host_nets if net.overlaps(ip_network(subnet))), None)
-                if clash is not None:
-                    problems.append(
-                        f"{where}{_dotted(loc)}: {subnet} overlaps the host's own network {clash}; "
-                        "pick another private range"
-                    )
             if entry.forwarded_port:
                 port = entry.forwarded_port
                 key = (str(port.host_ip), port.host, port.protocol)

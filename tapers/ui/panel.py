@@ -21,18 +21,19 @@ import time
 from pathlib import Path
 from typing import Any, Union
 
-from tapers import limits
 from tapers.backend.api import Backend, ContainerInfo
+from tapers.engine import limits
+from tapers.engine.observe import Observed, is_ours, observe
+from tapers.engine.plan import Plan
+from tapers.engine.status import status_rows
 from tapers.errors import TapersError
-from tapers.observe import Observed, is_ours, observe
 from tapers.paths import TAPERFILE_NAMES
 from tapers.project import CONTAINER_PREFIX, Project, open_project
-from tapers.status import status_rows
+from tapers.record import Record
 
 HISTORY = 120  # samples kept per machine (two minutes at one a second)
 PLAN_EVERY = 3.0  # seconds a computed plan is reused
 IDLE_AFTER = 15.0  # seconds without a page asking, after which sampling pauses
-RECORD_TEXTS = ("project", "project_dir", "machine")  # what a tapers machine's record names
 
 Opened = Union[Project, TapersError]  # a project, or why it cannot be read
 
@@ -44,7 +45,7 @@ class Panel:
         self.interval = interval
         self._history: dict[str, collections.deque[dict[str, Any]]] = {}
         self._containers: set[str] = set()  # what the sampler watches
-        self._plans: dict[str, tuple[float, str, dict[str, list[str]]]] = {}  # project key -> plan
+        self._plans: dict[str, tuple[float, str, Plan | TapersError]] = {}  # project key -> plan
         self._asked = time.monotonic()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -77,8 +78,8 @@ class Panel:
             return [(self.taperfile, [])]
         folders: dict[str, list[ContainerInfo]] = {}
         for info in self.backend.list(prefix=CONTAINER_PREFIX):
-            if is_machine_record(info.name, info.record):
-                folders.setdefault(info.record["project_dir"], []).append(info)  # type: ignore[index]
+            if info.record is not None and is_machine_record(info.name, info.record):
+                folders.setdefault(info.record.project_dir, []).append(info)
         found = []
         for folder, machines in folders.items():
             path = taperfile_in(folder)
@@ -112,15 +113,16 @@ class Panel:
     def _project_view(self, project: Project, key: str, since: float, running: set[str]) -> dict[str, Any]:
         observed = observe(project, self.backend)
         plan = self._plan(project, observed)
-        rows = status_rows(project, observed)
+        rows = status_rows(project, observed, plan if isinstance(plan, Plan) else Plan())
         ours = {info.name for info in (*observed.machines.values(), *observed.orphans)}
         for row in rows:
             info = observed.machines.get(row["machine"])
             machine = next((m for m in project.machines if m.name == row["machine"]), None)
-            row["plan"] = plan.get(row["machine"], [])
+            row["plan"] = ([a.what for a in plan.for_subject(row["machine"])] if isinstance(plan, Plan)
+                           else [f"cannot plan: {plan.message}"])
             row["limits"] = {
                 "taperfile": limits.wanted(machine)._asdict() if machine else None,
-                "applied": limits.applied(info.record or {})._asdict() if info else None,
+                "applied": limits.applied(info.record)._asdict() if info else None,
             }
             row["history"] = self._points(row["container"], since) if row["container"] in ours else []
             if row["state"] == "running":
@@ -128,34 +130,28 @@ class Panel:
         return {"id": project.id, "key": key, "taperfile": str(project.loaded.path),
                 "root": str(project.root), "machines": rows}
 
-    def _plan(self, project: Project, observed: Observed) -> dict[str, list[str]]:
-        """machine -> what `tapers plan` says `up` would do to it. Reused for a few seconds
+    def _plan(self, project: Project, observed: Observed) -> Plan | TapersError:
+        """What `up` would do to the machines (status_plan; the row's `plan` and `out_of_date`
+        come from it), or why it can't be planned. Reused for a few seconds
         while the machines and the Taperfile stay as they were (provisioning scripts are
         read again when it expires)."""
         seen = json.dumps(
-            [project.machines, [(i.name, str(i.state), i.record) for i in observed.machines.values()]],
+            [project.machines, [(i.name, str(i.state), i.record and i.record.to_json()) for i in observed.machines.values()]],
             sort_keys=True, default=str,
         )
         plans_key = project_key(project.loaded.path)
         cached = self._plans.get(plans_key)
         if cached and cached[1] == seen and time.monotonic() - cached[0] < PLAN_EVERY:
             return cached[2]
-        from tapers.engine import up_plan
+        from tapers.engine import status_plan
 
-        from tapers.access import known_project_key
-
-        key = known_project_key(project)
-        by_machine: dict[str, list[str]] = {}
+        plan: Plan | TapersError
         try:
-            plan = up_plan(project, self.backend, observed, None, key, provision="auto")
+            plan = status_plan(project, self.backend, observed)
         except TapersError as exc:
-            plan = None
-            for machine in project.machines:
-                by_machine[machine.name] = [f"cannot plan: {exc.message}"]
-        for machine in project.machines if plan else ():
-            by_machine[machine.name] = [action.what for action in plan.for_subject(machine.name)]
-        self._plans[plans_key] = (time.monotonic(), seen, by_machine)
-        return by_machine
+            plan = exc
+        self._plans[plans_key] = (time.monotonic(), seen, plan)
+        return plan
 
     def forget_plans(self) -> None:
         """After a command ran: the next view plans again."""
@@ -169,7 +165,7 @@ class Panel:
 
     def run_sampler(self) -> None:
         """Sample running machines every `interval` while a page is watching."""
-        from tapers import stats
+        from tapers.engine import stats
 
         before: dict[str, Any] = {}
         while not self._stop.wait(self.interval):
@@ -204,16 +200,13 @@ def project_key(taperfile: Path) -> str:
     return hashlib.sha256(str(taperfile.parent).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
-def is_machine_record(container: str, record: Any) -> bool:
-    """Whether a container's record is one tapers wrote on a machine it made: a record
-    version, the project, its folder (an absolute path) and the machine, which together
-    give the container's name."""
-    if not isinstance(record, dict) or not isinstance(record.get("tapers"), int):
+def is_machine_record(container: str, record: Record) -> bool:
+    """Whether a container's record names it: the project, its folder (an absolute path) and
+    the machine, which together give the container's name."""
+    if not all((record.project, record.project_dir, record.machine)):
         return False
-    if not all(isinstance(record.get(key), str) and record[key] for key in RECORD_TEXTS):
-        return False
-    named = f"{CONTAINER_PREFIX}{record['project']}-{record['machine']}"
-    return os.path.isabs(record["project_dir"]) and container == named
+    named = f"{CONTAINER_PREFIX}{record.project}-{record.machine}"
+    return os.path.isabs(record.project_dir) and container == named
 
 
 def taperfile_in(folder: str) -> Path | None:

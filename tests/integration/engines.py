@@ -61,7 +61,7 @@ class LxdView:
     name = "lxd"
 
     def __init__(self, config: Path) -> None:
-        from tapers.backend.lxd import connect
+        from tapers.backend.lxd.backend import connect
         from tapers.user_config import lxd_settings
 
         self.settings = lxd_settings(config)
@@ -108,7 +108,7 @@ class LxdView:
 
     def remove_images(self, box_home: Path) -> None:
         """The images tapers uploaded from the boxes in `box_home`."""
-        from tapers.backend.lxd import image_alias
+        from tapers.backend.lxd.backend import image_alias
 
         aliases = {image_alias(rootfs) for rootfs in box_home.glob("boxes/*/*/rootfs")}
         for image in self.client.images.all():

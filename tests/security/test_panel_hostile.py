@@ -455,19 +455,23 @@ def test_a_csrf_token_of_any_text_is_refused_not_a_crash(serve) -> None:
 
 
 def machine_record(project: str, folder: Path, machine: str) -> dict:
-    return {"tapers": 1, "phase": "ready", "project": project, "project_dir": str(folder), "machine": machine}
+    """A whole record, as `tapers up` writes it, as JSON data."""
+    from tests.fakes import make_record
+
+    return json.loads(make_record(machine, project=project, project_dir=str(folder)).to_json())
 
 
 def add_container(backend: FakeBackend, name: str, record: object, state: State = State.RUNNING) -> None:
-    backend.containers[name] = {"state": state, "record": record}
+    """A container whose stored record is `record` as JSON text (None: no record)."""
+    backend.containers[name] = {"state": state, "record": None if record is None else json.dumps(record)}
 
 
 def up_in(backend: FakeBackend, folder: Path, machines: list[str]) -> None:
     """What `tapers up MACHINE...` in that folder leaves (on the fake backend): real records."""
-    from tapers.apply import Context, apply
+    from tapers.engine.apply import Context, apply
     from tapers.events import SilentReporter
-    from tapers.observe import observe
-    from tapers.plan import plan_up
+    from tapers.engine.observe import observe
+    from tapers.engine.plan import plan_up
     from tapers.project import open_project
 
     project = open_project(explicit=folder / "Taperfile.yaml")
@@ -564,21 +568,30 @@ def project_key_of(folder: Path) -> str:
     return project_key(folder / "Taperfile.yaml")
 
 
-@pytest.mark.parametrize("record", [
+GONE = object()  # a key the hostile record lacks
+
+
+@pytest.mark.parametrize("changes", [
     None, {}, "tapers", ["project_dir"],
-    {"project": "bad", "project_dir": "{folder}", "machine": "web"},  # no record version
-    {"tapers": "1", "project": "bad", "project_dir": "{folder}", "machine": "web"},
-    {"tapers": 1, "project": "bad", "project_dir": "{folder}", "machine": 7},
-    {"tapers": 1, "project": "bad", "project_dir": "{folder}"},
-    {"tapers": 1, "project": "bad", "project_dir": "bad", "machine": "web"},  # relative: where tapers ui runs
-    {"tapers": 1, "project": "bad", "project_dir": ["{folder}"], "machine": "web"},
-    {"tapers": 1, "project": "other", "project_dir": "{folder}", "machine": "web"},  # not this container's name
-    {"tapers": 1, "project": "bad", "project_dir": "{folder}", "machine": "db"},
+    {"tapers": GONE},  # no record version
+    {"tapers": "1"},
+    {"tapers": 99},  # a newer tapers
+    {"machine": 7},
+    {"machine": GONE},
+    {"project_dir": "bad"},  # relative: where tapers ui runs
+    {"project_dir": ["{folder}"]},
+    {"project": "other"},  # not this container's name
+    {"machine": "db"},
 ])
 def test_all_reads_folders_of_tapers_machine_records_only(serve, tmp_path: Path, fake_box_home: Path,
-                                                           monkeypatch, record: object) -> None:
+                                                           monkeypatch, changes: object) -> None:
+    """A whole record of project `bad` with one thing wrong (or no record at all)."""
     folder = folder_with(tmp_path, "bad", "version: 1\nname: bad\nmachines:\n  web: {}\n")
     monkeypatch.chdir(tmp_path)
+    record: object = changes
+    if isinstance(changes, dict) and changes:
+        record = {**machine_record("bad", folder, "web"), **changes}
+        record = {k: v for k, v in record.items() if v is not GONE}
     text = json.dumps(record).replace("{folder}", str(folder))
     backend = FakeBackend()
     add_container(backend, "tapers-bad-web", json.loads(text))
@@ -586,6 +599,17 @@ def test_all_reads_folders_of_tapers_machine_records_only(serve, tmp_path: Path,
     assert ui.state()["projects"] == []
     status, _, _ = ui.post("/action", project=project_key_of(folder), machine="web", action="up")
     assert status == 400 and ui.jobs.started == []
+
+
+def test_the_same_record_unchanged_is_read(serve, tmp_path: Path, fake_box_home: Path) -> None:
+    """The hostile records above fail for what they change, not for what the base lacks."""
+    from tapers.project import open_project
+
+    folder = folder_with(tmp_path, "bad", "version: 1\nname: bad\nmachines:\n  web: {}\n")
+    backend = FakeBackend()
+    add_container(backend, "tapers-bad-web", machine_record("bad", folder, "web"))
+    ui = serve(Panel(backend, None))
+    assert [p["id"] for p in ui.state()["projects"]] == [open_project(explicit=folder / "Taperfile.yaml").id]
 
 
 @pytest.mark.parametrize("taperfile", [

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tapers import ports
+from tapers.backend.api import Forward
+from tapers.backend.liblxc import ports
 from tapers.backend import lxc_config
 from tapers.errors import UnsafeValueError
-from tapers.names import hosts_file
+from tapers.engine.names import hosts_file
 from tapers.provision.inventory import render_inventory
 from tapers.ssh.config import SshTarget, render_known_hosts, render_ssh_config
 from tapers.taperfile import Machine
@@ -98,7 +99,7 @@ def test_hosts_file_refuses_a_name_that_would_add_another() -> None:
 
 def test_an_nftables_comment_cannot_close_its_quotes(monkeypatch: pytest.MonkeyPatch) -> None:
     ran: list[object] = []
-    monkeypatch.setattr(ports, "_run", lambda *a, **k: ran.append(a))
+    monkeypatch.setattr(ports, "run", lambda *a, **k: ran.append(a))
     monkeypatch.setattr(ports, "forwarded", lambda: ran.append("listed") or {})
     with pytest.raises(UnsafeValueError):
         ports.install('tapers-x"; flush ruleset; "', [])
@@ -108,9 +109,9 @@ def test_an_nftables_comment_cannot_close_its_quotes(monkeypatch: pytest.MonkeyP
 def test_a_forwarded_port_only_ever_catches_traffic_to_this_host(monkeypatch: pytest.MonkeyPatch) -> None:
     """`host_ip: 8.8.8.8` must not turn the host's own DNS queries into the machine's."""
     scripts: list[str] = []
-    monkeypatch.setattr(ports, "_run", lambda argv, what, stdin=None: scripts.append(stdin))
+    monkeypatch.setattr(ports, "run", lambda argv, what, stdin=None: scripts.append(stdin))
     monkeypatch.setattr(ports, "forwarded", lambda: {})
-    forwards = [ports.Forward(host_ip=ip, host=53, guest=53, protocol="udp", guest_ip="10.97.0.2")
+    forwards = [Forward(host_ip=ip, host=53, guest=53, protocol="udp", guest_ip="10.97.0.2")
                 for ip in ("8.8.8.8", "0.0.0.0", "127.0.0.1")]
     ports.install("tapers-p-web", forwards)
     rules = [line for line in scripts[0].splitlines() if line.startswith("add rule")]

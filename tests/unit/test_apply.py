@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from tapers.apply import Context, apply
+from tapers.engine.apply import Context, apply
 from tapers.backend.api import State
 from tapers.errors import MachineFailures, SshError
 from tapers.events import SilentReporter
-from tapers.observe import observe
-from tapers.plan import plan_destroy, plan_halt, plan_up
+from tapers.engine.observe import observe
+from tapers.engine.plan import plan_destroy, plan_halt, plan_up
 from tapers.project import open_project
 from tests.fakes import FakeBackend
 
@@ -50,23 +50,23 @@ def test_up_creates_records_and_starts_each_machine(setup) -> None:
     up(project, backend, ctx)
     db = backend.containers["tapers-shop-db"]
     assert db["state"] is State.RUNNING
-    record = db["record"]
-    assert record["phase"] == "ready"
-    assert record["project_dir"] == str(project.root)
-    assert record["authorized_key"] == KEY
-    assert record["applied"]["memory"] == 256 * 1024**2
+    record = backend.record("tapers-shop-db")
+    assert record.phase == "ready"
+    assert record.project_dir == str(project.root)
+    assert record.authorized_key == KEY
+    assert record.applied["memory"] == 256 * 1024**2
     files = db["files"]
     assert files["/home/tapers/.ssh/authorized_keys"].content == (KEY + "\n").encode()
     assert files["/home/tapers/.ssh/authorized_keys"].uid == 1000
     assert files["/etc/hostname"].content == b"db.shop.test\n"
     assert b"127.0.1.1\tdb.shop.test db\n" in files["/etc/hosts"].content
-    assert files["/etc/ssh/ssh_host_ed25519_key.pub"].content.decode().split()[:2] == record["host_key"].split()[:2]
+    assert files["/etc/ssh/ssh_host_ed25519_key.pub"].content.decode().split()[:2] == record.host_key.split()[:2]
     assert db["spec"].network.mac.startswith("00:16:3e:")
     web = backend.containers["tapers-shop-web"]
-    assert web["record"]["address"] != record["address"]
+    assert backend.record("tapers-shop-web").address != record.address
     assert checked.count("network") == 1
     assert sorted(c for c in checked if c.startswith("ssh")) == sorted(
-        [f"ssh db {record['address']}", f"ssh web {web['record']['address']}"]
+        [f"ssh db {record.address}", f"ssh web {backend.record('tapers-shop-web').address}"]
     )
 
 
@@ -97,7 +97,7 @@ def test_new_project_key_is_authorized_in_running_machines(setup) -> None:
     plan = plan_up(project.machines, observe(project, backend), ctx.project_key, {"debian/bookworm"})
     apply(plan, ctx)
     assert backend.containers["tapers-shop-web"]["authorized"] == ctx.project_key
-    assert backend.containers["tapers-shop-web"]["record"]["authorized_key"] == ctx.project_key
+    assert backend.record("tapers-shop-web").authorized_key == ctx.project_key
 
 
 def test_failures_of_several_machines_are_all_reported(setup) -> None:
@@ -120,7 +120,7 @@ def test_addresses_differ_across_projects(setup, write_project, tmp_path: Path) 
     other = open_project(explicit=other_root / "Taperfile.yaml")
     ctx2 = Context(other, backend, SilentReporter(), project_key=KEY, ssh_check=lambda *a: None)
     apply(plan_up(other.machines, observe(other, backend), KEY, {"debian/bookworm"}), ctx2)
-    addresses = [c["record"]["address"] for c in backend.containers.values()]
+    addresses = [backend.record(name).address for name in backend.containers]
     assert len(addresses) == 4 and len(set(addresses)) == 4
 
 
@@ -175,10 +175,10 @@ def test_steps_run_in_order_after_dependencies_and_failures_are_recorded(provisi
     assert events.index("db: echo schema") < events.index("web: echo app")
     assert [e for e in events if e.startswith("web")] == ["web: echo app", "web: echo restart", "web: reboot"]
     assert "cache: echo after" not in events
-    db = backend.containers["tapers-shop-db"]["record"]
-    assert set(db["provisioned"]) == {"schema"}
-    cache = backend.containers["tapers-shop-cache"]["record"]
-    assert cache["provision_failed"] == "broken" and not cache.get("provisioned")
+    db = backend.record("tapers-shop-db")
+    assert set(db.provisioned) == {"schema"}
+    cache = backend.record("tapers-shop-cache")
+    assert cache.provision_failed == "broken" and not cache.provisioned
     assert str(plan_with_steps(project, backend)) == (
         'cache: provision step 1 "broken" (failed last time)  [reprovision]\n'
         'cache: provision step 2 "after" (not run yet)  [reprovision]'

@@ -105,12 +105,47 @@ def test_operations_on_a_machine_that_is_not_created_say_so(engine) -> None:
 
 def test_status_says_a_machine_that_is_not_created_is_out_of_date(engine) -> None:
     """`up` would create it: `status` must not say "up to date" (as it did for a destroyed machine)."""
-    from tapers.observe import observe
-    from tapers.status import status_rows
-
     made, backend, _, _ = engine
-    (row,) = status_rows(made.project, observe(made.project, backend))
+    (row,) = status_now(made.project, backend)
     assert row["state"] == "not created" and row["out_of_date"] == ["not created (create)"]
     made.up(None)
-    (row,) = status_rows(made.project, observe(made.project, backend))
+    (row,) = status_now(made.project, backend)
     assert row["out_of_date"] == []
+
+
+def test_status_shows_what_up_would_do_steps_and_settings_alike(engine, write_project) -> None:
+    """`status` reads the plan `up` runs: a changed `once` step and a changed limit are out of
+    date (status used to say "up to date" while `plan --detailed-exitcode` exited 2); a
+    stopped machine or a `run: always` step is not."""
+    made, backend, _, _ = engine
+    root = made.project.root
+    (root / "setup.sh").write_text("echo one\n")
+    (root / "Taperfile.yaml").write_text(TAPERFILE + "    provision:\n"
+                                         "      - {name: setup, shell: {path: setup.sh}}\n"
+                                         "      - {shell: date, run: always}\n")
+    made = Engine(open_project(explicit=root / "Taperfile.yaml"), SilentReporter(), Prompts(), backend,
+                  host_check=lambda: None, ssh_check=lambda *args: None, guest_factory=fake_guests)
+    made.up(None)
+    made.halt(None)
+    (row,) = status_now(made.project, backend)
+    assert row["state"] == "stopped" and row["out_of_date"] == []
+    (root / "setup.sh").write_text("echo two\n")
+    (root / "Taperfile.yaml").write_text((root / "Taperfile.yaml").read_text().replace("  web:\n", "  web:\n    memory: 1G\n"))
+    project = open_project(explicit=root / "Taperfile.yaml")
+    (row,) = status_now(project, backend)
+    assert row["out_of_date"] == ["memory (live)", 'step 1 "setup" (changed since the last run)']
+
+
+def status_now(project, backend) -> list[dict]:
+    from tapers.engine import status_plan
+    from tapers.engine.observe import observe
+    from tapers.engine.status import status_rows
+
+    observed = observe(project, backend)
+    return status_rows(project, observed, status_plan(project, backend, observed))
+
+
+def fake_guests(name: str, ctx) -> object:
+    from tests.fakes import FakeGuest
+
+    return FakeGuest(name, ctx.project.root, [])

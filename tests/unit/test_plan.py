@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from tapers.backend.api import ContainerInfo, State
+from tests.fakes import make_record
 from tapers.errors import StateError
-from tapers.observe import Observed
-from tapers.plan import plan_destroy, plan_halt, plan_up
+from tapers.engine.observe import Observed
+from tapers.engine.plan import plan_destroy, plan_halt, plan_up
 from tapers.taperfile import load_taperfile
 
 KEY = "ssh-ed25519 AAAAkey tapers-shop"
@@ -33,19 +34,17 @@ def machines(tmp_path: Path, text: str = TAPERFILE):
 
 
 def container(name: str, state: State, phase: str = "ready", key: str = KEY, **applied: object) -> ContainerInfo:
-    record = {"phase": phase, "machine": name, "authorized_key": key, "project": "shop"}
-    if applied:
-        record["applied"] = applied
+    record = make_record(name, phase=phase, authorized_key=key, applied=dict(applied))
     return ContainerInfo(name=f"tapers-shop-{name}", state=state, record=record)
 
 
 def observed(*infos: ContainerInfo, orphans: tuple[ContainerInfo, ...] = ()) -> Observed:
-    return Observed(machines={i.record["machine"]: i for i in infos}, orphans=orphans)
+    return Observed(machines={i.machine: i for i in infos}, orphans=orphans)
 
 
 def test_a_container_of_another_project_is_refused(tmp_path: Path) -> None:
     db, web, _ = machines(tmp_path)
-    stranger = ContainerInfo("tapers-shop-web", State.RUNNING, {"project": "shop", "project_dir": "/elsewhere"})
+    stranger = ContainerInfo("tapers-shop-web", State.RUNNING, make_record("web", project_dir="/elsewhere"))
     seen = Observed(foreign={"web": stranger})
     with pytest.raises(StateError, match="created by the project in `/elsewhere`"):
         plan_up([db, web], seen, KEY, {BOX})

@@ -11,11 +11,13 @@ import pytest
 import yaml
 
 from tapers.backend.api import ContainerInfo, State
+from tapers.record import BoxRef
+from tests.fakes import make_record
 from tapers.engine import machines_for_up, step_fingerprints
 from tapers.errors import TapersError
-from tapers.observe import Observed
-from tapers.plan import plan_up
-from tapers.settings import desired_settings
+from tapers.engine.observe import Observed
+from tapers.engine.plan import plan_up
+from tapers.engine.settings import desired_settings
 from tapers.project import open_project
 from tapers.taperfile.units import parse_size
 
@@ -33,22 +35,22 @@ def observed_from(case: dict, project) -> Observed:
         for key, value in (spec.get("applied") or {}).items():
             applied[key] = parse_size(value) if key == "memory" and isinstance(value, str) else value
         box_name, _, version = spec.get("box", f"{applied.get('box', 'debian/bookworm')}@1").partition("@")
-        record = {
-            "phase": spec.get("phase", "ready"),
-            "project": project.id,
-            "project_dir": str(project.root),
-            "machine": name,
-            "box": {"name": box_name, "version": version or "1"},
-            "authorized_key": KEY if spec.get("key", "current") == "current" else "ssh-ed25519 AAAAold x",
-            "applied": applied,
-            "provisioned": spec.get("provisioned", prints.get(name, {})),
-        }
-        if "provision_failed" in spec:
-            record["provision_failed"] = spec["provision_failed"]
+        record = make_record(
+            name,
+            phase=spec.get("phase", "ready"),
+            project=project.id,
+            project_dir=str(project.root),
+            box=BoxRef(box_name, version or "1", "0" * 64),
+            authorized_key=KEY if spec.get("key", "current") == "current" else "ssh-ed25519 AAAAold x",
+            applied=applied,
+            provisioned=spec.get("provisioned", prints.get(name, {})),
+            provision_failed=spec.get("provision_failed"),
+        )
         info = ContainerInfo(f"tapers-{project.id}-{name}", State(spec.get("state", "running")), record)
         (machines.__setitem__(name, info) if machine else orphans.append(info))
     foreign = {
-        name: ContainerInfo(f"tapers-{project.id}-{name}", State.RUNNING, record or None)
+        name: ContainerInfo(f"tapers-{project.id}-{name}", State.RUNNING,
+                            make_record(name, **record) if record else None)
         for name, record in (case.get("foreign") or {}).items()
     }
     return Observed(machines=machines, orphans=tuple(orphans), foreign=foreign)

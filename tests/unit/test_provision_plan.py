@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 
 from tapers.backend.api import ContainerInfo, State
+from tests.fakes import make_record
 from tapers.engine import machines_for_up, step_fingerprints
 from tapers.errors import StateError, UsageError
-from tapers.observe import Observed
-from tapers.plan import plan_provision, plan_up
+from tapers.engine.observe import Observed
+from tapers.engine.plan import plan_provision, plan_up
 from tapers.project import open_project
 
 KEY = "ssh-ed25519 AAAAkey tapers-shop"
@@ -45,9 +46,7 @@ def project(write_project):
 
 
 def running(machine: str, provisioned: dict[str, str] | None = None, failed: str | None = None) -> ContainerInfo:
-    record = {"phase": "ready", "machine": machine, "authorized_key": KEY, "provisioned": provisioned or {}}
-    if failed:
-        record["provision_failed"] = failed
+    record = make_record(machine, authorized_key=KEY, provisioned=provisioned or {}, provision_failed=failed)
     return ContainerInfo(f"tapers-shop-{machine}", State.RUNNING, record)
 
 

@@ -38,13 +38,26 @@ def test_targets_and_quoted_values() -> None:
 
 
 def test_a_machine_record_names_its_container(tmp_path: Path) -> None:
-    good = {"tapers": 1, "project": "shop", "project_dir": str(tmp_path), "machine": "web", "other": [1]}
-    assert is_machine_record("tapers-shop-web", good)
-    assert not is_machine_record("tapers-shop-db", good)
-    assert not is_machine_record("tapers-shop-web", {**good, "project_dir": "relative/folder"})
-    assert not is_machine_record("tapers-shop-web", {**good, "tapers": None})
-    assert not is_machine_record("tapers-shop-web", {**good, "machine": ""})
-    assert not is_machine_record("tapers-shop-web", None)
+    """Records come as a backend reads them (text, parsed once); one that can't be parsed, or
+    that names another container or a relative folder, is not a machine's."""
+    import json
+
+    from tapers.backend.api import State, container_info
+    from tests.fakes import make_record
+
+    good = json.loads(make_record("web", project="shop", project_dir=str(tmp_path)).to_json())
+
+    def named(container: str, data: dict | None) -> bool:
+        info = container_info(container, State.RUNNING, json.dumps(data) if data is not None else None)
+        return info.record is not None and is_machine_record(container, info.record)
+
+    assert named("tapers-shop-web", good)
+    assert not named("tapers-shop-db", good)
+    assert not named("tapers-shop-web", {**good, "project_dir": "relative/folder"})
+    assert not named("tapers-shop-web", {**good, "tapers": None})
+    assert not named("tapers-shop-web", {**good, "machine": ""})
+    assert not named("tapers-shop-web", {**good, "tapers": 99})
+    assert not named("tapers-shop-web", None)
 
 
 def test_the_taperfile_of_a_folder_is_in_that_folder(tmp_path: Path) -> None:

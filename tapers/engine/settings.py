@@ -4,11 +4,14 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from tapers.taperfile import Machine
 from tapers.taperfile.machine import split_box_ref
 from tapers.taperfile.units import format_size
+
+if TYPE_CHECKING:
+    from tapers.record import Record
 
 LIVE_KEYS = ("cpus", "memory", "pids")  # applied to a running machine
 RESTART_KEYS = ("hostname", "networks", "synced")  # applied while it is stopped
@@ -37,10 +40,10 @@ def desired_settings(machine: Machine) -> dict[str, object]:
     }
 
 
-def settings_changes(machine: Machine, record: dict[str, object]) -> list[Change]:
+def settings_changes(machine: Machine, record: Record) -> list[Change]:
     """What differs between the Taperfile and what was applied to the machine (box aside)."""
-    applied = record.get("applied")
-    if not isinstance(applied, dict):
+    applied = record.applied
+    if not applied:  # nothing recorded as applied (a record of tapers before 0.1): nothing to compare
         return []
     wanted = desired_settings(machine)
     changes = []
@@ -50,13 +53,10 @@ def settings_changes(machine: Machine, record: dict[str, object]) -> list[Change
     return changes
 
 
-def box_matches(wanted: str, record: dict[str, object]) -> bool:
+def box_matches(wanted: str, record: Record) -> bool:
     """The machine was made from the box the Taperfile names (and version, when pinned)."""
-    box = record.get("box")
-    if not isinstance(box, dict):
-        return True
     name, version = split_box_ref(wanted)
-    return box.get("name") == name and (not version or box.get("version") == version)
+    return record.box.name == name and (not version or record.box.version == version)
 
 
 def _show(key: str, value: object) -> str:

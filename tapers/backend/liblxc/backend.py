@@ -20,9 +20,11 @@ import lxc
 
 from tapers import paths, sinks
 from tapers.backend import cgroups, lxc_config, staging
-from tapers.backend.host_network import HostNetworking
+from tapers.backend.liblxc.networking import HostNetworking
 from tapers.backend.api import (
     ContainerInfo,
+    Record,
+    container_info,
     GuestFile,
     Limits,
     MachineSpec,
@@ -76,15 +78,13 @@ class LiblxcBackend:
         if not c.defined:
             return None
         state = _STATES.get(c.state, State.BUSY)
-        return ContainerInfo(name=container, state=state, record=self._read_record(container))
+        return container_info(container, state, self._record_text(container))
 
-    def _read_record(self, container: str) -> dict[str, Any] | None:
+    def _record_text(self, container: str) -> bytes | None:
         try:
-            return json.loads((self.lxcpath / container / RECORD_NAME).read_text())
+            return (self.lxcpath / container / RECORD_NAME).read_bytes()
         except FileNotFoundError:
             return None
-        except (OSError, ValueError):
-            return {"corrupt": True}
 
     def copy_mode(self) -> str:
         if os.environ.get("TAPERS_COPY_MODE") == "copy" or not overlay_supported():
@@ -93,13 +93,16 @@ class LiblxcBackend:
 
     # -- writing ---------------------------------------------------------------------
 
-    def save_record(self, container: str, record: dict[str, Any]) -> None:
+    def save_record(self, container: str, record: Record) -> None:
+        self._save_record_text(container, record.to_json().encode())
+
+    def _save_record_text(self, container: str, text: bytes) -> None:
         target = self.lxcpath / container / RECORD_NAME
         tmp = target.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        tmp.write_bytes(text)
         os.replace(tmp, target)
 
-    def create(self, spec: MachineSpec, record: dict[str, Any]) -> None:
+    def create(self, spec: MachineSpec, record: Record) -> None:
         folder = self.lxcpath / spec.container
         if self._container(spec.container).defined:
             raise BackendError(f"cannot create container `{spec.container}`: it already exists")
@@ -267,8 +270,7 @@ class LiblxcBackend:
         finally:
             if frozen:
                 c.unfreeze()
-        record = self._read_record(container) or {}
-        (work / RECORD_NAME).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        (work / RECORD_NAME).write_bytes(self._record_text(container) or b"")
         os.rename(work, target)
 
     def snapshot_restore(self, container: str, name: str) -> None:
@@ -286,8 +288,8 @@ class LiblxcBackend:
         os.rename(incoming, writable)
         _remove_tree(outgoing, ignore_errors=True)
         saved = source / RECORD_NAME
-        if saved.is_file():
-            self.save_record(container, json.loads(saved.read_text()))
+        if saved.is_file() and saved.stat().st_size:
+            self._save_record_text(container, saved.read_bytes())
 
     def snapshot_list(self, container: str) -> list[Snapshot]:
         self._require(container, "list the snapshots of")

@@ -5,10 +5,9 @@ value back or the Taperfile is changed to match."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from tapers.backend.api import Backend, Limits
 from tapers.errors import StateError
+from tapers.record import Record
 from tapers.taperfile import Machine
 
 KEYS = ("cpus", "memory", "pids")
@@ -18,8 +17,8 @@ def wanted(machine: Machine) -> Limits:
     return Limits(cpus=machine.cpus, memory=machine.memory, pids=machine.pids)
 
 
-def applied(record: dict[str, Any]) -> Limits:
-    values = record.get("applied") or {}
+def applied(record: Record | None) -> Limits:
+    values = record.applied if record else {}
     return Limits(cpus=values.get("cpus"), memory=values.get("memory"), pids=values.get("pids"))
 
 
@@ -27,8 +26,6 @@ def set_limits(backend: Backend, container: str, limits: Limits) -> None:
     """Set and record `limits` (None: no limit)."""
     backend.set_limits(container, limits)
     info = backend.inspect(container)
-    if info is None or not info.record:
+    if info is None or info.record is None:
         raise StateError(f"container `{container}` disappeared while its limits were changed")
-    record = dict(info.record)
-    record["applied"] = {**record.get("applied", {}), **limits._asdict()}
-    backend.save_record(container, record)
+    backend.save_record(container, info.record.replace(applied={**info.record.applied, **limits._asdict()}))

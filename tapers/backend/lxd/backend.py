@@ -33,6 +33,8 @@ from typing import Any
 from tapers.backend import lxc_config, staging
 from tapers.backend.api import (
     ContainerInfo,
+    Record,
+    container_info,
     GuestFile,
     Limits,
     MachineSpec,
@@ -48,7 +50,6 @@ from tapers.user_config import LxdSettings
 RECORD_KEY = "user.tapers.record"
 MOUNTS_KEY = "user.tapers.mounts"  # the synced folders, to stage at each start
 IMAGE_ALIAS_PREFIX = "tapers-"
-PORT_DEVICE_PREFIX = "tapers-port-"
 MOUNT_DEVICE_PREFIX = "tapers-mount-"
 _STATES = {"Running": State.RUNNING, "Stopped": State.STOPPED, "Frozen": State.FROZEN}
 
@@ -98,6 +99,8 @@ class LxdBackend:
     def __init__(self, settings: LxdSettings, client: Any = None) -> None:
         self.settings = settings
         self.client = client if client is not None else connect(settings)
+        from tapers.backend.lxd.networking import LxdNetworking
+
         self.network = LxdNetworking(self)
 
     @property
@@ -125,7 +128,7 @@ class LxdBackend:
                 return self._wait(data["operation"], what, container)
             return data.get("metadata")
         except LXDAPIException as exc:
-            raise BackendError(f"container `{container}`: could not {what}: {_message(exc)}") from None
+            raise BackendError(f"container `{container}`: could not {what}: {message(exc)}") from None
 
     def _wait(self, operation: str, what: str, container: str) -> Any:
         from pylxd.exceptions import LXDAPIException
@@ -134,7 +137,7 @@ class LxdBackend:
         try:
             result = self._api("operations", op_id, "wait").get(params={"timeout": 600}).json()["metadata"]
         except LXDAPIException as exc:
-            raise BackendError(f"container `{container}`: could not {what}: {_message(exc)}") from None
+            raise BackendError(f"container `{container}`: could not {what}: {message(exc)}") from None
         if result.get("status") != "Success":
             raise BackendError(f"container `{container}`: could not {what}: {result.get('err') or result.get('status')}")
         return result.get("metadata")
@@ -149,7 +152,7 @@ class LxdBackend:
         except LXDAPIException as exc:
             if exc.response.status_code == 404:
                 return None
-            raise BackendError(f"container `{container}`: could not read it: {_message(exc)}") from None
+            raise BackendError(f"container `{container}`: could not read it: {message(exc)}") from None
 
     def _require(self, container: str, what: str) -> dict[str, Any]:
         data = self._instance(container)
@@ -180,11 +183,11 @@ class LxdBackend:
 
     # -- writing -----------------------------------------------------------------------
 
-    def save_record(self, container: str, record: dict[str, Any]) -> None:
+    def save_record(self, container: str, record: Record) -> None:
         self._call("save its record", container, "patch", "instances", container,
-                   json={"config": {RECORD_KEY: json.dumps(record, sort_keys=True)}})
+                   json={"config": {RECORD_KEY: record.to_json()}})
 
-    def create(self, spec: MachineSpec, record: dict[str, Any]) -> None:
+    def create(self, spec: MachineSpec, record: Record) -> None:
         if self._instance(spec.container) is not None:
             raise BackendError(f"cannot create container `{spec.container}`: it already exists")
         alias = self._image(spec.rootfs)
@@ -201,7 +204,7 @@ class LxdBackend:
                 # may not support on the host), and no remapping of the image's files at create
                 "security.privileged": "true",
                 "raw.lxc": _raw_lxc(spec.hostname, _nat_items(spec.network), spec.private),
-                RECORD_KEY: json.dumps(record, sort_keys=True),
+                RECORD_KEY: record.to_json(),
                 MOUNTS_KEY: json.dumps(staging.as_records(spec.mounts)),
             },
             "devices": {
@@ -257,7 +260,7 @@ class LxdBackend:
                            headers={"X-LXD-type": "directory", "X-LXD-mode": "0700", **owner})
                 files.post(params={"path": guest_file.path}, data=guest_file.content, headers=headers)
         except LXDAPIException as exc:
-            raise BackendError(f"container `{container}`: could not write {guest_file.path}: {_message(exc)}") from None
+            raise BackendError(f"container `{container}`: could not write {guest_file.path}: {message(exc)}") from None
 
     def _image(self, rootfs: Path) -> str:
         """The alias of the box's image, uploaded on first use."""
@@ -273,7 +276,7 @@ class LxdBackend:
             pass
         except LXDAPIException as exc:
             if exc.response.status_code != 404:
-                raise BackendError(f"cannot look up the image {alias}: {_message(exc)}") from None
+                raise BackendError(f"cannot look up the image {alias}: {message(exc)}") from None
         with tempfile.TemporaryDirectory(prefix="tapers-image-") as tmp:
             archive = Path(tmp) / "image.tar"
             (Path(tmp) / "metadata.yaml").write_text(
@@ -442,114 +445,6 @@ class LxdBackend:
         return int(result.get("return", -1)), out
 
 
-class LxdNetworking:
-    """Managed bridges in LXD for the NAT and private networks; proxy devices for ports."""
-
-    def __init__(self, backend: LxdBackend) -> None:
-        self.backend = backend
-
-    def prepare(self) -> None:
-        import ipaddress
-
-        subnet = ipaddress.IPv4Network(self.backend.settings.subnet)
-        self._ensure(self.backend.settings.network, {
-            "ipv4.address": f"{subnet.network_address + 1}/{subnet.prefixlen}", "ipv4.nat": "true",
-            "ipv4.dhcp": "false", "ipv6.address": "none",
-        })
-
-    def allocate(self, container: str, used: set[str]) -> NetworkConfig:
-        from tapers import network
-
-        return network.allocate(container, used, self.backend.settings.subnet, self.backend.settings.network)
-
-    def private(self, address: str) -> NetworkConfig:
-        """As on liblxc, but named `tl...`: a host may have both kinds of bridges."""
-        from tapers import network
-
-        config = network.private_config(address)
-        return config._replace(bridge=network.LXD_PRIVATE_PREFIX + config.bridge[len(network.PRIVATE_BRIDGE_PREFIX):])
-
-    def ensure_private(self, config: NetworkConfig) -> None:
-        self._ensure(config.bridge, {"ipv4.address": f"{config.gateway}/24", "ipv4.nat": "false",
-                                     "ipv4.dhcp": "false", "ipv6.address": "none"})
-
-    def release(self) -> None:
-        """Private networks no instance uses are deleted (the NAT network stays defined)."""
-        import re
-
-        from pylxd.exceptions import LXDAPIException
-
-        from tapers.network import LXD_PRIVATE_PREFIX
-
-        for found in self.backend._api("networks").get(params={"recursion": 1}).json()["metadata"]:
-            if re.fullmatch(rf"{LXD_PRIVATE_PREFIX}[0-9a-f]{{6}}", found["name"]) and not found.get("used_by"):
-                try:
-                    self.backend._api("networks", found["name"]).delete()
-                except LXDAPIException:
-                    pass  # in use again by now: it stays
-
-
-    def forward(self, container: str, wanted: list[tuple[str, int, str, int, bool]], guest_ip: str) -> list[Any]:
-        from tapers import ports
-
-        chosen = ports.choose(container, wanted, guest_ip)
-        data = self.backend._require(container, "forward ports to")
-        devices = {k: v for k, v in data["devices"].items() if not k.startswith(PORT_DEVICE_PREFIX)}
-        for index, forward in enumerate(chosen):
-            devices[f"{PORT_DEVICE_PREFIX}{index}"] = {
-                "type": "proxy", "bind": "host",
-                "listen": f"{forward.protocol}:{forward.host_ip}:{forward.host}",
-                "connect": f"{forward.protocol}:127.0.0.1:{forward.guest}",
-            }
-        self.backend._update(container, "forward ports", data, devices=devices)
-        return chosen
-
-    def unforward(self, container: str) -> None:
-        data = self.backend._instance(container)
-        if data is None or not any(k.startswith(PORT_DEVICE_PREFIX) for k in data["devices"]):
-            return
-        devices = {k: v for k, v in data["devices"].items() if not k.startswith(PORT_DEVICE_PREFIX)}
-        self.backend._update(container, "stop forwarding ports", data, devices=devices)
-
-    def forwarded(self) -> set[str]:
-        return {i["name"] for i in self.backend._instances() if any(k.startswith(PORT_DEVICE_PREFIX) for k in i["devices"])}
-
-    def _ensure(self, name: str, config: dict[str, str]) -> None:
-        """A managed bridge: on a cluster, defined on every member first, then created.
-        One left broken by an earlier attempt is made again."""
-        from pylxd.exceptions import LXDAPIException, NotFound
-
-        networks = self.backend._api("networks")
-        try:
-            status = networks[name].get().json()["metadata"].get("status", "Created")
-        except NotFound:
-            status = None
-        except LXDAPIException as exc:
-            if exc.response.status_code != 404:
-                raise BackendError(f"cannot read the LXD network {name}: {_message(exc)}") from None
-            status = None
-        if status == "Created":
-            return
-        try:
-            if status == "Errored":
-                networks[name].delete()
-            if self.backend.client.host_info["environment"].get("server_clustered"):
-                for member in self.backend._api("cluster", "members").get().json()["metadata"]:
-                    try:
-                        networks.post(params={"target": member.rsplit("/", 1)[-1]},
-                                      json={"name": name, "type": "bridge"})
-                    except LXDAPIException as exc:
-                        if "already" not in _message(exc):
-                            raise
-            networks.post(json={"name": name, "type": "bridge", "config": config})
-        except LXDAPIException as exc:
-            raise BackendError(
-                f"cannot create the LXD network {name} ({config['ipv4.address']}): {_message(exc)}",
-                hint="another network may use that subnet (for the NAT network: set `lxd: subnet:` "
-                "in the tapers config)",
-            ) from None
-
-
 # -- instance configuration ------------------------------------------------------------
 
 
@@ -563,11 +458,7 @@ def image_alias(rootfs: Path) -> str:
 
 def _info(data: dict[str, Any]) -> ContainerInfo:
     raw = (data.get("config") or {}).get(RECORD_KEY)
-    try:
-        record = json.loads(raw) if raw else None
-    except ValueError:
-        record = {"corrupt": True}
-    return ContainerInfo(name=data["name"], state=_STATES.get(data["status"], State.BUSY), record=record)
+    return container_info(data["name"], _STATES.get(data["status"], State.BUSY), raw)
 
 
 def _limit_config(limits: Limits) -> dict[str, str]:
@@ -608,7 +499,7 @@ def _nic(name: str, net: NetworkConfig) -> dict[str, str]:
     return {"type": "nic", "nictype": "bridged", "parent": net.bridge, "name": name, "hwaddr": net.mac}
 
 
-def _message(exc: Exception) -> str:
+def message(exc: Exception) -> str:
     response = getattr(exc, "response", None)
     try:
         return response.json().get("error") or str(exc)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from tapers.backend.api import Backend
 from tapers.errors import StateError, TaperfileError
 from tapers.events import Reporter
-from tapers.observe import Observed, observe
-from tapers.plan import Kind, Plan, plan_up
+from tapers.engine.observe import Observed, observe
+from tapers.engine.plan import Kind, Plan, plan_up
 from tapers.project import Project
 from tapers.taperfile import Machine
 
@@ -62,12 +62,25 @@ def up_plan(
 
     machines = machines_for_up(project, names)
     cached = {m.box for m in machines if find_box(m.box)}
-    from tapers import names as hosts
+    from tapers.engine import names as hosts
 
     prints = step_fingerprints(project, machines)
     stale = hosts.stale(project, observed)
     forwarding = backend.network.forwarded() if any(m.ports for m in machines) else None
     return plan_up(machines, observed, key, cached, prints, provision, remove_orphans and not names, stale, forwarding)
+
+
+def status_plan(project: Project, backend: Backend, observed: Observed) -> Plan:
+    """What `up` would do to every machine of the Taperfile (autostart or not), creating
+    nothing: `status` and the web panel show it as what is out of date. The host's port
+    rules aren't read (a forward lost behind tapers' back shows in `tapers plan`)."""
+    from tapers.boxes.cache import find_box
+    from tapers.engine.access import known_project_key
+
+    machines = [m for m in project.machines if m.name not in observed.foreign]
+    cached = {m.box for m in machines if find_box(m.box)}
+    prints = step_fingerprints(project, machines)
+    return plan_up(machines, observed, known_project_key(project), cached, prints)
 
 
 def check_tools(plan: Plan, project: Project) -> None:
@@ -104,7 +117,8 @@ class Prompts(Protocol):
 
 class Engine:
     """`host_check` (default: tapers doctor's required checks) runs before `up` and `reload`;
-    `ssh_check` replaces the SSH login check (tests with a fake backend)."""
+    `ssh_check` replaces the SSH login check and `guest_factory` the SSH connection steps
+    run over (tests with a fake backend)."""
 
     def __init__(
         self,
@@ -114,6 +128,7 @@ class Engine:
         backend: Backend | None = None,
         host_check: Callable[[], None] | None = None,
         ssh_check: Callable[..., None] | None = None,
+        guest_factory: Callable[..., Any] | None = None,
     ) -> None:
         from tapers.backend import default_backend
 
@@ -123,6 +138,7 @@ class Engine:
         self.backend = backend or default_backend()
         self._host_check = host_check
         self._ssh_check = ssh_check
+        self._guest_factory = guest_factory
 
     # -- the operations -------------------------------------------------------------------
 
@@ -135,7 +151,7 @@ class Engine:
 
     def reload(self, names: list[str] | None, yes: bool = False, timeout: float = 60.0) -> None:
         """Halt, then up: every change in the Taperfile applied."""
-        from tapers.plan import plan_halt
+        from tapers.engine.plan import plan_halt
 
         self._require_host()
         with self._locked("reload"):
@@ -143,8 +159,8 @@ class Engine:
             self._reconcile(names, "auto", False, yes, timeout)
 
     def provision(self, names: list[str] | None, wanted: list[str] | None) -> bool:
-        from tapers.access import project_key
-        from tapers.plan import plan_provision
+        from tapers.engine.access import project_key
+        from tapers.engine.plan import plan_provision
 
         key = project_key(self.project)
         with self._locked("provision"):
@@ -153,25 +169,25 @@ class Engine:
             return self._apply(plan, project_key=key)
 
     def halt(self, names: list[str] | None, timeout: float = 30.0) -> bool:
-        from tapers.plan import plan_halt
+        from tapers.engine.plan import plan_halt
 
         with self._locked("halt"):
             return self._apply(plan_halt(self.project.select(names), self._observe()), halt_timeout=timeout)
 
     def suspend(self, names: list[str] | None) -> bool:
-        from tapers.plan import plan_suspend
+        from tapers.engine.plan import plan_suspend
 
         with self._locked("suspend"):
             return self._apply(plan_suspend(self.project.select(names), self._observe()))
 
     def resume(self, names: list[str] | None) -> bool:
-        from tapers.plan import plan_resume
+        from tapers.engine.plan import plan_resume
 
         with self._locked("resume"):
             return self._apply(plan_resume(self.project.select(names), self._observe()))
 
     def destroy(self, names: list[str] | None, force: bool = False) -> bool:
-        from tapers.plan import plan_destroy
+        from tapers.engine.plan import plan_destroy
 
         with self._locked("destroy"):
             plan = plan_destroy(self.project.select(names), self._observe(), orphans=not names)
@@ -191,8 +207,8 @@ class Engine:
     def snapshot_restore(self, machine: str, snapshot: str) -> None:
         """The machine's disk as it was; a running machine is halted and started again the
         way `halt` and `up` do it (port rules, networks), not provisioned."""
-        from tapers.access import project_key
-        from tapers.plan import plan_halt, plan_start
+        from tapers.engine.access import project_key
+        from tapers.engine.plan import plan_halt, plan_start
 
         key = project_key(self.project)
         with self._locked("snapshot restore"):
@@ -215,7 +231,7 @@ class Engine:
 
     @contextmanager
     def _locked(self, command: str) -> Iterator[None]:
-        from tapers.lock import project_lock
+        from tapers.engine.lock import project_lock
 
         with project_lock(self.project, self.reporter, command):
             yield
@@ -231,10 +247,12 @@ class Engine:
         return observe(self.project, self.backend)
 
     def _apply(self, plan: Plan, **options: object) -> bool:
-        from tapers.apply import Context, apply
+        from tapers.engine.apply import Context, apply
 
         if self._ssh_check is not None:
             options["ssh_check"] = self._ssh_check
+        if self._guest_factory is not None:
+            options["guest_factory"] = self._guest_factory
         if plan:
             apply(plan, Context(self.project, self.backend, self.reporter, **options))  # type: ignore[arg-type]
         return bool(plan)
@@ -242,7 +260,7 @@ class Engine:
     def _reconcile(self, names: list[str] | None, provision: str, remove_orphans: bool, yes: bool,
                    timeout: float) -> bool:
         """Plan and apply `up` (the lock is held); False when there was nothing to do."""
-        from tapers.access import project_key, write_ssh_files
+        from tapers.engine.access import project_key, write_ssh_files
 
         key = project_key(self.project)
         observed = self._observe()

@@ -13,26 +13,12 @@ import ipaddress
 import json
 import re
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
-from tapers.errors import HostError, StateError, UnsafeValueError
-from tapers.network import BRIDGE, NFT_TABLE, SUBNET, _run
-
-AUTO_RANGE = range(2200, 2300)  # where `auto_correct: true` looks for a free port, like Vagrant
-
-
-@dataclass(frozen=True)
-class Forward:
-    host_ip: str
-    host: int
-    protocol: str
-    guest_ip: str
-    guest: int
-
-    def as_record(self) -> dict[str, object]:
-        return {"host_ip": self.host_ip, "host": self.host, "protocol": self.protocol, "guest": self.guest}
-
+from tapers.backend import forwards
+from tapers.backend.api import Forward
+from tapers.backend.liblxc.bridges import BRIDGE, NFT_TABLE, SUBNET, run
+from tapers.errors import HostError, UnsafeValueError
 
 def ensure_chains() -> None:
     """The nat chains forwards need (idempotent), and the settings for 127.0.0.1."""
@@ -43,10 +29,10 @@ def ensure_chains() -> None:
         "  chain postrouting { type nat hook postrouting priority srcnat; policy accept; }\n"
         "}\n"
     )
-    _run(["nft", "-f", "-"], "create the port forwarding chains", stdin=script)
+    run(["nft", "-f", "-"], "create the port forwarding chains", stdin=script)
     rules = json.dumps(_rules())
     if "127.0.0.0" not in rules:
-        _run(
+        run(
             ["nft", "add", "rule", "ip", NFT_TABLE, "postrouting", "ip", "saddr", "127.0.0.0/8",
              "ip", "daddr", str(SUBNET), "masquerade", "comment", '"tapers: replies to forwarded localhost ports"'],
             "install the localhost masquerade rule",
@@ -78,7 +64,7 @@ def remove(container: str) -> None:
     handles = forwarded().get(container, [])
     if handles:
         script = "".join(f"delete rule ip {NFT_TABLE} {chain} handle {handle}\n" for chain, handle in handles)
-        _run(["nft", "-f", "-"], f"remove the forwarded ports of {container}", stdin=script)
+        run(["nft", "-f", "-"], f"remove the forwarded ports of {container}", stdin=script)
 
 
 def install(container: str, forwards: list[Forward]) -> None:
@@ -104,7 +90,7 @@ def install(container: str, forwards: list[Forward]) -> None:
                 f'comment "{comment}"\n'
             )
     if script:
-        _run(["nft", "-f", "-"], f"forward ports to {container}", stdin=script)
+        run(["nft", "-f", "-"], f"forward ports to {container}", stdin=script)
 
 
 def _forwarded_endpoint(rule: dict) -> tuple[str, int, str] | None:
@@ -148,22 +134,6 @@ def taken_by(host_ip: str, port: int, protocol: str, ours: str) -> str | None:
 
 
 def choose(container: str, wanted: list[tuple[str, int, str, int, bool]], guest_ip: str) -> list[Forward]:
-    """Forwards for (host_ip, host, protocol, guest, auto_correct) entries; a taken host port
-    is an error naming its holder, or another free port with auto_correct."""
-    chosen: list[Forward] = []
-    for host_ip, host, protocol, guest, auto_correct in wanted:
-        holder = taken_by(host_ip, host, protocol, container)
-        if holder and auto_correct:
-            used = {f.host for f in chosen}
-            host = next(
-                (p for p in AUTO_RANGE if p not in used and not taken_by(host_ip, p, protocol, container)), 0
-            )
-            if not host:
-                raise StateError(f"no free port in {AUTO_RANGE.start}-{AUTO_RANGE.stop - 1} for auto_correct")
-        elif holder:
-            raise StateError(
-                f"host port {host_ip}:{host}/{protocol} is already taken by {holder}",
-                hint="stop it, pick another `host:` port, or set `auto_correct: true` on the forwarded_port",
-            )
-        chosen.append(Forward(host_ip, host, protocol, guest_ip, guest))
-    return chosen
+    """Host ports for the forwards `wanted`; taken means held by a process on this host or
+    by another machine's rule."""
+    return forwards.choose(wanted, guest_ip, lambda host_ip, port, protocol: taken_by(host_ip, port, protocol, container))

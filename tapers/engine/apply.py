@@ -14,16 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from tapers import limits, paths
-from tapers import machine_setup as setup
+from tapers import paths
+from tapers.engine import limits
+from tapers.engine import machine_setup as setup
 from tapers.backend.api import Backend, MachineSpec, State
 from tapers.boxes.build import ensure_box
 from tapers.boxes.cache import find_box
 from tapers.boxes.recipe import load_recipe
 from tapers.errors import BoxError, Interrupted, MachineFailures, ProvisionError, StateError, TapersError
 from tapers.events import Reporter
-from tapers.plan import READY, Action, Kind, Plan
-from tapers.settings import desired_settings
+from tapers.engine.access import target_for
+from tapers.engine.plan import Action, Kind, Plan
+from tapers.record import DESTROYING, READY, PortRecord, Record
+from tapers.engine.settings import desired_settings
 from tapers.project import CONTAINER_PREFIX, Project
 from tapers.ssh import keys
 from tapers.ssh.config import SshTarget
@@ -75,8 +78,8 @@ class Context:
 
     def refresh_access(self) -> None:
         """Rewrite .tapers/ssh_config, known_hosts and inventory from the machines as they are."""
-        from tapers.access import write_ssh_files
-        from tapers.observe import observe
+        from tapers.engine.access import write_ssh_files
+        from tapers.engine.observe import observe
 
         with self._access_guard:
             write_ssh_files(self.project, observe(self.project, self.backend))
@@ -209,11 +212,7 @@ def _create(name: str, ctx: Context) -> None:
     lock_path = paths.network_lock()
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock_path)):  # address choice and the record claiming it, atomically
-        used = {
-            info.record["address"]
-            for info in backend.list(prefix=CONTAINER_PREFIX)
-            if info.record and "address" in info.record
-        }
+        used = {info.record.address for info in backend.list(prefix=CONTAINER_PREFIX) if info.record}
         net = backend.network.allocate(container, used)
         record = setup.new_record(
             ctx.project.id, ctx.project.root, ctx.project_key, machine, box, net.address, net.mac, host_key.public
@@ -230,8 +229,7 @@ def _create(name: str, ctx: Context) -> None:
             placement=machine.placement if backend.places_machines else None,
         )
         backend.create(spec, record)
-    record["phase"] = READY
-    backend.save_record(container, record)
+    backend.save_record(container, record.replace(phase=READY))
 
 
 def _recreate(name: str, ctx: Context) -> None:
@@ -257,23 +255,20 @@ def _unfreeze(name: str, ctx: Context) -> None:
 def _authorize_key(name: str, ctx: Context) -> None:
     container = ctx.project.container(name)
     record = _record_of(ctx, container)
-    user = record["user"]
     script = (
         'home=$(getent passwd "$U" | cut -d: -f6) && install -d -m 0700 -o "$U" -g "$U" "$home/.ssh" && '
         'printf "%s\\n" "$KEY" > "$home/.ssh/authorized_keys" && '
         'chown "$U:$U" "$home/.ssh/authorized_keys" && chmod 0600 "$home/.ssh/authorized_keys"'
     )
-    code = ctx.backend.run(container, ["/bin/sh", "-c", script], env={"U": user, "KEY": ctx.project_key})
+    code = ctx.backend.run(container, ["/bin/sh", "-c", script], env={"U": record.user, "KEY": ctx.project_key})
     if code != 0:
         raise StateError(f"could not authorize the project key in machine `{name}` (exit code {code})")
-    record["authorized_key"] = ctx.project_key
-    ctx.backend.save_record(container, record)
+    ctx.backend.save_record(container, record.replace(authorized_key=ctx.project_key))
 
 
 def _wait_ssh(name: str, ctx: Context) -> None:
     container = ctx.project.container(name)
-    record = _record_of(ctx, container)
-    target = SshTarget(name, container, record["address"], record["user"], record["host_key"])
+    target = target_for(name, container, _record_of(ctx, container))
     (ctx.ssh_check or ssh_login_check)(target, ctx.project.paths.private_key, ctx.ssh_timeout)
 
 
@@ -291,12 +286,13 @@ def _forward_ports(name: str, ctx: Context) -> None:
     record = _record_of(ctx, container)
     wanted = [(p.host_ip, p.host, p.protocol, p.guest, p.auto_correct) for p in machine.ports]
     with ctx._ports_guard:
-        forwards = ctx.backend.network.forward(container, wanted, record["address"])
+        forwards = ctx.backend.network.forward(container, wanted, record.address)
     for forward, port in zip(forwards, machine.ports, strict=True):
         if forward.host != port.host:
             ctx.reporter.line(name, f"host port {port.host} is taken: forwarding {forward.host_ip}:{forward.host} instead")
-    record["ports"] = [{**f.as_record(), "requested": p.host} for f, p in zip(forwards, machine.ports, strict=True)]
-    ctx.backend.save_record(container, record)
+    made = tuple(PortRecord(f.host_ip, f.host, f.protocol, f.guest, p.host)
+                 for f, p in zip(forwards, machine.ports, strict=True))
+    ctx.backend.save_record(container, record.replace(ports=made))
 
 
 def _halt(name: str, ctx: Context) -> None:
@@ -310,7 +306,7 @@ def _destroy(name: str, ctx: Context) -> None:
     container = ctx.project.container(name)
     info = ctx.backend.inspect(container)
     if info is not None and info.record:  # killed from here on, the next `up` re-creates it
-        ctx.backend.save_record(container, {**info.record, "phase": "destroying"})
+        ctx.backend.save_record(container, info.record.replace(phase=DESTROYING))
     ctx.backend.network.unforward(container)
     ctx.backend.destroy(container)
 
@@ -324,7 +320,7 @@ def _reconfigure(name: str, ctx: Context) -> None:
     container = ctx.project.container(name)
     private = tuple(ctx.backend.network.private(address) for address in machine.private_ips)
     record = _record_of(ctx, container)
-    mounts = setup.mounts(ctx.project.root, machine, record.get("uid", 1000), record.get("gid", 1000), ctx.reporter)
+    mounts = setup.mounts(ctx.project.root, machine, record.uid, record.gid, ctx.reporter)
     ctx.backend.reconfigure(container, machine.hostname, private, mounts, setup.hostname_files(machine))
     _record_applied(ctx, container, machine, ("hostname", "networks", "synced"), hosts=setup.own_hosts_digest(machine))
 
@@ -332,14 +328,14 @@ def _reconfigure(name: str, ctx: Context) -> None:
 def _record_applied(ctx: Context, container: str, machine: Machine, keys: tuple[str, ...], **more: Any) -> None:
     record = _record_of(ctx, container)
     wanted = desired_settings(machine)
-    record["applied"] = {**record.get("applied", {}), **{key: wanted[key] for key in keys}}
-    ctx.backend.save_record(container, {**record, **more})
+    applied = {**record.applied, **{key: wanted[key] for key in keys}}
+    ctx.backend.save_record(container, record.replace(applied=applied, **more))
 
 
 def sync_names(ctx: Context, only: str | None = None) -> None:
     """Rewrite /etc/hosts in running machines whose copy is out of date."""
-    from tapers import names
-    from tapers.observe import observe
+    from tapers.engine import names
+    from tapers.engine.observe import observe
 
     with ctx._access_guard:
         observed = observe(ctx.project, ctx.backend)
@@ -348,16 +344,15 @@ def sync_names(ctx: Context, only: str | None = None) -> None:
             info = observed.machines.get(machine.name)
             if (only and machine.name != only) or info is None or info.state is not State.RUNNING:
                 continue
-            record = dict(info.record or {})
+            record = info.record
             text = names.hosts_file(machine, peers)
-            if record.get("phase") != READY or record.get("hosts") == names.digest(text):
+            if record is None or not record.ready or record.hosts == names.digest(text):
                 continue
             script = 'printf "%s" "$HOSTS" > /etc/hosts'
             code = ctx.backend.run(info.name, ["/bin/sh", "-c", script], env={"HOSTS": text})
             if code != 0:
                 raise StateError(f"could not update /etc/hosts in machine `{machine.name}` (exit code {code})")
-            record["hosts"] = names.digest(text)
-            ctx.backend.save_record(info.name, record)
+            ctx.backend.save_record(info.name, record.replace(hosts=names.digest(text)))
 
 
 def _provision(action: Action, guest: Any, ctx: Context) -> None:
@@ -370,17 +365,14 @@ def _provision(action: Action, guest: Any, ctx: Context) -> None:
 
     def succeeded() -> None:
         record = _record_of(ctx, container)
-        record.setdefault("provisioned", {})[step.key] = ran
-        if record.get("provision_failed") == step.key:
-            del record["provision_failed"]
-        ctx.backend.save_record(container, record)
+        failed = None if record.provision_failed == step.key else record.provision_failed
+        ctx.backend.save_record(container, record.replace(provisioned={**record.provisioned, step.key: ran},
+                                                          provision_failed=failed))
 
     try:
         run_step(step, guest, succeeded)
     except TapersError:
-        record = _record_of(ctx, container)
-        record["provision_failed"] = step.key
-        ctx.backend.save_record(container, record)
+        ctx.backend.save_record(container, _record_of(ctx, container).replace(provision_failed=step.key))
         raise
 
 
@@ -392,10 +384,10 @@ def _ssh_guest(name: str, ctx: Context) -> Any:
     paths_ = ctx.project.paths
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return SshGuest(
-        target=SshTarget(name, container, record["address"], record["user"], record["host_key"]),
+        target=target_for(name, container, record),
         identity=paths_.private_key,
         root=ctx.project.root,
-        home=record.get("home", f"/home/{record['user']}"),
+        home=record.home,
         inventory=paths_.inventory,
         log_path=paths_.logs / f"{stamp}-{name}.log",
         reporter=ctx.reporter,
@@ -423,10 +415,10 @@ _HANDLERS: dict[Kind, Callable[[str, Context], None]] = {
 # -- helpers -----------------------------------------------------------------------------
 
 
-def _record_of(ctx: Context, container: str) -> dict[str, Any]:
+def _record_of(ctx: Context, container: str) -> Record:
     info = ctx.backend.inspect(container)
-    if info is None or not info.record:
+    if info is None or info.record is None:
         raise StateError(f"container `{container}` disappeared while tapers was working on it")
-    return dict(info.record)
+    return info.record
 
 

@@ -4,50 +4,46 @@ before its first boot, and the host folders it mounts."""
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
 from pathlib import Path
-from typing import Any
 
-from tapers import names, network
+from tapers.engine import names
 from tapers.backend.api import GuestFile, Mount
 from tapers.boxes.cache import Box
 from tapers.errors import StateError
+from tapers.record import BoxRef, Record
 from tapers.events import Reporter
-from tapers.settings import desired_settings
+from tapers.engine.settings import desired_settings
 from tapers.ssh import keys
 from tapers.taperfile import Machine
 
-RECORD_VERSION = 1
-
-
 def new_record(
     project_id: str, root: Path, project_key: str, machine: Machine, box: Box, address: str, mac: str, host_key: str
-) -> dict[str, Any]:
+) -> Record:
     """What tapers records on a container it creates (phase `creating` until it is whole)."""
-    return {
-        "tapers": RECORD_VERSION,
-        "phase": "creating",
-        "project": project_id,
-        "project_dir": str(root),
-        "machine": machine.name,
-        "box": {"name": box.name, "version": box.version, "id": box.id},
-        "address": address,
-        "mac": mac,
-        "user": box.user["name"],
-        "home": box.user["home"],
-        "uid": box.user["uid"],
-        "gid": box.user["gid"],
-        "host_key": host_key,
-        "authorized_key": project_key,
-        "applied": desired_settings(machine),
-        "hosts": own_hosts_digest(machine),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    return Record(
+        project=project_id,
+        project_dir=str(root),
+        machine=machine.name,
+        box=BoxRef(box.name, box.version, box.id),
+        address=address,
+        mac=mac,
+        user=box.user["name"],
+        home=box.user["home"],
+        uid=box.user["uid"],
+        gid=box.user["gid"],
+        host_key=host_key,
+        authorized_key=project_key,
+        applied=desired_settings(machine),
+        hosts=own_hosts_digest(machine),
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )
 
 
 def guest_files(machine: Machine, box: Box, host_key: keys.KeyPair, project_key: str) -> tuple[GuestFile, ...]:
     user = box.user
-    nameservers = network.host_nameservers()
+    nameservers = host_nameservers()
     resolv = "".join(f"nameserver {server}\n" for server in nameservers) or "# no DNS server reachable from containers\n"
     home = user["home"].lstrip("/")
     return (
@@ -57,6 +53,21 @@ def guest_files(machine: Machine, box: Box, host_key: keys.KeyPair, project_key:
         GuestFile("/etc/resolv.conf", resolv.encode()),
         *hostname_files(machine),
     )
+
+
+def host_nameservers() -> list[str]:
+    """The host's DNS servers that a container can reach (loopback ones can't be)."""
+    servers = []
+    try:
+        for line in Path("/etc/resolv.conf").read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "nameserver":
+                address = ipaddress.ip_address(parts[1].split("%")[0])
+                if not address.is_loopback:
+                    servers.append(parts[1])
+    except (OSError, ValueError):
+        pass
+    return servers
 
 
 def hostname_files(machine: Machine) -> tuple[GuestFile, ...]:

@@ -12,13 +12,13 @@ from typing import Callable
 
 from tapers.backend.api import ContainerInfo, State
 from tapers.errors import StateError, UsageError
-from tapers.observe import Observed
-from tapers.settings import box_matches, settings_changes
+from tapers.record import DESTROYING, READY, Record
+from tapers.engine.observe import Observed
+from tapers.engine.settings import box_matches, settings_changes
 from tapers.ssh.keys import same_key
 from tapers.taperfile import Machine
 from tapers.taperfile.machine import Step
 
-READY = "ready"
 NAMES = "names"  # the subject of project-wide SYNC_NAMES actions
 CHANGE_CLASSES = ("live", "restart", "recreate", "reprovision")
 
@@ -56,6 +56,7 @@ class Action:
     detail: str = ""  # PROVISION: which step, as users read it
     cls: str = ""  # the change class: live, restart, recreate, reprovision (and create, start, ...)
     loses_data: bool = False  # re-creating a machine that has data in it: needs confirmation
+    keys: tuple[str, ...] = ()  # SET_LIMITS, RECONFIGURE: the settings it changes (memory, hostname...)
 
     @property
     def what(self) -> str:
@@ -116,8 +117,8 @@ def plan_up(
     _refuse_foreign(machines, observed)
     for machine in machines:
         info = observed.machines.get(machine.name)
-        record = (info.record or {}) if info else {}
-        box_change = info is not None and not _interrupted(info) and not box_matches(machine.box, record)
+        record = info.record if info else None
+        box_change = record is not None and not _interrupted(info) and not box_matches(machine.box, record)
         if info is None or _interrupted(info) or box_change:
             if machine.box not in boxes_cached and not any(
                 a.kind is Kind.BUILD_BOX and a.subject == machine.box for a in actions
@@ -129,12 +130,11 @@ def plan_up(
                 actions.append(Action(Kind.CREATE, machine.name, "not found", cls=cls))
             elif box_change:
                 cls = "recreate"
-                was = f"{record['box']['name']}@{record['box']['version']}"
-                cause = f"box {was} -> {machine.box}; data in the machine is lost"
+                cause = f"box {record.box} -> {machine.box}; data in the machine is lost"  # type: ignore[union-attr]
                 actions.append(Action(Kind.RECREATE, machine.name, cause, cls=cls, loses_data=True))
             else:
                 cls = "repair"
-                what = "destroy" if record.get("phase") == "destroying" else "creation"
+                what = "destroy" if record is not None and record.phase == DESTROYING else "creation"
                 actions.append(Action(Kind.RECREATE, machine.name, f"its {what} was interrupted", cls=cls))
             actions.append(Action(Kind.START, machine.name, "created", cls=cls))
             actions.append(Action(Kind.WAIT_SSH, machine.name, "started", cls=cls))
@@ -143,7 +143,8 @@ def plan_up(
             if provision != "skip":
                 actions += _steps(machine, "first up", lambda step: step.run != "never", cls)
             continue
-        actions += _existing(machine, info, project_key)
+        assert record is not None  # not interrupted: it has a record
+        actions += _existing(machine, info, record, project_key)
         actions += _forwards(machine, info, actions, forwarding)
         if provision != "skip":
             actions += _steps_to_rerun(machine, record, fingerprints.get(machine.name, {}), provision == "force")
@@ -166,9 +167,9 @@ def _names_update(actions: list[Action], stale: bool) -> list[Action]:
     return []
 
 
-def _existing(machine: Machine, info: ContainerInfo, project_key: str) -> list[Action]:
+def _existing(machine: Machine, info: ContainerInfo, record: Record, project_key: str) -> list[Action]:
     """A machine that exists: repair its state, apply what changed in its settings."""
-    name, record = machine.name, info.record or {}
+    name = machine.name
     changed = settings_changes(machine, record)
     actions: list[Action] = []
     running = info.state in (State.RUNNING, State.FROZEN, State.BUSY)
@@ -177,18 +178,19 @@ def _existing(machine: Machine, info: ContainerInfo, project_key: str) -> list[A
         cause = "; ".join(str(c) for c in restart)
         if running:
             actions.append(Action(Kind.HALT, name, f"{cause}: restart", cls="restart"))
-        actions.append(Action(Kind.RECONFIGURE, name, cause, cls="restart"))
+        actions.append(Action(Kind.RECONFIGURE, name, cause, cls="restart", keys=tuple(c.key for c in restart)))
     elif info.state is State.FROZEN:
         actions.append(Action(Kind.UNFREEZE, name, "frozen", cls="start"))
     live = [c for c in changed if c.cls == "live"]
     if live:
         how = "applied live" if running and not restart else "applied at start"
-        actions.append(Action(Kind.SET_LIMITS, name, f"{'; '.join(str(c) for c in live)}: {how}", cls="live"))
+        actions.append(Action(Kind.SET_LIMITS, name, f"{'; '.join(str(c) for c in live)}: {how}", cls="live",
+                              keys=tuple(c.key for c in live)))
     start = restart or info.state in (State.STOPPED, State.BUSY)
     if start:
         cause = "reconfigured" if restart else str(info.state) if info.state is State.STOPPED else "in a transition"
         actions.append(Action(Kind.START, name, cause, cls="restart" if restart else "start"))
-    if not same_key(record.get("authorized_key"), project_key):
+    if not same_key(record.authorized_key, project_key):
         cause = "the project key changed (.tapers/ was deleted?)"
         actions.append(Action(Kind.AUTHORIZE_KEY, name, cause, cls="repair"))
     if start or info.state is State.FROZEN:
@@ -206,8 +208,8 @@ def requested_ports(machine: Machine) -> list[list[object]]:
 
 def _forwards(machine: Machine, info: ContainerInfo, planned: list[Action], forwarding: set[str] | None) -> list[Action]:
     """Host port forwards follow the machine: made when it runs, changed with the Taperfile."""
-    record = info.record or {}
-    applied = [[p["host_ip"], p["requested"], p["protocol"], p["guest"]] for p in record.get("ports") or []]
+    ports = info.record.ports if info.record else ()
+    applied = [[p.host_ip, p.requested, p.protocol, p.guest] for p in ports]
     will_run = info.state is not State.STOPPED or any(a.kind is Kind.START for a in planned if a.subject == machine.name)
     if not will_run or (not machine.ports and not applied):
         return []
@@ -259,9 +261,9 @@ def _step_text(step: Step) -> str:
     return f'step {step.index} "{step.name}"' if step.name else f"step {step.index}"
 
 
-def _steps_to_rerun(machine: Machine, record: dict, fingerprints: dict[str, str], force: bool) -> list[Action]:
-    done = record.get("provisioned") or {}
-    failed = record.get("provision_failed")
+def _steps_to_rerun(machine: Machine, record: Record, fingerprints: dict[str, str], force: bool) -> list[Action]:
+    done = record.provisioned
+    failed = record.provision_failed
     actions = []
     for step in machine.provision:
         if step.run == "never":
@@ -342,7 +344,7 @@ def plan_destroy(machines: list[Machine], observed: Observed, orphans: bool) -> 
 
 
 def _interrupted(info: ContainerInfo) -> bool:
-    return (info.record or {}).get("phase") != READY
+    return info.record is None or not info.record.ready
 
 
 def _refuse_foreign(machines: list[Machine], observed: Observed) -> None:
@@ -350,8 +352,12 @@ def _refuse_foreign(machines: list[Machine], observed: Observed) -> None:
         info = observed.foreign.get(machine.name)
         if info is None:
             continue
-        owner = (info.record or {}).get("project_dir")
-        where = f"by the project in `{owner}`" if owner else "by something other than tapers (no tapers record)"
+        if info.record is not None:
+            where = f"by the project in `{info.record.project_dir}`"
+        elif info.problem:
+            where = f"by tapers, but {info.problem}"
+        else:
+            where = "by something other than tapers (no tapers record)"
         raise StateError(
             f"container `{info.name}` for machine `{machine.name}` already exists, created {where}",
             hint="tapers never touches containers it did not create for this folder: "

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from tapers import project_files
 from tapers.backend.api import State
+from tapers.record import Record
 from tapers.errors import StateError
-from tapers.observe import Observed
+from tapers.engine.observe import Observed
 from tapers.project import Project
 from tapers.ssh.config import SshTarget, render_known_hosts, render_ssh_config
 
@@ -28,16 +29,14 @@ def known_project_key(project: Project) -> str:
 
 def target_of(project: Project, observed: Observed, machine: str) -> SshTarget | None:
     info = observed.machines.get(machine)
-    if info is None or not info.record or info.record.get("phase") != "ready":
+    if info is None or info.record is None or not info.record.ready:
         return None
-    record = info.record
-    return SshTarget(
-        machine=machine,
-        container=info.name,
-        address=record["address"],
-        user=record["user"],
-        host_key=record["host_key"],
-    )
+    return target_for(machine, info.name, info.record)
+
+
+def target_for(machine: str, container: str, record: Record) -> SshTarget:
+    """How to reach a machine over SSH, from its record: address, login user, pinned host key."""
+    return SshTarget(machine, container, record.address, record.user, record.host_key)
 
 
 def running_target(project: Project, observed: Observed, machine: str) -> SshTarget:

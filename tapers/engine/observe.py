@@ -23,8 +23,8 @@ class Observed:
 
 
 def is_ours(project: Project, info: ContainerInfo) -> bool:
-    record = info.record or {}
-    return record.get("project") == project.id and record.get("project_dir") == str(project.root)
+    record = info.record
+    return record is not None and record.project == project.id and record.project_dir == str(project.root)
 
 
 def observe(project: Project, backend: Backend) -> Observed:

@@ -1,6 +1,6 @@
 """Host settings machines need, made right by tapers before it starts machines.
 
-- The NAT network (see network.py).
+- The NAT network (see bridges.py).
 - inotify limits: every systemd in a container takes several inotify instances from the
   host's per-user budget (128 by default, shared by all root containers); past it, new
   machines hang half-booted without sshd. tapers raises the limits (never lowers them),
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tapers import network
+from tapers.backend.liblxc import bridges
 from tapers.errors import HostError
 
 INOTIFY_LIMITS = {
@@ -46,4 +46,4 @@ def raise_inotify_limits() -> None:
 
 def prepare_host() -> None:
     raise_inotify_limits()
-    network.ensure_nat_network()
+    bridges.ensure_nat_network()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 
 from tapers.backend.api import State
-from tapers.observe import Observed
+from tapers.engine.observe import Observed
 from tapers.project import Project
 from tapers.taperfile import Machine
 
@@ -21,11 +21,11 @@ def table(project: Project, observed: Observed) -> list[tuple[str, list[str]]]:
     rows = []
     for machine in project.machines:
         info = observed.machines.get(machine.name)
-        record = (info.record if info else None) or {}
-        if record.get("phase") != "ready":
+        record = info.record if info else None
+        if record is None or not record.ready:
             continue
-        applied = record.get("applied") or {}
-        address = (applied.get("networks") or [record["address"]])[0]
+        applied = record.applied
+        address = (applied.get("networks") or [record.address])[0]
         rows.append((address, _names(machine.name, applied.get("hostname") or machine.hostname)))
     return rows
 
@@ -59,8 +59,8 @@ def stale(project: Project, observed: Observed) -> bool:
     peers = table(project, observed)
     for machine in project.machines:
         info = observed.machines.get(machine.name)
-        if info is None or info.state is not State.RUNNING or not info.record:
+        if info is None or info.state is not State.RUNNING or info.record is None:
             continue
-        if info.record.get("phase") == "ready" and info.record.get("hosts") != digest(hosts_file(machine, peers)):
+        if info.record.ready and info.record.hosts != digest(hosts_file(machine, peers)):
             return True
     return False

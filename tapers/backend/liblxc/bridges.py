@@ -1,0 +1,131 @@
+"""The liblxc backend's networks on this host: tapers' NAT bridge and its masquerade rule,
+the host-only bridges of private networks, and the host's own routes (which a private
+network must not overlap)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import subprocess
+from pathlib import Path
+
+from tapers.backend.api import NetworkConfig
+from tapers.errors import HostError
+
+BRIDGE = os.environ.get("TAPERS_BRIDGE", "tapersbr0")
+SUBNET = ipaddress.IPv4Network(os.environ.get("TAPERS_NAT_SUBNET", "10.97.0.0/16"))
+GATEWAY = SUBNET.network_address + 1
+NFT_TABLE = "tapers"
+PRIVATE_BRIDGE_PREFIX = "tp"  # tp + the /24 in hex: tpc0a821 is 192.168.33.0/24
+LXD_PRIVATE_PREFIX = "tl"  # the LXD backend's, on the same host (not ours; see host_networks)
+
+
+def ensure_private_bridge(config: NetworkConfig) -> None:
+    """Create the /24's bridge with the host at .1 (no NAT: host-only). A /24 the host
+    already reaches another way (its LAN, a VPN) is refused: the machines would hide it."""
+    subnet = ipaddress.IPv4Network(f"{config.gateway}/24", strict=False)
+    clash = next((net for net in host_networks() if net.overlaps(subnet)), None)
+    if clash is not None:
+        raise HostError(
+            f"the private network {subnet} (of address {config.address}) overlaps this host's own network {clash}",
+            hint="pick another private range in the Taperfile's `networks:`",
+        )
+    if not Path(f"/sys/class/net/{config.bridge}").exists():
+        run(["ip", "link", "add", config.bridge, "type", "bridge"], f"create the bridge for {config.address}/24")
+    host_side = f"{config.gateway}/24"
+    addresses = run(["ip", "-4", "-o", "addr", "show", "dev", config.bridge], "read the bridge address")
+    if f" {host_side} " not in addresses:
+        run(["ip", "addr", "add", host_side, "dev", config.bridge], f"give the host {host_side}")
+    run(["ip", "link", "set", config.bridge, "up"], "bring the private bridge up")
+
+
+def bridge_ready() -> bool:
+    return Path(f"/sys/class/net/{BRIDGE}").exists()
+
+
+def ensure_nat_network() -> None:
+    """Bring up the bridge, its gateway address, IP forwarding and the masquerade rule."""
+    if not bridge_ready():
+        run(["ip", "link", "add", BRIDGE, "type", "bridge"], "create the bridge")
+    gateway = f"{GATEWAY}/{SUBNET.prefixlen}"
+    addresses = run(["ip", "-4", "-o", "addr", "show", "dev", BRIDGE], "read the bridge address")
+    if f" {gateway} " not in addresses:
+        run(["ip", "addr", "add", gateway, "dev", BRIDGE], "give the bridge its address")
+    run(["ip", "link", "set", BRIDGE, "up"], "bring the bridge up")
+    try:
+        Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+    except OSError as exc:
+        raise HostError(f"cannot enable IPv4 forwarding: {exc.strerror}", hint="run tapers as root") from None
+    _ensure_masquerade()
+
+
+def _ensure_masquerade() -> None:
+    listed = subprocess.run(["nft", "list", "table", "ip", NFT_TABLE], capture_output=True, text=True)
+    if listed.returncode == 0 and f"ip saddr {SUBNET} ip daddr != {SUBNET} masquerade" in listed.stdout:
+        return
+    rules = (
+        f"table ip {NFT_TABLE} {{\n"
+        "  chain postrouting { type nat hook postrouting priority srcnat; policy accept; }\n"
+        "}\n"
+        f"add rule ip {NFT_TABLE} postrouting ip saddr {SUBNET} ip daddr != {SUBNET} masquerade\n"
+    )
+    run(["nft", "-f", "-"], "install the masquerade rule", stdin=rules)
+
+
+def release_nat_network() -> None:
+    """No tapers machine left on the host: take tapers' nftables rules away (masquerade, forwards)."""
+    listed = subprocess.run(["nft", "list", "table", "ip", NFT_TABLE], capture_output=True, text=True)
+    if listed.returncode == 0:
+        run(["nft", "delete", "table", "ip", NFT_TABLE], "remove the tapers nftables rules")
+
+
+def release_private_bridges() -> None:
+    """Take away tapers' host-only bridges that no machine is attached to."""
+    import re
+
+    for device in Path("/sys/class/net").iterdir():
+        if re.fullmatch(rf"{PRIVATE_BRIDGE_PREFIX}[0-9a-f]{{6}}", device.name) and (device / "bridge").is_dir():
+            if not any((device / "brif").iterdir()):
+                run(["ip", "link", "delete", device.name], f"remove the unused bridge {device.name}")
+
+
+def run(argv: list[str], what: str, stdin: str | None = None) -> str:
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, input=stdin)
+    except FileNotFoundError:
+        raise HostError(
+            f"cannot {what}: `{argv[0]}` is not installed",
+            hint="apt-get install iproute2 nftables",
+        ) from None
+    if result.returncode != 0:
+        raise HostError(
+            f"cannot {what} for the tapers network ({BRIDGE}, {SUBNET}): {result.stderr.strip()}",
+            hint="run `tapers doctor`; tapers needs root to manage its network",
+        )
+    return result.stdout
+
+
+def host_networks() -> list[ipaddress.IPv4Network]:
+    """IPv4 networks the host routes to directly, except the ones tapers made (its bridges,
+    and LXD's `tl...` private networks) and the default route."""
+    import re
+
+    networks = []
+    try:
+        lines = Path("/proc/net/route").read_text().splitlines()[1:]
+    except OSError:
+        return networks
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        interface, destination, mask = fields[0], fields[1], fields[7]
+        if interface == BRIDGE or re.fullmatch(rf"({PRIVATE_BRIDGE_PREFIX}|{LXD_PRIVATE_PREFIX})[0-9a-f]{{6}}", interface):
+            continue
+        net = ipaddress.IPv4Network(
+            (int.from_bytes(bytes.fromhex(destination), "little"), bin(int.from_bytes(bytes.fromhex(mask), "little")).count("1")),
+            strict=False,
+        )
+        if net.prefixlen > 0:
+            networks.append(net)
+    return networks

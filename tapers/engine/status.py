@@ -1,0 +1,88 @@
+"""What each machine of a project is now: the rows `tapers status` prints and the web
+panel shows (state, address, box, what is out of date, forwarded ports).
+
+"Out of date" is read off the very plan `tapers up` would run for all the machines (see
+`status_plan`): what `up` would create, re-create, reconfigure, set live or provision
+again. Starting a stopped machine is its state, not drift, and `run: always` steps are
+never out of date.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tapers.engine.observe import Observed
+from tapers.engine.plan import Action, Kind, Plan
+from tapers.project import Project
+
+_STATE_ONLY = ("start",)  # change classes that are a machine's state, not its config
+
+
+def out_of_date(plan: Plan, machine: str) -> list[str]:
+    """What `up` would change on `machine`: `memory (live)`, `box (recreate)`, `not created
+    (create)`, `step 2 "setup" (changed since the last run)`..."""
+    found: list[str] = []
+    for action in plan.for_subject(machine):
+        if action.cls in _STATE_ONLY or action.kind in (Kind.START, Kind.WAIT_SSH, Kind.HALT):
+            continue
+        for item in _described(action):
+            if item not in found:
+                found.append(item)
+    return found
+
+
+def _described(action: Action) -> list[str]:
+    if action.kind is Kind.CREATE:
+        return ["not created (create)"]
+    if action.kind is Kind.RECREATE:
+        return ["box (recreate)"] if action.cls == "recreate" else ["interrupted (repair)"]
+    if action.kind in (Kind.SET_LIMITS, Kind.RECONFIGURE):
+        return [f"{key} ({action.cls})" for key in action.keys]
+    if action.kind is Kind.PROVISION:
+        return [] if action.cause == "run: always" else [f"{action.detail} ({action.cause})"]
+    if action.kind is Kind.AUTHORIZE_KEY:
+        return ["project key (repair)"]
+    if action.kind is Kind.FORWARD_PORTS and action.cls == "live":
+        return ["ports (live)"]
+    return []
+
+
+def status_rows(project: Project, observed: Observed, plan: Plan) -> list[dict[str, Any]]:
+    """One row per machine (then per orphan): what `status --json` prints, and the web panel
+    shows. `plan`: what `up` would do to every machine (`status_plan`)."""
+    rows = []
+    for machine in project.machines:
+        info = observed.machines.get(machine.name)
+        record = info.record if info else None
+        rows.append(
+            {
+                "machine": machine.name,
+                "container": project.container(machine.name),
+                "state": str(info.state) if info else "not created",
+                "address": record.address if record else None,
+                "box": str(record.box) if record else machine.box,
+                "primary": machine.primary,
+                "out_of_date": out_of_date(plan, machine.name),
+                "ports": [_port(p) for p in record.ports] if record else [],
+            }
+        )
+    for orphan in observed.orphans:
+        record = orphan.record
+        rows.append(
+            {
+                "machine": orphan.machine,
+                "container": orphan.name,
+                "state": f"{orphan.state} (orphan: not in the Taperfile)",
+                "address": record.address if record else None,
+                "box": str(record.box) if record else "?",
+                "primary": False,
+                "out_of_date": [],
+                "ports": [_port(p) for p in record.ports] if record else [],
+            }
+        )
+    return rows
+
+
+def _port(port: Any) -> dict[str, Any]:
+    return {"host_ip": port.host_ip, "host": port.host, "protocol": port.protocol, "guest": port.guest,
+            "requested": port.requested}
