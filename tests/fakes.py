@@ -9,6 +9,7 @@ import copy
 from typing import Any
 
 from tapers.backend.api import ContainerInfo, Forward, MachineSpec, State, container_info
+from tapers.backend.base import BackendBase
 from tapers.errors import BackendError
 from tapers.record import BoxRef, Record
 
@@ -63,7 +64,11 @@ class FakeNetworking:
         return set(self.forwards)
 
 
-class FakeBackend:
+class FakeBackend(BackendBase):
+    """The backend contract of BackendBase (state rules, errors) over dicts: the same
+    guards as liblxc and LXD, so planning and engine tests can trust it (see
+    tests/integration/test_backend_contract.py, which runs it beside the real ones)."""
+
     name = "fake"
     places_machines = False
 
@@ -72,18 +77,24 @@ class FakeBackend:
         self.calls: list[str] = []
         self.network = FakeNetworking(events if events is not None else [])
 
-    def list(self, prefix: str = "") -> list[ContainerInfo]:
-        return [info for name in sorted(self.containers) if name.startswith(prefix) if (info := self.inspect(name))]
+    def record(self, container: str) -> Record:
+        """What tapers recorded on the container, parsed as a real backend's reader does."""
+        found = container_info(container, State.STOPPED, self.containers[container]["record"]).record
+        assert found is not None, f"{container} has no usable record"
+        return found
 
-    def inspect(self, container: str) -> ContainerInfo | None:
+    def _state(self, container: str) -> State | None:
         c = self.containers.get(container)
-        if c is None:
-            return None
-        return container_info(container, c["state"], c["record"])
+        return None if c is None else c["state"]
 
-    def create(self, spec: MachineSpec, record: Record) -> None:
-        if spec.container in self.containers:
-            raise BackendError(f"cannot create container `{spec.container}`: it already exists")
+    def _list(self, prefix: str) -> list[ContainerInfo]:
+        return [info for name in sorted(self.containers) if name.startswith(prefix) if (info := self._inspect(name))]
+
+    def _inspect(self, container: str) -> ContainerInfo | None:
+        c = self.containers.get(container)
+        return None if c is None else container_info(container, c["state"], c["record"])
+
+    def _create(self, spec: MachineSpec, record: Record) -> None:
         self.calls.append(f"create {spec.container}")
         self.containers[spec.container] = {
             "state": State.STOPPED,
@@ -92,77 +103,76 @@ class FakeBackend:
             "files": {f.path: f for f in spec.files},
         }
 
-    def save_record(self, container: str, record: Record) -> None:
+    def _save_record(self, container: str, record: Record) -> None:
         self.containers[container]["record"] = record.to_json()
 
-    def record(self, container: str) -> Record:
-        """What tapers recorded on the container, parsed as a real backend's reader does."""
-        found = container_info(container, State.STOPPED, self.containers[container]["record"]).record
-        assert found is not None, f"{container} has no usable record"
-        return found
-
-    def start(self, container: str) -> None:
+    def _start(self, container: str) -> None:
         self.calls.append(f"start {container}")
         self.containers[container]["state"] = State.RUNNING
 
-    def stop(self, container: str, timeout: float) -> bool:
+    def _shutdown(self, container: str, timeout: float) -> bool:
         self.calls.append(f"stop {container}")
         self.containers[container]["state"] = State.STOPPED
         return True
 
-    def freeze(self, container: str) -> None:
+    def _kill(self, container: str) -> None:
+        self.calls.append(f"kill {container}")
+        self.containers[container]["state"] = State.STOPPED
+
+    def _freeze(self, container: str) -> None:
         self.calls.append(f"freeze {container}")
         self.containers[container]["state"] = State.FROZEN
 
-    def set_limits(self, container: str, limits) -> None:
+    def _unfreeze(self, container: str) -> None:
+        self.calls.append(f"unfreeze {container}")
+        self.containers[container]["state"] = State.RUNNING
+
+    def _set_limits(self, container: str, limits: Any, running: bool) -> None:
         self.calls.append(f"set limits {container}")
         self.containers[container]["limits"] = limits
 
-    def reconfigure(self, container: str, hostname: str, private, mounts, files) -> None:
-        assert self.containers[container]["state"] is State.STOPPED, "reconfigure needs a stopped container"
+    def _reconfigure(self, container: str, hostname: str, private: Any, mounts: Any, files: Any) -> None:
         self.calls.append(f"reconfigure {container}")
         self.containers[container]["files"].update({f.path: f for f in files})
 
-    def snapshot_save(self, container: str, name: str) -> None:
-        c = self.containers[container]
-        c.setdefault("snapshots", {})[name] = (copy.deepcopy(c["files"]), copy.deepcopy(c["record"]))
+    def _usage(self, container: str) -> Any:
+        from tapers.backend.api import Usage
 
-    def snapshot_restore(self, container: str, name: str) -> None:
-        c = self.containers[container]
-        c["files"], c["record"] = copy.deepcopy(c["snapshots"][name])
+        return Usage(cpu_ns=1, memory=1, memory_limit=None, pids=1, rx_bytes=0, tx_bytes=0)
 
-    def snapshot_list(self, container: str) -> list:
+    def _snapshot_save(self, container: str, name: str) -> None:
+        c = self.containers[container]
+        c.setdefault("snapshots", {})[name] = (copy.deepcopy(c["files"]), c["record"])
+
+    def _snapshot_restore(self, container: str, name: str) -> None:
+        c = self.containers[container]
+        files, record = c["snapshots"][name]
+        c["files"], c["record"] = copy.deepcopy(files), record
+
+    def _snapshot_list(self, container: str) -> list:
         from tapers.backend.api import Snapshot
 
         return [Snapshot(name, "2026-01-01T00:00:00+00:00", 0) for name in sorted(self.containers[container].get("snapshots", {}))]
 
-    def snapshot_delete(self, container: str, name: str) -> None:
+    def _snapshot_delete(self, container: str, name: str) -> None:
         del self.containers[container]["snapshots"][name]
 
-    def unfreeze(self, container: str) -> None:
-        self.calls.append(f"unfreeze {container}")
-        self.containers[container]["state"] = State.RUNNING
-
-    def destroy(self, container: str) -> None:
+    def _delete(self, container: str) -> None:
         self.calls.append(f"destroy {container}")
-        self.containers.pop(container, None)
+        del self.containers[container]
 
-    def boot_id(self, container: str) -> str:
-        c = self.containers.get(container)
-        return str(c.get("boots", 1)) if c and c["state"] is State.RUNNING else ""
+    def _boot_id(self, container: str) -> str:
+        return str(self.containers[container].get("boots", 1))
 
-    def reboot(self, container: str) -> None:
+    def _reboot(self, container: str) -> None:
         self.calls.append(f"reboot {container}")
         self.containers[container]["boots"] = self.containers[container].get("boots", 1) + 1
 
-    def run(self, container: str, argv: list[str], env: dict[str, str] | None = None) -> int:
+    def _run(self, container: str, argv: list[str], env: dict[str, str]) -> int:
         self.calls.append(f"run {container} {argv[0]}")
-        if env and "KEY" in env:
+        if "KEY" in env:
             self.containers[container]["authorized"] = env["KEY"]
         return 0
-
-    def copy_mode(self) -> str:
-        return "overlay"
 
 
 class FakeGuest:

@@ -3,7 +3,7 @@
 Machines are copy-on-write overlay clones of a box's root filesystem: the box is
 the read-only lower layer and each machine writes to its own `delta0/` folder.
 Every `False` the bindings return becomes a `BackendError` naming the container
-and the operation.
+and the operation; the state rules and the other errors are BackendBase's (base.py).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import lxc
 from tapers import paths, sinks
 from tapers.backend import cgroups, lxc_config, staging
 from tapers.backend.liblxc.networking import HostNetworking
+from tapers.backend.base import BackendBase
 from tapers.backend.api import (
     ContainerInfo,
     Record,
@@ -54,7 +55,7 @@ def overlay_supported() -> bool:
         return False
 
 
-class LiblxcBackend:
+class LiblxcBackend(BackendBase):
     name = "liblxc"
     places_machines = False  # one host
 
@@ -67,18 +68,19 @@ class LiblxcBackend:
     def _container(self, name: str) -> lxc.Container:
         return lxc.Container(name, str(self.lxcpath))
 
-    def list(self, prefix: str = "") -> list[ContainerInfo]:
+    def _state(self, container: str) -> State | None:
+        c = self._container(container)
+        return _STATES.get(c.state, State.BUSY) if c.defined else None
+
+    def _list(self, prefix: str) -> list[ContainerInfo]:
         if not self.lxcpath.is_dir():
             return []
         names = lxc.list_containers(config_path=str(self.lxcpath))
-        return [info for name in sorted(names) if name.startswith(prefix) if (info := self.inspect(name))]
+        return [info for name in sorted(names) if name.startswith(prefix) if (info := self._inspect(name))]
 
-    def inspect(self, container: str) -> ContainerInfo | None:
-        c = self._container(container)
-        if not c.defined:
-            return None
-        state = _STATES.get(c.state, State.BUSY)
-        return container_info(container, state, self._record_text(container))
+    def _inspect(self, container: str) -> ContainerInfo | None:
+        state = self._state(container)
+        return None if state is None else container_info(container, state, self._record_text(container))
 
     def _record_text(self, container: str) -> bytes | None:
         try:
@@ -93,7 +95,7 @@ class LiblxcBackend:
 
     # -- writing ---------------------------------------------------------------------
 
-    def save_record(self, container: str, record: Record) -> None:
+    def _save_record(self, container: str, record: Record) -> None:
         self._save_record_text(container, record.to_json().encode())
 
     def _save_record_text(self, container: str, text: bytes) -> None:
@@ -102,14 +104,12 @@ class LiblxcBackend:
         tmp.write_bytes(text)
         os.replace(tmp, target)
 
-    def create(self, spec: MachineSpec, record: Record) -> None:
+    def _create(self, spec: MachineSpec, record: Record) -> None:
         folder = self.lxcpath / spec.container
-        if self._container(spec.container).defined:
-            raise BackendError(f"cannot create container `{spec.container}`: it already exists")
         if folder.exists():  # left over by an interrupted create: nothing defined in it
             _remove_tree(folder)
         folder.mkdir(parents=True, mode=0o700)
-        self.save_record(spec.container, record)
+        self._save_record_text(spec.container, record.to_json().encode())
         lower = spec.rootfs.resolve()  # the box's files themselves, not a name's link to them
         if self.copy_mode() == "overlay":
             writable = folder / UPPER_DIR
@@ -128,52 +128,40 @@ class LiblxcBackend:
         tmp.write_text(config)
         os.replace(tmp, folder / "config")  # the container exists from here on
 
-    def start(self, container: str) -> None:
-        c = self._require(container, "start")
-        if c.state == "RUNNING":
-            return
-        if c.state == "FROZEN":
-            self.unfreeze(container)
-            return
+    def _start(self, container: str) -> None:
         _prepare_mounts(container, self.lxcpath / container)
-        if not c.start():
+        if not self._container(container).start():
             raise BackendError(
                 f"container `{container}` did not start",
                 hint=f"see its log: {self.lxcpath / container / 'lxc.log'}",
             )
 
-    def stop(self, container: str, timeout: float) -> bool:
-        c = self._container(container)
-        if not c.defined or c.state == "STOPPED":
-            staging.release(container)
-            return True
-        if c.state == "FROZEN":
-            c.unfreeze()
-        clean = c.shutdown(int(max(1, timeout)))
-        if not clean and not c.stop():
-            raise BackendError(f"container `{container}` could not be stopped")
-        staging.release(container)
-        return clean
+    def _shutdown(self, container: str, timeout: float) -> bool:
+        return bool(self._container(container).shutdown(int(max(1, timeout))))
 
-    def freeze(self, container: str) -> None:
-        c = self._require(container, "freeze")
-        if c.state == "RUNNING" and not c.freeze():
+    def _kill(self, container: str) -> None:
+        if not self._container(container).stop():
+            raise BackendError(f"container `{container}` could not be stopped")
+
+    def _release(self, container: str) -> None:
+        staging.release(container)
+
+    def _freeze(self, container: str) -> None:
+        if not self._container(container).freeze():
             raise BackendError(f"container `{container}` could not be frozen")
 
-    def unfreeze(self, container: str) -> None:
-        c = self._require(container, "unfreeze")
-        if c.state == "FROZEN" and not c.unfreeze():
+    def _unfreeze(self, container: str) -> None:
+        if not self._container(container).unfreeze():
             raise BackendError(f"container `{container}` could not be unfrozen")
 
-    def set_limits(self, container: str, limits: Limits) -> None:
-        c = self._require(container, "change the limits of")
+    def _set_limits(self, container: str, limits: Limits, running: bool) -> None:
         _edit_config(self.lxcpath / container, cgroups.CONFIG_PREFIXES, cgroups.config_items(limits))
-        if c.state in ("RUNNING", "FROZEN"):
-            for key, value in cgroups.live_items(limits):
-                if not c.set_cgroup_item(key, value):
-                    raise BackendError(f"container `{container}`: could not set {key} to {value} while running")
+        c = self._container(container)
+        for key, value in cgroups.live_items(limits) if running else ():
+            if not c.set_cgroup_item(key, value):
+                raise BackendError(f"container `{container}`: could not set {key} to {value} while running")
 
-    def reconfigure(
+    def _reconfigure(
         self,
         container: str,
         hostname: str,
@@ -181,9 +169,6 @@ class LiblxcBackend:
         mounts: tuple[Mount, ...],
         files: tuple[GuestFile, ...],
     ) -> None:
-        c = self._require(container, "reconfigure")
-        if c.state != "STOPPED":
-            raise BackendError(f"container `{container}` must be stopped to be reconfigured (it is {c.state})")
         folder = self.lxcpath / container
         extra_nics = tuple(f"lxc.net.{index}." for index in range(1, 10))
         items = [("lxc.uts.name", hostname), *_private_items(private), *_mount_items(container, mounts)]
@@ -192,10 +177,10 @@ class LiblxcBackend:
         _write_guest_files(_lower_dir(folder), _writable_dir(folder), files)
 
     @contextmanager
-    def root_view(self, container: str) -> Iterator[Path]:
+    def _root_view(self, container: str) -> Iterator[Path]:
         from tapers.backend import idmap
 
-        c = self._require(container, "read the files of")
+        c = self._container(container)
         folder = self.lxcpath / container
         if c.state in ("RUNNING", "FROZEN"):
             was_frozen = c.state == "FROZEN"
@@ -225,10 +210,8 @@ class LiblxcBackend:
             idmap.unmount(view)
             view.rmdir()
 
-    def usage(self, container: str) -> Usage | None:
+    def _usage(self, container: str) -> Usage | None:
         c = self._container(container)
-        if not c.defined or not c.running:
-            return None
 
         def item(key: str) -> str:
             try:
@@ -255,11 +238,9 @@ class LiblxcBackend:
 
     # -- snapshots: copies of the machine's writable layer (the box below never changes) ----
 
-    def snapshot_save(self, container: str, name: str) -> None:
-        c = self._require(container, "snapshot")
+    def _snapshot_save(self, container: str, name: str) -> None:
+        c = self._container(container)
         target = self._snapshots(container) / name
-        if target.exists():
-            raise BackendError(f"machine `{container}` already has a snapshot `{name}`")
         target.parent.mkdir(exist_ok=True)
         work = target.with_name(f".{name}.tmp")
         _remove_tree(work, ignore_errors=True)
@@ -273,11 +254,8 @@ class LiblxcBackend:
         (work / RECORD_NAME).write_bytes(self._record_text(container) or b"")
         os.rename(work, target)
 
-    def snapshot_restore(self, container: str, name: str) -> None:
-        c = self._require(container, "restore a snapshot of")
-        if c.state != "STOPPED":
-            raise BackendError(f"container `{container}` must be stopped to restore a snapshot (it is {c.state})")
-        source = self._snapshot(container, name)
+    def _snapshot_restore(self, container: str, name: str) -> None:
+        source = self._snapshots(container) / name
         writable = _writable_dir(self.lxcpath / container)
         incoming = writable.with_name(writable.name + ".restore")
         outgoing = writable.with_name(writable.name + ".old")
@@ -291,74 +269,54 @@ class LiblxcBackend:
         if saved.is_file() and saved.stat().st_size:
             self._save_record_text(container, saved.read_bytes())
 
-    def snapshot_list(self, container: str) -> list[Snapshot]:
-        self._require(container, "list the snapshots of")
+    def _snapshot_list(self, container: str) -> list[Snapshot]:
+        import datetime as dt
+
         folder = self._snapshots(container)
         snapshots = []
         for item in sorted(folder.iterdir()) if folder.is_dir() else []:
             if item.name.startswith(".") or not item.is_dir():
                 continue
-            import datetime as dt
-
             created = dt.datetime.fromtimestamp(item.stat().st_mtime, dt.timezone.utc).isoformat(timespec="seconds")
             snapshots.append(Snapshot(item.name, created, _disk_usage(item)))
         return snapshots
 
-    def snapshot_delete(self, container: str, name: str) -> None:
-        _remove_tree(self._snapshot(container, name))
+    def _snapshot_delete(self, container: str, name: str) -> None:
+        _remove_tree(self._snapshots(container) / name)
 
     def _snapshots(self, container: str) -> Path:
         return self.lxcpath / container / "snapshots"
 
-    def _snapshot(self, container: str, name: str) -> Path:
-        path = self._snapshots(container) / name
-        if not path.is_dir():
-            raise BackendError(f"machine `{container}` has no snapshot `{name}`")
-        return path
-
-    def destroy(self, container: str) -> None:
-        c = self._container(container)
-        folder = self.lxcpath / container
-        if not c.defined:
-            if folder.is_dir() and (folder / RECORD_NAME).exists():
-                _remove_tree(folder)  # an interrupted create left only our record
-            return
-        if c.state == "FROZEN":
-            c.unfreeze()
-        if c.state != "STOPPED" and not c.stop():
-            raise BackendError(f"container `{container}` could not be stopped for destroying")
-        staging.release(container)
-        if not c.destroy():
+    def _delete(self, container: str) -> None:
+        if not self._container(container).destroy():
             raise BackendError(
                 f"container `{container}` could not be destroyed",
-                hint=f"see {folder / 'lxc.log'}; `lxc-destroy -n {container}` removes it by hand",
+                hint=f"see {self.lxcpath / container / 'lxc.log'}; `lxc-destroy -n {container}` removes it by hand",
             )
 
-    def boot_id(self, container: str) -> str:
-        c = self._container(container)
-        pid = c.init_pid if c.defined and c.running else -1
+    def _remove_leftovers(self, container: str) -> None:
+        folder = self.lxcpath / container
+        if folder.is_dir() and (folder / RECORD_NAME).exists():
+            _remove_tree(folder)  # an interrupted create left only our record
+        staging.release(container)
+
+    def _boot_id(self, container: str) -> str:
+        pid = self._container(container).init_pid
         return str(pid) if pid > 0 else ""
 
-    def reboot(self, container: str) -> None:
-        if not self._require(container, "reboot").reboot():
+    def _reboot(self, container: str) -> None:
+        if not self._container(container).reboot():
             raise BackendError(f"container `{container}` could not be rebooted")
 
-    def run(self, container: str, argv: list[str], env: dict[str, str] | None = None) -> int:
+    def _run(self, container: str, argv: list[str], env: dict[str, str]) -> int:
         # The lxc-attach command, not python-lxc's attach_wait: that one leaves SIGINT and
         # SIGQUIT ignored in the whole process afterwards (Ctrl-C stopped working).
-        self._require(container, "run a command in")
         command = ["lxc-attach", "-n", container, "-P", str(self.lxcpath), "--clear-env"]
-        variables = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", **(env or {})}
+        variables = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", **env}
         for key, value in variables.items():
             command += ["--set-var", f"{key}={value}"]
         result = subprocess.run([*command, "--", *argv], capture_output=True, stdin=subprocess.DEVNULL)
         return result.returncode
-
-    def _require(self, container: str, operation: str) -> lxc.Container:
-        c = self._container(container)
-        if not c.defined:
-            raise BackendError(f"cannot {operation} container `{container}`: it does not exist")
-        return c
 
 
 def _remove_tree(folder: Path, ignore_errors: bool = False) -> None:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from tapers.backend import lxc_config, staging
+from tapers.backend.base import BackendBase
 from tapers.backend.api import (
     ContainerInfo,
     Record,
@@ -92,7 +93,7 @@ def connect(settings: LxdSettings) -> Any:
     return client
 
 
-class LxdBackend:
+class LxdBackend(BackendBase):
     name = "lxd"
     places_machines = True
 
@@ -154,7 +155,7 @@ class LxdBackend:
                 return None
             raise BackendError(f"container `{container}`: could not read it: {message(exc)}") from None
 
-    def _require(self, container: str, what: str) -> dict[str, Any]:
+    def _data(self, container: str, what: str) -> dict[str, Any]:
         data = self._instance(container)
         if data is None:
             raise BackendError(f"cannot {what} container `{container}`: it does not exist")
@@ -170,11 +171,21 @@ class LxdBackend:
         body = {"config": data["config"], "devices": data["devices"], "profiles": data["profiles"], **changes}
         self._call(what, container, "put", "instances", container, json=body)
 
-    def list(self, prefix: str = "") -> list[ContainerInfo]:
+    @property
+    def library_errors(self) -> tuple[type[BaseException], ...]:
+        from pylxd.exceptions import ClientConnectionFailed, LXDAPIException
+
+        return (*super().library_errors, LXDAPIException, ClientConnectionFailed)
+
+    def _state(self, container: str) -> State | None:
+        data = self._instance(container)
+        return None if data is None else _STATES.get(data["status"], State.BUSY)
+
+    def _list(self, prefix: str) -> list[ContainerInfo]:
         instances = self._instances()
         return [_info(i) for i in sorted(instances, key=lambda i: i["name"]) if i["name"].startswith(prefix)]
 
-    def inspect(self, container: str) -> ContainerInfo | None:
+    def _inspect(self, container: str) -> ContainerInfo | None:
         data = self._instance(container)
         return _info(data) if data else None
 
@@ -183,13 +194,11 @@ class LxdBackend:
 
     # -- writing -----------------------------------------------------------------------
 
-    def save_record(self, container: str, record: Record) -> None:
+    def _save_record(self, container: str, record: Record) -> None:
         self._call("save its record", container, "patch", "instances", container,
                    json={"config": {RECORD_KEY: record.to_json()}})
 
-    def create(self, spec: MachineSpec, record: Record) -> None:
-        if self._instance(spec.container) is not None:
-            raise BackendError(f"cannot create container `{spec.container}`: it already exists")
+    def _create(self, spec: MachineSpec, record: Record) -> None:
         alias = self._image(spec.rootfs)
         if self.local:
             staging.make_dirs(spec.container, staging.as_records(spec.mounts))
@@ -296,49 +305,42 @@ class LxdBackend:
                    json={"name": alias, "target": result["fingerprint"], "description": "a tapers box"})
         return alias
 
-    def start(self, container: str) -> None:
-        data = self._require(container, "start")
-        if data["status"] == "Running":
-            return
-        if data["status"] == "Frozen":
-            return self.unfreeze(container)
+    def _start(self, container: str) -> None:
         if self.local:
+            data = self._data(container, "start")
             staging.prepare(container, json.loads(data["config"].get(MOUNTS_KEY) or "[]"))
-        self._state(container, "start")
+        self._act(container, "start")
 
-    def _state(self, container: str, action: str, wait: bool = True, **more: Any) -> None:
+    def _act(self, container: str, action: str, wait: bool = True, **more: Any) -> None:
         self._call(f"{action} it", container, "put", "instances", container, "state",
                    json={"action": action, **more}, wait=wait)
 
-    def stop(self, container: str, timeout: float) -> bool:
-        data = self._require(container, "stop")
-        if data["status"] == "Frozen":
-            self.unfreeze(container)
-        clean = True
-        if data["status"] != "Stopped":
-            try:
-                self._state(container, "stop", timeout=int(timeout))
-            except BackendError:
-                self._state(container, "stop", force=True)
-                clean = False
+    def _shutdown(self, container: str, timeout: float) -> bool:
+        try:
+            self._act(container, "stop", timeout=int(timeout))
+        except BackendError:
+            return False
+        return True
+
+    def _kill(self, container: str) -> None:
+        self._act(container, "stop", force=True)
+
+    def _release(self, container: str) -> None:
         staging.release(container, keep_dirs=True)  # LXD checks that a disk's source exists
-        return clean
 
-    def freeze(self, container: str) -> None:
-        if self._require(container, "freeze")["status"] == "Running":
-            self._state(container, "freeze")
+    def _freeze(self, container: str) -> None:
+        self._act(container, "freeze")
 
-    def unfreeze(self, container: str) -> None:
-        if self._require(container, "unfreeze")["status"] == "Frozen":
-            self._state(container, "unfreeze")
+    def _unfreeze(self, container: str) -> None:
+        self._act(container, "unfreeze")
 
-    def set_limits(self, container: str, limits: Limits) -> None:
-        data = self._require(container, "change the limits of")
+    def _set_limits(self, container: str, limits: Limits, running: bool) -> None:
+        data = self._data(container, "change the limits of")
         config = {k: v for k, v in data["config"].items() if not k.startswith("limits.")}
         config.update(_limit_config(limits))
         self._update(container, "change its limits", data, config=config)
 
-    def reconfigure(
+    def _reconfigure(
         self,
         container: str,
         hostname: str,
@@ -346,9 +348,7 @@ class LxdBackend:
         mounts: tuple[Mount, ...],
         files: tuple[GuestFile, ...],
     ) -> None:
-        data = self._require(container, "reconfigure")
-        if data["status"] != "Stopped":
-            raise BackendError(f"container `{container}` must be stopped to be reconfigured (it is {data['status']})")
+        data = self._data(container, "reconfigure")
         nat_items = [item for item in lxc_config.parse(data["config"].get("raw.lxc", "")) if item[0].startswith("lxc.net.0.")]
         devices = {k: v for k, v in data["devices"].items()
                    if not (k.startswith(MOUNT_DEVICE_PREFIX) or (k.startswith("eth") and k != "eth0"))}
@@ -362,17 +362,15 @@ class LxdBackend:
             self._push(container, guest_file)
 
     @contextmanager
-    def root_view(self, container: str) -> Iterator[Path]:
+    def _root_view(self, container: str) -> Iterator[Path]:
         raise BackendError(
             f"container `{container}`: packaging a machine is not available on the LXD backend yet",
             hint="`lxc publish` makes an image of it on the LXD side",
         )
         yield Path("/")  # pragma: no cover  (a generator, for @contextmanager)
 
-    def usage(self, container: str) -> Usage | None:
-        data = self._instance(container)
-        if data is None or data["status"] != "Running":
-            return None
+    def _usage(self, container: str) -> Usage | None:
+        data = self._data(container, "read the usage of")
         state = self._api("instances", container, "state").get().json()["metadata"]
         counters = [nic.get("counters") or {} for name, nic in (state.get("network") or {}).items() if name != "lo"]
         limit = data["config"].get("limits.memory")
@@ -385,51 +383,37 @@ class LxdBackend:
             tx_bytes=sum(int(c.get("bytes_sent") or 0) for c in counters),
         )
 
-    def snapshot_save(self, container: str, name: str) -> None:
-        self._require(container, "snapshot")
+    def _snapshot_save(self, container: str, name: str) -> None:
         self._call(f"save snapshot `{name}`", container, "post", "instances", container, "snapshots",
                    json={"name": name, "stateful": False})
 
-    def snapshot_restore(self, container: str, name: str) -> None:
-        data = self._require(container, "restore")
-        if name not in {s.name for s in self.snapshot_list(container)}:
-            raise BackendError(f"container `{container}` has no snapshot `{name}`")
-        self._update(container, f"restore snapshot `{name}`", data, restore=name)
+    def _snapshot_restore(self, container: str, name: str) -> None:
+        self._update(container, f"restore snapshot `{name}`", self._data(container, "restore"), restore=name)
 
-    def snapshot_list(self, container: str) -> list[Snapshot]:
-        self._require(container, "list the snapshots of")
+    def _snapshot_list(self, container: str) -> list[Snapshot]:
         found = self._api("instances", container, "snapshots").get(params={"recursion": 1}).json()["metadata"]
         return [Snapshot(s["name"], s.get("created_at", ""), max(0, int(s.get("size") or 0))) for s in found]
 
-    def snapshot_delete(self, container: str, name: str) -> None:
-        if name not in {s.name for s in self.snapshot_list(container)}:
-            raise BackendError(f"container `{container}` has no snapshot `{name}`")
+    def _snapshot_delete(self, container: str, name: str) -> None:
         self._call(f"delete snapshot `{name}`", container, "delete", "instances", container, "snapshots", name)
 
-    def destroy(self, container: str) -> None:
-        data = self._instance(container)
-        if data is None:
-            staging.release(container)  # left by a creation that failed
-            return
-        if data["status"] != "Stopped":
-            self._state(container, "stop", force=True)
-        staging.release(container)
+    def _delete(self, container: str) -> None:
         self._call("delete it", container, "delete", "instances", container)
 
-    def boot_id(self, container: str) -> str:
-        data = self._instance(container)
-        if data is None or data["status"] != "Running":
-            return ""
+    def _remove_leftovers(self, container: str) -> None:
+        staging.release(container)  # left by a creation that failed
+
+    def _boot_id(self, container: str) -> str:
         try:
             code, out = self.exec(container, ["cat", "/proc/sys/kernel/random/boot_id"])
         except BackendError:  # stopped between the two questions (a reboot in progress): no boot yet
             return ""
         return out.strip() if code == 0 else ""
 
-    def reboot(self, container: str) -> None:
-        self._state(container, "restart", wait=False, timeout=30)
+    def _reboot(self, container: str) -> None:
+        self._act(container, "restart", wait=False, timeout=30)
 
-    def run(self, container: str, argv: list[str], env: dict[str, str] | None = None) -> int:
+    def _run(self, container: str, argv: list[str], env: dict[str, str]) -> int:
         return self.exec(container, argv, env)[0]
 
     def exec(self, container: str, argv: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:

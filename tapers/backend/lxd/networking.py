@@ -72,7 +72,7 @@ class LxdNetworking:
             return None
 
         chosen = forwards.choose(wanted, guest_ip, holder)
-        data = self.backend._require(container, "forward ports to")
+        data = self.backend._data(container, "forward ports to")
         devices = {k: v for k, v in data["devices"].items() if not k.startswith(PORT_DEVICE_PREFIX)}
         for index, forward in enumerate(chosen):
             devices[f"{PORT_DEVICE_PREFIX}{index}"] = {
