@@ -10,7 +10,6 @@ from typing import Any
 
 from tapers.backend.api import ContainerInfo, Forward, MachineSpec, State, container_info
 from tapers.backend.base import BackendBase
-from tapers.errors import BackendError
 from tapers.record import BoxRef, Record
 
 

@@ -13,11 +13,10 @@ import platform
 import shutil
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 from tapers import paths
-from tapers.boxes.cache import Box, box_folder, find_box, publish
+from tapers.boxes.cache import Box, box_folder, find_box, publish, work_dir
 from tapers.boxes.prepare import BoxUser, prepare_rootfs
 from tapers.boxes.recipe import Recipe, slug
 from tapers.errors import BoxError, HostError, InvalidBoxError
@@ -59,9 +58,7 @@ def _build(recipe: Recipe, reporter: Reporter) -> Box:
         shutil.rmtree(stale, ignore_errors=True)
     started = time.monotonic()
     version = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d.%H%M%S")
-    work = target_parent / f".build-{version}-{uuid.uuid4().hex[:8]}"
-    work.mkdir()
-    try:
+    with work_dir(target_parent, f".build-{version}-") as work:
         rootfs = work / "rootfs"
         _debootstrap(recipe, rootfs, reporter)
         reporter.status("box", "preparing the guest (user, sshd, systemd units)")
@@ -70,9 +67,6 @@ def _build(recipe: Recipe, reporter: Reporter) -> Box:
         identity = hashlib.sha256(f"{recipe.text}\0{version}".encode()).hexdigest()
         meta = box_metadata(recipe.name, version, user, f"recipe {recipe.path.name}", identity)
         box = publish(work, meta, target_parent / version)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     reporter.line("box", f"built `{recipe.name}` version {version} in {time.monotonic() - started:.0f} s")
     return box
 

@@ -15,6 +15,8 @@ import json
 import os
 import shutil
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +102,21 @@ def store_rootfs(work: Path, digest: str) -> None:
         os.rename(incoming, store)
     # Relative, from where the box will live: <boxes>/<slug>/<version>/rootfs
     os.symlink(f"../../{STORE}/{store.name}/rootfs", rootfs)
+
+
+@contextmanager
+def work_dir(parent: Path, prefix: str) -> Iterator[Path]:
+    """A fresh folder to make a box in (`publish` moves it to its place); whatever is
+    left of it at the end, on success or failure, goes."""
+    import uuid
+
+    parent.mkdir(parents=True, exist_ok=True)
+    work = parent / f"{prefix}{uuid.uuid4().hex[:8]}"
+    work.mkdir()
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def publish(work: Path, meta: dict[str, Any], final: Path) -> Box:

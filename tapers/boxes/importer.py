@@ -14,14 +14,15 @@ import os
 import shutil
 import tarfile
 import urllib.request
-import uuid
 from pathlib import Path
 
 from tapers import paths
 from tapers.boxes import catalog
 from tapers.boxes.archive import extract, max_unpacked_bytes, open_archive
 from tapers.boxes.build import box_metadata
-from tapers.boxes.cache import META_NAME, Box, box_folder, check_box_name, check_version, list_boxes, publish, remove_box
+from tapers.boxes.cache import (
+    META_NAME, Box, box_folder, check_box_name, check_version, list_boxes, publish, remove_box, work_dir,
+)
 from tapers.boxes.prepare import prepare_rootfs
 from tapers.errors import BoxError, InvalidBoxError
 from tapers.events import Reporter
@@ -55,10 +56,7 @@ def add_box(
             hint="use an https URL, or give the archive's checksum: tapers box add NAME URL --sha256 HEX "
             "(for a `box_url` in a Taperfile, run that command once first)",
         )
-    paths.boxes_dir().mkdir(parents=True, exist_ok=True)
-    work = paths.boxes_dir() / f".add-{uuid.uuid4().hex[:8]}"
-    work.mkdir()
-    try:
+    with work_dir(paths.boxes_dir(), ".add-") as work:
         archive = _fetch(source, work, reporter, plain_http_ok=bool(sha256))
         digest = _sha256(archive)
         if sha256 and digest != sha256.lower():
@@ -82,7 +80,7 @@ def add_box(
                 raise BoxError(f"catalog {source} is for box `{box_name}`, not `{name}`")
             release = catalog.choose(releases, version, source)
             reporter.line("box", f"catalog {source}: `{box_name}` version {release.version}")
-            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)  # the release's download needs the room
             return _add_release(release, source, reporter, force)
         if not name:
             raise BoxError(f"{source} is a box archive: give the box a name", hint="tapers box add NAME FILE|URL")
@@ -120,9 +118,6 @@ def add_box(
             for old in existing:
                 remove_box(old)
             box = publish(work, meta, folder / version)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     reporter.line("box", f"added `{name}@{version}`")
     return box
 
@@ -136,12 +131,8 @@ def _add_release(release: catalog.Release, catalog_url: str, reporter: Reporter,
 
 
 def newest_release(catalog_url: str, reporter: Reporter) -> catalog.Release:
-    work = paths.boxes_dir() / f".catalog-{uuid.uuid4().hex[:8]}"
-    work.mkdir(parents=True)
-    try:
+    with work_dir(paths.boxes_dir(), ".catalog-") as work:
         text = _fetch(catalog_url, work, reporter, plain_http_ok=False).read_text()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     if len(text) > METADATA_LIMIT:
         raise InvalidBoxError(f"catalog {catalog_url} is larger than {METADATA_LIMIT} bytes; refused")
     _, releases = catalog.parse(text, catalog_url)

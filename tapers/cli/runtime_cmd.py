@@ -138,10 +138,10 @@ def limits(
     from tapers.engine.lock import project_lock
     from tapers.taperfile.units import format_size
 
+    given = _limit_options(cpus, memory, pids)  # refused before anything is read or changed
     project, backend, observed = observed_project(ctx)
     wanted = machine_limits.wanted(project.loaded.machine(machine))
     info = observed.machines.get(machine)
-    given = _limit_options(cpus, memory, pids)
     if not given:
         now = machine_limits.applied(info.record) if info else None
         show = {"memory": lambda v: format_size(v), "cpus": lambda v: f"{v:g}", "pids": str}
@@ -182,25 +182,25 @@ def _limit_options(cpus: str | None, memory: str | None, pids: str | None) -> di
     return {key: _parse_limit(key, raw) for key, raw in given.items() if raw is not None}
 
 
-_EXPECTED = {"cpus": "a number of CPUs above 0, e.g. 0.5 or 2", "pids": "a whole number from 16 up, e.g. 512"}
-
-
 def _parse_limit(key: str, raw: str) -> Any:
-    """As the Taperfile's validation takes it (same units, same bounds)."""
+    """By the Taperfile's own rules (tapers/taperfile/model.py): same units, same bounds."""
     from tapers.errors import UsageError
-    from tapers.taperfile.units import parse_size
+    from tapers.taperfile.validate import machine_value
 
     if raw.strip().lower() == "none":
         return None
+    value: Any = raw
+    if key != "memory":
+        for number in (int, float):
+            try:
+                value = number(raw)
+                break
+            except ValueError:
+                continue
     try:
-        if key == "memory":
-            return parse_size(raw)
-        value = float(raw) if key == "cpus" else int(raw)
+        return machine_value(key, value)
     except ValueError as exc:
-        raise UsageError(f"--{key} {raw}: {exc if key == 'memory' else 'expected ' + _EXPECTED[key]}") from None
-    if not (0 < value <= 1024 if key == "cpus" else 16 <= value <= 4_194_304):
-        raise UsageError(f"--{key} {raw}: expected {_EXPECTED[key]}")
-    return value
+        raise UsageError(f"--{key} {raw}: {exc}", hint="`none` removes the limit") from None
 
 
 def _as_written(key: str, value: Any) -> Any:

@@ -12,7 +12,7 @@ from typing import Callable
 
 from tapers.backend.api import ContainerInfo, State
 from tapers.errors import StateError, UsageError
-from tapers.record import DESTROYING, READY, Record
+from tapers.record import DESTROYING, Record
 from tapers.engine.observe import Observed
 from tapers.engine.settings import box_matches, settings_changes
 from tapers.ssh.keys import same_key

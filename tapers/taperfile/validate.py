@@ -119,6 +119,19 @@ def _key_rule(loc: Loc) -> str:
     return "not a valid name"
 
 
+def machine_value(key: str, value: Any) -> Any:
+    """One machine setting checked by the very rules a Taperfile's is (for `tapers limits`),
+    as loaded (memory in bytes); a ValueError says what is wrong, as validation would."""
+    from pydantic import ValidationError
+
+    from tapers.taperfile.model import MachineSettings
+
+    try:
+        return getattr(MachineSettings.model_validate({key: value}), key)
+    except ValidationError as exc:
+        raise ValueError(_message(exc.errors()[0])) from None
+
+
 def _message(error: dict[str, Any]) -> str:
     kind = error["type"]
     value = error.get("input")

@@ -66,3 +66,18 @@ def test_usage_errors_exit_2(in_tmp: Path, capsys) -> None:
     (in_tmp / "Taperfile.yaml").write_text("version: 1\nmachines:\n  web: {}\n")
     assert run(["ssh", "nosuch", "-c", "true"]) == 2
     assert "no machine `nosuch`" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option,value,said", [
+    ("--cpus", "0", "greater than 0"), ("--cpus", "2000", "less than or equal to 1024"),
+    ("--cpus", "lots", "valid number"), ("--pids", "3", "greater than or equal to 16"),
+    ("--pids", "1.5", "valid integer"), ("--memory", "lots", "--memory lots"), ("--memory", "-1G", "--memory -1G"),
+])
+def test_limits_are_checked_by_the_taperfiles_rules_before_anything_is_read(in_tmp: Path, capsys, option: str,
+                                                                             value: str, said: str) -> None:
+    """`tapers limits` takes the values a Taperfile may hold, no others: refused with exit 2
+    before the backend is even asked (no machine exists here, and none is looked for)."""
+    (in_tmp / "Taperfile.yaml").write_text("version: 1\nmachines:\n  web: {}\n")
+    assert run(["limits", "web", f"{option}={value}"]) == 2
+    err = capsys.readouterr().err
+    assert f"{option} {value}" in err and said in err and "not created" not in err
