@@ -24,7 +24,7 @@ from tapers.boxes.recipe import load_recipe
 from tapers.errors import BoxError, Interrupted, MachineFailures, ProvisionError, StateError, TapersError
 from tapers.events import Reporter
 from tapers.engine.access import target_for
-from tapers.engine.plan import Action, Kind, Plan
+from tapers.engine.plan import STARTS, Action, Kind, Plan
 from tapers.record import DESTROYING, READY, PortRecord, Record
 from tapers.engine.settings import desired_settings
 from tapers.project import CONTAINER_PREFIX, Project
@@ -86,17 +86,26 @@ class Context:
 
 
 def apply(plan: Plan, ctx: Context) -> None:
+    """Project-wide actions before the machines (boxes, then networks) and after them
+    (names, then releasing the networks); each machine's actions in its own thread."""
     for action in plan.actions:
         if action.kind is Kind.BUILD_BOX:
             ctx.reporter.line(action.subject, action.what)
             _get_box(action.subject, ctx)
+        elif action.kind is Kind.PREPARE_NETWORK:
+            ctx.reporter.line(action.subject, action.what)
+            ctx.ensure_network()
+            for name in plan.subjects():
+                if any(a.kind in STARTS for a in plan.for_subject(name)):
+                    ctx.ensure_private_networks(ctx.project.loaded.machine(name))
     _run_machines(plan, ctx)
     for action in plan.actions:
         if action.kind is Kind.SYNC_NAMES:
             ctx.reporter.line(action.subject, action.what)
             sync_names(ctx)
-    if any(a.kind is Kind.DESTROY for a in plan.actions) and not ctx.backend.list(prefix=CONTAINER_PREFIX):
-        ctx.backend.network.release()
+        elif action.kind is Kind.RELEASE_NETWORK and not ctx.backend.list(prefix=CONTAINER_PREFIX):
+            ctx.reporter.line(action.subject, action.what)
+            ctx.backend.network.release()
 
 
 def _get_box(box: str, ctx: Context) -> None:
@@ -199,8 +208,6 @@ def _create(name: str, ctx: Context) -> None:
     if box is None:
         raise BoxError(f"box `{machine.box}` is not in the box cache", hint=f"tapers box build {machine.box}")
     container = project.container(name)
-    ctx.ensure_network()  # some engines check a machine's networks when it is created
-    ctx.ensure_private_networks(machine)
     if machine.placement and not backend.places_machines:
         ctx.reporter.line(name, f"`placement: {{member: {machine.placement}}}` ignored: the {backend.name} "
                                 "backend runs machines on this host")
@@ -238,9 +245,7 @@ def _recreate(name: str, ctx: Context) -> None:
 
 
 def _start(name: str, ctx: Context) -> None:
-    ctx.ensure_network()
     setup.host_folders(ctx.project.root, ctx.project.loaded.machine(name), ctx.reporter)
-    ctx.ensure_private_networks(ctx.project.loaded.machine(name))
     ctx.backend.start(ctx.project.container(name))
 
 

@@ -20,11 +20,13 @@ from tapers.taperfile import Machine
 from tapers.taperfile.machine import Step
 
 NAMES = "names"  # the subject of project-wide SYNC_NAMES actions
+NETWORK = "network"  # the subject of PREPARE_NETWORK and RELEASE_NETWORK
 CHANGE_CLASSES = ("live", "restart", "recreate", "reprovision")
 
 
 class Kind(str, enum.Enum):
     BUILD_BOX = "build box"
+    PREPARE_NETWORK = "prepare"
     CREATE = "create"
     RECREATE = "re-create"
     START = "start"
@@ -39,12 +41,14 @@ class Kind(str, enum.Enum):
     SYNC_NAMES = "update /etc/hosts"
     FORWARD_PORTS = "forward ports"
     DESTROY = "destroy"
+    RELEASE_NETWORK = "release"
 
     def __str__(self) -> str:
         return self.value
 
 
-PROJECT_WIDE = (Kind.BUILD_BOX, Kind.SYNC_NAMES)
+PROJECT_WIDE = (Kind.BUILD_BOX, Kind.PREPARE_NETWORK, Kind.SYNC_NAMES, Kind.RELEASE_NETWORK)
+STARTS = (Kind.CREATE, Kind.RECREATE, Kind.START)  # a machine boots: its networks must exist
 
 
 @dataclass(frozen=True)
@@ -152,7 +156,20 @@ def plan_up(
         for orphan in observed.orphans:
             name = orphan.machine
             actions.append(Action(Kind.DESTROY, name, "no longer in the Taperfile; --remove-orphans", cls="orphan"))
-    return Plan(actions=tuple(actions + _names_update(actions, names_stale)))
+    return Plan(actions=tuple(_with_network(actions, machines) + _names_update(actions, names_stale)))
+
+
+def _with_network(actions: list[Action], machines: list[Machine]) -> list[Action]:
+    """Before a machine boots, the host networks it is on exist: one action, after the box
+    builds, saying which networks and for whom."""
+    starting = list(dict.fromkeys(a.subject for a in actions if a.kind in STARTS))
+    if not starting:
+        return actions
+    private = sorted({f"{ip.rsplit('.', 1)[0]}.0/24" for m in machines if m.name in starting for ip in m.private_ips})
+    what = "the NAT network" + (f" and host-only {', '.join(private)}" if private else "")
+    cause = f"{', '.join(f'`{name}`' for name in starting)} will boot on {what}"
+    at = next((i for i, a in enumerate(actions) if a.kind is not Kind.BUILD_BOX), len(actions))
+    return [*actions[:at], Action(Kind.PREPARE_NETWORK, NETWORK, cause, detail="networks"), *actions[at:]]
 
 
 NAME_CHANGES = (Kind.CREATE, Kind.RECREATE, Kind.RECONFIGURE, Kind.DESTROY)
@@ -302,7 +319,7 @@ def plan_start(machines: list[Machine], observed: Observed, cause: str) -> Plan:
                     Action(Kind.WAIT_SSH, machine.name, "started", cls="start")]
         if machine.ports:
             actions.append(Action(Kind.FORWARD_PORTS, machine.name, _ports_text(machine), cls="start"))
-    return Plan(actions=tuple(actions))
+    return Plan(actions=tuple(_with_network(actions, machines)))
 
 
 def plan_suspend(machines: list[Machine], observed: Observed) -> Plan:
@@ -340,6 +357,10 @@ def plan_destroy(machines: list[Machine], observed: Observed, orphans: bool) -> 
     others = [m for m, info in observed.machines.items() if m not in doomed and info.state is State.RUNNING]
     if actions and others:
         actions += _names_update(actions, stale=False)
+    left = [m for m in observed.machines if m not in doomed] + [o.machine for o in observed.orphans if o.machine not in doomed]
+    if actions and not left:
+        cause = "no machine of this project is left; tapers' bridges and rules go when no other project uses them"
+        actions.append(Action(Kind.RELEASE_NETWORK, NETWORK, cause, detail="networks"))
     return Plan(actions=tuple(actions), notes=notes)
 
 

@@ -86,7 +86,7 @@ def test_a_box_change_recreates_only_when_confirmed(project, box_home) -> None:
         guest(project, "web", "echo precious > ~/data")
         project.write(f"machines:\n  web: {{box: debian/bookworm@{newer.name}}}\n")
         plan = project.tapers("plan", "--json").ok()
-        assert [a["class"] for a in json.loads(plan.out)["actions"]][0] == "recreate"
+        assert [a["class"] for a in json.loads(plan.out)["actions"] if a["subject"] == "web"][0] == "recreate"
         refused = project.tapers("up")
         assert refused.code == 1 and "--yes" in refused.err
         assert guest(project, "web", "cat ~/data") == "precious\n"

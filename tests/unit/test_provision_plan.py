@@ -58,6 +58,7 @@ def plan_for(project, observed, provision="auto", names=None) -> str:
 def test_first_up_runs_every_step_but_never_ones(project) -> None:
     assert plan_for(project, Observed(), names=["web"]) == "\n".join(
         [
+            "network: prepare networks (`db`, `web` will boot on the NAT network)",
             "db: create (not found)",
             "db: start (created)",
             "db: wait for ssh (started)",
