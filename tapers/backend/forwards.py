@@ -33,7 +33,19 @@ def choose(wanted: list[tuple[str, int, str, int, bool]], guest_ip: str, holder:
     return chosen
 
 
-def as_record(forward: Forward, requested: int) -> dict[str, object]:
-    """How a forward is kept in the machine's record (with the port the Taperfile asked for)."""
-    return {"host_ip": forward.host_ip, "host": forward.host, "protocol": forward.protocol, "guest": forward.guest,
-            "requested": requested}
+def listening_process(host_ip: str, port: int, protocol: str) -> str | None:
+    """The process of this host listening on host_ip:port, if any (who holds it)."""
+    import re
+    import subprocess
+
+    flag = "-Hltnp" if protocol == "tcp" else "-Hlunp"
+    listed = subprocess.run(["ss", flag, f"sport = :{port}"], capture_output=True, text=True)
+    for line in listed.stdout.splitlines():
+        fields = line.split()
+        local = fields[3] if len(fields) > 3 else ""
+        address = local.rsplit(":", 1)[0].strip("[]")
+        if address in (host_ip, "0.0.0.0", "*", "::") or host_ip == "0.0.0.0":
+            users = re.search(r'users:\(\("([^"]+)",pid=(\d+)', line)
+            return f"{users.group(1)} (pid {users.group(2)})" if users else f"a process listening on {local}"
+    return None
+

@@ -196,3 +196,28 @@ def test_a_port_forwarded_by_another_project_is_named(project, tmp_path) -> None
         assert f"taken by machine container `tapers-{project.name}-o-a`" in refused.err
     finally:
         subprocess.run([sys.executable, "-m", "tapers", "destroy", "-f"], cwd=other, env=project.env, capture_output=True)
+
+
+def test_a_private_network_the_host_already_routes_is_refused(project) -> None:
+    """A /24 the host reaches another way (its LAN, a VPN: here a dummy link this test
+    makes) would be hidden by a host-only bridge: `up` refuses it before any machine or
+    bridge is made. Checked when the network is made, not when the Taperfile is read (the
+    host's routes change; a Taperfile is shared)."""
+    import subprocess
+
+    from tests.integration.conftest import RUN_ID
+
+    link = f"tt{RUN_ID[1:]}"  # an interface name: at most 15 characters
+    subprocess.run(["ip", "link", "add", link, "type", "dummy"], check=True)
+    try:
+        subprocess.run(["ip", "addr", "add", "192.168.251.1/24", "dev", link], check=True)
+        subprocess.run(["ip", "link", "set", link, "up"], check=True)
+        project.write("machines:\n  web:\n    networks: [{private: {ip: 192.168.251.10}}]\n")
+        assert project.tapers("validate").code == 0  # the file itself is fine
+        refused = project.tapers("up")
+        assert refused.code != 0
+        assert "192.168.251.0/24 (of address 192.168.251.10) overlaps this host's own network 192.168.251.0/24" in refused.err
+        assert project.lxc_state("web") == "MISSING"
+        assert not Path("/sys/class/net/tpc0a8fb").exists()  # no bridge for that /24
+    finally:
+        subprocess.run(["ip", "link", "delete", link], check=False)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 import subprocess
 from pathlib import Path
 
@@ -121,16 +120,7 @@ def taken_by(host_ip: str, port: int, protocol: str, ours: str) -> str | None:
         same_address = address == host_ip or "0.0.0.0" in (address, host_ip)
         if (their_port, their_protocol) == (port, protocol) and same_address:
             return f"machine container `{comment}` (a tapers forward)"
-    flag = "-Hltnp" if protocol == "tcp" else "-Hlunp"
-    listed = subprocess.run(["ss", flag, f"sport = :{port}"], capture_output=True, text=True)
-    for line in listed.stdout.splitlines():
-        fields = line.split()
-        local = fields[3] if len(fields) > 3 else ""
-        address = local.rsplit(":", 1)[0].strip("[]")
-        if address in (host_ip, "0.0.0.0", "*", "::") or host_ip == "0.0.0.0":
-            users = re.search(r'users:\(\("([^"]+)",pid=(\d+)', line)
-            return f"{users.group(1)} (pid {users.group(2)})" if users else f"a process listening on {local}"
-    return None
+    return forwards.listening_process(host_ip, port, protocol)
 
 
 def choose(container: str, wanted: list[tuple[str, int, str, int, bool]], guest_ip: str) -> list[Forward]:

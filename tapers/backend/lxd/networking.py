@@ -60,8 +60,9 @@ class LxdNetworking:
 
     def forward(self, container: str, wanted: list[tuple[str, int, str, int, bool]], guest_ip: str) -> list[Forward]:
         """Proxy devices listening on the LXD host (the cluster member that runs the machine):
-        a port is taken when another instance's proxy device listens on it; a process of that
-        host holding it is reported by LXD when the device starts."""
+        a port is taken when another instance's proxy device listens on it, or, when LXD runs
+        on this host, a process here does. (On a remote LXD a process holding the port is
+        reported by LXD when the device starts: `auto_correct` can't see it beforehand.)"""
         listening = self._listening(container)
 
         def holder(host_ip: str, port: int, protocol: str) -> str | None:
@@ -69,7 +70,7 @@ class LxdNetworking:
                 same_address = their_ip == host_ip or "0.0.0.0" in (their_ip, host_ip)
                 if (their_port, their_protocol) == (port, protocol) and same_address:
                     return f"machine container `{owner}` (an LXD proxy device)"
-            return None
+            return forwards.listening_process(host_ip, port, protocol) if self.backend.local else None
 
         chosen = forwards.choose(wanted, guest_ip, holder)
         data = self.backend._data(container, "forward ports to")
