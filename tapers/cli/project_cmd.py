@@ -125,16 +125,17 @@ def global_status(
             }
         )
     if prune:
-        doomed = [r for r in rows if r["folder_gone"]]
+        from tapers.engine import gone_projects, prune as prune_machines
+
+        doomed = gone_projects(backend)
         if not doomed:
             output.say("no machine belongs to a project folder that is gone")
             return
-        listed = ", ".join(f"`{r['container']}`" for r in doomed)
+        listed = ", ".join(f"`{info.name}`" for info in doomed)
         if not force:
             confirm(f"Destroy {listed}, whose project folders are gone?", f"refusing to destroy {listed}", "-f")
-        for row in doomed:
-            backend.destroy(row["container"])
-            output.say(f"destroyed {row['container']} (its folder {row['folder']} is gone)")
+        with output.ConsoleReporter() as reporter:
+            prune_machines(backend, doomed, reporter)
         return
     output.listing(
         rows,

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from tapers.cli import output
-from tapers.cli.common import JsonFlag, Names, observed_project
+from tapers.cli.common import JsonFlag, Names, engine_for, observed_project
 
 
 def stats(
@@ -108,15 +108,8 @@ def package(
     name: Annotated[Optional[str], typer.Option(help="the box name written in it (default: the machine's box)")] = None,
 ) -> None:
     """Export a machine as a box archive (the machine is held still while it is read)."""
-    from tapers.boxes.package import package as package_machine
-    from tapers.errors import StateError
-
-    project, backend, observed = observed_project(ctx)
-    info = observed.machines.get(project.loaded.machine(machine).name)
-    if info is None:
-        raise StateError(f"machine `{machine}` is not created", hint=f"tapers up {machine}")
-    with output.ConsoleReporter() as reporter:
-        meta = package_machine(backend, info.name, info.record, output_file.absolute(), name, reporter)
+    with engine_for(ctx) as engine:
+        meta = engine.package(machine, output_file.absolute(), name)
     output.say(f"wrote {output_file} (`{meta['name']}` version {meta['version']}); add it with "
                f"`tapers box add {meta['name']} {output_file}`")
 
@@ -133,47 +126,41 @@ def limits(
 
     Without --save the machine differs from the Taperfile (`status` says so) until
     `tapers up` puts the Taperfile's values back."""
-    from tapers.engine import limits as machine_limits
-    from tapers.errors import StateError
-    from tapers.engine.lock import project_lock
     from tapers.taperfile.units import format_size
 
     given = _limit_options(cpus, memory, pids)  # refused before anything is read or changed
-    project, backend, observed = observed_project(ctx)
-    wanted = machine_limits.wanted(project.loaded.machine(machine))
-    info = observed.machines.get(machine)
     if not given:
-        now = machine_limits.applied(info.record) if info else None
-        show = {"memory": lambda v: format_size(v), "cpus": lambda v: f"{v:g}", "pids": str}
-        output.table(
-            ["limit", "Taperfile", "machine"],
-            [[key, show[key](getattr(wanted, key)) if getattr(wanted, key) is not None else "none",
-              "-" if now is None else show[key](getattr(now, key)) if getattr(now, key) is not None else "none"]
-             for key in machine_limits.KEYS],
-        )
+        _show_limits(ctx, machine)
         return
-    if info is None:
-        raise StateError(f"machine `{machine}` is not created", hint=f"`tapers up {machine}` creates it")
-    with output.ConsoleReporter() as reporter, project_lock(project, reporter, "limits"):
-        if save:
-            from tapers.taperfile.edit import set_machine_keys
-
-            written = {key: _as_written(key, value) for key, value in given.items()}
-            set_machine_keys(project.loaded.path, machine, written, expect=given)
-        now = backend.inspect(info.name)  # as it is under the lock
-        current = machine_limits.applied(now.record if now else None)
-        new = current._replace(**given)
-        machine_limits.set_limits(backend, info.name, new)
-    running = str(info.state) == "running"
+    with engine_for(ctx) as engine:
+        running = engine.set_limits(machine, given, save=save)
+        wanted = engine.project.loaded.machine(machine)
     changed = ", ".join(f"{k} {'none' if v is None else format_size(v) if k == 'memory' else v}" for k, v in given.items())
     output.say(f"{machine}: {changed} ({'applied now' if running else 'from its next start'})")
     if save:
-        output.say(f"written into {project.loaded.path.name}")
+        output.say(f"written into {engine.project.loaded.path.name}")
     elif any(getattr(wanted, k) != v for k, v in given.items()):
         output.warn(
             f"the Taperfile says otherwise: `tapers status` shows {machine} as out of date and `tapers up` "
             "puts the Taperfile's values back (use --save to keep these)"
         )
+
+
+def _show_limits(ctx: typer.Context, machine: str) -> None:
+    from tapers.engine import limits as machine_limits
+    from tapers.taperfile.units import format_size
+
+    project, _, observed = observed_project(ctx)
+    wanted = machine_limits.wanted(project.loaded.machine(machine))
+    info = observed.machines.get(machine)
+    now = machine_limits.applied(info.record) if info else None
+    show = {"memory": lambda v: format_size(v), "cpus": lambda v: f"{v:g}", "pids": str}
+    output.table(
+        ["limit", "Taperfile", "machine"],
+        [[key, show[key](getattr(wanted, key)) if getattr(wanted, key) is not None else "none",
+          "-" if now is None else show[key](getattr(now, key)) if getattr(now, key) is not None else "none"]
+         for key in machine_limits.KEYS],
+    )
 
 
 def _limit_options(cpus: str | None, memory: str | None, pids: str | None) -> dict[str, Any]:
@@ -201,16 +188,3 @@ def _parse_limit(key: str, raw: str) -> Any:
         return machine_value(key, value)
     except ValueError as exc:
         raise UsageError(f"--{key} {raw}: {exc}", hint="`none` removes the limit") from None
-
-
-def _as_written(key: str, value: Any) -> Any:
-    """How a value is written in the Taperfile (memory as a size)."""
-    from tapers.taperfile.units import format_size
-
-    if value is None:
-        return None
-    if key == "memory":
-        return format_size(value)
-    if key == "cpus" and float(value).is_integer():
-        return int(value)
-    return value

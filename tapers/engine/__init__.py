@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from tapers.backend.api import Backend
+from tapers.backend.api import Backend, ContainerInfo
 from tapers.errors import StateError, TaperfileError
 from tapers.events import Reporter
 from tapers.engine.observe import Observed, observe
@@ -103,6 +104,27 @@ def orphan_warnings(observed: Observed) -> list[str]:
             f"`tapers up --remove-orphans` or `tapers destroy {name}` removes it"
         )
     return warnings
+
+
+def gone_projects(backend: Backend) -> list[ContainerInfo]:
+    """Tapers machines on this host whose project folder no longer exists."""
+    from tapers.project import CONTAINER_PREFIX
+
+    return [info for info in backend.list(prefix=CONTAINER_PREFIX)
+            if info.record is not None and not Path(info.record.project_dir).is_dir()]
+
+
+def prune(backend: Backend, doomed: list[ContainerInfo], reporter: Reporter) -> None:
+    """Destroy machines whose project folder is gone (`global-status --prune`), as `destroy`
+    does: port rules first, then the container, then tapers' networks if none is left."""
+    from tapers.engine.apply import destroy_container, release_network_if_unused
+
+    for info in doomed:
+        folder = info.record.project_dir if info.record else "?"
+        reporter.line(info.machine, f"destroying {info.name} (its folder {folder} is gone)")
+        destroy_container(backend, info.name)
+    if doomed and release_network_if_unused(backend):
+        reporter.line("network", "released (no tapers machine is left on this host)")
 
 
 class Prompts(Protocol):
@@ -226,6 +248,35 @@ class Engine:
             container = self._created(machine)
             self._require_snapshot(machine, container, snapshot)
             self.backend.snapshot_delete(container, snapshot)
+
+    def set_limits(self, machine: str, given: dict[str, Any], save: bool = False) -> bool:
+        """Change the limits of a created machine (`given`: key -> value as loaded, None: no
+        limit), live when it runs, and record them as applied; `save` writes them into the
+        Taperfile first. True when the machine runs (changed now, not at its next start)."""
+        from tapers.backend.api import State
+        from tapers.engine import limits
+
+        with self._locked("limits"):
+            container = self._created(machine)
+            if save:
+                from tapers.taperfile.edit import as_written, set_machine_keys
+
+                written = {key: as_written(key, value) for key, value in given.items()}
+                set_machine_keys(self.project.loaded.path, machine, written, expect=given)
+            info = self.backend.inspect(container)
+            now = limits.applied(info.record if info else None)
+            limits.set_limits(self.backend, container, now._replace(**given))
+            return info is not None and info.state is State.RUNNING
+
+    def package(self, machine: str, output: Path, name: str | None) -> dict[str, Any]:
+        """Write the machine's files as a box archive at `output` (the machine held still
+        while they are read); the box's metadata."""
+        from tapers.boxes.package import package
+
+        with self._locked("package"):
+            container = self._created(machine)
+            info = self.backend.inspect(container)
+            return package(self.backend, container, info.record if info else None, output, name, self.reporter)
 
     # -- the steps every operation shares -----------------------------------------------------
 

@@ -103,9 +103,9 @@ def apply(plan: Plan, ctx: Context) -> None:
         if action.kind is Kind.SYNC_NAMES:
             ctx.reporter.line(action.subject, action.what)
             sync_names(ctx)
-        elif action.kind is Kind.RELEASE_NETWORK and not ctx.backend.list(prefix=CONTAINER_PREFIX):
+        elif action.kind is Kind.RELEASE_NETWORK:
             ctx.reporter.line(action.subject, action.what)
-            ctx.backend.network.release()
+            release_network_if_unused(ctx.backend)
 
 
 def _get_box(box: str, ctx: Context) -> None:
@@ -308,12 +308,25 @@ def _halt(name: str, ctx: Context) -> None:
 
 
 def _destroy(name: str, ctx: Context) -> None:
-    container = ctx.project.container(name)
-    info = ctx.backend.inspect(container)
-    if info is not None and info.record:  # killed from here on, the next `up` re-creates it
-        ctx.backend.save_record(container, info.record.replace(phase=DESTROYING))
-    ctx.backend.network.unforward(container)
-    ctx.backend.destroy(container)
+    destroy_container(ctx.backend, ctx.project.container(name))
+
+
+def destroy_container(backend: Backend, container: str) -> None:
+    """Mark it `destroying` (killed from here on, the next `up` makes it again), take away
+    the host ports leading to it, destroy it."""
+    info = backend.inspect(container)
+    if info is not None and info.record:
+        backend.save_record(container, info.record.replace(phase=DESTROYING))
+    backend.network.unforward(container)
+    backend.destroy(container)
+
+
+def release_network_if_unused(backend: Backend) -> bool:
+    """No tapers machine is left on the host: tapers' networks go. True when they went."""
+    if backend.list(prefix=CONTAINER_PREFIX):
+        return False
+    backend.network.release()
+    return True
 
 
 def _set_limits(name: str, ctx: Context) -> None:

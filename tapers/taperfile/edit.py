@@ -98,3 +98,17 @@ def _check(path: Path, machine: str, expect: dict[str, Any], new_text: str) -> N
             f"{display(override)} sets {', '.join(expect)} of `{machine}` again",
             hint=f"change them there, or remove them from {display(override)}",
         )
+
+
+def as_written(key: str, value: Any) -> Any:
+    """How a machine setting's loaded value is written in a Taperfile (memory as a size,
+    whole CPUs as an integer; None stays None: the key goes)."""
+    from tapers.taperfile.units import format_size
+
+    if value is None:
+        return None
+    if key == "memory":
+        return format_size(value)
+    if key == "cpus" and float(value).is_integer():
+        return int(value)
+    return value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import signal
 import subprocess
 import sys
@@ -160,17 +161,30 @@ def test_global_status_sees_every_project(project) -> None:
 
 
 def test_global_status_prune_destroys_machines_of_deleted_folders(project, tmp_path) -> None:
+    """Pruned as `destroy` would: the container and the host port rules leading to it go
+    (they used to stay behind, forwarding a port to an address nobody had)."""
+    from tapers.backend.liblxc import ports
+
     gone = tmp_path / "gone-project"
     gone.mkdir()
-    (gone / "Taperfile.yaml").write_text(f"version: 1\nname: {project.name}-gone\nmachines:\n  web: {{}}\n")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (gone / "Taperfile.yaml").write_text(
+        f"version: 1\nname: {project.name}-gone\nmachines:\n  web:\n"
+        f"    networks: [{{forwarded_port: {{guest: 80, host: {port}}}}}]\n"
+    )
     subprocess.run([sys.executable, "-m", "tapers", "up"], cwd=gone, env=project.env, check=True, capture_output=True)
     shutil.rmtree(gone)
     container = f"tapers-{project.name}-gone-web"
+    assert container in ports.forwarded()
     listed = project.tapers("global-status").ok().out
     assert "gone" in listed
     project.write("machines:\n  web: {}\n")
-    project.tapers("global-status", "--prune", "-f").ok()
+    pruned = project.tapers("global-status", "--prune", "-f").ok()
+    assert f"destroying {container}" in pruned.out
     assert not lxc.Container(container).defined
+    assert container not in ports.forwarded()
 
 
 def spawn(project, *args: str) -> subprocess.Popen:

@@ -149,3 +149,17 @@ def fake_guests(name: str, ctx) -> object:
     from tests.fakes import FakeGuest
 
     return FakeGuest(name, ctx.project.root, [])
+
+
+def test_set_limits_goes_through_the_engine_and_is_recorded(engine) -> None:
+    """`tapers limits` asks the Engine: a machine that is not created is an error naming it;
+    a running one gets the limits at once, recorded as applied (status shows the drift)."""
+    made, backend, _, _ = engine
+    with pytest.raises(StateError, match="machine `web` is not created"):
+        made.set_limits("web", {"memory": 512 * 1024**2})
+    made.up(None)
+    assert made.set_limits("web", {"memory": 512 * 1024**2, "pids": None}) is True
+    assert backend.containers["tapers-shop-web"]["limits"].memory == 512 * 1024**2
+    assert backend.record("tapers-shop-web").applied["memory"] == 512 * 1024**2
+    (row,) = status_now(made.project, backend)
+    assert row["out_of_date"] == ["memory (live)"]
