@@ -7,12 +7,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from tapers.cli import output
 from tapers.errors import ExitCode, TapersError
+
+if TYPE_CHECKING:
+    from tapers.backend.api import Backend
+    from tapers.engine import Engine
+    from tapers.engine.observe import Observed
+    from tapers.project import Project
 
 Names = Annotated[Optional[list[str]], typer.Argument(help="machines (default: all)", show_default=False)]
 JsonFlag = Annotated[bool, typer.Option("--json", help="machine-readable output")]
@@ -23,13 +29,13 @@ class Options:
     file: Path | None = None
 
 
-def open_project(ctx: typer.Context) -> Any:
+def open_project(ctx: typer.Context) -> Project:
     from tapers.project import open_project as open_
 
     return open_(explicit=ctx.obj.file if ctx.obj else None)
 
 
-def observed_project(ctx: typer.Context) -> tuple[Any, Any, Any]:
+def observed_project(ctx: typer.Context) -> tuple[Project, Backend, Observed]:
     """The project, its backend and what is real now (for commands that only read)."""
     from tapers.backend import default_backend
     from tapers.engine.observe import observe
@@ -50,7 +56,7 @@ class ConsolePrompts:
 
 
 @contextmanager
-def engine_for(ctx: typer.Context) -> Iterator[Any]:
+def engine_for(ctx: typer.Context) -> Iterator[Engine]:
     """The Engine for this folder's project, its progress shown on the console."""
     from tapers.engine import Engine
 

@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from tapers import paths
 from tapers.engine import limits
@@ -32,6 +32,9 @@ from tapers.ssh import keys
 from tapers.ssh.config import SshTarget
 from tapers.taperfile import Machine
 from tapers.taperfile.machine import split_box_ref
+
+if TYPE_CHECKING:
+    from tapers.provision.runner import SshGuest
 
 
 @dataclass
@@ -394,7 +397,7 @@ def _provision(action: Action, guest: Any, ctx: Context) -> None:
         raise
 
 
-def _ssh_guest(name: str, ctx: Context) -> Any:
+def _ssh_guest(name: str, ctx: Context) -> SshGuest:
     from tapers.provision.runner import SshGuest
 
     container = ctx.project.container(name)

@@ -14,6 +14,7 @@ from typing import Any
 from tapers.engine.observe import Observed
 from tapers.engine.plan import Action, Kind, Plan
 from tapers.project import Project
+from tapers.record import PortRecord
 
 _STATE_ONLY = ("start",)  # change classes that are a machine's state, not its config
 
@@ -83,6 +84,6 @@ def status_rows(project: Project, observed: Observed, plan: Plan) -> list[dict[s
     return rows
 
 
-def _port(port: Any) -> dict[str, Any]:
+def _port(port: PortRecord) -> dict[str, Any]:
     return {"host_ip": port.host_ip, "host": port.host, "protocol": port.protocol, "guest": port.guest,
             "requested": port.requested}
