@@ -199,7 +199,7 @@ def test_a_port_forwarded_by_another_project_is_named(project, tmp_path) -> None
 
 
 def test_a_private_network_the_host_already_routes_is_refused(project) -> None:
-    """A /24 the host reaches another way (its LAN, a VPN: here a dummy link this test
+    """A /24 the host reaches another way (its LAN, a VPN: here a bridge this test
     makes) would be hidden by a host-only bridge: `up` refuses it before any machine or
     bridge is made. Checked when the network is made, not when the Taperfile is read (the
     host's routes change; a Taperfile is shared)."""
@@ -208,7 +208,7 @@ def test_a_private_network_the_host_already_routes_is_refused(project) -> None:
     from tests.integration.conftest import RUN_ID
 
     link = f"tt{RUN_ID[1:]}"  # an interface name: at most 15 characters
-    subprocess.run(["ip", "link", "add", link, "type", "dummy"], check=True)
+    subprocess.run(["ip", "link", "add", link, "type", "bridge"], check=True)
     try:
         subprocess.run(["ip", "addr", "add", "192.168.251.1/24", "dev", link], check=True)
         subprocess.run(["ip", "link", "set", link, "up"], check=True)
