@@ -11,10 +11,9 @@ left alone.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 VERSION = 1  # the layout written; raise it, and migrate in `_migrate`, when a field changes meaning
 
@@ -28,8 +27,10 @@ class RecordError(ValueError):
     """The record can't be used: not JSON, not a tapers record, or from a newer tapers."""
 
 
-@dataclass(frozen=True)
-class BoxRef:
+# NamedTuples, not dataclasses: `tapers status` loads these, and they cost nothing to define.
+
+
+class BoxRef(NamedTuple):
     name: str
     version: str
     id: str
@@ -38,8 +39,7 @@ class BoxRef:
         return f"{self.name}@{self.version}"
 
 
-@dataclass(frozen=True)
-class PortRecord:
+class PortRecord(NamedTuple):
     """A forwarded port as made: `host` is the port chosen (after auto_correct), `requested`
     the one the Taperfile asked for."""
 
@@ -50,8 +50,7 @@ class PortRecord:
     requested: int
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
     project: str  # the project's id (a digest of its folder)
     project_dir: str
     machine: str
@@ -64,12 +63,12 @@ class Record:
     gid: int
     host_key: str  # the machine's SSH host key (public), pinned
     authorized_key: str  # the project key the machine accepts
-    applied: dict[str, Any]  # the settings applied (see engine/settings.py)
+    applied: Mapping[str, Any]  # the settings applied (see engine/settings.py)
     hosts: str = ""  # digest of the /etc/hosts written into the machine
     created: str = ""  # ISO 8601
     phase: str = CREATING
     ports: tuple[PortRecord, ...] = ()
-    provisioned: dict[str, str] = field(default_factory=dict)  # step key -> fingerprint of what ran
+    provisioned: Mapping[str, str] = {}  # step key -> fingerprint of what ran (never changed in place)
     provision_failed: str | None = None  # the key of the step that failed last
     version: int = VERSION
 
@@ -78,12 +77,14 @@ class Record:
         return self.phase == READY
 
     def replace(self, **changes: Any) -> Record:
-        return dataclasses.replace(self, **changes)
+        return self._replace(**changes)
 
     def to_json(self) -> str:
-        data = dataclasses.asdict(self)
+        data = self._asdict()
         data["tapers"] = data.pop("version")
-        data["ports"] = [dict(port) for port in data["ports"]]
+        data["box"] = self.box._asdict()
+        data["applied"], data["provisioned"] = dict(self.applied), dict(self.provisioned)
+        data["ports"] = [port._asdict() for port in self.ports]
         if data["provision_failed"] is None:
             del data["provision_failed"]
         return json.dumps(data, indent=2, sort_keys=True) + "\n"

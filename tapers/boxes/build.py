@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 from tapers import paths
-from tapers.boxes.cache import Box, box_folder, find_box, publish, work_dir
+from tapers.boxes.cache import Box, box_folder, find_box, publish, slug, work_dir
 from tapers.boxes.prepare import BoxUser, prepare_rootfs
-from tapers.boxes.recipe import Recipe, slug
+from tapers.boxes.recipe import Recipe
 from tapers.errors import BoxError, HostError, InvalidBoxError
 from tapers.events import Reporter
 from tapers.rootfs import Root

@@ -10,19 +10,15 @@ atomic rename of a finished build or import, so a box that is listed is whole.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tapers import paths
-from tapers.boxes.recipe import slug
 from tapers.errors import BoxError, InvalidBoxError
 from tapers.taperfile.machine import split_box_ref
 
@@ -34,8 +30,7 @@ VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z._+-]{0,63}")
 STORE = "store"
 
 
-@dataclass(frozen=True)
-class Box:
+class Box(NamedTuple):
     path: Path
     meta: dict[str, Any]
 
@@ -67,6 +62,8 @@ class Box:
 def tree_digest(rootfs: Path) -> str:
     """A hash of everything in a root filesystem: paths, types, modes, owners, link targets,
     file contents. Recorded when a box enters the cache; `tapers box verify` recomputes it."""
+    import hashlib
+
     digest = hashlib.sha256()
     for folder, dirs, files in os.walk(rootfs):
         dirs.sort()
@@ -90,6 +87,8 @@ def tree_digest(rootfs: Path) -> str:
 def store_rootfs(work: Path, digest: str) -> None:
     """Move `work/rootfs` into the store under its digest (or drop it: the store has it
     already) and leave a link to it in its place."""
+    import shutil
+
     store = paths.boxes_dir() / STORE / digest.removeprefix("sha256:")
     rootfs = work / "rootfs"
     if store.is_dir():
@@ -108,6 +107,7 @@ def store_rootfs(work: Path, digest: str) -> None:
 def work_dir(parent: Path, prefix: str) -> Iterator[Path]:
     """A fresh folder to make a box in (`publish` moves it to its place); whatever is
     left of it at the end, on success or failure, goes."""
+    import shutil
     import uuid
 
     parent.mkdir(parents=True, exist_ok=True)
@@ -117,6 +117,12 @@ def work_dir(parent: Path, prefix: str) -> Iterator[Path]:
         yield work
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def slug(box_name: str) -> str:
+    """`debian/bookworm` -> `debian-bookworm` (file and folder names); no pydantic, no YAML:
+    `status` finds boxes by name."""
+    return split_box_ref(box_name)[0].replace("/", "-")
 
 
 def publish(work: Path, meta: dict[str, Any], final: Path) -> Box:
@@ -175,6 +181,8 @@ def box_folder(name: str) -> Path:
 
 
 def remove_box(box: Box) -> None:
+    import shutil
+
     trash = box.path.with_name(f".remove-{box.path.name}")
     try:
         box.path.rename(trash)  # atomic: the box is gone for everyone at once

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tapers.boxes.cache import slug
 from tapers.errors import BoxError, InvalidBoxError
 from tapers.resources import data_dir
 
@@ -53,11 +54,6 @@ class Recipe:
         model = self.model.model_copy(update={"name": name, "debootstrap": debootstrap})
         text = f"{self.text}\n# customised: name {name}, packages {' '.join(packages)}\n"
         return Recipe(path=self.path, text=text, model=model)
-
-
-def slug(box_name: str) -> str:
-    """`debian/bookworm` -> `debian-bookworm` (file and folder names)."""
-    return box_name.split("@", 1)[0].replace("/", "-")
 
 
 def available_recipes() -> list[str]:

@@ -35,9 +35,12 @@ def machines_for_up(project: Project, names: list[str] | None) -> list[Machine]:
 
 
 def step_fingerprints(project: Project, machines: list[Machine]) -> dict[str, dict[str, str]]:
+    """machine -> step key -> what the step would run now, hashed (read from the project's files)."""
+    result: dict[str, dict[str, str]] = {}
+    if not any(machine.provision for machine in machines):
+        return result  # without loading the provisioners (and OpenSSL's hashes): `status` is often here
     from tapers.provision import fingerprint
 
-    result: dict[str, dict[str, str]] = {}
     for machine in machines:
         for step in machine.provision:
             try:

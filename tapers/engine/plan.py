@@ -7,8 +7,7 @@ No I/O here. Every action carries the cause a person can read; `str(plan)` is wh
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from tapers.backend.api import ContainerInfo, State
 from tapers.errors import StateError, UsageError
@@ -51,8 +50,7 @@ PROJECT_WIDE = (Kind.BUILD_BOX, Kind.PREPARE_NETWORK, Kind.SYNC_NAMES, Kind.RELE
 STARTS = (Kind.CREATE, Kind.RECREATE, Kind.START)  # a machine boots: its networks must exist
 
 
-@dataclass(frozen=True)
-class Action:
+class Action(NamedTuple):
     kind: Kind
     subject: str  # a machine name, or a box name for BUILD_BOX
     cause: str
@@ -73,10 +71,9 @@ class Action:
         return f"{self.subject}: {self.what}{tag}"
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     actions: tuple[Action, ...] = ()
-    notes: tuple[str, ...] = field(default=())  # warnings: what `up` will not do, and why
+    notes: tuple[str, ...] = ()  # warnings: what `up` will not do, and why
 
     def __str__(self) -> str:
         lines = [str(a) for a in self.actions] or ["nothing to do"]
@@ -98,9 +95,6 @@ class Plan:
             if action.kind not in PROJECT_WIDE:
                 seen.setdefault(action.subject, None)
         return list(seen)
-
-
-
 
 
 def plan_up(

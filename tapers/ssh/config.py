@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 from tapers import sinks
 
 
-@dataclass(frozen=True)
-class SshTarget:
+class SshTarget(NamedTuple):
     machine: str
     container: str  # also the host key alias: addresses may be re-used, names are not
     address: str

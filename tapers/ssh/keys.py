@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 from tapers.errors import SshError
 
 
-@dataclass(frozen=True)
-class KeyPair:
+class KeyPair(NamedTuple):
     private: bytes  # OpenSSH private key format
     public: str  # "ssh-ed25519 AAAA... comment"
 

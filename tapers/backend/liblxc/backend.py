@@ -8,18 +8,19 @@ and the operation; the state rules and the other errors are BackendBase's (base.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lxc
 
 from tapers import paths, sinks
 from tapers.backend import cgroups, lxc_config, staging
-from tapers.backend.liblxc.networking import HostNetworking
 from tapers.backend.base import BackendBase
 from tapers.backend.api import (
     ContainerInfo,
@@ -35,6 +36,9 @@ from tapers.backend.api import (
     Usage,
 )
 from tapers.errors import BackendError
+
+if TYPE_CHECKING:
+    from tapers.backend.liblxc.networking import HostNetworking
 
 _STATES = {
     "RUNNING": State.RUNNING,
@@ -60,7 +64,13 @@ class LiblxcBackend(BackendBase):
 
     def __init__(self, lxcpath: Path | None = None) -> None:
         self.lxcpath = lxcpath or paths.lxc_path()
-        self.network = HostNetworking()
+
+    @functools.cached_property
+    def network(self) -> HostNetworking:  # type: ignore[override]
+        """Made on first use: `status` never needs it."""
+        from tapers.backend.liblxc.networking import HostNetworking
+
+        return HostNetworking()
 
     # -- reading ---------------------------------------------------------------------
 
