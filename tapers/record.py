@@ -100,7 +100,25 @@ class Record(NamedTuple):
         if data["tapers"] > VERSION:
             raise RecordError(f"written by a newer tapers (record version {data['tapers']}, this tapers reads "
                               f"up to {VERSION}); use that version")
-        return _parse(_migrate(data))
+        try:
+            return _parse(_migrate(data))
+        except (TypeError, AttributeError, KeyError, ValueError) as exc:  # a value of the wrong shape
+            raise RecordError(f"malformed ({type(exc).__name__}: {exc})") from None
+
+
+def claims(text: str | bytes) -> tuple[str, str]:
+    """(address, box id) that a record names even when it can't be used (a newer tapers',
+    a damaged one): an address stays taken and a box stays in use while such a container
+    exists. ("", "") when it names none."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return "", ""
+    if not isinstance(data, dict):
+        return "", ""
+    address, box = data.get("address"), data.get("box")
+    box_id = box.get("id") if isinstance(box, dict) else None
+    return (address if isinstance(address, str) else ""), (box_id if isinstance(box_id, str) else "")
 
 
 def _migrate(data: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
-from tapers.record import Record, RecordError
+from tapers.record import Record, RecordError, claims
 
 # Values are NamedTuples, cheap to define (see tapers/taperfile/machine.py).
 
@@ -128,6 +128,17 @@ class ContainerInfo(NamedTuple):
     state: State
     record: Record | None = None  # what tapers recorded; None: no record, or an unusable one
     problem: str = ""  # why the record found can't be used (not JSON, from a newer tapers...)
+    claimed: tuple[str, str] = ("", "")  # (address, box id) an unusable record still names
+
+    @property
+    def address(self) -> str:
+        """The NAT address the container holds ("" when none is known)."""
+        return self.record.address if self.record else self.claimed[0]
+
+    @property
+    def box_id(self) -> str:
+        """The box it was made from ("" when none is known)."""
+        return self.record.box.id if self.record else self.claimed[1]
 
     @property
     def machine(self) -> str:
@@ -142,7 +153,8 @@ def container_info(name: str, state: State, record_text: str | bytes | None) -> 
     try:
         return ContainerInfo(name, state, Record.from_json(record_text))
     except RecordError as exc:
-        return ContainerInfo(name, state, problem=f"its tapers record can't be used: {exc}")
+        return ContainerInfo(name, state, problem=f"its tapers record can't be used: {exc}",
+                             claimed=claims(record_text))
 
 
 class Networking(Protocol):

@@ -76,10 +76,9 @@ class BackendBase:
         with self._translated("stop it", container):
             state = self._state(container)
             clean = True
-            if state is State.FROZEN:
-                self._unfreeze(container)
             if state is not None and state is not State.STOPPED:
-                clean = self._shutdown(container, timeout)
+                thawed = state is not State.FROZEN or self._thawed(container)
+                clean = thawed and self._shutdown(container, timeout)
                 if not clean:
                     self._kill(container)
             self._release(container)
@@ -109,7 +108,7 @@ class BackendBase:
         files: tuple[GuestFile, ...],
     ) -> None:
         with self._translated("reconfigure it", container):
-            self._require_stopped(container, "reconfigured")
+            self._require_stopped(container, "reconfigure", "reconfigured")
             self._reconfigure(container, hostname, private, mounts, files)
 
     @contextmanager
@@ -121,8 +120,9 @@ class BackendBase:
             yield view
 
     def usage(self, container: str) -> Usage | None:
+        """Of a running or suspended container (None otherwise)."""
         with self._translated("read its usage", container):
-            return self._usage(container) if self._state(container) is State.RUNNING else None
+            return self._usage(container) if self._state(container) in ACTIVE else None
 
     def snapshot_save(self, container: str, name: str) -> None:
         with self._translated(f"save snapshot `{name}`", container):
@@ -133,7 +133,7 @@ class BackendBase:
 
     def snapshot_restore(self, container: str, name: str) -> None:
         with self._translated(f"restore snapshot `{name}`", container):
-            self._require_stopped(container, "restored to a snapshot")
+            self._require_stopped(container, "restore a snapshot of", "restored to a snapshot")
             self._require_snapshot(container, name)
             self._snapshot_restore(container, name)
 
@@ -155,7 +155,7 @@ class BackendBase:
                 self._remove_leftovers(container)
                 return
             if state is State.FROZEN:
-                self._unfreeze(container)
+                self._thawed(container)  # or killed frozen: destroying goes on either way
             if state is not State.STOPPED:
                 self._kill(container)
             self._release(container)
@@ -167,12 +167,12 @@ class BackendBase:
 
     def reboot(self, container: str) -> None:
         with self._translated("reboot it", container):
-            self._require_running(container, "rebooted")
+            self._require_running(container, "reboot", "rebooted")
             self._reboot(container)
 
     def run(self, container: str, argv: list[str], env: dict[str, str] | None = None) -> int:
         with self._translated(f"run {argv[0] if argv else 'a command'} in it", container):
-            self._require_running(container, "given a command")
+            self._require_running(container, "run a command in", "given a command")
             return self._run(container, argv, env or {})
 
     def copy_mode(self) -> str:
@@ -196,15 +196,23 @@ class BackendBase:
             raise BackendError(f"cannot {operation} container `{container}`: it does not exist")
         return state
 
-    def _require_stopped(self, container: str, what: str) -> None:
-        state = self._require(container, f"have {what}")
+    def _require_stopped(self, container: str, operation: str, what: str) -> None:
+        state = self._require(container, operation)
         if state is not State.STOPPED:
             raise BackendError(f"container `{container}` must be stopped to be {what} (it is {state})")
 
-    def _require_running(self, container: str, what: str) -> None:
-        state = self._require(container, f"have {what}")
+    def _require_running(self, container: str, operation: str, what: str) -> None:
+        state = self._require(container, operation)
         if state is not State.RUNNING:
             raise BackendError(f"container `{container}` must be running to be {what} (it is {state})")
+
+    def _thawed(self, container: str) -> bool:
+        """Unfreeze before a shutdown; False when it would not thaw (it is then killed)."""
+        try:
+            self._unfreeze(container)
+        except BackendError:
+            return False
+        return True
 
     def _require_snapshot(self, container: str, name: str) -> None:
         if name not in self._snapshot_names(container):

@@ -202,8 +202,8 @@ def _users() -> dict[str, list[str]]:
 
     users: dict[str, list[str]] = {}
     for info in default_backend().list(prefix=CONTAINER_PREFIX):
-        if info.record:
-            users.setdefault(info.record.box.id, []).append(info.name)
+        if info.box_id:  # also from a record this tapers can't use: the box stays
+            users.setdefault(info.box_id, []).append(info.name)
     return users
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import json
 import sys
 import time
@@ -88,7 +86,7 @@ def port(
     for machine in chosen:
         info = observed.machines.get(machine.name)
         for forward in info.record.ports if info and info.record else ():
-            rows.append({"machine": machine.name, **dataclasses.asdict(forward), "active": str(info.state) == "running"})
+            rows.append({"machine": machine.name, **forward._asdict(), "active": str(info.state) == "running"})
     output.listing(
         rows,
         as_json,

@@ -12,12 +12,21 @@ from tapers.engine.status import status_rows
 
 if TYPE_CHECKING:
     from tapers.backend.api import Backend
+    from tapers.engine.plan import Plan
     from tapers.engine.observe import Observed
     from tapers.project import Project
 
 
 def show_status(project: Project, backend: Backend, observed: Observed, as_json: bool) -> None:
-    rows = status_rows(project, observed, status_plan(project, backend, observed))
+    from tapers.errors import TapersError
+
+    plan: Plan | TapersError
+    try:
+        plan = status_plan(project, backend, observed)
+    except TapersError as exc:  # the machines are still shown; the reason once
+        plan = exc
+        output.warn(f"can't tell what is out of date: {exc.message}")
+    rows = status_rows(project, observed, plan)
     if as_json:
         output.write_raw(json.dumps({"project": project.id, "machines": rows}, indent=2) + "\n")
         return

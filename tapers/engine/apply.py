@@ -222,7 +222,7 @@ def _create(name: str, ctx: Context) -> None:
     lock_path = paths.network_lock()
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock_path)):  # address choice and the record claiming it, atomically
-        used = {info.record.address for info in backend.list(prefix=CONTAINER_PREFIX) if info.record}
+        used = {info.address for info in backend.list(prefix=CONTAINER_PREFIX) if info.address}
         net = backend.network.allocate(container, used)
         record = setup.new_record(
             ctx.project.id, ctx.project.root, ctx.project_key, machine, box, net.address, net.mac, host_key.public

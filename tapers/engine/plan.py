@@ -150,7 +150,14 @@ def plan_up(
         for orphan in observed.orphans:
             name = orphan.machine
             actions.append(Action(Kind.DESTROY, name, "no longer in the Taperfile; --remove-orphans", cls="orphan"))
-    return Plan(actions=tuple(_with_network(actions, machines) + _names_update(actions, names_stale)))
+    left = set(observed.machines) | {a.subject for a in actions if a.kind in STARTS}
+    release = [_release_network()] if remove_orphans and observed.orphans and not left else []
+    return Plan(actions=tuple(_with_network(actions, machines) + _names_update(actions, names_stale) + release))
+
+
+def _release_network() -> Action:
+    cause = "no machine of this project is left; tapers' bridges and rules go when no other project uses them"
+    return Action(Kind.RELEASE_NETWORK, NETWORK, cause, detail="networks")
 
 
 def _with_network(actions: list[Action], machines: list[Machine]) -> list[Action]:
@@ -353,8 +360,7 @@ def plan_destroy(machines: list[Machine], observed: Observed, orphans: bool) -> 
         actions += _names_update(actions, stale=False)
     left = [m for m in observed.machines if m not in doomed] + [o.machine for o in observed.orphans if o.machine not in doomed]
     if actions and not left:
-        cause = "no machine of this project is left; tapers' bridges and rules go when no other project uses them"
-        actions.append(Action(Kind.RELEASE_NETWORK, NETWORK, cause, detail="networks"))
+        actions.append(_release_network())
     return Plan(actions=tuple(actions), notes=notes)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from tapers.engine.observe import Observed
 from tapers.engine.plan import Action, Kind, Plan
+from tapers.errors import TapersError
 from tapers.project import Project
 from tapers.record import PortRecord
 
@@ -48,9 +49,10 @@ def _described(action: Action) -> list[str]:
     return []
 
 
-def status_rows(project: Project, observed: Observed, plan: Plan) -> list[dict[str, Any]]:
+def status_rows(project: Project, observed: Observed, plan: Plan | TapersError) -> list[dict[str, Any]]:
     """One row per machine (then per orphan): what `status --json` prints, and the web panel
-    shows. `plan`: what `up` would do to every machine (`status_plan`)."""
+    shows. `plan`: what `up` would do to every machine (`status_plan`), or why that can't be
+    told (a step's file unreadable, say): the rest of each row is shown all the same."""
     rows = []
     for machine in project.machines:
         info = observed.machines.get(machine.name)
@@ -63,7 +65,8 @@ def status_rows(project: Project, observed: Observed, plan: Plan) -> list[dict[s
                 "address": record.address if record else None,
                 "box": str(record.box) if record else machine.box,
                 "primary": machine.primary,
-                "out_of_date": out_of_date(plan, machine.name),
+                "out_of_date": (out_of_date(plan, machine.name) if isinstance(plan, Plan)
+                                else [f"can't tell: {plan.message}"]),
                 "ports": [_port(p) for p in record.ports] if record else [],
             }
         )

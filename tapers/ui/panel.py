@@ -113,7 +113,7 @@ class Panel:
     def _project_view(self, project: Project, key: str, since: float, running: set[str]) -> dict[str, Any]:
         observed = observe(project, self.backend)
         plan = self._plan(project, observed)
-        rows = status_rows(project, observed, plan if isinstance(plan, Plan) else Plan())
+        rows = status_rows(project, observed, plan)
         ours = {info.name for info in (*observed.machines.values(), *observed.orphans)}
         for row in rows:
             info = observed.machines.get(row["machine"])

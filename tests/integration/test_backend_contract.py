@@ -79,6 +79,9 @@ def test_a_missing_container(backend: Backend) -> None:
         with pytest.raises(BackendError, match="does not exist") as refused:
             call()
         assert missing in refused.value.message, what
+    with pytest.raises(BackendError) as refused:
+        backend.run(missing, ["true"])
+    assert refused.value.message == f"cannot run a command in container `{missing}`: it does not exist"
 
 
 def test_the_life_of_a_container(backend: Backend) -> None:
@@ -108,6 +111,7 @@ def test_the_life_of_a_container(backend: Backend) -> None:
     backend.freeze(container)
     backend.freeze(container)  # frozen already: nothing happens
     assert backend.inspect(container).state is State.FROZEN
+    assert backend.usage(container) is not None  # a suspended machine still has counters
     backend.start(container)  # a frozen machine is thawed, not booted again
     assert backend.inspect(container).state is State.RUNNING and backend.boot_id(container) == boot
     backend.unfreeze(container)  # running: nothing happens

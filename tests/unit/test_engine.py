@@ -163,3 +163,49 @@ def test_set_limits_goes_through_the_engine_and_is_recorded(engine) -> None:
     assert backend.record("tapers-shop-web").applied["memory"] == 512 * 1024**2
     (row,) = status_now(made.project, backend)
     assert row["out_of_date"] == ["memory (live)"]
+
+
+def test_a_record_from_a_newer_tapers_is_left_alone_and_its_address_stays_taken(engine) -> None:
+    """A container whose record this tapers can't use is not touched (up says why), and the
+    address and box it names stay taken: no new machine is given its address."""
+    import json
+
+    from tapers.backend import addresses
+    from tests.fakes import make_record
+
+    made, backend, _, _ = engine
+    wanted = addresses.allocate("tapers-shop-web", set(), "10.97.0.0/16", "tapersbr0").address
+    newer = json.loads(make_record("db", project="other", address=wanted).to_json()) | {"tapers": 99}
+    backend.containers["tapers-other-db"] = {"state": State.RUNNING, "record": json.dumps(newer)}
+    info = backend.inspect("tapers-other-db")
+    assert info.record is None and "written by a newer tapers" in info.problem and info.address == wanted
+    made.up(None)
+    assert backend.record("tapers-shop-web").address != wanted
+    backend.containers["tapers-shop-web"]["record"] = json.dumps(
+        json.loads(backend.containers["tapers-shop-web"]["record"]) | {"tapers": 99})
+    with pytest.raises(StateError, match="created by tapers, but its tapers record can't be used: written by a newer"):
+        made.up(None)
+    assert backend.containers["tapers-shop-web"]["state"] is State.RUNNING
+
+
+def test_status_still_shows_the_machines_when_the_plan_cant_be_made(engine, capsys) -> None:
+    """A step file that can't be read makes the plan impossible: status says so once and
+    still prints every machine, its state and address."""
+    import json
+
+    from tapers.cli.status_view import show_status
+    from tapers.engine.observe import observe
+
+    made, backend, _, _ = engine
+    root = made.project.root
+    (root / "setup.sh").write_text("echo one\n")
+    (root / "Taperfile.yaml").write_text(TAPERFILE + "    provision:\n      - {shell: {path: setup.sh}}\n")
+    project = open_project(explicit=root / "Taperfile.yaml")
+    (root / "setup.sh").unlink()
+    (root / "setup.sh").mkdir()  # the script is now a folder: nothing to hash
+    show_status(project, backend, observe(project, backend), as_json=True)
+    captured = capsys.readouterr()
+    (row,) = json.loads(captured.out)["machines"]
+    assert row["machine"] == "web" and row["state"] == "not created"
+    assert row["out_of_date"][0].startswith("can't tell: ")
+    assert "can't tell what is out of date" in captured.err

@@ -9,6 +9,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from tapers.backend import host_routes
 from tapers.backend.api import NetworkConfig
 from tapers.errors import HostError
 
@@ -17,19 +18,12 @@ SUBNET = ipaddress.IPv4Network(os.environ.get("TAPERS_NAT_SUBNET", "10.97.0.0/16
 GATEWAY = SUBNET.network_address + 1
 NFT_TABLE = "tapers"
 PRIVATE_BRIDGE_PREFIX = "tp"  # tp + the /24 in hex: tpc0a821 is 192.168.33.0/24
-LXD_PRIVATE_PREFIX = "tl"  # the LXD backend's, on the same host (not ours; see host_networks)
 
 
 def ensure_private_bridge(config: NetworkConfig) -> None:
     """Create the /24's bridge with the host at .1 (no NAT: host-only). A /24 the host
     already reaches another way (its LAN, a VPN) is refused: the machines would hide it."""
-    subnet = ipaddress.IPv4Network(f"{config.gateway}/24", strict=False)
-    clash = next((net for net in host_networks() if net.overlaps(subnet)), None)
-    if clash is not None:
-        raise HostError(
-            f"the private network {subnet} (of address {config.address}) overlaps this host's own network {clash}",
-            hint="pick another private range in the Taperfile's `networks:`",
-        )
+    host_routes.refuse_overlap(config, own=(BRIDGE,))
     if not Path(f"/sys/class/net/{config.bridge}").exists():
         run(["ip", "link", "add", config.bridge, "type", "bridge"], f"create the bridge for {config.address}/24")
     host_side = f"{config.gateway}/24"
@@ -103,29 +97,3 @@ def run(argv: list[str], what: str, stdin: str | None = None) -> str:
             hint="run `tapers doctor`; tapers needs root to manage its network",
         )
     return result.stdout
-
-
-def host_networks() -> list[ipaddress.IPv4Network]:
-    """IPv4 networks the host routes to directly, except the ones tapers made (its bridges,
-    and LXD's `tl...` private networks) and the default route."""
-    import re
-
-    networks = []
-    try:
-        lines = Path("/proc/net/route").read_text().splitlines()[1:]
-    except OSError:
-        return networks
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 8:
-            continue
-        interface, destination, mask = fields[0], fields[1], fields[7]
-        if interface == BRIDGE or re.fullmatch(rf"({PRIVATE_BRIDGE_PREFIX}|{LXD_PRIVATE_PREFIX})[0-9a-f]{{6}}", interface):
-            continue
-        net = ipaddress.IPv4Network(
-            (int.from_bytes(bytes.fromhex(destination), "little"), bin(int.from_bytes(bytes.fromhex(mask), "little")).count("1")),
-            strict=False,
-        )
-        if net.prefixlen > 0:
-            networks.append(net)
-    return networks

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tapers.backend import addresses, forwards
+from tapers.backend import addresses, forwards, host_routes
 from tapers.backend.api import Forward, NetworkConfig
 from tapers.backend.lxd.backend import message
 from tapers.errors import BackendError
@@ -41,6 +41,8 @@ class LxdNetworking:
         return addresses.private_config(address, PRIVATE_PREFIX)
 
     def ensure_private(self, config: NetworkConfig) -> None:
+        if self.backend.local:  # a remote LXD's routes are its own: LXD itself checks them there
+            host_routes.refuse_overlap(config, own=(self.backend.settings.network,))
         self._ensure(config.bridge, {"ipv4.address": f"{config.gateway}/24", "ipv4.nat": "false",
                                      "ipv4.dhcp": "false", "ipv6.address": "none"})
 
