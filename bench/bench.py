@@ -3,7 +3,8 @@
 
   up:     `tapers up` of one machine (box cached) until SSH answers, versus lxc-copy -s
           (overlay snapshot of the same box), a static address and fixed MAC in its
-          config, a host key written in, lxc-start, until the SSH banner arrives.
+          config, a host key written in, lxc-start, until the SSH banner arrives. Once for
+          a privileged machine and once for an unprivileged one (`privileged: false`).
   status: `tapers status` versus `python3 -c 'import lxc; lxc.list_containers()'`.
 
 Run as root on a host where `tapers box build debian/bookworm` has been done
@@ -98,9 +99,10 @@ def bench_raw_up(runs: int, rootfs: Path) -> list[float]:
     return times
 
 
-def bench_tapers(runs: int) -> tuple[list[float], list[float], list[float]]:
+def bench_tapers(runs: int, privileged: bool = True) -> tuple[list[float], list[float], list[float]]:
     folder = Path(tempfile.mkdtemp(prefix="tapers-bench-"))
-    (folder / "Taperfile.yaml").write_text(f"version: 1\nname: bench-{RUN}\nmachines:\n  web: {{}}\n")
+    machine = "{}" if privileged else "{privileged: false}"
+    (folder / "Taperfile.yaml").write_text(f"version: 1\nname: bench-{RUN}\nmachines:\n  web: {machine}\n")
     ups, noops, statuses = [], [], []
     try:
         for _ in range(runs):
@@ -123,10 +125,12 @@ def main() -> None:
         sys.exit("build the box first: tapers box build debian/bookworm")
     raw_up = bench_raw_up(args.runs, box.rootfs)
     up, noop, status = bench_tapers(args.runs)
+    unprivileged_up = bench_tapers(args.runs, privileged=False)[0]
     raw_status = [timed([sys.executable, "-c", "import lxc; lxc.list_containers()"]) for _ in range(args.runs)]
     med = statistics.median
     rows = [
         ("up, 1 machine, until SSH", med(up), med(raw_up)),
+        ("  the same, unprivileged", med(unprivileged_up), med(raw_up)),
         ("status", med(status), med(raw_status)),
         ("up, nothing to do", med(noop), med(raw_status)),
     ]
@@ -135,7 +139,8 @@ def main() -> None:
         print(f"{name:28} {ours:8.3f}s {floor:8.3f}s {ours / floor:6.2f}x")
     results = Path(__file__).parent / "results"
     results.mkdir(exist_ok=True)
-    data = {"runs": args.runs, "up": up, "raw_up": raw_up, "status": status, "raw_status": raw_status, "noop_up": noop}
+    data = {"runs": args.runs, "up": up, "raw_up": raw_up, "status": status, "raw_status": raw_status, "noop_up": noop,
+            "unprivileged_up": unprivileged_up}
     (results / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(data, indent=2))
 
 

@@ -41,12 +41,14 @@ def open_beneath(start: Path, names: Sequence[str], last_flags: int = os.O_DIREC
 
 class Root:
     """A root filesystem at `path`; `what` names it in errors ("box `x`"), which are raised
-    as `error` (a TapersError subclass)."""
+    as `error` (a TapersError subclass). `id_shift`: the files' owners on disk are the guest's
+    plus this (the writable layer of an unprivileged machine, whose root is that host uid)."""
 
-    def __init__(self, path: Path, what: str, error: type[TapersError] = TapersError) -> None:
+    def __init__(self, path: Path, what: str, error: type[TapersError] = TapersError, id_shift: int = 0) -> None:
         self.path = path
         self.what = what
         self.error = error
+        self.shift = id_shift
         try:
             self.fd = os.open(path, _DIR_FLAGS)
         except OSError as exc:
@@ -96,10 +98,10 @@ class Root:
                     child = os.open(name, _DIR_FLAGS, dir_fd=fd)
                     owner = like.lstat("/".join(parts[: depth + 1])) if like else None
                     if owner is not None and stat.S_ISDIR(owner.st_mode):
-                        os.fchown(child, owner.st_uid, owner.st_gid)
+                        os.fchown(child, owner.st_uid + self.shift, owner.st_gid + self.shift)
                         os.fchmod(child, stat.S_IMODE(owner.st_mode))
                     else:
-                        os.fchown(child, uid, gid)
+                        os.fchown(child, uid + self.shift, gid + self.shift)
                         os.fchmod(child, mode)
                 except OSError as exc:
                     if exc.errno in (errno.ENOTDIR, errno.ELOOP):  # a file or a link where a folder should be
@@ -176,7 +178,7 @@ class Root:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode & 0o7777,
                          dir_fd=parent)
             try:
-                os.fchown(fd, uid, gid)
+                os.fchown(fd, uid + self.shift, gid + self.shift)
                 os.fchmod(fd, mode & 0o7777)
                 view = memoryview(content)
                 while view:
@@ -203,7 +205,7 @@ class Root:
         """The folder `path` with this owner and mode (created, or corrected when it exists)."""
         fd = self._open_dir(self.parts(path), create=True, mode=mode, uid=uid, gid=gid)
         try:
-            os.fchown(fd, uid, gid)
+            os.fchown(fd, uid + self.shift, gid + self.shift)
             os.fchmod(fd, mode)
         finally:
             os.close(fd)

@@ -104,6 +104,7 @@ class MachineSpec(NamedTuple):
     private: tuple[NetworkConfig, ...] = ()  # host-only networks (eth1, eth2...; no gateway)
     mounts: tuple[Mount, ...] = ()
     placement: str | None = None  # a cluster member, where the engine has several
+    privileged: bool = True  # False: its root is an unprivileged host uid (its own range)
 
 
 class Snapshot(NamedTuple):

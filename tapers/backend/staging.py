@@ -22,10 +22,11 @@ def source_of(container: str, index: int, mount: Mount) -> Path:
     return _staging(container, index)
 
 
-def as_records(mounts: tuple[Mount, ...]) -> list[dict[str, Any]]:
-    """The mounts as kept with the container, for `prepare` at each start."""
-    return [{"source": str(m.source), "target": m.target, "readonly": m.readonly, "idmap": m.idmap, "staged": True}
-            for m in mounts]
+def as_records(mounts: tuple[Mount, ...], shift: int = 0) -> list[dict[str, Any]]:
+    """The mounts as kept with the container, for `prepare` at each start. `shift`: the
+    host uid of the machine's root when it is unprivileged (0: privileged)."""
+    return [{"source": str(m.source), "target": m.target, "readonly": m.readonly, "idmap": m.idmap, "staged": True,
+             "shift": shift} for m in mounts]
 
 
 def _staged(record: dict[str, Any]) -> bool:
@@ -61,7 +62,14 @@ def prepare(container: str, records: list[dict[str, Any]]) -> None:
             continue
         staging.mkdir(parents=True, exist_ok=True)
         maps = (None, None)
-        if mount["idmap"]:
+        shift = mount.get("shift") or 0
+        if mount["idmap"] and shift:
+            # Unprivileged: the folder owner's files are the login user's, and only theirs:
+            # no other id maps, so guest root can create nothing there (no setuid-root file
+            # can land on the host), and the owner's files can't become anyone else's.
+            guest_uid, host_uid, guest_gid, host_gid = mount["idmap"]
+            maps = ([(host_uid, shift + guest_uid, 1)], [(host_gid, shift + guest_gid, 1)])
+        elif mount["idmap"]:
             guest_uid, host_uid, guest_gid, host_gid = mount["idmap"]
             maps = (idmap.swap_map(guest_uid, host_uid), idmap.swap_map(guest_gid, host_gid))
         idmap.bind(source, staging, *maps, mount["readonly"])

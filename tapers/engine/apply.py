@@ -237,6 +237,7 @@ def _create(name: str, ctx: Context) -> None:
             private=tuple(backend.network.private(address) for address in machine.private_ips),
             mounts=setup.mounts(ctx.project.root, machine, box.user["uid"], box.user["gid"], ctx.reporter),
             placement=machine.placement if backend.places_machines else None,
+            privileged=machine.privileged,
         )
         backend.create(spec, record)
     backend.save_record(container, record.replace(phase=READY))

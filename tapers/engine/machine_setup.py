@@ -107,10 +107,11 @@ def host_folders(root: Path, machine: Machine, reporter: Reporter) -> list[Path]
 
 
 def mounts(root: Path, machine: Machine, guest_uid: int, guest_gid: int, reporter: Reporter) -> tuple[Mount, ...]:
-    """Synced folders as mounts; idmapped when the folder's owner is not the login user."""
+    """Synced folders as mounts; idmapped when the folder's owner is not the login user (on
+    an unprivileged machine always: its login user is a host uid of its own)."""
     result = []
     for synced, folder in zip(machine.synced, host_folders(root, machine, reporter), strict=True):
         st = folder.stat()
-        same = (st.st_uid, st.st_gid) == (guest_uid, guest_gid)
+        same = machine.privileged and (st.st_uid, st.st_gid) == (guest_uid, guest_gid)
         result.append(Mount(folder, synced.guest, synced.readonly, None if same else (guest_uid, st.st_uid, guest_gid, st.st_gid)))
     return tuple(result)

@@ -13,7 +13,7 @@ from tapers.backend.api import ContainerInfo, State
 from tapers.errors import StateError, UsageError
 from tapers.record import DESTROYING, Record
 from tapers.engine.observe import Observed
-from tapers.engine.settings import box_matches, settings_changes
+from tapers.engine.settings import box_matches, privileged_was, settings_changes
 from tapers.ssh.keys import same_key
 from tapers.taperfile import Machine
 from tapers.taperfile.machine import Step
@@ -117,7 +117,9 @@ def plan_up(
         info = observed.machines.get(machine.name)
         record = info.record if info else None
         box_change = record is not None and not _interrupted(info) and not box_matches(machine.box, record)
-        if info is None or _interrupted(info) or box_change:
+        kind_change = (record is not None and not _interrupted(info) and not box_change
+                       and privileged_was(record) != machine.privileged)
+        if info is None or _interrupted(info) or box_change or kind_change:
             if machine.box not in boxes_cached and not any(
                 a.kind is Kind.BUILD_BOX and a.subject == machine.box for a in actions
             ):
@@ -125,11 +127,17 @@ def plan_up(
                 actions.append(Action(Kind.BUILD_BOX, machine.box, cause, cls="create"))
             if info is None:
                 cls = "create"
-                actions.append(Action(Kind.CREATE, machine.name, "not found", cls=cls))
+                cause = "not found" + ("" if machine.privileged else "; unprivileged")
+                actions.append(Action(Kind.CREATE, machine.name, cause, cls=cls))
             elif box_change:
                 cls = "recreate"
                 cause = f"box {record.box} -> {machine.box}; data in the machine is lost"  # type: ignore[union-attr]
-                actions.append(Action(Kind.RECREATE, machine.name, cause, cls=cls, loses_data=True))
+                actions.append(Action(Kind.RECREATE, machine.name, cause, cls=cls, loses_data=True, keys=("box",)))
+            elif kind_change:
+                cls = "recreate"
+                was, now = ("privileged", "unprivileged") if machine.privileged is False else ("unprivileged", "privileged")
+                cause = f"{was} -> {now}; data in the machine is lost"
+                actions.append(Action(Kind.RECREATE, machine.name, cause, cls=cls, loses_data=True, keys=("privileged",)))
             else:
                 cls = "repair"
                 what = "destroy" if record is not None and record.phase == DESTROYING else "creation"

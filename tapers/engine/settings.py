@@ -37,7 +37,13 @@ def desired_settings(machine: Machine) -> dict[str, object]:
         "pids": machine.pids,
         "networks": list(machine.private_ips),
         "synced": [[s.host, s.guest, s.readonly] for s in machine.synced],
+        "privileged": machine.privileged,
     }
+
+
+def privileged_was(record: Record) -> bool:
+    """Whether the machine was made privileged (every machine before tapers 0.3 was)."""
+    return bool(record.applied.get("privileged", True))
 
 
 def settings_changes(machine: Machine, record: Record) -> list[Change]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from tapers.engine.observe import Observed
 from tapers.engine.plan import Action, Kind, Plan
+from tapers.engine.settings import privileged_was
 from tapers.errors import TapersError
 from tapers.project import Project
 from tapers.record import PortRecord
@@ -37,7 +38,7 @@ def _described(action: Action) -> list[str]:
     if action.kind is Kind.CREATE:
         return ["not created (create)"]
     if action.kind is Kind.RECREATE:
-        return ["box (recreate)"] if action.cls == "recreate" else ["interrupted (repair)"]
+        return [f"{key} (recreate)" for key in action.keys] if action.cls == "recreate" else ["interrupted (repair)"]
     if action.kind in (Kind.SET_LIMITS, Kind.RECONFIGURE):
         return [f"{key} ({action.cls})" for key in action.keys]
     if action.kind is Kind.PROVISION:
@@ -65,6 +66,7 @@ def status_rows(project: Project, observed: Observed, plan: Plan | TapersError) 
                 "address": record.address if record else None,
                 "box": str(record.box) if record else machine.box,
                 "primary": machine.primary,
+                "privileged": privileged_was(record) if record else machine.privileged,
                 "out_of_date": (out_of_date(plan, machine.name) if isinstance(plan, Plan)
                                 else [f"can't tell: {plan.message}"]),
                 "ports": [_port(p) for p in record.ports] if record else [],
@@ -80,6 +82,7 @@ def status_rows(project: Project, observed: Observed, plan: Plan | TapersError) 
                 "address": record.address if record else None,
                 "box": str(record.box) if record else "?",
                 "primary": False,
+                "privileged": privileged_was(record) if record else None,
                 "out_of_date": [],
                 "ports": [_port(p) for p in record.ports] if record else [],
             }

@@ -369,6 +369,7 @@ class MachineSettings(_Strict):
     networks: list[NetworkEntry] | None = None
     synced_folders: list[SyncedFolder] | None = None
     placement: Placement | None = None
+    privileged: bool | None = None
 
 
 ProjectName = Annotated[
@@ -420,6 +421,7 @@ def resolve_machines(taperfile: Taperfile) -> list[Machine]:
                 ),
                 synced=_synced(pick("synced_folders", [])),
                 placement=placement.member if (placement := pick("placement", None)) else None,
+                privileged=pick("privileged", True),
             )
         )
     return machines

@@ -22,6 +22,7 @@ import lxc
 from tapers import paths, sinks
 from tapers.backend import cgroups, lxc_config, staging
 from tapers.backend.base import BackendBase
+from tapers.backend.liblxc import unprivileged
 from tapers.backend.api import (
     ContainerInfo,
     Record,
@@ -123,27 +124,45 @@ class LiblxcBackend(BackendBase):
         folder = self.lxcpath / spec.container
         if folder.exists():  # left over by an interrupted create: nothing defined in it
             _remove_tree(folder)
-        folder.mkdir(parents=True, mode=0o700)
+        shift = None
+        if not spec.privileged:
+            unprivileged.ensure_subids()
+            shift = self._free_id_range(spec.container)
+        # An unprivileged machine's root (a host uid of its own) must pass through its folder.
+        folder.mkdir(parents=True, mode=0o700 if shift is None else 0o711)
         self._save_record_text(spec.container, record.to_json().encode())
         lower = spec.rootfs.resolve()  # the box's files themselves, not a name's link to them
         if self.copy_mode() == "overlay":
             writable = folder / UPPER_DIR
             writable.mkdir(mode=0o755)
-            for layer in (lower, writable):  # `:` separates the layers
+            seen = lower
+            if shift is not None:
+                seen = unprivileged.prepare(folder, spec.container, lower, shift)
+            for layer in (seen, writable):  # `:` separates the layers
                 sinks.plain(layer, "a layer's folder", f"{folder / 'config'}: lxc.rootfs.path", forbidden=":")
-            rootfs = f"overlay:{lower}:{writable}"
+            rootfs = f"overlay:{seen}:{writable}"
+        elif shift is not None:
+            raise BackendError(f"cannot create `{spec.container}` unprivileged: this host has no overlayfs",
+                               hint="modprobe overlay, or set `privileged: true` on the machine")
         else:
             writable = folder / COPY_DIR
             _copy_tree(lower, writable, spec.container)
             rootfs = f"dir:{writable}"
-        _write_guest_files(lower, writable, spec.files)
-        _save_mounts(folder, spec.mounts)
-        config = _render_config(spec, rootfs, folder)
+        _write_guest_files(lower, writable, spec.files, shift or 0)
+        _save_mounts(folder, spec.mounts, shift or 0)
+        config = _render_config(spec, rootfs, folder, shift)
         tmp = folder / "config.tmp"
         tmp.write_text(config)
         os.replace(tmp, folder / "config")  # the container exists from here on
 
+    def _free_id_range(self, container: str) -> int:
+        """The first host uid of a range no other machine here has (the caller holds the
+        host's network lock, as for addresses)."""
+        used = {unprivileged.shift_of(self.lxcpath / name) for name in lxc.list_containers(config_path=str(self.lxcpath))}
+        return unprivileged.free_range(used)
+
     def _start(self, container: str) -> None:
+        unprivileged.mount_box(self.lxcpath / container, container)
         _prepare_mounts(container, self.lxcpath / container)
         if not self._container(container).start():
             raise BackendError(
@@ -160,6 +179,7 @@ class LiblxcBackend(BackendBase):
 
     def _release(self, container: str) -> None:
         staging.release(container)
+        unprivileged.unmount_box(container)
 
     def _freeze(self, container: str) -> None:
         if not self._container(container).freeze():
@@ -188,8 +208,9 @@ class LiblxcBackend(BackendBase):
         extra_nics = tuple(f"lxc.net.{index}." for index in range(1, 10))
         items = [("lxc.uts.name", hostname), *_private_items(private), *_mount_items(container, mounts)]
         _edit_config(folder, ("lxc.uts.name", "lxc.mount.entry") + extra_nics, items)
-        _save_mounts(folder, mounts)
-        _write_guest_files(_lower_dir(folder), _writable_dir(folder), files)
+        shift = unprivileged.shift_of(folder)
+        _save_mounts(folder, mounts, shift)
+        _write_guest_files(_lower_dir(folder), _writable_dir(folder), files, shift)
 
     @contextmanager
     def _root_view(self, container: str) -> Iterator[Path]:
@@ -351,6 +372,9 @@ def _writable_dir(folder: Path) -> Path:
 
 def _lower_dir(folder: Path) -> Path:
     """The box's root filesystem under an overlay machine (for folder owners and modes)."""
+    box = unprivileged.box_of(folder)  # an unprivileged machine's config names the box's shifted view
+    if box is not None:
+        return box
     for key, value in lxc_config.parse((folder / "config").read_text()):
         if key == "lxc.rootfs.path" and value.startswith("overlay:"):
             return Path(value.split(":")[1])
@@ -372,15 +396,15 @@ def _disk_usage(path: Path) -> int:
     return int(result.stdout.split()[0]) if result.returncode == 0 and result.stdout else 0
 
 
-def _render_config(spec: MachineSpec, rootfs: str, folder: Path) -> str:
+def _render_config(spec: MachineSpec, rootfs: str, folder: Path, shift: int | None) -> str:
     net = spec.network
     items = [
         ("lxc.include", "/usr/share/lxc/config/debian.common.conf"),
+        *(unprivileged.config_items(shift) if shift is not None else [("lxc.apparmor.profile", "unconfined")]),
         ("lxc.arch", "linux64"),
         ("lxc.uts.name", spec.hostname),
         ("lxc.rootfs.path", rootfs),
         ("lxc.signal.halt", "SIGRTMIN+3"),
-        ("lxc.apparmor.profile", "unconfined"),
         ("lxc.log.file", str(folder / "lxc.log")),
         ("lxc.log.level", "WARN"),
         ("lxc.net.0.type", "veth"),
@@ -410,8 +434,8 @@ def _mount_items(container: str, mounts: tuple[Mount, ...]) -> list[tuple[str, s
     return items
 
 
-def _save_mounts(folder: Path, mounts: tuple[Mount, ...]) -> None:
-    (folder / MOUNTS_NAME).write_text(json.dumps(staging.as_records(mounts), indent=2) + "\n")
+def _save_mounts(folder: Path, mounts: tuple[Mount, ...], shift: int) -> None:
+    (folder / MOUNTS_NAME).write_text(json.dumps(staging.as_records(mounts, shift), indent=2) + "\n")
 
 
 def _prepare_mounts(container: str, folder: Path) -> None:
@@ -444,13 +468,14 @@ def _copy_tree(source: Path, target: Path, container: str) -> None:
         raise BackendError(f"could not copy the box into `{container}`: {result.stderr.strip()}")
 
 
-def _write_guest_files(lower: Path, upper: Path, files: tuple[GuestFile, ...]) -> None:
+def _write_guest_files(lower: Path, upper: Path, files: tuple[GuestFile, ...], shift: int = 0) -> None:
     """Write files into the machine's writable layer (which its guest has written too: no
     link in it is followed), creating parent folders with the owner and mode they have in
     the box, so the overlay shows them unchanged."""
     from tapers.rootfs import Root
 
-    with Root(upper, "the machine's files", BackendError) as target, Root(lower, "the box", BackendError) as box:
+    with Root(upper, "the machine's files", BackendError, id_shift=shift) as target, \
+            Root(lower, "the box", BackendError) as box:
         for guest_file in files:
             private = guest_file.mode & 0o077 == 0
             target.write(guest_file.path, guest_file.content, guest_file.mode, guest_file.uid, guest_file.gid,

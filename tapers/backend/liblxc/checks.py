@@ -104,7 +104,22 @@ def _lxc_path() -> Check:
     return Check("container folder", ok, str(path), f"mkdir -p {path} (as root)")
 
 
+def _subids() -> Check:
+    from tapers.backend.liblxc import unprivileged
+
+    missing = unprivileged.subids_missing()
+    block = f"root:{unprivileged.FIRST}:{unprivileged.LAST - unprivileged.FIRST}"
+    return Check(
+        "ids for unprivileged machines",
+        not missing,
+        "root has tapers' block" if not missing else f"{', '.join(map(str, missing))} lacks {block}: the first "
+        "`privileged: false` machine adds it",
+        " && ".join(f"echo {block} >> {path}" for path in missing),
+        required=False,
+    )
+
+
 def checks(full: bool) -> list[Check]:
     cheap = (_root, _bindings, _lxc_config, _lxc_path, _tools)
-    more = (_namespaces, _cgroups, _overlay, _bridge, _inotify) if full else ()
+    more = (_namespaces, _cgroups, _overlay, _bridge, _inotify, _subids) if full else ()
     return [check() for check in cheap + more]

@@ -199,6 +199,9 @@ class LxdBackend(BackendBase):
                    json={"config": {RECORD_KEY: record.to_json()}})
 
     def _create(self, spec: MachineSpec, record: Record) -> None:
+        if not spec.privileged:
+            raise BackendError(f"cannot create `{spec.container}` unprivileged: not available on the LXD backend yet",
+                               hint="set `privileged: true` on the machine, or use the liblxc backend")
         alias = self._image(spec.rootfs)
         if self.local:
             staging.make_dirs(spec.container, staging.as_records(spec.mounts))
