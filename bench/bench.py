@@ -4,7 +4,7 @@
   up:     `tapers up` of one machine (box cached) until SSH answers, versus lxc-copy -s
           (overlay snapshot of the same box), a static address and fixed MAC in its
           config, a host key written in, lxc-start, until the SSH banner arrives. Once for
-          a privileged machine and once for an unprivileged one (`privileged: false`).
+          a privileged machine (the default) and once for an unprivileged one.
   status: `tapers status` versus `python3 -c 'import lxc; lxc.list_containers()'`.
 
 Run as root on a host where `tapers box build debian/bookworm` has been done
@@ -101,6 +101,8 @@ def bench_raw_up(runs: int, rootfs: Path) -> list[float]:
 
 def bench_tapers(runs: int, privileged: bool = True) -> tuple[list[float], list[float], list[float]]:
     folder = Path(tempfile.mkdtemp(prefix="tapers-bench-"))
+    if not privileged:
+        os.chown(folder, 4242, 4242)  # an unprivileged machine's synced folder must not be root's
     machine = "{}" if privileged else "{privileged: false}"
     (folder / "Taperfile.yaml").write_text(f"version: 1\nname: bench-{RUN}\nmachines:\n  web: {machine}\n")
     ups, noops, statuses = [], [], []

@@ -70,6 +70,7 @@ class FakeBackend(BackendBase):
 
     name = "fake"
     places_machines = False
+    unprivileged_machines = True
 
     def __init__(self, events: list[str] | None = None) -> None:
         self.containers: dict[str, dict[str, Any]] = {}

@@ -24,6 +24,8 @@ _OPEN_TREE_CLONE = 1
 _OPEN_TREE_CLOEXEC = os.O_CLOEXEC
 _MOVE_MOUNT_F_EMPTY_PATH = 0x4
 _MOUNT_ATTR_RDONLY = 0x1
+_MOUNT_ATTR_NOSUID = 0x2
+_MOUNT_ATTR_NODEV = 0x4
 _MOUNT_ATTR_IDMAP = 0x00100000
 _MNT_DETACH = 2
 
@@ -99,10 +101,11 @@ def open_no_links(folder: Path) -> int:
 
 def bind(
     source: Path, target: Path, uid_map: list[tuple[int, int, int]] | None, gid_map: list[tuple[int, int, int]] | None,
-    readonly: bool,
+    readonly: bool, inert: bool = False,
 ) -> None:
     """Mount the folder `source` (its real path: no link is followed) at `target` (an existing
-    empty folder), through the maps when given."""
+    empty folder), through the maps when given. `inert`: no device node opens and no setuid
+    bit counts through this mount (nodev, nosuid)."""
     userns = _user_namespace(uid_map, gid_map or uid_map) if uid_map else -1
     tree = folder = -1
     try:
@@ -112,6 +115,7 @@ def bind(
             "clone the mount of", source,
         )
         flags = (_MOUNT_ATTR_IDMAP if uid_map else 0) | (_MOUNT_ATTR_RDONLY if readonly else 0)
+        flags |= (_MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV) if inert else 0
         if flags:
             attr = _MountAttr(flags, 0, 0, max(userns, 0))
             _check(

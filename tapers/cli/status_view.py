@@ -34,7 +34,7 @@ def show_status(project: Project, backend: Backend, observed: Observed, as_json:
     output.table(
         ["machine", "state", "address", "box", "config"] + (["ports"] if with_ports else []),
         [
-            [r["machine"], r["state"] + (" (unprivileged)" if r["privileged"] is False else ""), r["address"] or "-", r["box"], "out of date: " + ", ".join(r["out_of_date"])
+            [r["machine"], r["state"] + (" (privileged)" if r["privileged"] and r["state"] != "not created" else ""), r["address"] or "-", r["box"], "out of date: " + ", ".join(r["out_of_date"])
              if r["out_of_date"] else "up to date"]
             + ([", ".join(f"{p['host_ip']}:{p['host']}->{p['guest']}" for p in r["ports"]) or "-"] if with_ports else [])
             for r in rows

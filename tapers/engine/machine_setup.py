@@ -19,7 +19,8 @@ from tapers.ssh import keys
 from tapers.taperfile import Machine
 
 def new_record(
-    project_id: str, root: Path, project_key: str, machine: Machine, box: Box, address: str, mac: str, host_key: str
+    project_id: str, root: Path, project_key: str, machine: Machine, box: Box, address: str, mac: str, host_key: str,
+    privileged: bool,
 ) -> Record:
     """What tapers records on a container it creates (phase `creating` until it is whole)."""
     return Record(
@@ -35,7 +36,7 @@ def new_record(
         gid=box.user["gid"],
         host_key=host_key,
         authorized_key=project_key,
-        applied=desired_settings(machine),
+        applied={**desired_settings(machine), "privileged": privileged},
         hosts=own_hosts_digest(machine),
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
@@ -106,12 +107,20 @@ def host_folders(root: Path, machine: Machine, reporter: Reporter) -> list[Path]
     return folders
 
 
-def mounts(root: Path, machine: Machine, guest_uid: int, guest_gid: int, reporter: Reporter) -> tuple[Mount, ...]:
+def mounts(root: Path, machine: Machine, guest_uid: int, guest_gid: int, privileged: bool,
+           reporter: Reporter) -> tuple[Mount, ...]:
     """Synced folders as mounts; idmapped when the folder's owner is not the login user (on
     an unprivileged machine always: its login user is a host uid of its own)."""
     result = []
     for synced, folder in zip(machine.synced, host_folders(root, machine, reporter), strict=True):
         st = folder.stat()
-        same = machine.privileged and (st.st_uid, st.st_gid) == (guest_uid, guest_gid)
+        if not privileged and 0 in (st.st_uid, st.st_gid):
+            raise StateError(
+                f"machine `{machine.name}` is unprivileged, and its synced folder {folder} belongs to root "
+                f"(uid {st.st_uid}, gid {st.st_gid}): what its login user wrote there would be root's on this "
+                "host (a setuid-root file, say)",
+                hint=f"give the folder to your user (chown -R you: {folder}), or set `privileged: true` on the machine",
+            )
+        same = privileged and (st.st_uid, st.st_gid) == (guest_uid, guest_gid)
         result.append(Mount(folder, synced.guest, synced.readonly, None if same else (guest_uid, st.st_uid, guest_gid, st.st_gid)))
     return tuple(result)

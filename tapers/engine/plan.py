@@ -13,7 +13,7 @@ from tapers.backend.api import ContainerInfo, State
 from tapers.errors import StateError, UsageError
 from tapers.record import DESTROYING, Record
 from tapers.engine.observe import Observed
-from tapers.engine.settings import box_matches, privileged_was, settings_changes
+from tapers.engine.settings import box_matches, privileged, privileged_was, settings_changes
 from tapers.ssh.keys import same_key
 from tapers.taperfile import Machine
 from tapers.taperfile.machine import Step
@@ -107,6 +107,7 @@ def plan_up(
     remove_orphans: bool = False,
     names_stale: bool = False,
     forwarding: set[str] | None = None,
+    privileged_default: bool = True,
 ) -> Plan:
     """What `up` does. `fingerprints`: machine -> step key -> fingerprint of what the step
     would run now; `provision`: "auto" (what changed), "force" (--provision) or "skip"."""
@@ -117,8 +118,9 @@ def plan_up(
         info = observed.machines.get(machine.name)
         record = info.record if info else None
         box_change = record is not None and not _interrupted(info) and not box_matches(machine.box, record)
+        wanted_privileged = privileged(machine, privileged_default)
         kind_change = (record is not None and not _interrupted(info) and not box_change
-                       and privileged_was(record) != machine.privileged)
+                       and privileged_was(record) != wanted_privileged)
         if info is None or _interrupted(info) or box_change or kind_change:
             if machine.box not in boxes_cached and not any(
                 a.kind is Kind.BUILD_BOX and a.subject == machine.box for a in actions
@@ -127,15 +129,14 @@ def plan_up(
                 actions.append(Action(Kind.BUILD_BOX, machine.box, cause, cls="create"))
             if info is None:
                 cls = "create"
-                cause = "not found" + ("" if machine.privileged else "; unprivileged")
-                actions.append(Action(Kind.CREATE, machine.name, cause, cls=cls))
+                actions.append(Action(Kind.CREATE, machine.name, "not found", cls=cls))
             elif box_change:
                 cls = "recreate"
                 cause = f"box {record.box} -> {machine.box}; data in the machine is lost"  # type: ignore[union-attr]
                 actions.append(Action(Kind.RECREATE, machine.name, cause, cls=cls, loses_data=True, keys=("box",)))
             elif kind_change:
                 cls = "recreate"
-                was, now = ("privileged", "unprivileged") if machine.privileged is False else ("unprivileged", "privileged")
+                was, now = ("unprivileged", "privileged") if wanted_privileged else ("privileged", "unprivileged")
                 cause = f"{was} -> {now}; data in the machine is lost"
                 actions.append(Action(Kind.RECREATE, machine.name, cause, cls=cls, loses_data=True, keys=("privileged",)))
             else:
@@ -160,7 +161,10 @@ def plan_up(
             actions.append(Action(Kind.DESTROY, name, "no longer in the Taperfile; --remove-orphans", cls="orphan"))
     left = set(observed.machines) | {a.subject for a in actions if a.kind in STARTS}
     release = [_release_network()] if remove_orphans and observed.orphans and not left else []
-    return Plan(actions=tuple(_with_network(actions, machines) + _names_update(actions, names_stale) + release))
+    notes = tuple(f"machine `{m.name}` is privileged (`privileged: true`): root in it can reach the host"
+                  for m in machines if m.privileged and any(a.subject == m.name and a.kind in STARTS for a in actions))
+    return Plan(actions=tuple(_with_network(actions, machines) + _names_update(actions, names_stale) + release),
+                notes=notes)
 
 
 def _release_network() -> Action:

@@ -37,13 +37,18 @@ def desired_settings(machine: Machine) -> dict[str, object]:
         "pids": machine.pids,
         "networks": list(machine.private_ips),
         "synced": [[s.host, s.guest, s.readonly] for s in machine.synced],
-        "privileged": machine.privileged,
     }
+
+
+def privileged(machine: Machine, default: bool) -> bool:
+    """Whether the machine is to be privileged: the Taperfile's `privileged:`, else the
+    backend's default (liblxc: no; LXD: yes, until it has unprivileged machines)."""
+    return default if machine.privileged is None else machine.privileged
 
 
 def privileged_was(record: Record) -> bool:
     """Whether the machine was made privileged (every machine before tapers 0.3 was)."""
-    return bool(record.applied.get("privileged", True))
+    return record.applied.get("privileged", True) is not False
 
 
 def settings_changes(machine: Machine, record: Record) -> list[Change]:

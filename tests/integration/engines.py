@@ -55,6 +55,9 @@ class LiblxcView:
             c.stop()
         c.destroy()
         staging.release(container)  # what a failed test's machine had mounted for its synced folders
+        from tapers.backend.liblxc import unprivileged
+
+        unprivileged.unmount_box(container)  # and an unprivileged one's view of its box
 
 
 class LxdView:

@@ -32,18 +32,25 @@ def test_a_wider_range_already_given_is_enough(tmp_path: Path) -> None:
     assert subuid.read_text() == "root:100000:4294000000\n"
 
 
-def test_a_link_planted_in_place_of_the_file_is_replaced_not_written_through(tmp_path: Path) -> None:
-    target = tmp_path / "passwd"
-    target.write_text("root:x:0:0::/root:/bin/sh\n")
+def test_a_link_in_place_of_the_file_is_refused_and_nothing_changes(tmp_path: Path) -> None:
+    """Others' ranges live in the file a link points to: neither replaced nor written through."""
+    import pytest
+
+    from tapers.errors import BackendError
+
+    target = tmp_path / "elsewhere"
+    target.write_text("alice:100000:65536\n")
     link = tmp_path / "subuid"
     link.symlink_to(target)
-    unprivileged.ensure_subids((link,))
-    assert target.read_text() == "root:x:0:0::/root:/bin/sh\n"  # untouched
-    assert not link.is_symlink() and link.read_text() == f"{BLOCK}\n"
+    with pytest.raises(BackendError, match="is a symbolic link"):
+        unprivileged.ensure_subids((link,))
+    assert target.read_text() == "alice:100000:65536\n" and link.is_symlink()
 
 
-def test_ranges_never_overlap_and_stay_below_two_to_the_31() -> None:
-    first = unprivileged.free_range(set())
-    second = unprivileged.free_range({first})
-    assert first == unprivileged.FIRST and second == first + unprivileged.RANGE
-    assert unprivileged.LAST <= 2**31
+def test_ranges_skip_ids_already_given_and_stay_below_two_to_the_31() -> None:
+    first = unprivileged.free_range(set(), taken=[])
+    assert first == unprivileged.FIRST and unprivileged.LAST <= 2**31 - 2**17
+    assert unprivileged.free_range({first}, taken=[]) == first + unprivileged.RANGE
+    # a user's uid inside the first range, and someone's subordinate range over the second
+    taken = [(first + 500, first + 501), (first + unprivileged.RANGE, first + 2 * unprivileged.RANGE + 1)]
+    assert unprivileged.free_range(set(), taken=taken) == first + 3 * unprivileged.RANGE

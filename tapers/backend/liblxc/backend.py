@@ -62,6 +62,8 @@ def overlay_supported() -> bool:
 class LiblxcBackend(BackendBase):
     name = "liblxc"
     places_machines = False  # one host
+    privileged_default = True
+    unprivileged_machines = True  # unprivileged.py
 
     def __init__(self, lxcpath: Path | None = None) -> None:
         self.lxcpath = lxcpath or paths.lxc_path()
@@ -129,7 +131,7 @@ class LiblxcBackend(BackendBase):
             unprivileged.ensure_subids()
             shift = self._free_id_range(spec.container)
         # An unprivileged machine's root (a host uid of its own) must pass through its folder.
-        folder.mkdir(parents=True, mode=0o700 if shift is None else 0o711)
+        folder.mkdir(parents=True, mode=0o700)  # an unprivileged machine's root may pass: see unprivileged.prepare
         self._save_record_text(spec.container, record.to_json().encode())
         lower = spec.rootfs.resolve()  # the box's files themselves, not a name's link to them
         if self.copy_mode() == "overlay":
@@ -137,38 +139,52 @@ class LiblxcBackend(BackendBase):
             writable.mkdir(mode=0o755)
             seen = lower
             if shift is not None:
-                seen = unprivileged.prepare(folder, spec.container, lower, shift)
+                seen = unprivileged.prepare(folder, spec.container, lower, shift, overlay=True)
             for layer in (seen, writable):  # `:` separates the layers
                 sinks.plain(layer, "a layer's folder", f"{folder / 'config'}: lxc.rootfs.path", forbidden=":")
             rootfs = f"overlay:{seen}:{writable}"
-        elif shift is not None:
-            raise BackendError(f"cannot create `{spec.container}` unprivileged: this host has no overlayfs",
-                               hint="modprobe overlay, or set `privileged: true` on the machine")
         else:
             writable = folder / COPY_DIR
             _copy_tree(lower, writable, spec.container)
+            if shift is not None:  # no overlayfs: a copy of the box, its owners shifted
+                unprivileged.prepare(folder, spec.container, lower, shift, overlay=False)
+                unprivileged.shift_tree(writable, shift)
             rootfs = f"dir:{writable}"
         _write_guest_files(lower, writable, spec.files, shift or 0)
         _save_mounts(folder, spec.mounts, shift or 0)
-        config = _render_config(spec, rootfs, folder, shift)
+        config = _render_config(spec, rootfs, folder, shift, rootfs.startswith("overlay:"))
         tmp = folder / "config.tmp"
         tmp.write_text(config)
         os.replace(tmp, folder / "config")  # the container exists from here on
 
     def _free_id_range(self, container: str) -> int:
-        """The first host uid of a range no other machine here has (the caller holds the
-        host's network lock, as for addresses)."""
-        used = {unprivileged.shift_of(self.lxcpath / name) for name in lxc.list_containers(config_path=str(self.lxcpath))}
-        return unprivileged.free_range(used)
+        """The first host uid of a range no container here maps (tapers' or not: read from
+        their configs' `lxc.idmap` lines) and no one else was given. The caller holds the
+        host's network lock, as for addresses."""
+        mapped = []
+        for name in lxc.list_containers(config_path=str(self.lxcpath)):
+            try:
+                items = lxc_config.parse((self.lxcpath / name / "config").read_text())
+            except (OSError, UnicodeDecodeError):
+                continue
+            for key, value in items:
+                fields = value.split()
+                if key == "lxc.idmap" and len(fields) == 4 and fields[2].isdigit() and fields[3].isdigit():
+                    mapped.append((int(fields[2]), int(fields[2]) + int(fields[3])))
+        return unprivileged.free_range(set(), taken=mapped + unprivileged.others_ids())
 
     def _start(self, container: str) -> None:
-        unprivileged.mount_box(self.lxcpath / container, container)
-        _prepare_mounts(container, self.lxcpath / container)
-        if not self._container(container).start():
-            raise BackendError(
-                f"container `{container}` did not start",
-                hint=f"see its log: {self.lxcpath / container / 'lxc.log'}",
-            )
+        try:
+            unprivileged.mount_box(self.lxcpath / container, container)
+            _prepare_mounts(container, self.lxcpath / container)
+            if not self._container(container).start():
+                raise BackendError(
+                    f"container `{container}` did not start",
+                    hint=f"see its log: {self.lxcpath / container / 'lxc.log'}",
+                )
+        except BaseException:
+            self._release(container)  # no view or staged folder left mounted for nothing
+            raise
 
     def _shutdown(self, container: str, timeout: float) -> bool:
         return bool(self._container(container).shutdown(int(max(1, timeout))))
@@ -214,37 +230,31 @@ class LiblxcBackend(BackendBase):
 
     @contextmanager
     def _root_view(self, container: str) -> Iterator[Path]:
-        from tapers.backend import idmap
-
         c = self._container(container)
         folder = self.lxcpath / container
-        if c.state in ("RUNNING", "FROZEN"):
-            was_frozen = c.state == "FROZEN"
-            if not was_frozen and not c.freeze():
-                raise BackendError(f"container `{container}` could not be frozen for copying")
-            try:
-                yield Path(f"/proc/{c.init_pid}/root")
-            finally:
-                if not was_frozen:
-                    c.unfreeze()
-            return
-        if not (folder / UPPER_DIR).is_dir():
-            yield folder / COPY_DIR
-            return
-        import tempfile
-
-        paths.host_run_dir().mkdir(parents=True, exist_ok=True)
-        view = Path(tempfile.mkdtemp(prefix=f"{container}-", dir=paths.host_run_dir()))
-        layers = f"lowerdir={folder / UPPER_DIR}:{_lower_dir(folder)}"  # two lower layers: read-only
-        result = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", layers, str(view)], capture_output=True, text=True)
-        if result.returncode != 0:
-            view.rmdir()
-            raise BackendError(f"cannot assemble the files of `{container}`: {result.stderr.strip()}")
+        shift = unprivileged.shift_of(folder)
+        was_frozen = c.state == "FROZEN"
+        hold = c.state == "RUNNING"
+        if hold and not c.freeze():
+            raise BackendError(f"container `{container}` could not be frozen for copying")
         try:
-            yield view
+            if shift:  # the files as the machine sees them: owners moved back down by its range
+                with _unshifted(_writable_dir(folder), shift) as writable:
+                    if (folder / UPPER_DIR).is_dir():
+                        with _overlay_view(container, writable, _lower_dir(folder), userxattr=True) as view:
+                            yield view
+                    else:
+                        yield writable
+            elif hold or was_frozen:
+                yield Path(f"/proc/{c.init_pid}/root")
+            elif (folder / UPPER_DIR).is_dir():
+                with _overlay_view(container, folder / UPPER_DIR, _lower_dir(folder)) as view:
+                    yield view
+            else:
+                yield folder / COPY_DIR
         finally:
-            idmap.unmount(view)
-            view.rmdir()
+            if hold:
+                c.unfreeze()
 
     def _usage(self, container: str) -> Usage | None:
         c = self._container(container)
@@ -340,6 +350,7 @@ class LiblxcBackend(BackendBase):
         if folder.is_dir() and (folder / RECORD_NAME).exists():
             _remove_tree(folder)  # an interrupted create left only our record
         staging.release(container)
+        unprivileged.unmount_box(container)
 
     def _boot_id(self, container: str) -> str:
         pid = self._container(container).init_pid
@@ -364,6 +375,48 @@ def _remove_tree(folder: Path, ignore_errors: bool = False) -> None:
     import shutil  # here, not at the top: it loads the compression modules, and `status` needs none
 
     shutil.rmtree(folder, ignore_errors=ignore_errors)
+
+
+@contextmanager
+def _overlay_view(container: str, upper: Path, lower: Path, userxattr: bool = False) -> Iterator[Path]:
+    """A stopped (or frozen) machine's files: its writable layer over the box, both read-only.
+    `userxattr`: the layer was written by an unprivileged machine (its whiteouts and opaque
+    folders are `user.overlay.*` attributes)."""
+    import tempfile
+
+    from tapers.backend import idmap
+
+    paths.host_run_dir().mkdir(parents=True, exist_ok=True)
+    view = Path(tempfile.mkdtemp(prefix=f"{container}-", dir=paths.host_run_dir()))
+    layers = f"lowerdir={upper}:{lower}" + (",userxattr" if userxattr else "")  # two lower layers: read-only
+    result = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", layers, str(view)], capture_output=True, text=True)
+    if result.returncode != 0:
+        view.rmdir()
+        raise BackendError(f"cannot assemble the files of `{container}`: {result.stderr.strip()}")
+    try:
+        yield view
+    finally:
+        idmap.unmount(view)
+        view.rmdir()
+
+
+@contextmanager
+def _unshifted(folder: Path, shift: int) -> Iterator[Path]:
+    """`folder` read-only, its owners moved down by `shift` (an unprivileged machine's files
+    as they are inside it: what a packaged box must carry)."""
+    import tempfile
+
+    from tapers.backend import idmap
+
+    paths.host_run_dir().mkdir(parents=True, exist_ok=True)
+    view = Path(tempfile.mkdtemp(prefix="unshifted-", dir=paths.host_run_dir()))
+    try:
+        back = [(shift, 0, unprivileged.RANGE)]
+        idmap.bind(folder, view, back, back, readonly=True)
+        yield view
+    finally:
+        idmap.unmount(view)
+        view.rmdir()
 
 
 def _writable_dir(folder: Path) -> Path:
@@ -396,11 +449,11 @@ def _disk_usage(path: Path) -> int:
     return int(result.stdout.split()[0]) if result.returncode == 0 and result.stdout else 0
 
 
-def _render_config(spec: MachineSpec, rootfs: str, folder: Path, shift: int | None) -> str:
+def _render_config(spec: MachineSpec, rootfs: str, folder: Path, shift: int | None, overlay: bool) -> str:
     net = spec.network
     items = [
         ("lxc.include", "/usr/share/lxc/config/debian.common.conf"),
-        *(unprivileged.config_items(shift) if shift is not None else [("lxc.apparmor.profile", "unconfined")]),
+        *(unprivileged.config_items(shift, overlay) if shift is not None else [("lxc.apparmor.profile", "unconfined")]),
         ("lxc.arch", "linux64"),
         ("lxc.uts.name", spec.hostname),
         ("lxc.rootfs.path", rootfs),

@@ -17,19 +17,22 @@ from tapers import paths
 from tapers.errors import BackendError
 
 RANGE = 65536  # ids per machine: 0..65535 inside
-FIRST = 1_000_000_000  # the first range tapers hands out (far above LXD's and the usual /etc/subuid ones)
-MACHINES = 16384  # ranges in tapers' block: FIRST + MACHINES * RANGE stays below 2^31
+# tapers' block: above systemd's container range (524288-1879048191, nspawn, nsresourced) and
+# LXD's (100000 up), below 2^31 - 2^17 (systemd's own "nobody" and special ids). Ranges that
+# another /etc/subuid entry, a user or a group already has are skipped (see free_range).
+FIRST = 0x70000000
+MACHINES = 4094
 LAST = FIRST + MACHINES * RANGE
 SUBID_FILES = (Path("/etc/subuid"), Path("/etc/subgid"))
 STATE = "tapers-unprivileged.json"  # in the container's folder: its range and its box
 
 
-def config_items(shift: int) -> list[tuple[str, str]]:
+def config_items(shift: int, overlay: bool) -> list[tuple[str, str]]:
     return [
         ("lxc.include", "/usr/share/lxc/config/debian.userns.conf"),  # LXC's unprivileged defaults
         ("lxc.idmap", f"u 0 {shift} {RANGE}"),
         ("lxc.idmap", f"g 0 {shift} {RANGE}"),
-        ("lxc.rootfs.options", "userxattr"),
+        *([("lxc.rootfs.options", "userxattr")] if overlay else []),
     ]
 
 
@@ -45,15 +48,19 @@ def ensure_subids(files: tuple[Path, ...] = SUBID_FILES) -> None:
     import os
 
     for path in subids_missing(files):
+        if path.is_symlink():
+            raise BackendError(f"{path} is a symbolic link: tapers won't replace it (others' ranges are in it)",
+                               hint=f"as root: echo root:{FIRST}:{LAST - FIRST} >> {path}")
         try:
-            current = os.lstat(path) if os.path.lexists(path) else None
-            regular = current is not None and not os.path.islink(path)
-            old = path.read_text() if regular else ""
-            mode = current.st_mode & 0o777 if regular and current else 0o644
+            current = os.lstat(path) if path.exists() else None
+            old = path.read_text() if current else ""
+            mode = current.st_mode & 0o777 if current else 0o644
             temporary = path.with_name(f".{path.name}.tapers-{os.urandom(4).hex()}")
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
             with os.fdopen(fd, "w") as out:
                 out.write(old + ("" if old.endswith("\n") or not old else "\n") + f"root:{FIRST}:{LAST - FIRST}\n")
+            if current:
+                os.chown(temporary, current.st_uid, current.st_gid)
             os.replace(temporary, path)
         except OSError as exc:
             raise BackendError(f"cannot give root the ids of unprivileged machines in {path}: {exc.strerror}",
@@ -74,23 +81,84 @@ def _covers(path: Path) -> bool:
     return False
 
 
-def free_range(used: set[int]) -> int:
+def free_range(used: set[int], taken: list[tuple[int, int]] | None = None) -> int:
+    """The first range of tapers' block that no machine uses (`used`: their first ids) and
+    that overlaps no id already given out (`taken`: [start, end) intervals; by default the
+    other entries of /etc/subuid and /etc/subgid, and every user and group id)."""
+    taken = others_ids() if taken is None else taken
     for shift in range(FIRST, LAST, RANGE):
-        if shift not in used:
+        if shift not in used and not any(start < shift + RANGE and shift < end for start, end in taken):
             return shift
     raise BackendError("no free id range left for unprivileged machines on this host")
 
 
-def prepare(folder: Path, container: str, box: Path, shift: int) -> Path:
-    """Record the machine's range and box, give its writable layer (and overlay's work folder)
-    to its root; the path of the box's view, which `mount_box` mounts at each start."""
+def others_ids() -> list[tuple[int, int]]:
+    """Ids this host has already given out: subordinate ranges other than tapers' own block,
+    and the ids of its users and groups."""
+    taken = []
+    for path in SUBID_FILES:
+        for line in _lines(path):
+            fields = line.split(":")
+            if len(fields) == 3 and fields[1].isdigit() and fields[2].isdigit():
+                start, count = int(fields[1]), int(fields[2])
+                if (start, start + count) != (FIRST, LAST):
+                    taken.append((start, start + count))
+    for path in (Path("/etc/passwd"), Path("/etc/group")):
+        for line in _lines(path):
+            fields = line.split(":")
+            if len(fields) > 2 and fields[2].isdigit():
+                taken.append((int(fields[2]), int(fields[2]) + 1))
+    return taken
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().splitlines()
+    except OSError:
+        return []
+
+
+def prepare(folder: Path, container: str, box: Path, shift: int, overlay: bool) -> Path:
+    """Record the machine's range and box; for an overlay machine, give its writable layer
+    (and overlay's work folder) to its root. The path of the box's view, which `mount_box`
+    mounts at each start (overlay machines)."""
     import os
 
-    (folder / STATE).write_text(json.dumps({"shift": shift, "box": str(box)}) + "\n")
-    for name in ("delta0", "work"):
+    # Only root and the machine's own root may pass through its folder (0710 root:SHIFT):
+    # no host user reaches its files, snapshots or a setuid file the machine made.
+    os.chown(folder, 0, shift)
+    os.chmod(folder, 0o710)
+    state = folder / STATE
+    temporary = state.with_suffix(".tmp")
+    temporary.write_text(json.dumps({"shift": shift, "box": str(box), "overlay": overlay}) + "\n")
+    os.replace(temporary, state)
+    for name in ("delta0", "work") if overlay else ():
         (folder / name).mkdir(mode=0o755, exist_ok=True)
         os.chown(folder / name, shift, shift)
     return _view(container)
+
+
+def shift_tree(root: Path, shift: int) -> None:
+    """A copied box made the machine's own (no overlayfs on this host): every owner moved up
+    by `shift`. chown clears setuid/setgid bits and file capabilities: both are put back."""
+    import os
+    import stat
+
+    for folder, dirs, files in os.walk(root):
+        for name in [*dirs, *files, ""] if folder == str(root) else [*dirs, *files]:
+            path = os.path.join(folder, name) if name else folder
+            st = os.lstat(path)
+            caps = None
+            if stat.S_ISREG(st.st_mode):
+                try:
+                    caps = os.getxattr(path, "security.capability", follow_symlinks=False)
+                except OSError:
+                    caps = None
+            os.lchown(path, st.st_uid + shift, st.st_gid + shift)
+            if not stat.S_ISLNK(st.st_mode):
+                os.chmod(path, stat.S_IMODE(st.st_mode))
+            if caps is not None:
+                os.setxattr(path, "security.capability", caps, follow_symlinks=False)
 
 
 def shift_of(folder: Path) -> int:
@@ -108,14 +176,22 @@ def mount_box(folder: Path, container: str) -> None:
     """Before a start: the box's files, read-only, seen through the machine's range."""
     from tapers.backend import idmap
 
+    import os
+
     state = _state(folder)
-    if state is None:
+    if state is None or not state.get("overlay", True):
         return
+    shift = int(state["shift"])
     view = _view(container)
-    view.mkdir(parents=True, exist_ok=True)
+    # /run/tapers/lower: passable, not listable; <container>/: root and the machine's root only.
+    view.parent.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(view.parent.parent, 0o711)
+    view.parent.mkdir(exist_ok=True)
+    os.chown(view.parent, 0, shift)
+    os.chmod(view.parent, 0o710)
+    view.mkdir(exist_ok=True)
     if not idmap.is_mount(view):
-        shift = int(state["shift"])
-        idmap.bind(Path(state["box"]), view, [(0, shift, RANGE)], [(0, shift, RANGE)], readonly=True)
+        idmap.bind(Path(state["box"]), view, [(0, shift, RANGE)], [(0, shift, RANGE)], readonly=True, inert=True)
 
 
 def unmount_box(container: str) -> None:
@@ -126,6 +202,8 @@ def unmount_box(container: str) -> None:
     if view.is_dir():
         idmap.unmount(view)
         view.rmdir()
+    if view.parent.is_dir():
+        view.parent.rmdir()
 
 
 def _state(folder: Path) -> dict | None:
@@ -133,7 +211,10 @@ def _state(folder: Path) -> dict | None:
         return json.loads((folder / STATE).read_text())
     except FileNotFoundError:
         return None
+    except (OSError, ValueError) as exc:
+        raise BackendError(f"cannot read {folder / STATE}: {exc}",
+                           hint="it is tapers' own file: `tapers destroy` and `up` make the machine again") from None
 
 
 def _view(container: str) -> Path:
-    return paths.host_run_dir() / "lower" / container
+    return paths.host_run_dir() / "lower" / container / "box"
