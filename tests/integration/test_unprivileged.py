@@ -162,3 +162,14 @@ def test_machines_are_privileged_unless_the_taperfile_says_otherwise(project, ba
     assert "running (privileged)" in project.tapers("status").ok().out
     if backend_name == "liblxc":
         assert host_uid(project.init_pid("web")) == 0
+
+
+def test_without_overlayfs_an_unprivileged_machine_gets_a_shifted_copy(project) -> None:
+    project.env["TAPERS_COPY_MODE"] = "copy"
+    project.write(TAPERFILE)
+    give_away(project)
+    project.tapers("up").ok()
+    assert unprivileged.FIRST <= host_uid(project.init_pid("web")) < unprivileged.LAST
+    assert guest(project, "sudo id -u; stat -c %u /etc/hostname; ls -ln /usr/bin/sudo | cut -c1-10") == "0\n0\n-rwsr-xr-x\n"
+    copy = Path("/var/lib/lxc") / project.container("web") / "rootfs"
+    assert copy.stat().st_uid == host_uid(project.init_pid("web"))  # its root's, on the host
