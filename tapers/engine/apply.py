@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from tapers import paths
 from tapers.engine import limits
 from tapers.engine import machine_setup as setup
-from tapers.backend.api import Backend, MachineSpec, State
+from tapers.backend.api import Backend, MachineSpec, NetworkConfig, State
 from tapers.boxes.build import ensure_box
 from tapers.boxes.cache import find_box
 from tapers.boxes.recipe import load_recipe
@@ -47,9 +47,6 @@ class Context:
     ssh_timeout: float = 60.0
     ssh_check: Callable[[SshTarget, Path, float], None] = field(default=None)  # type: ignore[assignment]
     guest_factory: Callable[[str, Context], Any] = field(default=None)  # type: ignore[assignment]
-    _network_ready: bool = field(default=False, init=False)
-    _network_guard: threading.Lock = field(default_factory=threading.Lock, init=False)
-    _private_ready: set[str] = field(default_factory=set, init=False)
     _finished: dict[str, threading.Event] = field(default_factory=dict, init=False)
     _failed: set[str] = field(default_factory=set, init=False)
     _access_guard: threading.Lock = field(default_factory=threading.Lock, init=False)
@@ -62,22 +59,6 @@ class Context:
         self._cancelled.set()
         for guest in list(self._guests.values()):
             guest.close()
-
-    def ensure_network(self) -> None:
-        with self._network_guard:
-            if not self._network_ready:
-                self.backend.network.prepare()
-                self._network_ready = True
-
-    def ensure_private_networks(self, machine: Machine) -> None:
-        """The host-only networks of the machine exist (one machine at a time makes them,
-        each once per run: creating and starting a machine both ask)."""
-        with self._network_guard:
-            for address in machine.private_ips:
-                config = self.backend.network.private(address)
-                if config.bridge not in self._private_ready:
-                    self.backend.network.ensure_private(config)
-                    self._private_ready.add(config.bridge)
 
     def refresh_access(self) -> None:
         """Rewrite .tapers/ssh_config, known_hosts and inventory from the machines as they are."""
@@ -97,10 +78,7 @@ def apply(plan: Plan, ctx: Context) -> None:
             _get_box(action.subject, ctx)
         elif action.kind is Kind.PREPARE_NETWORK:
             ctx.reporter.line(action.subject, action.what)
-            ctx.ensure_network()
-            for name in plan.subjects():
-                if any(a.kind in STARTS for a in plan.for_subject(name)):
-                    ctx.ensure_private_networks(ctx.project.loaded.machine(name))
+            _prepare_networks(plan, ctx)
     _run_machines(plan, ctx)
     for action in plan.actions:
         if action.kind is Kind.SYNC_NAMES:
@@ -109,6 +87,21 @@ def apply(plan: Plan, ctx: Context) -> None:
         elif action.kind is Kind.RELEASE_NETWORK:
             ctx.reporter.line(action.subject, action.what)
             release_network_if_unused(ctx.backend)
+
+
+def _prepare_networks(plan: Plan, ctx: Context) -> None:
+    """The NAT network, and each host-only network a machine that boots in this plan is on
+    (once, however many machines share it). Done before the machines' threads start."""
+    network = ctx.backend.network
+    network.prepare()
+    private: dict[str, NetworkConfig] = {}
+    for name in plan.subjects():
+        if any(a.kind in STARTS for a in plan.for_subject(name)):
+            for address in ctx.project.loaded.machine(name).private_ips:
+                config = network.private(address)
+                private.setdefault(config.bridge, config)
+    for config in private.values():
+        network.ensure_private(config)
 
 
 def _get_box(box: str, ctx: Context) -> None:

@@ -16,7 +16,6 @@ from tapers.engine.plan import Action, Kind, Plan
 from tapers.engine.settings import privileged_was
 from tapers.errors import TapersError
 from tapers.project import Project
-from tapers.record import PortRecord
 
 _STATE_ONLY = ("start",)  # change classes that are a machine's state, not its config
 
@@ -69,7 +68,7 @@ def status_rows(project: Project, observed: Observed, plan: Plan | TapersError) 
                 "privileged": privileged_was(record) if record else machine.privileged,  # None: the backend's
                 "out_of_date": (out_of_date(plan, machine.name) if isinstance(plan, Plan)
                                 else [f"can't tell: {plan.message}"]),
-                "ports": [_port(p) for p in record.ports] if record else [],
+                "ports": [p._asdict() for p in record.ports] if record else [],
             }
         )
     for orphan in observed.orphans:
@@ -84,12 +83,8 @@ def status_rows(project: Project, observed: Observed, plan: Plan | TapersError) 
                 "primary": False,
                 "privileged": privileged_was(record) if record else None,
                 "out_of_date": [],
-                "ports": [_port(p) for p in record.ports] if record else [],
+                "ports": [p._asdict() for p in record.ports] if record else [],
             }
         )
     return rows
 
-
-def _port(port: PortRecord) -> dict[str, Any]:
-    return {"host_ip": port.host_ip, "host": port.host, "protocol": port.protocol, "guest": port.guest,
-            "requested": port.requested}

@@ -48,9 +48,10 @@ def test_a_link_in_place_of_the_file_is_refused_and_nothing_changes(tmp_path: Pa
 
 
 def test_ranges_skip_ids_already_given_and_stay_below_two_to_the_31() -> None:
-    first = unprivileged.free_range(set(), taken=[])
+    first = unprivileged.free_range(taken=[])
     assert first == unprivileged.FIRST and unprivileged.LAST <= 2**31 - 2**17
-    assert unprivileged.free_range({first}, taken=[]) == first + unprivileged.RANGE
+    # a machine mapping the first range (its lxc.idmap)
+    assert unprivileged.free_range(taken=[(first, first + unprivileged.RANGE)]) == first + unprivileged.RANGE
     # a user's uid inside the first range, and someone's subordinate range over the second
     taken = [(first + 500, first + 501), (first + unprivileged.RANGE, first + 2 * unprivileged.RANGE + 1)]
-    assert unprivileged.free_range(set(), taken=taken) == first + 3 * unprivileged.RANGE
+    assert unprivileged.free_range(taken=taken) == first + 3 * unprivileged.RANGE

@@ -129,8 +129,7 @@ class LiblxcBackend(BackendBase):
         shift = None
         if not spec.privileged:
             unprivileged.ensure_subids()
-            shift = self._free_id_range(spec.container)
-        # An unprivileged machine's root (a host uid of its own) must pass through its folder.
+            shift = self._free_id_range()
         folder.mkdir(parents=True, mode=0o700)  # an unprivileged machine's root may pass: see unprivileged.prepare
         self._save_record_text(spec.container, record.to_json().encode())
         lower = spec.rootfs.resolve()  # the box's files themselves, not a name's link to them
@@ -157,7 +156,7 @@ class LiblxcBackend(BackendBase):
         tmp.write_text(config)
         os.replace(tmp, folder / "config")  # the container exists from here on
 
-    def _free_id_range(self, container: str) -> int:
+    def _free_id_range(self) -> int:
         """The first host uid of a range no container here maps (tapers' or not: read from
         their configs' `lxc.idmap` lines) and no one else was given. The caller holds the
         host's network lock, as for addresses."""
@@ -171,7 +170,7 @@ class LiblxcBackend(BackendBase):
                 fields = value.split()
                 if key == "lxc.idmap" and len(fields) == 4 and fields[2].isdigit() and fields[3].isdigit():
                     mapped.append((int(fields[2]), int(fields[2]) + int(fields[3])))
-        return unprivileged.free_range(set(), taken=mapped + unprivileged.others_ids())
+        return unprivileged.free_range(mapped + unprivileged.others_ids())
 
     def _start(self, container: str) -> None:
         try:
@@ -382,37 +381,38 @@ def _overlay_view(container: str, upper: Path, lower: Path, userxattr: bool = Fa
     """A stopped (or frozen) machine's files: its writable layer over the box, both read-only.
     `userxattr`: the layer was written by an unprivileged machine (its whiteouts and opaque
     folders are `user.overlay.*` attributes)."""
-    import tempfile
-
-    from tapers.backend import idmap
-
-    paths.host_run_dir().mkdir(parents=True, exist_ok=True)
-    view = Path(tempfile.mkdtemp(prefix=f"{container}-", dir=paths.host_run_dir()))
-    layers = f"lowerdir={upper}:{lower}" + (",userxattr" if userxattr else "")  # two lower layers: read-only
-    result = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", layers, str(view)], capture_output=True, text=True)
-    if result.returncode != 0:
-        view.rmdir()
-        raise BackendError(f"cannot assemble the files of `{container}`: {result.stderr.strip()}")
-    try:
+    with _mount_point(f"{container}-") as view:
+        layers = f"lowerdir={upper}:{lower}" + (",userxattr" if userxattr else "")  # two lower layers: read-only
+        result = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", layers, str(view)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise BackendError(f"cannot assemble the files of `{container}`: {result.stderr.strip()}")
         yield view
-    finally:
-        idmap.unmount(view)
-        view.rmdir()
 
 
 @contextmanager
 def _unshifted(folder: Path, shift: int) -> Iterator[Path]:
     """`folder` read-only, its owners moved down by `shift` (an unprivileged machine's files
     as they are inside it: what a packaged box must carry)."""
+    from tapers.backend import idmap
+
+    with _mount_point("unshifted-") as view:
+        back = [(shift, 0, unprivileged.RANGE)]
+        idmap.bind(folder, view, back, back, readonly=True)
+        yield view
+
+
+@contextmanager
+def _mount_point(prefix: str) -> Iterator[Path]:
+    """A fresh empty folder under tapers' run folder to mount a view on; whatever got
+    mounted there is unmounted, and the folder removed, at the end."""
     import tempfile
 
     from tapers.backend import idmap
 
     paths.host_run_dir().mkdir(parents=True, exist_ok=True)
-    view = Path(tempfile.mkdtemp(prefix="unshifted-", dir=paths.host_run_dir()))
+    view = Path(tempfile.mkdtemp(prefix=prefix, dir=paths.host_run_dir()))
     try:
-        back = [(shift, 0, unprivileged.RANGE)]
-        idmap.bind(folder, view, back, back, readonly=True)
         yield view
     finally:
         idmap.unmount(view)

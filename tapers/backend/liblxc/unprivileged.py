@@ -2,7 +2,7 @@
 in a machine is nobody on the host, and two machines can't touch each other's files.
 
 The box is not copied or shifted: the overlay's lower layer is a read-only idmapped view of
-the box's files (/run/tapers/lower/<container>, made at each start), in which the box's
+the box's files (/run/tapers/lower/<container>/box, made at each start), in which the box's
 root is the machine's root; what the machine writes lands in its writable layer owned by
 its own range. `lxc.rootfs.options = userxattr` lets the machine delete folders that come
 from the box (overlayfs in a user namespace).
@@ -44,50 +44,39 @@ def subids_missing(files: tuple[Path, ...] = SUBID_FILES) -> list[Path]:
 
 def ensure_subids(files: tuple[Path, ...] = SUBID_FILES) -> None:
     """Give root tapers' block in /etc/subuid and /etc/subgid (a line added; nothing else
-    changes). The file is replaced atomically: a link there is replaced, never written through."""
+    changes). The file is replaced atomically, keeping its mode and owner; a link there is
+    refused (others' ranges are in what it points to)."""
     import os
 
+    from tapers.rootfs import Root
+
+    block = f"root:{FIRST}:{LAST - FIRST}"
     for path in subids_missing(files):
         if path.is_symlink():
             raise BackendError(f"{path} is a symbolic link: tapers won't replace it (others' ranges are in it)",
-                               hint=f"as root: echo root:{FIRST}:{LAST - FIRST} >> {path}")
+                               hint=f"as root: echo {block} >> {path}")
         try:
             current = os.lstat(path) if path.exists() else None
             old = path.read_text() if current else ""
-            mode = current.st_mode & 0o777 if current else 0o644
-            temporary = path.with_name(f".{path.name}.tapers-{os.urandom(4).hex()}")
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-            with os.fdopen(fd, "w") as out:
-                out.write(old + ("" if old.endswith("\n") or not old else "\n") + f"root:{FIRST}:{LAST - FIRST}\n")
-            if current:
-                os.chown(temporary, current.st_uid, current.st_gid)
-            os.replace(temporary, path)
+            text = old + ("" if old.endswith("\n") or not old else "\n") + block + "\n"
+            owner = (current.st_mode & 0o777, current.st_uid, current.st_gid) if current else (0o644, 0, 0)
+            with Root(path.parent, str(path.parent), BackendError) as folder:
+                folder.write(path.name, text.encode(), *owner)
         except OSError as exc:
             raise BackendError(f"cannot give root the ids of unprivileged machines in {path}: {exc.strerror}",
-                               hint=f"as root: echo root:{FIRST}:{LAST - FIRST} >> {path}") from None
+                               hint=f"as root: echo {block} >> {path}") from None
 
 
 def _covers(path: Path) -> bool:
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return False
-    for line in lines:
-        fields = line.strip().split(":")
-        if len(fields) == 3 and fields[0] in ("root", "0") and fields[1].isdigit() and fields[2].isdigit():
-            start, count = int(fields[1]), int(fields[2])
-            if start <= FIRST and start + count >= LAST:
-                return True
-    return False
+    return any(name in ("root", "0") and start <= FIRST and end >= LAST for name, start, end in _subids(path))
 
 
-def free_range(used: set[int], taken: list[tuple[int, int]] | None = None) -> int:
-    """The first range of tapers' block that no machine uses (`used`: their first ids) and
-    that overlaps no id already given out (`taken`: [start, end) intervals; by default the
-    other entries of /etc/subuid and /etc/subgid, and every user and group id)."""
+def free_range(taken: list[tuple[int, int]] | None = None) -> int:
+    """The first range of tapers' block that overlaps no id already given out (`taken`:
+    [start, end) intervals; by default `others_ids()`)."""
     taken = others_ids() if taken is None else taken
     for shift in range(FIRST, LAST, RANGE):
-        if shift not in used and not any(start < shift + RANGE and shift < end for start, end in taken):
+        if not any(start < shift + RANGE and shift < end for start, end in taken):
             return shift
     raise BackendError("no free id range left for unprivileged machines on this host")
 
@@ -95,20 +84,23 @@ def free_range(used: set[int], taken: list[tuple[int, int]] | None = None) -> in
 def others_ids() -> list[tuple[int, int]]:
     """Ids this host has already given out: subordinate ranges other than tapers' own block,
     and the ids of its users and groups."""
-    taken = []
-    for path in SUBID_FILES:
-        for line in _lines(path):
-            fields = line.split(":")
-            if len(fields) == 3 and fields[1].isdigit() and fields[2].isdigit():
-                start, count = int(fields[1]), int(fields[2])
-                if (start, start + count) != (FIRST, LAST):
-                    taken.append((start, start + count))
+    taken = [(start, end) for path in SUBID_FILES for _, start, end in _subids(path) if (start, end) != (FIRST, LAST)]
     for path in (Path("/etc/passwd"), Path("/etc/group")):
         for line in _lines(path):
             fields = line.split(":")
             if len(fields) > 2 and fields[2].isdigit():
                 taken.append((int(fields[2]), int(fields[2]) + 1))
     return taken
+
+
+def _subids(path: Path) -> list[tuple[str, int, int]]:
+    """(name, start, end) of each well-formed line of an /etc/subuid-style file."""
+    entries = []
+    for line in _lines(path):
+        fields = line.strip().split(":")
+        if len(fields) == 3 and fields[1].isdigit() and fields[2].isdigit():
+            entries.append((fields[0], int(fields[1]), int(fields[1]) + int(fields[2])))
+    return entries
 
 
 def _lines(path: Path) -> list[str]:
