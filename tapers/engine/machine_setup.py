@@ -17,6 +17,7 @@ from tapers.events import Reporter
 from tapers.engine.settings import desired_settings
 from tapers.ssh import keys
 from tapers.taperfile import Machine
+from tapers.taperfile.model import PROJECT_MOUNT
 
 def new_record(
     project_id: str, root: Path, project_key: str, machine: Machine, box: Box, address: str, mac: str, host_key: str,
@@ -114,13 +115,20 @@ def mounts(root: Path, machine: Machine, guest_uid: int, guest_gid: int, privile
     result = []
     for synced, folder in zip(machine.synced, host_folders(root, machine, reporter), strict=True):
         st = folder.stat()
-        if not privileged and 0 in (st.st_uid, st.st_gid):
-            raise StateError(
-                f"machine `{machine.name}` is unprivileged, and its synced folder {folder} belongs to root "
-                f"(uid {st.st_uid}, gid {st.st_gid}): what its login user wrote there would be root's on this "
-                "host (a setuid-root file, say)",
-                hint=f"give the folder to your user (chown -R you: {folder}), or set `privileged: true` on the machine",
-            )
+        readonly = synced.readonly
+        if not privileged and 0 in (st.st_uid, st.st_gid) and not readonly:
+            if (synced.host, synced.guest) != (".", PROJECT_MOUNT):
+                raise StateError(
+                    f"machine `{machine.name}` is unprivileged, and its synced folder {folder} belongs to root "
+                    f"(uid {st.st_uid}, gid {st.st_gid}): what its login user wrote there would be root's on this "
+                    "host (a setuid-root file, say)",
+                    hint=f"give the folder to your user (chown -R you: {folder}), set `readonly: true` on it, "
+                    "or set `privileged: true` on the machine",
+                )
+            # The project folder mounted by default: shared, but read-only, and said.
+            readonly = True
+            reporter.line(machine.name, f"the project folder belongs to root: {PROJECT_MOUNT} is read-only in this "
+                          f"unprivileged machine (to write it from the machine: chown -R you: {folder})")
         same = privileged and (st.st_uid, st.st_gid) == (guest_uid, guest_gid)
-        result.append(Mount(folder, synced.guest, synced.readonly, None if same else (guest_uid, st.st_uid, guest_gid, st.st_gid)))
+        result.append(Mount(folder, synced.guest, readonly, None if same else (guest_uid, st.st_uid, guest_gid, st.st_gid)))
     return tuple(result)

@@ -186,6 +186,9 @@ def _sweep(prefix: str = f"tapers-{RUN_ID}", view=None) -> None:
             view.remove(name)
 
 
+USER = 4242  # a developer's uid, for projects that must not be root's
+
+
 class Project:
     def __init__(self, root: Path, name: str, env: dict[str, str], view=None) -> None:
         from tests.integration.engines import LiblxcView
@@ -200,6 +203,12 @@ class Project:
 
     def tapers(self, *args: str, timeout: float = 300, stdin: str | None = None) -> Result:
         return run_tapers(args, self.root, self.env, timeout=timeout, stdin=stdin)
+
+    def give_to_user(self) -> None:
+        """Make the project folder and what is in it a developer's (uid USER), not root's: what
+        a machine writes in a synced folder belongs to the folder's owner."""
+        for path in (self.root, *self.root.rglob("*")):
+            os.lchown(path, USER, USER)
 
     def container(self, machine: str) -> str:
         return f"tapers-{self.name}-{machine}"

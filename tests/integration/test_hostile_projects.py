@@ -32,6 +32,7 @@ def test_a_synced_folder_swapped_for_a_link_after_validation_is_never_mounted(pr
     """The Taperfile's text doesn't change (its validation is reused): the check that matters
     is the one made when the machine starts."""
     (project.root / "data").mkdir()
+    project.give_to_user()
     project.write("machines:\n  web:\n    synced_folders: [{host: ./data, guest: /srv/data}]\n")
     project.tapers("up").ok()
     project.tapers("halt").ok()
@@ -46,6 +47,7 @@ def test_a_synced_folder_swapped_for_a_link_after_validation_is_never_mounted(pr
 
     os.unlink(project.root / "data")
     (project.root / "data").mkdir()
+    project.give_to_user()
     project.tapers("up").ok()  # the real folder again: it starts
     assert project.tapers("ssh", "-c", "test -d /srv/data && echo ok").ok().out == "ok\n"
 
@@ -63,6 +65,7 @@ def test_a_project_folder_with_spaces_works(project, tmp_path) -> None:
     spaced.mkdir()
     (spaced / "note.txt").write_text("hello\n")
     project.root = spaced
+    project.give_to_user()
     project.write("machines:\n  web:\n    synced_folders: [{host: ./a b, guest: /srv/a b}]\n")
     project.tapers("up").ok()
     out = project.tapers("ssh", "-c", "cat /tapers/note.txt; echo x > '/srv/a b/f'").ok().out

@@ -18,6 +18,7 @@ def test_synced_folders_read_write_readonly_disabled_and_reboot(project) -> None
     (project.root / "README").write_text("from the host\n")
     (project.root / "ro").mkdir()
     (project.root / "ro" / "data").write_text("read me\n")
+    project.give_to_user()  # a developer's folder (a root-owned one can only be shared read-only)
     project.write(
         "machines:\n"
         "  web:\n"
@@ -75,6 +76,7 @@ def test_a_synced_folder_change_restarts_the_machine(project) -> None:
     project.tapers("up").ok()
     os.makedirs(project.root / "extra")
     (project.root / "extra" / "f").write_text("new\n")
+    project.give_to_user()
     project.write("machines:\n  web:\n    synced_folders: [{host: ./extra, guest: /extra}]\n")
     assert "[restart]" in project.tapers("plan").ok().out
     project.tapers("up").ok()
