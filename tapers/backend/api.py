@@ -192,8 +192,6 @@ class Backend(Protocol):
     name: str
     network: Networking
     places_machines: bool  # honours MachineSpec.placement (a cluster); otherwise it is ignored
-    privileged_default: bool  # what a machine is when the Taperfile doesn't say
-    unprivileged_machines: bool  # can make unprivileged machines
 
     def list(self, prefix: str = "") -> list[ContainerInfo]:
         """Containers whose names start with `prefix`, sorted by name."""

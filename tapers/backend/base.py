@@ -36,8 +36,6 @@ ACTIVE = (State.RUNNING, State.FROZEN)
 class BackendBase:
     name: str = ""
     places_machines: bool = False
-    privileged_default: bool = True
-    unprivileged_machines: bool = False  # can make `MachineSpec.privileged = False` machines
     network: Networking
 
     @property

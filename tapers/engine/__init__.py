@@ -71,8 +71,7 @@ def up_plan(
     prints = step_fingerprints(project, machines)
     stale = hosts.stale(project, observed)
     forwarding = backend.network.forwarded() if any(m.ports for m in machines) else None
-    return plan_up(machines, observed, key, cached, prints, provision, remove_orphans and not names, stale, forwarding,
-                   backend.privileged_default)
+    return plan_up(machines, observed, key, cached, prints, provision, remove_orphans and not names, stale, forwarding)
 
 
 def status_plan(project: Project, backend: Backend, observed: Observed) -> Plan:
@@ -85,8 +84,7 @@ def status_plan(project: Project, backend: Backend, observed: Observed) -> Plan:
     machines = [m for m in project.machines if m.name not in observed.foreign]
     cached = {m.box for m in machines if find_box(m.box)}
     prints = step_fingerprints(project, machines)
-    return plan_up(machines, observed, known_project_key(project), cached, prints,
-                   privileged_default=backend.privileged_default)
+    return plan_up(machines, observed, known_project_key(project), cached, prints)
 
 
 def check_tools(plan: Plan, project: Project) -> None:

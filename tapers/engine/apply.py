@@ -26,7 +26,7 @@ from tapers.events import Reporter
 from tapers.engine.access import target_for
 from tapers.engine.plan import STARTS, Action, Kind, Plan
 from tapers.record import DESTROYING, READY, PortRecord, Record
-from tapers.engine.settings import desired_settings, privileged, privileged_was
+from tapers.engine.settings import desired_settings, privileged_was
 from tapers.project import CONTAINER_PREFIX, Project
 from tapers.ssh import keys
 from tapers.ssh.config import SshTarget
@@ -217,13 +217,9 @@ def _create(name: str, ctx: Context) -> None:
     with FileLock(str(lock_path)):  # address choice and the record claiming it, atomically
         used = {info.address for info in backend.list(prefix=CONTAINER_PREFIX) if info.address}
         net = backend.network.allocate(container, used)
-        made_privileged = privileged(machine, backend.privileged_default)
-        if not made_privileged and not backend.unprivileged_machines:
-            raise StateError(f"machine `{name}`: unprivileged machines are not available on the {backend.name} backend yet",
-                             hint="set `privileged: true` on the machine, or use the liblxc backend")
         record = setup.new_record(
             ctx.project.id, ctx.project.root, ctx.project_key, machine, box, net.address, net.mac, host_key.public,
-            made_privileged,
+            machine.privileged,
         )
         spec = MachineSpec(
             container=container,
@@ -233,10 +229,10 @@ def _create(name: str, ctx: Context) -> None:
             limits=limits.wanted(machine),
             files=setup.guest_files(machine, box, host_key, ctx.project_key),
             private=tuple(backend.network.private(address) for address in machine.private_ips),
-            mounts=setup.mounts(ctx.project.root, machine, box.user["uid"], box.user["gid"], made_privileged,
+            mounts=setup.mounts(ctx.project.root, machine, box.user["uid"], box.user["gid"], machine.privileged,
                                 ctx.reporter),
             placement=machine.placement if backend.places_machines else None,
-            privileged=made_privileged,
+            privileged=machine.privileged,
         )
         backend.create(spec, record)
     backend.save_record(container, record.replace(phase=READY))

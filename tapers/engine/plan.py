@@ -13,7 +13,7 @@ from tapers.backend.api import ContainerInfo, State
 from tapers.errors import StateError, UsageError
 from tapers.record import DESTROYING, Record
 from tapers.engine.observe import Observed
-from tapers.engine.settings import box_matches, privileged, privileged_was, settings_changes
+from tapers.engine.settings import box_matches, privileged_was, settings_changes
 from tapers.ssh.keys import same_key
 from tapers.taperfile import Machine
 from tapers.taperfile.machine import Step
@@ -107,7 +107,6 @@ def plan_up(
     remove_orphans: bool = False,
     names_stale: bool = False,
     forwarding: set[str] | None = None,
-    privileged_default: bool = True,
 ) -> Plan:
     """What `up` does. `fingerprints`: machine -> step key -> fingerprint of what the step
     would run now; `provision`: "auto" (what changed), "force" (--provision) or "skip"."""
@@ -118,7 +117,7 @@ def plan_up(
         info = observed.machines.get(machine.name)
         record = info.record if info else None
         box_change = record is not None and not _interrupted(info) and not box_matches(machine.box, record)
-        wanted_privileged = privileged(machine, privileged_default)
+        wanted_privileged = machine.privileged
         kind_change = (record is not None and not _interrupted(info) and not box_change
                        and privileged_was(record) != wanted_privileged)
         if info is None or _interrupted(info) or box_change or kind_change:

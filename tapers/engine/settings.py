@@ -40,12 +40,6 @@ def desired_settings(machine: Machine) -> dict[str, object]:
     }
 
 
-def privileged(machine: Machine, default: bool) -> bool:
-    """Whether the machine is to be privileged: the Taperfile's `privileged:`, else the
-    backend's default (liblxc: no; LXD: yes, until it has unprivileged machines)."""
-    return default if machine.privileged is None else machine.privileged
-
-
 def privileged_was(record: Record) -> bool:
     """Whether the machine was made privileged (every machine before tapers 0.3 was)."""
     return record.applied.get("privileged", True) is not False

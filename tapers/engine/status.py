@@ -65,7 +65,7 @@ def status_rows(project: Project, observed: Observed, plan: Plan | TapersError) 
                 "address": record.address if record else None,
                 "box": str(record.box) if record else machine.box,
                 "primary": machine.primary,
-                "privileged": privileged_was(record) if record else machine.privileged,  # None: the backend's
+                "privileged": privileged_was(record) if record else machine.privileged,
                 "out_of_date": (out_of_date(plan, machine.name) if isinstance(plan, Plan)
                                 else [f"can't tell: {plan.message}"]),
                 "ports": [p._asdict() for p in record.ports] if record else [],

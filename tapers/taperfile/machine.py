@@ -77,7 +77,7 @@ class Machine(NamedTuple):
     ports: tuple[ForwardPort, ...] = ()  # `forwarded_port:` entries
     synced: tuple[Synced, ...] = ()  # synced folders, the project at /tapers included
     placement: str | None = None  # the LXD cluster member to run on (`placement: {member: ...}`)
-    privileged: bool | None = None  # None: the backend's default (liblxc: unprivileged; LXD: privileged)
+    privileged: bool = False  # `privileged: true`: root in the machine is root on the host
 
     def step(self, wanted: str) -> Step | None:
         """A step by name, or by its number."""

@@ -421,7 +421,7 @@ def resolve_machines(taperfile: Taperfile) -> list[Machine]:
                 ),
                 synced=_synced(pick("synced_folders", [])),
                 placement=placement.member if (placement := pick("placement", None)) else None,
-                privileged=pick("privileged", None),
+                privileged=pick("privileged", False),
             )
         )
     return machines

@@ -66,13 +66,3 @@ def test_unknown_lxd_settings_are_named(lxd_project, tmp_path) -> None:
     lxd_project.env["TAPERS_CONFIG"] = str(config)
     wrong = lxd_project.tapers("status")
     assert wrong.code == 2 and "unknown `lxd:` setting `endpont`" in wrong.err
-
-
-
-def test_an_unprivileged_machine_is_refused_clearly_and_nothing_is_made(lxd_project) -> None:
-    """Not on LXD yet: `privileged: false` says so before any instance exists."""
-    lxd_project.write("machines:\n  web: {privileged: false}\n")
-    refused = lxd_project.tapers("up")
-    assert refused.code == 1
-    assert "unprivileged machines are not available on the lxd backend yet" in refused.err
-    assert lxd_project.lxc_state("web") == "MISSING"

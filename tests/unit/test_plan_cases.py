@@ -31,9 +31,12 @@ def observed_from(case: dict, project) -> Observed:
     for name, spec in (case.get("observed") or {}).items():
         spec = spec or {}
         machine = next((m for m in project.machines if m.name == name), None)
-        applied = desired_settings(machine) if machine else {}
+        applied = {**desired_settings(machine), "privileged": machine.privileged} if machine else {}
         for key, value in (spec.get("applied") or {}).items():
-            applied[key] = parse_size(value) if key == "memory" and isinstance(value, str) else value
+            if value is None:  # not recorded (by an older tapers)
+                applied.pop(key, None)
+            else:
+                applied[key] = parse_size(value) if key == "memory" and isinstance(value, str) else value
         box_name, _, version = spec.get("box", f"{applied.get('box', 'debian/bookworm')}@1").partition("@")
         record = make_record(
             name,

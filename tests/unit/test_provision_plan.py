@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tapers.backend.api import ContainerInfo, State
+from tapers.engine.settings import desired_settings
 from tests.fakes import make_record
 from tapers.engine import machines_for_up, step_fingerprints
 from tapers.errors import StateError, UsageError
@@ -45,8 +46,11 @@ def project(write_project):
     return open_project(explicit=root / "Taperfile.yaml")
 
 
-def running(machine: str, provisioned: dict[str, str] | None = None, failed: str | None = None) -> ContainerInfo:
-    record = make_record(machine, authorized_key=KEY, provisioned=provisioned or {}, provision_failed=failed)
+def running(project, machine: str, provisioned: dict[str, str] | None = None, failed: str | None = None) -> ContainerInfo:
+    """A machine made by this tapers from the Taperfile as it is (so only its steps can differ)."""
+    settings = {**desired_settings(next(m for m in project.machines if m.name == machine)), "privileged": False}
+    record = make_record(machine, authorized_key=KEY, provisioned=provisioned or {}, provision_failed=failed,
+                         applied=settings)
     return ContainerInfo(f"tapers-shop-{machine}", State.RUNNING, record)
 
 
@@ -78,8 +82,8 @@ def test_later_up_runs_always_and_changed_steps_only(project) -> None:
     prints = step_fingerprints(project, project.machines)
     seen = Observed(
         machines={
-            "db": running("db", provisioned=prints["db"]),
-            "web": running("web", provisioned={**prints["web"], "setup": "an older fingerprint"}),
+            "db": running(project, "db", provisioned=prints["db"]),
+            "web": running(project, "web", provisioned={**prints["web"], "setup": "an older fingerprint"}),
         }
     )
     assert plan_for(project, seen) == "\n".join(
@@ -96,20 +100,20 @@ def test_a_failed_step_and_those_after_it_run_again(project) -> None:
     prints = step_fingerprints(project, project.machines)
     seen = Observed(
         machines={
-            "db": running("db", provisioned=prints["db"]),
-            "web": running("web", provisioned={"setup": prints["web"]["setup"]}, failed="#2"),
+            "db": running(project, "db", provisioned=prints["db"]),
+            "web": running(project, "web", provisioned={"setup": prints["web"]["setup"]}, failed="#2"),
         }
     )
     assert plan_for(project, seen) == "\n".join(
         ["web: provision step 2 (run: always)  [reprovision]", "web: provision step 4 (not run yet)  [reprovision]"]
     )
-    seen.machines["web"] = running("web", provisioned={}, failed="setup")
+    seen.machines["web"] = running(project, "web", provisioned={}, failed="setup")
     assert plan_for(project, seen).startswith('web: provision step 1 "setup" (failed last time)')
 
 
 def test_provision_flags(project) -> None:
     prints = step_fingerprints(project, project.machines)
-    seen = Observed(machines={"db": running("db", prints["db"]), "web": running("web", prints["web"])})
+    seen = Observed(machines={"db": running(project, "db", prints["db"]), "web": running(project, "web", prints["web"])})
     assert plan_for(project, seen, provision="skip") == "nothing to do"
     forced = plan_for(project, seen, provision="force")
     assert 'db: provision step 1 "packages" (--provision)' in forced
@@ -117,7 +121,7 @@ def test_provision_flags(project) -> None:
 
 
 def test_tapers_provision_with_names_includes_never_steps(project) -> None:
-    seen = Observed(machines={"db": running("db"), "web": running("web")})
+    seen = Observed(machines={"db": running(project, "db"), "web": running(project, "web")})
     web = [m for m in project.machines if m.name == "web"]
     assert str(plan_provision(web, seen, ["seed", "2"])) == (
         'web: provision step 2 (requested)\nweb: provision step 3 "seed" (requested)'

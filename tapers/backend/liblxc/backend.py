@@ -62,8 +62,6 @@ def overlay_supported() -> bool:
 class LiblxcBackend(BackendBase):
     name = "liblxc"
     places_machines = False  # one host
-    privileged_default = False  # root in a machine is an unprivileged host uid (unprivileged.py)
-    unprivileged_machines = True
 
     def __init__(self, lxcpath: Path | None = None) -> None:
         self.lxcpath = lxcpath or paths.lxc_path()

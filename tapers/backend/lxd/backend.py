@@ -9,7 +9,7 @@ The same Taperfile runs here as on liblxc:
 - limits are `limits.cpu.allowance` (a CPU quota, as `cpus: 0.5` means), `limits.memory`
   and `limits.processes`, changed live; synced folders are `disk` devices (bound from
   the same idmapped views as on liblxc when LXD runs on this host), forwarded ports
-  `proxy` devices; machines are privileged containers, as on liblxc;
+  `proxy` devices; machines are unprivileged (`security.idmap.isolated`), as on liblxc;
 - what tapers applied is recorded in the instance's `user.tapers.record` config key.
 
 Commands run inside machines through LXD's non-interactive exec with recorded output
@@ -199,9 +199,6 @@ class LxdBackend(BackendBase):
                    json={"config": {RECORD_KEY: record.to_json()}})
 
     def _create(self, spec: MachineSpec, record: Record) -> None:
-        if not spec.privileged:
-            raise BackendError(f"cannot create `{spec.container}` unprivileged: not available on the LXD backend yet",
-                               hint="set `privileged: true` on the machine, or use the liblxc backend")
         alias = self._image(spec.rootfs)
         if self.local:
             staging.make_dirs(spec.container, staging.as_records(spec.mounts))
@@ -212,9 +209,7 @@ class LxdBackend(BackendBase):
             "profiles": [],
             "config": {
                 **_limit_config(spec.limits),
-                # like tapers' liblxc machines: synced folders need no id shifting (which LXD
-                # may not support on the host), and no remapping of the image's files at create
-                "security.privileged": "true",
+                **_security_config(spec.privileged),
                 "raw.lxc": _raw_lxc(spec.hostname, _nat_items(spec.network), spec.private),
                 RECORD_KEY: record.to_json(),
                 MOUNTS_KEY: json.dumps(staging.as_records(spec.mounts)),
@@ -222,7 +217,7 @@ class LxdBackend(BackendBase):
             "devices": {
                 "root": {"type": "disk", "path": "/", "pool": self.settings.storage_pool},
                 **_nic_devices(spec.network, spec.private),
-                **self._mount_devices(spec.container, spec.mounts),
+                **self._mount_devices(spec.container, spec.mounts, spec.privileged),
             },
         }
         try:
@@ -245,16 +240,18 @@ class LxdBackend(BackendBase):
                                hint=f"its members: {', '.join(members)}")
         return name
 
-    def _mount_devices(self, container: str, mounts: tuple[Mount, ...]) -> dict[str, dict[str, str]]:
+    def _mount_devices(self, container: str, mounts: tuple[Mount, ...], privileged: bool) -> dict[str, dict[str, str]]:
         """Synced folders as disk devices: the staged idmapped view when LXD is on this host
-        (the login user owns the folder owner's files, as on liblxc), else the folder itself."""
-        return {
-            f"{MOUNT_DEVICE_PREFIX}{index}": {
-                "type": "disk", "path": mount.target, "readonly": "true" if mount.readonly else "false",
-                "source": str(staging.source_of(container, index, mount) if self.local else mount.source),
-            }
-            for index, mount in enumerate(mounts)
-        }
+        (the login user owns the folder owner's files, as on liblxc), else the folder itself
+        (in an unprivileged machine shifted by LXD: the files keep their host ids)."""
+        devices = {}
+        for index, mount in enumerate(mounts):
+            device = {"type": "disk", "path": mount.target, "readonly": "true" if mount.readonly else "false",
+                      "source": str(staging.source_of(container, index, mount) if self.local else mount.source)}
+            if not (self.local or privileged):
+                device["shift"] = "true"
+            devices[f"{MOUNT_DEVICE_PREFIX}{index}"] = device
+        return devices
 
     def _push(self, container: str, guest_file: GuestFile) -> None:
         """Write a file into the (stopped) machine; a missing parent folder is made, owned like the file."""
@@ -311,7 +308,9 @@ class LxdBackend(BackendBase):
     def _start(self, container: str) -> None:
         if self.local:
             data = self._data(container, "start")
-            staging.prepare(container, json.loads(data["config"].get(MOUNTS_KEY) or "[]"))
+            shift = _root_host_uid(data["config"])
+            staging.prepare(container, [{**mount, "shift": shift}
+                                        for mount in json.loads(data["config"].get(MOUNTS_KEY) or "[]")])
         self._act(container, "start")
 
     def _act(self, container: str, action: str, wait: bool = True, **more: Any) -> None:
@@ -356,7 +355,7 @@ class LxdBackend(BackendBase):
         devices = {k: v for k, v in data["devices"].items()
                    if not (k.startswith(MOUNT_DEVICE_PREFIX) or (k.startswith("eth") and k != "eth0"))}
         devices.update(_private_devices(private))
-        devices.update(self._mount_devices(container, mounts))
+        devices.update(self._mount_devices(container, mounts, data["config"].get("security.privileged") == "true"))
         if self.local:
             staging.make_dirs(container, staging.as_records(mounts))
         config = {**data["config"], "raw.lxc": _raw_lxc(hostname, nat_items, private), MOUNTS_KEY: json.dumps(staging.as_records(mounts))}
@@ -446,6 +445,28 @@ def image_alias(rootfs: Path) -> str:
 def _info(data: dict[str, Any]) -> ContainerInfo:
     raw = (data.get("config") or {}).get(RECORD_KEY)
     return container_info(data["name"], _STATES.get(data["status"], State.BUSY), raw)
+
+
+def _security_config(privileged: bool) -> dict[str, str]:
+    """A privileged machine, or an unprivileged one with an id range of its own (as on
+    liblxc: two machines can't touch each other's files). LXD idmaps the image's files where
+    the kernel can, so nothing is copied or shifted."""
+    if privileged:
+        return {"security.privileged": "true"}
+    return {"security.privileged": "false", "security.idmap.isolated": "true"}
+
+
+def _root_host_uid(config: dict[str, str]) -> int:
+    """The host uid of the machine's root: 0 when privileged, else from the id map LXD
+    gave it (at create; it stays the same at every start)."""
+    if config.get("security.privileged") == "true":
+        return 0
+    entries = json.loads(config.get("volatile.idmap.next") or config.get("volatile.idmap.current") or "[]")
+    for entry in entries:
+        if entry.get("Isuid") and entry.get("Nsid") == 0:
+            return int(entry["Hostid"])
+    raise BackendError("LXD gave the machine no id map for its root",
+                       hint="check `lxc config show NAME` for volatile.idmap.next, and that LXD has subordinate ids")
 
 
 def _limit_config(limits: Limits) -> dict[str, str]:
