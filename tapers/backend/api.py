@@ -104,7 +104,8 @@ class MachineSpec(NamedTuple):
     private: tuple[NetworkConfig, ...] = ()  # host-only networks (eth1, eth2...; no gateway)
     mounts: tuple[Mount, ...] = ()
     placement: str | None = None  # a cluster member, where the engine has several
-    privileged: bool = True  # False: its root is an unprivileged host uid (its own range)
+    privileged: bool = False  # True: its root is host root (else a host uid of its own range)
+    nesting: bool = False  # containers can run inside it
 
 
 class Snapshot(NamedTuple):
@@ -224,8 +225,9 @@ class Backend(Protocol):
         private: tuple[NetworkConfig, ...],
         mounts: tuple[Mount, ...],
         files: tuple[GuestFile, ...],
+        nesting: bool = False,
     ) -> None:
-        """A stopped container gets a new hostname, private networks, mounts and rewritten files."""
+        """A stopped container gets a new hostname, private networks, mounts, nesting and rewritten files."""
 
     def root_view(self, container: str) -> AbstractContextManager[Path]:
         """The machine's whole root filesystem (box and changes) as a folder to read, while

@@ -106,10 +106,11 @@ class BackendBase:
         private: tuple[NetworkConfig, ...],
         mounts: tuple[Mount, ...],
         files: tuple[GuestFile, ...],
+        nesting: bool = False,
     ) -> None:
         with self._translated("reconfigure it", container):
             self._require_stopped(container, "reconfigure", "reconfigured")
-            self._reconfigure(container, hostname, private, mounts, files)
+            self._reconfigure(container, hostname, private, mounts, files, nesting)
 
     @contextmanager
     def root_view(self, container: str) -> Iterator[Path]:
@@ -264,7 +265,7 @@ class BackendBase:
         raise NotImplementedError
 
     def _reconfigure(self, container: str, hostname: str, private: tuple[NetworkConfig, ...],
-                     mounts: tuple[Mount, ...], files: tuple[GuestFile, ...]) -> None:
+                     mounts: tuple[Mount, ...], files: tuple[GuestFile, ...], nesting: bool) -> None:
         raise NotImplementedError
 
     def _root_view(self, container: str) -> AbstractContextManager[Path]:

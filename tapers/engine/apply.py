@@ -26,7 +26,7 @@ from tapers.events import Reporter
 from tapers.engine.access import target_for
 from tapers.engine.plan import STARTS, Action, Kind, Plan
 from tapers.record import DESTROYING, READY, PortRecord, Record
-from tapers.engine.settings import desired_settings, privileged_was
+from tapers.engine.settings import RESTART_KEYS, desired_settings, privileged_was
 from tapers.project import CONTAINER_PREFIX, Project
 from tapers.ssh import keys
 from tapers.ssh.config import SshTarget
@@ -233,6 +233,7 @@ def _create(name: str, ctx: Context) -> None:
                                 ctx.reporter),
             placement=machine.placement if backend.places_machines else None,
             privileged=machine.privileged,
+            nesting=machine.nesting,
         )
         backend.create(spec, record)
     backend.save_record(container, record.replace(phase=READY))
@@ -338,8 +339,8 @@ def _reconfigure(name: str, ctx: Context) -> None:
     private = tuple(ctx.backend.network.private(address) for address in machine.private_ips)
     record = _record_of(ctx, container)
     mounts = setup.mounts(ctx.project.root, machine, record.uid, record.gid, privileged_was(record), ctx.reporter)
-    ctx.backend.reconfigure(container, machine.hostname, private, mounts, setup.hostname_files(machine))
-    _record_applied(ctx, container, machine, ("hostname", "networks", "synced"), hosts=setup.own_hosts_digest(machine))
+    ctx.backend.reconfigure(container, machine.hostname, private, mounts, setup.hostname_files(machine), machine.nesting)
+    _record_applied(ctx, container, machine, RESTART_KEYS, hosts=setup.own_hosts_digest(machine))
 
 
 def _record_applied(ctx: Context, container: str, machine: Machine, keys: tuple[str, ...], **more: Any) -> None:

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from tapers.record import Record
 
 LIVE_KEYS = ("cpus", "memory", "pids")  # applied to a running machine
-RESTART_KEYS = ("hostname", "networks", "synced")  # applied while it is stopped
+RESTART_KEYS = ("hostname", "networks", "synced", "nesting")  # applied while it is stopped
+UNRECORDED = {"nesting": False}  # what a machine of an older tapers, without the key, has
 
 
 class Change(NamedTuple):
@@ -37,11 +38,12 @@ def desired_settings(machine: Machine) -> dict[str, object]:
         "pids": machine.pids,
         "networks": list(machine.private_ips),
         "synced": [[s.host, s.guest, s.readonly] for s in machine.synced],
+        "nesting": machine.nesting,
     }
 
 
 def privileged_was(record: Record) -> bool:
-    """Whether the machine was made privileged (every machine before tapers 0.3 was)."""
+    """Whether the machine was made privileged (every machine was before tapers had `privileged:`)."""
     return record.applied.get("privileged", True) is not False
 
 
@@ -53,8 +55,9 @@ def settings_changes(machine: Machine, record: Record) -> list[Change]:
     wanted = desired_settings(machine)
     changes = []
     for key in RESTART_KEYS + LIVE_KEYS:
-        if applied.get(key) != wanted[key]:
-            changes.append(Change(key, applied.get(key), wanted[key], "restart" if key in RESTART_KEYS else "live"))
+        was = applied.get(key, UNRECORDED.get(key))
+        if was != wanted[key]:
+            changes.append(Change(key, was, wanted[key], "restart" if key in RESTART_KEYS else "live"))
     return changes
 
 
@@ -67,6 +70,8 @@ def box_matches(wanted: str, record: Record) -> bool:
 def _show(key: str, value: object) -> str:
     if value is None:
         return "unset"
+    if isinstance(value, bool):
+        return str(value).lower()  # as the Taperfile spells it
     if key == "memory" and isinstance(value, int):
         return format_size(value)
     if isinstance(value, float):

@@ -82,7 +82,10 @@ class Session:
                         stdin_fd = None
                 if channel in readable or channel.recv_ready() or channel.recv_stderr_ready():
                     _drain(channel, stdout, stderr)
-                if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                # Done when the exit code and the end of the output have both come: sshd
+                # may send the exit code before the last output it still had in its pipes.
+                finished = channel.exit_status_ready() and (channel.eof_received or channel.closed)
+                if finished and not channel.recv_ready() and not channel.recv_stderr_ready():
                     _drain(channel, stdout, stderr)
                     break
                 if channel.closed and not channel.exit_status_ready():

@@ -78,6 +78,7 @@ class Machine(NamedTuple):
     synced: tuple[Synced, ...] = ()  # synced folders, the project at /tapers included
     placement: str | None = None  # the LXD cluster member to run on (`placement: {member: ...}`)
     privileged: bool = False  # `privileged: true`: root in the machine is root on the host
+    nesting: bool = False  # containers (Docker, LXC) can run inside the machine
 
     def step(self, wanted: str) -> Step | None:
         """A step by name, or by its number."""

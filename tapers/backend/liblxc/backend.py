@@ -216,11 +216,13 @@ class LiblxcBackend(BackendBase):
         private: tuple[NetworkConfig, ...],
         mounts: tuple[Mount, ...],
         files: tuple[GuestFile, ...],
+        nesting: bool,
     ) -> None:
         folder = self.lxcpath / container
         extra_nics = tuple(f"lxc.net.{index}." for index in range(1, 10))
-        items = [("lxc.uts.name", hostname), *_private_items(private), *_mount_items(container, mounts)]
-        _edit_config(folder, ("lxc.uts.name", "lxc.mount.entry") + extra_nics, items)
+        items = [("lxc.uts.name", hostname), *_private_items(private), *_mount_items(container, mounts),
+                 *_nesting_items(nesting)]
+        _edit_config(folder, ("lxc.uts.name", "lxc.mount.entry", "lxc.apparmor.allow_nesting") + extra_nics, items)
         shift = unprivileged.shift_of(folder)
         _save_mounts(folder, mounts, shift)
         _write_guest_files(_lower_dir(folder), _writable_dir(folder), files, shift)
@@ -447,6 +449,19 @@ def _disk_usage(path: Path) -> int:
     return int(result.stdout.split()[0]) if result.returncode == 0 and result.stdout else 0
 
 
+def _nesting_items(nesting: bool) -> list[tuple[str, str]]:
+    """Containers inside the machine: a /proc and a /sys without LXC's overmounts, which a
+    nested container's own /proc and /sys need (as LXC's nesting.conf); with AppArmor, a
+    profile that lets the machine load nested profiles."""
+    if not nesting:
+        return []
+    return [
+        ("lxc.apparmor.allow_nesting", "1"),
+        ("lxc.mount.entry", "proc dev/.lxc/proc proc create=dir,optional 0 0"),
+        ("lxc.mount.entry", "sys dev/.lxc/sys sysfs create=dir,optional 0 0"),
+    ]
+
+
 def _render_config(spec: MachineSpec, rootfs: str, folder: Path, shift: int | None, overlay: bool) -> str:
     net = spec.network
     items = [
@@ -467,6 +482,7 @@ def _render_config(spec: MachineSpec, rootfs: str, folder: Path, shift: int | No
         ("lxc.net.0.ipv4.gateway", net.gateway),
         *_private_items(spec.private),
         *_mount_items(spec.container, spec.mounts),
+        *_nesting_items(spec.nesting),
         *cgroups.config_items(spec.limits),
     ]
     header = ("# Written by tapers; `tapers up` rewrites it. Edit the Taperfile instead.",)

@@ -209,7 +209,7 @@ class LxdBackend(BackendBase):
             "profiles": [],
             "config": {
                 **_limit_config(spec.limits),
-                **_security_config(spec.privileged),
+                **_security_config(spec.privileged, spec.nesting),
                 "raw.lxc": _raw_lxc(spec.hostname, _nat_items(spec.network), spec.private),
                 RECORD_KEY: record.to_json(),
                 MOUNTS_KEY: json.dumps(staging.as_records(spec.mounts)),
@@ -349,6 +349,7 @@ class LxdBackend(BackendBase):
         private: tuple[NetworkConfig, ...],
         mounts: tuple[Mount, ...],
         files: tuple[GuestFile, ...],
+        nesting: bool,
     ) -> None:
         data = self._data(container, "reconfigure")
         nat_items = [item for item in lxc_config.parse(data["config"].get("raw.lxc", "")) if item[0].startswith("lxc.net.0.")]
@@ -358,7 +359,8 @@ class LxdBackend(BackendBase):
         devices.update(self._mount_devices(container, mounts, data["config"].get("security.privileged") == "true"))
         if self.local:
             staging.make_dirs(container, staging.as_records(mounts))
-        config = {**data["config"], "raw.lxc": _raw_lxc(hostname, nat_items, private), MOUNTS_KEY: json.dumps(staging.as_records(mounts))}
+        config = {**data["config"], "raw.lxc": _raw_lxc(hostname, nat_items, private), MOUNTS_KEY: json.dumps(staging.as_records(mounts)),
+                  "security.nesting": str(nesting).lower()}
         self._update(container, "reconfigure it", data, config=config, devices=devices)
         for guest_file in files:
             self._push(container, guest_file)
@@ -447,13 +449,14 @@ def _info(data: dict[str, Any]) -> ContainerInfo:
     return container_info(data["name"], _STATES.get(data["status"], State.BUSY), raw)
 
 
-def _security_config(privileged: bool) -> dict[str, str]:
+def _security_config(privileged: bool, nesting: bool) -> dict[str, str]:
     """A privileged machine, or an unprivileged one with an id range of its own (as on
     liblxc: two machines can't touch each other's files). LXD idmaps the image's files where
     the kernel can, so nothing is copied or shifted."""
+    nested = {"security.nesting": str(nesting).lower()}
     if privileged:
-        return {"security.privileged": "true"}
-    return {"security.privileged": "false", "security.idmap.isolated": "true"}
+        return {"security.privileged": "true", **nested}
+    return {"security.privileged": "false", "security.idmap.isolated": "true", **nested}
 
 
 def _root_host_uid(config: dict[str, str]) -> int:
