@@ -55,3 +55,27 @@ def test_ranges_skip_ids_already_given_and_stay_below_two_to_the_31() -> None:
     # a user's uid inside the first range, and someone's subordinate range over the second
     taken = [(first + 500, first + 501), (first + unprivileged.RANGE, first + 2 * unprivileged.RANGE + 1)]
     assert unprivileged.free_range(taken=taken) == first + 3 * unprivileged.RANGE
+
+
+def test_shadows_lock_is_taken_and_honoured(tmp_path: Path) -> None:
+    """useradd and usermod lock /etc/subuid with subuid.lock: tapers waits for a live holder
+    (and changes nothing if it doesn't let go), and takes over a stale one."""
+    import subprocess
+
+    import pytest
+
+    from tapers.errors import BackendError
+
+    subuid = tmp_path / "subuid"
+    subuid.write_text("alice:100000:65536\n")
+    lock = tmp_path / "subuid.lock"
+    lock.write_bytes(f"{os.getppid()}\0".encode())  # a live process holds it
+    with pytest.raises(BackendError, match="held by another program"):
+        unprivileged.ensure_subids((subuid,), lock_timeout=0.2)
+    assert subuid.read_text() == "alice:100000:65536\n" and lock.exists()
+
+    gone = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True).stdout.strip()
+    lock.write_bytes(f"{gone}\0".encode())  # its holder has exited: stale
+    unprivileged.ensure_subids((subuid,), lock_timeout=0.2)
+    assert subuid.read_text() == f"alice:100000:65536\n{BLOCK}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["subuid"]  # the lock and our pid file are gone

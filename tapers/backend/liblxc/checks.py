@@ -113,7 +113,7 @@ def _subids() -> Check:
         "ids for unprivileged machines",
         not missing,
         "root has tapers' block" if not missing else f"{', '.join(map(str, missing))} lacks {block}: the first "
-        "`privileged: false` machine adds it",
+        "unprivileged machine adds it",
         " && ".join(f"echo {block} >> {path}" for path in missing),
         required=False,
     )

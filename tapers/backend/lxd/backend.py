@@ -217,7 +217,7 @@ class LxdBackend(BackendBase):
             "devices": {
                 "root": {"type": "disk", "path": "/", "pool": self.settings.storage_pool},
                 **_nic_devices(spec.network, spec.private),
-                **self._mount_devices(spec.container, spec.mounts, spec.privileged),
+                **self._mount_devices(spec.container, spec.mounts),
             },
         }
         try:
@@ -240,18 +240,18 @@ class LxdBackend(BackendBase):
                                hint=f"its members: {', '.join(members)}")
         return name
 
-    def _mount_devices(self, container: str, mounts: tuple[Mount, ...], privileged: bool) -> dict[str, dict[str, str]]:
+    def _mount_devices(self, container: str, mounts: tuple[Mount, ...]) -> dict[str, dict[str, str]]:
         """Synced folders as disk devices: the staged idmapped view when LXD is on this host
         (the login user owns the folder owner's files, as on liblxc), else the folder itself
-        (in an unprivileged machine shifted by LXD: the files keep their host ids)."""
-        devices = {}
-        for index, mount in enumerate(mounts):
-            device = {"type": "disk", "path": mount.target, "readonly": "true" if mount.readonly else "false",
-                      "source": str(staging.source_of(container, index, mount) if self.local else mount.source)}
-            if not (self.local or privileged):
-                device["shift"] = "true"
-            devices[f"{MOUNT_DEVICE_PREFIX}{index}"] = device
-        return devices
+        (unshifted: in an unprivileged machine its files belong to nobody; LXD's `shift`
+        would make root in the machine root on that folder)."""
+        return {
+            f"{MOUNT_DEVICE_PREFIX}{index}": {
+                "type": "disk", "path": mount.target, "readonly": "true" if mount.readonly else "false",
+                "source": str(staging.source_of(container, index, mount) if self.local else mount.source),
+            }
+            for index, mount in enumerate(mounts)
+        }
 
     def _push(self, container: str, guest_file: GuestFile) -> None:
         """Write a file into the (stopped) machine; a missing parent folder is made, owned like the file."""
@@ -356,7 +356,7 @@ class LxdBackend(BackendBase):
         devices = {k: v for k, v in data["devices"].items()
                    if not (k.startswith(MOUNT_DEVICE_PREFIX) or (k.startswith("eth") and k != "eth0"))}
         devices.update(_private_devices(private))
-        devices.update(self._mount_devices(container, mounts, data["config"].get("security.privileged") == "true"))
+        devices.update(self._mount_devices(container, mounts))
         if self.local:
             staging.make_dirs(container, staging.as_records(mounts))
         config = {**data["config"], "raw.lxc": _raw_lxc(hostname, nat_items, private), MOUNTS_KEY: json.dumps(staging.as_records(mounts)),

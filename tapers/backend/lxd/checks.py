@@ -1,6 +1,6 @@
 """What `tapers doctor` checks for the LXD backend: the endpoint answers, trusts tapers and
-is the pinned server; the storage pool exists; (full) the default box's image and the
-cluster members."""
+is the pinned server; the storage pool exists; idmapped mounts (unprivileged machines
+without shifting files); (full) the default box's image and the cluster members."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ def checks(full: bool) -> list[Check]:
         Check("client trusted", bool(client.trusted), "yes" if client.trusted else "no",
               f"on the server: lxc config trust add {settings.client_cert}"),
         _lxd_pool(client, settings.storage_pool),
+        _lxd_idmapped(info),
     ]
     if settings.https and not settings.server_cert:
         checks.append(Check("server certificate pinned", False, "no `server_cert`: any server certificate the "
@@ -38,6 +39,17 @@ def checks(full: bool) -> list[Check]:
     if full:
         checks += [_lxd_image(client), _lxd_members(client, info)]
     return checks
+
+
+def _lxd_idmapped(info: dict) -> Check:
+    """Machines are unprivileged: with idmapped mounts LXD shows each one the image's files
+    shifted; without them it rewrites the owner of every file of each new machine (slower)."""
+    ok = info["environment"].get("kernel_features", {}).get("idmapped_mounts") == "true"
+    return Check("idmapped mounts (unprivileged machines)", ok,
+                 "the image's files are shared, not shifted per machine" if ok
+                 else "LXD shifts every file of each new machine at its first start (slower)",
+                 "a kernel with idmapped mounts for the pool's filesystem (Linux 5.12+; btrfs, ext4, xfs)",
+                 required=False)
 
 
 def _lxd_pool(client: Any, pool: str) -> Check:
