@@ -69,6 +69,7 @@ class Record(NamedTuple):
     phase: str = CREATING
     ports: tuple[PortRecord, ...] = ()
     provisioned: Mapping[str, str] = {}  # step key -> fingerprint of what ran (never changed in place)
+    inputs: Mapping[str, Mapping[str, str]] = {}  # step key -> its inputs when it ran (to tell what changed)
     provision_failed: str | None = None  # the key of the step that failed last
     version: int = VERSION
 
@@ -84,6 +85,7 @@ class Record(NamedTuple):
         data["tapers"] = data.pop("version")
         data["box"] = self.box._asdict()
         data["applied"], data["provisioned"] = dict(self.applied), dict(self.provisioned)
+        data["inputs"] = {key: dict(found) for key, found in self.inputs.items()}
         data["ports"] = [port._asdict() for port in self.ports]
         if data["provision_failed"] is None:
             del data["provision_failed"]
@@ -154,6 +156,9 @@ def _parse(data: dict[str, Any]) -> Record:
     applied, provisioned = data.get("applied") or {}, data.get("provisioned") or {}
     if not isinstance(applied, dict) or not isinstance(provisioned, dict):
         raise RecordError("`applied` or `provisioned` is not a mapping")
+    inputs = data.get("inputs") or {}
+    if not isinstance(inputs, dict) or not all(isinstance(found, dict) for found in inputs.values()):
+        raise RecordError("`inputs` is not a mapping of mappings")
     ports = []
     for port in data.get("ports") or []:
         if not isinstance(port, dict):
@@ -176,6 +181,7 @@ def _parse(data: dict[str, Any]) -> Record:
         phase=text("phase", CREATING),
         ports=tuple(ports),
         provisioned={str(k): str(v) for k, v in provisioned.items()},
+        inputs={str(k): {str(n): str(d) for n, d in found.items()} for k, found in inputs.items()},
         provision_failed=failed if isinstance(failed, str) else None,
         version=data["tapers"],
     )

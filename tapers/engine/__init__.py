@@ -34,23 +34,34 @@ def machines_for_up(project: Project, names: list[str] | None) -> list[Machine]:
     return [m for m in project.machines if m.name in chosen]
 
 
-def step_fingerprints(project: Project, machines: list[Machine]) -> dict[str, dict[str, str]]:
-    """machine -> step key -> what the step would run now, hashed (read from the project's files)."""
-    result: dict[str, dict[str, str]] = {}
+def step_inputs(project: Project, machines: list[Machine]) -> dict[str, dict[str, dict[str, str]]]:
+    """machine -> step key -> what the step reads and is given now (read from the project's files)."""
+    result: dict[str, dict[str, dict[str, str]]] = {}
     if not any(machine.provision for machine in machines):
         return result  # without loading the provisioners (and OpenSSL's hashes): `status` is often here
-    from tapers.provision import fingerprint
+    from tapers.provision import inputs
 
     for machine in machines:
         for step in machine.provision:
             try:
-                result.setdefault(machine.name, {})[step.key] = fingerprint(step, project.root)
+                result.setdefault(machine.name, {})[step.key] = inputs(step, project.root)
             except OSError as exc:
                 raise TaperfileError(
                     f"machine `{machine.name}`, {step.label}: cannot read {exc.filename}: {exc.strerror}",
                     hint="paths in steps are relative to the Taperfile's folder",
                 ) from None
     return result
+
+
+def fingerprints_of(found: dict[str, dict[str, dict[str, str]]]) -> dict[str, dict[str, str]]:
+    """machine -> step key -> the hash of the step's inputs (what its record keeps)."""
+    from tapers.provision import fingerprint_of
+
+    return {machine: {key: fingerprint_of(step) for key, step in steps.items()} for machine, steps in found.items()}
+
+
+def step_fingerprints(project: Project, machines: list[Machine]) -> dict[str, dict[str, str]]:
+    return fingerprints_of(step_inputs(project, machines))
 
 
 def up_plan(
@@ -68,10 +79,11 @@ def up_plan(
     cached = {m.box for m in machines if find_box(m.box)}
     from tapers.engine import names as hosts
 
-    prints = step_fingerprints(project, machines)
+    found = step_inputs(project, machines)
     stale = hosts.stale(project, observed)
     forwarding = backend.network.forwarded() if any(m.ports for m in machines) else None
-    return plan_up(machines, observed, key, cached, prints, provision, remove_orphans and not names, stale, forwarding)
+    return plan_up(machines, observed, key, cached, fingerprints_of(found), provision, remove_orphans and not names,
+                   stale, forwarding, found)
 
 
 def status_plan(project: Project, backend: Backend, observed: Observed) -> Plan:
@@ -83,8 +95,8 @@ def status_plan(project: Project, backend: Backend, observed: Observed) -> Plan:
 
     machines = [m for m in project.machines if m.name not in observed.foreign]
     cached = {m.box for m in machines if find_box(m.box)}
-    prints = step_fingerprints(project, machines)
-    return plan_up(machines, observed, known_project_key(project), cached, prints)
+    found = step_inputs(project, machines)
+    return plan_up(machines, observed, known_project_key(project), cached, fingerprints_of(found), inputs=found)
 
 
 def check_tools(plan: Plan, project: Project) -> None:

@@ -70,7 +70,25 @@ def write_ssh_files(project: Project, observed: Observed) -> Path:
     _write(paths.ssh_config, ssh_config_text(project, observed))
     inventory = render_inventory(targets, groups_of(project.machines), paths.private_key, paths.known_hosts, project.id)
     _write(paths.inventory, inventory)
+    _write_host_vars(project, paths.inventory.parent / "host_vars")
     return paths.ssh_config
+
+
+def _write_host_vars(project: Project, folder: Path) -> None:
+    """Each machine's ansible extra_vars (of all its steps, a later step's winning) beside the
+    inventory, so `ansible-playbook -i .tapers/inventory PLAYBOOK` works alone."""
+    import json
+
+    machines = {m.name: m for m in project.machines if any(step.kind == "ansible" for step in m.provision)}
+    if not machines:
+        return
+    project_files.check_dir(folder, create=True)
+    for name, machine in machines.items():
+        variables: dict[str, object] = {}
+        for step in machine.provision:
+            variables.update(step.options.get("extra_vars", {}) if step.kind == "ansible" else {})
+        _write(folder / f"{name}.yml", "# Written by tapers: the extra_vars of this machine's ansible steps.\n"
+               + json.dumps(variables, indent=2, sort_keys=True) + "\n")
 
 
 def _write(path: Path, text: str) -> None:

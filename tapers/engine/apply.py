@@ -374,17 +374,18 @@ def sync_names(ctx: Context, only: str | None = None) -> None:
 
 
 def _provision(action: Action, guest: Any, ctx: Context) -> None:
-    from tapers.provision import fingerprint
+    from tapers.provision import fingerprint_of, inputs
     from tapers.provision.runner import run_step
 
     name, container = action.subject, ctx.project.container(action.subject)
     step = ctx.project.loaded.machine(name).provision[action.step - 1]
-    ran = fingerprint(step, ctx.project.root)
+    found = inputs(step, ctx.project.root)
 
     def succeeded() -> None:
         record = _record_of(ctx, container)
         failed = None if record.provision_failed == step.key else record.provision_failed
-        ctx.backend.save_record(container, record.replace(provisioned={**record.provisioned, step.key: ran},
+        ctx.backend.save_record(container, record.replace(provisioned={**record.provisioned, step.key: fingerprint_of(found)},
+                                                          inputs={**record.inputs, step.key: found},
                                                           provision_failed=failed))
 
     try:

@@ -14,6 +14,7 @@ from tapers.errors import StateError, UsageError
 from tapers.record import DESTROYING, Record
 from tapers.engine.observe import Observed
 from tapers.engine.settings import box_matches, privileged_was, settings_changes
+from tapers.provision.api import UNRESOLVED
 from tapers.ssh.keys import same_key
 from tapers.taperfile import Machine
 from tapers.taperfile.machine import Step
@@ -107,10 +108,12 @@ def plan_up(
     remove_orphans: bool = False,
     names_stale: bool = False,
     forwarding: set[str] | None = None,
+    inputs: dict[str, dict[str, dict[str, str]]] | None = None,
 ) -> Plan:
     """What `up` does. `fingerprints`: machine -> step key -> fingerprint of what the step
-    would run now; `provision`: "auto" (what changed), "force" (--provision) or "skip"."""
-    fingerprints = fingerprints or {}
+    would run now; `inputs`: the same steps' inputs (to say which one changed);
+    `provision`: "auto" (what changed), "force" (--provision) or "skip"."""
+    fingerprints, inputs = fingerprints or {}, inputs or {}
     actions: list[Action] = []
     _refuse_foreign(machines, observed)
     for machine in machines:
@@ -153,7 +156,8 @@ def plan_up(
         actions += _existing(machine, info, record, project_key)
         actions += _forwards(machine, info, actions, forwarding)
         if provision != "skip":
-            actions += _steps_to_rerun(machine, record, fingerprints.get(machine.name, {}), provision == "force")
+            actions += _steps_to_rerun(machine, record, fingerprints.get(machine.name, {}), provision == "force",
+                                       inputs.get(machine.name, {}))
     if remove_orphans:
         for orphan in observed.orphans:
             name = orphan.machine
@@ -162,6 +166,7 @@ def plan_up(
     release = [_release_network()] if remove_orphans and observed.orphans and not left else []
     notes = tuple(f"machine `{m.name}` is privileged (`privileged: true`): root in it can reach the host"
                   for m in machines if m.privileged and any(a.subject == m.name and a.kind in STARTS for a in actions))
+    notes += _unresolved_notes(machines, inputs)
     return Plan(actions=tuple(_with_network(actions, machines) + _names_update(actions, names_stale) + release),
                 notes=notes)
 
@@ -290,7 +295,36 @@ def _step_text(step: Step) -> str:
     return f'step {step.index} "{step.name}"' if step.name else f"step {step.index}"
 
 
-def _steps_to_rerun(machine: Machine, record: Record, fingerprints: dict[str, str], force: bool) -> list[Action]:
+def _unresolved_notes(machines: list[Machine], inputs: dict[str, dict[str, dict[str, str]]]) -> tuple[str, ...]:
+    """What a step reads that can't be told without running it (a step with `watch:` lists
+    it there: only a pattern matching nothing is said)."""
+    notes = []
+    for machine in machines:
+        for step in machine.provision:
+            for name in inputs.get(machine.name, {}).get(step.key, {}):
+                if name.startswith(UNRESOLVED) and (not step.watch or "`watch:" in name):
+                    what = name.removeprefix(UNRESOLVED).strip()
+                    notes.append(f"{machine.name}: {_step_text(step)}: can't tell what it reads from {what}; "
+                                 "list such files under the step's `watch:`" if not step.watch else
+                                 f"{machine.name}: {_step_text(step)}: {what}")
+    return tuple(notes)
+
+
+def what_changed(before: dict[str, str] | None, now: dict[str, str] | None) -> str:
+    """The inputs that differ, for a person: `roles/x/defaults/main.yml changed`."""
+    if not before or now is None:
+        return "changed since the last run"
+    differences = [f"{name} changed" if name in before else f"{name} added"
+                   for name in now if not name.startswith(UNRESOLVED) and before.get(name) != now[name]]
+    differences += [f"{name} removed" for name in before if name not in now and not name.startswith(UNRESOLVED)]
+    if not differences:
+        return "changed since the last run"
+    more = len(differences) - 1
+    return differences[0] + (f", and {more} more" if more else "")
+
+
+def _steps_to_rerun(machine: Machine, record: Record, fingerprints: dict[str, str], force: bool,
+                    inputs: dict[str, dict[str, str]]) -> list[Action]:
     done = record.provisioned
     failed = record.provision_failed
     actions = []
@@ -306,7 +340,7 @@ def _steps_to_rerun(machine: Machine, record: Record, fingerprints: dict[str, st
         elif step.key not in done:
             cause = "not run yet"
         elif done[step.key] != fingerprints.get(step.key):
-            cause = "changed since the last run"
+            cause = what_changed(record.inputs.get(step.key), inputs.get(step.key))
         else:
             continue
         action = Action(Kind.PROVISION, machine.name, cause, step=step.index, detail=_step_text(step), cls="reprovision")

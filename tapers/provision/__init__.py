@@ -1,18 +1,21 @@
 """Provisioning: the steps that turn a box into a team's environment.
 
-Each kind (shell, file, ansible) is a Provisioner with two methods: `fingerprint`, a
-hash of exactly what would run, and `run`. What ran is recorded on the machine by
-fingerprint, so `run: once` steps run again only when their content changed.
+Each kind (shell, file, ansible) is a Provisioner with two methods: `inputs`, exactly what
+can change what it does (files by path, settings by key, each hashed), and `run`. What ran
+is recorded on the machine: the hash of all its inputs (its fingerprint), so `run: once`
+steps run again only when one of them changed, and the inputs, so `plan` can say which.
 """
 
 from __future__ import annotations
 
 import importlib
+import itertools
 from pathlib import Path
 
-from tapers.provision.api import Provisioner
+from tapers.provision.api import UNRESOLVED, Inputs, Provisioner, digest, refuse_hidden, tree_inputs
 from tapers.taperfile.machine import Step
 
+MAX_WATCHED = 10000  # files one `watch:` pattern may add
 _MODULES = {"shell": "tapers.provision.shell", "file": "tapers.provision.files", "ansible": "tapers.provision.ansible"}
 
 
@@ -20,8 +23,24 @@ def provisioner(kind: str) -> Provisioner:
     return importlib.import_module(_MODULES[kind]).PROVISIONER
 
 
+def inputs(step: Step, root: Path) -> Inputs:
+    """The step's inputs: its kind's, and the files its `watch:` globs match."""
+    found = provisioner(step.kind).inputs(step, root)
+    for pattern in step.watch:
+        matched = sorted(itertools.islice(root.glob(pattern), MAX_WATCHED))
+        if not matched:
+            found[f"{UNRESOLVED} `watch: {pattern}` matches nothing"] = ""
+        for path in matched:
+            found.update(tree_inputs(root, refuse_hidden(root, str(path.relative_to(root)), "a `watch:` file")))
+    return found
+
+
+def fingerprint_of(inputs: Inputs) -> str:
+    return digest(inputs)
+
+
 def fingerprint(step: Step, root: Path) -> str:
-    return provisioner(step.kind).fingerprint(step, root)
+    return fingerprint_of(inputs(step, root))
 
 
 def check_host_tools(kinds: set[str]) -> None:

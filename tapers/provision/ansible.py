@@ -10,21 +10,20 @@ import sys
 from pathlib import Path
 
 from tapers.errors import ProvisionError
-from tapers.provision.api import Guest, StepFailed, digest, file_digest, step_file, tree_digest
+from tapers.provision.api import Guest, Inputs, StepFailed, settings_inputs, step_file
 from tapers.taperfile.machine import Step
 
-# What a playbook conventionally uses beside itself: a change there re-runs the step.
-BESIDE_PLAYBOOK = (
-    "roles", "group_vars", "host_vars", "tasks", "handlers", "templates", "files", "vars", "defaults",
-    "library", "filter_plugins", "module_utils", "ansible.cfg", "requirements.yml",
-)
+# The step's settings that change what the play does (vault_password_file: its path only,
+# never a hash of the password).
+SETTINGS = ("extra_vars", "groups", "limit", "tags", "skip_tags", "become", "config_file", "vault_password_file",
+            "verbose", "raw_arguments", "requirements")
 
 
-def playbook_command() -> str | None:
-    beside_python = Path(sys.executable).parent / "ansible-playbook"
+def playbook_command(tool: str = "ansible-playbook") -> str | None:
+    beside_python = Path(sys.executable).parent / tool
     if beside_python.is_file():
         return str(beside_python)
-    return shutil.which("ansible-playbook")
+    return shutil.which(tool)
 
 
 def _as_list(value: object) -> list[str]:
@@ -36,18 +35,11 @@ def _as_list(value: object) -> list[str]:
 class AnsibleProvisioner:
     kind = "ansible"
 
-    def fingerprint(self, step: Step, root: Path) -> str:
+    def inputs(self, step: Step, root: Path) -> Inputs:
+        from tapers.provision import ansible_inputs
+
         playbook = step_file(root, step.options["playbook"], "the playbook")
-        beside = {}
-        for name in BESIDE_PLAYBOOK:
-            path = playbook.parent / name
-            if path.exists():
-                beside[name] = tree_digest(path)
-        for sibling in sorted(playbook.parent.glob("*.y*ml")):
-            if sibling != playbook:
-                beside[sibling.name] = file_digest(sibling)
-        options = {key: value for key, value in step.options.items() if key != "playbook"}
-        return digest({"kind": self.kind, "playbook": file_digest(playbook), "beside": beside, **options})
+        return {**ansible_inputs.inputs(root, playbook, step.options), **settings_inputs(step.options, SETTINGS)}
 
     def run(self, step: Step, guest: Guest) -> None:
         command = playbook_command()
@@ -64,6 +56,11 @@ class AnsibleProvisioner:
             argv += ["--skip-tags", ",".join(_as_list(options["skip_tags"]))]
         if options.get("become"):
             argv.append("--become")
+        if options.get("vault_password_file"):
+            argv += ["--vault-password-file", options["vault_password_file"]]
+        if options.get("verbose"):
+            argv.append("-" + "v" * int(options["verbose"]))
+        argv += [str(argument) for argument in options.get("raw_arguments", [])]
         argv.append(options["playbook"])
         env = {
             **os.environ,
@@ -76,6 +73,9 @@ class AnsibleProvisioner:
             "ANSIBLE_HOST_KEY_CHECKING": "True",
             "ANSIBLE_PIPELINING": "True",
         }
+        env.update(_paths_env(guest.root, options))
+        if options.get("requirements"):
+            _install_requirements(guest, options["requirements"], env)
         code = guest.run_on_host(argv, guest.root, env)
         if code != 0:
             raise StepFailed(f"failed: ansible-playbook exited with code {code}")
@@ -89,3 +89,40 @@ class AnsibleProvisioner:
 
 
 PROVISIONER = AnsibleProvisioner()
+
+
+def _paths_env(root: Path, options: dict[str, object]) -> dict[str, str]:
+    """The step's ansible.cfg; with `requirements:`, what they installed comes first in the
+    roles and collections paths (then what the ansible.cfg or Ansible's defaults say)."""
+    from tapers.provision import ansible_inputs as found
+
+    env = {}
+    config = found.config_file(root, options)
+    if options.get("config_file") and config is not None:
+        env["ANSIBLE_CONFIG"] = str(config)
+    if options.get("requirements"):
+        installed = root / found.INSTALLED
+        roles = found.search_path(config, ("roles_path",), ("ANSIBLE_ROLES_PATH",), found.DEFAULT_ROLES)
+        collections = found.search_path(config, ("collections_path", "collections_paths"),
+                                        ("ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_COLLECTIONS_PATHS"), found.DEFAULT_COLLECTIONS)
+        env["ANSIBLE_ROLES_PATH"] = os.pathsep.join(map(str, [installed / "roles", *roles]))
+        env["ANSIBLE_COLLECTIONS_PATH"] = os.pathsep.join(map(str, [installed / "collections", *collections]))
+    return env
+
+
+def _install_requirements(guest: Guest, requirements: str, env: dict[str, str]) -> None:
+    """Roles and collections of a requirements.yml into .tapers/ansible/ (from Galaxy, or
+    local paths, tarballs and git URLs), with ansible-galaxy, as ansible-playbook runs."""
+    from tapers.provision import ansible_inputs as found
+
+    galaxy = playbook_command("ansible-galaxy")
+    if galaxy is None:
+        raise ProvisionError("`requirements:` needs ansible-galaxy, which is not installed",
+                             hint="pip install 'tapers[ansible]' (or install ansible-core some other way)")
+    installed = guest.root / found.INSTALLED
+    # --force: what the requirements say now (a new archive of the same version included)
+    for what, argv in (("roles", [galaxy, "role", "install", "--force", "-r", requirements, "-p", str(installed / "roles")]),
+                       ("collections", [galaxy, "collection", "install", "--force", "-r", requirements,
+                                        "-p", str(installed / "collections")])):
+        if guest.run_on_host(argv, guest.root, env) != 0:
+            raise StepFailed(f"failed: ansible-galaxy could not install the {what} of {requirements}")

@@ -49,11 +49,16 @@ class Guest(Protocol):
         as the user who ran sudo)."""
 
 
+Inputs = dict[str, str]  # what a step reads or is given, by name -> a short hash of it
+UNRESOLVED = "?"  # an input name starting so: something a step reads that can't be told statically
+
+
 class Provisioner(Protocol):
     kind: str
 
-    def fingerprint(self, step: Step, root: Path) -> str:
-        """A hash of exactly what `run` would do: content, arguments, variables."""
+    def inputs(self, step: Step, root: Path) -> Inputs:
+        """Exactly what can change what `run` does: files by their path (relative to the
+        project when in it), settings by their key."""
 
     def run(self, step: Step, guest: Guest) -> None:
         """Do the step; raise StepFailed when it fails."""
@@ -65,6 +70,31 @@ class Provisioner(Protocol):
 def digest(value: Any) -> str:
     """A stable hash of JSON-able data."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def short(value: Any) -> str:
+    """A hash short enough to keep one per input in a machine's record (to tell what changed)."""
+    return digest(value)[:16]
+
+
+def shown_path(root: Path, path: Path) -> str:
+    """A path as an input's name: relative to the project when in it."""
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def tree_inputs(root: Path, path: Path) -> Inputs:
+    """A file, or every regular file below a folder, as inputs (content and executable bit)."""
+    name = shown_path(root, path)
+    return {(f"{name}/{rel}" if rel else name): ("x" if executable else "-") + content[:15]
+            for rel, executable, content in tree_digest(path)}
+
+
+def settings_inputs(options: dict[str, Any], keys: tuple[str, ...]) -> Inputs:
+    """The step's settings among `keys`, each an input of its own."""
+    return {key: short(options[key]) for key in keys if key in options}
 
 
 def step_file(root: Path, written: str, what: str) -> Path:

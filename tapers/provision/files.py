@@ -13,16 +13,16 @@ import stat
 import uuid
 from pathlib import Path
 
-from tapers.provision.api import Guest, StepFailed, digest, open_step_file, step_file, tree_digest
+from tapers.provision.api import Guest, Inputs, StepFailed, open_step_file, settings_inputs, step_file, tree_inputs
 from tapers.taperfile.machine import Step
 
 
 class FileProvisioner:
     kind = "file"
 
-    def fingerprint(self, step: Step, root: Path) -> str:
+    def inputs(self, step: Step, root: Path) -> Inputs:
         source = step_file(root, step.options["source"], "the source")
-        return digest({"kind": self.kind, "tree": tree_digest(source), "destination": step.options["destination"]})
+        return {**tree_inputs(root, source), **settings_inputs(step.options, ("destination",))}
 
     def run(self, step: Step, guest: Guest) -> None:
         source = step_file(guest.root, step.options["source"], "the source")

@@ -8,7 +8,8 @@ import time
 import uuid
 from pathlib import Path
 
-from tapers.provision.api import Guest, RebootStarted, StepFailed, digest, read_step_file, step_file
+from tapers.provision.api import (Guest, Inputs, RebootStarted, StepFailed, read_step_file, settings_inputs, short,
+                                  shown_path, step_file)
 from tapers.ssh.session import ConnectionLost
 from tapers.taperfile.machine import Step
 
@@ -42,9 +43,10 @@ def command_for(step: Step, remote: str, script: bytes) -> str:
 class ShellProvisioner:
     kind = "shell"
 
-    def fingerprint(self, step: Step, root: Path) -> str:
-        options = {key: value for key, value in step.options.items() if key not in ("inline", "path")}
-        return digest({"kind": self.kind, "script": digest(script_of(step, root).decode(errors="replace")), **options})
+    def inputs(self, step: Step, root: Path) -> Inputs:
+        script = short(script_of(step, root).decode(errors="replace"))
+        name = "the inline script" if "inline" in step.options else shown_path(root, step_file(root, step.options["path"], ""))
+        return {name: script, **settings_inputs(step.options, ("args", "env", "privileged"))}
 
     def run(self, step: Step, guest: Guest) -> None:
         script = script_of(step, guest.root)

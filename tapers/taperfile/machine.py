@@ -27,6 +27,7 @@ class Step(NamedTuple):
     run: str  # once | always | never
     reboot: bool
     options: dict[str, Any]  # the kind's keys as written (paths relative to the project)
+    watch: tuple[str, ...] = ()  # globs of more project files whose change re-runs the step
 
     @property
     def key(self) -> str:

@@ -103,6 +103,14 @@ def _host_path(value: str) -> str:
     return value
 
 
+def _watch_glob(value: str) -> str:
+    """A glob of project files (`watch:`): relative, inside the project."""
+    _host_path(value)
+    if value.startswith("/") or ".." in value.split("/"):
+        raise ValueError(f"{shown(value)}: give a pattern relative to the Taperfile's folder, inside it (no `..`)")
+    return value
+
+
 def _guest_path(value: str) -> str:
     """An absolute path in the guest, normalised: no `//`, no `.` parts, no trailing `/`."""
     _one_line(value, _PATH_CONTROL)
@@ -220,6 +228,7 @@ def _version(value: object) -> object:
 Line = Annotated[str, AfterValidator(_one_line)]
 Text = Annotated[str, AfterValidator(_text)]
 HostPath = Annotated[str, AfterValidator(_host_path)]
+WatchGlob = Annotated[str, AfterValidator(_watch_glob)]
 GuestPath = Annotated[str, AfterValidator(_guest_path)]
 Size = Annotated[int, BeforeValidator(_size)]
 Scalar = Annotated[str | int | float | bool, PlainValidator(_scalar)]
@@ -273,6 +282,11 @@ class AnsibleStep(_Strict):
     tags: Tags | None = None
     skip_tags: Tags | None = None
     become: bool = False
+    config_file: HostPath | None = None  # the ansible.cfg to use (ANSIBLE_CONFIG)
+    vault_password_file: HostPath | None = None
+    verbose: Annotated[int, Field(ge=0, le=4)] | bool = False  # true or 1-4: -v to -vvvv
+    raw_arguments: list[Line] = Field(default_factory=list)  # more ansible-playbook arguments, as given
+    requirements: HostPath | None = None  # a requirements.yml, installed into .tapers/ansible/ first
 
 
 class PrivateNetwork(_Strict):
@@ -331,6 +345,7 @@ class ProvisionStep(_Strict):
     name: StepName | None = None
     run: Literal["once", "always", "never"] = "once"
     reboot: bool = False
+    watch: list[WatchGlob] = Field(default_factory=list, max_length=100)  # more files whose change re-runs it
     shell: Annotated[ShellStep, BeforeValidator(_inline_script)] | None = None
     file: FileStep | None = None
     ansible: AnsibleStep | None = None
@@ -431,7 +446,8 @@ def resolve_machines(taperfile: Taperfile) -> list[Machine]:
 
 def _step(index: int, step: ProvisionStep) -> Step:
     options = getattr(step, step.kind).model_dump(exclude_none=True)
-    return Step(index=index, name=step.name, kind=step.kind, run=step.run, reboot=step.reboot, options=options)
+    return Step(index=index, name=step.name, kind=step.kind, run=step.run, reboot=step.reboot, options=options,
+                watch=tuple(step.watch))
 
 
 PROJECT_MOUNT = "/tapers"

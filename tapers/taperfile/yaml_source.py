@@ -268,3 +268,36 @@ def merge(base: Source, top: Source) -> Source:
     merged.keys = {**base.keys, **top.keys}
     merged.values = {**base.values, **top.values}
     return merged
+
+
+class _TagTolerantLoader(_BoundedLoader):
+    """Bounded, and a value with a tag of its own (Ansible's `!vault`, `!unsafe`) is read as its
+    plain value."""
+
+
+def _plain(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        return loader.construct_scalar(node)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node)
+    return loader.construct_mapping(node)
+
+
+_TagTolerantLoader.add_multi_constructor("!", _plain)
+
+
+def load_data(text: str) -> Any:
+    """Any YAML document (a playbook, a role's metadata), with the bounds a Taperfile has.
+    Raises ValueError when it can't be read within them."""
+    if len(text) > MAX_TEXT_BYTES:
+        raise ValueError(f"larger than {MAX_TEXT_BYTES // 1024**2} MiB")
+    try:
+        loader = _TagTolerantLoader(text)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+    except _Refused as exc:
+        raise ValueError(exc.reason) from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"not YAML ({str(exc).splitlines()[0] if str(exc) else 'invalid'})") from None

@@ -186,13 +186,59 @@ def test_ansible_playbook_with_extra_vars_and_the_standalone_inventory(project) 
     project.tapers("up").ok()
     assert guest(project, "web", "cat /tmp/from-ansible /etc/root-file") == "role=frontend groups=webservers\nok\n"
     playbook = Path(sys.executable).parent / "ansible-playbook"
-    standalone = subprocess.run(
-        [str(playbook), "-i", ".tapers/inventory", "site.yml", "-e", "role=again"],
+    guest(project, "web", "rm /tmp/from-ansible")
+    standalone = subprocess.run(  # the machine's extra_vars are beside the inventory: it works alone
+        [str(playbook), "-i", ".tapers/inventory", "site.yml"],
         cwd=project.root, capture_output=True, text=True, timeout=300,
         env={**os.environ, "LC_ALL": "C.UTF-8", "ANSIBLE_NOCOLOR": "1"},
     )
     assert standalone.returncode == 0, standalone.stdout + standalone.stderr
-    assert guest(project, "web", "cat /tmp/from-ansible") == "role=again groups=webservers\n"
+    assert guest(project, "web", "cat /tmp/from-ansible") == "role=frontend groups=webservers\n"
+
+
+def test_ansible_requirements_from_local_archives_and_the_step_options(project) -> None:
+    """A role tarball and a collection archive (built here: no Galaxy) installed into
+    .tapers/ansible/ and used by the play; config_file, verbose and raw_arguments reach it."""
+    galaxy = str(Path(sys.executable).parent / "ansible-galaxy")
+    vendor = project.root / "vendor"
+    role = vendor / "src" / "acme_role" / "tasks"
+    role.mkdir(parents=True)
+    (role / "main.yml").write_text("- copy: {dest: /tmp/from-role, content: \"role\\n\"}\n")
+    subprocess.run(["tar", "-czf", str(vendor / "acme_role.tar.gz"), "-C", str(vendor / "src"), "acme_role"], check=True)
+    collection = vendor / "src" / "tools"
+    (collection / "roles" / "hello" / "tasks").mkdir(parents=True)
+    (collection / "galaxy.yml").write_text(
+        "namespace: acme\nname: tools\nversion: 1.0.0\nreadme: README.md\nauthors: [tapers]\n")
+    (collection / "README.md").write_text("tools\n")
+    (collection / "roles" / "hello" / "tasks" / "main.yml").write_text(
+        "- copy: {dest: /tmp/from-collection, content: \"collection\\n\"}\n")
+    built = subprocess.run([galaxy, "collection", "build", str(collection), "--output-path", str(vendor)],
+                           capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stdout + built.stderr
+    (project.root / "requirements.yml").write_text(
+        "roles:\n  - {src: ./vendor/acme_role.tar.gz, name: acme_role}\n"
+        "collections:\n  - {name: ./vendor/acme-tools-1.0.0.tar.gz, type: file}\n")
+    (project.root / "conf").mkdir()
+    (project.root / "conf" / "ansible.cfg").write_text("[defaults]\nforks = 3\n")
+    (project.root / "site.yml").write_text(
+        "- hosts: web\n  gather_facts: false\n  roles: [acme_role]\n"
+        "  tasks:\n    - include_role: {name: acme.tools.hello}\n")
+    project.write(
+        "machines:\n  web:\n    provision:\n"
+        "      - ansible: {playbook: site.yml, requirements: requirements.yml, config_file: conf/ansible.cfg,\n"
+        "                  verbose: 1, raw_arguments: [--diff]}\n")
+    up = project.tapers("up").ok()
+    assert guest(project, "web", "cat /tmp/from-role /tmp/from-collection") == "role\ncollection\n"
+    assert f"Using {project.root}/conf/ansible.cfg as config file" in up.out
+    assert (project.root / ".tapers/ansible/collections/ansible_collections/acme/tools/MANIFEST.json").is_file()
+    assert "up to date" in project.tapers("status").ok().out
+
+    # A new archive of the role: the step runs again, and the new role is installed and used.
+    (role / "main.yml").write_text("- copy: {dest: /tmp/from-role, content: \"role 2\\n\"}\n")
+    subprocess.run(["tar", "-czf", str(vendor / "acme_role.tar.gz"), "-C", str(vendor / "src"), "acme_role"], check=True)
+    assert "web: provision step 1 (vendor/acme_role.tar.gz changed)" in project.tapers("plan").ok().out
+    project.tapers("up").ok()
+    assert guest(project, "web", "cat /tmp/from-role") == "role 2\n"
 
 
 def test_missing_files_are_refused_before_anything_is_created(project) -> None:

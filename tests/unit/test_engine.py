@@ -133,7 +133,7 @@ def test_status_shows_what_up_would_do_steps_and_settings_alike(engine, write_pr
     (root / "Taperfile.yaml").write_text((root / "Taperfile.yaml").read_text().replace("  web:\n", "  web:\n    memory: 1G\n"))
     project = open_project(explicit=root / "Taperfile.yaml")
     (row,) = status_now(project, backend)
-    assert row["out_of_date"] == ["memory (live)", 'step 1 "setup" (changed since the last run)']
+    assert row["out_of_date"] == ["memory (live)", 'step 1 "setup" (setup.sh changed)']
 
 
 def status_now(project, backend) -> list[dict]:

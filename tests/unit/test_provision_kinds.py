@@ -52,7 +52,7 @@ def test_file_fingerprint_sees_content_and_exec_bit(tmp_path: Path) -> None:
 
 
 def test_ansible_fingerprint_sees_roles_and_vars(tmp_path: Path) -> None:
-    (tmp_path / "site.yml").write_text("- hosts: all\n")
+    (tmp_path / "site.yml").write_text("- hosts: all\n  roles: [web]\n")
     (tmp_path / "roles" / "web" / "tasks").mkdir(parents=True)
     task = tmp_path / "roles" / "web" / "tasks" / "main.yml"
     task.write_text("- debug: msg=hi\n")

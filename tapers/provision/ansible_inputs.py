@@ -1,0 +1,256 @@
+"""What an `ansible:` step reads, found the way ansible-playbook finds it, without running it.
+
+- the playbook, and the playbooks it imports;
+- in each play: `vars_files`, its roles and their dependencies (`meta/main.yml`), the task
+  files it includes or imports, `include_vars` files, and the roles tasks include;
+- roles resolved as ansible-playbook resolves them: `roles/` beside the playbook, then the
+  roles path (ANSIBLE_ROLES_PATH, else the ansible.cfg's `roles_path`, relative to that file,
+  else Ansible's defaults), then the playbook's own folder; a role counts whole (its tasks,
+  defaults, vars, templates, files, meta);
+- collections installed where the play finds them (`collections/` beside the playbook, the
+  collections path, and `.tapers/ansible/collections` from `requirements:`), each by its
+  MANIFEST.json (its version and every file's checksum) or, unbuilt, by its files;
+- `group_vars/`, `host_vars/` and the conventional folders beside the playbook (templates,
+  files, plugins), and the ansible.cfg in effect.
+
+A sibling playbook or the Taperfile is not an input unless something above names it. What
+can't be told without running the play (a name made with `{{ }}`, a role that isn't
+found) is listed as an unresolved input, which `plan` reports. Files in folders no machine
+may see are not read (see host_folders), and the YAML read is bounded like a Taperfile's.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from pathlib import Path
+from typing import Any
+
+from tapers.errors import TapersError
+from tapers.provision.api import UNRESOLVED, Inputs, read_step_file, short, shown_path, tree_inputs
+
+BESIDE_PLAYBOOK = ("group_vars", "host_vars", "templates", "files", "library", "module_utils", "filter_plugins",
+                   "lookup_plugins", "callback_plugins", "action_plugins", "test_plugins")
+DEFAULT_ROLES = ("~/.ansible/roles", "/usr/share/ansible/roles", "/etc/ansible/roles")
+DEFAULT_COLLECTIONS = ("~/.ansible/collections", "/usr/share/ansible/collections")
+INSTALLED = Path(".tapers") / "ansible"  # where `requirements:` installs (relative to the project)
+MAX_YAML = 2000  # YAML files read for one step (the bound on what a project can make tapers parse)
+MAX_YAML_BYTES = 1024**2
+
+_BUILTIN = ("ansible.builtin.", "ansible.legacy.")
+_TASK_FILES = {"include_tasks", "import_tasks", "include"}
+_ROLES = {"include_role", "import_role"}
+
+
+def config_file(root: Path, options: dict[str, Any]) -> Path | None:
+    """The ansible.cfg ansible-playbook uses when run in the project folder: the step's
+    `config_file`, else ANSIBLE_CONFIG, ./ansible.cfg, ~/.ansible.cfg, /etc/ansible/ansible.cfg."""
+    if options.get("config_file"):
+        return (root / options["config_file"]).resolve()
+    candidates = [Path(os.environ["ANSIBLE_CONFIG"]).expanduser()] if os.environ.get("ANSIBLE_CONFIG") else []
+    candidates += [root / "ansible.cfg", Path("~/.ansible.cfg").expanduser(), Path("/etc/ansible/ansible.cfg")]
+    for path in candidates:
+        path = path / "ansible.cfg" if path.is_dir() else path
+        if path.is_file():
+            return path
+    return None
+
+
+def search_path(config: Path | None, keys: tuple[str, ...], env: tuple[str, ...], default: tuple[str, ...]) -> list[Path]:
+    """A path list setting: from the environment, else the ansible.cfg (relative to it), else the default."""
+    for name in env:
+        if os.environ.get(name):
+            return _split(os.environ[name], Path.cwd())
+    if config is not None:
+        parser = configparser.ConfigParser(interpolation=None, strict=False)
+        try:
+            parser.read(config)
+        except (configparser.Error, OSError, UnicodeDecodeError):
+            parser = configparser.ConfigParser()
+        for key in keys:
+            if parser.has_option("defaults", key):
+                return _split(parser.get("defaults", key), config.parent)
+    return _split(os.pathsep.join(default), Path.cwd())
+
+
+def _split(value: str, base: Path) -> list[Path]:
+    return [(base / Path(part).expanduser()).resolve() for part in value.split(os.pathsep) if part.strip()]
+
+
+def _templated(value: object) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def _short_key(key: str) -> str:
+    for prefix in _BUILTIN:
+        if key.startswith(prefix):
+            return key[len(prefix):]
+    return key
+
+
+class _Reader:
+    def __init__(self, root: Path, playbook: Path, config: Path | None, found: Inputs, installs: bool) -> None:
+        self.root, self.base, self.found = root, playbook.parent, found
+        self.installed = (root / INSTALLED).resolve()  # made from `requirements:` (the inputs), not inputs
+        self.installs = installs
+        roles_path = search_path(config, ("roles_path",), ("ANSIBLE_ROLES_PATH",), DEFAULT_ROLES)
+        self.role_folders = [self.base / "roles", self.installed / "roles", *roles_path, self.base]
+        self.read: set[Path] = set()
+        self.roles: set[Path] = set()
+
+    def unresolved(self, what: str, where: Path) -> None:
+        self.found[f"{UNRESOLVED} {what} (in {shown_path(self.root, where)})"] = ""
+
+    def add(self, path: Path) -> bool:
+        """The file or folder as inputs, when it exists and may be read."""
+        from tapers.host_folders import refusal
+
+        path = path.resolve()
+        if not path.exists():
+            return False
+        if refusal(path) is not None:
+            self.found[f"{UNRESOLVED} {shown_path(self.root, path)} (not read: a folder no machine may see)"] = ""
+            return False
+        self.found.update(tree_inputs(self.root, path))
+        return True
+
+    def load(self, path: Path, where: Path) -> Any:
+        """A YAML file's data (None when read already, missing or unreadable: then said)."""
+        from tapers.taperfile.yaml_source import load_data
+
+        path = path.resolve()
+        if path in self.read:
+            return None
+        if len(self.read) >= MAX_YAML:
+            self.unresolved(f"more than {MAX_YAML} YAML files: the rest not read", where)
+            return None
+        self.read.add(path)
+        if not self.add(path):
+            if not path.exists():
+                self.unresolved(f"{shown_path(self.root, path)} not found", where)
+            return None
+        try:
+            return load_data(read_step_file(path, "a file of the play", MAX_YAML_BYTES).decode("utf-8"))
+        except (ValueError, OSError, TapersError) as exc:  # too big, a link, not YAML
+            self.unresolved(f"{shown_path(self.root, path)} can't be read ({exc})", where)
+            return None
+
+    def playbook(self, path: Path, where: Path) -> None:
+        plays = self.load(path, where)
+        if not isinstance(plays, list):
+            return
+        for play in plays:
+            if not isinstance(play, dict):
+                continue
+            for key, value in play.items():
+                if _short_key(key) == "import_playbook":
+                    self.file(value, path.parent, path, self.playbook)
+            files = play.get("vars_files") or []
+            for entry in files if isinstance(files, list) else [files]:
+                for alternative in entry if isinstance(entry, list) else [entry]:
+                    self.file(alternative, path.parent, path, lambda p, w: self.add(p))
+            for entry in play.get("roles") or []:
+                self.role(entry.get("role") or entry.get("name") if isinstance(entry, dict) else entry, path)
+            for section in ("pre_tasks", "tasks", "post_tasks", "handlers"):
+                self.tasks(play.get(section), path.parent, path)
+
+    def file(self, written: object, base: Path, where: Path, then: Any) -> None:
+        if isinstance(written, dict):
+            written = written.get("file") or written.get("_raw_params")
+        if not isinstance(written, str) or not written.strip():
+            return
+        if _templated(written):
+            self.unresolved(f"`{written.strip()}`", where)
+            return
+        then(base / written.strip(), where)
+
+    def tasks(self, items: object, base: Path, where: Path) -> None:
+        for task in items if isinstance(items, list) else []:
+            if not isinstance(task, dict):
+                continue
+            for section in ("block", "rescue", "always"):
+                self.tasks(task.get(section), base, where)
+            for key, value in task.items():
+                key = _short_key(key)
+                if key in _TASK_FILES:
+                    self.file(value, base, where, lambda p, w: self.tasks(self.load(p, w), p.parent, p))
+                elif key in _ROLES:
+                    self.role(value.get("name") if isinstance(value, dict) else value, where)
+                elif key == "include_vars":
+                    self.file(value, base, where, self.vars_file)
+
+    def vars_file(self, path: Path, where: Path) -> None:
+        """include_vars: beside the including file, in a `vars/` folder beside it or above it."""
+        for candidate in (path, path.parent / "vars" / path.name, path.parent.parent / "vars" / path.name):
+            if self.add(candidate):
+                return
+        self.unresolved(f"{shown_path(self.root, path)} not found", where)
+
+    def role(self, name: object, where: Path) -> None:
+        if not isinstance(name, str) or not name.strip():
+            return
+        name = name.strip()
+        if _templated(name):
+            self.unresolved(f"role `{name}`", where)
+            return
+        if name.count(".") >= 2 and "/" not in name:
+            return  # a collection's role: counted with the collection
+        folder = next((f / name for f in self.role_folders if (f / name).is_dir()), None)
+        if folder is None:
+            if not self.installs:  # else `requirements:` will install it
+                self.unresolved(f"role `{name}` not found", where)
+            return
+        if folder.resolve() in self.roles or folder.resolve().is_relative_to(self.installed):
+            return
+        self.roles.add(folder.resolve())
+        self.add(folder)
+        for meta in (folder / "meta" / "main.yml", folder / "meta" / "main.yaml"):
+            data = self.load(meta, where) if meta.exists() else None
+            dependencies = data.get("dependencies") if isinstance(data, dict) else None
+            for dependency in dependencies if isinstance(dependencies, list) else []:
+                if isinstance(dependency, dict):
+                    dependency = dependency.get("role") or dependency.get("name")
+                self.role(dependency, meta)
+        for main in ("main.yml", "main.yaml"):
+            if (folder / "tasks" / main).exists():
+                self.tasks(self.load(folder / "tasks" / main, where), folder / "tasks", folder / "tasks" / main)
+
+    def requirements(self, path: Path) -> None:
+        """The requirements file, and the local archives and folders it installs from."""
+        data = self.load(path, path)
+        if isinstance(data, dict):
+            data = [entry for key in ("roles", "collections") if isinstance(data.get(key), list) for entry in data[key]]
+        for entry in data if isinstance(data, list) else []:
+            source = (entry.get("src") or entry.get("source") or entry.get("name")) if isinstance(entry, dict) else entry
+            if isinstance(source, str) and source.startswith(("./", "../", "/", "file://")):
+                self.add(path.parent / source.removeprefix("file://"))
+
+    def collections(self, config: Path | None) -> None:
+        paths = search_path(config, ("collections_path", "collections_paths"),
+                            ("ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_COLLECTIONS_PATHS"), DEFAULT_COLLECTIONS)
+        for path in [self.base / "collections", *paths]:
+            tree = path if path.name == "ansible_collections" else path / "ansible_collections"
+            if not tree.is_dir():
+                continue
+            for collection in sorted(p for p in tree.glob("*/*") if p.is_dir()):
+                manifest = collection / "MANIFEST.json"
+                if manifest.is_file():
+                    name = f"collection {collection.parent.name}.{collection.name} ({shown_path(self.root, collection)})"
+                    self.found[name] = short(manifest.read_bytes().decode(errors="replace"))
+                else:
+                    self.add(collection)
+
+
+def inputs(root: Path, playbook: Path, options: dict[str, Any]) -> Inputs:
+    found: Inputs = {}
+    config = config_file(root, options)
+    if config is not None and config.is_file():
+        found.update(tree_inputs(root, config))
+    reader = _Reader(root, playbook, config, found, installs=bool(options.get("requirements")))
+    reader.playbook(playbook, playbook)
+    for name in BESIDE_PLAYBOOK:
+        reader.add(playbook.parent / name)
+    if options.get("requirements"):
+        reader.requirements(root / options["requirements"])
+    reader.collections(config)
+    return found
