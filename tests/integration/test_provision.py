@@ -204,6 +204,8 @@ def test_ansible_requirements_from_local_archives_and_the_step_options(project) 
     role = vendor / "src" / "acme_role" / "tasks"
     role.mkdir(parents=True)
     (role / "main.yml").write_text("- copy: {dest: /tmp/from-role, content: \"role\\n\"}\n")
+    (role.parent / "meta").mkdir()
+    (role.parent / "meta" / "main.yml").write_text("galaxy_info: {author: tapers, description: a test role}\n")
     subprocess.run(["tar", "-czf", str(vendor / "acme_role.tar.gz"), "-C", str(vendor / "src"), "acme_role"], check=True)
     collection = vendor / "src" / "tools"
     (collection / "roles" / "hello" / "tasks").mkdir(parents=True)
