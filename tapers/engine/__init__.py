@@ -60,6 +60,21 @@ def fingerprints_of(found: dict[str, dict[str, dict[str, str]]]) -> dict[str, di
     return {machine: {key: fingerprint_of(step) for key, step in steps.items()} for machine, steps in found.items()}
 
 
+def legacy_fingerprints(project: Project, machines: list[Machine], observed: Observed) -> dict[str, dict[str, str | None]]:
+    """For steps a machine's record has without inputs (run by an older tapers): the
+    fingerprint that tapers computed, so an upgrade doesn't run them again."""
+    result: dict[str, dict[str, str | None]] = {}
+    for machine in machines:
+        info = observed.machines.get(machine.name)
+        record = info.record if info else None
+        old = [s for s in machine.provision if record and s.key in record.provisioned and s.key not in record.inputs]
+        if old:
+            from tapers.provision import legacy_fingerprint
+
+            result[machine.name] = {step.key: legacy_fingerprint(step, project.root) for step in old}
+    return result
+
+
 def step_fingerprints(project: Project, machines: list[Machine]) -> dict[str, dict[str, str]]:
     return fingerprints_of(step_inputs(project, machines))
 
@@ -83,7 +98,7 @@ def up_plan(
     stale = hosts.stale(project, observed)
     forwarding = backend.network.forwarded() if any(m.ports for m in machines) else None
     return plan_up(machines, observed, key, cached, fingerprints_of(found), provision, remove_orphans and not names,
-                   stale, forwarding, found)
+                   stale, forwarding, found, legacy_fingerprints(project, machines, observed))
 
 
 def status_plan(project: Project, backend: Backend, observed: Observed) -> Plan:
@@ -96,7 +111,8 @@ def status_plan(project: Project, backend: Backend, observed: Observed) -> Plan:
     machines = [m for m in project.machines if m.name not in observed.foreign]
     cached = {m.box for m in machines if find_box(m.box)}
     found = step_inputs(project, machines)
-    return plan_up(machines, observed, known_project_key(project), cached, fingerprints_of(found), inputs=found)
+    return plan_up(machines, observed, known_project_key(project), cached, fingerprints_of(found), inputs=found,
+                   legacy=legacy_fingerprints(project, machines, observed))
 
 
 def check_tools(plan: Plan, project: Project) -> None:

@@ -109,11 +109,13 @@ def plan_up(
     names_stale: bool = False,
     forwarding: set[str] | None = None,
     inputs: dict[str, dict[str, dict[str, str]]] | None = None,
+    legacy: dict[str, dict[str, str | None]] | None = None,
 ) -> Plan:
     """What `up` does. `fingerprints`: machine -> step key -> fingerprint of what the step
     would run now; `inputs`: the same steps' inputs (to say which one changed);
-    `provision`: "auto" (what changed), "force" (--provision) or "skip"."""
-    fingerprints, inputs = fingerprints or {}, inputs or {}
+    `provision`: "auto" (what changed), "force" (--provision) or "skip"; `legacy`: the
+    fingerprints an older tapers recorded, for steps recorded without inputs."""
+    fingerprints, inputs, legacy = fingerprints or {}, inputs or {}, legacy or {}
     actions: list[Action] = []
     _refuse_foreign(machines, observed)
     for machine in machines:
@@ -157,7 +159,7 @@ def plan_up(
         actions += _forwards(machine, info, actions, forwarding)
         if provision != "skip":
             actions += _steps_to_rerun(machine, record, fingerprints.get(machine.name, {}), provision == "force",
-                                       inputs.get(machine.name, {}))
+                                       inputs.get(machine.name, {}), legacy.get(machine.name, {}))
     if remove_orphans:
         for orphan in observed.orphans:
             name = orphan.machine
@@ -324,7 +326,7 @@ def what_changed(before: dict[str, str] | None, now: dict[str, str] | None) -> s
 
 
 def _steps_to_rerun(machine: Machine, record: Record, fingerprints: dict[str, str], force: bool,
-                    inputs: dict[str, dict[str, str]]) -> list[Action]:
+                    inputs: dict[str, dict[str, str]], legacy: dict[str, str | None]) -> list[Action]:
     done = record.provisioned
     failed = record.provision_failed
     actions = []
@@ -339,7 +341,8 @@ def _steps_to_rerun(machine: Machine, record: Record, fingerprints: dict[str, st
             cause = "failed last time"
         elif step.key not in done:
             cause = "not run yet"
-        elif done[step.key] != fingerprints.get(step.key):
+        elif done[step.key] != fingerprints.get(step.key) and not (
+                step.key not in record.inputs and done[step.key] == legacy.get(step.key)):
             cause = what_changed(record.inputs.get(step.key), inputs.get(step.key))
         else:
             continue

@@ -35,6 +35,13 @@ def inputs(step: Step, root: Path) -> Inputs:
     return found
 
 
+def legacy_fingerprint(step: Step, root: Path) -> str | None:
+    """What tapers recorded for the step before it recorded inputs (shell and file steps;
+    an ansible step's inputs were too broad and too narrow then: it runs again)."""
+    kind = provisioner(step.kind)
+    return kind.legacy_fingerprint(step, root) if hasattr(kind, "legacy_fingerprint") else None
+
+
 def fingerprint_of(inputs: Inputs) -> str:
     return digest(inputs)
 

@@ -13,12 +13,17 @@ import stat
 import uuid
 from pathlib import Path
 
-from tapers.provision.api import Guest, Inputs, StepFailed, open_step_file, settings_inputs, step_file, tree_inputs
+from tapers.provision.api import Guest, Inputs, StepFailed, digest, tree_digest, open_step_file, settings_inputs, step_file, tree_inputs
 from tapers.taperfile.machine import Step
 
 
 class FileProvisioner:
     kind = "file"
+
+    def legacy_fingerprint(self, step: Step, root: Path) -> str:
+        """The fingerprint tapers recorded before it recorded inputs."""
+        source = step_file(root, step.options["source"], "the source")
+        return digest({"kind": self.kind, "tree": tree_digest(source), "destination": step.options["destination"]})
 
     def inputs(self, step: Step, root: Path) -> Inputs:
         source = step_file(root, step.options["source"], "the source")

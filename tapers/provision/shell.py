@@ -8,7 +8,7 @@ import time
 import uuid
 from pathlib import Path
 
-from tapers.provision.api import (Guest, Inputs, RebootStarted, StepFailed, read_step_file, settings_inputs, short,
+from tapers.provision.api import (Guest, Inputs, digest, RebootStarted, StepFailed, read_step_file, settings_inputs, short,
                                   shown_path, step_file)
 from tapers.ssh.session import ConnectionLost
 from tapers.taperfile.machine import Step
@@ -42,6 +42,12 @@ def command_for(step: Step, remote: str, script: bytes) -> str:
 
 class ShellProvisioner:
     kind = "shell"
+
+    def legacy_fingerprint(self, step: Step, root: Path) -> str:
+        """The fingerprint tapers recorded before it recorded inputs (kept so that upgrading
+        doesn't run every `run: once` script again)."""
+        options = {key: value for key, value in step.options.items() if key not in ("inline", "path")}
+        return digest({"kind": self.kind, "script": digest(script_of(step, root).decode(errors="replace")), **options})
 
     def inputs(self, step: Step, root: Path) -> Inputs:
         script = short(script_of(step, root).decode(errors="replace"))

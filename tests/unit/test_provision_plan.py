@@ -137,3 +137,26 @@ def test_tapers_provision_with_names_includes_never_steps(project) -> None:
 def test_up_of_a_machine_brings_what_it_depends_on(project) -> None:
     assert [m.name for m in machines_for_up(project, ["tools"])] == ["db", "web", "tools"]
     assert [m.name for m in machines_for_up(project, None)] == ["db", "web"]
+
+
+def test_steps_recorded_by_an_older_tapers_do_not_run_again_unless_changed(project) -> None:
+    """Records without inputs hold the fingerprint an older tapers computed: an upgrade
+    alone re-runs no `run: once` shell or file step."""
+    from tapers.engine import legacy_fingerprints
+    from tapers.provision import legacy_fingerprint
+
+    web = next(m for m in project.machines if m.name == "web")
+    old = {step.key: legacy_fingerprint(step, project.root) for step in web.provision}
+    seen = Observed(machines={"web": running(project, "web", provisioned=old)})
+    machines = machines_for_up(project, ["web"])
+    legacy = legacy_fingerprints(project, machines, seen)
+
+    def plan() -> str:
+        return str(plan_up(machines, seen, KEY, {"debian/bookworm"}, step_fingerprints(project, machines),
+                           legacy=legacy_fingerprints(project, machines, seen)))
+
+    assert legacy["web"] == old
+    assert [line for line in plan().splitlines() if line.startswith("web:")] == [
+        "web: provision step 2 (run: always)  [reprovision]"]
+    (project.root / "setup.sh").write_text("echo changed\n")
+    assert 'web: provision step 1 "setup" (changed since the last run)  [reprovision]' in plan()
