@@ -56,6 +56,7 @@ def root(
 
 app.command()(project_cmd.init)
 app.command()(project_cmd.validate)
+app.command()(project_cmd.config)
 app.command()(project_cmd.plan)
 app.command()(lifecycle_cmd.up)
 app.command()(lifecycle_cmd.provision)

@@ -32,7 +32,15 @@ class Options:
 def open_project(ctx: typer.Context) -> Project:
     from tapers.project import open_project as open_
 
-    return open_(explicit=ctx.obj.file if ctx.obj else None)
+    project = open_(explicit=ctx.obj.file if ctx.obj else None)
+    if project.loaded.unset:
+        from tapers.cli.output import warn
+
+        many = len(project.loaded.unset) > 1
+        warn(f"{'the variables' if many else 'the variable'} {', '.join(project.loaded.unset)} "
+             f"{'are' if many else 'is'} not set: read as empty text (set {'them' if many else 'it'} in the "
+             "environment or in .env beside the Taperfile)")
+    return project
 
 
 def observed_project(ctx: typer.Context) -> tuple[Project, Backend, Observed]:

@@ -48,6 +48,21 @@ def validate(ctx: typer.Context) -> None:
     output.say(f"{os.path.relpath(project.loaded.path)} is valid: {len(project.machines)} machine(s): {names}")
 
 
+def config(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Print the Taperfile as tapers reads it: the override file merged, variables resolved."""
+    from tapers.taperfile.load import read_texts
+    from tapers.taperfile.validate import resolved
+
+    project = open_project(ctx)  # validated: a Taperfile with problems says so here
+    data = resolved(project.loaded.path, read_texts(project.loaded.path), []).data
+    if as_json:
+        output.say(json.dumps(data, indent=2))
+        return
+    import yaml
+
+    output.say(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip("\n"))
+
+
 def plan(
     ctx: typer.Context,
     names: Names = None,

@@ -29,6 +29,7 @@ class LoadedTaperfile(NamedTuple):
     machines: list[Machine]
     name: str | None  # `name:` as written in the Taperfile, if any
     project: str  # the project name: `name:`, or the folder's name normalised
+    unset: tuple[str, ...] = ()  # variables the Taperfile uses that have no value (read as "")
 
     def machine(self, name: str) -> Machine:
         for machine in self.machines:
@@ -80,14 +81,21 @@ def normalise_project_name(folder_name: str) -> str:
     return (name or "project")[:30].strip("-") or "project"
 
 
-def load_taperfile(path: Path) -> LoadedTaperfile:
-    """Read, merge the override file, validate (or reuse the last validation of the same text)."""
-    path = path.resolve()
+def read_texts(path: Path) -> dict[Path, str]:
+    """The Taperfile's text and its override's (when there is one), the Taperfile first."""
     texts = {path: _read(path)}
     override = path.parent / paths.OVERRIDE_NAME
     if override.is_file():
         texts[override] = _read(override)
-    source = "\0".join([_validator_version(), *(f"{file}\0{text}" for file, text in texts.items())])
+    return texts
+
+
+def load_taperfile(path: Path) -> LoadedTaperfile:
+    """Read, merge the override file, validate (or reuse the last validation of the same text)."""
+    path = path.resolve()
+    texts = read_texts(path)
+    source = "\0".join([_validator_version(), *(f"{file}\0{text}" for file, text in texts.items()),
+                         *_variables_used(path.parent, texts)])
     cache = paths.ProjectPaths(path.parent).state / CACHE_NAME
     cached = _from_cache(cache, source)
     if cached is not None:
@@ -95,22 +103,39 @@ def load_taperfile(path: Path) -> LoadedTaperfile:
     from tapers.taperfile.model import resolve_machines
     from tapers.taperfile.validate import validate
 
-    taperfile = validate(path, texts)
+    unset: list[str] = []
+    taperfile = validate(path, texts, unset)
     loaded = LoadedTaperfile(
         path=path,
         root=path.parent,
         machines=resolve_machines(taperfile),
         name=taperfile.name,
         project=taperfile.name or normalise_project_name(path.parent.name),
+        unset=tuple(sorted(set(unset))),
     )
     _to_cache(cache, loaded, source)
     return loaded
 
 
+def _variables_used(folder: Path, texts: dict[Path, str]) -> list[str]:
+    """What the Taperfile's variables resolve from, for the cache: the values of the names
+    its text mentions, and the `.env` file (nothing when the text has no `$`)."""
+    from tapers.taperfile import variables
+
+    names = variables.mentioned(texts)
+    if not names:
+        return []
+    try:
+        _, env_text = variables.env_file_values(folder)
+    except variables.VariableError:
+        env_text = "\0unreadable"
+    return [env_text, *(f"{name}={os.environ.get(name, chr(0))}" for name in sorted(names))]
+
+
 def _validator_version() -> str:
     """The tapers version plus the validator's source times: a new tapers validates again."""
     here = Path(__file__).parent
-    sources = ("model.py", "validate.py", "yaml_source.py", "machine.py", "units.py")
+    sources = ("model.py", "validate.py", "yaml_source.py", "machine.py", "units.py", "variables.py")
     stamps = [str((here / name).stat().st_mtime_ns) for name in sources]
     return ":".join([__version__, *stamps])
 
@@ -149,6 +174,7 @@ def _from_cache(cache: Path, source: str) -> LoadedTaperfile | None:
             machines=[_machine_from_json(m) for m in data["machines"]],
             name=data["name"],
             project=data["project"],
+            unset=tuple(data.get("unset", ())),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -189,6 +215,7 @@ def _to_cache(cache: Path, loaded: LoadedTaperfile, source: str) -> None:
         "machines": [_machine_to_json(m) for m in loaded.machines],
         "name": loaded.name,
         "project": loaded.project,
+        "unset": list(loaded.unset),
     }
     try:
         project_files.write(cache, json.dumps(data), 0o644)

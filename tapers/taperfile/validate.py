@@ -35,15 +35,14 @@ _NAME_RULES = {
 }
 
 
-def validate(path: Path, texts: dict[Path, str]) -> Taperfile:
-    """Parse the Taperfile (and its override, merged on top) and validate it.
+def validate(path: Path, texts: dict[Path, str], unset: list[str] | None = None) -> Taperfile:
+    """Parse the Taperfile (and its override, merged on top), resolve its variables and
+    validate it.
 
-    `texts` maps each file to its text, the Taperfile first. Raises TaperfileError listing
-    every problem with file:line:column."""
-    sources = [_parse(file, text) for file, text in texts.items()]
-    source = sources[0]
-    for top in sources[1:]:
-        source = _merge(source, top)
+    `texts` maps each file to its text, the Taperfile first; the names of variables used
+    but not set are added to `unset`. Raises TaperfileError listing every problem with
+    file:line:column."""
+    source = resolved(path, texts, [] if unset is None else unset)
     result = _validate(path, source)
     if isinstance(result, list):
         raise _invalid(path, result)
@@ -53,13 +52,54 @@ def validate(path: Path, texts: dict[Path, str]) -> Taperfile:
     return result
 
 
-def _invalid(path: Path, problems: list[str]) -> TaperfileError:
+def resolved(path: Path, texts: dict[Path, str], unset: list[str]) -> _Source:
+    """The Taperfile and its override merged, with its variables' values (see variables.py)."""
+    from tapers.taperfile import variables
+
+    sources = [_parse(file, text) for file, text in texts.items()]
+    source = sources[0]
+    for top in sources[1:]:
+        source = _merge(source, top)
+    source.data = without_extensions(source.data)
+    if not any("$" in text for text in texts.values()):
+        return source
+    try:
+        get = variables.lookup(path.parent)
+    except variables.VariableError as exc:
+        raise TaperfileError(str(exc), hint="write one NAME=VALUE per line") from None
+    problems: list[str] = []
+
+    def problem(loc: Loc, why: str) -> None:
+        problems.append(f"{_where(path, _nearest(source, loc))}{_dotted(loc)}: {why}")
+
+    source.data = variables.interpolate(source.data, get, unset, problem)
+    if problems:
+        raise _invalid(path, problems, hint=f"set it in the environment or in {variables.ENV_FILE} beside the "
+                       "Taperfile (NAME=VALUE); write $$ for a $")
+    return source
+
+
+# Mappings whose keys are names or data, not Taperfile keys: an `x-` key there is kept.
+_NAMED = ("machines", "env", "extra_vars", "groups")
+
+
+def without_extensions(data: Any, parent: object = None) -> Any:
+    """`x-` keys are ignored, as in Docker Compose (YAML anchors hang on them: `x-base: &base`)."""
+    if isinstance(data, dict):
+        return {key: without_extensions(value, key) for key, value in data.items()
+                if not (isinstance(key, str) and key.startswith("x-") and parent not in _NAMED)}
+    if isinstance(data, list):
+        return [without_extensions(value) for value in data]
+    return data
+
+
+def _invalid(path: Path, problems: list[str], hint: str = "see Taperfile.example.yaml for every key") -> TaperfileError:
     problems = [printable(problem) for problem in problems]
     count = len(problems)
     noun = "problem" if count == 1 else "problems"
     shown_lines = problems[:MAX_SHOWN] + ([f"... and {count - MAX_SHOWN} more"] if count > MAX_SHOWN else [])
     message = f"{_display(path)} is invalid ({count} {noun}):\n" + "\n".join(f"  {p}" for p in shown_lines)
-    return TaperfileError(message, hint="see Taperfile.example.yaml for every key", problems=problems)
+    return TaperfileError(message, hint=hint, problems=problems)
 
 
 # -- validation ------------------------------------------------------------------------

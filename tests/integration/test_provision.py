@@ -249,3 +249,21 @@ def test_missing_files_are_refused_before_anything_is_created(project) -> None:
     assert result.code == 3
     assert "Taperfile.yaml:6:23: machines.web.provision[1].shell.path: `nowhere.sh` does not exist" in result.err
     assert project.lxc_state("web") == "MISSING"
+
+
+def test_variables_from_dot_env_and_the_environment_reach_a_step(project) -> None:
+    project.write(
+        "machines:\n  web:\n    provision:\n"
+        "      - shell: {inline: 'echo \"$GREETING $WHO\" > /tmp/vars', privileged: false,\n"
+        "                env: {GREETING: \"${GREETING:-hi}\", WHO: \"${WHO:?set WHO in .env}\"}}\n")
+    refused = project.tapers("up")
+    assert refused.code == 3 and "the variable WHO is required: set WHO in .env" in refused.err
+    assert project.lxc_state("web") == "MISSING"
+
+    (project.root / ".env").write_text("WHO=team\nGREETING=hello\n")
+    assert "GREETING: hello" in project.tapers("config").ok().out
+    project.env["GREETING"] = "howdy"  # the environment wins over .env
+    project.tapers("up").ok()
+    assert guest(project, "web", "cat /tmp/vars") == "howdy team\n"
+    del project.env["GREETING"]
+    assert 'web: provision step 1 (env changed)  [reprovision]' in project.tapers("plan").ok().out

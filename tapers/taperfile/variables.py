@@ -1,0 +1,123 @@
+"""Variables in a Taperfile, with Docker Compose's rules, so one file serves a whole team and CI.
+
+In any string value: `${NAME}` or `$NAME`; `${NAME:-default}` (when unset or empty),
+`${NAME-default}` (when unset); `${NAME:?message}` / `${NAME?message}` (required: an error
+naming it when unset or empty / unset); `${NAME:+other}` / `${NAME+other}` (`other` when set);
+`$$` is a `$`. Values come from the environment, then from a `.env` file beside the Taperfile
+(the environment wins). An inline shell script (`shell: "..."`, `shell: {inline: ...}`) is left
+as written: its `$` belong to the machine's shell (give it host values through `env:`).
+A `$` that starts no reference (`$5`) stays as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+ENV_FILE = ".env"
+NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_REFERENCE = re.compile(r"\$(?:(?P<escaped>\$)|\{(?P<braced>[^}]*)\}|(?P<named>" + NAME + r")|(?P<open>\{))")
+_BRACED = re.compile(r"(?P<name>" + NAME + r")(?:(?P<op>:-|-|:\?|\?|:\+|\+)(?P<arg>.*))?", re.S)
+_MENTIONED = re.compile(r"\$\{?(" + NAME + r")")
+
+
+class VariableError(ValueError):
+    """A reference that can't be resolved: the message says which and why."""
+
+
+def env_file_values(folder: Path) -> tuple[dict[str, str], str]:
+    """The `.env` beside the Taperfile: its values and its text ("" when there is none).
+    Lines are NAME=VALUE (an `export ` before it is allowed), `#` comments and blank lines;
+    a value in matching quotes loses them."""
+    path = folder / ENV_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}, ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VariableError(f"{path}: can't be read ({exc})") from None
+    values = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, equals, value = line.removeprefix("export ").partition("=")
+        name, value = name.strip(), value.strip()
+        if not equals or not re.fullmatch(NAME, name):
+            raise VariableError(f"{path}:{number}: not a NAME=VALUE line")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[name] = value
+    return values, text
+
+
+def lookup(folder: Path) -> Callable[[str], str | None]:
+    """NAME -> its value: the environment's, else the `.env` file's, else None."""
+    from_file, _ = env_file_values(folder)
+    return lambda name: os.environ.get(name, from_file.get(name))
+
+
+def mentioned(texts: Mapping[Path, str]) -> set[str]:
+    """The names a Taperfile's text may refer to (for its validation cache)."""
+    return {name for text in texts.values() if "$" in text for name in _MENTIONED.findall(text)}
+
+
+def substitute(value: str, get: Callable[[str], str | None], unset: list[str]) -> str:
+    """`value` with its references replaced. Names read but not set are added to `unset`."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match["escaped"]:
+            return "$"
+        if match["open"]:
+            raise VariableError("`${` is not closed by `}`")
+        if match["named"]:
+            return _value(match["named"], get, unset)
+        braced = _BRACED.fullmatch(match["braced"])
+        if braced is None:
+            raise VariableError(f"`${{{match['braced']}}}` is not a variable reference (`${{NAME}}`, `${{NAME:-default}}`...)")
+        name, op, arg = braced["name"], braced["op"], braced["arg"] or ""
+        current = get(name)
+        if op is None:
+            return _value(name, get, unset)
+        if op in (":-", "-"):
+            return arg if current is None or (op == ":-" and current == "") else current
+        if op in (":+", "+"):
+            return arg if current is not None and (op == "+" or current != "") else ""
+        if current is None or (op == ":?" and current == ""):
+            raise VariableError(f"the variable {name} is required" + (f": {arg}" if arg else " but not set"))
+        return current
+
+    return _REFERENCE.sub(replace, value)
+
+
+def _value(name: str, get: Callable[[str], str | None], unset: list[str]) -> str:
+    current = get(name)
+    if current is None:
+        unset.append(name)
+        return ""
+    return current
+
+
+def is_inline_script(loc: tuple[Any, ...]) -> bool:
+    """`...provision[i].shell` (a string) or `...provision[i].shell.inline`: the guest's shell text."""
+    return (len(loc) >= 3 and loc[-1] == "shell" and loc[-3] == "provision") or (
+        len(loc) >= 4 and loc[-2:] == ("shell", "inline") and loc[-4] == "provision")
+
+
+def interpolate(data: Any, get: Callable[[str], str | None], unset: list[str],
+                problem: Callable[[tuple[Any, ...], str], None], loc: tuple[Any, ...] = ()) -> Any:
+    """`data` with every string value's references replaced (keys and inline scripts as
+    written); each reference that can't be resolved is reported to `problem(loc, why)`."""
+    if isinstance(data, dict):
+        return {key: interpolate(value, get, unset, problem, (*loc, key)) for key, value in data.items()}
+    if isinstance(data, list):
+        return [interpolate(value, get, unset, problem, (*loc, index)) for index, value in enumerate(data)]
+    if isinstance(data, str) and "$" in data and not is_inline_script(loc):
+        try:
+            return substitute(data, get, unset)
+        except VariableError as exc:
+            problem(loc, str(exc))
+    return data
