@@ -205,6 +205,10 @@ def parse(path: Path, text: str) -> Source:
         mark = exc.problem_mark or exc.context_mark
         where = f"{Position(path, mark.line + 1, mark.column + 1)}" if mark else display(path)
         what = printable(exc.problem or exc.context or "invalid YAML")
+        began = exc.context_mark
+        if exc.problem and exc.context and began is not None and (began.line, began.column) != (mark.line, mark.column):
+            # where the construct that isn't closed began: what to fix, more than where the file ended
+            what += printable(f" ({exc.context} that began at {began.line + 1}:{began.column + 1})")
         raise TaperfileError(
             f"{where}: YAML syntax error: {what}",
             hint="check indentation and quoting around that line",
