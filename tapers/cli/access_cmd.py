@@ -9,13 +9,13 @@ from typing import Annotated, Optional
 import typer
 
 from tapers.cli import output
-from tapers.cli.common import observed_project, open_project
+from tapers.cli.common import complete_machine, observed_project, open_project
 from tapers.errors import StateError
 
 
 def ssh(
     ctx: typer.Context,
-    name: Annotated[Optional[str], typer.Argument(help="machine (default: the primary or only one)")] = None,
+    name: Annotated[Optional[str], typer.Argument(help="machine (default: the primary or only one)", autocompletion=complete_machine)] = None,
     command: Annotated[Optional[str], typer.Option("-c", "--command", help="run this command and exit")] = None,
 ) -> int:
     """Open a shell on a machine, or run one command and return its exit code."""

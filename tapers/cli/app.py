@@ -57,6 +57,7 @@ def root(
 app.command()(project_cmd.init)
 app.command()(project_cmd.validate)
 app.command()(project_cmd.config)
+app.command()(project_cmd.schema)
 app.command()(project_cmd.plan)
 app.command()(lifecycle_cmd.up)
 app.command()(lifecycle_cmd.provision)

@@ -20,7 +20,31 @@ if TYPE_CHECKING:
     from tapers.engine.observe import Observed
     from tapers.project import Project
 
-Names = Annotated[Optional[list[str]], typer.Argument(help="machines (default: all)", show_default=False)]
+def _machines_here(ctx: typer.Context) -> list:
+    """The Taperfile's machines, for shell completion (none when there is no valid Taperfile)."""
+    from tapers.project import open_project as open_
+
+    file = ctx.find_root().params.get("file")
+    try:
+        return open_(explicit=Path(file) if file else None).machines
+    except (TapersError, OSError):
+        return []
+
+
+def complete_machine(ctx: typer.Context, incomplete: str) -> list[str]:
+    return [m.name for m in _machines_here(ctx) if m.name.startswith(incomplete)]
+
+
+def complete_steps(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Step names for `--with A,B`: completes the last name of the list."""
+    done, _, last = incomplete.rpartition(",")
+    names = sorted({s.name for m in _machines_here(ctx) for s in m.provision if s.name} - set(done.split(",")))
+    return [f"{done},{n}" if done else n for n in names if n.startswith(last)]
+
+
+Names = Annotated[Optional[list[str]], typer.Argument(help="machines (default: all)", show_default=False,
+                                                      autocompletion=complete_machine)]
+Machine = Annotated[str, typer.Argument(help="the machine", autocompletion=complete_machine)]
 JsonFlag = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from tapers.cli import output
-from tapers.cli.common import Names, engine_for
+from tapers.cli.common import Names, complete_steps, engine_for
 
 Timeout = Annotated[float, typer.Option(help="seconds to wait for SSH on each machine")]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="re-create machines whose box changed without asking")]
@@ -52,7 +52,8 @@ def provision(
     names: Names = None,
     with_steps: Annotated[
         Optional[str],
-        typer.Option("--with", "--provision-with", help="only these steps (names or numbers, comma-separated)"),
+        typer.Option("--with", "--provision-with", help="only these steps (names or numbers, comma-separated)",
+                     autocompletion=complete_steps),
     ] = None,
 ) -> None:
     """Run provisioning steps again on running machines (all `once` and `always` steps, or --with)."""

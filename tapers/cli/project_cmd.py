@@ -63,6 +63,13 @@ def config(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     output.say(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip("\n"))
 
 
+def schema() -> None:
+    """Print a JSON Schema of the Taperfile (for editors: every key, its description and default)."""
+    from tapers.taperfile.schema import taperfile_schema
+
+    output.say(json.dumps(taperfile_schema(), indent=2))
+
+
 def plan(
     ctx: typer.Context,
     names: Names = None,

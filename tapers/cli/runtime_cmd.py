@@ -12,7 +12,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from tapers.cli import output
-from tapers.cli.common import JsonFlag, Names, engine_for, observed_project
+from tapers.cli.common import JsonFlag, Machine, Names, complete_machine, engine_for, observed_project
 
 
 def stats(
@@ -76,7 +76,7 @@ def _table(rows: list[Any]) -> tuple[list[str], list[list[str]]]:
 
 def port(
     ctx: typer.Context,
-    name: Annotated[Optional[str], typer.Argument(help="machine (default: all)")] = None,
+    name: Annotated[Optional[str], typer.Argument(help="machine (default: all)", autocompletion=complete_machine)] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """The host ports forwarded to machines (after `auto_correct`)."""
@@ -101,7 +101,7 @@ def port(
 
 def package(
     ctx: typer.Context,
-    machine: Annotated[str, typer.Argument(help="the machine to package")],
+    machine: Annotated[str, typer.Argument(help="the machine to package", autocompletion=complete_machine)],
     output_file: Annotated[Path, typer.Option("--output", "-o", help="the box archive to write (.tar.gz)")],
     name: Annotated[Optional[str], typer.Option(help="the box name written in it (default: the machine's box)")] = None,
 ) -> None:
@@ -114,7 +114,7 @@ def package(
 
 def limits(
     ctx: typer.Context,
-    machine: Annotated[str, typer.Argument(help="the machine")],
+    machine: Machine,
     cpus: Annotated[Optional[str], typer.Option(help="CPUs it may use (0.5, 2), or `none`")] = None,
     memory: Annotated[Optional[str], typer.Option(help="memory limit (512M, 1G), or `none`")] = None,
     pids: Annotated[Optional[str], typer.Option(help="process limit, or `none`")] = None,

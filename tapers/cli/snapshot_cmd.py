@@ -8,12 +8,11 @@ from typing import Annotated, Optional
 import typer
 
 from tapers.cli import output
-from tapers.cli.common import JsonFlag, engine_for, open_project
+from tapers.cli.common import JsonFlag, Machine, complete_machine, engine_for, open_project
 from tapers.errors import UsageError
 
 snapshot_app = typer.Typer(no_args_is_help=True, help="Save, restore, list and delete machine snapshots.")
 
-Machine = Annotated[str, typer.Argument(help="the machine")]
 Snap = Annotated[str, typer.Argument(help="the snapshot's name")]
 _SNAPSHOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -39,7 +38,7 @@ def restore(ctx: typer.Context, machine: Machine, snapshot: Snap) -> None:
 @snapshot_app.command("list")
 def list_(
     ctx: typer.Context,
-    machine: Annotated[Optional[str], typer.Argument(help="the machine (default: all)")] = None,
+    machine: Annotated[Optional[str], typer.Argument(help="the machine (default: all)", autocompletion=complete_machine)] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """The snapshots of a machine (or of every machine)."""
