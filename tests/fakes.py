@@ -168,7 +168,7 @@ class FakeBackend(BackendBase):
         self.calls.append(f"reboot {container}")
         self.containers[container]["boots"] = self.containers[container].get("boots", 1) + 1
 
-    def _run(self, container: str, argv: list[str], env: dict[str, str]) -> int:
+    def _run(self, container: str, argv: list[str], env: dict[str, str], terminal: bool) -> int:
         self.calls.append(f"run {container} {argv[0]}")
         if "KEY" in env:
             self.containers[container]["authorized"] = env["KEY"]

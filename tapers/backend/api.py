@@ -255,8 +255,13 @@ class Backend(Protocol):
     def reboot(self, container: str) -> None:
         """Ask the running container's init to reboot (returns at once)."""
 
-    def run(self, container: str, argv: list[str], env: dict[str, str] | None = None) -> int:
-        """Run a command as root in a running container, without SSH; return its exit code."""
+    def run(self, container: str, argv: list[str], env: dict[str, str] | None = None, terminal: bool = False) -> int:
+        """Run a command as root in a running container, without SSH; return its exit code.
+        `terminal`: with this process's standard input and output (interactive where the
+        engine can; else its output is printed when it ends)."""
+
+    def console(self, container: str) -> None:
+        """Attach this terminal to the running container's console until the user detaches."""
 
     def copy_mode(self) -> str:
         """How machines share the box: "overlay" (copy-on-write) or "copy"."""

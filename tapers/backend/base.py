@@ -171,10 +171,15 @@ class BackendBase:
             self._require_running(container, "reboot", "rebooted")
             self._reboot(container)
 
-    def run(self, container: str, argv: list[str], env: dict[str, str] | None = None) -> int:
+    def run(self, container: str, argv: list[str], env: dict[str, str] | None = None, terminal: bool = False) -> int:
         with self._translated(f"run {argv[0] if argv else 'a command'} in it", container):
             self._require_running(container, "run a command in", "given a command")
-            return self._run(container, argv, env or {})
+            return self._run(container, argv, env or {}, terminal)
+
+    def console(self, container: str) -> None:
+        with self._translated("attach to its console", container):
+            self._require_running(container, "attach to the console of", "attached to")
+            self._console(container)
 
     def copy_mode(self) -> str:
         return "overlay"
@@ -299,8 +304,11 @@ class BackendBase:
     def _reboot(self, container: str) -> None:
         raise NotImplementedError
 
-    def _run(self, container: str, argv: list[str], env: dict[str, str]) -> int:
+    def _run(self, container: str, argv: list[str], env: dict[str, str], terminal: bool) -> int:
         raise NotImplementedError
+
+    def _console(self, container: str) -> None:
+        raise BackendError(f"container `{container}`: the {self.name} backend has no console access")
 
 
 def _said(exc: BaseException) -> str:

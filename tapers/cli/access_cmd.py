@@ -1,4 +1,4 @@
-"""Getting into machines: `tapers ssh` and `tapers ssh-config`."""
+"""Getting into machines: `tapers ssh`, `tapers ssh-config`, and without SSH `tapers exec` and `tapers console`."""
 
 from __future__ import annotations
 
@@ -47,3 +47,27 @@ def ssh_config(ctx: typer.Context) -> None:
     project, _, observed = observed_project(ctx)
     write_ssh_files(project, observed)
     output.write_raw(ssh_config_text(project, observed))
+
+
+def exec_(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="the machine", autocompletion=complete_machine)],
+    command: Annotated[Optional[list[str]], typer.Argument(help="the command, after `--` (default: a root shell)",
+                                                           show_default=False)] = None,
+) -> int:
+    """Run a command as root in a machine through the container engine, not SSH (for when SSH
+    is broken or not installed); its exit code is returned."""
+    from tapers.engine.access import running_container
+
+    project, backend, observed = observed_project(ctx)
+    container = running_container(project, observed, project.loaded.machine(name).name)
+    return backend.run(container, command or ["/bin/sh", "-c", "exec bash -l 2>/dev/null || exec sh -l"],
+                       terminal=True)
+
+
+def console(ctx: typer.Context, name: Annotated[str, typer.Argument(help="the machine", autocompletion=complete_machine)]) -> None:
+    """Attach to a machine's console (its boot messages and login prompt); Ctrl-a q detaches."""
+    from tapers.engine.access import running_container
+
+    project, backend, observed = observed_project(ctx)
+    backend.console(running_container(project, observed, project.loaded.machine(name).name))

@@ -41,13 +41,21 @@ def target_for(machine: str, container: str, record: Record) -> SshTarget:
 
 def running_target(project: Project, observed: Observed, machine: str) -> SshTarget:
     """The target of a running machine, or a StateError saying why there is none."""
-    info = observed.machines.get(machine)
+    running_container(project, observed, machine)
     target = target_of(project, observed, machine)
-    if info is None or target is None:
+    if target is None:
+        raise StateError(f"machine `{machine}` is not created", hint=f"run `tapers up {machine}`")
+    return target
+
+
+def running_container(project: Project, observed: Observed, machine: str) -> str:
+    """The container of a running machine of this project, or a StateError saying why there is none."""
+    info = observed.machines.get(machine)
+    if info is None:
         raise StateError(f"machine `{machine}` is not created", hint=f"run `tapers up {machine}`")
     if info.state is not State.RUNNING:
         raise StateError(f"machine `{machine}` is not running (it is {info.state})", hint=f"run `tapers up {machine}`")
-    return target
+    return info.name
 
 
 def all_targets(project: Project, observed: Observed) -> list[SshTarget]:

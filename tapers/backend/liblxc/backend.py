@@ -359,15 +359,21 @@ class LiblxcBackend(BackendBase):
         if not self._container(container).reboot():
             raise BackendError(f"container `{container}` could not be rebooted")
 
-    def _run(self, container: str, argv: list[str], env: dict[str, str]) -> int:
+    def _run(self, container: str, argv: list[str], env: dict[str, str], terminal: bool) -> int:
         # The lxc-attach command, not python-lxc's attach_wait: that one leaves SIGINT and
         # SIGQUIT ignored in the whole process afterwards (Ctrl-C stopped working).
         command = ["lxc-attach", "-n", container, "-P", str(self.lxcpath), "--clear-env"]
-        variables = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", **env}
+        variables = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
+                     **({"TERM": os.environ.get("TERM", "xterm")} if terminal else {}), **env}
         for key, value in variables.items():
             command += ["--set-var", f"{key}={value}"]
+        if terminal:
+            return subprocess.run([*command, "--", *argv]).returncode
         result = subprocess.run([*command, "--", *argv], capture_output=True, stdin=subprocess.DEVNULL)
         return result.returncode
+
+    def _console(self, container: str) -> None:
+        subprocess.run(["lxc-console", "-n", container, "-P", str(self.lxcpath), "-t", "0"])
 
 
 def _remove_tree(folder: Path, ignore_errors: bool = False) -> None:

@@ -21,6 +21,7 @@ REQUESTS_CA_BUNDLE or a proxy can't override the pinned server certificate.
 from __future__ import annotations
 
 import hashlib
+import sys
 import json
 import subprocess
 import tempfile
@@ -417,8 +418,16 @@ class LxdBackend(BackendBase):
     def _reboot(self, container: str) -> None:
         self._act(container, "restart", wait=False, timeout=30)
 
-    def _run(self, container: str, argv: list[str], env: dict[str, str]) -> int:
-        return self.exec(container, argv, env)[0]
+    def _run(self, container: str, argv: list[str], env: dict[str, str], terminal: bool) -> int:
+        code, out = self.exec(container, argv, env)
+        if terminal:  # LXD's interactive exec is a websocket: here, the output once it ended
+            sys.stdout.write(out)
+            sys.stdout.flush()
+        return code
+
+    def _console(self, container: str) -> None:
+        raise BackendError(f"container `{container}`: `tapers console` is not available on the LXD backend yet",
+                           hint=f"on the LXD host: lxc console {container}")
 
     def exec(self, container: str, argv: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
         """Run a command in the machine as root: its exit code and standard output."""
