@@ -10,27 +10,33 @@ import typer
 
 from tapers.cli import output
 from tapers.cli.common import complete_machine, observed_project, open_project
-from tapers.errors import StateError
+from tapers.errors import StateError, UsageError
 
 
 def ssh(
     ctx: typer.Context,
     name: Annotated[Optional[str], typer.Argument(help="machine (default: the primary or only one)", autocompletion=complete_machine)] = None,
     command: Annotated[Optional[str], typer.Option("-c", "--command", help="run this command and exit")] = None,
+    extra: Annotated[Optional[list[str]], typer.Argument(
+        help="OpenSSH options, after `--` (`-- -L 8080:localhost:80`, `-- -A`)", show_default=False)] = None,
 ) -> int:
     """Open a shell on a machine, or run one command and return its exit code."""
     from tapers.engine.access import running_target, write_ssh_files
     from tapers.backend import default_backend
     from tapers.engine.observe import observe
 
+    extra = list(extra or [])
+    if name is not None and name.startswith("-"):  # `tapers ssh -- -A`: no name, OpenSSH options
+        name, extra = None, [name, *extra]
     project = open_project(ctx)
     machine = project.loaded.machine(name) if name else project.default_machine()
     observed = observe(project, default_backend())
     target = running_target(project, observed, machine.name)
-    if command is None:
+    if command is None or extra:
         config = write_ssh_files(project, observed)
+        argv = ["ssh", "-F", str(config), *extra, machine.name, *([command] if command is not None else [])]
         try:
-            os.execvp("ssh", ["ssh", "-F", str(config), machine.name])
+            os.execvp("ssh", argv)
         except FileNotFoundError:
             raise StateError("the OpenSSH client is not installed", hint="apt-get install openssh-client") from None
     from tapers.ssh.session import connect
@@ -71,3 +77,38 @@ def console(ctx: typer.Context, name: Annotated[str, typer.Argument(help="the ma
 
     project, backend, observed = observed_project(ctx)
     backend.console(running_container(project, observed, project.loaded.machine(name).name))
+
+
+def cp(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(help="a host path, or MACHINE:PATH")],
+    destination: Annotated[str, typer.Argument(help="a host path, or MACHINE:PATH")],
+) -> None:
+    """Copy a file or folder into or out of a machine: `tapers cp ./dist web:/srv/app`,
+    `tapers cp web:/var/log/app.log .` (folders whole, modes kept)."""
+    from pathlib import Path
+
+    from tapers.engine import transfer
+    from tapers.engine.access import running_target
+    from tapers.ssh.session import connect
+
+    project, _, observed = observed_project(ctx)
+    names = {m.name for m in project.machines}
+
+    def remote(spec: str) -> tuple[str, str] | None:
+        machine, colon, path = spec.partition(":")
+        return (machine, path or ".") if colon and machine in names else None
+
+    into, out_of = remote(destination), remote(source)
+    if (into is None) == (out_of is None):
+        raise UsageError("give one side as MACHINE:PATH (a machine of this Taperfile) and the other as a host path",
+                         hint="tapers cp ./dist web:/srv/app   or   tapers cp web:/var/log/app.log .")
+    machine, path = into or out_of  # type: ignore[misc]
+    target = running_target(project, observed, machine)
+    record = observed.machines[machine].record
+    with connect(target, project.paths.private_key, timeout=10) as session:
+        if into:
+            transfer.copy_in(session, record.home if record else "/home/tapers", Path(source), path)
+        else:
+            count = transfer.copy_out(session, path, Path(destination))
+            output.say(f"copied {count} file(s) from {machine}:{path}")

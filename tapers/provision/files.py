@@ -33,25 +33,30 @@ class FileProvisioner:
         source = step_file(guest.root, step.options["source"], "the source")
         fd = open_step_file(source, "the source")
         destination = step.options["destination"].rstrip("/") or "/"
-        staging = f"/tmp/tapers-upload-{uuid.uuid4().hex[:12]}"
-        guest.mkdir(staging, 0o700)
-        payload = f"{staging}/payload"
         try:
-            _upload(guest, fd, payload)
+            code = copy_into(guest, fd, destination)
         finally:
             os.close(fd)
-        parent = str(Path(destination).parent)
-        copy = (
-            f"mkdir -p {shlex.quote(parent)} && cp -rT --preserve=mode {shlex.quote(payload)} {shlex.quote(destination)}"
-        )
-        as_user = destination == guest.home or destination.startswith(guest.home.rstrip("/") + "/")
-        command = copy if as_user else f"sudo -n sh -c {shlex.quote(copy)}"
-        code = guest.run(f"{command}; rc=$?; rm -rf {shlex.quote(staging)}; exit $rc")
         if code != 0:
             raise StepFailed(f"could not copy {step.options['source']} to {destination} (exit code {code})")
 
     def check_host(self) -> None:
         pass
+
+
+def copy_into(guest: Guest, fd: int, destination: str) -> int:
+    """The file or folder open at `fd` to `destination` in the machine (parents made, modes
+    kept): uploaded to a private staging folder, then copied into place, as root (owned by
+    root) unless the destination is in the login user's home. The copy's exit code."""
+    staging = f"/tmp/tapers-upload-{uuid.uuid4().hex[:12]}"
+    guest.mkdir(staging, 0o700)
+    payload = f"{staging}/payload"
+    _upload(guest, fd, payload)
+    parent = str(Path(destination).parent)
+    copy = f"mkdir -p {shlex.quote(parent)} && cp -rT --preserve=mode {shlex.quote(payload)} {shlex.quote(destination)}"
+    as_user = destination == guest.home or destination.startswith(guest.home.rstrip("/") + "/")
+    command = copy if as_user else f"sudo -n sh -c {shlex.quote(copy)}"
+    return guest.run(f"{command}; rc=$?; rm -rf {shlex.quote(staging)}; exit $rc")
 
 
 def _upload(guest: Guest, fd: int, remote: str) -> None:

@@ -122,11 +122,15 @@ class Session:
     def mkdir(self, remote: str, mode: int = 0o755) -> None:
         self._sftp_call("create", remote, lambda sftp: sftp.mkdir(remote, mode))
 
+    def sftp(self) -> Any:
+        """The session's SFTP client (paramiko's; opened once)."""
+        if self._sftp is None:
+            self._sftp = self._client.open_sftp()
+        return self._sftp
+
     def _sftp_call(self, what: str, remote: str, call: Any) -> None:
         try:
-            if self._sftp is None:
-                self._sftp = self._client.open_sftp()
-            call(self._sftp)
+            call(self.sftp())
         except OSError as exc:
             raise SshError(f"could not {what} {self.target.machine}:{remote}: {exc}") from None
         except Exception as exc:  # paramiko.SSHException: the connection went away

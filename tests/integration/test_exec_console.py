@@ -48,3 +48,79 @@ def test_console_shows_the_login_prompt_and_detaches(project) -> None:
         os.close(fd)
     assert os.waitstatus_to_exitcode(status) == 0
     assert project.lxc_state("web") == "RUNNING"
+
+
+def test_ssh_passes_openssh_options_through(project) -> None:
+    """`tapers ssh web -- -L ...`: a port of the host forwarded to a service in the machine."""
+    import socket
+    import subprocess
+    import urllib.request
+
+    from tests.integration.conftest import wait_for
+
+    project.write("machines:\n  web: {}\n")
+    project.tapers("up").ok()
+    project.tapers("exec", "web", "--", "sh", "-c",
+                   "cd /etc && nohup python3 -m http.server 8000 --bind 127.0.0.1 >/dev/null 2>&1 &").ok()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    tunnel = subprocess.Popen(
+        [sys.executable, "-m", "tapers", "ssh", "web", "--", "-N", "-o", "ExitOnForwardFailure=yes",
+         "-L", f"{port}:127.0.0.1:8000"], cwd=project.root, env=project.env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/hostname", timeout=2) as response:
+                return response.read() == b"web\n"
+        except OSError:
+            return False
+
+    try:
+        wait_for(answers, 30, f"the machine's web server through `tapers ssh -- -L {port}:...`")
+    finally:
+        tunnel.terminate()
+        tunnel.wait(timeout=30)
+    assert project.tapers("ssh", "-c", "echo $0", "--", "-o", "LogLevel=ERROR").ok().out.strip() in ("bash", "-bash", "sh")
+
+
+@pytest.mark.both_backends
+def test_cp_copies_folders_in_and_files_out(project, tmp_path) -> None:
+    (project.root / "dist" / "bin").mkdir(parents=True)
+    (project.root / "dist" / "index.html").write_text("<h1>hi</h1>\n")
+    (project.root / "dist" / "bin" / "run").write_text("#!/bin/sh\necho ran\n")
+    (project.root / "dist" / "bin" / "run").chmod(0o750)
+    project.write("machines:\n  web: {}\n")
+    project.tapers("up").ok()
+    project.tapers("cp", "./dist", "web:/srv/app").ok()
+    assert project.tapers("ssh", "-c", "cat /srv/app/index.html; /srv/app/bin/run; stat -c %a /srv/app/bin/run").ok().out \
+        == "<h1>hi</h1>\nran\n750\n"
+
+    project.tapers("ssh", "-c", "mkdir -p ~/logs/old && echo line > ~/logs/app.log && echo old > ~/logs/old/1.log").ok()
+    out = tmp_path / "out"
+    out.mkdir()
+    project.tapers("cp", "web:/home/tapers/logs/app.log", str(out)).ok()
+    project.tapers("cp", "web:/home/tapers/logs", str(out / "all")).ok()
+    assert (out / "app.log").read_text() == "line\n" and (out / "all" / "old" / "1.log").read_text() == "old\n"
+    missing = project.tapers("cp", "web:/nowhere", str(out))
+    assert missing.code == 1 and "web:/nowhere" in missing.err
+
+
+def test_cp_out_of_a_machine_trusts_nothing_it_sends(project, tmp_path) -> None:
+    """A link in the machine is not followed onto the host, a setuid bit doesn't land, and a
+    link planted where a file is written is not written through."""
+    victim = tmp_path / "victim"
+    victim.write_text("untouched\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "f").symlink_to(victim)
+    project.write("machines:\n  web: {}\n")
+    project.tapers("up").ok()
+    project.tapers("ssh", "-c", "mkdir d && echo x > d/f && chmod 4755 d/f && ln -s /etc/passwd d/link && "
+                   "echo y > g").ok()
+    project.tapers("cp", "web:/home/tapers/d", str(tmp_path / "copy")).ok()
+    assert sorted(p.name for p in (tmp_path / "copy").iterdir()) == ["f"]
+    assert (tmp_path / "copy" / "f").stat().st_mode & 0o7777 == 0o755
+    refused = project.tapers("cp", "web:/home/tapers/g", str(out / "f"))
+    assert refused.code != 0 and victim.read_text() == "untouched\n" and (out / "f").is_symlink()
