@@ -92,7 +92,7 @@ def test_runs_only_what_should_run(project) -> None:
     assert guest(project, "web", "cat /tmp/setup-runs; cat /tmp/always-runs") == "v1\nrun\nrun\n"
 
     (project.root / "setup.sh").write_text("echo v2 >> /tmp/setup-runs\n")
-    assert 'web: provision step 1 "setup" (changed since the last run)' in project.tapers("plan").ok().out
+    assert 'web: provision step 1 "setup" (setup.sh changed)' in project.tapers("plan").ok().out
     project.tapers("up").ok()
     assert guest(project, "web", "cat /tmp/setup-runs") == "v1\nv2\n"
 
