@@ -255,6 +255,8 @@ class Backend(Protocol):
     def reboot(self, container: str) -> None:
         """Ask the running container's init to reboot (returns at once)."""
 
+    interactive_run: bool  # `run(terminal=True)` reads this process's stdin (else: output only, once it ended)
+
     def run(self, container: str, argv: list[str], env: dict[str, str] | None = None, terminal: bool = False) -> int:
         """Run a command as root in a running container, without SSH; return its exit code.
         `terminal`: with this process's standard input and output (interactive where the

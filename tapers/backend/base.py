@@ -36,6 +36,7 @@ ACTIVE = (State.RUNNING, State.FROZEN)
 class BackendBase:
     name: str = ""
     places_machines: bool = False
+    interactive_run: bool = True  # `run(terminal=True)` is interactive (stdin included)
     network: Networking
 
     @property

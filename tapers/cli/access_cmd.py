@@ -67,6 +67,9 @@ def exec_(
 
     project, backend, observed = observed_project(ctx)
     container = running_container(project, observed, project.loaded.machine(name).name)
+    if not command and not backend.interactive_run:
+        raise UsageError(f"on the {backend.name} backend, `tapers exec` runs a command (its output comes when it "
+                         "ends; no interactive shell yet)", hint=f"tapers exec {name} -- COMMAND")
     return backend.run(container, command or ["/bin/sh", "-c", "exec bash -l 2>/dev/null || exec sh -l"],
                        terminal=True)
 

@@ -13,14 +13,18 @@ import pytest
 
 
 @pytest.mark.both_backends
-def test_exec_runs_as_root_without_ssh(project) -> None:
+def test_exec_runs_as_root_without_ssh(project, backend_name) -> None:
     project.write("machines:\n  web: {}\n")
     project.tapers("up").ok()
     project.tapers("exec", "web", "--", "systemctl", "stop", "ssh.socket", "ssh.service").ok()
     assert project.tapers("ssh", "web", "-c", "true").code != 0
     ran = project.tapers("exec", "web", "--", "sh", "-c", "id -u; cat /etc/hostname; exit 3")
     assert (ran.code, ran.out) == (3, "0\nweb\n")
-    assert project.tapers("exec", "web", stdin="echo from-a-shell $(id -u)\n").ok().out == "from-a-shell 0\n"
+    shell = project.tapers("exec", "web", stdin="echo from-a-shell $(id -u)\n")
+    if backend_name == "liblxc":
+        assert shell.ok().out == "from-a-shell 0\n"
+    else:  # LXD: no interactive exec yet, said
+        assert shell.code == 2 and "tapers exec web -- COMMAND" in shell.err
     project.tapers("halt").ok()
     stopped = project.tapers("exec", "web", "--", "true")
     assert stopped.code == 1 and "is not running" in stopped.err
@@ -94,7 +98,7 @@ def test_cp_copies_folders_in_and_files_out(project, tmp_path) -> None:
     project.write("machines:\n  web: {}\n")
     project.tapers("up").ok()
     project.tapers("cp", "./dist", "web:/srv/app").ok()
-    assert project.tapers("ssh", "-c", "cat /srv/app/index.html; /srv/app/bin/run; stat -c %a /srv/app/bin/run").ok().out \
+    assert project.tapers("ssh", "-c", "cat /srv/app/index.html; sudo /srv/app/bin/run; stat -c %a /srv/app/bin/run").ok().out \
         == "<h1>hi</h1>\nran\n750\n"
 
     project.tapers("ssh", "-c", "mkdir -p ~/logs/old && echo line > ~/logs/app.log && echo old > ~/logs/old/1.log").ok()

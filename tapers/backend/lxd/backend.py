@@ -97,6 +97,7 @@ def connect(settings: LxdSettings) -> Any:
 class LxdBackend(BackendBase):
     name = "lxd"
     places_machines = True
+    interactive_run = False  # LXD's interactive exec is a websocket (see _run)
 
     def __init__(self, settings: LxdSettings, client: Any = None) -> None:
         self.settings = settings
