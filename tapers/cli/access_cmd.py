@@ -21,7 +21,7 @@ def ssh(
         help="OpenSSH options, after `--` (`-- -L 8080:localhost:80`, `-- -A`)", show_default=False)] = None,
 ) -> int:
     """Open a shell on a machine, or run one command and return its exit code."""
-    from tapers.engine.access import running_target, write_ssh_files
+    from tapers.engine.access import running_target, ssh_config_text, write_ssh_files
     from tapers.backend import default_backend
     from tapers.engine.observe import observe
 
@@ -33,17 +33,35 @@ def ssh(
     observed = observe(project, default_backend())
     target = running_target(project, observed, machine.name)
     if command is None or extra:
-        config = write_ssh_files(project, observed)
-        argv = ["ssh", "-F", str(config), *extra, machine.name, *([command] if command is not None else [])]
-        try:
-            os.execvp("ssh", argv)
-        except FileNotFoundError:
-            raise StateError("the OpenSSH client is not installed", hint="apt-get install openssh-client") from None
+        write_ssh_files(project, observed)
+        return _openssh(ssh_config_text(project, observed), [*extra, machine.name, *([command] if command else [])])
     from tapers.ssh.session import connect
 
     stdin = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer
     with connect(target, project.paths.private_key, timeout=10) as session:
         return session.run(command, sys.stdout.buffer, sys.stderr.buffer, stdin=stdin)
+
+
+def _openssh(config: str, args: list[str]) -> int:
+    """OpenSSH with tapers' config, read from a private copy: `.tapers/ssh_config` is in the
+    project folder, which a machine can write (a ProxyCommand there would run on this host)."""
+    import signal
+    import subprocess
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix="tapers-ssh-", suffix=".conf")  # 0600, ours
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(config)
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is ssh's to handle
+        try:
+            return subprocess.run(["ssh", "-F", path, *args]).returncode
+        except FileNotFoundError:
+            raise StateError("the OpenSSH client is not installed", hint="apt-get install openssh-client") from None
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    finally:
+        os.unlink(path)
 
 
 def ssh_config(ctx: typer.Context) -> None:

@@ -102,7 +102,7 @@ def host_folders(root: Path, machine: Machine, reporter: Reporter) -> list[Path]
             if not synced.create:
                 raise StateError(f"synced folder {folder} of machine `{machine.name}` does not exist (`create: false`)")
             folder.mkdir(parents=True)
-            os.chown(folder, owner.st_uid, owner.st_gid)
+            os.chown(folder, owner.st_uid, owner.st_gid, follow_symlinks=False)
             reporter.line(machine.name, f"created the synced folder {folder}")
         folders.append(folder)
     return folders

@@ -19,7 +19,8 @@ from tapers import project_files
 from tapers.errors import StateError, UsageError
 from tapers.ssh.session import Session
 
-CHUNK = 1 << 20
+CHUNK = 1 << 15  # paramiko's SFTP read size: no read-ahead sized by what the machine claims
+MAX_DEPTH = 64  # folders in folders
 
 
 class _Guest:
@@ -74,16 +75,18 @@ def copy_out(session: Session, remote: str, destination: Path) -> int:
         raise UsageError(f"cannot write in {folder}: {exc.strerror}") from None
     try:
         return _get(sftp, remote, attrs, parent, name)
-    except OSError as exc:  # a file the login user can't read, a full disk...
+    except (OSError, UnicodeError) as exc:  # a file the login user can't read, a full disk, a name not UTF-8...
         raise StateError(f"could not copy {session.target.machine}:{remote}: {exc}",
                          hint="files are read as the login user: copy others to /tmp first (`tapers exec`)") from None
     finally:
         os.close(parent)
 
 
-def _get(sftp: Any, remote: str, attrs: Any, parent: int, name: str) -> int:
+def _get(sftp: Any, remote: str, attrs: Any, parent: int, name: str, depth: int = 0) -> int:
     mode = attrs.st_mode or 0
     if stat.S_ISDIR(mode):
+        if depth >= MAX_DEPTH:
+            raise StateError(f"{remote}: folders nested more than {MAX_DEPTH} deep; not copied further")
         try:
             os.mkdir(name, 0o700, dir_fd=parent)
         except FileExistsError:
@@ -93,22 +96,27 @@ def _get(sftp: Any, remote: str, attrs: Any, parent: int, name: str) -> int:
             count = 0
             for child in sorted(sftp.listdir_attr(remote), key=lambda a: a.filename):
                 if _plain(child.filename):
-                    count += _get(sftp, f"{remote.rstrip('/')}/{child.filename}", child, folder, child.filename)
+                    count += _get(sftp, f"{remote.rstrip('/')}/{child.filename}", child, folder, child.filename,
+                                  depth + 1)
             _own(folder, mode)
             return count
         finally:
             os.close(folder)
     if not stat.S_ISREG(mode):
         return 0  # links, devices, sockets: left out
-    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent)
+    # A new file under a temporary name, then renamed over the name: whatever was there (a
+    # link, a hard link to someone's file, a FIFO) is replaced, never written through.
+    temporary = f".{name}.tapers-{os.urandom(6).hex()}"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise StateError(f"refusing to write {name}: not a regular file on the host")
         with sftp.open(remote, "rb") as source:
-            source.prefetch()
             while chunk := source.read(CHUNK):
                 os.write(fd, chunk)
         _own(fd, mode)
+        os.rename(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
+    except BaseException:
+        os.unlink(temporary, dir_fd=parent)
+        raise
     finally:
         os.close(fd)
     return 1
@@ -119,8 +127,10 @@ def _plain(name: str) -> bool:
 
 
 def _own(fd: int, mode: int) -> None:
-    """Its mode without setuid/setgid/sticky bits, and yours."""
-    os.fchmod(fd, stat.S_IMODE(mode) & 0o777)
+    """Its mode without setuid/setgid/sticky bits and within your umask, and yours."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.fchmod(fd, stat.S_IMODE(mode) & 0o777 & ~umask)
     if os.geteuid() == 0:
         os.fchown(fd, *project_files.invoker())
 

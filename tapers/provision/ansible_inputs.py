@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import configparser
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,10 @@ DEFAULT_ROLES = ("~/.ansible/roles", "/usr/share/ansible/roles", "/etc/ansible/r
 DEFAULT_COLLECTIONS = ("~/.ansible/collections", "/usr/share/ansible/collections")
 INSTALLED = Path(".tapers") / "ansible"  # where `requirements:` installs (relative to the project)
 MAX_YAML = 2000  # YAML files read for one step (the bound on what a project can make tapers parse)
-MAX_YAML_BYTES = 1024**2
+MAX_YAML_BYTES = 1024**2  # one file
+MAX_YAML_TOTAL = 16 * 1024**2  # all of a step's (parsing is the slow part)
+MAX_DEPTH = 50  # task files including task files
+MAX_SMALL_FILE = 1024**2  # an ansible.cfg, a collection's MANIFEST.json
 
 _BUILTIN = ("ansible.builtin.", "ansible.legacy.")
 _TASK_FILES = {"include_tasks", "import_tasks", "include"}
@@ -64,13 +69,23 @@ def search_path(config: Path | None, keys: tuple[str, ...], env: tuple[str, ...]
     if config is not None:
         parser = configparser.ConfigParser(interpolation=None, strict=False)
         try:
-            parser.read(config)
-        except (configparser.Error, OSError, UnicodeDecodeError):
+            parser.read_string(small_file(config).decode("utf-8"))
+        except (configparser.Error, OSError, UnicodeDecodeError, TapersError):
             parser = configparser.ConfigParser()
         for key in keys:
             if parser.has_option("defaults", key):
                 return _split(parser.get("defaults", key), config.parent)
     return _split(os.pathsep.join(default), Path.cwd())
+
+
+def small_file(path: Path) -> bytes:
+    """A regular file of at most MAX_SMALL_FILE, read without following links (a project's
+    file; tapers may be root) and refused in folders no machine may see."""
+    from tapers.host_folders import refusal
+
+    if refusal(path.resolve()) is not None:
+        raise OSError(f"{path}: in a folder no machine may see")
+    return read_step_file(path, "a file of the play", MAX_SMALL_FILE)
 
 
 def _split(value: str, base: Path) -> list[Path]:
@@ -97,6 +112,8 @@ class _Reader:
         self.role_folders = [self.base / "roles", self.installed / "roles", *roles_path, self.base]
         self.read: set[Path] = set()
         self.roles: set[Path] = set()
+        self.bytes = 0
+        self.depth = 0
 
     def unresolved(self, what: str, where: Path) -> None:
         self.found[f"{UNRESOLVED} {what} (in {shown_path(self.root, where)})"] = ""
@@ -121,8 +138,9 @@ class _Reader:
         path = path.resolve()
         if path in self.read:
             return None
-        if len(self.read) >= MAX_YAML:
-            self.unresolved(f"more than {MAX_YAML} YAML files: the rest not read", where)
+        if len(self.read) >= MAX_YAML or self.bytes > MAX_YAML_TOTAL:
+            self.unresolved(f"more than {MAX_YAML} YAML files or {MAX_YAML_TOTAL // 1024**2} MiB: the rest not read",
+                            where)
             return None
         self.read.add(path)
         if not self.add(path):
@@ -130,7 +148,9 @@ class _Reader:
                 self.unresolved(f"{shown_path(self.root, path)} not found", where)
             return None
         try:
-            return load_data(read_step_file(path, "a file of the play", MAX_YAML_BYTES).decode("utf-8"))
+            data = read_step_file(path, "a file of the play", MAX_YAML_BYTES)
+            self.bytes += len(data)
+            return load_data(data.decode("utf-8"))
         except (ValueError, OSError, TapersError) as exc:  # too big, a link, not YAML
             self.unresolved(f"{shown_path(self.root, path)} can't be read ({exc})", where)
             return None
@@ -144,7 +164,7 @@ class _Reader:
                 continue
             for key, value in play.items():
                 if _short_key(key) == "import_playbook":
-                    self.file(value, path.parent, path, self.playbook)
+                    self.file(value, path.parent, path, self.imported_playbook)
             files = play.get("vars_files") or []
             for entry in files if isinstance(files, list) else [files]:
                 for alternative in entry if isinstance(entry, list) else [entry]:
@@ -153,6 +173,11 @@ class _Reader:
                 self.role(entry.get("role") or entry.get("name") if isinstance(entry, dict) else entry, path)
             for section in ("pre_tasks", "tasks", "post_tasks", "handlers"):
                 self.tasks(play.get(section), path.parent, path)
+
+    def imported_playbook(self, path: Path, where: Path) -> None:
+        with self.deeper(where) as allowed:
+            if allowed:
+                self.playbook(path, where)
 
     def file(self, written: object, base: Path, where: Path, then: Any) -> None:
         if isinstance(written, dict):
@@ -173,11 +198,29 @@ class _Reader:
             for key, value in task.items():
                 key = _short_key(key)
                 if key in _TASK_FILES:
-                    self.file(value, base, where, lambda p, w: self.tasks(self.load(p, w), p.parent, p))
+                    self.file(value, base, where, self.task_file)
                 elif key in _ROLES:
                     self.role(value.get("name") if isinstance(value, dict) else value, where)
                 elif key == "include_vars":
                     self.file(value, base, where, self.vars_file)
+
+    def task_file(self, path: Path, where: Path) -> None:
+        with self.deeper(where) as allowed:
+            if allowed:
+                self.tasks(self.load(path, where), path.parent, path)
+
+    @contextmanager
+    def deeper(self, where: Path) -> Iterator[bool]:
+        """One level more of playbooks, task files or roles pulling in others (bounded)."""
+        if self.depth >= MAX_DEPTH:
+            self.unresolved(f"playbooks, task files or roles nested more than {MAX_DEPTH} deep", where)
+            yield False
+            return
+        self.depth += 1
+        try:
+            yield True
+        finally:
+            self.depth -= 1
 
     def vars_file(self, path: Path, where: Path) -> None:
         """include_vars: beside the including file, in a `vars/` folder beside it or above it."""
@@ -203,6 +246,11 @@ class _Reader:
         if folder.resolve() in self.roles or folder.resolve().is_relative_to(self.installed):
             return
         self.roles.add(folder.resolve())
+        with self.deeper(where) as allowed:
+            if allowed:
+                self.role_files(folder, where)
+
+    def role_files(self, folder: Path, where: Path) -> None:
         self.add(folder)
         for meta in (folder / "meta" / "main.yml", folder / "meta" / "main.yaml"):
             data = self.load(meta, where) if meta.exists() else None
@@ -236,7 +284,10 @@ class _Reader:
                 manifest = collection / "MANIFEST.json"
                 if manifest.is_file():
                     name = f"collection {collection.parent.name}.{collection.name} ({shown_path(self.root, collection)})"
-                    self.found[name] = short(manifest.read_bytes().decode(errors="replace"))
+                    try:
+                        self.found[name] = short(small_file(manifest).decode(errors="replace"))
+                    except (OSError, TapersError) as exc:
+                        self.unresolved(f"{shown_path(self.root, manifest)} can't be read ({exc})", manifest)
                 else:
                     self.add(collection)
 
@@ -245,7 +296,10 @@ def inputs(root: Path, playbook: Path, options: dict[str, Any]) -> Inputs:
     found: Inputs = {}
     config = config_file(root, options)
     if config is not None and config.is_file():
-        found.update(tree_inputs(root, config))
+        try:
+            found[shown_path(root, config)] = short(small_file(config).decode(errors="replace"))
+        except (OSError, TapersError) as exc:
+            found[f"{UNRESOLVED} {shown_path(root, config)} can't be read ({exc})"] = ""
     reader = _Reader(root, playbook, config, found, installs=bool(options.get("requirements")))
     reader.playbook(playbook, playbook)
     for name in BESIDE_PLAYBOOK:

@@ -153,8 +153,13 @@ def read_step_file(path: Path, what: str, limit: int = MAX_SCRIPT) -> bytes:
 
 
 def file_digest(path: Path) -> str:
+    """The hash of a regular file's content, opened without following a link at its name or
+    blocking on a FIFO (something swapped in since it was listed is not read)."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ProvisionError(f"{path} is not a regular file; refused")
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()

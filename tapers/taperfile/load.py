@@ -159,14 +159,52 @@ def _read(path: Path) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def _seal(data: dict) -> str | None:
+    """A MAC of the cached validation with a key only this host's tapers can read: `.tapers/`
+    is in the project folder, which a machine can write, and a forged cache would skip the
+    checks every machine name, hostname and path went through."""
+    import hashlib
+    import hmac
+
+    key = _cache_key()
+    if not key:
+        return None  # no key to seal with: nothing is cached
+    body = json.dumps({k: v for k, v in data.items() if k != "seal"}, sort_keys=True).encode()
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def _cache_key() -> bytes:
+    path = paths.tapers_home() / "validation.key"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            except FileExistsError:
+                continue  # made at the same moment by another tapers
+            os.write(fd, os.urandom(32))
+            os.close(fd)
+            continue
+        with os.fdopen(fd, "rb") as file:
+            key = file.read(64)
+        if len(key) == 32:
+            return key
+    return b""  # unreadable or damaged: nothing cached verifies (tapers validates again)
+
+
 def _from_cache(cache: Path, source: str) -> LoadedTaperfile | None:
+    import hmac
+
     from tapers import project_files
 
     if not project_files.check_dir(cache.parent, create=False):
         return None
     try:
         data = json.loads(project_files.read_text(cache) or "null")
-        if data["source"] != source:
+        seal = _seal(data) if data["source"] == source else None
+        if seal is None or not hmac.compare_digest(data["seal"], seal):
             return None
         return LoadedTaperfile(
             path=Path(data["path"]),
@@ -217,6 +255,10 @@ def _to_cache(cache: Path, loaded: LoadedTaperfile, source: str) -> None:
         "project": loaded.project,
         "unset": list(loaded.unset),
     }
+    seal = _seal(data)
+    if seal is None:
+        return
+    data["seal"] = seal
     try:
         project_files.write(cache, json.dumps(data), 0o644)
     except OSError:

@@ -106,8 +106,12 @@ def _host_path(value: str) -> str:
 def _watch_glob(value: str) -> str:
     """A glob of project files (`watch:`): relative, inside the project."""
     _host_path(value)
-    if value.startswith("/") or ".." in value.split("/"):
-        raise ValueError(f"{shown(value)}: give a pattern relative to the Taperfile's folder, inside it (no `..`)")
+    parts = value.split("/")
+    if value.startswith("/") or ".." in parts or all(part in ("", ".") for part in parts):
+        raise ValueError(f"{shown(value)}: give a pattern of files relative to the Taperfile's folder, inside it "
+                         "(no `..`)")
+    if parts.count("**") > 1:
+        raise ValueError(f"{shown(value)}: at most one `**` in a pattern")
     return value
 
 

@@ -72,7 +72,10 @@ def resolved(path: Path, texts: dict[Path, str], unset: list[str]) -> _Source:
     def problem(loc: Loc, why: str) -> None:
         problems.append(f"{_where(path, _nearest(source, loc))}{_dotted(loc)}: {why}")
 
-    source.data = variables.interpolate(source.data, get, unset, problem)
+    try:
+        source.data = variables.interpolate(source.data, get, unset, problem)
+    except variables.VariableError as exc:
+        raise TaperfileError(f"{_display(path)}: {exc}", hint="keep big values in files the Taperfile names") from None
     if problems:
         raise _invalid(path, problems, hint=f"set it in the environment or in {variables.ENV_FILE} beside the "
                        "Taperfile (NAME=VALUE); write $$ for a $")

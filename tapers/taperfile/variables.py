@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 ENV_FILE = ".env"
+MAX_ENV_BYTES = 256 * 1024
+MAX_EXPANDED = 4 * 1024**2  # characters all substituted values may add up to (as YAML aliases may)
 NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _REFERENCE = re.compile(r"\$(?:(?P<escaped>\$)|\{(?P<braced>[^}]*)\}|(?P<named>" + NAME + r")|(?P<open>\{))")
 _BRACED = re.compile(r"(?P<name>" + NAME + r")(?:(?P<op>:-|-|:\?|\?|:\+|\+)(?P<arg>.*))?", re.S)
@@ -34,7 +36,7 @@ def env_file_values(folder: Path) -> tuple[dict[str, str], str]:
     a value in matching quotes loses them."""
     path = folder / ENV_FILE
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_bounded(path)
     except FileNotFoundError:
         return {}, ""
     except (OSError, UnicodeDecodeError) as exc:
@@ -52,6 +54,21 @@ def env_file_values(folder: Path) -> tuple[dict[str, str], str]:
             value = value[1:-1]
         values[name] = value
     return values, text
+
+
+def _read_bounded(path: Path) -> str:
+    """A regular file of at most MAX_ENV_BYTES, opened without following a link (it is in a
+    project folder, and tapers may run as root)."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError("not a regular file")
+        data = file.read(MAX_ENV_BYTES + 1)
+    if len(data) > MAX_ENV_BYTES:
+        raise OSError(f"larger than {MAX_ENV_BYTES // 1024} KiB")
+    return data.decode("utf-8")
 
 
 def lookup(folder: Path) -> Callable[[str], str | None]:
@@ -108,16 +125,27 @@ def is_inline_script(loc: tuple[Any, ...]) -> bool:
 
 
 def interpolate(data: Any, get: Callable[[str], str | None], unset: list[str],
-                problem: Callable[[tuple[Any, ...], str], None], loc: tuple[Any, ...] = ()) -> Any:
+                problem: Callable[[tuple[Any, ...], str], None]) -> Any:
     """`data` with every string value's references replaced (keys and inline scripts as
-    written); each reference that can't be resolved is reported to `problem(loc, why)`."""
-    if isinstance(data, dict):
-        return {key: interpolate(value, get, unset, problem, (*loc, key)) for key, value in data.items()}
-    if isinstance(data, list):
-        return [interpolate(value, get, unset, problem, (*loc, index)) for index, value in enumerate(data)]
-    if isinstance(data, str) and "$" in data and not is_inline_script(loc):
-        try:
-            return substitute(data, get, unset)
-        except VariableError as exc:
-            problem(loc, str(exc))
-    return data
+    written); each reference that can't be resolved is reported to `problem(loc, why)`.
+    The text substitution adds is bounded (MAX_EXPANDED), like what YAML aliases expand to."""
+    budget = [MAX_EXPANDED]
+
+    def walk(value: Any, loc: tuple[Any, ...]) -> Any:
+        if isinstance(value, dict):
+            return {key: walk(item, (*loc, key)) for key, item in value.items()}
+        if isinstance(value, list):
+            return [walk(item, (*loc, index)) for index, item in enumerate(value)]
+        if isinstance(value, str) and "$" in value and not is_inline_script(loc):
+            try:
+                result = substitute(value, get, unset)
+            except VariableError as exc:
+                problem(loc, str(exc))
+                return value
+            budget[0] -= len(result)
+            if budget[0] < 0:
+                raise VariableError(f"variables expand to more than {MAX_EXPANDED // 1024**2} MiB of text")
+            return result
+        return value
+
+    return walk(data, ())

@@ -113,7 +113,7 @@ def test_cp_copies_folders_in_and_files_out(project, tmp_path) -> None:
 
 def test_cp_out_of_a_machine_trusts_nothing_it_sends(project, tmp_path) -> None:
     """A link in the machine is not followed onto the host, a setuid bit doesn't land, and a
-    link planted where a file is written is not written through."""
+    link planted where a file is written is replaced, not written through."""
     victim = tmp_path / "victim"
     victim.write_text("untouched\n")
     out = tmp_path / "out"
@@ -126,5 +126,6 @@ def test_cp_out_of_a_machine_trusts_nothing_it_sends(project, tmp_path) -> None:
     project.tapers("cp", "web:/home/tapers/d", str(tmp_path / "copy")).ok()
     assert sorted(p.name for p in (tmp_path / "copy").iterdir()) == ["f"]
     assert (tmp_path / "copy" / "f").stat().st_mode & 0o7777 == 0o755
-    refused = project.tapers("cp", "web:/home/tapers/g", str(out / "f"))
-    assert refused.code != 0 and victim.read_text() == "untouched\n" and (out / "f").is_symlink()
+    project.tapers("cp", "web:/home/tapers/g", str(out / "f")).ok()  # the link is replaced, not written through
+    assert victim.read_text() == "untouched\n" and not (out / "f").is_symlink() and (out / "f").read_text() == "y\n"
+    assert sorted(p.name for p in out.iterdir()) == ["f"]  # no temporary file left

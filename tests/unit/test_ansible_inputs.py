@@ -119,3 +119,37 @@ def _nothing():
     from tapers.engine.observe import Observed
 
     return Observed()
+
+
+def test_a_hostile_project_cannot_make_the_scan_read_or_recurse_without_bound(project) -> None:
+    """Links to host files or devices are not read, include chains and role chains are
+    bounded, and what wasn't read is said."""
+    root = project.root
+    (root / "ansible.cfg").unlink()
+    (root / "ansible.cfg").symlink_to("/etc/shadow")
+    manifest = root / "collections/ansible_collections/acme/tools/MANIFEST.json"
+    manifest.unlink()
+    manifest.symlink_to("/etc/passwd")
+    (root / "vars/db.yml").unlink()
+    (root / "vars/db.yml").symlink_to("/dev/zero")  # would never end
+    for i in range(120):  # task files including the next, 120 deep
+        (root / "tasks" / f"chain{i}.yml").write_text(f"- include_tasks: chain{i + 1}.yml\n")
+    (root / "site-web.yml").write_text("- hosts: web\n  tasks:\n    - include_tasks: tasks/chain0.yml\n")
+    found = step_inputs(project, project.machines)["web"]["web"]
+    unresolved = [name for name in found if name.startswith("?")]
+    assert any("ansible.cfg can't be read" in name for name in unresolved)
+    assert any("MANIFEST.json can't be read" in name for name in unresolved)
+    assert any("nested more than 50 deep" in name for name in unresolved)
+    assert "tasks/chain49.yml" in found and "tasks/chain60.yml" not in found
+    assert not any("shadow" in name or "passwd" in name for name in found)
+    assert "vars/db.yml" not in step_inputs(project, project.machines)["db"]["db"]
+
+
+@pytest.mark.parametrize("pattern", [".", "./", "**/x/**", "../elsewhere/*", "/etc/*"])
+def test_watch_patterns_stay_in_the_project_and_bounded(tmp_path: Path, pattern: str) -> None:
+    from tapers.errors import TaperfileError
+
+    (tmp_path / "Taperfile.yaml").write_text(
+        f"version: 1\nmachines:\n  web:\n    provision:\n      - {{shell: 'true', watch: ['{pattern}']}}\n")
+    with pytest.raises(TaperfileError, match="watch"):
+        open_project(explicit=tmp_path / "Taperfile.yaml")

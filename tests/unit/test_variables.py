@@ -111,3 +111,18 @@ def test_x_keys_are_ignored_and_carry_anchors(tmp_path: Path) -> None:
     assert [m.name for m in loaded.machines] == ["x-web", "db"]  # a machine's name is a name, not a key
     assert loaded.machines[1].memory == 128 * 1024**2 and loaded.machines[1].cpus == 0.5
     assert loaded.machines[1].provision[0].options["extra_vars"] == {"x-kept": "data"}
+
+
+def test_dot_env_is_read_safely_and_expansion_is_bounded(project_dir: Path) -> None:
+    """A .env that is a link (to a root-only file, say) is not followed; one value repeated
+    many times can't blow up."""
+    secret = project_dir.parent / "secret.env"
+    secret.write_text("DB_PASSWORD=from-a-root-only-file\n")
+    (project_dir / ".env").symlink_to(secret)
+    with pytest.raises(TaperfileError, match=r"\.env: can't be read"):
+        load(project_dir)
+    (project_dir / ".env").unlink()
+    (project_dir / ".env").write_text("DB_PASSWORD=x\nBIG=" + "b" * 200_000 + "\n")
+    (project_dir / "Taperfile.yaml").write_text(TAPERFILE.replace('PORT: "$PORT"', 'PORT: "' + "$BIG" * 30 + '"'))
+    with pytest.raises(TaperfileError, match="variables expand to more than 4 MiB"):
+        load(project_dir)
