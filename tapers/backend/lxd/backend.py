@@ -475,11 +475,15 @@ def _root_host_uid(config: dict[str, str]) -> int:
     if config.get("security.privileged") == "true":
         return 0
     entries = json.loads(config.get("volatile.idmap.next") or config.get("volatile.idmap.current") or "[]")
-    for entry in entries:
-        if entry.get("Isuid") and entry.get("Nsid") == 0:
-            return int(entry["Hostid"])
-    raise BackendError("LXD gave the machine no id map for its root",
-                       hint="check `lxc config show NAME` for volatile.idmap.next, and that LXD has subordinate ids")
+    roots = {kind: int(entry["Hostid"]) for entry in entries for kind in ("Isuid", "Isgid")
+             if entry.get(kind) and entry.get("Nsid") == 0}
+    if "Isuid" not in roots or "Isgid" not in roots:
+        raise BackendError("LXD gave the machine no id map for its root",
+                           hint="check `lxc config show NAME` for volatile.idmap.next, and that LXD has subordinate ids")
+    if roots["Isuid"] != roots["Isgid"]:  # the synced folders' views shift both by one base
+        raise BackendError(f"LXD mapped the machine's root to uid {roots['Isuid']} but gid {roots['Isgid']}: tapers "
+                           "can't share synced folders with it", hint="give root the same subuid and subgid ranges")
+    return roots["Isuid"]
 
 
 def _limit_config(limits: Limits) -> dict[str, str]:
