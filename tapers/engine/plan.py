@@ -304,11 +304,14 @@ def _unresolved_notes(machines: list[Machine], inputs: dict[str, dict[str, dict[
     for machine in machines:
         for step in machine.provision:
             for name in inputs.get(machine.name, {}).get(step.key, {}):
-                if name.startswith(UNRESOLVED) and (not step.watch or "`watch:" in name):
-                    what = name.removeprefix(UNRESOLVED).strip()
+                if not name.startswith(UNRESOLVED):
+                    continue
+                what = name.removeprefix(UNRESOLVED).strip()
+                if not step.watch:
                     notes.append(f"{machine.name}: {_step_text(step)}: can't tell what it reads from {what}; "
-                                 "list such files under the step's `watch:`" if not step.watch else
-                                 f"{machine.name}: {_step_text(step)}: {what}")
+                                 "list such files under the step's `watch:`")
+                elif "`watch:" in name:
+                    notes.append(f"{machine.name}: {_step_text(step)}: {what}")
     return tuple(notes)
 
 

@@ -102,11 +102,9 @@ def _paths_env(root: Path, options: dict[str, object]) -> dict[str, str]:
         env["ANSIBLE_CONFIG"] = str(config)
     if options.get("requirements"):
         installed = root / found.INSTALLED
-        roles = found.search_path(config, ("roles_path",), ("ANSIBLE_ROLES_PATH",), found.DEFAULT_ROLES)
-        collections = found.search_path(config, ("collections_path", "collections_paths"),
-                                        ("ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_COLLECTIONS_PATHS"), found.DEFAULT_COLLECTIONS)
-        env["ANSIBLE_ROLES_PATH"] = os.pathsep.join(map(str, [installed / "roles", *roles]))
-        env["ANSIBLE_COLLECTIONS_PATH"] = os.pathsep.join(map(str, [installed / "collections", *collections]))
+        env["ANSIBLE_ROLES_PATH"] = os.pathsep.join(map(str, [installed / "roles", *found.roles_path(config)]))
+        env["ANSIBLE_COLLECTIONS_PATH"] = os.pathsep.join(map(str, [installed / "collections",
+                                                                    *found.collections_path(config)]))
     return env
 
 

@@ -78,6 +78,15 @@ def search_path(config: Path | None, keys: tuple[str, ...], env: tuple[str, ...]
     return _split(os.pathsep.join(default), Path.cwd())
 
 
+def roles_path(config: Path | None) -> list[Path]:
+    return search_path(config, ("roles_path",), ("ANSIBLE_ROLES_PATH",), DEFAULT_ROLES)
+
+
+def collections_path(config: Path | None) -> list[Path]:
+    return search_path(config, ("collections_path", "collections_paths"),
+                       ("ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_COLLECTIONS_PATHS"), DEFAULT_COLLECTIONS)
+
+
 def small_file(path: Path) -> bytes:
     """A regular file of at most MAX_SMALL_FILE, read without following links (a project's
     file; tapers may be root) and refused in folders no machine may see."""
@@ -108,8 +117,7 @@ class _Reader:
         self.root, self.base, self.found = root, playbook.parent, found
         self.installed = (root / INSTALLED).resolve()  # made from `requirements:` (the inputs), not inputs
         self.installs = installs
-        roles_path = search_path(config, ("roles_path",), ("ANSIBLE_ROLES_PATH",), DEFAULT_ROLES)
-        self.role_folders = [self.base / "roles", self.installed / "roles", *roles_path, self.base]
+        self.role_folders = [self.base / "roles", self.installed / "roles", *roles_path(config), self.base]
         self.read: set[Path] = set()
         self.roles: set[Path] = set()
         self.bytes = 0
@@ -274,8 +282,7 @@ class _Reader:
                 self.add(path.parent / source.removeprefix("file://"))
 
     def collections(self, config: Path | None) -> None:
-        paths = search_path(config, ("collections_path", "collections_paths"),
-                            ("ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_COLLECTIONS_PATHS"), DEFAULT_COLLECTIONS)
+        paths = collections_path(config)
         for path in [self.base / "collections", *paths]:
             tree = path if path.name == "ansible_collections" else path / "ansible_collections"
             if not tree.is_dir():

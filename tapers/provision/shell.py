@@ -24,9 +24,15 @@ def _text(value: object) -> str:
 
 
 def script_of(step: Step, root: Path) -> bytes:
+    return _named_script(step, root)[1]
+
+
+def _named_script(step: Step, root: Path) -> tuple[str, bytes]:
+    """The script's name as an input (its path, or "the inline script") and its text."""
     if "inline" in step.options:
-        return step.options["inline"].encode()
-    return read_step_file(step_file(root, step.options["path"], "the script"), "the script")
+        return "the inline script", step.options["inline"].encode()
+    path = step_file(root, step.options["path"], "the script")
+    return shown_path(root, path), read_step_file(path, "the script")
 
 
 def command_for(step: Step, remote: str, script: bytes) -> str:
@@ -50,9 +56,8 @@ class ShellProvisioner:
         return digest({"kind": self.kind, "script": digest(script_of(step, root).decode(errors="replace")), **options})
 
     def inputs(self, step: Step, root: Path) -> Inputs:
-        script = short(script_of(step, root).decode(errors="replace"))
-        name = "the inline script" if "inline" in step.options else shown_path(root, step_file(root, step.options["path"], ""))
-        return {name: script, **settings_inputs(step.options, ("args", "env", "privileged"))}
+        name, script = _named_script(step, root)
+        return {name: short(script.decode(errors="replace")), **settings_inputs(step.options, ("args", "env", "privileged"))}
 
     def run(self, step: Step, guest: Guest) -> None:
         script = script_of(step, guest.root)

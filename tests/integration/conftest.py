@@ -23,6 +23,8 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Callable
 
 import pytest
@@ -209,6 +211,18 @@ class Project:
         a machine writes in a synced folder belongs to the folder's owner."""
         for path in (self.root, *self.root.rglob("*")):
             os.lchown(path, USER, USER)
+
+    @contextmanager
+    def built_box(self, recipe: str, package: str) -> Iterator[str]:
+        """A box of `recipe` with one more Debian package, built for this test (its name);
+        the machines made from it and the box are removed after."""
+        name = f"{self.name}/{package.replace('.', '-')}"
+        try:
+            self.tapers("box", "build", recipe, "--package", package, "--name", name, timeout=900).ok()
+            yield name
+        finally:
+            self.tapers("destroy", "-f")
+            self.tapers("box", "remove", name)
 
     def container(self, machine: str) -> str:
         return f"tapers-{self.name}-{machine}"

@@ -162,16 +162,11 @@ def test_verify_and_prune(project, box_home) -> None:
 
 
 def test_a_trixie_box_with_an_extra_package(project) -> None:
-    name = f"{project.name}/trixie-tree"
-    try:
-        project.tapers("box", "build", "debian/trixie", "--package", "tree", "--name", name, timeout=900).ok()
+    with project.built_box("debian/trixie", "tree") as name:
         project.write(f"machines:\n  web: {{box: {name}}}\n")
         project.tapers("up").ok()
         out = project.tapers("ssh", "-c", ". /etc/os-release; echo $VERSION_CODENAME; tree --version | cut -c1-4").ok().out
         assert out == "trixie\ntree\n"
-    finally:
-        project.tapers("destroy", "-f")
-        project.tapers("box", "remove", name)
 
 
 def test_catalogs_outdated_update_box_url_and_resumed_downloads(project, box_home, tmp_path) -> None:

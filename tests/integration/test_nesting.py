@@ -27,9 +27,7 @@ def test_a_nesting_machine_runs_containers_of_its_own(project) -> None:
 
 def test_docker_runs_in_a_nesting_machine(project) -> None:
     """Docker from Debian in a box; its image made from the machine's own files (no registry)."""
-    name = f"{project.name}/docker"
-    try:
-        project.tapers("box", "build", "debian/bookworm", "--package", "docker.io", "--name", name, timeout=900).ok()
+    with project.built_box("debian/bookworm", "docker.io") as name:
         project.write(f"machines:\n  web: {{box: {name}, nesting: true}}\n")
         project.tapers("up").ok()
         files = ("bin lib lib64 usr/bin/dash usr/lib/x86_64-linux-gnu/libc.so.6 usr/lib64/ld-linux-x86-64.so.2 "
@@ -37,6 +35,3 @@ def test_docker_runs_in_a_nesting_machine(project) -> None:
         out = project.tapers("ssh", "-c", f"sudo tar -C / -c {files} | sudo docker import - tiny >/dev/null && "
                              "sudo docker run --rm --network none tiny /bin/dash -c 'echo hello from docker, pid $$'").ok().out
         assert out == "hello from docker, pid 1\n"
-    finally:
-        project.tapers("destroy", "-f")
-        project.tapers("box", "remove", name)
