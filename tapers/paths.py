@@ -34,17 +34,41 @@ def debootstrap_cache_dir() -> Path:
     return tapers_home() / "debs"
 
 
+def as_user() -> bool:
+    """tapers runs as a normal user (its machines, boxes and locks are that user's own)."""
+    return os.geteuid() != 0
+
+
+def in_user_namespace() -> bool:
+    """This process runs in a user namespace: its root is not the host's (no device nodes)."""
+    try:
+        with open("/proc/self/uid_map") as ids:
+            first = ids.read().split()
+    except OSError:
+        return False
+    return first[:3] != ["0", "0", "4294967295"]
+
+
 def lxc_path() -> Path:
-    """The LXC container directory tapers creates machines in."""
+    """The LXC container directory tapers creates machines in: the host's as root, the
+    user's own (~/.local/share/tapers/machines) as a normal user."""
     override = os.environ.get("TAPERS_LXC_PATH")
     if override:
         return Path(override)
+    if as_user():
+        from platformdirs import user_data_dir
+
+        return Path(user_data_dir("tapers")) / "machines"
     return Path("/var/lib/lxc")
 
 
 def host_run_dir() -> Path:
-    """Host-wide runtime state: locks shared by every tapers on the host."""
-    return Path(os.environ.get("TAPERS_RUN_DIR", "/run/tapers"))
+    """Runtime state: locks and mount points shared by every tapers on the host as root;
+    a normal user's own."""
+    override = os.environ.get("TAPERS_RUN_DIR")
+    if override:
+        return Path(override)
+    return tapers_home() / "run" if as_user() else Path("/run/tapers")
 
 
 def network_lock() -> Path:

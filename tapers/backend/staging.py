@@ -22,11 +22,12 @@ def source_of(container: str, index: int, mount: Mount) -> Path:
     return _staging(container, index)
 
 
-def as_records(mounts: tuple[Mount, ...], shift: int = 0) -> list[dict[str, Any]]:
+def as_records(mounts: tuple[Mount, ...], shift: int = 0, staged: bool = True) -> list[dict[str, Any]]:
     """The mounts as kept with the container, for `prepare` at each start. `shift`: the
-    host uid of the machine's root when it is unprivileged (0: privileged)."""
-    return [{"source": str(m.source), "target": m.target, "readonly": m.readonly, "idmap": m.idmap, "staged": True,
-             "shift": shift} for m in mounts]
+    host uid of the machine's root when it is unprivileged (0: privileged). Not `staged`:
+    the machine binds the folder itself (a normal user's: `prepare` only checks it)."""
+    return [{"source": str(m.source), "target": m.target, "readonly": m.readonly,
+             "idmap": m.idmap if staged else None, "staged": staged, "shift": shift} for m in mounts]
 
 
 def _staged(record: dict[str, Any]) -> bool:

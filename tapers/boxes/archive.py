@@ -16,6 +16,7 @@ import posixpath
 import tarfile
 from pathlib import Path
 
+from tapers import paths
 from tapers.errors import InvalidBoxError
 
 DEFAULT_MAX_BYTES = 16 * 1024**3
@@ -146,18 +147,26 @@ def check_members(tar: tarfile.TarFile, archive: str, strip: str = "") -> list[t
     return members
 
 
+# Members were checked above (check_members); Pythons with extraction filters (3.11.4+)
+# must not apply theirs on top (they refuse a box's own device nodes and setuid files).
+_CHECKED_ALREADY = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
+
+
 def extract(archive: Path, target: Path, strip: str = "") -> None:
     """Unpack `archive` (its `strip/` folder when given) into the new folder `target`."""
     try:
         with open_archive(archive) as tar:
             members = check_members(tar, archive.name, strip)
             target.mkdir(mode=0o755)
+            devices = not paths.in_user_namespace()  # there, no device can be made: LXC makes /dev's at each start
             for member, path in members:
+                if member.isdev() and not devices:
+                    continue
                 member.name = path or "."
                 if member.islnk():
                     link = _clean(member.linkname, archive.name)
                     member.linkname = link[len(strip) + 1:] if strip else link
                 # A hard link shares its target's inode: its own header must not change that mode.
-                tar.extract(member, target, set_attrs=not member.islnk(), numeric_owner=True, filter="fully_trusted")
+                tar.extract(member, target, set_attrs=not member.islnk(), numeric_owner=True, **_CHECKED_ALREADY)
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise InvalidBoxError(f"box archive {archive.name} could not be read: {exc}") from None

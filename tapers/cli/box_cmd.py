@@ -12,6 +12,19 @@ from tapers.errors import BoxError, StateError
 from tapers.taperfile.machine import split_box_ref
 
 box_app = typer.Typer(no_args_is_help=True, help="Build, list and remove cached boxes.")
+READ_ONLY = (None, "list", "outdated")
+
+
+@box_app.callback()
+def _as_machines_root(ctx: typer.Context) -> None:
+    """A normal user's boxes belong to their machines' ids: whatever changes or reads every
+    file of them runs as root of the user's id map (see backend/liblxc/userns.py)."""
+    from tapers import paths
+
+    if ctx.invoked_subcommand not in READ_ONLY and paths.as_user():
+        from tapers.backend.liblxc import userns
+
+        userns.exec_tapers()
 
 
 @box_app.command("build")

@@ -39,7 +39,7 @@ from tapers.backend.api import (
 from tapers.errors import BackendError
 
 if TYPE_CHECKING:
-    from tapers.backend.liblxc.networking import HostNetworking
+    from tapers.backend.liblxc.networking import HostNetworking, UserNetworking
 
 _STATES = {
     "RUNNING": State.RUNNING,
@@ -65,13 +65,14 @@ class LiblxcBackend(BackendBase):
 
     def __init__(self, lxcpath: Path | None = None) -> None:
         self.lxcpath = lxcpath or paths.lxc_path()
+        self.as_user = paths.as_user()  # a normal user's machines: see userns.py
 
     @functools.cached_property
-    def network(self) -> HostNetworking:  # type: ignore[override]
+    def network(self) -> HostNetworking | UserNetworking:  # type: ignore[override]
         """Made on first use: `status` never needs it."""
-        from tapers.backend.liblxc.networking import HostNetworking
+        from tapers.backend.liblxc.networking import HostNetworking, UserNetworking
 
-        return HostNetworking()
+        return UserNetworking() if self.as_user else HostNetworking()
 
     # -- reading ---------------------------------------------------------------------
 
@@ -123,7 +124,10 @@ class LiblxcBackend(BackendBase):
     def _create(self, spec: MachineSpec, record: Record) -> None:
         folder = self.lxcpath / spec.container
         if folder.exists():  # left over by an interrupted create: nothing defined in it
-            _remove_tree(folder)
+            self._remove_tree(folder)
+        if self.as_user:
+            self._create_as_user(spec, record, folder)
+            return
         shift = None
         if not spec.privileged:
             unprivileged.ensure_subids()
@@ -154,6 +158,51 @@ class LiblxcBackend(BackendBase):
         tmp.write_text(config)
         os.replace(tmp, folder / "config")  # the container exists from here on
 
+    def _create_as_user(self, spec: MachineSpec, record: Record, folder: Path) -> None:
+        """A normal user's machine: the box is theirs, already in their id map; its writable
+        layer and files are made as root of that map (userns.py)."""
+        from tapers.backend.liblxc import userns
+
+        if spec.privileged:
+            raise BackendError(f"`{spec.container}`: a privileged machine's root is root on the host: only root "
+                               "may make one", hint="remove `privileged: true`, or run tapers with sudo")
+        folder.mkdir(parents=True, mode=0o700)
+        self._save_record_text(spec.container, record.to_json().encode())
+        lower = spec.rootfs.resolve()
+        overlay = self.copy_mode() == "overlay"
+        writable = folder / (UPPER_DIR if overlay else COPY_DIR)
+        userns.call(_make_writable_layer, lower, writable, overlay, spec.files, what=f"make the files of `{spec.container}`")
+        rootfs = f"overlay:{lower}:{writable}" if overlay else f"dir:{writable}"
+        for layer in (lower, writable):
+            sinks.plain(layer, "a layer's folder", f"{folder / 'config'}: lxc.rootfs.path", forbidden=":")
+        _save_mounts(folder, spec.mounts, 0, staged=False)
+        config = _render_config(spec, rootfs, folder, None, overlay, as_user=True)
+        tmp = folder / "config.tmp"
+        tmp.write_text(config)
+        os.replace(tmp, folder / "config")
+
+    def _remove_tree(self, folder: Path, ignore_errors: bool = False) -> None:
+        """A machine's folder or a copy of its files: a normal user's are owned by their
+        machines' ids, removed as root of that map."""
+        if not self.as_user:
+            _remove_tree(folder, ignore_errors)
+            return
+        from tapers.backend.liblxc import userns
+
+        try:
+            userns.run(["rm", "-rf", "--one-file-system", "--", str(folder)], f"remove {folder}")
+        except BackendError:
+            if not ignore_errors:
+                raise
+
+    def _copy_tree(self, source: Path, target: Path, container: str) -> None:
+        if not self.as_user:
+            _copy_tree(source, target, container)
+            return
+        from tapers.backend.liblxc import userns
+
+        userns.run(["cp", "-a", "--reflink=auto", "--", str(source), str(target)], f"copy the files of `{container}`")
+
     def _free_id_range(self) -> int:
         """The first host uid of a range no container here maps (tapers' or not: read from
         their configs' `lxc.idmap` lines) and no one else was given. The caller holds the
@@ -171,6 +220,10 @@ class LiblxcBackend(BackendBase):
         return unprivileged.free_range(mapped + unprivileged.others_ids())
 
     def _start(self, container: str) -> None:
+        if self.as_user:
+            from tapers.backend.liblxc import delegation, grants
+
+            delegation.join(grants.current_user())
         try:
             unprivileged.mount_box(self.lxcpath / container, container)
             _prepare_mounts(container, self.lxcpath / container)
@@ -220,9 +273,16 @@ class LiblxcBackend(BackendBase):
     ) -> None:
         folder = self.lxcpath / container
         extra_nics = tuple(f"lxc.net.{index}." for index in range(1, 10))
-        items = [("lxc.uts.name", hostname), *_private_items(private), *_mount_items(container, mounts),
-                 *_nesting_items(nesting)]
+        items = [("lxc.uts.name", hostname), *_private_items(private),
+                 *_mount_items(container, mounts, staged=not self.as_user), *_nesting_items(nesting)]
         _edit_config(folder, ("lxc.uts.name", "lxc.mount.entry", "lxc.apparmor.allow_nesting") + extra_nics, items)
+        if self.as_user:
+            from tapers.backend.liblxc import userns
+
+            _save_mounts(folder, mounts, 0, staged=False)
+            userns.call(_write_guest_files, _lower_dir(folder), _writable_dir(folder), files,
+                        what=f"write the files of `{container}`")
+            return
         shift = unprivileged.shift_of(folder)
         _save_mounts(folder, mounts, shift)
         _write_guest_files(_lower_dir(folder), _writable_dir(folder), files, shift)
@@ -237,7 +297,12 @@ class LiblxcBackend(BackendBase):
         if hold and not c.freeze():
             raise BackendError(f"container `{container}` could not be frozen for copying")
         try:
-            if shift:  # the files as the machine sees them: owners moved back down by its range
+            if self.as_user:
+                if not (hold or was_frozen):
+                    raise BackendError(f"`{container}` is stopped: as a normal user, tapers reads a machine's files "
+                                       "while it runs", hint="`tapers up` it first")
+                yield Path(f"/proc/{c.init_pid}/root")
+            elif shift:  # the files as the machine sees them: owners moved back down by its range
                 with _unshifted(_writable_dir(folder), shift) as writable:
                     if (folder / UPPER_DIR).is_dir():
                         with _overlay_view(container, writable, _lower_dir(folder), userxattr=True) as view:
@@ -288,11 +353,11 @@ class LiblxcBackend(BackendBase):
         target = self._snapshots(container) / name
         target.parent.mkdir(exist_ok=True)
         work = target.with_name(f".{name}.tmp")
-        _remove_tree(work, ignore_errors=True)
+        self._remove_tree(work, ignore_errors=True)
         work.mkdir()
         frozen = c.state == "RUNNING" and c.freeze()
         try:
-            _copy_tree(_writable_dir(self.lxcpath / container), work / "disk", container)
+            self._copy_tree(_writable_dir(self.lxcpath / container), work / "disk", container)
         finally:
             if frozen:
                 c.unfreeze()
@@ -305,11 +370,11 @@ class LiblxcBackend(BackendBase):
         incoming = writable.with_name(writable.name + ".restore")
         outgoing = writable.with_name(writable.name + ".old")
         for leftover in (incoming, outgoing):
-            _remove_tree(leftover, ignore_errors=True)
-        _copy_tree(source / "disk", incoming, container)
+            self._remove_tree(leftover, ignore_errors=True)
+        self._copy_tree(source / "disk", incoming, container)
         os.rename(writable, outgoing)
         os.rename(incoming, writable)
-        _remove_tree(outgoing, ignore_errors=True)
+        self._remove_tree(outgoing, ignore_errors=True)
         saved = source / RECORD_NAME
         if saved.is_file() and saved.stat().st_size:
             self._save_record_text(container, saved.read_bytes())
@@ -327,7 +392,7 @@ class LiblxcBackend(BackendBase):
         return snapshots
 
     def _snapshot_delete(self, container: str, name: str) -> None:
-        _remove_tree(self._snapshots(container) / name)
+        self._remove_tree(self._snapshots(container) / name)
 
     def _snapshot_names(self, container: str) -> set[str]:
         """Without measuring each one (`du`), as `_snapshot_list` does."""
@@ -347,7 +412,7 @@ class LiblxcBackend(BackendBase):
     def _remove_leftovers(self, container: str) -> None:
         folder = self.lxcpath / container
         if folder.is_dir() and (folder / RECORD_NAME).exists():
-            _remove_tree(folder)  # an interrupted create left only our record
+            self._remove_tree(folder)  # an interrupted create left only our record
         staging.release(container)
         unprivileged.unmount_box(container)
 
@@ -468,11 +533,20 @@ def _nesting_items(nesting: bool) -> list[tuple[str, str]]:
     ]
 
 
-def _render_config(spec: MachineSpec, rootfs: str, folder: Path, shift: int | None, overlay: bool) -> str:
+def _render_config(spec: MachineSpec, rootfs: str, folder: Path, shift: int | None, overlay: bool,
+                   as_user: bool = False) -> str:
     net = spec.network
+    if as_user:
+        from tapers.backend.liblxc import userns
+
+        ids = unprivileged.config_items(userns.config_items(userns.mine()), overlay)
+    elif shift is not None:
+        ids = unprivileged.config_items(unprivileged.idmap_items(shift), overlay)
+    else:
+        ids = [("lxc.apparmor.profile", "unconfined")]
     items = [
         ("lxc.include", "/usr/share/lxc/config/debian.common.conf"),
-        *(unprivileged.config_items(shift, overlay) if shift is not None else [("lxc.apparmor.profile", "unconfined")]),
+        *ids,
         ("lxc.arch", "linux64"),
         ("lxc.uts.name", spec.hostname),
         ("lxc.rootfs.path", rootfs),
@@ -487,7 +561,7 @@ def _render_config(spec: MachineSpec, rootfs: str, folder: Path, shift: int | No
         ("lxc.net.0.ipv4.address", net.with_broadcast()),
         ("lxc.net.0.ipv4.gateway", net.gateway),
         *_private_items(spec.private),
-        *_mount_items(spec.container, spec.mounts),
+        *_mount_items(spec.container, spec.mounts, staged=not as_user),
         *_nesting_items(spec.nesting),
         *cgroups.config_items(spec.limits),
     ]
@@ -498,17 +572,19 @@ def _render_config(spec: MachineSpec, rootfs: str, folder: Path, shift: int | No
 MOUNTS_NAME = "tapers-mounts.json"
 
 
-def _mount_items(container: str, mounts: tuple[Mount, ...]) -> list[tuple[str, str]]:
+def _mount_items(container: str, mounts: tuple[Mount, ...], staged: bool = True) -> list[tuple[str, str]]:
+    """`staged`: bind the view tapers mounts before each start (root); else the folder
+    itself (a normal user: their machines map the user's own id, see userns.py)."""
     items = []
     for index, mount in enumerate(mounts):
         options = "bind,create=dir" + (",ro" if mount.readonly else "")
-        source = staging.source_of(container, index, mount)
+        source = staging.source_of(container, index, mount) if staged else mount.source
         items.append(("lxc.mount.entry", lxc_config.mount_entry(source, mount.target, options)))
     return items
 
 
-def _save_mounts(folder: Path, mounts: tuple[Mount, ...], shift: int) -> None:
-    (folder / MOUNTS_NAME).write_text(json.dumps(staging.as_records(mounts, shift), indent=2) + "\n")
+def _save_mounts(folder: Path, mounts: tuple[Mount, ...], shift: int, staged: bool = True) -> None:
+    (folder / MOUNTS_NAME).write_text(json.dumps(staging.as_records(mounts, shift, staged), indent=2) + "\n")
 
 
 def _prepare_mounts(container: str, folder: Path) -> None:
@@ -553,3 +629,13 @@ def _write_guest_files(lower: Path, upper: Path, files: tuple[GuestFile, ...], s
             private = guest_file.mode & 0o077 == 0
             target.write(guest_file.path, guest_file.content, guest_file.mode, guest_file.uid, guest_file.gid,
                          dir_mode=0o700 if private else 0o755, like=box)
+
+
+def _make_writable_layer(lower: Path, writable: Path, overlay: bool, files: tuple[GuestFile, ...]) -> None:
+    """As root of a normal user's id map (userns.call): the machine's writable layer, empty
+    over the box or a copy of it, with tapers' files in it."""
+    if overlay:
+        writable.mkdir(mode=0o755)
+    else:
+        _copy_tree(lower, writable, writable.parent.name)
+    _write_guest_files(lower, writable, files)

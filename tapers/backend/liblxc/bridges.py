@@ -24,13 +24,24 @@ def ensure_private_bridge(config: NetworkConfig) -> None:
     """Create the /24's bridge with the host at .1 (no NAT: host-only). A /24 the host
     already reaches another way (its LAN, a VPN) is refused: the machines would hide it."""
     host_routes.refuse_overlap(config, own=(BRIDGE,))
-    if not Path(f"/sys/class/net/{config.bridge}").exists():
-        run(["ip", "link", "add", config.bridge, "type", "bridge"], f"create the bridge for {config.address}/24")
-    host_side = f"{config.gateway}/24"
-    addresses = run(["ip", "-4", "-o", "addr", "show", "dev", config.bridge], "read the bridge address")
+    ensure_bridge(config.bridge, f"{config.gateway}/24", f"the bridge for {config.address}/24")
+
+
+def ensure_bridge(name: str, host_side: str, what: str) -> None:
+    """The bridge `name` exists, is up, and the host has the address `host_side` on it."""
+    if not Path(f"/sys/class/net/{name}").exists():
+        run(["ip", "link", "add", name, "type", "bridge"], f"create {what}")
+    addresses = run(["ip", "-4", "-o", "addr", "show", "dev", name], f"read the address of {what}")
     if f" {host_side} " not in addresses:
-        run(["ip", "addr", "add", host_side, "dev", config.bridge], f"give the host {host_side}")
-    run(["ip", "link", "set", config.bridge, "up"], "bring the private bridge up")
+        run(["ip", "addr", "add", host_side, "dev", name], f"give the host {host_side} on {what}")
+    run(["ip", "link", "set", name, "up"], f"bring {what} up")
+
+
+def enable_forwarding() -> None:
+    try:
+        Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+    except OSError as exc:
+        raise HostError(f"cannot enable IPv4 forwarding: {exc.strerror}", hint="run tapers as root") from None
 
 
 def bridge_ready() -> bool:
@@ -39,17 +50,8 @@ def bridge_ready() -> bool:
 
 def ensure_nat_network() -> None:
     """Bring up the bridge, its gateway address, IP forwarding and the masquerade rule."""
-    if not bridge_ready():
-        run(["ip", "link", "add", BRIDGE, "type", "bridge"], "create the bridge")
-    gateway = f"{GATEWAY}/{SUBNET.prefixlen}"
-    addresses = run(["ip", "-4", "-o", "addr", "show", "dev", BRIDGE], "read the bridge address")
-    if f" {gateway} " not in addresses:
-        run(["ip", "addr", "add", gateway, "dev", BRIDGE], "give the bridge its address")
-    run(["ip", "link", "set", BRIDGE, "up"], "bring the bridge up")
-    try:
-        Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
-    except OSError as exc:
-        raise HostError(f"cannot enable IPv4 forwarding: {exc.strerror}", hint="run tapers as root") from None
+    ensure_bridge(BRIDGE, f"{GATEWAY}/{SUBNET.prefixlen}", "the NAT bridge")
+    enable_forwarding()
     _ensure_masquerade()
 
 

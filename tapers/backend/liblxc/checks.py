@@ -10,11 +10,11 @@ from pathlib import Path
 
 from tapers import paths
 from tapers.backend.api import Check
+from tapers.errors import HostError
 
 
 def _root() -> Check:
-    ok = os.geteuid() == 0
-    return Check("running as root", ok, "yes" if ok else f"uid {os.geteuid()}", "run tapers as root (sudo tapers ...)")
+    return Check("running as root", True, "yes: machines of any user's project, every feature")
 
 
 def _bindings() -> Check:
@@ -100,8 +100,49 @@ def _inotify() -> Check:
 
 def _lxc_path() -> Check:
     path = paths.lxc_path()
+    if paths.as_user() and not path.exists():
+        return Check("container folder", True, f"{path} (made by the first `tapers up`)")
     ok = path.is_dir() and os.access(path, os.W_OK)
     return Check("container folder", ok, str(path), f"mkdir -p {path} (as root)")
+
+
+def _user_setup() -> list[Check]:
+    """As a normal user: each thing an admin's `host setup` gives, and the command that
+    gives what is missing."""
+    from tapers.backend.liblxc import delegation, grants
+
+    user = grants.current_user()
+    fix = grants.setup_command(user)
+    grant = grants.load(user)
+    if grant is None:
+        return [Check(f"host setup for user {user}", False, f"not done (no {grants.path_of(user)})", fix)]
+    found = [Check(f"host setup for user {user}", grant.uid == os.geteuid(), f"{grant.subnet} on {grant.bridge}", fix)]
+    try:
+        sub_uid, sub_gid = grants.subordinate_range(user)
+        found.append(Check("subordinate ids", True, f"uids from {sub_uid}, gids from {sub_gid}"))
+    except HostError as exc:  # which file lacks them
+        found.append(Check("subordinate ids", False, str(exc), fix))
+    bridge = Path(f"/sys/class/net/{grant.bridge}").exists()
+    found.append(Check("your bridge", bridge, grant.bridge if bridge else f"{grant.bridge} missing (host restarted?)", fix))
+    allowed = _usernet_allows(user, grant.bridge)
+    found.append(Check("network interfaces allowed", allowed > 0,
+                       f"{allowed} on {grant.bridge} (/etc/lxc/lxc-usernet)", fix))
+    helper = Path("/usr/libexec/lxc/lxc-user-nic")
+    setuid = helper.exists() and helper.stat().st_mode & 0o4000 and helper.stat().st_uid == 0
+    found.append(Check("lxc-user-nic (setuid root)", bool(setuid), str(helper), "apt-get install lxc"))
+    missing = delegation.missing(user)
+    found.append(Check("cgroups of yours", not missing, "in every hierarchy" if not missing else
+                       f"missing: {', '.join(map(str, missing))}", fix))
+    return found
+
+
+def _usernet_allows(user: str, bridge: str) -> int:
+    try:
+        lines = Path("/etc/lxc/lxc-usernet").read_text().splitlines()
+    except OSError:
+        return 0
+    return sum(int(f[3]) for f in (line.split() for line in lines)
+               if len(f) == 4 and f[0] == user and f[1] == "veth" and f[2] == bridge and f[3].isdigit())
 
 
 def _subids() -> Check:
@@ -120,6 +161,10 @@ def _subids() -> Check:
 
 
 def checks(full: bool) -> list[Check]:
+    if paths.as_user():
+        cheap = (_bindings, _lxc_config, _lxc_path)
+        more = (_namespaces, _cgroups, _overlay, _inotify) if full else ()
+        return [*_user_setup(), *(check() for check in cheap + more)]
     cheap = (_root, _bindings, _lxc_config, _lxc_path, _tools)
     more = (_namespaces, _cgroups, _overlay, _bridge, _inotify, _subids) if full else ()
     return [check() for check in cheap + more]

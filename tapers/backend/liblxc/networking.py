@@ -36,3 +36,58 @@ class HostNetworking:
 
     def forwarded(self) -> set[str]:
         return set(ports.forwarded())
+
+
+class UserNetworking:
+    """A normal user's machines: on the bridge and subnet an admin gave them (grants.py);
+    ports forwarded by a process of theirs; no private networks yet."""
+
+    def __init__(self) -> None:
+        from tapers.backend.liblxc import grants
+
+        self.grant = grants.mine()
+
+    def prepare(self) -> None:
+        from pathlib import Path
+
+        from tapers.backend.liblxc import delegation, grants
+        from tapers.errors import HostError
+
+        missing = [] if Path(f"/sys/class/net/{self.grant.bridge}").exists() else [f"the bridge {self.grant.bridge}"]
+        missing += [str(path) for path in delegation.missing(self.grant.user)]
+        if missing:
+            raise HostError(f"the host is not ready for your machines: {', '.join(missing)} missing "
+                            "(the host was restarted since the setup?)",
+                            hint=f"an admin runs: {grants.setup_command(self.grant.user)}")
+
+    def allocate(self, container: str, used: set[str]) -> NetworkConfig:
+        return addresses.allocate(container, used, self.grant.subnet, self.grant.bridge)
+
+    def private(self, address: str) -> NetworkConfig:
+        from tapers.errors import HostError
+
+        raise HostError(f"the private network address {address}: private networks need tapers run as root for now",
+                        hint="remove `private_network` from the Taperfile, or run tapers with sudo")
+
+    def ensure_private(self, config: NetworkConfig) -> None:
+        self.private(config.address)
+
+    def release(self) -> None:
+        pass  # the bridge and its rules are the admin's (host teardown)
+
+    def forward(self, container: str, wanted: list[tuple[str, int, str, int, bool]], guest_ip: str) -> list[ports.Forward]:
+        from tapers.backend.liblxc import user_ports
+
+        chosen = user_ports.choose(container, wanted, guest_ip)
+        user_ports.install(container, chosen)
+        return chosen
+
+    def unforward(self, container: str) -> None:
+        from tapers.backend.liblxc import user_ports
+
+        user_ports.remove(container)
+
+    def forwarded(self) -> set[str]:
+        from tapers.backend.liblxc import user_ports
+
+        return user_ports.forwarded()

@@ -11,8 +11,6 @@ from the box (overlayfs in a user namespace).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from tapers import paths
@@ -29,11 +27,14 @@ SUBID_FILES = (Path("/etc/subuid"), Path("/etc/subgid"))
 STATE = "tapers-unprivileged.json"  # in the container's folder: its range and its box
 
 
-def config_items(shift: int, overlay: bool) -> list[tuple[str, str]]:
+def idmap_items(shift: int) -> list[tuple[str, str]]:
+    return [("lxc.idmap", f"u 0 {shift} {RANGE}"), ("lxc.idmap", f"g 0 {shift} {RANGE}")]
+
+
+def config_items(idmap: list[tuple[str, str]], overlay: bool) -> list[tuple[str, str]]:
     return [
         ("lxc.include", "/usr/share/lxc/config/debian.userns.conf"),  # LXC's unprivileged defaults
-        ("lxc.idmap", f"u 0 {shift} {RANGE}"),
-        ("lxc.idmap", f"g 0 {shift} {RANGE}"),
+        *idmap,
         *([("lxc.rootfs.options", "userxattr")] if overlay else []),
     ]
 
@@ -46,85 +47,16 @@ def subids_missing(files: tuple[Path, ...] = SUBID_FILES) -> list[Path]:
 
 def ensure_subids(files: tuple[Path, ...] = SUBID_FILES, lock_timeout: float = 15) -> None:
     """Give root tapers' block in /etc/subuid and /etc/subgid (a line added; nothing else
-    changes), holding the lock shadow's tools (useradd, usermod) take on them. The file is
-    replaced atomically, keeping its mode and owner; a link there is refused (others' ranges
-    are in what it points to)."""
-    import os
-
-    from tapers.rootfs import Root
+    changes), as shadow's tools (useradd, usermod) change them (see etc_files)."""
+    from tapers.backend.liblxc import etc_files
 
     block = f"root:{FIRST}:{LAST - FIRST}"
     for path in subids_missing(files):
-        if path.is_symlink():
-            raise BackendError(f"{path} is a symbolic link: tapers won't replace it (others' ranges are in it)",
-                               hint=f"as root: echo {block} >> {path}")
         try:
-            with _shadow_lock(path, lock_timeout):
-                if _covers(path):  # added while we waited
-                    continue
-                current = os.lstat(path) if path.exists() else None
-                old = path.read_text() if current else ""
-                text = old + ("" if old.endswith("\n") or not old else "\n") + block + "\n"
-                owner = (current.st_mode & 0o777, current.st_uid, current.st_gid) if current else (0o644, 0, 0)
-                with Root(path.parent, str(path.parent), BackendError) as folder:
-                    folder.write(path.name, text.encode(), *owner)
+            etc_files.edit(path, lambda lines: lines if _covers(path) else [*lines, block], lock_timeout)
         except OSError as exc:
             raise BackendError(f"cannot give root the ids of unprivileged machines in {path}: {exc.strerror}",
                                hint=f"as root: echo {block} >> {path}") from None
-
-
-@contextmanager
-def _shadow_lock(path: Path, timeout: float) -> Iterator[None]:
-    """PATH.lock as shadow's tools take it: a file holding our pid, linked to that name (a
-    link that exists means another program holds it, unless its pid is gone: stale)."""
-    import os
-    import time
-
-    lock = path.with_name(f"{path.name}.lock")
-    mine = path.with_name(f"{path.name}.{os.getpid()}")
-    mine.unlink(missing_ok=True)
-    fd = os.open(mine, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    os.write(fd, f"{os.getpid()}\0".encode())
-    os.close(fd)
-    held = False
-    try:
-        deadline = time.monotonic() + timeout
-        while not held:
-            try:
-                os.link(mine, lock)
-                held = True
-            except FileExistsError:
-                if _stale(lock):
-                    lock.unlink(missing_ok=True)
-                elif time.monotonic() > deadline:
-                    raise BackendError(f"{lock} is held by another program (useradd or usermod?) for {timeout:g} s",
-                                       hint=f"try again; if no such program runs, remove {lock}") from None
-                else:
-                    time.sleep(0.05)
-        yield
-    finally:
-        if held:
-            lock.unlink(missing_ok=True)
-        mine.unlink(missing_ok=True)
-
-
-def _stale(lock: Path) -> bool:
-    """The lock's holder is gone (the pid it names doesn't exist)."""
-    import os
-
-    try:
-        pid = int(lock.read_bytes().split(b"\0")[0].strip() or b"0")
-    except (OSError, ValueError):
-        return False
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def _covers(path: Path) -> bool:

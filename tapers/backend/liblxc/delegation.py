@@ -1,0 +1,168 @@
+"""cgroups a normal user may make their machines' cgroups in, without systemd.
+
+LXC puts an unprivileged container's cgroups under the cgroup its caller is in, in each
+hierarchy it may write to; where it may not, the machine boots without that controller
+(without the freezer no suspend, without memory or cpu no limits; without any, systemd in
+the guest does not start). `host setup` makes /sys/fs/cgroup/<hierarchy>/tapers/<user> in
+every hierarchy and gives it to the user; before a start, the user's tapers moves itself
+there in each hierarchy where its current cgroup is not its own (cgroup v1 lets a process
+move itself into any cgroup it may write to). A login session that pam_cgfs already put in
+a cgroup of the user's is left where it is.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+from tapers.errors import HostError
+
+PARENT = "tapers"
+OWNED_FILES = ("cgroup.procs", "tasks", "cgroup.threads", "cgroup.subtree_control")
+V2_CONTROLLERS = ("cpu", "memory", "pids")
+
+
+class Hierarchy(NamedTuple):
+    mount: Path
+    keys: frozenset[str]  # its controllers and name= ("" for cgroup2's unified tree)
+    v2: bool
+
+
+def hierarchies() -> list[Hierarchy]:
+    """The cgroup hierarchies mounted on this host (from /proc/self/mountinfo)."""
+    found = []
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+        controllers = {line.split()[0] for line in Path("/proc/cgroups").read_text().splitlines()[1:] if line.strip()}
+    except OSError:
+        return []
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields, more = left.split(), right.split()
+        if len(more) < 3 or more[0] not in ("cgroup", "cgroup2"):
+            continue
+        if more[0] == "cgroup2":
+            found.append(Hierarchy(Path(fields[4]), frozenset({""}), True))
+        else:
+            options = {o for o in more[2].split(",") if o.startswith("name=") or o in controllers}
+            found.append(Hierarchy(Path(fields[4]), frozenset(options), False))
+    return found
+
+
+def _own_cgroups() -> dict[frozenset[str], str]:
+    """hierarchy keys -> the path of this process's cgroup in it."""
+    result = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        result[frozenset(controllers.split(",")) if controllers else frozenset({""})] = path
+    return result
+
+
+def user_cgroup(hierarchy: Hierarchy, user: str) -> Path:
+    return hierarchy.mount / PARENT / user
+
+
+def delegate(user: str, uid: int, gid: int) -> list[str]:
+    """Make (or make right) the user's cgroup in every hierarchy; the folders made."""
+    made = []
+    for hierarchy in hierarchies():
+        target = user_cgroup(hierarchy, user)
+        for folder in (target.parent, target):
+            if not folder.is_dir():
+                folder.mkdir()
+                made.append(str(folder))
+            if "cpuset" in hierarchy.keys:  # a cpuset cgroup takes no process until given cpus and mems
+                for name in ("cpuset.cpus", "cpuset.mems"):
+                    if not (folder / name).read_text().strip():
+                        (folder / name).write_text((folder.parent / name).read_text())
+            if hierarchy.v2:
+                _enable_controllers(folder.parent)
+        os.chown(target, uid, gid)
+        for name in OWNED_FILES:
+            if (target / name).exists():
+                os.chown(target / name, uid, gid)
+    return made
+
+
+def _enable_controllers(folder: Path) -> None:
+    available = (folder / "cgroup.controllers").read_text().split()
+    wanted = [c for c in V2_CONTROLLERS if c in available]
+    if wanted:
+        try:
+            (folder / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in wanted))
+        except OSError:
+            pass  # a cgroup with processes of its own can't hand controllers down: LXC does without
+
+
+def undelegate(user: str) -> list[str]:
+    """Remove the user's cgroups (and the empty ones LXC left inside them); the folders that
+    could not go because something still runs in them."""
+    busy = []
+    for hierarchy in hierarchies():
+        target = user_cgroup(hierarchy, user)
+        if not target.is_dir():
+            continue
+        for folder, _, _ in sorted(os.walk(target), key=lambda item: -len(item[0])):
+            try:
+                os.rmdir(folder)
+            except OSError:
+                busy.append(folder)
+        try:
+            (target.parent).rmdir()
+        except OSError:
+            pass  # another user's cgroup is in it
+    return busy
+
+
+def busy(user: str) -> bool:
+    """Something runs in the user's cgroups (their machines)."""
+    for hierarchy in hierarchies():
+        target = user_cgroup(hierarchy, user)
+        for folder, _, _ in os.walk(target):
+            try:
+                if Path(folder, "cgroup.procs").read_text().strip():
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+def missing(user: str) -> list[Path]:
+    """The user's cgroups that are not there (or not theirs): `host setup` makes them."""
+    return [user_cgroup(h, user) for h in hierarchies() if not _usable(h, user)]
+
+
+def _usable(hierarchy: Hierarchy, user: str) -> bool:
+    target = user_cgroup(hierarchy, user)
+    try:
+        return target.stat().st_uid == os.geteuid() or os.geteuid() == 0 and target.is_dir()
+    except OSError:
+        return False
+
+
+def join(user: str) -> None:
+    """Before this process starts a machine as a normal user: be in a cgroup of one's own in
+    every cgroup v1 hierarchy (cgroup v2 forbids moving oneself out of a cgroup one doesn't
+    own; LXC then does without that hierarchy)."""
+    own = _own_cgroups()
+    lacking = []
+    for hierarchy in hierarchies():
+        if hierarchy.v2:
+            continue
+        current = hierarchy.mount / own.get(hierarchy.keys, "/").lstrip("/")
+        if os.access(current, os.W_OK) and os.access(current / "cgroup.procs", os.W_OK):
+            continue  # a cgroup of ours already (a login session's, or the user cgroup itself)
+        target = user_cgroup(hierarchy, user)
+        try:
+            (target / "cgroup.procs").write_text(f"{os.getpid()}\n")
+        except OSError:
+            lacking.append(str(target))
+    if lacking:
+        from tapers.backend.liblxc.grants import setup_command
+
+        raise HostError(
+            f"no cgroup of yours to start machines in: {', '.join(lacking)} (the host was restarted since "
+            "the setup, or it was never made)",
+            hint=f"an admin runs: {setup_command(user)}",
+        )

@@ -1,0 +1,124 @@
+"""What an admin gave a normal user with `sudo tapers host setup --user NAME`, read by that
+user's tapers: a bridge of their own (`tpu<uid>`) on a /24 of their own, NAT to the outside,
+a quota of network interfaces in /etc/lxc/lxc-usernet, subordinate ids, and cgroups they may
+create machines' cgroups in.
+
+The grant is a root-owned file, /etc/tapers/users/<name>.json; the user reads it and can't
+change it. It also records what setup added to the host, so `host teardown` takes exactly
+that away.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import pwd
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from tapers.errors import HostError
+
+GRANTS_DIR = Path("/etc/tapers/users")
+USER_SUBNETS = ipaddress.IPv4Network("10.98.0.0/16")  # a /24 of it per user
+BRIDGE_PREFIX = "tpu"  # + the uid: tpu1001
+VERSION = 1
+RANGE = 65536  # subordinate ids a user's machines need: 0..65535 inside
+
+
+class Grant(NamedTuple):
+    user: str
+    uid: int
+    gid: int
+    subnet: str
+    nics: int
+    added: dict[str, Any]  # what setup added to the host (for teardown)
+
+    @property
+    def bridge(self) -> str:
+        return f"{BRIDGE_PREFIX}{self.uid}"
+
+    @property
+    def gateway(self) -> str:
+        return str(ipaddress.IPv4Network(self.subnet).network_address + 1)
+
+    def to_json(self) -> str:
+        return json.dumps({"version": VERSION, **self._asdict()}, indent=2, sort_keys=True) + "\n"
+
+
+def path_of(user: str) -> Path:
+    return GRANTS_DIR / f"{user}.json"
+
+
+def setup_command(user: str) -> str:
+    return f"sudo tapers host setup --user {user}"
+
+
+def current_user() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        raise HostError(f"uid {os.geteuid()} has no name in /etc/passwd: tapers can't find what it may use",
+                        hint="run tapers as a user with an account on this host") from None
+
+
+def load(user: str) -> Grant | None:
+    """The user's grant, or None when setup was never run for them."""
+    try:
+        data = json.loads(path_of(user).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise HostError(f"cannot read {path_of(user)}: {exc}",
+                        hint=f"run `{setup_command(user)}` again") from None
+    try:
+        return Grant(str(data["user"]), int(data["uid"]), int(data["gid"]), str(ipaddress.IPv4Network(data["subnet"])),
+                     int(data["nics"]), dict(data.get("added") or {}))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise HostError(f"{path_of(user)} is not a tapers grant ({exc})", hint=f"run `{setup_command(user)}` again") from None
+
+
+def mine() -> Grant:
+    """The grant of the user running tapers; a clear error with the fix when there is none."""
+    user = current_user()
+    grant = load(user)
+    if grant is None or grant.uid != os.geteuid():
+        raise HostError(
+            f"user `{user}` may not run machines on this host yet (no {path_of(user)})",
+            hint=f"an admin runs, once: {setup_command(user)}",
+        )
+    return grant
+
+
+def all_grants() -> list[Grant]:
+    if not GRANTS_DIR.is_dir():
+        return []
+    found = []
+    for path in sorted(GRANTS_DIR.glob("*.json")):
+        grant = load(path.stem)
+        if grant is not None:
+            found.append(grant)
+    return found
+
+
+def subordinate_range(user: str, files: tuple[Path, Path] = (Path("/etc/subuid"), Path("/etc/subgid"))) -> tuple[int, int]:
+    """(first subordinate uid, first subordinate gid) of a range of at least RANGE ids the
+    user was given in /etc/subuid and /etc/subgid."""
+    starts = []
+    for path in files:
+        start = None
+        try:
+            lines = path.read_text().splitlines()
+        except OSError:
+            lines = []
+        for line in lines:
+            fields = line.strip().split(":")
+            if len(fields) == 3 and fields[0] == user and fields[1].isdigit() and fields[2].isdigit():
+                if int(fields[2]) >= RANGE:
+                    start = int(fields[1])
+                    break
+        if start is None:
+            raise HostError(f"user `{user}` has no range of {RANGE} ids in {path}",
+                            hint=f"an admin runs: {setup_command(user)}")
+        starts.append(start)
+    return starts[0], starts[1]

@@ -1,0 +1,172 @@
+"""`sudo tapers host setup --user NAME` and `host teardown`: what a normal user needs from
+root once, so they run their machines themselves afterwards (see grants.py).
+
+Setup is idempotent (run it again after a reboot: bridges, nftables rules and cgroups live
+in the kernel) and records in the grant every line it added to a shared file; teardown
+removes exactly those, the bridge, the rules and the cgroups, and the grant.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import pwd
+import subprocess
+from pathlib import Path
+
+from tapers.backend import host_routes
+from tapers.backend.liblxc import bridges, delegation, etc_files, grants, host, unprivileged
+from tapers.backend.liblxc.grants import Grant
+from tapers.errors import HostError, UsageError
+
+USERNET = Path("/etc/lxc/lxc-usernet")
+NFT_TABLE = "tapers_users"
+DEFAULT_NICS = 100  # network interfaces (machines, each with one NIC) the user may have at once
+FIRST_SUBORDINATE = 100000
+
+
+def setup(user: str, nics: int = DEFAULT_NICS) -> Grant:
+    _require_root()
+    account = _account(user)
+    if not 1 <= nics <= 10000:
+        raise UsageError(f"--nics {nics}: give between 1 and 10000 network interfaces")
+    old = grants.load(user)
+    added = dict(old.added) if old else {}
+    subnet = old.subnet if old else _free_subnet(user)
+    grant = Grant(user, account.pw_uid, account.pw_gid, subnet, nics, added)
+    for path, key in ((Path("/etc/subuid"), "subuid"), (Path("/etc/subgid"), "subgid")):
+        line = _ensure_subordinate_ids(user, path)
+        if line:
+            added[key] = line
+    _write_usernet(user, grant.bridge, nics)
+    added["usernet"] = f"{user} veth {grant.bridge} {nics}"
+    host.raise_inotify_limits()
+    _ensure_network(grant)
+    added.setdefault("cgroups", [])
+    added["cgroups"] = sorted(set(added["cgroups"]) | set(delegation.delegate(user, account.pw_uid, account.pw_gid)))
+    _save(grant)
+    return grant
+
+
+def teardown(user: str, force: bool = False) -> Grant:
+    _require_root()
+    grant = grants.load(user)
+    if grant is None:
+        raise UsageError(f"user `{user}` has no tapers setup on this host (no {grants.path_of(user)})")
+    if delegation.busy(user) and not force:
+        raise HostError(
+            f"machines of user `{user}` are running: tearing down their network now would cut them off",
+            hint=f"`{user}` runs `tapers halt` in their projects first, or add --force",
+        )
+    _remove_rules(user)
+    if Path(f"/sys/class/net/{grant.bridge}").exists():
+        bridges.run(["ip", "link", "delete", grant.bridge], f"remove the bridge {grant.bridge}")
+    etc_files.edit(USERNET, lambda lines: [line for line in lines if not _usernet_line_of(line, user, grant.bridge)])
+    for path, key in ((Path("/etc/subuid"), "subuid"), (Path("/etc/subgid"), "subgid")):
+        line = grant.added.get(key)
+        if line:
+            etc_files.edit(path, lambda lines, line=line: [kept for kept in lines if kept != line])
+    leftover = delegation.undelegate(user)
+    grants.path_of(user).unlink()
+    for folder in (grants.GRANTS_DIR, grants.GRANTS_DIR.parent):
+        try:
+            folder.rmdir()
+        except OSError:
+            break  # other users' grants (or other files) are in it
+    if leftover:
+        raise HostError(f"cgroups still in use were left: {', '.join(leftover)}",
+                        hint="they go when the processes in them end; `rmdir` them then")
+    return grant
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise HostError("this changes the host for other users: it needs root", hint="run it with sudo")
+
+
+def _account(user: str) -> pwd.struct_passwd:
+    try:
+        account = pwd.getpwnam(user)
+    except KeyError:
+        raise UsageError(f"there is no user `{user}` on this host", hint="create it first (adduser)") from None
+    if account.pw_uid == 0:
+        raise UsageError("root runs tapers without a setup: --user names a normal user")
+    return account
+
+
+def _free_subnet(user: str) -> str:
+    taken = {ipaddress.IPv4Network(g.subnet) for g in grants.all_grants() if g.user != user}
+    host = host_routes.host_networks()
+    for subnet in grants.USER_SUBNETS.subnets(new_prefix=24):
+        if subnet not in taken and not any(net.overlaps(subnet) for net in host):
+            return str(subnet)
+    raise HostError(f"no /24 left in {grants.USER_SUBNETS} for another user's machines")
+
+
+def _ensure_subordinate_ids(user: str, path: Path) -> str | None:
+    """The line added to give `user` a range of their own, or None when they had one."""
+    try:
+        grants.subordinate_range(user, (path, path))
+        return None
+    except HostError:
+        pass
+    taken = unprivileged.others_ids() + [(unprivileged.FIRST, unprivileged.LAST)]
+    start = FIRST_SUBORDINATE
+    while any(a < start + grants.RANGE and start < b for a, b in taken):
+        start += grants.RANGE
+    line = f"{user}:{start}:{grants.RANGE}"
+    etc_files.edit(path, lambda lines: [*lines, line])
+    return line
+
+
+def _usernet_line_of(line: str, user: str, bridge: str) -> bool:
+    fields = line.split()
+    return len(fields) == 4 and fields[:3] == [user, "veth", bridge]
+
+
+def _write_usernet(user: str, bridge: str, nics: int) -> None:
+    USERNET.parent.mkdir(parents=True, exist_ok=True)
+    etc_files.edit(USERNET, lambda lines: [*(line for line in lines if not _usernet_line_of(line, user, bridge)),
+                                           f"{user} veth {bridge} {nics}"])
+
+
+def _ensure_network(grant: Grant) -> None:
+    """The user's bridge with the host at .1, forwarding on, and in nftables: NAT to the
+    outside; nothing from the bridge with another source address; no new connection routed
+    into it (other users' machines, the LAN: the host itself still reaches it)."""
+    network = ipaddress.IPv4Network(grant.subnet)
+    bridges.ensure_bridge(grant.bridge, f"{grant.gateway}/{network.prefixlen}", f"the bridge of user {grant.user}")
+    bridges.enable_forwarding()
+    _remove_rules(grant.user)
+    comment = f'comment "tapers-user {grant.user}"'
+    script = (
+        f"table ip {NFT_TABLE} {{\n"
+        "  chain postrouting { type nat hook postrouting priority srcnat; policy accept; }\n"
+        "  chain forward { type filter hook forward priority filter; policy accept; }\n"
+        "}\n"
+        f"add rule ip {NFT_TABLE} postrouting ip saddr {network} ip daddr != {network} masquerade {comment}\n"
+        f"add rule ip {NFT_TABLE} forward iifname {grant.bridge} ip saddr != {network} drop {comment}\n"
+        f"add rule ip {NFT_TABLE} forward oifname {grant.bridge} iifname != {grant.bridge} ct state new drop {comment}\n"
+    )
+    bridges.run(["nft", "-f", "-"], f"install the network rules of user {grant.user}", stdin=script)
+
+
+def _remove_rules(user: str) -> None:
+    listed = subprocess.run(["nft", "-j", "list", "table", "ip", NFT_TABLE], capture_output=True, text=True)
+    if listed.returncode != 0:
+        return
+    rules = [item["rule"] for item in json.loads(listed.stdout).get("nftables", []) if "rule" in item]
+    mine = [r for r in rules if r.get("comment") == f"tapers-user {user}"]
+    script = "".join(f"delete rule ip {NFT_TABLE} {r['chain']} handle {r['handle']}\n" for r in mine)
+    if len(mine) == len(rules):
+        script = f"delete table ip {NFT_TABLE}\n"  # no other user's rules left
+    bridges.run(["nft", "-f", "-"], f"remove the network rules of user {user}", stdin=script)
+
+
+def _save(grant: Grant) -> None:
+    from tapers.rootfs import Root
+
+    grants.GRANTS_DIR.mkdir(parents=True, exist_ok=True, mode=0o755)
+    with Root(grants.GRANTS_DIR, str(grants.GRANTS_DIR), HostError) as folder:
+        folder.write(grants.path_of(grant.user).name, grant.to_json().encode(), 0o644, 0, 0)
