@@ -39,6 +39,16 @@ def as_user() -> bool:
     return os.geteuid() != 0
 
 
+def private_folder(folder: Path) -> None:
+    """`folder` exists and only its owner, the user, may enter it (0700). A normal user's boxes
+    and machines are owned by their machines' ids: a host process that got one of those ids
+    (a setuid file a machine left in a synced folder) must not reach them. The machines
+    themselves pass: the user's own id is mapped in them."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if folder.stat().st_mode & 0o077:
+        folder.chmod(0o700)
+
+
 def in_user_namespace() -> bool:
     """This process runs in a user namespace: its root is not the host's (no device nodes)."""
     try:

@@ -52,6 +52,9 @@ class FakeNetworking:
     def release(self) -> None:
         self.events.append("network released")
 
+    def check_forwards(self, wanted: list[tuple[str, int, str, int, bool]]) -> None:
+        pass
+
     def forward(self, container: str, wanted: list[tuple[str, int, str, int, bool]], guest_ip: str) -> list[Any]:
         self.forwards[container] = [Forward(ip, host, proto, guest_ip, guest) for ip, host, proto, guest, _ in wanted]
         return self.forwards[container]

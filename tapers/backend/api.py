@@ -178,6 +178,9 @@ class Networking(Protocol):
     def release(self) -> None:
         """No tapers machine is left: take away what `prepare` set up, and private networks."""
 
+    def check_forwards(self, wanted: list[tuple[str, int, str, int, bool]]) -> None:
+        """Before anything is made: refuse forwards this engine can never make (an error)."""
+
     def forward(self, container: str, wanted: list[tuple[str, int, str, int, bool]], guest_ip: str) -> list[Forward]:
         """Forward (host_ip, host port, protocol, guest port, auto_correct) to the machine; the
         forwards made, with the host ports chosen (`auto_correct` moves a taken one)."""

@@ -71,22 +71,28 @@ def _build(recipe: Recipe, reporter: Reporter) -> Box:
     return box
 
 
-def _debootstrap(recipe: Recipe, rootfs: Path, reporter: Reporter) -> None:
+def _bootstrap_command(recipe: Recipe, rootfs: Path) -> list[str]:
+    """debootstrap as root; as a normal user's box (in their id map, where no device node
+    can be made and nothing mounted), mmdebstrap, which can skip both."""
     spec = recipe.model.debootstrap
+    if paths.in_user_namespace():
+        if shutil.which("mmdebstrap") is None:
+            raise HostError("mmdebstrap is not installed: a normal user's boxes are built with it",
+                            hint="an admin runs: apt-get install mmdebstrap")
+        return ["mmdebstrap", "--mode=root", "--skip=output/mknod,chroot/mount", f"--variant={spec.variant}",
+                f"--include={','.join(spec.packages)}", spec.suite, str(rootfs), spec.mirror]
     if shutil.which("debootstrap") is None:
         raise HostError("debootstrap is not installed: it is needed to build boxes", hint="apt-get install debootstrap")
     cache = paths.debootstrap_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    argv = [
-        "debootstrap",
-        f"--variant={spec.variant}",
-        f"--include={','.join(spec.packages)}",
-        f"--cache-dir={cache}",
-        spec.suite,
-        str(rootfs),
-        spec.mirror,
-    ]
-    reporter.line("box", f"building `{recipe.name}`: debootstrap {spec.suite} from {spec.mirror} (about a minute)")
+    return ["debootstrap", f"--variant={spec.variant}", f"--include={','.join(spec.packages)}", f"--cache-dir={cache}",
+            spec.suite, str(rootfs), spec.mirror]
+
+
+def _debootstrap(recipe: Recipe, rootfs: Path, reporter: Reporter) -> None:
+    spec = recipe.model.debootstrap
+    argv = _bootstrap_command(recipe, rootfs)
+    reporter.line("box", f"building `{recipe.name}`: {argv[0]} {spec.suite} from {spec.mirror} (about a minute)")
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     tail: list[str] = []
     assert process.stdout is not None
@@ -99,7 +105,7 @@ def _debootstrap(recipe: Recipe, rootfs: Path, reporter: Reporter) -> None:
     if process.wait() != 0:
         log = "\n".join(f"    {line}" for line in tail)
         raise BoxError(
-            f"debootstrap failed for box `{recipe.name}` (exit code {process.returncode}):\n{log}",
+            f"{argv[0]} failed for box `{recipe.name}` (exit code {process.returncode}):\n{log}",
             hint=f"is {spec.mirror} reachable? Try again; nothing was added to the cache",
         )
 

@@ -124,18 +124,19 @@ def global_status(
     prune: Annotated[bool, typer.Option("--prune", help="destroy machines whose project folder is gone")] = False,
     force: Annotated[bool, typer.Option("-f", "--force", help="with --prune: do not ask")] = False,
 ) -> None:
-    """Every tapers machine on this host, across projects, as it is now."""
+    """Every tapers machine on this host, across projects, as it is now (as root: every user's)."""
     from tapers.backend import default_backend
     from tapers.project import CONTAINER_PREFIX
 
     backend = default_backend()
     rows = []
-    for info in backend.list(prefix=CONTAINER_PREFIX):
+    for owner, info in _machines_of_everyone(backend):
         record = info.record
         folder = record.project_dir if record else None
         gone = bool(folder) and not Path(folder).is_dir()
         rows.append(
             {
+                "user": owner,
                 "container": info.name,
                 "project": record.project if record else "?",
                 "machine": record.machine if record else "?",
@@ -163,12 +164,33 @@ def global_status(
         rows,
         as_json,
         "no tapers machines on this host",
-        ["project", "machine", "state", "address", "folder"],
+        ["user", "project", "machine", "state", "address", "folder"],
         lambda r: [
-            r["project"], r["machine"], r["state"], r["address"] or "-",
+            r["user"], r["project"], r["machine"], r["state"], r["address"] or "-",
             (r["folder"] or "-") + (" (gone: `tapers global-status --prune`)" if r["folder_gone"] else ""),
         ],
     )
+
+
+def _machines_of_everyone(backend):  # type: ignore[no-untyped-def]
+    """(user, ContainerInfo) of this user's machines; as root on liblxc, also those of every
+    user an admin let run machines (`tapers host setup`)."""
+    import getpass
+
+    from tapers import paths
+    from tapers.project import CONTAINER_PREFIX
+
+    me = getpass.getuser()
+    for info in backend.list(prefix=CONTAINER_PREFIX):
+        yield me, info
+    if backend.name != "liblxc" or paths.as_user():
+        return
+    from tapers.backend.liblxc import grants
+    from tapers.backend.liblxc.backend import LiblxcBackend
+
+    for grant in grants.all_grants():
+        for info in LiblxcBackend(grants.machines_folder(grant.user)).list(prefix=CONTAINER_PREFIX):
+            yield grant.user, info
 
 
 def doctor(

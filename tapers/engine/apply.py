@@ -97,7 +97,9 @@ def _prepare_networks(plan: Plan, ctx: Context) -> None:
     private: dict[str, NetworkConfig] = {}
     for name in plan.subjects():
         if any(a.kind in STARTS for a in plan.for_subject(name)):
-            for address in ctx.project.loaded.machine(name).private_ips:
+            machine = ctx.project.loaded.machine(name)
+            network.check_forwards([(p.host_ip, p.host, p.protocol, p.guest, p.auto_correct) for p in machine.ports])
+            for address in machine.private_ips:
                 config = network.private(address)
                 private.setdefault(config.bridge, config)
     for config in private.values():

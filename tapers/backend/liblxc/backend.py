@@ -166,6 +166,7 @@ class LiblxcBackend(BackendBase):
         if spec.privileged:
             raise BackendError(f"`{spec.container}`: a privileged machine's root is root on the host: only root "
                                "may make one", hint="remove `privileged: true`, or run tapers with sudo")
+        paths.private_folder(self.lxcpath.parent)  # no host process of the machines' ids reaches them
         folder.mkdir(parents=True, mode=0o700)
         self._save_record_text(spec.container, record.to_json().encode())
         lower = spec.rootfs.resolve()
@@ -194,6 +195,14 @@ class LiblxcBackend(BackendBase):
         except BackendError:
             if not ignore_errors:
                 raise
+
+    def _disk_usage(self, path: Path) -> int:
+        if not self.as_user:
+            return _disk_usage(path)
+        from tapers.backend.liblxc import userns
+
+        out = userns.run(["du", "-sb", "--", str(path)], f"measure {path}")
+        return int(out.split()[0]) if out.strip() else 0
 
     def _copy_tree(self, source: Path, target: Path, container: str) -> None:
         if not self.as_user:
@@ -388,7 +397,7 @@ class LiblxcBackend(BackendBase):
             if item.name.startswith(".") or not item.is_dir():
                 continue
             created = dt.datetime.fromtimestamp(item.stat().st_mtime, dt.timezone.utc).isoformat(timespec="seconds")
-            snapshots.append(Snapshot(item.name, created, _disk_usage(item)))
+            snapshots.append(Snapshot(item.name, created, self._disk_usage(item)))
         return snapshots
 
     def _snapshot_delete(self, container: str, name: str) -> None:

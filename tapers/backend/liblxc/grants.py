@@ -90,6 +90,11 @@ def mine() -> Grant:
     return grant
 
 
+def machines_folder(user: str) -> Path:
+    """Where the user's tapers keeps their machines (platformdirs' data folder, by default)."""
+    return Path(pwd.getpwnam(user).pw_dir) / ".local" / "share" / "tapers" / "machines"
+
+
 def all_grants() -> list[Grant]:
     if not GRANTS_DIR.is_dir():
         return []

@@ -25,6 +25,9 @@ class HostNetworking:
         bridges.release_nat_network()
         bridges.release_private_bridges()
 
+    def check_forwards(self, wanted: list[tuple[str, int, str, int, bool]]) -> None:
+        pass  # root may listen on any port
+
     def forward(self, container: str, wanted: list[tuple[str, int, str, int, bool]], guest_ip: str) -> list[ports.Forward]:
         ports.ensure_chains()
         chosen = ports.choose(container, wanted, guest_ip)
@@ -74,6 +77,11 @@ class UserNetworking:
 
     def release(self) -> None:
         pass  # the bridge and its rules are the admin's (host teardown)
+
+    def check_forwards(self, wanted: list[tuple[str, int, str, int, bool]]) -> None:
+        from tapers.backend.liblxc import user_ports
+
+        user_ports.refuse_privileged_ports(wanted)
 
     def forward(self, container: str, wanted: list[tuple[str, int, str, int, bool]], guest_ip: str) -> list[ports.Forward]:
         from tapers.backend.liblxc import user_ports

@@ -62,7 +62,7 @@ def exec_tapers() -> None:
     from tapers import paths
 
     for folder in (paths.tapers_home(), paths.host_run_dir(), paths.box_build_lock("x").parent):
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)  # the user's own, not the machines' root's
+        paths.private_folder(folder)  # the user's own, not the machines' root's
     env = {**os.environ, "TAPERS_HOME": str(paths.tapers_home()), "TAPERS_RUN_DIR": str(paths.host_run_dir()),
            "TAPERS_LXC_PATH": str(paths.lxc_path())}
     argv = ["lxc-usernsexec", *_map_arguments(), "--", sys.executable, "-m", "tapers", *sys.argv[1:]]

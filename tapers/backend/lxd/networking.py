@@ -60,6 +60,9 @@ class LxdNetworking:
                     pass  # in use again by now: it stays
 
 
+    def check_forwards(self, wanted: list[tuple[str, int, str, int, bool]]) -> None:
+        pass  # LXD's proxy devices listen as root
+
     def forward(self, container: str, wanted: list[tuple[str, int, str, int, bool]], guest_ip: str) -> list[Forward]:
         """Proxy devices listening on the LXD host (the cluster member that runs the machine):
         a port is taken when another instance's proxy device listens on it, or, when LXD runs
