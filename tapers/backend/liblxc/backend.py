@@ -237,13 +237,24 @@ class LiblxcBackend(BackendBase):
             unprivileged.mount_box(self.lxcpath / container, container)
             _prepare_mounts(container, self.lxcpath / container)
             if not self._container(container).start():
-                raise BackendError(
-                    f"container `{container}` did not start",
-                    hint=f"see its log: {self.lxcpath / container / 'lxc.log'}",
-                )
+                raise self._start_failure(container)
         except BaseException:
             self._release(container)  # no view or staged folder left mounted for nothing
             raise
+
+    def _start_failure(self, container: str) -> BackendError:
+        log = self.lxcpath / container / "lxc.log"
+        if self.as_user and "Quota reached" in _tail(log):
+            from tapers.backend.liblxc import grants
+
+            grant = grants.mine()
+            return BackendError(
+                f"container `{container}` did not start: you may have {grant.nics} network interface(s) on "
+                f"{grant.bridge} at once, and they are all in use (each machine takes one)",
+                hint=f"halt a machine, or an admin allows more: sudo tapers host setup --user {grant.user} "
+                     f"--nics {grant.nics * 2}",
+            )
+        return BackendError(f"container `{container}` did not start", hint=f"see its log: {log}")
 
     def _shutdown(self, container: str, timeout: float) -> bool:
         return bool(self._container(container).shutdown(int(max(1, timeout))))
@@ -522,6 +533,15 @@ def _edit_config(folder: Path, drop: tuple[str, ...], add: list[tuple[str, str]]
     tmp = folder / "config.tmp"
     tmp.write_text(text)
     os.replace(tmp, config)
+
+
+def _tail(path: Path, size: int = 4096) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, path.stat().st_size - size))
+            return handle.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _disk_usage(path: Path) -> int:

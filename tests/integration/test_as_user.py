@@ -1,0 +1,350 @@
+"""tapers run by normal users, after `sudo tapers host setup --user NAME`.
+
+The suite runs as root: it creates three users, sets up two of them (the second allowed a
+single network interface), runs tapers as them through a login shell (`su -l`, the way a
+developer's shell is made), and at the end tears the setup down and checks that the host
+is back as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import BOX, RUN_ID, Result, wait_for
+
+PYTHON = sys.executable
+
+
+@dataclass
+class HostUser:
+    name: str
+    env: dict[str, str] = field(default_factory=dict)  # what the user's tapers needs (PYTHONPATH)
+
+    @property
+    def account(self) -> pwd.struct_passwd:
+        return pwd.getpwnam(self.name)
+
+    @property
+    def home(self) -> Path:
+        return Path(self.account.pw_dir)
+
+    @property
+    def machines(self) -> Path:
+        return self.home / ".local/share/tapers/machines"
+
+    def sh(self, command: str, timeout: float = 300) -> Result:
+        """`command` in the user's login shell."""
+        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in {"NO_COLOR": "1", **self.env}.items())
+        process = subprocess.run(["su", "-l", self.name, "-c", f"export {exports}; {command}"],
+                                 capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return Result(process.returncode, process.stdout, process.stderr, ("su", self.name, command))
+
+    def tapers(self, *args: str, cwd: Path | None = None, timeout: float = 300) -> Result:
+        folder = shlex.quote(str(cwd or self.home))
+        result = self.sh(f"cd {folder} && {shlex.quote(PYTHON)} -m tapers {shlex.join(args)}", timeout)
+        return Result(result.code, result.out, result.err, args)
+
+    def project(self, name: str, taperfile: str) -> Path:
+        folder = self.home / name
+        folder.mkdir(exist_ok=True)
+        (folder / "Taperfile.yaml").write_text(f"version: 1\nname: {RUN_ID}-{name}\n" + taperfile)
+        for path in (folder, *folder.rglob("*")):
+            os.lchown(path, self.account.pw_uid, self.account.pw_gid)
+        return folder
+
+    def container(self, project: str, machine: str) -> str:
+        return f"tapers-{RUN_ID}-{project}-{machine}"
+
+    def lxc_state(self, project: str, machine: str) -> str:
+        result = self.sh(f"lxc-info -P {self.machines} -n {self.container(project, machine)} -s -H")
+        return result.out.strip() if result.code == 0 else "MISSING"
+
+
+def host_state() -> dict:
+    """What `host setup` may change, read directly."""
+    def text(path: str) -> str:
+        try:
+            return Path(path).read_text()
+        except FileNotFoundError:
+            return "(none)"
+
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    return {
+        "subuid": text("/etc/subuid"),
+        "subgid": text("/etc/subgid"),
+        "lxc-usernet": text("/etc/lxc/lxc-usernet"),
+        "bridges": sorted(p.name for p in Path("/sys/class/net").iterdir() if p.name.startswith("tpu")),
+        "nft": "tapers_users" in tables,
+        "cgroups": sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/tapers")),
+        "grants": Path("/etc/tapers").exists(),
+    }
+
+
+def _user_can_run(user: HostUser) -> bool:
+    return user.sh(f"{shlex.quote(PYTHON)} -c 'import tapers, lxc'").code == 0
+
+
+def _readable_tapers(user: HostUser) -> None:
+    """The user runs this very tapers: as it is when they can read it, else a copy of the
+    package and its libraries they can read (a clone in root's home)."""
+    if _user_can_run(user):
+        return
+    import tapers
+
+    copy = Path(tempfile.mkdtemp(prefix=f"tapers-{RUN_ID}-code-", dir="/var/tmp"))
+    copy.chmod(0o755)
+    shutil.copytree(Path(tapers.__file__).parent, copy / "tapers")
+    site = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())
+    shutil.copytree(site, copy / "site-packages", symlinks=True)
+    subprocess.run(["chmod", "-R", "a+rX", str(copy)], check=True)
+    user.env["PYTHONPATH"] = f"{copy}:{copy / 'site-packages'}"
+    assert _user_can_run(user), (f"user {user.name} can't run {PYTHON} (under a folder only root may read?): "
+                                 "make .venv with /usr/bin/python3, as scripts/setup does")
+
+
+@dataclass
+class Users:
+    a: HostUser  # set up, runs machines
+    b: HostUser  # set up with a single network interface
+    c: HostUser  # never set up
+    before: dict
+
+
+@pytest.fixture(scope="module")
+def users(box_home) -> Users:
+    names = [f"tp{RUN_ID}{x}" for x in "abc"]
+    made = []
+    try:
+        for name in names:
+            subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True, capture_output=True)
+            made.append(HostUser(name))
+        a, b, c = made
+        before = host_state()  # useradd gave them subordinate ids: setup must not take those away
+        root_tapers(("host", "setup", "--user", a.name)).ok()
+        root_tapers(("host", "setup", "--user", b.name, "--nics", "1")).ok()
+        _readable_tapers(a)
+        b.env, c.env = dict(a.env), dict(a.env)
+        box = _box_archive(box_home.home)
+        for user in (a, b):
+            user.tapers("box", "add", BOX, str(box), "--from-rootfs").ok()
+        yield Users(a, b, c, before)
+    finally:
+        for user in made:
+            for project in user.home.glob("*/Taperfile.yaml"):
+                user.tapers("destroy", "-f", cwd=project.parent)
+            if Path(f"/etc/tapers/users/{user.name}.json").exists():
+                root_tapers(("host", "teardown", "--user", user.name, "--force"))
+            subprocess.run(["userdel", "-r", user.name], capture_output=True)
+        for leftover in Path("/var/tmp").glob(f"tapers-{RUN_ID}-code-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        Path(f"/var/tmp/tapers-{RUN_ID}-box.tar").unlink(missing_ok=True)
+
+
+def root_tapers(args: tuple[str, ...]) -> Result:
+    process = subprocess.run([PYTHON, "-m", "tapers", *args], capture_output=True, text=True, timeout=120,
+                             stdin=subprocess.DEVNULL, env={**os.environ, "NO_COLOR": "1"})
+    return Result(process.returncode, process.stdout, process.stderr, args)
+
+
+def _box_archive(home: Path) -> Path:
+    """The test run's box as a root filesystem archive any user may read."""
+    rootfs = sorted(home.glob("boxes/debian-bookworm/*/rootfs"))[-1].resolve()
+    archive = Path(f"/var/tmp/tapers-{RUN_ID}-box.tar")
+    subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "--xattrs", "--xattrs-include=security.capability",
+                    "-cf", str(archive), "."], check=True)
+    archive.chmod(0o644)
+    return archive
+
+
+def _sub_uid(user: HostUser) -> int:
+    for line in Path("/etc/subuid").read_text().splitlines():
+        name, start, count = line.split(":")
+        if name == user.name and int(count) >= 65536:
+            return int(start)
+    raise AssertionError(f"{user.name} has no subordinate ids")
+
+
+def _echo_servers(user: HostUser, project: Path) -> None:
+    """A TCP and a UDP echo service in the machine, on 8000 and 8053."""
+    server = (
+        "import socket, threading\n"
+        "def tcp():\n"
+        "    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        "    s.bind(('0.0.0.0', 8000)); s.listen()\n"
+        "    while True:\n"
+        "        c, _ = s.accept(); c.sendall(b'tcp says ' + c.recv(100)); c.close()\n"
+        "threading.Thread(target=tcp, daemon=True).start()\n"
+        "u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(('0.0.0.0', 8053))\n"
+        "while True:\n"
+        "    d, a = u.recvfrom(100); u.sendto(b'udp says ' + d, a)\n"
+    )
+    (project / "echo.py").write_text(server)
+    user.tapers("ssh", "web", "-c", "nohup python3 /tapers/echo.py >/dev/null 2>&1 &", cwd=project).ok()
+
+
+def _tcp(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
+        s.sendall(b"hi")
+        return s.recv(100)
+
+
+def _udp(port: int) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(1)
+        s.sendto(b"hi", ("127.0.0.1", port))
+        return s.recv(100)
+
+
+def _answers(call, port: int) -> bool:  # type: ignore[no-untyped-def]
+    try:
+        return bool(call(port))
+    except OSError:
+        return False
+
+
+def test_a_user_without_setup_is_told_the_one_command_and_nothing_is_made(users: Users) -> None:
+    c = users.c
+    fix = f"sudo tapers host setup --user {c.name}"
+    doctor = c.tapers("doctor")
+    assert doctor.code != 0 and f"FAIL  host setup for user {c.name}" in doctor.out and fix in doctor.out, doctor.out
+    project = c.project("plain", "machines:\n  web: {}\n")
+    up = c.tapers("up", cwd=project)
+    assert up.code != 0 and fix in up.err and "Traceback" not in up.err, up.err
+    assert not c.machines.exists() or not any(c.machines.iterdir())
+    assert not any(p.name.startswith("tpu") for p in Path("/sys/class/net").iterdir() if str(c.account.pw_uid) in p.name)
+
+
+def test_a_user_runs_the_whole_lifecycle_without_root(users: Users) -> None:
+    a = users.a
+    project = a.project("life", """\
+machines:
+  web:
+    memory: 256M
+    networks:
+      - forwarded_port: {guest: 8000, host: 18%03d}
+      - forwarded_port: {guest: 8053, host: 18%03d, protocol: udp}
+    provision:
+      - shell: {inline: "id -un > /tapers/by-login-user", privileged: false}
+      - shell: "touch /tapers/by-guest-root"
+      - file: {source: note.txt, destination: /home/tapers/note.txt}
+""" % (os.getpid() % 1000, os.getpid() % 1000 + 1))
+    tcp_port, udp_port = 18000 + os.getpid() % 1000, 18000 + os.getpid() % 1000 + 1
+    (project / "note.txt").write_text("from the host\n")
+    os.chown(project / "note.txt", a.account.pw_uid, a.account.pw_gid)
+
+    a.tapers("up", cwd=project).ok()
+    assert a.lxc_state("life", "web") == "RUNNING"
+    # Synced folder: the login user's file is the developer's on the host; guest root's is
+    # an id of the user's range (nobody's on the host), never root's.
+    assert (project / "by-login-user").read_text() == "tapers\n"
+    assert (project / "by-login-user").stat().st_uid == a.account.pw_uid
+    assert (project / "by-guest-root").stat().st_uid == _sub_uid(a)
+    assert a.tapers("ssh", "web", "-c", "cat /home/tapers/note.txt", cwd=project).ok().out == "from the host\n"
+    status = json.loads(a.tapers("status", "--json", cwd=project).ok().out)
+    assert [m["state"] for m in status["machines"]] == ["running"]
+    assert status["machines"][0]["address"].startswith("10.98.")  # on the user's own network
+
+    _echo_servers(a, project)
+    wait_for(lambda: _answers(_tcp, tcp_port), 20, "the forwarded TCP port answering")
+    assert _tcp(tcp_port) == b"tcp says hi"
+    wait_for(lambda: _answers(_udp, udp_port), 20, "the forwarded UDP port answering")
+    assert _udp(udp_port) == b"udp says hi"
+
+    limit = a.sh(f"lxc-cgroup -P {a.machines} -n {a.container('life', 'web')} memory.limit_in_bytes").ok()
+    assert int(limit.out) == 256 * 1024 * 1024
+
+    a.tapers("suspend", cwd=project).ok()
+    assert a.lxc_state("life", "web") == "FROZEN"
+    a.tapers("resume", cwd=project).ok()
+    assert a.lxc_state("life", "web") == "RUNNING"
+
+    a.tapers("snapshot", "save", "web", "clean", cwd=project).ok()
+    a.tapers("ssh", "web", "-c", "touch /home/tapers/after-snapshot", cwd=project).ok()
+    a.tapers("snapshot", "restore", "web", "clean", cwd=project).ok()
+    listed = a.tapers("ssh", "web", "-c", "ls /home/tapers", cwd=project).ok().out.split()
+    assert "note.txt" in listed and "after-snapshot" not in listed
+
+    a.tapers("halt", cwd=project).ok()
+    assert a.lxc_state("life", "web") == "STOPPED"
+    assert not _answers(_tcp, tcp_port), "a halted machine's port is still forwarded"
+    a.tapers("up", cwd=project).ok()
+    assert a.lxc_state("life", "web") == "RUNNING"
+    a.tapers("destroy", "-f", cwd=project).ok()
+    assert a.lxc_state("life", "web") == "MISSING"
+    assert not (a.machines / a.container("life", "web")).exists()
+    assert not _answers(_tcp, tcp_port)
+
+
+def test_what_only_root_may_do_is_refused_for_a_user_before_anything_is_made(users: Users) -> None:
+    a = users.a
+    low = a.project("low", "machines:\n  web:\n    networks:\n      - forwarded_port: {guest: 80, host: 80}\n")
+    up = a.tapers("up", cwd=low)
+    assert up.code != 0 and "below 1024" in up.err and "Traceback" not in up.err, up.err
+    assert a.lxc_state("low", "web") == "MISSING"
+
+    privileged = a.project("priv", "machines:\n  web: {privileged: true}\n")
+    up = a.tapers("up", cwd=privileged)
+    assert up.code != 0 and "only root may make one" in up.err, up.err
+    assert a.lxc_state("priv", "web") == "MISSING"
+
+
+def test_users_cannot_reach_each_others_machines(users: Users) -> None:
+    a, b = users.a, users.b
+    mine = a.project("iso", "machines:\n  web: {}\n")
+    theirs = b.project("iso", "machines:\n  web: {}\n")
+    a.tapers("up", cwd=mine).ok()
+    b.tapers("up", cwd=theirs).ok()
+    a_ip = json.loads(a.tapers("status", "--json", cwd=mine).ok().out)["machines"][0]["address"]
+
+    # b can't see, stop, enter or ssh into a's machine.
+    container = a.container("iso", "web")
+    assert b.sh(f"ls {a.machines}").code != 0
+    assert b.sh(f"lxc-stop -P {a.machines} -n {container}").code != 0
+    assert b.sh(f"lxc-attach -P {a.machines} -n {container} -- true").code != 0
+    assert b.sh(f"cat {mine}/.tapers/id_ed25519").code != 0
+    assert a.lxc_state("iso", "web") == "RUNNING"
+
+    # b's machine can't open a connection to a's, not even with an address of a's network.
+    probe = f"timeout 3 bash -c '</dev/tcp/{a_ip}/22'"
+    assert b.tapers("ssh", "web", "-c", probe, cwd=theirs).code != 0
+    spoof = f"sudo ip addr add {a_ip.rsplit('.', 1)[0]}.250/32 dev eth0 && {probe}"
+    assert b.tapers("ssh", "web", "-c", spoof, cwd=theirs).code != 0
+    with socket.create_connection((a_ip, 22), timeout=3) as s:  # the host itself reaches it
+        assert s.recv(4) == b"SSH-"
+
+    # b was allowed one network interface: a second machine is refused, with the reason.
+    b.project("iso", "machines:\n  web: {}\n  two: {}\n")
+    up = b.tapers("up", cwd=theirs)
+    assert up.code != 0 and "--nics" in up.err + up.out, up.err
+    assert b.lxc_state("iso", "two") != "RUNNING"
+
+    # b can't put a network interface on a's bridge, even by asking LXC's helper directly.
+    raw = b.sh("unshare --user --map-root-user --net sleep 30 & holder=$!; "
+               'while [ "$(readlink /proc/$holder/ns/net)" = "$(readlink /proc/self/ns/net)" ]; do :; done; '
+               f"/usr/libexec/lxc/lxc-user-nic create /tmp x $holder veth tpu{a.account.pw_uid} eth9; "
+               "code=$?; kill $holder; exit $code")
+    assert raw.code != 0 and "Quota reached" in raw.err, raw.err
+    a.tapers("destroy", "-f", cwd=mine).ok()
+    b.tapers("destroy", "-f", cwd=theirs).ok()
+
+
+def test_zz_host_teardown_puts_the_host_back_as_it_was(users: Users) -> None:
+    for user in (users.a, users.b):
+        for project in user.home.glob("*/Taperfile.yaml"):
+            user.tapers("destroy", "-f", cwd=project.parent)
+        root_tapers(("host", "teardown", "--user", user.name)).ok()
+    assert host_state() == users.before
+    assert users.a.tapers("doctor").code != 0
