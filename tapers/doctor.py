@@ -16,6 +16,13 @@ __all__ = ["Check", "require_host", "run_checks"]
 
 
 def _debootstrap() -> Check:
+    """What builds boxes: debootstrap as root; mmdebstrap as a normal user (in their id map)."""
+    from tapers import paths
+
+    if paths.as_user():
+        ok = shutil.which("mmdebstrap") is not None
+        return Check("mmdebstrap (to build boxes)", ok, "installed" if ok else "missing",
+                     "an admin runs: apt-get install mmdebstrap")
     ok = shutil.which("debootstrap") is not None
     return Check("debootstrap (to build boxes)", ok, "installed" if ok else "missing", "apt-get install debootstrap")
 

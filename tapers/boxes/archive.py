@@ -152,6 +152,21 @@ def check_members(tar: tarfile.TarFile, archive: str, strip: str = "") -> list[t
 _CHECKED_ALREADY = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
 
 
+CAPABILITIES = "SCHILY.xattr.security.capability"  # GNU tar --xattrs, bsdtar: a file's capabilities
+
+
+def _restore_capabilities(member: tarfile.TarInfo, path: Path) -> None:
+    """Python's tarfile drops extended attributes: put back a regular file's capabilities
+    (ping's cap_net_raw), after the owner was set (a chown clears them). In a user
+    namespace the kernel records them as that namespace's."""
+    value = member.pax_headers.get(CAPABILITIES)
+    if value is None or not member.isfile() or member.islnk():
+        return
+    raw = value.encode("utf-8", "surrogateescape")
+    if len(raw) <= 24:  # VFS_CAP_REVISION_2 is 20 bytes, _3 is 24: anything else is not capabilities
+        os.setxattr(path, "security.capability", raw, follow_symlinks=False)
+
+
 def extract(archive: Path, target: Path, strip: str = "") -> None:
     """Unpack `archive` (its `strip/` folder when given) into the new folder `target`."""
     try:
@@ -168,5 +183,6 @@ def extract(archive: Path, target: Path, strip: str = "") -> None:
                     member.linkname = link[len(strip) + 1:] if strip else link
                 # A hard link shares its target's inode: its own header must not change that mode.
                 tar.extract(member, target, set_attrs=not member.islnk(), numeric_owner=True, **_CHECKED_ALREADY)
+                _restore_capabilities(member, target / member.name)
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise InvalidBoxError(f"box archive {archive.name} could not be read: {exc}") from None

@@ -26,6 +26,7 @@ import pytest
 from tests.integration.conftest import BOX, RUN_ID, Result, wait_for
 
 PYTHON = sys.executable
+PRIVATE = "192.168.213.0/24"  # user a's host-only range
 
 
 @dataclass
@@ -90,6 +91,8 @@ def host_state() -> dict:
         "nft": "tapers_users" in tables,
         "cgroups": sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/tapers")),
         "grants": Path("/etc/tapers").exists(),
+        "boot hook": sorted(str(p) for p in (*Path("/etc").glob("rc*.d/*tapers-host"), Path("/etc/init.d/tapers-host"),
+                                             Path("/etc/systemd/system/tapers-host.service")) if p.exists()),
     }
 
 
@@ -133,7 +136,7 @@ def users(box_home) -> Users:
             made.append(HostUser(name))
         a, b, c = made
         before = host_state()  # useradd gave them subordinate ids: setup must not take those away
-        root_tapers(("host", "setup", "--user", a.name)).ok()
+        root_tapers(("host", "setup", "--user", a.name, "--private", PRIVATE)).ok()
         root_tapers(("host", "setup", "--user", b.name, "--nics", "1")).ok()
         _readable_tapers(a)
         b.env, c.env = dict(a.env), dict(a.env)
@@ -339,6 +342,73 @@ def test_users_cannot_reach_each_others_machines(users: Users) -> None:
     assert raw.code != 0 and "Quota reached" in raw.err, raw.err
     a.tapers("destroy", "-f", cwd=mine).ok()
     b.tapers("destroy", "-f", cwd=theirs).ok()
+
+
+def test_a_users_private_network_is_theirs_alone(users: Users) -> None:
+    a, b = users.a, users.b
+    taperfile = "machines:\n  one:\n    networks: [{private: {ip: 192.168.213.10}}]\n" \
+                "  two:\n    networks: [{private: {ip: 192.168.213.11}}]\n"
+    project = a.project("private", taperfile)
+    a.tapers("up", cwd=project).ok()
+    a.tapers("ssh", "one", "-c", "ping -c1 -W2 192.168.213.11", cwd=project).ok()
+    with socket.create_connection(("192.168.213.10", 22), timeout=3) as s:  # host-only: the host reaches it
+        assert s.recv(4) == b"SSH-"
+
+    # Another user may neither be given a's range nor use it.
+    granted = Path(f"/etc/tapers/users/{b.name}.json").read_text()
+    refused = root_tapers(("host", "setup", "--user", b.name, "--private", PRIVATE))
+    assert refused.code != 0 and "overlaps" in refused.err and a.name in refused.err, refused.err
+    assert Path(f"/etc/tapers/users/{b.name}.json").read_text() == granted
+    theirs = b.project("private", "machines:\n  web:\n    networks: [{private: {ip: 192.168.213.20}}]\n")
+    up = b.tapers("up", cwd=theirs)
+    assert up.code != 0 and "not in a range you may use" in up.err and "--private 192.168.213.0/24" in up.err, up.err
+    assert b.lxc_state("private", "web") == "MISSING"
+    a.tapers("destroy", "-f", cwd=project).ok()
+
+
+def test_a_group_is_set_up_member_by_member(users: Users) -> None:
+    c, group = users.c, f"tpg{RUN_ID}"
+    subprocess.run(["groupadd", group], check=True)
+    try:
+        subprocess.run(["usermod", "-aG", group, c.name], check=True)
+        root_tapers(("host", "setup", "--group", group)).ok()
+        assert c.tapers("doctor").code == 0
+        root_tapers(("host", "teardown", "--group", group)).ok()
+        assert not Path(f"/etc/tapers/users/{c.name}.json").exists()
+        assert c.tapers("doctor").code != 0
+    finally:
+        subprocess.run(["groupdel", group], capture_output=True)
+
+
+def test_after_a_reboot_the_boot_hook_makes_the_setup_again(users: Users) -> None:
+    from tapers.backend.liblxc import delegation
+
+    a = users.a
+    hook = Path("/etc/systemd/system/tapers-host.service")
+    hook = hook if hook.exists() else Path("/etc/init.d/tapers-host")
+    assert hook.exists() and "host restore" in hook.read_text()
+    # What a reboot takes from tapers: everything the kernel kept (bridges, rules, cgroups).
+    for user in (users.a, users.b):
+        subprocess.run(["ip", "link", "delete", f"tpu{user.account.pw_uid}"], check=True)
+    subprocess.run(["ip", "link", "delete", "tpvc0a8d5"], check=True)  # a's private 192.168.213.0/24
+    for user in (users.a, users.b):
+        assert delegation.undelegate(user.name) == []
+    subprocess.run(["nft", "delete", "table", "ip", "tapers_users"], check=True)
+
+    fix = f"sudo tapers host setup --user {a.name}"
+    doctor = a.tapers("doctor")
+    assert doctor.code != 0 and "FAIL  your bridge" in doctor.out and fix in doctor.out, doctor.out
+    project = a.project("reboot", "machines:\n  web: {}\n")
+    up = a.tapers("up", cwd=project)
+    assert up.code != 0 and fix in up.err and a.lxc_state("reboot", "web") == "MISSING", up.err
+
+    boot = ["systemctl", "start", hook.name] if hook.suffix == ".service" else [str(hook), "start"]
+    subprocess.run(boot, check=True, capture_output=True)
+    assert a.tapers("doctor").code == 0
+    a.tapers("up", cwd=project).ok()
+    assert a.tapers("ssh", "web", "-c", "echo back", cwd=project).ok().out == "back\n"
+    assert Path("/sys/class/net/tpvc0a8d5").exists()
+    a.tapers("destroy", "-f", cwd=project).ok()
 
 
 def test_zz_host_teardown_puts_the_host_back_as_it_was(users: Users) -> None:

@@ -22,6 +22,7 @@ from tapers.errors import HostError
 GRANTS_DIR = Path("/etc/tapers/users")
 USER_SUBNETS = ipaddress.IPv4Network("10.98.0.0/16")  # a /24 of it per user
 BRIDGE_PREFIX = "tpu"  # + the uid: tpu1001
+PRIVATE_PREFIX = "tpv"  # + the /24 in hex: tpvc0a84d is a user's 192.168.77.0/24 (root's are tp + hex)
 VERSION = 1
 RANGE = 65536  # subordinate ids a user's machines need: 0..65535 inside
 
@@ -33,17 +34,34 @@ class Grant(NamedTuple):
     subnet: str
     nics: int
     added: dict[str, Any]  # what setup added to the host (for teardown)
+    private: tuple[str, ...] = ()  # host-only ranges the user may put machines on (/24s of them)
 
     @property
     def bridge(self) -> str:
         return f"{BRIDGE_PREFIX}{self.uid}"
+
+    def private_bridges(self) -> list[str]:
+        return private_bridges(self.private)
+
+    def private_range_of(self, address: str) -> str | None:
+        ip = ipaddress.IPv4Address(address)
+        return next((cidr for cidr in self.private if ip in ipaddress.IPv4Network(cidr)), None)
 
     @property
     def gateway(self) -> str:
         return str(ipaddress.IPv4Network(self.subnet).network_address + 1)
 
     def to_json(self) -> str:
-        return json.dumps({"version": VERSION, **self._asdict()}, indent=2, sort_keys=True) + "\n"
+        return json.dumps({"version": VERSION, **self._asdict(), "private": list(self.private)}, indent=2,
+                          sort_keys=True) + "\n"
+
+
+def private_bridges(ranges: tuple[str, ...]) -> list[str]:
+    """The bridge of each /24 of these private ranges."""
+    from tapers.backend.addresses import private_bridge
+
+    return [private_bridge(str(net.network_address), PRIVATE_PREFIX)
+            for cidr in ranges for net in ipaddress.IPv4Network(cidr).subnets(new_prefix=24)]
 
 
 def path_of(user: str) -> Path:
@@ -73,7 +91,8 @@ def load(user: str) -> Grant | None:
                         hint=f"run `{setup_command(user)}` again") from None
     try:
         return Grant(str(data["user"]), int(data["uid"]), int(data["gid"]), str(ipaddress.IPv4Network(data["subnet"])),
-                     int(data["nics"]), dict(data.get("added") or {}))
+                     int(data["nics"]), dict(data.get("added") or {}),
+                     tuple(str(ipaddress.IPv4Network(cidr)) for cidr in data.get("private") or ()))
     except (KeyError, TypeError, ValueError) as exc:
         raise HostError(f"{path_of(user)} is not a tapers grant ({exc})", hint=f"run `{setup_command(user)}` again") from None
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import os
 import pwd
 import subprocess
 from pathlib import Path
 
 from tapers.backend import host_routes
-from tapers.backend.liblxc import bridges, delegation, etc_files, grants, host, unprivileged
+from tapers.backend.liblxc import boot_hook, bridges, delegation, etc_files, grants, host, unprivileged
 from tapers.backend.liblxc.grants import Grant
 from tapers.errors import HostError, UsageError
 
@@ -24,9 +25,11 @@ USERNET = Path("/etc/lxc/lxc-usernet")
 NFT_TABLE = "tapers_users"
 DEFAULT_NICS = 100  # network interfaces (machines, each with one NIC) the user may have at once
 FIRST_SUBORDINATE = 100000
+USER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")
 
 
-def setup(user: str, nics: int = DEFAULT_NICS) -> Grant:
+def setup(user: str, nics: int = DEFAULT_NICS, private: tuple[str, ...] = ()) -> Grant:
+    """`private`: host-only ranges to allow (added to those allowed before)."""
     _require_root()
     account = _account(user)
     if not 1 <= nics <= 10000:
@@ -34,19 +37,28 @@ def setup(user: str, nics: int = DEFAULT_NICS) -> Grant:
     old = grants.load(user)
     added = dict(old.added) if old else {}
     subnet = old.subnet if old else _free_subnet(user)
-    grant = Grant(user, account.pw_uid, account.pw_gid, subnet, nics, added)
+    ranges = tuple(dict.fromkeys([*(old.private if old else ()), *(_private_range(user, cidr) for cidr in private)]))
+    grant = Grant(user, account.pw_uid, account.pw_gid, subnet, nics, added, ranges)
     for path, key in ((Path("/etc/subuid"), "subuid"), (Path("/etc/subgid"), "subgid")):
         line = _ensure_subordinate_ids(user, path)
         if line:
             added[key] = line
-    _write_usernet(user, grant.bridge, nics)
+    for bridge in (grant.bridge, *grant.private_bridges()):
+        _write_usernet(user, bridge, nics)
     added["usernet"] = f"{user} veth {grant.bridge} {nics}"
     host.raise_inotify_limits()
     _ensure_network(grant)
     added.setdefault("cgroups", [])
     added["cgroups"] = sorted(set(added["cgroups"]) | set(delegation.delegate(user, account.pw_uid, account.pw_gid)))
     _save(grant)
+    boot_hook.install()
     return grant
+
+
+def restore() -> list[Grant]:
+    """After the host restarted: every user's setup made again (the boot hook runs this)."""
+    _require_root()
+    return [setup(grant.user, grant.nics, grant.private) for grant in grants.all_grants()]
 
 
 def teardown(user: str, force: bool = False) -> Grant:
@@ -60,15 +72,20 @@ def teardown(user: str, force: bool = False) -> Grant:
             hint=f"`{user}` runs `tapers halt` in their projects first, or add --force",
         )
     _remove_rules(user)
-    if Path(f"/sys/class/net/{grant.bridge}").exists():
-        bridges.run(["ip", "link", "delete", grant.bridge], f"remove the bridge {grant.bridge}")
-    etc_files.edit(USERNET, lambda lines: [line for line in lines if not _usernet_line_of(line, user, grant.bridge)])
+    theirs = (grant.bridge, *grant.private_bridges())
+    for bridge in theirs:
+        if Path(f"/sys/class/net/{bridge}").exists():
+            bridges.run(["ip", "link", "delete", bridge], f"remove the bridge {bridge}")
+    etc_files.edit(USERNET, lambda lines: [line for line in lines
+                                           if not any(_usernet_line_of(line, user, bridge) for bridge in theirs)])
     for path, key in ((Path("/etc/subuid"), "subuid"), (Path("/etc/subgid"), "subgid")):
         line = grant.added.get(key)
         if line:
             etc_files.edit(path, lambda lines, line=line: [kept for kept in lines if kept != line])
     leftover = delegation.undelegate(user)
     grants.path_of(user).unlink()
+    if not grants.all_grants():
+        boot_hook.remove()
     for folder in (grants.GRANTS_DIR, grants.GRANTS_DIR.parent):
         try:
             folder.rmdir()
@@ -92,7 +109,32 @@ def _account(user: str) -> pwd.struct_passwd:
         raise UsageError(f"there is no user `{user}` on this host", hint="create it first (adduser)") from None
     if account.pw_uid == 0:
         raise UsageError("root runs tapers without a setup: --user names a normal user")
+    if not USER_NAME.fullmatch(user):  # it lands in paths, nftables comments and /etc files
+        raise UsageError(f"the user name {user!r} has characters tapers does not accept in one",
+                         hint="letters, digits, '_', '-' and '.', not first")
     return account
+
+
+def _private_range(user: str, cidr: str) -> str:
+    """A host-only range for `user`: /20 to /24, private, overlapping nobody else's and none
+    of the host's own networks."""
+    try:
+        network = ipaddress.IPv4Network(cidr)
+    except ValueError as exc:
+        raise UsageError(f"--private {cidr}: {exc}", hint="give a network like 192.168.56.0/24") from None
+    if not 20 <= network.prefixlen <= 24 or not network.is_private:
+        raise UsageError(f"--private {cidr}: give a private IPv4 network from /20 to /24 (e.g. 192.168.56.0/24)")
+    for other in grants.all_grants():
+        clash = [r for r in (other.subnet, *other.private) if ipaddress.IPv4Network(r).overlaps(network)]
+        if other.user != user and clash:
+            raise UsageError(f"--private {cidr} overlaps {clash[0]}, user {other.user}'s")
+    if network.overlaps(grants.USER_SUBNETS) or network.overlaps(bridges.SUBNET):
+        raise UsageError(f"--private {cidr} overlaps tapers' own NAT networks ({grants.USER_SUBNETS}, {bridges.SUBNET})")
+    own = (*grants.private_bridges((str(network),)),)
+    clash = next((net for net in host_routes.host_networks(own) if net.overlaps(network)), None)
+    if clash is not None:
+        raise UsageError(f"--private {cidr} overlaps this host's network {clash}")
+    return str(network)
 
 
 def _free_subnet(user: str) -> str:
@@ -149,7 +191,18 @@ def _ensure_network(grant: Grant) -> None:
         f"add rule ip {NFT_TABLE} forward iifname {grant.bridge} ip saddr != {network} drop {comment}\n"
         f"add rule ip {NFT_TABLE} forward oifname {grant.bridge} iifname != {grant.bridge} ct state new drop {comment}\n"
     )
+    for bridge in grant.private_bridges():  # host-only: no NAT, the same two rules
+        gateway = f"{next(ipaddress.IPv4Network(f'{_address_of(bridge)}/24', strict=False).hosts())}/24"
+        bridges.ensure_bridge(bridge, gateway, f"the private bridge {bridge} of user {grant.user}")
+        subnet = ipaddress.IPv4Network(gateway, strict=False)
+        script += (f"add rule ip {NFT_TABLE} forward iifname {bridge} ip saddr != {subnet} drop {comment}\n"
+                   f"add rule ip {NFT_TABLE} forward oifname {bridge} iifname != {bridge} ct state new drop {comment}\n")
     bridges.run(["nft", "-f", "-"], f"install the network rules of user {grant.user}", stdin=script)
+
+
+def _address_of(bridge: str) -> str:
+    """The /24 network address a private bridge's name holds (tpvc0a84d: 192.168.77.0)."""
+    return str(ipaddress.IPv4Address(bytes.fromhex(bridge[len(grants.PRIVATE_PREFIX):] + "00")))
 
 
 def _remove_rules(user: str) -> None:

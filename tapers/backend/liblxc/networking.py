@@ -67,13 +67,25 @@ class UserNetworking:
         return addresses.allocate(container, used, self.grant.subnet, self.grant.bridge)
 
     def private(self, address: str) -> NetworkConfig:
+        from tapers.backend.liblxc import grants
         from tapers.errors import HostError
 
-        raise HostError(f"the private network address {address}: private networks need tapers run as root for now",
-                        hint="remove `private_network` from the Taperfile, or run tapers with sudo")
+        if self.grant.private_range_of(address) is None:
+            allowed = ", ".join(self.grant.private) or "none"
+            raise HostError(f"the private network address {address} is not in a range you may use (yours: {allowed})",
+                            hint=f"pick an address in your ranges, or an admin runs: {grants.setup_command(self.grant.user)} "
+                                 f"--private {'.'.join(address.split('.')[:3])}.0/24")
+        return addresses.private_config(address, grants.PRIVATE_PREFIX)
 
     def ensure_private(self, config: NetworkConfig) -> None:
-        self.private(config.address)
+        from pathlib import Path
+
+        from tapers.backend.liblxc import grants
+        from tapers.errors import HostError
+
+        if not Path(f"/sys/class/net/{config.bridge}").exists():
+            raise HostError(f"the bridge {config.bridge} of your private network is missing (the host was restarted?)",
+                            hint=f"an admin runs: {grants.setup_command(self.grant.user)}")
 
     def release(self) -> None:
         pass  # the bridge and its rules are the admin's (host teardown)
