@@ -19,7 +19,7 @@ compileall.compile_dir(ROOT / "tapers", quiet=1)
 # The console script beside this Python (a venv's), else the module.
 TAPERS = [str(Path(sys.executable).parent / "tapers")]
 if not Path(TAPERS[0]).exists():
-    TAPERS = [sys.executable, "-m", "tapers"]
+    TAPERS = [sys.executable, "-P", "-m", "tapers"]
 
 
 def timed(argv: list[str], cwd: Path | None = None) -> float:

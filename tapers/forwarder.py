@@ -16,6 +16,7 @@ import signal
 import sys
 
 UDP_IDLE_SECONDS = 120  # a UDP client silent this long is forgotten
+UDP_CLIENTS = 256  # at most this many at once (one socket each): a new one pushes out the oldest
 BUFFER = 1 << 16
 
 
@@ -59,6 +60,8 @@ class _UdpListener(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         client = self.clients.get(addr)
         if client is None:
+            if len(self.clients) >= UDP_CLIENTS:  # spoofed sources must not exhaust our files
+                self.clients[next(iter(self.clients))]._forget()
             client = _UdpClient(self, addr)
             self.clients[addr] = client
             asyncio.ensure_future(client.connect())

@@ -109,20 +109,38 @@ def _prepare_networks(plan: Plan, ctx: Context) -> None:
 def _get_box(box: str, ctx: Context) -> None:
     """A missing box: from the `box_url` a machine gives for it, else built from its recipe."""
     url = next((m.box_url for m in ctx.project.machines if m.box == box and m.box_url), None)
-    if url is None:
+    name, version = split_box_ref(box)
+    source = None
+    if url is not None:
+        local = (ctx.project.root / url).resolve()
+        if local.exists():
+            from tapers.host_folders import refusal
+
+            why = refusal(local)
+            if why is not None:
+                raise BoxError(f"box_url `{url}` can't be read for a box: {why}", hint="keep box archives in the project")
+        source = str(local) if local.is_file() else url
+    if paths.as_user():
+        _get_box_as_user(box, source, ctx)
+    elif source is None:
         ensure_box(load_recipe(box), ctx.reporter)
-        return
-    from tapers.boxes.importer import add_box
+    else:
+        from tapers.boxes.importer import add_box
+
+        add_box(name, source, ctx.reporter, version=version or None)
+
+
+def _get_box_as_user(box: str, source: str | None, ctx: Context) -> None:
+    """A normal user's boxes are made as root of their id map (their files are the machines'
+    ids): by `tapers box build|add` run there, as the user would type it."""
+    from tapers.backend.liblxc import userns
 
     name, version = split_box_ref(box)
-    local = (ctx.project.root / url).resolve()
-    if local.exists():
-        from tapers.host_folders import refusal
-
-        why = refusal(local)
-        if why is not None:
-            raise BoxError(f"box_url `{url}` can't be read for a box: {why}", hint="keep box archives in the project")
-    add_box(name, str(local) if local.is_file() else url, ctx.reporter, version=version or None)
+    args = ["box", "build", name] if source is None else \
+        ["box", "add", name, source, *(["--version", version] if version else [])]
+    ctx.reporter.line("box", f"`{box}` is not in your cache: tapers {' '.join(args)}")
+    if userns.tapers_in_map(args) != 0:
+        raise BoxError(f"could not get box `{box}` (see above)", hint=f"try `tapers {' '.join(args)}` yourself")
 
 
 def _run_machines(plan: Plan, ctx: Context) -> None:

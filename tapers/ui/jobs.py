@@ -83,7 +83,7 @@ class Jobs:
         self._lock = threading.Lock()
 
     def start(self, taperfile: Path, title: str, args: list[str]) -> Job:
-        argv = [sys.executable, "-m", "tapers", "-f", str(taperfile), *args]
+        argv = [sys.executable, "-P", "-m", "tapers", "-f", str(taperfile), *args]
         with self._lock:
             job = Job(next(self._numbers), title, argv)
             self._jobs[job.id] = job

@@ -106,7 +106,7 @@ class Result:
 
 def run_tapers(args: tuple[str, ...], cwd: Path, env: dict[str, str], timeout: float = 300, stdin: str | None = None) -> Result:
     process = subprocess.run(
-        [sys.executable, "-m", "tapers", *args],
+        [sys.executable, "-P", "-m", "tapers", *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -153,7 +153,7 @@ def box_home(lxc_ready) -> BoxBuilds:
     commands = {"build": ("box", "build", BOX), "up": ("up",)}
     processes = {
         key: subprocess.Popen(
-            [sys.executable, "-m", "tapers", *args], cwd=first.root,
+            [sys.executable, "-P", "-m", "tapers", *args], cwd=first.root,
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
         )
         for key, args in commands.items()
@@ -319,7 +319,7 @@ def panel(project: Project) -> Callable[..., Panel]:
 
     def start(*args: str) -> Panel:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tapers", "ui", "--port", "0", *args], cwd=project.root, env=project.env,
+            [sys.executable, "-P", "-m", "tapers", "ui", "--port", "0", *args], cwd=project.root, env=project.env,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
         )
         started.append(process)

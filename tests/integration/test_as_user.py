@@ -55,7 +55,7 @@ class HostUser:
 
     def tapers(self, *args: str, cwd: Path | None = None, timeout: float = 300) -> Result:
         folder = shlex.quote(str(cwd or self.home))
-        result = self.sh(f"cd {folder} && {shlex.quote(PYTHON)} -m tapers {shlex.join(args)}", timeout)
+        result = self.sh(f"cd {folder} && {shlex.quote(PYTHON)} -P -m tapers {shlex.join(args)}", timeout)
         return Result(result.code, result.out, result.err, args)
 
     def project(self, name: str, taperfile: str) -> Path:
@@ -157,7 +157,7 @@ def users(box_home) -> Users:
 
 
 def root_tapers(args: tuple[str, ...]) -> Result:
-    process = subprocess.run([PYTHON, "-m", "tapers", *args], capture_output=True, text=True, timeout=120,
+    process = subprocess.run([PYTHON, "-P", "-m", "tapers", *args], capture_output=True, text=True, timeout=120,
                              stdin=subprocess.DEVNULL, env={**os.environ, "NO_COLOR": "1"})
     return Result(process.returncode, process.stdout, process.stderr, args)
 
@@ -280,6 +280,16 @@ machines:
     listed = a.tapers("ssh", "web", "-c", "ls /home/tapers", cwd=project).ok().out.split()
     assert "note.txt" in listed and "after-snapshot" not in listed
 
+    # The machine plants code in the project folder where the user runs tapers: none of it
+    # runs on the host, neither in the user's id map (machine files, boxes) nor as the user.
+    marker = Path(f"/tmp/tapers-{RUN_ID}-planted")
+    plant = "; ".join(f"mkdir -p /tapers/{p} && echo \"open('{marker}', 'a').write('{p}')\" > /tapers/{p}/__init__.py"
+                      for p in ("tapers", "typer", "pickle", "json"))
+    a.tapers("ssh", "web", "-c", plant, cwd=project).ok()
+    a.tapers("reload", cwd=project).ok()
+    a.tapers("box", "verify", cwd=project).ok()
+    assert not marker.exists(), f"code a machine planted ran on the host: {marker.read_text()}"
+
     a.tapers("halt", cwd=project).ok()
     assert a.lxc_state("life", "web") == "STOPPED"
     assert not _answers(_tcp, tcp_port), "a halted machine's port is still forwarded"
@@ -325,8 +335,10 @@ def test_users_cannot_reach_each_others_machines(users: Users) -> None:
     assert b.tapers("ssh", "web", "-c", probe, cwd=theirs).code != 0
     spoof = f"sudo ip addr add {a_ip.rsplit('.', 1)[0]}.250/32 dev eth0 && {probe}"
     assert b.tapers("ssh", "web", "-c", spoof, cwd=theirs).code != 0
-    with socket.create_connection((a_ip, 22), timeout=3) as s:  # the host itself reaches it
+    with socket.create_connection((a_ip, 22), timeout=3) as s:  # the host's root reaches it
         assert s.recv(4) == b"SSH-"
+    assert a.sh(probe).code == 0  # and so does its user; another user's shell doesn't
+    assert b.sh(probe).code != 0
 
     # b was allowed one network interface: a second machine is refused, with the reason.
     b.project("iso", "machines:\n  web: {}\n  two: {}\n")
@@ -351,6 +363,8 @@ def test_a_users_private_network_is_theirs_alone(users: Users) -> None:
     project = a.project("private", taperfile)
     a.tapers("up", cwd=project).ok()
     a.tapers("ssh", "one", "-c", "ping -c1 -W2 192.168.213.11", cwd=project).ok()
+    two = json.loads(a.tapers("status", "--json", cwd=project).ok().out)["machines"][1]["address"]
+    a.tapers("ssh", "one", "-c", f"ping -c1 -W2 {two}", cwd=project).ok()  # and on their NAT network
     with socket.create_connection(("192.168.213.10", 22), timeout=3) as s:  # host-only: the host reaches it
         assert s.recv(4) == b"SSH-"
 

@@ -36,7 +36,7 @@ def test_console_shows_the_login_prompt_and_detaches(project) -> None:
     pid, fd = pty.fork()
     if pid == 0:  # the child: tapers on a terminal of its own
         os.chdir(project.root)
-        os.execve(sys.executable, [sys.executable, "-m", "tapers", "console", "web"], project.env)
+        os.execve(sys.executable, [sys.executable, "-P", "-m", "tapers", "console", "web"], project.env)
     seen, deadline, entered = b"", time.monotonic() + 60, False
     try:
         while b"login:" not in seen:
@@ -70,7 +70,7 @@ def test_ssh_passes_openssh_options_through(project) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     tunnel = subprocess.Popen(
-        [sys.executable, "-m", "tapers", "ssh", "web", "--", "-N", "-o", "ExitOnForwardFailure=yes",
+        [sys.executable, "-P", "-m", "tapers", "ssh", "web", "--", "-N", "-o", "ExitOnForwardFailure=yes",
          "-L", f"{port}:127.0.0.1:8000"], cwd=project.root, env=project.env,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

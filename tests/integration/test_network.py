@@ -122,7 +122,7 @@ def test_two_projects_share_one_private_network(project, tmp_path) -> None:
     project.write("machines:\n  a:\n    networks: [{private: {ip: 192.168.63.10}}]\n")
     try:
         project.tapers("up").ok()
-        subprocess.run([sys.executable, "-m", "tapers", "up"], cwd=other, env=project.env, check=True,
+        subprocess.run([sys.executable, "-P", "-m", "tapers", "up"], cwd=other, env=project.env, check=True,
                        capture_output=True)
         # the machines of both projects reach each other on the shared /24, and the host reaches both
         assert guest(project, "a", "python3 -c \"import socket; socket.create_connection(('192.168.63.20', 22), 5); print('ok')\"") == "ok\n"
@@ -130,7 +130,7 @@ def test_two_projects_share_one_private_network(project, tmp_path) -> None:
             with socket.create_connection((address, 22), timeout=5) as sock:
                 assert sock.recv(4) == b"SSH-"
     finally:
-        subprocess.run([sys.executable, "-m", "tapers", "destroy", "-f"], cwd=other, env=project.env,
+        subprocess.run([sys.executable, "-P", "-m", "tapers", "destroy", "-f"], cwd=other, env=project.env,
                        capture_output=True)
 
 
@@ -190,12 +190,12 @@ def test_a_port_forwarded_by_another_project_is_named(project, tmp_path) -> None
     )
     project.write(f"machines:\n  b:\n    networks: [{{forwarded_port: {{guest: 80, host: {port}}}}}]\n")
     try:
-        subprocess.run([sys.executable, "-m", "tapers", "up"], cwd=other, env=project.env, check=True, capture_output=True)
+        subprocess.run([sys.executable, "-P", "-m", "tapers", "up"], cwd=other, env=project.env, check=True, capture_output=True)
         refused = project.tapers("up")
         assert refused.code == 1
         assert f"taken by machine container `tapers-{project.name}-o-a`" in refused.err
     finally:
-        subprocess.run([sys.executable, "-m", "tapers", "destroy", "-f"], cwd=other, env=project.env, capture_output=True)
+        subprocess.run([sys.executable, "-P", "-m", "tapers", "destroy", "-f"], cwd=other, env=project.env, capture_output=True)
 
 
 @pytest.mark.both_backends

@@ -174,7 +174,7 @@ def test_global_status_prune_destroys_machines_of_deleted_folders(project, tmp_p
         f"version: 1\nname: {project.name}-gone\nmachines:\n  web:\n"
         f"    networks: [{{forwarded_port: {{guest: 80, host: {port}}}}}]\n"
     )
-    subprocess.run([sys.executable, "-m", "tapers", "up"], cwd=gone, env=project.env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-P", "-m", "tapers", "up"], cwd=gone, env=project.env, check=True, capture_output=True)
     shutil.rmtree(gone)
     container = f"tapers-{project.name}-gone-web"
     assert container in ports.forwarded()
@@ -189,7 +189,7 @@ def test_global_status_prune_destroys_machines_of_deleted_folders(project, tmp_p
 
 def spawn(project, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "tapers", *args], cwd=project.root, env=project.env,
+        [sys.executable, "-P", "-m", "tapers", *args], cwd=project.root, env=project.env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
     )
 

@@ -685,7 +685,7 @@ def test_tapers_ui_survives_hostile_requests_and_stops_cleanly(project_dir: Path
     (project_dir / "Taperfile.yaml").write_text(f"version: 1\nname: hostile-{os.getpid()}\nmachines:\n  web: {{}}\n")
     env = {**os.environ, "TAPERS_HOME": str(tmp_path / "home"), "NO_COLOR": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "tapers", "ui", "--port", "0"], cwd=project_dir, env=env,
+        [sys.executable, "-P", "-m", "tapers", "ui", "--port", "0"], cwd=project_dir, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
     )
     try:

@@ -31,6 +31,6 @@ def test_machine_and_step_names_complete(tmp_path: Path, words: str, expected: l
     (tmp_path / "Taperfile.yaml").write_text(TAPERFILE)
     env = {**os.environ, "_TAPERS_COMPLETE": "complete_bash", "COMP_WORDS": words,
            "COMP_CWORD": str(len(words.split()) - (0 if words.endswith(" ") else 1))}
-    result = subprocess.run([sys.executable, "-m", "tapers"], cwd=tmp_path, env=env, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-P", "-m", "tapers"], cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=60)
     assert [line.removeprefix("plain,") for line in result.stdout.split()] == expected, result.stderr

@@ -229,14 +229,18 @@ class LiblxcBackend(BackendBase):
         return unprivileged.free_range(mapped + unprivileged.others_ids())
 
     def _start(self, container: str) -> None:
+        scoped = None
         if self.as_user:
             from tapers.backend.liblxc import delegation, grants
 
             delegation.join(grants.current_user())
+            scoped = delegation.start_command(container, self.lxcpath)
         try:
             unprivileged.mount_box(self.lxcpath / container, container)
             _prepare_mounts(container, self.lxcpath / container)
-            if not self._container(container).start():
+            started = (subprocess.run(scoped, capture_output=True).returncode == 0 if scoped
+                       else self._container(container).start())
+            if not started:
                 raise self._start_failure(container)
         except BaseException:
             self._release(container)  # no view or staged folder left mounted for nothing

@@ -8,6 +8,10 @@ every hierarchy and gives it to the user; before a start, the user's tapers move
 there in each hierarchy where its current cgroup is not its own (cgroup v1 lets a process
 move itself into any cgroup it may write to). A login session that pam_cgfs already put in
 a cgroup of the user's is left where it is.
+
+Where systemd is the host's init, it owns the cgroup tree: setup has it delegate every
+controller to each user's manager (user@.service), and the user's machines start in a
+scope of their own (`systemd-run --user --scope -p Delegate=yes`, as LXC documents).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from typing import NamedTuple
 
 from tapers.errors import HostError
 
+SYSTEMD = Path("/run/systemd/system")  # systemd is the host's init: it owns the cgroup tree
+DROP_IN = Path("/etc/systemd/system/user@.service.d/tapers-delegate.conf")
 PARENT = "tapers"
 OWNED_FILES = ("cgroup.procs", "tasks", "cgroup.threads", "cgroup.subtree_control")
 V2_CONTROLLERS = ("cpu", "memory", "pids")
@@ -63,8 +69,36 @@ def user_cgroup(hierarchy: Hierarchy, user: str) -> Path:
     return hierarchy.mount / PARENT / user
 
 
+def systemd_manages() -> bool:
+    return SYSTEMD.is_dir()
+
+
+def _delegate_to_user_managers() -> list[str]:
+    import subprocess
+
+    from tapers.errors import HostError
+    from tapers.rootfs import Root
+
+    DROP_IN.parent.mkdir(parents=True, exist_ok=True)
+    with Root(DROP_IN.parent, str(DROP_IN.parent), HostError) as folder:
+        folder.write(DROP_IN.name, b"[Service]\nDelegate=cpu cpuset io memory pids\n", 0o644, 0, 0)
+    subprocess.run(["systemctl", "daemon-reload"], capture_output=True)
+    return [str(DROP_IN)]
+
+
+def undelegate_from_user_managers() -> None:
+    """No user is set up any more: systemd's own delegation again."""
+    import subprocess
+
+    if DROP_IN.exists():
+        DROP_IN.unlink()
+        subprocess.run(["systemctl", "daemon-reload"], capture_output=True)
+
+
 def delegate(user: str, uid: int, gid: int) -> list[str]:
     """Make (or make right) the user's cgroup in every hierarchy; the folders made."""
+    if systemd_manages():
+        return _delegate_to_user_managers()
     made = []
     for hierarchy in hierarchies():
         target = user_cgroup(hierarchy, user)
@@ -130,6 +164,8 @@ def busy(user: str) -> bool:
 
 def missing(user: str) -> list[Path]:
     """The user's cgroups that are not there (or not theirs): `host setup` makes them."""
+    if systemd_manages():
+        return [] if DROP_IN.exists() else [DROP_IN]
     return [user_cgroup(h, user) for h in hierarchies() if not _usable(h, user)]
 
 
@@ -145,6 +181,8 @@ def join(user: str) -> None:
     """Before this process starts a machine as a normal user: be in a cgroup of one's own in
     every cgroup v1 hierarchy (cgroup v2 forbids moving oneself out of a cgroup one doesn't
     own; LXC then does without that hierarchy)."""
+    if systemd_manages():
+        return  # the machine starts in a delegated scope (start_command)
     own = _own_cgroups()
     lacking = []
     for hierarchy in hierarchies():
@@ -166,3 +204,12 @@ def join(user: str) -> None:
             "the setup, or it was never made)",
             hint=f"an admin runs: {setup_command(user)}",
         )
+
+
+def start_command(container: str, lxcpath: Path) -> list[str] | None:
+    """How a normal user starts a machine where systemd owns the cgroups (None: elsewhere,
+    python-lxc's start from a cgroup `join` made ours)."""
+    if not systemd_manages():
+        return None
+    return ["systemd-run", "--user", "--scope", "--quiet", "-p", "Delegate=yes", "--",
+            "lxc-start", "-n", container, "-P", str(lxcpath)]

@@ -146,3 +146,38 @@ def subordinate_range(user: str, files: tuple[Path, Path] = (Path("/etc/subuid")
                             hint=f"an admin runs: {setup_command(user)}")
         starts.append(start)
     return starts[0], starts[1]
+
+
+LISTING_LIMIT = 1 << 20
+LISTED_FIELDS = {"container": str, "project": str, "machine": str, "state": str, "address": (str, type(None)),
+                 "folder": (str, type(None)), "folder_gone": bool, "tapers_record": bool}
+
+
+def listing_of(user: str) -> list[dict[str, Any]]:
+    """As root: `tapers global-status --json` run as `user` (their tapers sees their machines;
+    root reads nothing of theirs), each row checked and its text made printable."""
+    import subprocess
+    import sys
+
+    from tapers.taperfile.units import printable
+
+    account = pwd.getpwnam(user)
+    env = {"HOME": account.pw_dir, "USER": user, "LOGNAME": user, "PATH": "/usr/local/bin:/usr/bin:/bin"}
+    argv = ["runuser", "-u", user, "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()),
+            sys.executable, "-I", "-m", "tapers", "global-status", "--json"]
+    failed = {"user": user, "container": "?", "project": "?", "machine": "?", "address": None, "folder": None,
+              "folder_gone": False, "tapers_record": False}
+    try:
+        result = subprocess.run(argv, capture_output=True, timeout=60, stdin=subprocess.DEVNULL, cwd="/")
+        rows = json.loads(result.stdout[:LISTING_LIMIT]) if result.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        rows = None
+    if not isinstance(rows, list):
+        return [{**failed, "state": "(their machines could not be listed)"}]
+    checked = []
+    for row in rows:
+        if not isinstance(row, dict) or not all(isinstance(row.get(k), t) for k, t in LISTED_FIELDS.items()):
+            return [{**failed, "state": "(their listing was not understood)"}]
+        row = {k: printable(v) if isinstance(v, str) else v for k, v in row.items() if k in LISTED_FIELDS}
+        checked.append({"user": user, **row})
+    return checked

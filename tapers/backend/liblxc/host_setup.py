@@ -29,30 +29,46 @@ USER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")
 
 
 def setup(user: str, nics: int = DEFAULT_NICS, private: tuple[str, ...] = ()) -> Grant:
-    """`private`: host-only ranges to allow (added to those allowed before)."""
+    """`private`: host-only ranges to allow (added to those allowed before). Every change is
+    recorded in the grant before the next one is made: an interrupted setup is finished by
+    running it again, or undone by `teardown`."""
     _require_root()
     account = _account(user)
     if not 1 <= nics <= 10000:
         raise UsageError(f"--nics {nics}: give between 1 and 10000 network interfaces")
-    old = grants.load(user)
-    added = dict(old.added) if old else {}
-    subnet = old.subnet if old else _free_subnet(user)
-    ranges = tuple(dict.fromkeys([*(old.private if old else ()), *(_private_range(user, cidr) for cidr in private)]))
-    grant = Grant(user, account.pw_uid, account.pw_gid, subnet, nics, added, ranges)
-    for path, key in ((Path("/etc/subuid"), "subuid"), (Path("/etc/subgid"), "subgid")):
-        line = _ensure_subordinate_ids(user, path)
-        if line:
-            added[key] = line
-    for bridge in (grant.bridge, *grant.private_bridges()):
-        _write_usernet(user, bridge, nics)
-    added["usernet"] = f"{user} veth {grant.bridge} {nics}"
-    host.raise_inotify_limits()
-    _ensure_network(grant)
-    added.setdefault("cgroups", [])
-    added["cgroups"] = sorted(set(added["cgroups"]) | set(delegation.delegate(user, account.pw_uid, account.pw_gid)))
-    _save(grant)
-    boot_hook.install()
+    with _setup_lock():
+        old = grants.load(user)
+        added: dict = dict(old.added) if old else {}
+        subnet = old.subnet if old else _free_subnet(user)
+        ranges = tuple(dict.fromkeys([*(old.private if old else ()), *(_private_range(user, c) for c in private)]))
+        grant = Grant(user, account.pw_uid, account.pw_gid, subnet, nics, added, ranges)
+        _save(grant)
+        for path, key in ((Path("/etc/subuid"), "subuid"), (Path("/etc/subgid"), "subgid")):
+            _ensure_subordinate_ids(user, path, lambda line, key=key: _record(grant, key, line))
+        wanted = [f"{user} veth {bridge} {nics}" for bridge in (grant.bridge, *grant.private_bridges())]
+        previous = _usernet_lines(added)  # what an earlier setup added (another --nics, fewer ranges)
+        added["usernet"] = sorted(set(previous) | set(wanted))
+        _save(grant)
+        etc_files.edit(USERNET, lambda lines: [*(line for line in lines if line not in previous + wanted), *wanted])
+        added["usernet"] = wanted
+        _save(grant)
+        host.raise_inotify_limits()
+        _ensure_network(grant)
+        made = delegation.delegate(user, account.pw_uid, account.pw_gid)
+        added["cgroups"] = sorted(set(added.get("cgroups", [])) | set(made))
+        _save(grant)
+        boot_hook.install()
     return grant
+
+
+def _record(grant: Grant, key: str, line: str) -> None:
+    grant.added[key] = line
+    _save(grant)
+
+
+def _usernet_lines(added: dict) -> list[str]:
+    lines = added.get("usernet") or []
+    return [lines] if isinstance(lines, str) else list(lines)
 
 
 def restore() -> list[Grant]:
@@ -63,38 +79,51 @@ def restore() -> list[Grant]:
 
 def teardown(user: str, force: bool = False) -> Grant:
     _require_root()
-    grant = grants.load(user)
-    if grant is None:
-        raise UsageError(f"user `{user}` has no tapers setup on this host (no {grants.path_of(user)})")
-    if delegation.busy(user) and not force:
-        raise HostError(
-            f"machines of user `{user}` are running: tearing down their network now would cut them off",
-            hint=f"`{user}` runs `tapers halt` in their projects first, or add --force",
-        )
-    _remove_rules(user)
-    theirs = (grant.bridge, *grant.private_bridges())
-    for bridge in theirs:
-        if Path(f"/sys/class/net/{bridge}").exists():
-            bridges.run(["ip", "link", "delete", bridge], f"remove the bridge {bridge}")
-    etc_files.edit(USERNET, lambda lines: [line for line in lines
-                                           if not any(_usernet_line_of(line, user, bridge) for bridge in theirs)])
-    for path, key in ((Path("/etc/subuid"), "subuid"), (Path("/etc/subgid"), "subgid")):
-        line = grant.added.get(key)
-        if line:
-            etc_files.edit(path, lambda lines, line=line: [kept for kept in lines if kept != line])
-    leftover = delegation.undelegate(user)
-    grants.path_of(user).unlink()
-    if not grants.all_grants():
-        boot_hook.remove()
-    for folder in (grants.GRANTS_DIR, grants.GRANTS_DIR.parent):
-        try:
-            folder.rmdir()
-        except OSError:
-            break  # other users' grants (or other files) are in it
+    if not USER_NAME.fullmatch(user):
+        raise UsageError(f"{user!r} is not a user name tapers sets up")
+    with _setup_lock():
+        grant = grants.load(user)
+        if grant is None:
+            raise UsageError(f"user `{user}` has no tapers setup on this host (no {grants.path_of(user)})")
+        if delegation.busy(user) and not force:
+            raise HostError(
+                f"machines of user `{user}` are running: tearing down their network now would cut them off",
+                hint=f"`{user}` runs `tapers halt` in their projects first, or add --force",
+            )
+        _remove_rules(user)
+        for bridge in (grant.bridge, *grant.private_bridges()):
+            if Path(f"/sys/class/net/{bridge}").exists():
+                bridges.run(["ip", "link", "delete", bridge], f"remove the bridge {bridge}")
+        added_lines = _usernet_lines(grant.added)
+        etc_files.edit(USERNET, lambda lines: [line for line in lines if line not in added_lines])
+        for path, key in ((Path("/etc/subuid"), "subuid"), (Path("/etc/subgid"), "subgid")):
+            line = grant.added.get(key)
+            if line:
+                etc_files.edit(path, lambda lines, line=line: [kept for kept in lines if kept != line])
+        leftover = delegation.undelegate(user)
+        grants.path_of(user).unlink()
+        if not grants.all_grants():
+            boot_hook.remove()
+            delegation.undelegate_from_user_managers()
+        for folder in (grants.GRANTS_DIR, grants.GRANTS_DIR.parent):
+            try:
+                folder.rmdir()
+            except OSError:
+                break  # other users' grants (or other files) are in it
     if leftover:
         raise HostError(f"cgroups still in use were left: {', '.join(leftover)}",
                         hint="they go when the processes in them end; `rmdir` them then")
     return grant
+
+
+def _setup_lock():  # type: ignore[no-untyped-def]
+    """One setup or teardown at a time on the host (they choose subnets, edit shared files)."""
+    from filelock import FileLock
+
+    from tapers import paths
+
+    paths.host_run_dir().mkdir(parents=True, exist_ok=True)
+    return FileLock(str(paths.host_run_dir() / "host-setup.lock"))
 
 
 def _require_root() -> None:
@@ -146,11 +175,12 @@ def _free_subnet(user: str) -> str:
     raise HostError(f"no /24 left in {grants.USER_SUBNETS} for another user's machines")
 
 
-def _ensure_subordinate_ids(user: str, path: Path) -> str | None:
-    """The line added to give `user` a range of their own, or None when they had one."""
+def _ensure_subordinate_ids(user: str, path: Path, recorded) -> None:  # type: ignore[no-untyped-def]
+    """Give `user` a range of their own when they have none; `recorded` is told the line
+    before the file changes."""
     try:
         grants.subordinate_range(user, (path, path))
-        return None
+        return
     except HostError:
         pass
     taken = unprivileged.others_ids() + [(unprivileged.FIRST, unprivileged.LAST)]
@@ -158,63 +188,83 @@ def _ensure_subordinate_ids(user: str, path: Path) -> str | None:
     while any(a < start + grants.RANGE and start < b for a, b in taken):
         start += grants.RANGE
     line = f"{user}:{start}:{grants.RANGE}"
+    recorded(line)
     etc_files.edit(path, lambda lines: [*lines, line])
-    return line
 
 
-def _usernet_line_of(line: str, user: str, bridge: str) -> bool:
-    fields = line.split()
-    return len(fields) == 4 and fields[:3] == [user, "veth", bridge]
-
-
-def _write_usernet(user: str, bridge: str, nics: int) -> None:
-    USERNET.parent.mkdir(parents=True, exist_ok=True)
-    etc_files.edit(USERNET, lambda lines: [*(line for line in lines if not _usernet_line_of(line, user, bridge)),
-                                           f"{user} veth {bridge} {nics}"])
+OTHER_NETWORKS = ("tp*", "tapers*", "lxcbr*", "lxdbr*", "virbr*", "docker*", "br-*")  # machines' bridges
 
 
 def _ensure_network(grant: Grant) -> None:
-    """The user's bridge with the host at .1, forwarding on, and in nftables: NAT to the
-    outside; nothing from the bridge with another source address; no new connection routed
-    into it (other users' machines, the LAN: the host itself still reaches it)."""
+    """The user's bridges (NAT, and each private /24) with the host at .1, forwarding on, and
+    their nftables rules, replaced in one transaction (see _rules)."""
     network = ipaddress.IPv4Network(grant.subnet)
     bridges.ensure_bridge(grant.bridge, f"{grant.gateway}/{network.prefixlen}", f"the bridge of user {grant.user}")
+    for bridge in grant.private_bridges():
+        bridges.ensure_bridge(bridge, f"{_gateway_of(bridge)}/24", f"the private bridge {bridge} of user {grant.user}")
     bridges.enable_forwarding()
-    _remove_rules(grant.user)
-    comment = f'comment "tapers-user {grant.user}"'
     script = (
         f"table ip {NFT_TABLE} {{\n"
         "  chain postrouting { type nat hook postrouting priority srcnat; policy accept; }\n"
         "  chain forward { type filter hook forward priority filter; policy accept; }\n"
+        "  chain output { type filter hook output priority filter; policy accept; }\n"
         "}\n"
-        f"add rule ip {NFT_TABLE} postrouting ip saddr {network} ip daddr != {network} masquerade {comment}\n"
-        f"add rule ip {NFT_TABLE} forward iifname {grant.bridge} ip saddr != {network} drop {comment}\n"
-        f"add rule ip {NFT_TABLE} forward oifname {grant.bridge} iifname != {grant.bridge} ct state new drop {comment}\n"
     )
-    for bridge in grant.private_bridges():  # host-only: no NAT, the same two rules
-        gateway = f"{next(ipaddress.IPv4Network(f'{_address_of(bridge)}/24', strict=False).hosts())}/24"
-        bridges.ensure_bridge(bridge, gateway, f"the private bridge {bridge} of user {grant.user}")
-        subnet = ipaddress.IPv4Network(gateway, strict=False)
-        script += (f"add rule ip {NFT_TABLE} forward iifname {bridge} ip saddr != {subnet} drop {comment}\n"
-                   f"add rule ip {NFT_TABLE} forward oifname {bridge} iifname != {bridge} ct state new drop {comment}\n")
+    script += _removal(grant.user, whole_table=False) + _rules(grant)
     bridges.run(["nft", "-f", "-"], f"install the network rules of user {grant.user}", stdin=script)
 
 
-def _address_of(bridge: str) -> str:
-    """The /24 network address a private bridge's name holds (tpvc0a84d: 192.168.77.0)."""
-    return str(ipaddress.IPv4Address(bytes.fromhex(bridge[len(grants.PRIVATE_PREFIX):] + "00")))
+def _rules(grant: Grant) -> str:
+    """The user's machines reach the outside world (NAT), the host, and each other; nothing
+    else on the host: no other machines' network (tapers', other users', LXC's, LXD's...), no
+    source address but their own, no connection into their networks but from the host's root
+    and the user themself (another user's shell can't open one), and their private networks
+    route nowhere."""
+    comment = f'comment "tapers-user {grant.user}"'
+    network = ipaddress.IPv4Network(grant.subnet)
+    bridge = grant.bridge
+    rule = f"add rule ip {NFT_TABLE}"
+    # With br_netfilter (Docker, LXD load it), traffic between two machines on one bridge
+    # passes the forward hook too, in and out of that bridge: it is always let through.
+    lines = [
+        f"{rule} postrouting ip saddr {network} ip daddr != {network} masquerade {comment}",
+        f"{rule} forward iifname {bridge} ip saddr != {network} drop {comment}",
+        *(f'{rule} forward iifname {bridge} oifname != {bridge} oifname "{other}" drop {comment}'
+          for other in OTHER_NETWORKS),
+        f"{rule} forward oifname {bridge} iifname != {bridge} ct state != {{ established, related }} drop {comment}",
+    ]
+    for private in grant.private_bridges():
+        own = ipaddress.IPv4Network(f"{_gateway_of(private)}/24", strict=False)
+        lines += [f"{rule} forward iifname {private} ip saddr != {own} drop {comment}",
+                  f"{rule} forward iifname {private} oifname != {private} drop {comment}",
+                  f"{rule} forward oifname {private} iifname != {private} drop {comment}"]
+    for own in (bridge, *grant.private_bridges()):
+        lines.append(f"{rule} output oifname {own} ct state new meta skuid != {{ 0, {grant.uid} }} drop {comment}")
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _gateway_of(bridge: str) -> str:
+    """The host's address on a private bridge, from its name (tpvc0a84d: 192.168.77.1)."""
+    return str(ipaddress.IPv4Address(bytes.fromhex(bridge[len(grants.PRIVATE_PREFIX):] + "01")))
+
+
+def _removal(user: str, whole_table: bool) -> str:
+    """nft commands that take the user's rules away (`whole_table`: the table too, when no
+    other user's rule is in it)."""
+    listed = subprocess.run(["nft", "-j", "list", "table", "ip", NFT_TABLE], capture_output=True, text=True)
+    if listed.returncode != 0:
+        return ""
+    rules = [item["rule"] for item in json.loads(listed.stdout).get("nftables", []) if "rule" in item]
+    mine = [r for r in rules if r.get("comment") == f"tapers-user {user}"]
+    if whole_table and len(mine) == len(rules):
+        return f"delete table ip {NFT_TABLE}\n"
+    return "".join(f"delete rule ip {NFT_TABLE} {r['chain']} handle {r['handle']}\n" for r in mine)
 
 
 def _remove_rules(user: str) -> None:
-    listed = subprocess.run(["nft", "-j", "list", "table", "ip", NFT_TABLE], capture_output=True, text=True)
-    if listed.returncode != 0:
-        return
-    rules = [item["rule"] for item in json.loads(listed.stdout).get("nftables", []) if "rule" in item]
-    mine = [r for r in rules if r.get("comment") == f"tapers-user {user}"]
-    script = "".join(f"delete rule ip {NFT_TABLE} {r['chain']} handle {r['handle']}\n" for r in mine)
-    if len(mine) == len(rules):
-        script = f"delete table ip {NFT_TABLE}\n"  # no other user's rules left
-    bridges.run(["nft", "-f", "-"], f"remove the network rules of user {user}", stdin=script)
+    script = _removal(user, whole_table=True)
+    if script:
+        bridges.run(["nft", "-f", "-"], f"remove the network rules of user {user}", stdin=script)
 
 
 def _save(grant: Grant) -> None:

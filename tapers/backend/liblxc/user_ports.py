@@ -72,7 +72,7 @@ def install(container: str, chosen: list[Forward]) -> None:
     log = (_folder() / f"{container}.log").open("ab")
     spec = [[f.host_ip, f.host, f.protocol, f.guest_ip, f.guest] for f in chosen]
     process = subprocess.Popen(
-        [sys.executable, "-m", "tapers.forwarder", container],
+        [sys.executable, "-P", "-m", "tapers.forwarder", container],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, start_new_session=True, cwd="/",
     )
     log.close()

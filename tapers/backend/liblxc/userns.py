@@ -56,18 +56,33 @@ def _map_arguments() -> list[str]:
     return [arg for kind, inside, outside, count in mine() for arg in ("-m", f"{kind}:{inside}:{outside}:{count}")]
 
 
-def exec_tapers() -> None:
-    """Run this same tapers command again as root of the user's map, in place of this
-    process, with the user's own folders (its exit code is the command's)."""
+def _tapers_in_map(args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """argv and environment of `tapers ARGS` as root of the user's map, with the user's own
+    folders (their tapers home, made theirs first: not the machines' root's)."""
     from tapers import paths
 
     for folder in (paths.tapers_home(), paths.host_run_dir(), paths.box_build_lock("x").parent):
-        paths.private_folder(folder)  # the user's own, not the machines' root's
+        paths.private_folder(folder)
     env = {**os.environ, "TAPERS_HOME": str(paths.tapers_home()), "TAPERS_RUN_DIR": str(paths.host_run_dir()),
            "TAPERS_LXC_PATH": str(paths.lxc_path())}
-    argv = ["lxc-usernsexec", *_map_arguments(), "--", sys.executable, "-m", "tapers", *sys.argv[1:]]
+    return ["lxc-usernsexec", *_map_arguments(), "--", sys.executable, "-P", "-m", "tapers", *args], env
+
+
+def exec_tapers() -> None:
+    """Run this same tapers command again as root of the user's map, in place of this
+    process (its exit code is the command's)."""
+    argv, env = _tapers_in_map(sys.argv[1:])
     try:
         os.execvpe(argv[0], argv, env)
+    except FileNotFoundError:
+        raise BackendError("lxc-usernsexec is not installed: a normal user's boxes need it", hint="apt-get install lxc") from None
+
+
+def tapers_in_map(args: list[str]) -> int:
+    """`tapers ARGS` as root of the user's map, its output on this terminal; its exit code."""
+    argv, env = _tapers_in_map(args)
+    try:
+        return subprocess.run(argv, env=env, stdin=subprocess.DEVNULL).returncode
     except FileNotFoundError:
         raise BackendError("lxc-usernsexec is not installed: a normal user's boxes need it", hint="apt-get install lxc") from None
 
@@ -75,7 +90,8 @@ def exec_tapers() -> None:
 def run(argv: list[str], what: str, input: bytes | None = None) -> bytes:
     """Run `argv` as root of the user's map (root of the machines, as far as files go)."""
     try:
-        result = subprocess.run(["lxc-usernsexec", *_map_arguments(), "--", *argv], input=input, capture_output=True)
+        result = subprocess.run(["lxc-usernsexec", *_map_arguments(), "--", *argv], input=input, capture_output=True,
+                                cwd="/")
     except FileNotFoundError:
         raise BackendError(f"cannot {what}: lxc-usernsexec is not installed", hint="apt-get install lxc") from None
     if result.returncode != 0:
@@ -89,7 +105,7 @@ def call(function: Callable[..., Any], *args: Any, what: str) -> Any:
     error as the same tapers error. `function` must be a module-level function (it is named,
     not copied, to the child)."""
     payload = pickle.dumps((function, args))
-    out = run([sys.executable, "-m", "tapers.backend.liblxc.userns"], what, input=payload)
+    out = run([sys.executable, "-P", "-m", "tapers.backend.liblxc.userns"], what, input=payload)
     ok, value = pickle.loads(out)
     if ok:
         return value
