@@ -243,10 +243,14 @@ machines:
       - shell: {inline: "id -un > /tapers/by-login-user", privileged: false}
       - shell: "touch /tapers/by-guest-root"
       - file: {source: note.txt, destination: /home/tapers/note.txt}
+      - ansible: {playbook: site.yml}
 """ % (os.getpid() % 1000, os.getpid() % 1000 + 1))
     tcp_port, udp_port = 18000 + os.getpid() % 1000, 18000 + os.getpid() % 1000 + 1
     (project / "note.txt").write_text("from the host\n")
-    os.chown(project / "note.txt", a.account.pw_uid, a.account.pw_gid)
+    (project / "site.yml").write_text("- hosts: all\n  become: true\n  tasks:\n"
+                                      "    - copy: {content: \"by ansible\\n\", dest: /etc/by-ansible}\n")
+    for name in ("note.txt", "site.yml"):
+        os.chown(project / name, a.account.pw_uid, a.account.pw_gid)
 
     a.tapers("up", cwd=project).ok()
     assert a.lxc_state("life", "web") == "RUNNING"
@@ -256,6 +260,7 @@ machines:
     assert (project / "by-login-user").stat().st_uid == a.account.pw_uid
     assert (project / "by-guest-root").stat().st_uid == _sub_uid(a)
     assert a.tapers("ssh", "web", "-c", "cat /home/tapers/note.txt", cwd=project).ok().out == "from the host\n"
+    assert a.tapers("ssh", "web", "-c", "cat /etc/by-ansible", cwd=project).ok().out == "by ansible\n"
     status = json.loads(a.tapers("status", "--json", cwd=project).ok().out)
     assert [m["state"] for m in status["machines"]] == ["running"]
     assert status["machines"][0]["address"].startswith("10.98.")  # on the user's own network
@@ -266,8 +271,10 @@ machines:
     wait_for(lambda: _answers(_udp, udp_port), 20, "the forwarded UDP port answering")
     assert _udp(udp_port) == b"udp says hi"
 
-    limit = a.sh(f"lxc-cgroup -P {a.machines} -n {a.container('life', 'web')} memory.limit_in_bytes").ok()
-    assert int(limit.out) == 256 * 1024 * 1024
+    limit = f"lxc-cgroup -P {a.machines} -n {a.container('life', 'web')} memory.limit_in_bytes"
+    assert int(a.sh(limit).ok().out) == 256 * 1024 * 1024
+    a.tapers("limits", "web", "--memory", "300M", cwd=project).ok()  # changed live
+    assert int(a.sh(limit).ok().out) == 300 * 1024 * 1024
 
     a.tapers("suspend", cwd=project).ok()
     assert a.lxc_state("life", "web") == "FROZEN"
