@@ -236,6 +236,10 @@ class Backend(Protocol):
         """The machine's whole root filesystem (box and changes) as a folder to read, while
         the machine is held still (frozen if running); its state is restored afterwards."""
 
+    def files_command(self, argv: list[str]) -> list[str]:
+        """`argv`, a command reading the folder root_view gives, as one that may read it (a
+        normal user's machines are read as their own root)."""
+
     def usage(self, container: str) -> Usage | None:
         """Resource counters of a running container (None when it is not running)."""
 

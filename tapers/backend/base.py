@@ -121,6 +121,10 @@ class BackendBase:
                 view = stack.enter_context(self._root_view(container))
             yield view
 
+    def files_command(self, argv: list[str]) -> list[str]:
+        """`argv` (which reads a root_view's folder) as a command that may read it."""
+        return argv
+
     def usage(self, container: str) -> Usage | None:
         """Of a running or suspended container (None otherwise)."""
         with self._translated("read its usage", container):

@@ -55,7 +55,8 @@ def package(backend: Backend, container: str, record: Record | None, output: Pat
                 command = ["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--one-file-system", "-czf",
                            "-", "-C", scratch, "box.json", "-C", str(view), "--transform", "s,^\\.,rootfs,"]
                 command += [f"--exclude={pattern}" for pattern in EXCLUDED] + ["."]
-                result = subprocess.run(command, stdout=archive, stderr=subprocess.PIPE, text=True)
+                result = subprocess.run(backend.files_command(command), stdout=archive, stderr=subprocess.PIPE,
+                                        text=True)
         if result.returncode > 1:  # 1: a file changed while read, which a held-still machine cannot cause
             raise BoxError(f"packaging `{container}` failed: {result.stderr.strip()[-500:]}")
     except BaseException:

@@ -300,6 +300,12 @@ machines:
     a.tapers("halt", cwd=project).ok()
     assert a.lxc_state("life", "web") == "STOPPED"
     assert not _answers(_tcp, tcp_port), "a halted machine's port is still forwarded"
+
+    # A box made of the machine carries its own ids (root's files are 0's), not the host's.
+    a.tapers("package", "web", "-o", str(a.home / "web.box"), cwd=project).ok()
+    listing = subprocess.run(["tar", "-tvzf", str(a.home / "web.box"), "--numeric-owner", "rootfs/etc/shadow",
+                              "rootfs/etc/by-ansible"], capture_output=True, text=True, check=True).stdout
+    assert [line.split()[1] for line in listing.splitlines()] == ["0/42", "0/0"], listing
     a.tapers("up", cwd=project).ok()
     assert a.lxc_state("life", "web") == "RUNNING"
     a.tapers("destroy", "-f", cwd=project).ok()

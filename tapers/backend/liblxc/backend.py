@@ -66,6 +66,7 @@ class LiblxcBackend(BackendBase):
     def __init__(self, lxcpath: Path | None = None) -> None:
         self.lxcpath = lxcpath or paths.lxc_path()
         self.as_user = paths.as_user()  # a normal user's machines: see userns.py
+        self._user_views: dict[Path, tuple[Path, Path]] = {}  # root_view's folder -> (writable layer, box)
 
     @functools.cached_property
     def network(self) -> HostNetworking | UserNetworking:  # type: ignore[override]
@@ -321,11 +322,13 @@ class LiblxcBackend(BackendBase):
         if hold and not c.freeze():
             raise BackendError(f"container `{container}` could not be frozen for copying")
         try:
-            if self.as_user:
-                if not (hold or was_frozen):
-                    raise BackendError(f"`{container}` is stopped: as a normal user, tapers reads a machine's files "
-                                       "while it runs", hint="`tapers up` it first")
-                yield Path(f"/proc/{c.init_pid}/root")
+            if self.as_user:  # mounted where files_command runs, in the user's id map
+                with _mount_point(f"{container}-") as view:
+                    self._user_views[view] = (_writable_dir(folder), _lower_dir(folder))
+                    try:
+                        yield view
+                    finally:
+                        del self._user_views[view]
             elif shift:  # the files as the machine sees them: owners moved back down by its range
                 with _unshifted(_writable_dir(folder), shift) as writable:
                     if (folder / UPPER_DIR).is_dir():
@@ -343,6 +346,24 @@ class LiblxcBackend(BackendBase):
         finally:
             if hold:
                 c.unfreeze()
+
+    def files_command(self, argv: list[str]) -> list[str]:
+        """A normal user's machine's files are theirs to read only as its root: `argv` runs
+        as root of the user's map, with each open root_view mounted (both layers read-only)."""
+        if not self.as_user or not self._user_views:
+            return argv
+        from tapers.backend.liblxc import userns
+
+        script, args = "", []
+        for view, (writable, lower) in self._user_views.items():
+            if writable.name == COPY_DIR:
+                script += f'mount --bind "${len(args) + 1}" "${len(args) + 2}" && '
+                args += [str(writable), str(view)]
+            else:
+                script += (f'mount -t overlay overlay -o "lowerdir=${len(args) + 1}:${len(args) + 2},userxattr" '
+                           f'"${len(args) + 3}" && ')
+                args += [str(writable), str(lower), str(view)]
+        return userns.wrapped(["sh", "-c", f'{script}shift {len(args)} && exec "$@"', "sh", *args, *argv])
 
     def _usage(self, container: str) -> Usage | None:
         c = self._container(container)

@@ -87,10 +87,15 @@ def tapers_in_map(args: list[str]) -> int:
         raise BackendError("lxc-usernsexec is not installed: a normal user's boxes need it", hint="apt-get install lxc") from None
 
 
+def wrapped(argv: list[str]) -> list[str]:
+    """`argv` as a command that runs as root of the user's map."""
+    return ["lxc-usernsexec", *_map_arguments(), "--", *argv]
+
+
 def run(argv: list[str], what: str, input: bytes | None = None) -> bytes:
     """Run `argv` as root of the user's map (root of the machines, as far as files go)."""
     try:
-        result = subprocess.run(["lxc-usernsexec", *_map_arguments(), "--", *argv], input=input, capture_output=True,
+        result = subprocess.run(wrapped(argv), input=input, capture_output=True,
                                 cwd="/")
     except FileNotFoundError:
         raise BackendError(f"cannot {what}: lxc-usernsexec is not installed", hint="apt-get install lxc") from None
