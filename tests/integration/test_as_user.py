@@ -335,6 +335,13 @@ def test_users_cannot_reach_each_others_machines(users: Users) -> None:
     b.tapers("up", cwd=theirs).ok()
     a_ip = json.loads(a.tapers("status", "--json", cwd=mine).ok().out)["machines"][0]["address"]
 
+    # Root sees both users' machines (each listed by that user's own tapers); each user only theirs.
+    everyone = json.loads(root_tapers(("global-status", "--json")).ok().out)
+    assert {(row["user"], row["container"]) for row in everyone} >= {(a.name, a.container("iso", "web")),
+                                                                       (b.name, b.container("iso", "web"))}
+    mine_only = json.loads(b.tapers("global-status", "--json").ok().out)
+    assert [row["container"] for row in mine_only] == [b.container("iso", "web")]
+
     # b can't see, stop, enter or ssh into a's machine.
     container = a.container("iso", "web")
     assert b.sh(f"ls {a.machines}").code != 0
@@ -367,6 +374,21 @@ def test_users_cannot_reach_each_others_machines(users: Users) -> None:
     assert raw.code != 0 and "Quota reached" in raw.err, raw.err
     a.tapers("destroy", "-f", cwd=mine).ok()
     b.tapers("destroy", "-f", cwd=theirs).ok()
+
+
+def test_a_user_builds_a_box_without_root(users: Users) -> None:
+    """mmdebstrap in the user's id map, from the Debian mirror (as root's build does)."""
+    b = users.b
+    b.tapers("box", "build", BOX, "--force", timeout=900).ok()
+    versions = [line.split()[1] for line in b.tapers("box", "list").ok().out.splitlines()[1:]]
+    assert len(versions) == 2, versions  # the one added at setup, and the one built now
+    project = b.project("built", "machines:\n  web: {}\n")
+    b.tapers("up", cwd=project).ok()
+    status = json.loads(b.tapers("status", "--json", cwd=project).ok().out)["machines"][0]
+    assert status["box"] == f"{BOX}@{max(versions)}"
+    assert b.tapers("ssh", "web", "-c", "ping -c1 -W2 $(ip route | awk '/default/ {print $3}') >/dev/null && echo pinged", cwd=project).ok().out \
+        == "pinged\n"  # and file capabilities survived the build (ping's cap_net_raw)
+    b.tapers("destroy", "-f", cwd=project).ok()
 
 
 def test_a_users_private_network_is_theirs_alone(users: Users) -> None:
