@@ -33,6 +33,8 @@ PRIVATE = "192.168.213.0/24"  # user a's host-only range
 class HostUser:
     name: str
     env: dict[str, str] = field(default_factory=dict)  # what the user's tapers needs (PYTHONPATH)
+    python: str = PYTHON  # the interpreter they run tapers with
+    bin: str = ""  # a folder of commands put first on their PATH (ansible-playbook, with a copy)
 
     @property
     def account(self) -> pwd.struct_passwd:
@@ -49,13 +51,15 @@ class HostUser:
     def sh(self, command: str, timeout: float = 300) -> Result:
         """`command` in the user's login shell."""
         exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in {"NO_COLOR": "1", **self.env}.items())
+        if self.bin:
+            exports += f' PATH={shlex.quote(self.bin)}:"$PATH"'
         process = subprocess.run(["su", "-l", self.name, "-c", f"export {exports}; {command}"],
                                  capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         return Result(process.returncode, process.stdout, process.stderr, ("su", self.name, command))
 
     def tapers(self, *args: str, cwd: Path | None = None, timeout: float = 300) -> Result:
         folder = shlex.quote(str(cwd or self.home))
-        result = self.sh(f"cd {folder} && {shlex.quote(PYTHON)} -P -m tapers {shlex.join(args)}", timeout)
+        result = self.sh(f"cd {folder} && {shlex.quote(self.python)} -P -m tapers {shlex.join(args)}", timeout)
         return Result(result.code, result.out, result.err, args)
 
     def project(self, name: str, taperfile: str) -> Path:
@@ -97,24 +101,35 @@ def host_state() -> dict:
 
 
 def _user_can_run(user: HostUser) -> bool:
-    return user.sh(f"{shlex.quote(PYTHON)} -c 'import tapers, lxc'").code == 0
+    return user.sh(f"{shlex.quote(user.python)} -P -c 'import tapers, lxc'").code == 0
 
 
 def _readable_tapers(user: HostUser) -> None:
-    """The user runs this very tapers: as it is when they can read it, else a copy of the
-    package and its libraries they can read (a clone in root's home)."""
-    if _user_can_run(user):
+    """The user runs this very tapers: as it is when they can read it, else (a clone in
+    root's home; TAPERS_TEST_COPY_CODE=1 forces it) the real interpreter with a copy of the
+    package and its libraries they can read."""
+    if _user_can_run(user) and not os.environ.get("TAPERS_TEST_COPY_CODE"):
         return
     import tapers
+    from tapers import resources
 
     copy = Path(tempfile.mkdtemp(prefix=f"tapers-{RUN_ID}-code-", dir="/var/tmp"))
     copy.chmod(0o755)
-    shutil.copytree(Path(tapers.__file__).parent, copy / "tapers")
+    source = Path(tapers.__file__).parent
+    shutil.copytree(source, copy / "tapers")
+    for data in ("boxes", "provisioners"):  # a checkout's data folders, beside the package
+        shutil.copytree(resources.data_dir(data), copy / data)
     site = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())
     shutil.copytree(site, copy / "site-packages", symlinks=True)
     subprocess.run(["chmod", "-R", "a+rX", str(copy)], check=True)
     user.env["PYTHONPATH"] = f"{copy}:{copy / 'site-packages'}"
-    assert _user_can_run(user), (f"user {user.name} can't run {PYTHON} (under a folder only root may read?): "
+    user.python = os.path.realpath(PYTHON)  # the venv's python is a link to it
+    (copy / "bin").mkdir()
+    for command, module in (("ansible-playbook", "playbook"), ("ansible-galaxy", "galaxy")):
+        (copy / "bin" / command).write_text(f"#!/bin/sh\nexec {user.python} -P -m ansible.cli.{module} \"$@\"\n")
+        (copy / "bin" / command).chmod(0o755)
+    user.bin = str(copy / "bin")
+    assert _user_can_run(user), (f"user {user.name} can't run {user.python} with a copy of tapers: "
                                  "make .venv with /usr/bin/python3, as scripts/setup does")
 
 
@@ -139,7 +154,8 @@ def users(box_home) -> Users:
         root_tapers(("host", "setup", "--user", a.name, "--private", PRIVATE)).ok()
         root_tapers(("host", "setup", "--user", b.name, "--nics", "1")).ok()
         _readable_tapers(a)
-        b.env, c.env = dict(a.env), dict(a.env)
+        for other in (b, c):
+            other.env, other.python, other.bin = dict(a.env), a.python, a.bin
         box = _box_archive(box_home.home)
         for user in (a, b):
             user.tapers("box", "add", BOX, str(box), "--from-rootfs").ok()
