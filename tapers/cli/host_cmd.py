@@ -81,5 +81,9 @@ def teardown(
     if group is not None:
         names = [name for name in names if grants.load(name) is not None]
     for name in names:
-        grant = host_setup.teardown(name, force)
+        kept: list[str] = []
+        grant = host_setup.teardown(name, force, kept)
         output.say(f"user `{name}` no longer runs machines here: {grant.bridge} and its rules are gone")
+        if kept:
+            output.say(f"kept {', '.join(kept)}: their machines and boxes (in their home) are owned by those ids; "
+                       f"once they are gone, `usermod --del-subuids ... --del-subgids ... {name}` frees them")

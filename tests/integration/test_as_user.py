@@ -146,8 +146,9 @@ def users(box_home) -> Users:
     names = [f"tp{RUN_ID}{x}" for x in "abc"]
     made = []
     try:
-        for name in names:
-            subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True, capture_output=True)
+        for name in names:  # c without subordinate ids: setup gives c some
+            ids = ["-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0"] if name.endswith("c") else []
+            subprocess.run(["useradd", "-m", "-s", "/bin/bash", *ids, name], check=True, capture_output=True)
             made.append(HostUser(name))
         a, b, c = made
         before = host_state()  # useradd gave them subordinate ids: setup must not take those away
@@ -438,9 +439,19 @@ def test_a_group_is_set_up_member_by_member(users: Users) -> None:
         subprocess.run(["usermod", "-aG", group, c.name], check=True)
         root_tapers(("host", "setup", "--group", group)).ok()
         assert c.tapers("doctor").code == 0
-        root_tapers(("host", "teardown", "--group", group)).ok()
+        given = [line for line in Path("/etc/subuid").read_text().splitlines() if line.startswith(f"{c.name}:")]
+        assert len(given) == 1, "setup gave c no subordinate ids"
+        c.tapers("box", "add", BOX, str(Path(f"/var/tmp/tapers-{RUN_ID}-box.tar")), "--from-rootfs").ok()
+
+        # c's box is owned by the ids setup gave: teardown keeps them (and says so) while it exists.
+        down = root_tapers(("host", "teardown", "--group", group)).ok()
+        assert "kept" in down.out and given[0] in Path("/etc/subuid").read_text(), down.out
         assert not Path(f"/etc/tapers/users/{c.name}.json").exists()
         assert c.tapers("doctor").code != 0
+        c.tapers("box", "remove", BOX).ok()
+        start, count = given[0].split(":")[1:]
+        span = f"{start}-{int(start) + int(count) - 1}"  # setup gives the same range of uids and gids
+        subprocess.run(["usermod", "--del-subuids", span, "--del-subgids", span, c.name], check=True)
     finally:
         subprocess.run(["groupdel", group], capture_output=True)
 

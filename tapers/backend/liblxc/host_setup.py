@@ -43,8 +43,9 @@ def setup(user: str, nics: int = DEFAULT_NICS, private: tuple[str, ...] = ()) ->
         ranges = tuple(dict.fromkeys([*(old.private if old else ()), *(_private_range(user, c) for c in private)]))
         grant = Grant(user, account.pw_uid, account.pw_gid, subnet, nics, added, ranges)
         _save(grant)
+        start = _free_subordinate_start()  # the same range in both files
         for path, key in ((Path("/etc/subuid"), "subuid"), (Path("/etc/subgid"), "subgid")):
-            _ensure_subordinate_ids(user, path, lambda line, key=key: _record(grant, key, line))
+            _ensure_subordinate_ids(user, path, start, lambda line, key=key: _record(grant, key, line))
         wanted = [f"{user} veth {bridge} {nics}" for bridge in (grant.bridge, *grant.private_bridges())]
         previous = _usernet_lines(added)  # what an earlier setup added (another --nics, fewer ranges)
         added["usernet"] = sorted(set(previous) | set(wanted))
@@ -77,8 +78,11 @@ def restore() -> list[Grant]:
     return [setup(grant.user, grant.nics, grant.private) for grant in grants.all_grants()]
 
 
-def teardown(user: str, force: bool = False) -> Grant:
+def teardown(user: str, force: bool = False, kept: list[str] | None = None) -> Grant:
+    """`kept` is told the subordinate ids setup gave that stay: the user still has machines
+    or boxes, whose files those ids own."""
     _require_root()
+    kept = [] if kept is None else kept
     if not USER_NAME.fullmatch(user):
         raise UsageError(f"{user!r} is not a user name tapers sets up")
     with _setup_lock():
@@ -96,10 +100,13 @@ def teardown(user: str, force: bool = False) -> Grant:
                 bridges.run(["ip", "link", "delete", bridge], f"remove the bridge {bridge}")
         added_lines = _usernet_lines(grant.added)
         etc_files.edit(USERNET, lambda lines: [line for line in lines if line not in added_lines])
+        files = _tapers_files(user)
         for path, key in ((Path("/etc/subuid"), "subuid"), (Path("/etc/subgid"), "subgid")):
             line = grant.added.get(key)
-            if line:
-                etc_files.edit(path, lambda lines, line=line: [kept for kept in lines if kept != line])
+            if line and files:  # freed, the range could go to someone else: with these files
+                kept.append(f"{line} in {path}")
+            elif line:
+                etc_files.edit(path, lambda lines, line=line: [other for other in lines if other != line])
         leftover = delegation.undelegate(user)
         grants.path_of(user).unlink()
         if not grants.all_grants():
@@ -114,6 +121,19 @@ def teardown(user: str, force: bool = False) -> Grant:
         raise HostError(f"cgroups still in use were left: {', '.join(leftover)}",
                         hint="they go when the processes in them end; `rmdir` them then")
     return grant
+
+
+def _tapers_files(user: str) -> list[Path]:
+    """The user's machines and boxes folders that have something in them."""
+    home = Path(pwd.getpwnam(user).pw_dir)
+    found = []
+    for folder in (grants.machines_folder(user), home / ".cache" / "tapers" / "boxes"):
+        try:
+            if any(folder.iterdir()):
+                found.append(folder)
+        except OSError:
+            continue
+    return found
 
 
 def _setup_lock():  # type: ignore[no-untyped-def]
@@ -175,18 +195,23 @@ def _free_subnet(user: str) -> str:
     raise HostError(f"no /24 left in {grants.USER_SUBNETS} for another user's machines")
 
 
-def _ensure_subordinate_ids(user: str, path: Path, recorded) -> None:  # type: ignore[no-untyped-def]
-    """Give `user` a range of their own when they have none; `recorded` is told the line
+def _free_subordinate_start() -> int:
+    """The first range of ids no one has: no user, group or subordinate range, not tapers'."""
+    taken = unprivileged.others_ids() + [(unprivileged.FIRST, unprivileged.LAST)]
+    start = FIRST_SUBORDINATE
+    while any(a < start + grants.RANGE and start < b for a, b in taken):
+        start += grants.RANGE
+    return start
+
+
+def _ensure_subordinate_ids(user: str, path: Path, start: int, recorded) -> None:  # type: ignore[no-untyped-def]
+    """Give `user` the range from `start` when they have none; `recorded` is told the line
     before the file changes."""
     try:
         grants.subordinate_range(user, (path, path))
         return
     except HostError:
         pass
-    taken = unprivileged.others_ids() + [(unprivileged.FIRST, unprivileged.LAST)]
-    start = FIRST_SUBORDINATE
-    while any(a < start + grants.RANGE and start < b for a, b in taken):
-        start += grants.RANGE
     line = f"{user}:{start}:{grants.RANGE}"
     recorded(line)
     etc_files.edit(path, lambda lines: [*lines, line])
