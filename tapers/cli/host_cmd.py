@@ -81,8 +81,7 @@ def teardown(
     if group is not None:
         names = [name for name in names if grants.load(name) is not None]
     for name in names:
-        kept: list[str] = []
-        grant = host_setup.teardown(name, force, kept)
+        grant, kept = host_setup.teardown(name, force)
         output.say(f"user `{name}` no longer runs machines here: {grant.bridge} and its rules are gone")
         if kept:
             output.say(f"kept {', '.join(kept)}: their machines and boxes (in their home) are owned by those ids; "

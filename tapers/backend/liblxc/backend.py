@@ -142,8 +142,7 @@ class LiblxcBackend(BackendBase):
             seen = lower
             if shift is not None:
                 seen = unprivileged.prepare(folder, spec.container, lower, shift, overlay=True)
-            for layer in (seen, writable):  # `:` separates the layers
-                sinks.plain(layer, "a layer's folder", f"{folder / 'config'}: lxc.rootfs.path", forbidden=":")
+            _check_layers(folder, seen, writable)
             rootfs = f"overlay:{seen}:{writable}"
         else:
             writable = folder / COPY_DIR
@@ -154,10 +153,7 @@ class LiblxcBackend(BackendBase):
             rootfs = f"dir:{writable}"
         _write_guest_files(lower, writable, spec.files, shift or 0)
         _save_mounts(folder, spec.mounts, shift or 0)
-        config = _render_config(spec, rootfs, folder, shift, rootfs.startswith("overlay:"))
-        tmp = folder / "config.tmp"
-        tmp.write_text(config)
-        os.replace(tmp, folder / "config")  # the container exists from here on
+        _write_config(folder, _render_config(spec, rootfs, folder, shift, rootfs.startswith("overlay:")))
 
     def _create_as_user(self, spec: MachineSpec, record: Record, folder: Path) -> None:
         """A normal user's machine: the box is theirs, already in their id map; its writable
@@ -175,13 +171,9 @@ class LiblxcBackend(BackendBase):
         writable = folder / (UPPER_DIR if overlay else COPY_DIR)
         userns.call(_make_writable_layer, lower, writable, overlay, spec.files, what=f"make the files of `{spec.container}`")
         rootfs = f"overlay:{lower}:{writable}" if overlay else f"dir:{writable}"
-        for layer in (lower, writable):
-            sinks.plain(layer, "a layer's folder", f"{folder / 'config'}: lxc.rootfs.path", forbidden=":")
+        _check_layers(folder, lower, writable)
         _save_mounts(folder, spec.mounts, 0, staged=False)
-        config = _render_config(spec, rootfs, folder, None, overlay, as_user=True)
-        tmp = folder / "config.tmp"
-        tmp.write_text(config)
-        os.replace(tmp, folder / "config")
+        _write_config(folder, _render_config(spec, rootfs, folder, None, overlay, as_user=True))
 
     def _remove_tree(self, folder: Path, ignore_errors: bool = False) -> None:
         """A machine's folder or a copy of its files: a normal user's are owned by their
@@ -554,10 +546,20 @@ def _edit_config(folder: Path, drop: tuple[str, ...], add: list[tuple[str, str]]
     """Replace the config lines whose key starts with one of `drop` by `add` (atomically)."""
     config = folder / "config"
     kept = [line for line in config.read_text().splitlines() if not line.split("=")[0].strip().startswith(drop)]
-    text = lxc_config.render(add, config, header=tuple(kept))
+    _write_config(folder, lxc_config.render(add, config, header=tuple(kept)))
+
+
+def _write_config(folder: Path, text: str) -> None:
+    """The container's config, replaced atomically (a new container exists from here on)."""
     tmp = folder / "config.tmp"
     tmp.write_text(text)
-    os.replace(tmp, config)
+    os.replace(tmp, folder / "config")
+
+
+def _check_layers(folder: Path, *layers: Path) -> None:
+    """`:` separates the layers in lxc.rootfs.path: no layer's folder may hold one."""
+    for layer in layers:
+        sinks.plain(layer, "a layer's folder", f"{folder / 'config'}: lxc.rootfs.path", forbidden=":")
 
 
 def _tail(path: Path, size: int = 4096) -> str:

@@ -29,7 +29,7 @@ def ensure_private_bridge(config: NetworkConfig) -> None:
 
 def ensure_bridge(name: str, host_side: str, what: str) -> None:
     """The bridge `name` exists, is up, and the host has the address `host_side` on it."""
-    if not Path(f"/sys/class/net/{name}").exists():
+    if not exists(name):
         run(["ip", "link", "add", name, "type", "bridge"], f"create {what}")
     addresses = run(["ip", "-4", "-o", "addr", "show", "dev", name], f"read the address of {what}")
     if f" {host_side} " not in addresses:
@@ -44,8 +44,13 @@ def enable_forwarding() -> None:
         raise HostError(f"cannot enable IPv4 forwarding: {exc.strerror}", hint="run tapers as root") from None
 
 
+def exists(name: str) -> bool:
+    """The network device `name` exists on this host."""
+    return Path(f"/sys/class/net/{name}").exists()
+
+
 def bridge_ready() -> bool:
-    return Path(f"/sys/class/net/{BRIDGE}").exists()
+    return exists(BRIDGE)
 
 
 def ensure_nat_network() -> None:

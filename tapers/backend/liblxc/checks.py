@@ -122,7 +122,9 @@ def _user_setup() -> list[Check]:
         found.append(Check("subordinate ids", True, f"uids from {sub_uid}, gids from {sub_gid}"))
     except HostError as exc:  # which file lacks them
         found.append(Check("subordinate ids", False, str(exc), fix))
-    bridge = Path(f"/sys/class/net/{grant.bridge}").exists()
+    from tapers.backend.liblxc.bridges import exists
+
+    bridge = exists(grant.bridge)
     found.append(Check("your bridge", bridge, grant.bridge if bridge else f"{grant.bridge} missing (host restarted?)", fix))
     allowed = _usernet_allows(user, grant.bridge)
     found.append(Check("network interfaces allowed", allowed > 0,

@@ -40,8 +40,11 @@ class Grant(NamedTuple):
     def bridge(self) -> str:
         return f"{BRIDGE_PREFIX}{self.uid}"
 
+    def private_networks(self) -> list[tuple[str, ipaddress.IPv4Network]]:
+        return private_networks(self.private)
+
     def private_bridges(self) -> list[str]:
-        return private_bridges(self.private)
+        return [bridge for bridge, _ in self.private_networks()]
 
     def private_range_of(self, address: str) -> str | None:
         ip = ipaddress.IPv4Address(address)
@@ -56,11 +59,11 @@ class Grant(NamedTuple):
                           sort_keys=True) + "\n"
 
 
-def private_bridges(ranges: tuple[str, ...]) -> list[str]:
-    """The bridge of each /24 of these private ranges."""
+def private_networks(ranges: tuple[str, ...]) -> list[tuple[str, ipaddress.IPv4Network]]:
+    """(bridge, /24) of each /24 of these private ranges."""
     from tapers.backend.addresses import private_bridge
 
-    return [private_bridge(str(net.network_address), PRIVATE_PREFIX)
+    return [(private_bridge(str(net.network_address), PRIVATE_PREFIX), net)
             for cidr in ranges for net in ipaddress.IPv4Network(cidr).subnets(new_prefix=24)]
 
 
@@ -112,6 +115,11 @@ def mine() -> Grant:
 def machines_folder(user: str) -> Path:
     """Where the user's tapers keeps their machines (platformdirs' data folder, by default)."""
     return Path(pwd.getpwnam(user).pw_dir) / ".local" / "share" / "tapers" / "machines"
+
+
+def boxes_folder(user: str) -> Path:
+    """Where the user's tapers keeps their boxes (platformdirs' cache folder, by default)."""
+    return Path(pwd.getpwnam(user).pw_dir) / ".cache" / "tapers" / "boxes"
 
 
 def all_grants() -> list[Grant]:

@@ -68,8 +68,7 @@ def _record(grant: Grant, key: str, line: str) -> None:
 
 
 def _usernet_lines(added: dict) -> list[str]:
-    lines = added.get("usernet") or []
-    return [lines] if isinstance(lines, str) else list(lines)
+    return list(added.get("usernet") or [])
 
 
 def restore() -> list[Grant]:
@@ -78,11 +77,11 @@ def restore() -> list[Grant]:
     return [setup(grant.user, grant.nics, grant.private) for grant in grants.all_grants()]
 
 
-def teardown(user: str, force: bool = False, kept: list[str] | None = None) -> Grant:
-    """`kept` is told the subordinate ids setup gave that stay: the user still has machines
-    or boxes, whose files those ids own."""
+def teardown(user: str, force: bool = False) -> tuple[Grant, list[str]]:
+    """The grant taken back, and the subordinate ids setup gave that stay: the user still has
+    machines or boxes, whose files those ids own."""
     _require_root()
-    kept = [] if kept is None else kept
+    kept: list[str] = []
     if not USER_NAME.fullmatch(user):
         raise UsageError(f"{user!r} is not a user name tapers sets up")
     with _setup_lock():
@@ -96,7 +95,7 @@ def teardown(user: str, force: bool = False, kept: list[str] | None = None) -> G
             )
         _remove_rules(user)
         for bridge in (grant.bridge, *grant.private_bridges()):
-            if Path(f"/sys/class/net/{bridge}").exists():
+            if bridges.exists(bridge):
                 bridges.run(["ip", "link", "delete", bridge], f"remove the bridge {bridge}")
         added_lines = _usernet_lines(grant.added)
         etc_files.edit(USERNET, lambda lines: [line for line in lines if line not in added_lines])
@@ -120,14 +119,13 @@ def teardown(user: str, force: bool = False, kept: list[str] | None = None) -> G
     if leftover:
         raise HostError(f"cgroups still in use were left: {', '.join(leftover)}",
                         hint="they go when the processes in them end; `rmdir` them then")
-    return grant
+    return grant, kept
 
 
 def _tapers_files(user: str) -> list[Path]:
     """The user's machines and boxes folders that have something in them."""
-    home = Path(pwd.getpwnam(user).pw_dir)
     found = []
-    for folder in (grants.machines_folder(user), home / ".cache" / "tapers" / "boxes"):
+    for folder in (grants.machines_folder(user), grants.boxes_folder(user)):
         try:
             if any(folder.iterdir()):
                 found.append(folder)
@@ -179,7 +177,7 @@ def _private_range(user: str, cidr: str) -> str:
             raise UsageError(f"--private {cidr} overlaps {clash[0]}, user {other.user}'s")
     if network.overlaps(grants.USER_SUBNETS) or network.overlaps(bridges.SUBNET):
         raise UsageError(f"--private {cidr} overlaps tapers' own NAT networks ({grants.USER_SUBNETS}, {bridges.SUBNET})")
-    own = (*grants.private_bridges((str(network),)),)
+    own = tuple(bridge for bridge, _ in grants.private_networks((str(network),)))
     clash = next((net for net in host_routes.host_networks(own) if net.overlaps(network)), None)
     if clash is not None:
         raise UsageError(f"--private {cidr} overlaps this host's network {clash}")
@@ -198,10 +196,7 @@ def _free_subnet(user: str) -> str:
 def _free_subordinate_start() -> int:
     """The first range of ids no one has: no user, group or subordinate range, not tapers'."""
     taken = unprivileged.others_ids() + [(unprivileged.FIRST, unprivileged.LAST)]
-    start = FIRST_SUBORDINATE
-    while any(a < start + grants.RANGE and start < b for a, b in taken):
-        start += grants.RANGE
-    return start
+    return unprivileged.free_range(taken, first=FIRST_SUBORDINATE, last=2**32 - grants.RANGE)
 
 
 def _ensure_subordinate_ids(user: str, path: Path, start: int, recorded) -> None:  # type: ignore[no-untyped-def]
@@ -225,8 +220,8 @@ def _ensure_network(grant: Grant) -> None:
     their nftables rules, replaced in one transaction (see _rules)."""
     network = ipaddress.IPv4Network(grant.subnet)
     bridges.ensure_bridge(grant.bridge, f"{grant.gateway}/{network.prefixlen}", f"the bridge of user {grant.user}")
-    for bridge in grant.private_bridges():
-        bridges.ensure_bridge(bridge, f"{_gateway_of(bridge)}/24", f"the private bridge {bridge} of user {grant.user}")
+    for bridge, subnet in grant.private_networks():
+        bridges.ensure_bridge(bridge, f"{subnet.network_address + 1}/24", f"the private bridge {bridge} of user {grant.user}")
     bridges.enable_forwarding()
     script = (
         f"table ip {NFT_TABLE} {{\n"
@@ -258,19 +253,13 @@ def _rules(grant: Grant) -> str:
           for other in OTHER_NETWORKS),
         f"{rule} forward oifname {bridge} iifname != {bridge} ct state != {{ established, related }} drop {comment}",
     ]
-    for private in grant.private_bridges():
-        own = ipaddress.IPv4Network(f"{_gateway_of(private)}/24", strict=False)
+    for private, own in grant.private_networks():
         lines += [f"{rule} forward iifname {private} ip saddr != {own} drop {comment}",
                   f"{rule} forward iifname {private} oifname != {private} drop {comment}",
                   f"{rule} forward oifname {private} iifname != {private} drop {comment}"]
     for own in (bridge, *grant.private_bridges()):
         lines.append(f"{rule} output oifname {own} ct state new meta skuid != {{ 0, {grant.uid} }} drop {comment}")
     return "".join(f"{line}\n" for line in lines)
-
-
-def _gateway_of(bridge: str) -> str:
-    """The host's address on a private bridge, from its name (tpvc0a84d: 192.168.77.1)."""
-    return str(ipaddress.IPv4Address(bytes.fromhex(bridge[len(grants.PRIVATE_PREFIX):] + "01")))
 
 
 def _removal(user: str, whole_table: bool) -> str:

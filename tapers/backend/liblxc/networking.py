@@ -51,12 +51,10 @@ class UserNetworking:
         self.grant = grants.mine()
 
     def prepare(self) -> None:
-        from pathlib import Path
-
         from tapers.backend.liblxc import delegation, grants
         from tapers.errors import HostError
 
-        missing = [] if Path(f"/sys/class/net/{self.grant.bridge}").exists() else [f"the bridge {self.grant.bridge}"]
+        missing = [] if bridges.exists(self.grant.bridge) else [f"the bridge {self.grant.bridge}"]
         missing += [str(path) for path in delegation.missing(self.grant.user)]
         if missing:
             raise HostError(f"the host is not ready for your machines: {', '.join(missing)} missing "
@@ -78,12 +76,10 @@ class UserNetworking:
         return addresses.private_config(address, grants.PRIVATE_PREFIX)
 
     def ensure_private(self, config: NetworkConfig) -> None:
-        from pathlib import Path
-
         from tapers.backend.liblxc import grants
         from tapers.errors import HostError
 
-        if not Path(f"/sys/class/net/{config.bridge}").exists():
+        if not bridges.exists(config.bridge):
             raise HostError(f"the bridge {config.bridge} of your private network is missing (the host was restarted?)",
                             hint=f"an admin runs: {grants.setup_command(self.grant.user)}")
 

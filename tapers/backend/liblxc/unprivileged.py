@@ -63,11 +63,11 @@ def _covers(path: Path) -> bool:
     return any(name in ("root", "0") and start <= FIRST and end >= LAST for name, start, end in _subids(path))
 
 
-def free_range(taken: list[tuple[int, int]] | None = None) -> int:
-    """The first range of tapers' block that overlaps no id already given out (`taken`:
-    [start, end) intervals; by default `others_ids()`)."""
+def free_range(taken: list[tuple[int, int]] | None = None, first: int = FIRST, last: int = LAST) -> int:
+    """The first range of RANGE ids from `first` (tapers' block by default) that overlaps no
+    id already given out (`taken`: [start, end) intervals; by default `others_ids()`)."""
     taken = others_ids() if taken is None else taken
-    for shift in range(FIRST, LAST, RANGE):
+    for shift in range(first, last, RANGE):
         if not any(start < shift + RANGE and shift < end for start, end in taken):
             return shift
     raise BackendError("no free id range left for unprivileged machines on this host")

@@ -65,7 +65,11 @@ def _tapers_in_map(args: list[str]) -> tuple[list[str], dict[str, str]]:
         paths.private_folder(folder)
     env = {**os.environ, "TAPERS_HOME": str(paths.tapers_home()), "TAPERS_RUN_DIR": str(paths.host_run_dir()),
            "TAPERS_LXC_PATH": str(paths.lxc_path())}
-    return ["lxc-usernsexec", *_map_arguments(), "--", sys.executable, "-P", "-m", "tapers", *args], env
+    return wrapped([sys.executable, "-P", "-m", "tapers", *args]), env
+
+
+def _not_installed(what: str) -> BackendError:
+    return BackendError(f"cannot {what}: lxc-usernsexec is not installed", hint="apt-get install lxc")
 
 
 def exec_tapers() -> None:
@@ -75,7 +79,7 @@ def exec_tapers() -> None:
     try:
         os.execvpe(argv[0], argv, env)
     except FileNotFoundError:
-        raise BackendError("lxc-usernsexec is not installed: a normal user's boxes need it", hint="apt-get install lxc") from None
+        raise _not_installed("work on your boxes") from None
 
 
 def tapers_in_map(args: list[str]) -> int:
@@ -84,7 +88,7 @@ def tapers_in_map(args: list[str]) -> int:
     try:
         return subprocess.run(argv, env=env, stdin=subprocess.DEVNULL).returncode
     except FileNotFoundError:
-        raise BackendError("lxc-usernsexec is not installed: a normal user's boxes need it", hint="apt-get install lxc") from None
+        raise _not_installed("work on your boxes") from None
 
 
 def wrapped(argv: list[str]) -> list[str]:
@@ -95,10 +99,9 @@ def wrapped(argv: list[str]) -> list[str]:
 def run(argv: list[str], what: str, input: bytes | None = None) -> bytes:
     """Run `argv` as root of the user's map (root of the machines, as far as files go)."""
     try:
-        result = subprocess.run(wrapped(argv), input=input, capture_output=True,
-                                cwd="/")
+        result = subprocess.run(wrapped(argv), input=input, capture_output=True, cwd="/")
     except FileNotFoundError:
-        raise BackendError(f"cannot {what}: lxc-usernsexec is not installed", hint="apt-get install lxc") from None
+        raise _not_installed(what) from None
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).decode(errors="replace").strip().splitlines()[-3:]
         raise BackendError(f"cannot {what}: {' '.join(detail) or f'exit code {result.returncode}'}")
