@@ -15,6 +15,7 @@ class ExitCode(enum.IntEnum):
     FAILED = 1
     USAGE = 2
     INVALID = 3  # an invalid Taperfile or box
+    SSH = 255  # `tapers ssh`: SSH itself failed (as OpenSSH says it)
     INTERRUPTED = 130
 
 
@@ -67,6 +68,13 @@ class BackendError(TapersError):
 
 class SshError(TapersError):
     """A machine could not be reached or used over SSH."""
+
+
+class SshFailed(SshError):
+    """`tapers ssh -c` could not run the command: an exit code the command itself can't be
+    taken for, as OpenSSH's."""
+
+    exit_code = ExitCode.SSH
 
 
 class HostKeyMismatch(SshError):

@@ -76,8 +76,10 @@ def open_project(explicit: Path | None = None, start: Path | None = None) -> Pro
     """The project of the Taperfile found from `start` (or `explicit`). Its folder's path ends
     up in config files and mounts: one with a control character is refused before anything."""
     from tapers import sinks
+    from tapers.profile import phase
 
-    taperfile = find_taperfile(start=start, explicit=explicit)
-    sinks.plain(taperfile.parent, "the project folder's path", "this project")
-    loaded = load_taperfile(taperfile)
-    return Project(loaded=loaded, id=project_id(loaded))
+    with phase("read the Taperfile"):
+        taperfile = find_taperfile(start=start, explicit=explicit)
+        sinks.plain(taperfile.parent, "the project folder's path", "this project")
+        loaded = load_taperfile(taperfile)
+        return Project(loaded=loaded, id=project_id(loaded))

@@ -262,6 +262,10 @@ class Backend(Protocol):
     def reboot(self, container: str) -> None:
         """Ask the running container's init to reboot (returns at once)."""
 
+    def logins_refused(self, container: str) -> bool | None:
+        """Whether the running guest still refuses logins because it is booting (its
+        /run/nologin, which pam_nologin reads, exists); None when the backend can't tell."""
+
     interactive_run: bool  # `run(terminal=True)` reads this process's stdin (else: output only, once it ended)
 
     def run(self, container: str, argv: list[str], env: dict[str, str] | None = None, terminal: bool = False) -> int:

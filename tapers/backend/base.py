@@ -171,6 +171,10 @@ class BackendBase:
         with self._translated("read its boot id", container):
             return self._boot_id(container) if self._state(container) is State.RUNNING else ""
 
+    def logins_refused(self, container: str) -> bool | None:
+        with self._translated("see whether it accepts logins", container):
+            return self._logins_refused(container)
+
     def reboot(self, container: str) -> None:
         with self._translated("reboot it", container):
             self._require_running(container, "reboot", "rebooted")
@@ -308,6 +312,9 @@ class BackendBase:
 
     def _reboot(self, container: str) -> None:
         raise NotImplementedError
+
+    def _logins_refused(self, container: str) -> bool | None:
+        return None
 
     def _run(self, container: str, argv: list[str], env: dict[str, str], terminal: bool) -> int:
         raise NotImplementedError

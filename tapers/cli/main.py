@@ -10,7 +10,13 @@ from tapers.errors import ExitCode, TapersError
 
 
 def main(argv: list[str] | None = None) -> None:
-    sys.exit(run(argv))
+    from tapers import profile
+
+    try:
+        code = run(argv)
+    finally:
+        profile.report()
+    sys.exit(code)
 
 
 def run(argv: list[str] | None = None) -> int:

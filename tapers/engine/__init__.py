@@ -16,6 +16,7 @@ from typing import Any, Callable, Protocol
 from tapers.backend.api import Backend, ContainerInfo
 from tapers.errors import StateError, TaperfileError
 from tapers.events import Reporter
+from tapers.profile import phase
 from tapers.engine.observe import Observed, observe
 from tapers.engine.plan import Kind, Plan, plan_up
 from tapers.project import Project
@@ -323,7 +324,8 @@ class Engine:
             from tapers.doctor import require_host
 
             self._host_check = require_host
-        self._host_check()
+        with phase("check the host"):
+            self._host_check()
 
     def _observe(self) -> Observed:
         return observe(self.project, self.backend)
@@ -346,7 +348,8 @@ class Engine:
 
         key = project_key(self.project)
         observed = self._observe()
-        plan = up_plan(self.project, self.backend, observed, names, key, provision, remove_orphans)
+        with phase("plan"):
+            plan = up_plan(self.project, self.backend, observed, names, key, provision, remove_orphans)
         self._warn_notes(plan)
         if not remove_orphans:
             self._warn_orphans(observed)
@@ -364,7 +367,8 @@ class Engine:
         if plan:
             self._apply(plan, project_key=key, ssh_timeout=timeout)
             observed = self._observe()
-        write_ssh_files(self.project, observed)
+        with phase("write the ssh files and inventory"):
+            write_ssh_files(self.project, observed)
         return bool(plan)
 
     def _warn_notes(self, plan: Plan) -> None:

@@ -18,13 +18,12 @@ from tapers import paths
 from tapers.engine import limits
 from tapers.engine import machine_setup as setup
 from tapers.backend.api import Backend, MachineSpec, NetworkConfig, State
-from tapers.boxes.build import ensure_box
 from tapers.boxes.cache import find_box
-from tapers.boxes.recipe import load_recipe
-from tapers.errors import BoxError, Interrupted, MachineFailures, ProvisionError, StateError, TapersError
+from tapers.errors import BoxError, Interrupted, MachineFailures, ProvisionError, SshError, StateError, TapersError
 from tapers.events import Reporter
 from tapers.engine.access import target_for
 from tapers.engine.plan import STARTS, Action, Kind, Plan
+from tapers.profile import phase
 from tapers.record import DESTROYING, READY, PortRecord, Record
 from tapers.engine.settings import RESTART_KEYS, desired_settings, privileged_was
 from tapers.project import CONTAINER_PREFIX, Project
@@ -72,31 +71,35 @@ class Context:
 def apply(plan: Plan, ctx: Context) -> None:
     """Project-wide actions before the machines (boxes, then networks) and after them
     (names, then releasing the networks); each machine's actions in its own thread."""
-    if any(action.kind in STARTS for action in plan.actions):
+    if any(action.kind is Kind.PROVISION for action in plan.actions):
         _load_ssh_meanwhile()
     for action in plan.actions:
-        if action.kind is Kind.BUILD_BOX:
+        if action.kind in (Kind.BUILD_BOX, Kind.PREPARE_NETWORK):
             ctx.reporter.line(action.subject, action.what)
-            _get_box(action.subject, ctx)
-        elif action.kind is Kind.PREPARE_NETWORK:
-            ctx.reporter.line(action.subject, action.what)
-            _prepare_networks(plan, ctx)
+            with phase(action.what, action.subject):
+                if action.kind is Kind.BUILD_BOX:
+                    _get_box(action.subject, ctx)
+                else:
+                    _prepare_networks(plan, ctx)
     _run_machines(plan, ctx)
     for action in plan.actions:
-        if action.kind is Kind.SYNC_NAMES:
+        if action.kind in (Kind.SYNC_NAMES, Kind.RELEASE_NETWORK):
             ctx.reporter.line(action.subject, action.what)
-            sync_names(ctx)
-        elif action.kind is Kind.RELEASE_NETWORK:
-            ctx.reporter.line(action.subject, action.what)
-            release_network_if_unused(ctx.backend)
+            with phase(action.what, action.subject):
+                if action.kind is Kind.SYNC_NAMES:
+                    sync_names(ctx)
+                else:
+                    release_network_if_unused(ctx.backend)
 
 
 def _load_ssh_meanwhile() -> None:
-    """A machine will boot, and then tapers logs in over SSH: the SSH library (a tenth of a
-    second or more to import) loads while the machine boots, not after."""
-    import importlib
+    """Steps will run over SSH: the SSH library (a tenth of a second or more to import) loads
+    while the machines boot, not after."""
+    def load() -> None:
+        with phase("load the SSH library (while machines boot)"):
+            import paramiko  # noqa: F401
 
-    threading.Thread(target=importlib.import_module, args=("paramiko",), daemon=True, name="load-ssh").start()
+    threading.Thread(target=load, daemon=True, name="load-ssh").start()
 
 
 def _prepare_networks(plan: Plan, ctx: Context) -> None:
@@ -133,6 +136,9 @@ def _get_box(box: str, ctx: Context) -> None:
     if paths.as_user():
         _get_box_as_user(box, source, ctx)
     elif source is None:
+        from tapers.boxes.build import ensure_box
+        from tapers.boxes.recipe import load_recipe
+
         ensure_box(load_recipe(box), ctx.reporter)
     else:
         from tapers.boxes.importer import add_box
@@ -194,10 +200,11 @@ def _run_machine(name: str, actions: list[Action], ctx: Context) -> None:
                 guest = (ctx.guest_factory or _ssh_guest)(name, ctx)
                 ctx._guests[name] = guest
             ctx.reporter.line(name, action.what)
-            if action.kind is Kind.PROVISION:
-                _provision(action, guest, ctx)
-            else:
-                _HANDLERS[action.kind](name, ctx)
+            with phase(action.what, name):
+                if action.kind is Kind.PROVISION:
+                    _provision(action, guest, ctx)
+                else:
+                    _HANDLERS[action.kind](name, ctx)
             if action.kind is Kind.WAIT_SSH:
                 ctx.reporter.line(name, f"up in {time.monotonic() - started:.1f} s")
     except BaseException:
@@ -304,15 +311,35 @@ def _authorize_key(name: str, ctx: Context) -> None:
 def _wait_ssh(name: str, ctx: Context) -> None:
     container = ctx.project.container(name)
     target = target_for(name, container, _record_of(ctx, container))
-    (ctx.ssh_check or ssh_login_check)(target, ctx.project.paths.private_key, ctx.ssh_timeout)
+    if ctx.ssh_check is not None:
+        ctx.ssh_check(target, ctx.project.paths.private_key, ctx.ssh_timeout)
+        return
+    wait_for_logins(target, ctx.project.paths.private_key, ctx.ssh_timeout,
+                    lambda: ctx.backend.logins_refused(container))
 
 
-def ssh_login_check(target: SshTarget, identity: Path, timeout: float) -> None:
-    """Wait for sshd's banner, then log in once: the pinned host key and the project key work."""
-    from tapers.ssh.session import connect, wait_for_banner
+def wait_for_logins(target: SshTarget, identity: Path, timeout: float, refused: Callable[[], bool | None]) -> None:
+    """Wait until a login would work: sshd's banner, and the guest past the early boot in
+    which pam_nologin refuses logins (`refused`, asked of the backend). Where the backend
+    can't tell, log in once. The keys need no check here: tapers wrote both into the machine
+    (the first login, `tapers ssh` or a step, checks the pinned host key)."""
+    from tapers.ssh.session import POLL, wait_for_banner
 
-    wait_for_banner(target.address, timeout, f"machine `{target.machine}`")
-    connect(target, identity, timeout=timeout).close()
+    deadline = time.monotonic() + timeout
+    with phase("wait for the SSH banner", target.machine):
+        wait_for_banner(target.address, timeout, f"machine `{target.machine}`")
+    with phase("wait until it accepts logins", target.machine):
+        while (booting := refused()) and time.monotonic() < deadline:
+            time.sleep(POLL / 5)
+    if booting:
+        raise SshError(f"machine `{target.machine}` still refuses logins after {timeout:.0f} s (its /run/nologin "
+                       "is still there: it has not finished booting)",
+                       hint=f"see what it waits for: tapers exec {target.machine} -- systemctl list-jobs")
+    if booting is None:
+        from tapers.ssh.session import connect
+
+        with phase("log in over SSH", target.machine):
+            connect(target, identity, timeout=max(1.0, deadline - time.monotonic())).close()
 
 
 def _forward_ports(name: str, ctx: Context) -> None:

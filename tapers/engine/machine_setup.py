@@ -17,7 +17,7 @@ from tapers.events import Reporter
 from tapers.engine.settings import desired_settings
 from tapers.ssh import keys
 from tapers.taperfile import Machine
-from tapers.taperfile.model import PROJECT_MOUNT
+from tapers.taperfile.machine import PROJECT_MOUNT
 
 def new_record(
     project_id: str, root: Path, project_key: str, machine: Machine, box: Box, address: str, mac: str, host_key: str,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tapers.backend.api import Backend, ContainerInfo
+from tapers.profile import phase
 from tapers.project import Project
 
 
@@ -32,7 +33,9 @@ def observe(project: Project, backend: Backend) -> Observed:
     machines: dict[str, ContainerInfo] = {}
     foreign: dict[str, ContainerInfo] = {}
     orphans = []
-    for info in backend.list(prefix=project.prefix):
+    with phase("observe the machines"):
+        found = backend.list(prefix=project.prefix)
+    for info in found:
         machine = names.get(info.name)
         if is_ours(project, info):
             if machine is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 DEFAULT_BOX = "debian/bookworm"
+PROJECT_MOUNT = "/tapers"  # where the project folder is in a machine unless its synced folders say otherwise
 
 
 def split_box_ref(reference: str) -> tuple[str, str]:

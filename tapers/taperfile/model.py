@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from tapers.taperfile.machine import DEFAULT_BOX, ForwardPort, Machine, Step, Synced
+from tapers.taperfile.machine import DEFAULT_BOX, PROJECT_MOUNT, ForwardPort, Machine, Step, Synced
 from tapers.taperfile.units import CONTROL, parse_size, printable, shown
 
 # Matched in full (re.fullmatch) and ASCII only: `$` would let a trailing newline through,
@@ -454,7 +454,6 @@ def _step(index: int, step: ProvisionStep) -> Step:
                 watch=tuple(step.watch))
 
 
-PROJECT_MOUNT = "/tapers"
 
 
 def _synced(folders: list[SyncedFolder]) -> tuple[Synced, ...]:

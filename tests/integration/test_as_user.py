@@ -323,8 +323,11 @@ machines:
     listing = subprocess.run(["tar", "-tvzf", str(a.home / "web.box"), "--numeric-owner", "rootfs/etc/shadow",
                               "rootfs/etc/by-ansible"], capture_output=True, text=True, check=True).stdout
     assert [line.split()[1] for line in listing.splitlines()] == ["0/42", "0/0"], listing
-    a.tapers("up", cwd=project).ok()
+    up = a.sh(f"cd {shlex.quote(str(project))} && TAPERS_PROFILE=1 {shlex.quote(a.python)} -P -m tapers up").ok()
     assert a.lxc_state("life", "web") == "RUNNING"
+    # Whether the machine accepts logins yet is seen from the host, as for root's: no SSH login needed.
+    assert "web: wait until it accepts logins" in up.err and "log in over SSH" not in up.err, up.err
+    assert a.tapers("ssh", "web", "-c", "echo logged-in", cwd=project).ok().out == "logged-in\n"
     a.tapers("destroy", "-f", cwd=project).ok()
     assert a.lxc_state("life", "web") == "MISSING"
     assert not (a.machines / a.container("life", "web")).exists()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 from tapers.ssh.keys import generate
+from tests.integration.conftest import run_tapers
 
 
 def test_a_wrong_pinned_host_key_is_refused(project, tmp_path) -> None:
@@ -15,8 +17,14 @@ def test_a_wrong_pinned_host_key_is_refused(project, tmp_path) -> None:
     record["host_key"] = generate("impostor").public  # the machine now presents a key we did not pin
     project.save_record("web", record)
 
-    refused = project.tapers("ssh", "-c", "echo should-not-run")
-    assert refused.code == 1
+    refused = project.tapers("ssh", "-c", "echo should-not-run")  # through OpenSSH
+    assert refused.code == 255
+    assert "Host key verification failed" in refused.err
+    assert "should-not-run" not in refused.out
+
+    without_openssh = {**project.env, "PATH": str(Path(sys.executable).parent)}  # paramiko, same contract
+    refused = run_tapers(("ssh", "-c", "echo should-not-run"), project.root, without_openssh)
+    assert refused.code == 255
     assert "presented a host key other than the one tapers pinned" in refused.err
     assert "should-not-run" not in refused.out
 

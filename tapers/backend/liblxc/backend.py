@@ -457,6 +457,10 @@ class LiblxcBackend(BackendBase):
         pid = self._container(container).init_pid
         return str(pid) if pid > 0 else ""
 
+    def _logins_refused(self, container: str) -> bool | None:
+        pid = self._container(container).init_pid
+        return _exists_in_guest(pid, "run", "nologin") if pid > 0 else None
+
     def _reboot(self, container: str) -> None:
         if not self._container(container).reboot():
             raise BackendError(f"container `{container}` could not be rebooted")
@@ -695,3 +699,26 @@ def _make_writable_layer(lower: Path, writable: Path, overlay: bool, files: tupl
     else:
         _copy_tree(lower, writable, writable.parent.name)
     _write_guest_files(lower, writable, files)
+
+
+def _exists_in_guest(pid: int, *parts: str) -> bool | None:
+    """Whether the path exists in the guest whose init is `pid`, seen through /proc/PID/root
+    one folder at a time without following the guest's links (an absolute link there would
+    point into the host's tree from here); None when it can't be told."""
+    try:
+        folder = os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=folder)
+            os.close(folder)
+            folder = inner
+        os.stat(parts[-1], dir_fd=folder, follow_symlinks=False)
+        return True
+    except FileNotFoundError:
+        return False
+    except OSError:  # a link where a folder should be, or no right to look
+        return None
+    finally:
+        os.close(folder)

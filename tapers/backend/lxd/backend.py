@@ -416,6 +416,15 @@ class LxdBackend(BackendBase):
             return ""
         return out.strip() if code == 0 else ""
 
+    def _logins_refused(self, container: str) -> bool | None:
+        from pylxd.exceptions import LXDAPIException
+
+        try:
+            self._api("instances", container, "files").get(params={"path": "/run/nologin"})
+            return True
+        except LXDAPIException as exc:
+            return False if exc.response.status_code == 404 else None
+
     def _reboot(self, container: str) -> None:
         self._act(container, "restart", wait=False, timeout=30)
 
