@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from tapers.cli import output
-from tapers.cli.common import complete_machine, observed_project, open_project
-from tapers.errors import StateError, UsageError
-
-if TYPE_CHECKING:
-    from tapers.project import Project
-    from tapers.ssh.config import SshTarget
+from tapers.cli.common import complete_machine, file_of, observed_project
+from tapers.errors import UsageError
 
 
 def ssh(
@@ -27,56 +21,12 @@ def ssh(
 ) -> int:
     """Open a shell on a machine, or run one command and return its exit code (OpenSSH's,
     255, when SSH itself fails)."""
-    from tapers.backend import default_backend
-    from tapers.engine.access import all_targets, running_target
-    from tapers.engine.observe import observe
+    from tapers.cli import core_commands
 
     extra = list(extra or [])
     if name is not None and name.startswith("-"):  # `tapers ssh -- -A`: no name, OpenSSH options
         name, extra = None, [name, *extra]
-    project = open_project(ctx)
-    machine = project.loaded.machine(name) if name else project.default_machine()
-    observed = observe(project, default_backend())
-    target = running_target(project, observed, machine.name)
-    code = _openssh(project, all_targets(project, observed), [*extra, machine.name, *([command] if command else [])])
-    if code is not None:
-        return code
-    if command is None or extra:  # OpenSSH is not installed: only a command can go without it
-        raise StateError("the OpenSSH client is not installed (an interactive shell and OpenSSH options need it)",
-                         hint=f"apt-get install openssh-client, or run one command: tapers ssh {machine.name} -c CMD")
-    from tapers.errors import SshFailed, SshError
-    from tapers.ssh.session import connect
-
-    stdin = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer
-    try:
-        with connect(target, project.paths.private_key, timeout=10) as session:
-            return session.run(command, sys.stdout.buffer, sys.stderr.buffer, stdin=stdin)
-    except SshError as exc:  # 255 as from OpenSSH: not the command's own exit code
-        raise SshFailed(exc.message, exc.hint) from None
-
-
-def _openssh(project: Project, targets: list[SshTarget], args: list[str]) -> int | None:
-    """Run OpenSSH (`ssh ARGS`) with tapers' config and return its exit code; None when it is
-    not installed. The config and known_hosts it reads are private copies, not the ones in
-    `.tapers/`: those are in the project folder, which a machine can write (a ProxyCommand
-    there would run on this host). ssh closes every inherited file, so they are files."""
-    import signal
-    import subprocess
-    import tempfile
-
-    from tapers.ssh.config import render_known_hosts, render_ssh_config
-
-    with tempfile.TemporaryDirectory(prefix="tapers-ssh-") as private:  # 0700, ours
-        known_hosts, config = Path(private, "known_hosts"), Path(private, "config")
-        known_hosts.write_text(render_known_hosts(targets))
-        config.write_text(render_ssh_config(targets, project.paths.private_key, known_hosts, project.id))
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is ssh's to handle
-        try:
-            return subprocess.run(["ssh", "-F", str(config), *args]).returncode
-        except FileNotFoundError:
-            return None
-        finally:
-            signal.signal(signal.SIGINT, previous)
+    return core_commands.ssh(file_of(ctx), name, command, extra)
 
 
 def ssh_config(ctx: typer.Context) -> None:

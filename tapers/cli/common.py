@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from tapers.cli import output
-from tapers.errors import ExitCode, TapersError
+from tapers.cli import console
+from tapers.errors import TapersError
 
 if TYPE_CHECKING:
     from tapers.backend.api import Backend
@@ -53,53 +51,20 @@ class Options:
     file: Path | None = None
 
 
+def file_of(ctx: typer.Context) -> Path | None:
+    """The Taperfile given with -f/--file (None: found from this folder up)."""
+    return ctx.obj.file if ctx.obj else None
+
+
 def open_project(ctx: typer.Context) -> Project:
-    from tapers.project import open_project as open_
-
-    project = open_(explicit=ctx.obj.file if ctx.obj else None)
-    if project.loaded.unset:
-        from tapers.cli.output import warn
-
-        many = len(project.loaded.unset) > 1
-        warn(f"{'the variables' if many else 'the variable'} {', '.join(project.loaded.unset)} "
-             f"{'are' if many else 'is'} not set: read as empty text (set {'them' if many else 'it'} in the "
-             "environment or in .env beside the Taperfile)")
-    return project
+    return console.open_project(file_of(ctx))
 
 
 def observed_project(ctx: typer.Context) -> tuple[Project, Backend, Observed]:
     """The project, its backend and what is real now (for commands that only read)."""
-    from tapers.backend import default_backend
-    from tapers.engine.observe import observe
-
-    project = open_project(ctx)
-    backend = default_backend()
-    return project, backend, observe(project, backend)
+    return console.observed_project(file_of(ctx))
 
 
-class ConsolePrompts:
-    """The engine's questions and warnings, on this terminal."""
-
-    def warn(self, text: str) -> None:
-        output.warn(text)
-
-    def confirm(self, question: str, refusal: str, flag: str) -> None:
-        confirm(question, refusal, flag)
-
-
-@contextmanager
-def engine_for(ctx: typer.Context) -> Iterator[Engine]:
+def engine_for(ctx: typer.Context) -> AbstractContextManager[Engine]:
     """The Engine for this folder's project, its progress shown on the console."""
-    from tapers.engine import Engine
-
-    project = open_project(ctx)
-    with output.ConsoleReporter() as reporter:
-        yield Engine(project, reporter, ConsolePrompts())
-
-
-def confirm(question: str, refusal: str, flag: str) -> None:
-    """Ask on a terminal; without one, refuse and name the flag that says yes."""
-    if not sys.stdin.isatty():
-        raise TapersError(f"{refusal} without confirmation (no terminal to ask on)", hint=f"pass {flag} to go ahead")
-    if not typer.confirm(question, default=False):
-        raise typer.Exit(int(ExitCode.FAILED))
+    return console.engine_for(file_of(ctx))

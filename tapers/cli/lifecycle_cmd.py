@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from tapers.cli import output
-from tapers.cli.common import Names, complete_steps, engine_for
+from tapers.cli import core_commands, output
+from tapers.cli.common import Names, complete_steps, engine_for, file_of
 
 Timeout = Annotated[float, typer.Option(help="seconds to wait for SSH on each machine")]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="re-create machines whose box changed without asking")]
@@ -32,13 +32,7 @@ def up(
 ) -> None:
     """Make the machines match the Taperfile: create, start, reconfigure, provision."""
     mode = "auto" if provision is None else ("force" if provision else "skip")
-    with engine_for(ctx) as engine:
-        changed = engine.up(names, mode, remove_orphans, yes, timeout)
-    if not changed:
-        from tapers.engine import machines_for_up
-
-        machines = machines_for_up(engine.project, names)
-        output.say(f"{len(machines)} machine(s) up to date: {', '.join(m.name for m in machines)}")
+    core_commands.up(file_of(ctx), names, mode, remove_orphans, yes, timeout)
 
 
 def reload(ctx: typer.Context, names: Names = None, yes: Yes = False, timeout: Timeout = 60.0) -> None:
@@ -69,9 +63,7 @@ def halt(
     timeout: Annotated[float, typer.Option(help="seconds to wait for a clean shutdown before forcing")] = 30.0,
 ) -> None:
     """Shut machines down cleanly (forced off after --timeout)."""
-    with engine_for(ctx) as engine:
-        if not engine.halt(names, timeout):
-            output.say("nothing to halt")
+    core_commands.halt(file_of(ctx), names, timeout)
 
 
 def suspend(ctx: typer.Context, names: Names = None) -> None:
@@ -94,6 +86,4 @@ def destroy(
     force: Annotated[bool, typer.Option("-f", "--force", help="do not ask for confirmation")] = False,
 ) -> None:
     """Stop and delete machines and everything in them (with no names: orphans too)."""
-    with engine_for(ctx) as engine:
-        if not engine.destroy(names, force):
-            output.say("nothing to destroy")
+    core_commands.destroy(file_of(ctx), names, force)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 from tapers.errors import ExitCode, TapersError
 
@@ -20,53 +21,15 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(argv: list[str] | None = None) -> int:
+    from tapers.cli import quick
+
     args = sys.argv[1:] if argv is None else list(argv)
-    quick = _quick_status(args)
-    if quick is not None:
-        return _run_quick_status(*quick)
-    return _run_app(args)
+    call = quick.form(args)
+    return _run_app(args) if call is None else _guarded(call)
 
 
-def _quick_status(args: list[str]) -> tuple[Path | None, bool] | None:
-    """`[-f FILE] status [--json]`, exactly: the one command served without loading typer
-    (its start-up is most of the time of a `status`). Anything else goes through typer."""
-    file = None
-    if len(args) >= 2 and args[0] in ("-f", "--file"):
-        file, args = Path(args[1]), args[2:]
-    if args == ["status"]:
-        return file, False
-    if args == ["status", "--json"]:
-        return file, True
-    return None
-
-
-def _run_quick_status(file: Path | None, as_json: bool) -> int:
-    from tapers.backend import default_backend
-    from tapers.cli.status_view import show_status
-    from tapers.engine.observe import observe
-    from tapers.project import open_project
-
-    try:
-        project = open_project(explicit=file)
-        backend = default_backend()
-        show_status(project, backend, observe(project, backend), as_json)
-    except TapersError as exc:
-        from tapers.cli.output import error
-
-        error(exc.message, exc.hint)
-        return int(exc.exit_code)
-    except KeyboardInterrupt:
-        return int(ExitCode.INTERRUPTED)
-    except Exception:
-        return _unexpected()
-    return int(ExitCode.OK)
-
-
-def _run_app(args: list[str]) -> int:
-    import typer
-
-    from tapers.cli.app import app
-
+def _guarded(call: Callable[[], Any]) -> int:
+    """Run a command; its errors become a message and an exit code, here and nowhere else."""
     interrupted = []
 
     def on_sigint(signum: int, frame: object) -> None:
@@ -75,16 +38,16 @@ def _run_app(args: list[str]) -> int:
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        result = app(args=args, prog_name="tapers", standalone_mode=False)
+        result = call()
     except TapersError as exc:
+        result = None
         if not interrupted:  # an error caused by Ctrl-C is reported as the interruption
             from tapers.cli.output import error
 
             error(exc.message, exc.hint)
             return int(exc.exit_code)
-    except typer.Exit as exc:
-        result = exc.exit_code
-    except (typer.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:
+        result = None
         interrupted.append(signal.SIGINT)
     except Exception as exc:
         if _is_usage_error(exc):  # click's, or the copy vendored in recent typer
@@ -98,9 +61,24 @@ def _run_app(args: list[str]) -> int:
 
         error("interrupted", hint="`tapers up` finishes what was left half-done")
         return int(ExitCode.INTERRUPTED)
-    if isinstance(result, int):
-        return result
-    return int(ExitCode.OK)
+    return result if isinstance(result, int) else int(ExitCode.OK)
+
+
+def _run_app(args: list[str]) -> int:
+    """Any command, through typer: its Exit and Abort are ours to turn into exit codes."""
+    import typer
+
+    from tapers.cli.app import app
+
+    def call() -> Any:
+        try:
+            return app(args=args, prog_name="tapers", standalone_mode=False)
+        except typer.Exit as exc:
+            return exc.exit_code
+        except typer.Abort:
+            raise KeyboardInterrupt from None
+
+    return _guarded(call)
 
 
 def _is_usage_error(exc: Exception) -> bool:

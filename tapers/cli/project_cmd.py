@@ -11,7 +11,8 @@ from typing import Annotated, Optional
 import typer
 
 from tapers.cli import output
-from tapers.cli.common import JsonFlag, Names, confirm, observed_project, open_project
+from tapers.cli.common import JsonFlag, Names, file_of, observed_project, open_project
+from tapers.cli.console import confirm
 from tapers.errors import ExitCode, StateError
 
 
@@ -113,10 +114,9 @@ def plan(
 
 def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Each machine: state, address, box, and whether its config is out of date."""
-    from tapers.cli.status_view import show_status
+    from tapers.cli import core_commands
 
-    project, backend, observed = observed_project(ctx)
-    show_status(project, backend, observed, as_json)
+    core_commands.status(file_of(ctx), as_json)
 
 
 def global_status(

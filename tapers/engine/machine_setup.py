@@ -3,7 +3,6 @@ before its first boot, and the host folders it mounts."""
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import os
 from pathlib import Path
@@ -39,7 +38,7 @@ def new_record(
         authorized_key=project_key,
         applied={**desired_settings(machine), "privileged": privileged},
         hosts=own_hosts_digest(machine),
-        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        created=_now(),
     )
 
 
@@ -132,3 +131,10 @@ def mounts(root: Path, machine: Machine, guest_uid: int, guest_gid: int, privile
         same = privileged and (st.st_uid, st.st_gid) == (guest_uid, guest_gid)
         result.append(Mount(folder, synced.guest, readonly, None if same else (guest_uid, st.st_uid, guest_gid, st.st_gid)))
     return tuple(result)
+
+
+def _now() -> str:
+    """This moment in UTC, to the second, as ISO 8601 (what a record says of its creation)."""
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import pytest
 
@@ -175,3 +176,24 @@ def test_placement_is_ignored_on_liblxc_with_a_warning(project) -> None:
     up = project.tapers("up").ok()
     assert "`placement: {member: node2}` ignored: the liblxc backend runs machines on this host" in up.out
     assert project.lxc_state("web") == "RUNNING"
+
+
+@pytest.mark.both_backends
+def test_halt_forces_off_a_machine_that_does_not_shut_down_in_time(project) -> None:
+    """A service that takes a minute to stop: `halt --timeout 2` says so and forces the
+    machines off, without waiting for the service."""
+    project.write("machines:\n  web: {}\n  db: {}\n")
+    project.tapers("up").ok()
+    unit = "[Service]\nExecStart=/bin/sleep infinity\nExecStop=/bin/sleep 60\n[Install]\nWantedBy=multi-user.target\n"
+    for machine in ("web", "db"):
+        project.tapers("exec", machine, "--", "sh", "-c", f"printf '{unit}' > /etc/systemd/system/slow.service && "
+                       "systemctl daemon-reload && systemctl start slow").ok()
+    started = time.monotonic()
+    halt = project.tapers("halt", "--timeout", "2").ok()
+    elapsed = time.monotonic() - started
+    forced = [line.split("|")[0].strip() for line in halt.out.splitlines()
+              if line.endswith("did not shut down within 2 s: forced off")]
+    assert sorted(forced) == ["db", "web"], halt.out
+    for machine in ("web", "db"):
+        assert project.lxc_state(machine) == "STOPPED"
+    assert elapsed < 40, f"halt took {elapsed:.0f} s: the slow service (60 s) was waited for"

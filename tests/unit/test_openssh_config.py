@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
-from tapers.cli import access_cmd
+from tapers.cli import core_commands
 from tapers.ssh.config import SshTarget
 
 
@@ -26,7 +26,7 @@ def test_openssh_gets_private_copies_of_the_config_and_known_hosts(monkeypatch, 
     monkeypatch.setattr(subprocess, "run", run)
     project = SimpleNamespace(id="demo", paths=SimpleNamespace(private_key=tmp_path / ".tapers" / "id_ed25519"))
     target = SshTarget("web", "tapers-demo-web", "10.97.0.2", "tapers", "ssh-ed25519 AAAAC3Nza")
-    code = access_cmd._openssh(project, [target], ["-L", "8080:localhost:80", "web"])
+    code = core_commands.openssh(project, [target], ["-L", "8080:localhost:80", "web"])
     assert code == 7
     assert seen["argv"][:2] == ["ssh", "-F"] and seen["argv"][3:] == ["-L", "8080:localhost:80", "web"]
     assert "HostName 10.97.0.2" in seen["text"] and seen["known"] == "tapers-demo-web ssh-ed25519 AAAAC3Nza\n"
@@ -40,4 +40,4 @@ def test_without_openssh_there_is_no_exit_code(monkeypatch, tmp_path: Path) -> N
 
     monkeypatch.setattr(subprocess, "run", run)
     project = SimpleNamespace(id="demo", paths=SimpleNamespace(private_key=tmp_path / "key"))
-    assert access_cmd._openssh(project, [], ["web"]) is None
+    assert core_commands.openssh(project, [], ["web"]) is None

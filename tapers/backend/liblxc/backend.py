@@ -222,18 +222,19 @@ class LiblxcBackend(BackendBase):
         return unprivileged.free_range(mapped + unprivileged.others_ids())
 
     def _start(self, container: str) -> None:
-        scoped = None
+        prefix: list[str] = []
         if self.as_user:
             from tapers.backend.liblxc import delegation, grants
 
             delegation.join(grants.current_user())
-            scoped = delegation.start_command(container, self.lxcpath)
+            prefix = delegation.start_prefix()
         try:
             unprivileged.mount_box(self.lxcpath / container, container)
             _prepare_mounts(container, self.lxcpath / container)
-            started = (subprocess.run(scoped, capture_output=True).returncode == 0 if scoped
-                       else self._container(container).start())
-            if not started:
+            # lxc-start, not python-lxc's start: that one holds Python's lock until the
+            # machine runs, and machines started in threads waited for each other.
+            argv = [*prefix, "lxc-start", "--lxcpath", str(self.lxcpath), "--name", container]
+            if subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True).returncode != 0:
                 raise self._start_failure(container)
         except BaseException:
             self._release(container)  # no view or staged folder left mounted for nothing
@@ -253,12 +254,19 @@ class LiblxcBackend(BackendBase):
             )
         return BackendError(f"container `{container}` did not start", hint=f"see its log: {log}")
 
+    # Stopping goes through lxc-stop, not python-lxc: its shutdown and stop hold Python's
+    # lock for as long as they wait, so machines halted in threads went one after another.
     def _shutdown(self, container: str, timeout: float) -> bool:
-        return bool(self._container(container).shutdown(int(max(1, timeout))))
+        return self._lxc_stop(container, "--nokill", "--timeout", str(int(max(1, timeout))))
 
     def _kill(self, container: str) -> None:
-        if not self._container(container).stop():
+        if not self._lxc_stop(container, "--kill"):
             raise BackendError(f"container `{container}` could not be stopped")
+
+    def _lxc_stop(self, container: str, *options: str) -> bool:
+        argv = ["lxc-stop", "--lxcpath", str(self.lxcpath), "--name", container, "--quiet", *options]
+        return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL).returncode == 0
 
     def _release(self, container: str) -> None:
         staging.release(container)

@@ -182,7 +182,7 @@ def join(user: str) -> None:
     every cgroup v1 hierarchy (cgroup v2 forbids moving oneself out of a cgroup one doesn't
     own; LXC then does without that hierarchy)."""
     if systemd_manages():
-        return  # the machine starts in a delegated scope (start_command)
+        return  # the machine starts in a delegated scope (start_prefix)
     own = _own_cgroups()
     lacking = []
     for hierarchy in hierarchies():
@@ -206,10 +206,9 @@ def join(user: str) -> None:
         )
 
 
-def start_command(container: str, lxcpath: Path) -> list[str] | None:
-    """How a normal user starts a machine where systemd owns the cgroups (None: elsewhere,
-    python-lxc's start from a cgroup `join` made ours)."""
+def start_prefix() -> list[str]:
+    """What a normal user's `lxc-start` runs under where systemd owns the cgroups: a scope
+    of their own, delegated. Elsewhere nothing (a cgroup `join` made this process's ours)."""
     if not systemd_manages():
-        return None
-    return ["systemd-run", "--user", "--scope", "--quiet", "-p", "Delegate=yes", "--",
-            "lxc-start", "-n", container, "-P", str(lxcpath)]
+        return []
+    return ["systemd-run", "--user", "--scope", "--quiet", "-p", "Delegate=yes", "--"]
