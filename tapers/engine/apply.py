@@ -247,6 +247,9 @@ def _wait_for_dependencies(name: str, ctx: Context) -> None:
 # -- one function per action kind ------------------------------------------------------
 
 
+_CREATING = threading.Lock()
+
+
 def _create(name: str, ctx: Context) -> None:
     project, backend = ctx.project, ctx.backend
     machine = project.loaded.machine(name)
@@ -260,11 +263,16 @@ def _create(name: str, ctx: Context) -> None:
     if backend.copy_mode() == "copy":
         ctx.reporter.line(name, "no overlayfs on this host: copying the box (slower, uses more disk; see `tapers doctor`)")
     host_key = keys.generate(comment=container)
+    files = setup.guest_files(machine, box, host_key, ctx.project_key)
+    mounts = setup.mounts(ctx.project.root, machine, box.user["uid"], box.user["gid"], machine.privileged, ctx.reporter)
+    private = tuple(backend.network.private(address) for address in machine.private_ips)
     from filelock import FileLock
 
     lock_path = paths.network_lock()
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock_path)):  # address choice and the record claiming it, atomically
+    # Address choice and the record claiming it, atomically: between processes by the file
+    # lock, between this one's threads first by a lock they wait on without polling.
+    with _CREATING, FileLock(str(lock_path), poll_interval=0.01):
         used = {info.address for info in backend.list(prefix=CONTAINER_PREFIX) if info.address}
         net = backend.network.allocate(container, used)
         record = setup.new_record(
@@ -277,10 +285,9 @@ def _create(name: str, ctx: Context) -> None:
             hostname=machine.hostname,
             network=net,
             limits=limits.wanted(machine),
-            files=setup.guest_files(machine, box, host_key, ctx.project_key),
-            private=tuple(backend.network.private(address) for address in machine.private_ips),
-            mounts=setup.mounts(ctx.project.root, machine, box.user["uid"], box.user["gid"], machine.privileged,
-                                ctx.reporter),
+            files=files,
+            private=private,
+            mounts=mounts,
             placement=machine.placement if backend.places_machines else None,
             privileged=machine.privileged,
             nesting=machine.nesting,
@@ -421,26 +428,38 @@ def _record_applied(ctx: Context, container: str, machine: Machine, keys: tuple[
 
 
 def sync_names(ctx: Context, only: str | None = None) -> None:
-    """Rewrite /etc/hosts in running machines whose copy is out of date."""
+    """Rewrite /etc/hosts in running machines whose copy is out of date (side by side)."""
     from tapers.engine import names
     from tapers.engine.observe import observe
 
     with ctx._access_guard:
         observed = observe(ctx.project, ctx.backend)
         peers = names.table(ctx.project, observed)
+        stale = []
         for machine in ctx.project.machines:
             info = observed.machines.get(machine.name)
             if (only and machine.name != only) or info is None or info.state is not State.RUNNING:
                 continue
-            record = info.record
             text = names.hosts_file(machine, peers)
-            if record is None or not record.ready or record.hosts == names.digest(text):
-                continue
-            script = 'printf "%s" "$HOSTS" > /etc/hosts'
-            code = ctx.backend.run(info.name, ["/bin/sh", "-c", script], env={"HOSTS": text})
-            if code != 0:
-                raise StateError(f"could not update /etc/hosts in machine `{machine.name}` (exit code {code})")
-            ctx.backend.save_record(info.name, record.replace(hosts=names.digest(text)))
+            if info.record is not None and info.record.ready and info.record.hosts != names.digest(text):
+                stale.append((machine.name, info.name, info.record, text))
+        if len(stale) == 1:
+            _write_hosts(ctx, *stale[0])
+        elif stale:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(8, len(stale)), thread_name_prefix="tapers-hosts") as pool:
+                list(pool.map(lambda args: _write_hosts(ctx, *args), stale))  # the first error is raised
+
+
+def _write_hosts(ctx: Context, machine: str, container: str, record: Record, text: str) -> None:
+    from tapers.engine import names
+
+    script = 'printf "%s" "$HOSTS" > /etc/hosts'
+    code = ctx.backend.run(container, ["/bin/sh", "-c", script], env={"HOSTS": text})
+    if code != 0:
+        raise StateError(f"could not update /etc/hosts in machine `{machine}` (exit code {code})")
+    ctx.backend.save_record(container, record.replace(hosts=names.digest(text)))
 
 
 def _provision(action: Action, guest: Any, ctx: Context) -> None:

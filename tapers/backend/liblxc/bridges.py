@@ -75,9 +75,10 @@ def _ensure_masquerade() -> None:
 
 def release_nat_network() -> None:
     """No tapers machine left on the host: take tapers' nftables rules away (masquerade, forwards)."""
-    listed = subprocess.run(["nft", "list", "table", "ip", NFT_TABLE], capture_output=True, text=True)
-    if listed.returncode == 0:
-        run(["nft", "delete", "table", "ip", NFT_TABLE], "remove the tapers nftables rules")
+    deleted = subprocess.run(["nft", "delete", "table", "ip", NFT_TABLE], capture_output=True, text=True)
+    if deleted.returncode != 0 and "No such file or directory" not in deleted.stderr:
+        raise HostError(f"cannot remove the tapers nftables rules (table ip {NFT_TABLE}): {deleted.stderr.strip()}",
+                        hint="run `tapers doctor`; tapers needs root to manage its network")
 
 
 def release_private_bridges() -> None:
