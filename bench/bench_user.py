@@ -69,7 +69,7 @@ def main() -> None:
     box = bench.find_box("debian/bookworm")
     if box is None:
         sys.exit("build root's box first: tapers box build debian/bookworm")
-    raw_up = bench.bench_raw_up(args.runs, box.rootfs)
+    raw_up = bench.bench_raw_up(args.runs, box.rootfs)[0]
     root_up = bench.bench_tapers(args.runs)[0]
     med = statistics.median
     rows = [

@@ -118,7 +118,7 @@ class Usage(NamedTuple):
     """Counters of a running container at one moment."""
 
     cpu_ns: int  # CPU time used since it started
-    memory: int  # bytes in use
+    memory: int  # bytes in use: the working set (usage less inactive page cache) where the backend can tell
     memory_limit: int | None
     pids: int
     rx_bytes: int  # received by the machine

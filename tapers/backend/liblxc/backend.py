@@ -374,13 +374,19 @@ class LiblxcBackend(BackendBase):
             except KeyError:
                 return ""
 
+        def counters(key: str) -> dict[str, str]:
+            return dict(line.split(None, 1) for line in item(key).splitlines() if " " in line)
+
+        # Memory is the working set, as `docker stats` and the kubelet count it: the usage
+        # less the page cache not touched lately (the kernel takes that back first).
         if cgroups.unified():
-            stat = dict(line.split() for line in item("cpu.stat").splitlines() if " " in line)
-            cpu_ns = int(stat.get("usage_usec", 0)) * 1000
+            cpu_ns = int(counters("cpu.stat").get("usage_usec", 0)) * 1000
             memory, limit = item("memory.current"), item("memory.max")
+            inactive = counters("memory.stat").get("inactive_file", "0")
         else:
             cpu_ns = int(item("cpuacct.usage") or 0)
             memory, limit = item("memory.usage_in_bytes"), item("memory.limit_in_bytes")
+            inactive = counters("memory.stat").get("total_inactive_file", "0")
         rx = tx = 0
         for index in range(len(c.get_interfaces()) - 1):  # every NIC but lo
             pair = c.get_running_config_item(f"lxc.net.{index}.veth.pair")
@@ -389,7 +395,8 @@ class LiblxcBackend(BackendBase):
                 rx += int((counters / "tx_bytes").read_text())  # the host side sends what the machine receives
                 tx += int((counters / "rx_bytes").read_text())
         limit_bytes = int(limit) if limit.isdigit() and int(limit) < 2**62 else None
-        return Usage(cpu_ns, int(memory or 0), limit_bytes, int(item("pids.current") or 0), rx, tx)
+        working_set = max(0, int(memory or 0) - int(inactive.strip() or 0))
+        return Usage(cpu_ns, working_set, limit_bytes, int(item("pids.current") or 0), rx, tx)
 
     # -- snapshots: copies of the machine's writable layer (the box below never changes) ----
 
