@@ -85,6 +85,10 @@ class ProvisionError(TapersError):
     """A provisioning step failed."""
 
 
+class TriggerError(TapersError):
+    """A trigger failed, or runs on the host without the person's approval (`tapers trust`)."""
+
+
 class StateError(TapersError):
     """What is on the host does not allow the requested operation."""
 

@@ -15,6 +15,7 @@ import errno
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 from tapers.errors import StateError
 from tapers.paths import PROJECT_STATE_DIR
@@ -28,6 +29,24 @@ def invoker() -> tuple[int, int]:
         if uid.isdigit() and gid.isdigit():
             return int(uid), int(gid)
     return os.geteuid(), os.getegid()
+
+
+def as_invoker(env: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """How to start a program of the project's on the host as the person running tapers:
+    subprocess options and its environment. Under sudo that is the user who ran sudo, never
+    root (what it runs is the project's: ansible-playbook, a trigger's script)."""
+    uid, gid = invoker()
+    if os.geteuid() != 0 or uid == 0:
+        return {}, env
+    import pwd
+
+    try:
+        account = pwd.getpwuid(uid)
+        home, name = account.pw_dir, account.pw_name
+    except KeyError:
+        home, name = "/nonexistent", str(uid)
+    env = {key: value for key, value in env.items() if key != "SUDO_COMMAND"}
+    return {"user": uid, "group": gid, "extra_groups": []}, {**env, "HOME": home, "USER": name, "LOGNAME": name}
 
 
 def _trusted_owners(path: Path) -> set[int]:

@@ -134,7 +134,8 @@ class FakeBackend(BackendBase):
         self.calls.append(f"set limits {container}")
         self.containers[container]["limits"] = limits
 
-    def _reconfigure(self, container: str, hostname: str, private: Any, mounts: Any, files: Any, nesting: bool) -> None:
+    def _reconfigure(self, container: str, hostname: str, private: Any, mounts: Any, files: Any, nesting: bool,
+                     raw: Any = None) -> None:
         self.calls.append(f"reconfigure {container}")
         self.containers[container]["files"].update({f.path: f for f in files})
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from tapers.record import Record, RecordError, claims
 
@@ -106,6 +106,7 @@ class MachineSpec(NamedTuple):
     placement: str | None = None  # a cluster member, where the engine has several
     privileged: bool = False  # True: its root is host root (else a host uid of its own range)
     nesting: bool = False  # containers can run inside it
+    raw: dict[str, Any] | None = None  # the Taperfile's raw engine keys (`lxc:`, `lxd:`), checked, applied last
 
 
 class Snapshot(NamedTuple):
@@ -229,8 +230,10 @@ class Backend(Protocol):
         mounts: tuple[Mount, ...],
         files: tuple[GuestFile, ...],
         nesting: bool = False,
+        raw: dict[str, Any] | None = None,
     ) -> None:
-        """A stopped container gets a new hostname, private networks, mounts, nesting and rewritten files."""
+        """A stopped container gets a new hostname, private networks, mounts, nesting, raw
+        engine keys and rewritten files."""
 
     def root_view(self, container: str) -> AbstractContextManager[Path]:
         """The machine's whole root filesystem (box and changes) as a folder to read, while

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from typing import Any
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 
@@ -108,10 +109,11 @@ class BackendBase:
         mounts: tuple[Mount, ...],
         files: tuple[GuestFile, ...],
         nesting: bool = False,
+        raw: dict[str, Any] | None = None,
     ) -> None:
         with self._translated("reconfigure it", container):
             self._require_stopped(container, "reconfigure", "reconfigured")
-            self._reconfigure(container, hostname, private, mounts, files, nesting)
+            self._reconfigure(container, hostname, private, mounts, files, nesting, raw)
 
     @contextmanager
     def root_view(self, container: str) -> Iterator[Path]:
@@ -279,7 +281,8 @@ class BackendBase:
         raise NotImplementedError
 
     def _reconfigure(self, container: str, hostname: str, private: tuple[NetworkConfig, ...],
-                     mounts: tuple[Mount, ...], files: tuple[GuestFile, ...], nesting: bool) -> None:
+                     mounts: tuple[Mount, ...], files: tuple[GuestFile, ...], nesting: bool,
+                     raw: dict[str, Any] | None) -> None:
         raise NotImplementedError
 
     def _root_view(self, container: str) -> AbstractContextManager[Path]:

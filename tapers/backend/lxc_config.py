@@ -14,7 +14,7 @@ from pathlib import Path
 from tapers import sinks
 from tapers.errors import UnsafeValueError
 
-_KEY = re.compile(r"lxc(\.[a-z0-9_]+)+")
+_KEY = re.compile(r"lxc(\.[a-z0-9_-]+)+")
 Items = list[tuple[str, str]]
 
 

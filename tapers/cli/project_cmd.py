@@ -119,6 +119,29 @@ def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     core_commands.status(file_of(ctx), as_json)
 
 
+def trust(
+    ctx: typer.Context,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="approve without asking (you read them already)")] = False,
+) -> None:
+    """Show the commands the Taperfile's triggers run on this host, and approve them (a
+    Taperfile may come from anyone); any change to them asks again."""
+    from tapers.engine import triggers
+
+    project = open_project(ctx)
+    commands = triggers.host_commands(project)
+    if not commands:
+        output.say("the Taperfile runs nothing on this host: nothing to approve")
+        return
+    output.say(f"{project.loaded.path} runs these commands on this host, as you, in {project.root} "
+               "(what they run from there is not covered):")
+    for command in commands:
+        output.say(f"  {command.describe()}")
+    if not yes:
+        confirm("Approve them?", "nothing approved", "--yes")
+    triggers.trust(project, commands)  # exactly what was shown
+    output.say("approved; any change to them asks again")
+
+
 def global_status(
     as_json: JsonFlag = False,
     prune: Annotated[bool, typer.Option("--prune", help="destroy machines whose project folder is gone")] = False,

@@ -88,8 +88,12 @@ def up_plan(
     key: str,
     provision: str,
     remove_orphans: bool = False,
+    event: str | None = "up",
 ) -> Plan:
+    """What `up` will do, with the machines' triggers for `event` (None: none; `reload`
+    places its own)."""
     from tapers.boxes.cache import find_box
+    from tapers.engine.plan import with_triggers
 
     machines = machines_for_up(project, names)
     cached = {m.box for m in machines if find_box(m.box)}
@@ -98,8 +102,9 @@ def up_plan(
     found = step_inputs(project, machines)
     stale = hosts.stale(project, observed)
     forwarding = backend.network.forwarded() if any(m.ports for m in machines) else None
-    return plan_up(machines, observed, key, cached, fingerprints_of(found), provision, remove_orphans and not names,
+    plan = plan_up(machines, observed, key, cached, fingerprints_of(found), provision, remove_orphans and not names,
                    stale, forwarding, found, legacy_fingerprints(project, machines, observed))
+    return with_triggers(plan, event, machines, observed) if event else plan
 
 
 def status_plan(project: Project, backend: Backend, observed: Observed) -> Plan:
@@ -200,33 +205,44 @@ class Engine:
            timeout: float = 60.0) -> bool:
         """Make the machines match the Taperfile; False when there was nothing to do."""
         self._require_host()
+        self._require_trust("up")
         with self._locked("up"):
             return self._reconcile(names, provision, remove_orphans, yes, timeout)
 
     def reload(self, names: list[str] | None, yes: bool = False, timeout: float = 60.0) -> None:
         """Halt, then up: every change in the Taperfile applied."""
-        from tapers.engine.plan import plan_halt
+        from tapers.engine.plan import plan_halt, with_triggers
 
         self._require_host()
+        self._require_trust("reload")
         with self._locked("reload"):
-            self._apply(plan_halt(self.project.select(names), self._observe()))
-            self._reconcile(names, "auto", False, yes, timeout)
+            machines, observed = self.project.select(names), self._observe()
+            halt = plan_halt(machines, observed)
+            self._apply(with_triggers(halt, "reload", machines, observed, ("before",)))
+            halted = set(halt.subjects())  # the others' before-reload triggers go ahead of their up
+            first = [m for m in machines if m.name not in halted]
+            self._reconcile(names, "auto", False, yes, timeout, reload_first=first)
 
     def provision(self, names: list[str] | None, wanted: list[str] | None) -> bool:
         from tapers.engine.access import project_key
-        from tapers.engine.plan import plan_provision
+        from tapers.engine.plan import plan_provision, with_triggers
 
         key = project_key(self.project)
+        self._require_trust("provision")
         with self._locked("provision"):
-            plan = plan_provision(self.project.select(names), self._observe(), wanted)
+            machines, observed = self.project.select(names), self._observe()
+            plan = with_triggers(plan_provision(machines, observed, wanted), "provision", machines, observed)
             check_tools(plan, self.project)
             return self._apply(plan, project_key=key)
 
     def halt(self, names: list[str] | None, timeout: float = 30.0) -> bool:
-        from tapers.engine.plan import plan_halt
+        from tapers.engine.plan import plan_halt, with_triggers
 
+        self._require_trust("halt")
         with self._locked("halt"):
-            return self._apply(plan_halt(self.project.select(names), self._observe()), halt_timeout=timeout)
+            machines, observed = self.project.select(names), self._observe()
+            return self._apply(with_triggers(plan_halt(machines, observed), "halt", machines, observed),
+                               halt_timeout=timeout)
 
     def suspend(self, names: list[str] | None) -> bool:
         from tapers.engine.plan import plan_suspend
@@ -241,10 +257,12 @@ class Engine:
             return self._apply(plan_resume(self.project.select(names), self._observe()))
 
     def destroy(self, names: list[str] | None, force: bool = False) -> bool:
-        from tapers.engine.plan import plan_destroy
+        from tapers.engine.plan import plan_destroy, with_triggers
 
+        self._require_trust("destroy")
         with self._locked("destroy"):
-            plan = plan_destroy(self.project.select(names), self._observe(), orphans=not names)
+            machines, observed = self.project.select(names), self._observe()
+            plan = with_triggers(plan_destroy(machines, observed, orphans=not names), "destroy", machines, observed)
             self._warn_notes(plan)
             if plan and not force:
                 listed = ", ".join(f"`{s}`" for s in plan.subjects())
@@ -319,6 +337,13 @@ class Engine:
         with project_lock(self.project, self.reporter, command):
             yield
 
+    def _require_trust(self, event: str) -> None:
+        """The triggers `event` runs on the host were approved by the person (`tapers trust`)."""
+        if any(trigger.on_host for machine in self.project.machines for trigger in machine.triggers):
+            from tapers.engine.triggers import require_trust
+
+            require_trust(self.project, {event})
+
     def _require_host(self) -> None:
         if self._host_check is None:
             from tapers.doctor import require_host
@@ -342,14 +367,23 @@ class Engine:
         return bool(plan)
 
     def _reconcile(self, names: list[str] | None, provision: str, remove_orphans: bool, yes: bool,
-                   timeout: float) -> bool:
-        """Plan and apply `up` (the lock is held); False when there was nothing to do."""
+                   timeout: float, reload_first: list[Machine] | None = None) -> bool:
+        """Plan and apply `up` (the lock is held); False when there was nothing to do. As the
+        second half of `reload` (`reload_first`: the machines its halt left alone), with the
+        reload triggers instead of up's."""
+        from tapers.engine.plan import with_triggers
+
         from tapers.engine.access import project_key, write_ssh_files
 
         key = project_key(self.project)
         observed = self._observe()
         with phase("plan"):
-            plan = up_plan(self.project, self.backend, observed, names, key, provision, remove_orphans)
+            if reload_first is None:
+                plan = up_plan(self.project, self.backend, observed, names, key, provision, remove_orphans)
+            else:
+                plan = up_plan(self.project, self.backend, observed, names, key, provision, remove_orphans, event=None)
+                plan = with_triggers(plan, "reload", reload_first, observed, ("before",))
+                plan = with_triggers(plan, "reload", machines_for_up(self.project, names), observed, ("after",))
         self._warn_notes(plan)
         if not remove_orphans:
             self._warn_orphans(observed)

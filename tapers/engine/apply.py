@@ -202,20 +202,29 @@ def _run_machines(plan: Plan, ctx: Context) -> None:
 def _run_machine(name: str, actions: list[Action], ctx: Context) -> None:
     started = time.monotonic()
     guest = None
+    provisioning = False
     try:
         for action in actions:
             if ctx._cancelled.is_set():
                 raise Interrupted(f"{name}: stopped before `{action.what}` (interrupted)")
-            if action.kind is Kind.PROVISION and guest is None:
+            if action.kind is Kind.PROVISION and not provisioning:
                 _wait_for_dependencies(name, ctx)
                 ctx.refresh_access()
                 sync_names(ctx, only=name)  # its steps may talk to the machines it depends on
+                provisioning = True
+            if guest is not None and action.kind in (Kind.HALT, Kind.DESTROY):  # a trigger's session, before
+                ctx._guests.pop(name, None)
+                guest.close()
+                guest = None
+            if guest is None and _over_ssh(action, ctx):
                 guest = (ctx.guest_factory or _ssh_guest)(name, ctx)
                 ctx._guests[name] = guest
             ctx.reporter.line(name, action.what)
             with phase(action.what, name):
                 if action.kind is Kind.PROVISION:
                     _provision(action, guest, ctx)
+                elif action.kind is Kind.TRIGGER:
+                    _trigger(action, guest, ctx)
                 else:
                     _HANDLERS[action.kind](name, ctx)
             if action.kind is Kind.WAIT_SSH:
@@ -228,8 +237,15 @@ def _run_machine(name: str, actions: list[Action], ctx: Context) -> None:
             ctx._guests.pop(name, None)
             guest.close()
         ctx._finished[name].set()
-    if guest is not None:
+    if provisioning:
         ctx.reporter.line(name, f"provisioned in {time.monotonic() - started:.1f} s")
+
+
+def _over_ssh(action: Action, ctx: Context) -> bool:
+    """Whether the action talks to the machine over SSH: a step, or a trigger run in it."""
+    if action.kind is Kind.TRIGGER:
+        return not ctx.project.loaded.machine(action.subject).triggers[action.step - 1].on_host
+    return action.kind is Kind.PROVISION
 
 
 def _wait_for_dependencies(name: str, ctx: Context) -> None:
@@ -291,6 +307,7 @@ def _create(name: str, ctx: Context) -> None:
             placement=machine.placement if backend.places_machines else None,
             privileged=machine.privileged,
             nesting=machine.nesting,
+            raw=machine.raw,
         )
         backend.create(spec, record)
     backend.save_record(container, record.replace(phase=READY))
@@ -416,7 +433,8 @@ def _reconfigure(name: str, ctx: Context) -> None:
     private = tuple(ctx.backend.network.private(address) for address in machine.private_ips)
     record = _record_of(ctx, container)
     mounts = setup.mounts(ctx.project.root, machine, record.uid, record.gid, privileged_was(record), ctx.reporter)
-    ctx.backend.reconfigure(container, machine.hostname, private, mounts, setup.hostname_files(machine), machine.nesting)
+    ctx.backend.reconfigure(container, machine.hostname, private, mounts, setup.hostname_files(machine), machine.nesting,
+                            machine.raw)
     _record_applied(ctx, container, machine, RESTART_KEYS, hosts=setup.own_hosts_digest(machine))
 
 
@@ -482,6 +500,24 @@ def _provision(action: Action, guest: Any, ctx: Context) -> None:
     except TapersError:
         ctx.backend.save_record(container, _record_of(ctx, container).replace(provision_failed=step.key))
         raise
+
+
+def _trigger(action: Action, guest: Any, ctx: Context) -> None:
+    """Run a trigger; one that fails with `on_error: continue` is said, and the machine's
+    command goes on."""
+    from tapers.engine import triggers
+
+    name = action.subject
+    trigger = ctx.project.loaded.machine(name).triggers[action.step - 1]
+    try:
+        if trigger.on_host:
+            triggers.run_on_host(ctx.project, name, trigger, action.event, ctx.reporter)
+        else:
+            triggers.run_in_machine(name, trigger, action.event, guest)
+    except TapersError as exc:
+        if trigger.on_error != "continue":
+            raise
+        ctx.reporter.line(name, f"{trigger.label} failed; going on (on_error: continue): {exc.message}")
 
 
 def _ssh_guest(name: str, ctx: Context) -> SshGuest:

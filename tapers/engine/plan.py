@@ -17,7 +17,7 @@ from tapers.engine.settings import box_matches, privileged_was, settings_changes
 from tapers.provision.api import UNRESOLVED
 from tapers.ssh.keys import same_key
 from tapers.taperfile import Machine
-from tapers.taperfile.machine import Step
+from tapers.taperfile.machine import Step, Trigger
 
 NAMES = "names"  # the subject of project-wide SYNC_NAMES actions
 NETWORK = "network"  # the subject of PREPARE_NETWORK and RELEASE_NETWORK
@@ -42,6 +42,7 @@ class Kind(str, enum.Enum):
     FORWARD_PORTS = "forward ports"
     DESTROY = "destroy"
     RELEASE_NETWORK = "release"
+    TRIGGER = "run trigger"
 
     def __str__(self) -> str:
         return self.value
@@ -55,11 +56,12 @@ class Action(NamedTuple):
     kind: Kind
     subject: str  # a machine name, or a box name for BUILD_BOX
     cause: str
-    step: int = 0  # PROVISION: the step's number in the machine's `provision:` list
-    detail: str = ""  # PROVISION: which step, as users read it
+    step: int = 0  # PROVISION, TRIGGER: its number in the machine's `provision:` or `triggers:` list
+    detail: str = ""  # PROVISION, TRIGGER: which one, as users read it
     cls: str = ""  # the change class: live, restart, recreate, reprovision (and create, start, ...)
     loses_data: bool = False  # re-creating a machine that has data in it: needs confirmation
     keys: tuple[str, ...] = ()  # SET_LIMITS, RECONFIGURE: the settings it changes (memory, hostname...)
+    event: str = ""  # TRIGGER: the command it runs for (up, halt, reload, destroy, provision)
 
     @property
     def what(self) -> str:
@@ -413,6 +415,43 @@ def plan_destroy(machines: list[Machine], observed: Observed, orphans: bool) -> 
     if actions and not left:
         actions.append(_release_network())
     return Plan(actions=tuple(actions), notes=notes)
+
+
+def with_triggers(plan: Plan, event: str, machines: list[Machine], observed: Observed,
+                  sides: tuple[str, ...] = ("before", "after")) -> Plan:
+    """The plan with each machine's `before: EVENT` triggers ahead of its actions and its
+    `after: EVENT` ones behind them. A machine the plan doesn't act on triggers nothing; a
+    trigger to run in a machine that isn't running before the event is left out, said."""
+    by_name = {m.name: m for m in machines}
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    for index, action in enumerate(plan.actions):
+        if action.kind not in PROJECT_WIDE and action.subject in by_name:
+            first.setdefault(action.subject, index)
+            last[action.subject] = index
+    actions: list[Action] = []
+    notes = list(plan.notes)
+    for index, action in enumerate(plan.actions):
+        machine = by_name.get(action.subject)
+        if machine is not None and first.get(action.subject) == index and "before" in sides:
+            info = observed.machines.get(machine.name)
+            running = info is not None and info.state is State.RUNNING
+            for trigger in machine.triggers_for("before", event):
+                if trigger.on_host or running:
+                    actions.append(_trigger_action(machine, trigger, event))
+                else:
+                    notes.append(f"`{machine.name}` {trigger.label} runs in the machine, which isn't running: "
+                                 f"not run before `{event}`")
+        actions.append(action)
+        if machine is not None and last.get(action.subject) == index and "after" in sides:
+            actions += [_trigger_action(machine, t, event) for t in machine.triggers_for("after", event)]
+    return Plan(actions=tuple(actions), notes=tuple(notes))
+
+
+def _trigger_action(machine: Machine, trigger: Trigger, event: str) -> Action:
+    named = f' "{trigger.name}"' if trigger.name else ""
+    return Action(Kind.TRIGGER, machine.name, f"{trigger.when} {event}", step=trigger.index,
+                  detail=f"{trigger.index}{named} {trigger.where}", event=event)
 
 
 def _interrupted(info: ContainerInfo) -> bool:

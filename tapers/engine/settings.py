@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tapers.taperfile import Machine
 from tapers.taperfile.machine import split_box_ref
@@ -14,8 +14,8 @@ if TYPE_CHECKING:
     from tapers.record import Record
 
 LIVE_KEYS = ("cpus", "memory", "pids")  # applied to a running machine
-RESTART_KEYS = ("hostname", "networks", "synced", "nesting")  # applied while it is stopped
-UNRECORDED = {"nesting": False}  # what a machine of an older tapers, without the key, has
+RESTART_KEYS = ("hostname", "networks", "synced", "nesting", "raw")  # applied while it is stopped
+UNRECORDED = {"nesting": False, "raw": None}  # what a machine of an older tapers, without the key, has
 
 
 class Change(NamedTuple):
@@ -39,6 +39,7 @@ def desired_settings(machine: Machine) -> dict[str, object]:
         "networks": list(machine.private_ips),
         "synced": [[s.host, s.guest, s.readonly] for s in machine.synced],
         "nesting": machine.nesting,
+        "raw": machine.raw,
     }
 
 
@@ -78,4 +79,15 @@ def _show(key: str, value: object) -> str:
         return f"{value:g}"
     if isinstance(value, list):
         return "[" + ", ".join(str(v) for v in value) + "]"
+    if key == "raw" and isinstance(value, dict):
+        return _show_raw(value)
     return str(value)
+
+
+def _show_raw(raw: dict[str, Any]) -> str:
+    """Raw engine keys as `{lxc.environment=A=1, lxd config limits.processes=100, lxd device fuse}`."""
+    lxd = raw.get("lxd", {})
+    parts = [f"{key}={value}" for key, value in raw.get("lxc", {}).items()]
+    parts += [f"lxd config {key}={value}" for key, value in lxd.get("config", {}).items()]
+    parts += [f"lxd device {name}" for name in lxd.get("devices", {})]
+    return "{" + ", ".join(parts) + "}"

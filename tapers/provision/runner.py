@@ -119,19 +119,7 @@ class SshGuest:
         from tapers import project_files
 
         out, _ = self._outputs()
-        uid, gid = project_files.invoker()
-        drop: dict = {}
-        if os.geteuid() == 0 and uid != 0:
-            import pwd
-
-            try:
-                account = pwd.getpwuid(uid)
-                home, name = account.pw_dir, account.pw_name
-            except KeyError:
-                home, name = "/nonexistent", str(uid)
-            drop = {"user": uid, "group": gid, "extra_groups": []}
-            env = {**env, "HOME": home, "USER": name, "LOGNAME": name}
-            env.pop("SUDO_COMMAND", None)
+        drop, env = project_files.as_invoker(env)
         try:
             process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **drop)
         except PermissionError as exc:

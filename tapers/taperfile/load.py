@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from tapers import __version__, paths
 from tapers.errors import TaperfileError, UsageError
-from tapers.taperfile.machine import ForwardPort, Machine, Step, Synced
+from tapers.taperfile.machine import ForwardPort, Machine, Step, Synced, Trigger
 
 CACHE_NAME = "taperfile.json"
 MAX_TEXT_BYTES = 1024**2  # a Taperfile (or its override) past this is refused before it is parsed
@@ -227,6 +227,7 @@ def _machine_from_json(data: dict) -> Machine:
             "private_ips": tuple(data["private_ips"]),
             "ports": tuple(ForwardPort(**port) for port in data["ports"]),
             "synced": tuple(Synced(**folder) for folder in data["synced"]),
+            "triggers": tuple(Trigger(**{**t, "events": tuple(t["events"])}) for t in data.get("triggers", [])),
         }
     )
 
@@ -237,6 +238,7 @@ def _machine_to_json(machine: Machine) -> dict:
         "provision": [step._asdict() for step in machine.provision],
         "ports": [port._asdict() for port in machine.ports],
         "synced": [folder._asdict() for folder in machine.synced],
+        "triggers": [trigger._asdict() for trigger in machine.triggers],
     }
 
 

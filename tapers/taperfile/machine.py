@@ -41,6 +41,36 @@ class Step(NamedTuple):
         return f"step {self.index}{named} ({self.kind})"
 
 
+TRIGGER_EVENTS = ("up", "halt", "reload", "destroy", "provision")
+
+
+class Trigger(NamedTuple):
+    """A command run before or after a tapers command acts on a machine: on the host
+    (`run:`, in the project folder, as the person running tapers) or in the machine
+    (`run_remote:`, over SSH, as a shell step)."""
+
+    index: int  # 1-based position in the machine's `triggers:` list
+    when: str  # before | after
+    events: tuple[str, ...]  # of TRIGGER_EVENTS
+    name: str | None
+    on_host: bool  # `run:` (True) or `run_remote:` (False)
+    options: dict[str, Any]  # inline or path, args, env (and privileged in the machine)
+    on_error: str = "halt"  # halt: the machine's command stops there | continue: said, and go on
+
+    @property
+    def label(self) -> str:
+        named = f' "{self.name}"' if self.name else ""
+        return f"trigger {self.index}{named}"
+
+    @property
+    def where(self) -> str:
+        return "on the host" if self.on_host else "in the machine"
+
+    def as_step(self) -> Step:
+        """A `run_remote:` trigger is run as a shell step is."""
+        return Step(index=self.index, name=self.name, kind="shell", run="always", reboot=False, options=self.options)
+
+
 class ForwardPort(NamedTuple):
     """`forwarded_port:` host_ip:host on the host reaches guest on the machine."""
 
@@ -81,6 +111,11 @@ class Machine(NamedTuple):
     placement: str | None = None  # the LXD cluster member to run on (`placement: {member: ...}`)
     privileged: bool = False  # `privileged: true`: root in the machine is root on the host
     nesting: bool = False  # containers (Docker, LXC) can run inside the machine
+    triggers: tuple[Trigger, ...] = ()
+    raw: dict[str, Any] | None = None  # raw engine keys: {"lxc": {key: value}, "lxd": {"config": ..., "devices": ...}}
+
+    def triggers_for(self, when: str, event: str) -> list[Trigger]:
+        return [t for t in self.triggers if t.when == when and event in t.events]
 
     def step(self, wanted: str) -> Step | None:
         """A step by name, or by its number."""

@@ -26,7 +26,8 @@ from pydantic import (
     model_validator,
 )
 
-from tapers.taperfile.machine import DEFAULT_BOX, PROJECT_MOUNT, ForwardPort, Machine, Step, Synced
+from tapers.taperfile.machine import (DEFAULT_BOX, PROJECT_MOUNT, TRIGGER_EVENTS, ForwardPort, Machine, Step, Synced,
+                                     Trigger)
 from tapers.taperfile.units import CONTROL, parse_size, printable, shown
 
 # Matched in full (re.fullmatch) and ASCII only: `$` would let a trailing newline through,
@@ -259,18 +260,26 @@ def _inline_script(value: object) -> object:
     return {"inline": value} if isinstance(value, str) else value
 
 
-class ShellStep(_Strict):
+class Script(_Strict):
+    """A script to run: `inline` text or a `path` in the project, with its arguments and
+    environment (a trigger's `run:` on the host)."""
+
     inline: Text | None = None
     path: HostPath | None = None
     args: list[Scalar] = Field(default_factory=list)
     env: dict[VariableName, Scalar] = Field(default_factory=dict)
-    privileged: bool = True
 
     @model_validator(mode="after")
-    def _one_source(self) -> ShellStep:
+    def _one_source(self) -> Script:
         if (self.inline is None) == (self.path is None):
             raise ValueError("give the script as `inline` or as `path` (exactly one of them)")
         return self
+
+
+class ShellStep(Script):
+    """A script run in the machine: a `shell:` step, a trigger's `run_remote:`."""
+
+    privileged: bool = True
 
 
 class FileStep(_Strict):
@@ -366,6 +375,84 @@ class ProvisionStep(_Strict):
         return next(kind for kind in STEP_KINDS if getattr(self, kind) is not None)
 
 
+def _listed(value: object) -> object:
+    return [value] if isinstance(value, str) else value
+
+
+Events = Annotated[list[Literal[TRIGGER_EVENTS]], BeforeValidator(_listed), Field(min_length=1)]  # type: ignore[valid-type]
+# A trigger in the machine needs it running: not before it is up, not after it halted or went.
+NO_MACHINE = {("before", "up"), ("after", "halt"), ("after", "destroy")}
+
+
+class TriggerSettings(_Strict):
+    name: StepName | None = None
+    before: Events | None = None
+    after: Events | None = None
+    run: Annotated[Script, BeforeValidator(_inline_script)] | None = None
+    run_remote: Annotated[ShellStep, BeforeValidator(_inline_script)] | None = None
+    on_error: Literal["halt", "continue"] = "halt"
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> TriggerSettings:
+        if (self.before is None) == (self.after is None):
+            raise ValueError("say when with `before: EVENT` or `after: EVENT` (exactly one of them; EVENT is one of "
+                             f"{', '.join(TRIGGER_EVENTS)}, or a list of them)")
+        if (self.run is None) == (self.run_remote is None):
+            raise ValueError("give what to run as `run:` (on the host) or `run_remote:` (in the machine), exactly one")
+        when = "before" if self.before else "after"
+        if self.run_remote is not None:
+            for event in self.before or self.after or []:
+                if (when, event) in NO_MACHINE:
+                    raise ValueError(f"`run_remote:` can't run {when} `{event}`: the machine isn't running then "
+                                     "(use `run:` on the host)")
+        return self
+
+
+def _refused_unless(why: str | None, what: str) -> None:
+    if why is not None:
+        raise ValueError(f"{what} {why}; refused")
+
+
+def _lxc_key(key: str) -> str:
+    from tapers.taperfile.raw_keys import lxc_refusal
+
+    _refused_unless(lxc_refusal(key), shown(key))
+    return key
+
+
+def _lxd_config_key(key: str) -> str:
+    from tapers.taperfile.raw_keys import lxd_config_refusal
+
+    _refused_unless(lxd_config_refusal(key), shown(key))
+    return key
+
+
+def _lxd_device(device: dict[str, str]) -> dict[str, str]:
+    from tapers.taperfile.raw_keys import lxd_device_refusal
+
+    _refused_unless(lxd_device_refusal(device), "the device")
+    return device
+
+
+def _raw_text(value: object) -> object:
+    """A raw key's value as the engine reads it: text (true/false, numbers as written)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value) if isinstance(value, (int, float)) else value
+
+
+RawValue = Annotated[str, BeforeValidator(_raw_text), AfterValidator(_one_line), Field(max_length=4096)]
+
+
+class LxdRaw(_Strict):
+    """Raw LXD instance settings, applied after tapers' own (only keys that act inside the machine)."""
+
+    config: dict[Annotated[str, AfterValidator(_lxd_config_key)], RawValue] = Field(default_factory=dict, max_length=100)
+    devices: dict[Annotated[str, Field(max_length=40), _matching(MACHINE_NAME, "device name: a-z, 0-9 and '-'")],
+                  Annotated[dict[str, RawValue], AfterValidator(_lxd_device)]] = Field(default_factory=dict,
+                                                                                       max_length=20)
+
+
 class Placement(_Strict):
     """Where a machine runs on an LXD cluster (liblxc ignores it, with a warning)."""
 
@@ -390,6 +477,9 @@ class MachineSettings(_Strict):
     placement: Placement | None = None
     privileged: bool | None = None
     nesting: bool | None = None
+    triggers: list[TriggerSettings] | None = None
+    lxc: dict[Annotated[str, AfterValidator(_lxc_key)], RawValue] | None = Field(default=None, max_length=100)
+    lxd: LxdRaw | None = None
 
 
 ProjectName = Annotated[
@@ -443,6 +533,8 @@ def resolve_machines(taperfile: Taperfile) -> list[Machine]:
                 placement=placement.member if (placement := pick("placement", None)) else None,
                 privileged=pick("privileged", False),
                 nesting=pick("nesting", False),
+                triggers=tuple(_trigger(index, t) for index, t in enumerate(pick("triggers", []), 1)),
+                raw=_raw(pick("lxc", None), pick("lxd", None)),
             )
         )
     return machines
@@ -454,6 +546,24 @@ def _step(index: int, step: ProvisionStep) -> Step:
                 watch=tuple(step.watch))
 
 
+
+
+def _trigger(index: int, trigger: TriggerSettings) -> Trigger:
+    script = trigger.run or trigger.run_remote
+    assert script is not None
+    return Trigger(index=index, when="before" if trigger.before else "after",
+                   events=tuple(trigger.before or trigger.after or ()), name=trigger.name, on_host=trigger.run is not None,
+                   options=script.model_dump(exclude_none=True), on_error=trigger.on_error)
+
+
+def _raw(lxc: dict[str, str] | None, lxd: LxdRaw | None) -> dict[str, Any] | None:
+    """The raw engine keys, only those given: {"lxc": {...}, "lxd": {"config": ..., "devices": ...}}."""
+    raw: dict[str, Any] = {}
+    if lxc:
+        raw["lxc"] = dict(lxc)
+    if lxd is not None and (lxd.config or lxd.devices):
+        raw["lxd"] = lxd.model_dump()
+    return raw or None
 
 
 def _synced(folders: list[SyncedFolder]) -> tuple[Synced, ...]:

@@ -32,6 +32,25 @@ DESCRIPTIONS = {
     "MachineSettings.privileged": "true: root in the machine is root on the host. Default false: an unprivileged "
                                   "host uid. Changing it re-creates the machine.",
     "MachineSettings.nesting": "true: containers (Docker, LXC) can run inside the machine. Default: false.",
+    "MachineSettings.triggers": "Commands run before or after tapers acts on the machine (up, halt, reload, "
+                                "destroy, provision), on the host or in the machine.",
+    "MachineSettings.lxc": "Raw liblxc keys, applied after tapers' own (a restart): lxc.environment, lxc.sysctl.*, "
+                           "lxc.prlimit.*, lxc.cgroup2.*... Keys that act on the host or on what tapers manages "
+                           "(hooks, mounts, network, rootfs, idmap, confinement) are refused.",
+    "MachineSettings.lxd": "Raw LXD instance settings, applied after tapers' own (a restart).",
+    "LxdRaw.config": "Instance config keys: limits.*, linux.sysctl.*, environment.*, boot.*, snapshots.*, user.*, "
+                     "cloud-init.* (raw.*, security.*, linux.kernel_modules are refused).",
+    "LxdRaw.devices": "Devices by name: only unix-char devices of /dev/fuse, /dev/net/tun, /dev/kvm.",
+    "TriggerSettings.name": "The trigger's name (in messages).",
+    "TriggerSettings.before": "Run before this command acts on the machine: up, halt, reload, destroy or "
+                              "provision (or a list of them).",
+    "TriggerSettings.after": "Run after this command acted on the machine (one of them, or a list).",
+    "TriggerSettings.run": "A script run on the host, in the project folder, as you, once you approved it "
+                           "(`tapers trust`): a string (inline), or {inline|path, args, env}.",
+    "TriggerSettings.run_remote": "A script run in the machine over SSH, as a shell step: a string (inline), or "
+                                  "{inline|path, args, env, privileged}.",
+    "TriggerSettings.on_error": "halt (default): a failing trigger stops the command for this machine; "
+                                "continue: it is said, and the command goes on.",
     "Placement.member": "The cluster member's name.",
     "ProvisionStep.name": "The step's name (for `tapers provision --with NAME` and in messages).",
     "ProvisionStep.run": "once (default): again only when its inputs changed; always: every `up`; never: only when named.",
@@ -44,6 +63,10 @@ DESCRIPTIONS = {
     "ShellStep.path": "The script's file, relative to the Taperfile's folder.",
     "ShellStep.args": "Arguments, passed verbatim.",
     "ShellStep.env": "Environment variables for the script.",
+    "Script.inline": "The script's text, run by /bin/sh (left as written: its $ are the shell's).",
+    "Script.path": "The script's file, relative to the Taperfile's folder (run by its #! line, else /bin/sh).",
+    "Script.args": "Arguments, passed verbatim.",
+    "Script.env": "Environment variables for the script (besides TAPERS_MACHINE and TAPERS_TRIGGER).",
     "ShellStep.privileged": "true (default): as root through sudo; false: as the login user.",
     "FileStep.source": "The file or folder on the host, relative to the Taperfile's folder.",
     "FileStep.destination": "Where in the machine (an absolute path).",
@@ -97,8 +120,9 @@ def taperfile_schema() -> dict[str, Any]:
             model["patternProperties"] = _EXTENSIONS
     settings = definitions["MachineSettings"]["properties"]
     settings["memory"]["anyOf"] = [{"type": "integer"}, _SIZE, {"type": "null"}]
-    shell = definitions["ProvisionStep"]["properties"]["shell"]
-    shell["anyOf"] = [{"type": "string"}, *shell["anyOf"]]
+    for model, key in (("ProvisionStep", "shell"), ("TriggerSettings", "run"), ("TriggerSettings", "run_remote")):
+        script = definitions[model]["properties"][key]  # a string is an inline script
+        script["anyOf"] = [{"type": "string"}, *script["anyOf"]]
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "Taperfile"
     return schema

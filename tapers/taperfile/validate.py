@@ -131,6 +131,8 @@ def _describe(path: Path, source: _Source, error: dict[str, Any]) -> str:
     if loc and loc[-1] == "[key]":
         loc = loc[:-1]
         where = source.keys.get(loc)
+        if loc[-2:-1] == ("lxc",) or loc[-3:-1] == ("lxd", "config"):  # a raw engine key, refused for what it does
+            return f"{_where(path, where)}{_dotted(loc)}: {_message(error)}"
         return f"{_where(path, where)}{_dotted(loc)}: invalid name {shown(loc[-1])}: {_key_rule(loc)}"
     if kind == "extra_forbidden":
         return f"{_where(path, source.keys.get(loc))}{_dotted(loc)}: {_unknown_key(loc)}"
@@ -251,6 +253,7 @@ def _check(taperfile: Taperfile, source: _Source, path: Path) -> list[str]:
     problems += _check_synced_folders(taperfile, source, path)
     for loc, settings in _settings_with_loc(taperfile):
         problems += _check_steps(loc, settings.provision or [], source, path)
+        problems += _check_triggers(loc, settings.triggers or [], source, path)
     return problems
 
 
@@ -408,18 +411,29 @@ def _check_steps(loc: Loc, steps: list[Any], source: _Source, path: Path) -> lis
                 )
             seen[step.name] = index
         key = _STEP_FILES[step.kind]
-        relative = getattr(getattr(step, step.kind), key)
-        file_loc = step_loc + (step.kind, key)
-        if relative is None:
-            continue
-        where = f"{_where(path, source.values.get(file_loc))}{_dotted(file_loc)}"
-        # A folder no machine may see is refused whether or not the file is there (first).
-        denied = _step_file_problem(path.parent, relative)
-        if denied is None and not _exists(path.parent / relative):
-            problems.append(f"{where}: `{relative}` does not exist (paths are relative to {_display(path.parent)}/)")
-        elif denied is not None:
-            problems.append(f"{where}: {denied}")
+        problems += _check_file(getattr(getattr(step, step.kind), key), step_loc + (step.kind, key), source, path)
     return problems
+
+
+def _check_triggers(loc: Loc, triggers: list[Any], source: _Source, path: Path) -> list[str]:
+    problems = []
+    for index, trigger in enumerate(triggers):
+        kind = "run" if trigger.run is not None else "run_remote"
+        script = trigger.run or trigger.run_remote
+        problems += _check_file(script.path, loc + ("triggers", index, kind, "path"), source, path)
+    return problems
+
+
+def _check_file(relative: str | None, file_loc: Loc, source: _Source, path: Path) -> list[str]:
+    """A file a step or a trigger reads from the project (None: it reads none)."""
+    if relative is None:
+        return []
+    where = f"{_where(path, source.values.get(file_loc))}{_dotted(file_loc)}"
+    # A folder no machine may see is refused whether or not the file is there (first).
+    denied = _step_file_problem(path.parent, relative)
+    if denied is None and not _exists(path.parent / relative):
+        return [f"{where}: `{relative}` does not exist (paths are relative to {_display(path.parent)}/)"]
+    return [f"{where}: {denied}"] if denied is not None else []
 
 
 def _step_file_problem(root: Path, relative: str) -> str | None:

@@ -4,8 +4,9 @@ In any string value: `${NAME}` or `$NAME`; `${NAME:-default}` (when unset or emp
 `${NAME-default}` (when unset); `${NAME:?message}` / `${NAME?message}` (required: an error
 naming it when unset or empty / unset); `${NAME:+other}` / `${NAME+other}` (`other` when set);
 `$$` is a `$`. Values come from the environment, then from a `.env` file beside the Taperfile
-(the environment wins). An inline shell script (`shell: "..."`, `shell: {inline: ...}`) is left
-as written: its `$` belong to the machine's shell (give it host values through `env:`).
+(the environment wins). An inline shell script (`shell: "..."`, `shell: {inline: ...}`, a
+trigger's `run` and `run_remote` alike) is left as written: its `$` belong to the shell
+that runs it (give it values through `env:`).
 A `$` that starts no reference (`$5`) stays as it is.
 """
 
@@ -118,10 +119,15 @@ def _value(name: str, get: Callable[[str], str | None], unset: list[str]) -> str
     return current
 
 
+_SCRIPTS = {"provision": ("shell",), "triggers": ("run", "run_remote")}  # list key -> its script keys
+
+
 def is_inline_script(loc: tuple[Any, ...]) -> bool:
-    """`...provision[i].shell` (a string) or `...provision[i].shell.inline`: the guest's shell text."""
-    return (len(loc) >= 3 and loc[-1] == "shell" and loc[-3] == "provision") or (
-        len(loc) >= 4 and loc[-2:] == ("shell", "inline") and loc[-4] == "provision")
+    """Shell text: `...provision[i].shell` (a string) or `...provision[i].shell.inline`, and a
+    trigger's `run` or `run_remote` the same way."""
+    if loc[-1:] == ("inline",):
+        loc = loc[:-1]
+    return len(loc) >= 3 and loc[-1] in _SCRIPTS.get(loc[-3], ())
 
 
 def interpolate(data: Any, get: Callable[[str], str | None], unset: list[str],

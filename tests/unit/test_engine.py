@@ -209,3 +209,30 @@ def test_status_still_shows_the_machines_when_the_plan_cant_be_made(engine, caps
     assert row["machine"] == "web" and row["state"] == "not created"
     assert row["out_of_date"][0].startswith("can't tell: ")
     assert "can't tell what is out of date" in captured.err
+
+
+def test_reload_runs_its_triggers_around_both_halves(write_project, fake_box_home, monkeypatch, tmp_path) -> None:
+    """Before-reload triggers run ahead of the halt, or, for a machine the halt leaves alone
+    (stopped), ahead of its start; after-reload ones once it is up again. Up's own don't run."""
+    from tapers.engine import triggers
+
+    monkeypatch.setenv("TAPERS_HOME", str(tmp_path / "home"))
+    log = tmp_path / "log"
+
+    def on_host(when: str, event: str) -> str:
+        return f'{{{when}: {event}, run: "echo {when}-{event}-$TAPERS_MACHINE >> {log}"}}'
+
+    text = "version: 1\nname: shop\nmachines:\n" + "".join(
+        f"  {name}:\n    triggers: [{on_host('before', 'reload')}, {on_host('after', 'reload')}, "
+        f"{on_host('after', 'up')}]\n" for name in ("web", "db"))
+    root = write_project({"Taperfile.yaml": text})
+    project = open_project(explicit=root / "Taperfile.yaml")
+    triggers.trust(project, triggers.host_commands(project))
+    made = Engine(project, SilentReporter(), Prompts(), FakeBackend(events=[]), host_check=lambda: None,
+                  ssh_check=lambda *args: None)
+    made.up(None)
+    made.halt(["db"])
+    log.write_text("")
+    made.reload(None)
+    assert sorted(log.read_text().split()) == ["after-reload-db", "after-reload-web", "before-reload-db",
+                                               "before-reload-web"]

@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import lxc
 
@@ -153,6 +153,7 @@ class LiblxcBackend(BackendBase):
             rootfs = f"dir:{writable}"
         _write_guest_files(lower, writable, spec.files, shift or 0)
         _save_mounts(folder, spec.mounts, shift or 0)
+        _write_raw(folder, spec.raw)
         _write_config(folder, _render_config(spec, rootfs, folder, shift, rootfs.startswith("overlay:")))
 
     def _create_as_user(self, spec: MachineSpec, record: Record, folder: Path) -> None:
@@ -173,6 +174,7 @@ class LiblxcBackend(BackendBase):
         rootfs = f"overlay:{lower}:{writable}" if overlay else f"dir:{writable}"
         _check_layers(folder, lower, writable)
         _save_mounts(folder, spec.mounts, 0, staged=False)
+        _write_raw(folder, spec.raw)
         _write_config(folder, _render_config(spec, rootfs, folder, None, overlay, as_user=True))
 
     def _remove_tree(self, folder: Path, ignore_errors: bool = False) -> None:
@@ -295,11 +297,16 @@ class LiblxcBackend(BackendBase):
         mounts: tuple[Mount, ...],
         files: tuple[GuestFile, ...],
         nesting: bool,
+        raw: dict[str, Any] | None,
     ) -> None:
         folder = self.lxcpath / container
         extra_nics = tuple(f"lxc.net.{index}." for index in range(1, 10))
         items = [("lxc.uts.name", hostname), *_private_items(private),
                  *_mount_items(container, mounts, staged=not self.as_user), *_nesting_items(nesting)]
+        _write_raw(folder, raw)
+        include = ("lxc.include", str(folder / RAW_NAME))
+        if include not in lxc_config.parse((folder / "config").read_text()):  # made by a tapers without `lxc:`
+            items.append(include)
         _edit_config(folder, ("lxc.uts.name", "lxc.mount.entry", "lxc.apparmor.allow_nesting") + extra_nics, items)
         if self.as_user:
             from tapers.backend.liblxc import userns
@@ -568,6 +575,19 @@ def _edit_config(folder: Path, drop: tuple[str, ...], add: list[tuple[str, str]]
     _write_config(folder, lxc_config.render(add, config, header=tuple(kept)))
 
 
+RAW_NAME = "tapers-raw.conf"
+
+
+def _write_raw(folder: Path, raw: dict[str, Any] | None) -> None:
+    """The Taperfile's `lxc:` keys (checked when it was loaded: taperfile/raw_keys.py), in
+    the file the config includes last."""
+    items = list((raw or {}).get("lxc", {}).items())
+    header = ("# The Taperfile's `lxc:` keys, written by tapers; the config includes them after its own.",)
+    tmp = folder / f"{RAW_NAME}.tmp"
+    tmp.write_text(lxc_config.render(items, folder / RAW_NAME, header))
+    os.replace(tmp, folder / RAW_NAME)
+
+
 def _write_config(folder: Path, text: str) -> None:
     """The container's config, replaced atomically (a new container exists from here on)."""
     tmp = folder / "config.tmp"
@@ -639,6 +659,7 @@ def _render_config(spec: MachineSpec, rootfs: str, folder: Path, shift: int | No
         *_mount_items(spec.container, spec.mounts, staged=not as_user),
         *_nesting_items(spec.nesting),
         *cgroups.config_items(spec.limits),
+        ("lxc.include", str(folder / RAW_NAME)),  # the Taperfile's `lxc:` keys, after tapers' own
     ]
     header = ("# Written by tapers; `tapers up` rewrites it. Edit the Taperfile instead.",)
     return lxc_config.render(items, folder / "config", header)

@@ -53,6 +53,8 @@ RECORD_KEY = "user.tapers.record"
 MOUNTS_KEY = "user.tapers.mounts"  # the synced folders, to stage at each start
 IMAGE_ALIAS_PREFIX = "tapers-"
 MOUNT_DEVICE_PREFIX = "tapers-mount-"
+RAW_DEVICE_PREFIX = "raw-"  # the Taperfile's `lxd: devices:`
+RAW_KEYS_KEY = "user.tapers.raw-keys"  # which config keys the Taperfile's `lxd: config:` set
 _STATES = {"Running": State.RUNNING, "Stopped": State.STOPPED, "Frozen": State.FROZEN}
 
 
@@ -215,11 +217,13 @@ class LxdBackend(BackendBase):
                 "raw.lxc": _raw_lxc(spec.hostname, _nat_items(spec.network), spec.private),
                 RECORD_KEY: record.to_json(),
                 MOUNTS_KEY: json.dumps(staging.as_records(spec.mounts)),
+                **_raw_config(spec.raw),
             },
             "devices": {
                 "root": {"type": "disk", "path": "/", "pool": self.settings.storage_pool},
                 **_nic_devices(spec.network, spec.private),
                 **self._mount_devices(spec.container, spec.mounts),
+                **_raw_devices(spec.raw),
             },
         }
         try:
@@ -352,17 +356,22 @@ class LxdBackend(BackendBase):
         mounts: tuple[Mount, ...],
         files: tuple[GuestFile, ...],
         nesting: bool,
+        raw: dict[str, Any] | None,
     ) -> None:
         data = self._data(container, "reconfigure")
         nat_items = [item for item in lxc_config.parse(data["config"].get("raw.lxc", "")) if item[0].startswith("lxc.net.0.")]
         devices = {k: v for k, v in data["devices"].items()
-                   if not (k.startswith(MOUNT_DEVICE_PREFIX) or (k.startswith("eth") and k != "eth0"))}
+                   if not (k.startswith((MOUNT_DEVICE_PREFIX, RAW_DEVICE_PREFIX)) or (k.startswith("eth") and k != "eth0"))}
         devices.update(_private_devices(private))
         devices.update(self._mount_devices(container, mounts))
+        devices.update(_raw_devices(raw))
         if self.local:
             staging.make_dirs(container, staging.as_records(mounts))
-        config = {**data["config"], "raw.lxc": _raw_lxc(hostname, nat_items, private), MOUNTS_KEY: json.dumps(staging.as_records(mounts)),
-                  "security.nesting": str(nesting).lower()}
+        given_before = json.loads(data["config"].get(RAW_KEYS_KEY, "[]"))  # the Taperfile's raw keys set last time
+        config = {key: value for key, value in data["config"].items() if key not in given_before}
+        config = {**config, "raw.lxc": _raw_lxc(hostname, nat_items, private),
+                  MOUNTS_KEY: json.dumps(staging.as_records(mounts)), "security.nesting": str(nesting).lower(),
+                  **_raw_config(raw)}
         self._update(container, "reconfigure it", data, config=config, devices=devices)
         for guest_file in files:
             self._push(container, guest_file)
@@ -527,6 +536,19 @@ def _nic_devices(nat: NetworkConfig, private: tuple[NetworkConfig, ...]) -> dict
 
 def _private_devices(private: tuple[NetworkConfig, ...]) -> dict[str, dict[str, str]]:
     return {f"eth{index}": _nic(f"eth{index}", net) for index, net in enumerate(private, 1)}
+
+
+def _raw_config(raw: dict[str, Any] | None) -> dict[str, str]:
+    """The Taperfile's `lxd: config:` (checked when it was loaded: raw_keys.py), and which
+    keys they are, so that the next reconfigure removes the ones no longer given."""
+    given = (raw or {}).get("lxd", {}).get("config", {})
+    return {**given, RAW_KEYS_KEY: json.dumps(sorted(given))} if given else {RAW_KEYS_KEY: "[]"}
+
+
+def _raw_devices(raw: dict[str, Any] | None) -> dict[str, dict[str, str]]:
+    """The Taperfile's `lxd: devices:`, named apart from tapers' own devices."""
+    return {f"{RAW_DEVICE_PREFIX}{name}": dict(device)
+            for name, device in (raw or {}).get("lxd", {}).get("devices", {}).items()}
 
 
 def _nic(name: str, net: NetworkConfig) -> dict[str, str]:

@@ -1,0 +1,39 @@
+"""A trigger's host command is the Taperfile's code: under sudo it runs as the user who ran
+sudo, never as root (as ansible-playbook does)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tapers.engine import triggers
+from tapers.events import SilentReporter
+from tapers.project import open_project
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another user needs root")
+DEVELOPER = 4242
+
+
+@pytest.mark.parametrize("run", ['"id -u > ran-as"', "{path: who.sh}"])
+def test_under_sudo_a_host_trigger_runs_as_the_user_who_ran_sudo(monkeypatch, run: str) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="tapers-trigger-test-", dir="/var/tmp"))
+    try:
+        (folder / "who.sh").write_text("#!/bin/sh\nid -u > ran-as\n")
+        (folder / "Taperfile.yaml").write_text(
+            f"version: 1\nmachines:\n  db:\n    triggers:\n      - {{after: up, run: {run}}}\n")
+        os.chown(folder, DEVELOPER, DEVELOPER)  # the developer's project, where the output goes
+        monkeypatch.setenv("TAPERS_HOME", str(folder / ".home"))
+        monkeypatch.setenv("SUDO_UID", str(DEVELOPER))
+        monkeypatch.setenv("SUDO_GID", str(DEVELOPER))
+        project = open_project(folder / "Taperfile.yaml")
+        triggers.trust(project, triggers.host_commands(project))
+        (db,) = project.machines
+        triggers.run_on_host(project, "db", db.triggers[0], "up", SilentReporter())
+        assert (folder / "ran-as").read_text() == f"{DEVELOPER}\n"
+        assert (folder / "ran-as").stat().st_uid == DEVELOPER
+    finally:
+        shutil.rmtree(folder)
