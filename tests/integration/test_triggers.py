@@ -27,8 +27,11 @@ def test_a_dump_taken_before_destroy_lands_in_the_project(project) -> None:
     assert project.lxc_state("web") == "MISSING", "nothing is made before the host commands are approved"
     assert not (project.root / "host.log").exists()
 
-    trusted = project.tapers("trust").ok()
-    assert "`web` trigger 2, after up/reload" in trusted.out
+    unasked = project.tapers("trust")  # no terminal to ask on: nothing approved
+    assert unasked.code == 1 and "nothing approved" in unasked.err and "--yes" in unasked.err
+    assert project.tapers("up").code == 1
+    trusted = project.tapers("trust", "--yes").ok()
+    assert "`web` trigger 2, after up/reload: sh -c 'echo \"$TAPERS_MACHINE" in trusted.out
     up = project.tapers("up").ok()
     assert "run trigger 2 on the host (after up)" in up.out
     assert (project.root / "host.log").read_text() == "web after up 0\n"  # as the person running tapers (root here)
@@ -49,7 +52,7 @@ machines:
       - {name: check, before: halt, run_remote: "test -e /tmp/allowed-to-halt"}
       - {name: notify, after: halt, run: "echo notified; exit 7", on_error: continue}
 """)
-    project.tapers("trust").ok()
+    project.tapers("trust", "--yes").ok()
     project.tapers("up").ok()
 
     refused = project.tapers("halt")
