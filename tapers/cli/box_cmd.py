@@ -221,5 +221,6 @@ def _users() -> dict[str, list[str]]:
 
 
 def _size(path) -> str:
-    result = subprocess.run(["du", "-sh", str(path)], capture_output=True, text=True)
+    """What the box's files take (the box is a link into the store: followed)."""
+    result = subprocess.run(["du", "-shD", str(path)], capture_output=True, text=True)
     return result.stdout.split()[0] if result.returncode == 0 and result.stdout else "?"

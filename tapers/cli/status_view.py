@@ -4,7 +4,7 @@ prompts call `tapers status` in loops, so `main` runs it without loading typer (
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tapers.cli import output
 from tapers.engine import status_plan
@@ -34,9 +34,16 @@ def show_status(project: Project, backend: Backend, observed: Observed, as_json:
     output.table(
         ["machine", "state", "address", "box", "config"] + (["ports"] if with_ports else []),
         [
-            [r["machine"], r["state"] + (" (privileged)" if r["privileged"] and r["state"] != "not created" else ""), r["address"] or "-", r["box"], "out of date: " + ", ".join(r["out_of_date"])
-             if r["out_of_date"] else "up to date"]
-            + ([", ".join(f"{p['host_ip']}:{p['host']}->{p['guest']}" for p in r["ports"]) or "-"] if with_ports else [])
+            [r["machine"], r["state"] + (" (privileged)" if r["privileged"] and r["state"] != "not created" else ""),
+             ", ".join(r["addresses"]) or "-", r["box"],
+             "out of date: " + ", ".join(r["out_of_date"]) if r["out_of_date"] else "up to date"]
+            + ([_ports_cell(r["ports"])] if with_ports else [])
             for r in rows
         ],
     )
+
+
+def _ports_cell(ports: list[dict[str, Any]]) -> str:
+    """`127.0.0.1:8080->80`; a stopped machine's as `(inactive)`."""
+    text = ", ".join(f"{p['host_ip']}:{p['host']}->{p['guest']}" for p in ports) or "-"
+    return text if not ports or ports[0]["active"] else f"{text} (inactive)"

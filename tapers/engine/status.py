@@ -9,13 +9,17 @@ never out of date.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from tapers.backend.api import State
 from tapers.engine.observe import Observed
 from tapers.engine.plan import Action, Kind, Plan
 from tapers.engine.settings import privileged_was
 from tapers.errors import TapersError
 from tapers.project import Project
+
+if TYPE_CHECKING:
+    from tapers.record import Record
 
 _STATE_ONLY = ("start",)  # change classes that are a machine's state, not its config
 
@@ -63,12 +67,13 @@ def status_rows(project: Project, observed: Observed, plan: Plan | TapersError) 
                 "container": project.container(machine.name),
                 "state": str(info.state) if info else "not created",
                 "address": record.address if record else None,
+                "addresses": _addresses(record),
                 "box": str(record.box) if record else machine.box,
                 "primary": machine.primary,
                 "privileged": privileged_was(record) if record else machine.privileged,
                 "out_of_date": (out_of_date(plan, machine.name) if isinstance(plan, Plan)
                                 else [f"can't tell: {plan.message}"]),
-                "ports": [p._asdict() for p in record.ports] if record else [],
+                "ports": _ports(record, info.state if info else None),
             }
         )
     for orphan in observed.orphans:
@@ -79,12 +84,28 @@ def status_rows(project: Project, observed: Observed, plan: Plan | TapersError) 
                 "container": orphan.name,
                 "state": f"{orphan.state} (orphan: not in the Taperfile)",
                 "address": record.address if record else None,
+                "addresses": _addresses(record),
                 "box": str(record.box) if record else "?",
                 "primary": False,
                 "privileged": privileged_was(record) if record else None,
                 "out_of_date": [],
-                "ports": [p._asdict() for p in record.ports] if record else [],
+                "ports": _ports(record, orphan.state),
             }
         )
     return rows
+
+
+def _addresses(record: Record | None) -> list[str]:
+    """Every address the machine has: the NAT one, then its private ones (as applied)."""
+    if record is None:
+        return []
+    private = record.applied.get("networks", [])
+    return [record.address, *(address for address in private if isinstance(address, str))]
+
+
+def _ports(record: Record | None, state: State | None) -> list[dict[str, Any]]:
+    """Its forwarded ports; `active`: forwarded now (a stopped machine's are not)."""
+    if record is None:
+        return []
+    return [{**port._asdict(), "active": state in (State.RUNNING, State.FROZEN)} for port in record.ports]
 

@@ -197,3 +197,24 @@ def test_halt_forces_off_a_machine_that_does_not_shut_down_in_time(project) -> N
     for machine in ("web", "db"):
         assert project.lxc_state(machine) == "STOPPED"
     assert elapsed < 40, f"halt took {elapsed:.0f} s: the slow service (60 s) was waited for"
+
+
+def test_starts_and_stops_leave_no_monitor_cgroups_behind(project) -> None:
+    """LXC 5.0 leaves its monitor's empty cgroup (lxc.monitor.NAME, -1, -2...) in every
+    hierarchy at each stop on a cgroup v1 host; tapers takes them away."""
+    from collections import Counter
+    from pathlib import Path
+
+    project.write("machines:\n  web: {}\n")
+    container = project.container("web")
+
+    def monitors() -> Counter:
+        return Counter(path.parent for path in Path("/sys/fs/cgroup").glob(f"*/lxc.monitor.{container}*"))
+
+    for _ in range(3):
+        project.tapers("up").ok()
+        project.tapers("halt").ok()
+    project.tapers("up").ok()
+    assert monitors() and max(monitors().values()) == 1, monitors()  # the running machine's monitor's, only
+    project.tapers("destroy", "-f").ok()
+    assert not monitors(), monitors()

@@ -230,6 +230,7 @@ class LiblxcBackend(BackendBase):
 
             delegation.join(grants.current_user())
             prefix = delegation.start_prefix()
+        self._remove_monitor_cgroups(container)  # its last run's, if they were still in use then
         try:
             unprivileged.mount_box(self.lxcpath / container, container)
             _prepare_mounts(container, self.lxcpath / container)
@@ -273,6 +274,12 @@ class LiblxcBackend(BackendBase):
     def _release(self, container: str) -> None:
         staging.release(container)
         unprivileged.unmount_box(container)
+        self._remove_monitor_cgroups(container)
+
+    def _remove_monitor_cgroups(self, container: str, patience: float = 0.0) -> None:
+        from tapers.backend.liblxc import delegation, grants
+
+        delegation.remove_monitor_cgroups(container, grants.current_user() if self.as_user else None, patience)
 
     def _freeze(self, container: str) -> None:
         if not self._container(container).freeze():
@@ -467,6 +474,7 @@ class LiblxcBackend(BackendBase):
                 f"container `{container}` could not be destroyed",
                 hint=f"see {self.lxcpath / container / 'lxc.log'}; `lxc-destroy -n {container}` removes it by hand",
             )
+        self._remove_monitor_cgroups(container, patience=1.0)
 
     def _remove_leftovers(self, container: str) -> None:
         folder = self.lxcpath / container

@@ -212,3 +212,35 @@ def start_prefix() -> list[str]:
     if not systemd_manages():
         return []
     return ["systemd-run", "--user", "--scope", "--quiet", "-p", "Delegate=yes", "--"]
+
+
+def remove_monitor_cgroups(container: str, user: str | None, patience: float = 0.0) -> None:
+    """LXC 5.0 leaves its monitor's cgroup (`lxc.monitor.NAME`, then `-1`, `-2`...) behind
+    when a machine stops on a host with cgroup v1 hierarchies (the monitor is still in it
+    when it tries), one more every start, in every hierarchy. Remove the empty ones, where
+    this process (or, as a user, their tapers cgroup) starts machines: rmdir takes only an
+    empty cgroup, so a running machine's monitor keeps its own. `patience`: seconds to wait
+    for a monitor that is still exiting (a destroyed machine starts no more to tidy up)."""
+    import glob
+    import time
+
+    own = _own_cgroups()
+    prefix = f"lxc.monitor.{container}"
+    deadline = time.monotonic() + patience
+    while True:
+        left = 0
+        for hierarchy in hierarchies():
+            bases = {hierarchy.mount / own.get(hierarchy.keys, "/").lstrip("/")}
+            if user is not None:
+                bases.add(user_cgroup(hierarchy, user))
+            for base in bases:
+                for folder in base.glob(glob.escape(prefix) + "*"):
+                    suffix = folder.name[len(prefix):]
+                    if suffix == "" or (suffix.startswith("-") and suffix[1:].isdigit()):
+                        try:
+                            folder.rmdir()
+                        except OSError:
+                            left += 1  # in use (the running machine's monitor, or one still exiting)
+        if not left or time.monotonic() >= deadline:
+            return
+        time.sleep(0.01)
