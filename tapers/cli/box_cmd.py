@@ -126,7 +126,7 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="machine-readable
             "version": b.version,
             "id": b.id,
             "digest": b.meta.get("digest", ""),
-            "size": _size(b.path),
+            "size": _size(b.rootfs),
             "source": b.meta.get("source", ""),
             "path": str(b.path),
             "used_by": used.get(b.id, []),
@@ -178,7 +178,7 @@ def prune(dry_run: Annotated[bool, typer.Option("--dry-run", help="say what woul
     doomed = [b for b in boxes if b.version != newest[b.name] and not used.get(b.id)]
     for box in doomed:
         if dry_run:
-            output.say(f"would remove `{box.ref}` ({_size(box.path)})")
+            output.say(f"would remove `{box.ref}` ({_size(box.rootfs)})")
         else:
             remove_box(box)
             output.say(f"removed `{box.ref}`")
@@ -221,6 +221,6 @@ def _users() -> dict[str, list[str]]:
 
 
 def _size(path) -> str:
-    """What the box's files take (the box is a link into the store: followed)."""
+    """What the box's files take (`rootfs` is a link into the store: followed)."""
     result = subprocess.run(["du", "-shD", str(path)], capture_output=True, text=True)
     return result.stdout.split()[0] if result.returncode == 0 and result.stdout else "?"
