@@ -279,7 +279,8 @@ class LiblxcBackend(BackendBase):
     def _remove_monitor_cgroups(self, container: str, patience: float = 0.0) -> None:
         from tapers.backend.liblxc import delegation, grants
 
-        delegation.remove_monitor_cgroups(container, grants.current_user() if self.as_user else None, patience)
+        others = set(os.listdir(self.lxcpath)) if self.lxcpath.is_dir() else set()
+        delegation.remove_monitor_cgroups(container, grants.current_user() if self.as_user else None, others, patience)
 
     def _freeze(self, container: str) -> None:
         if not self._container(container).freeze():
