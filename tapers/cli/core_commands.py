@@ -57,7 +57,9 @@ def ssh(file: Path | None, name: str | None, command: str | None, extra: list[st
     machine = project.loaded.machine(name) if name else project.default_machine()
     observed = observe(project, default_backend())
     target = running_target(project, observed, machine.name)
-    code = openssh(project, all_targets(project, observed), [*extra, machine.name, *([command] if command else [])])
+    # A command reads no terminal (as with paramiko): `-n`; piped input still reaches it.
+    quiet = ["-n"] if command is not None and sys.stdin is not None and sys.stdin.isatty() else []
+    code = openssh(project, all_targets(project, observed), [*quiet, *extra, machine.name, *([command] if command else [])])
     if code is not None:
         return code
     if command is None or extra:  # OpenSSH is not installed: only a command can go without it
@@ -89,7 +91,9 @@ def openssh(project: Project, targets: list[SshTarget], args: list[str]) -> int 
         known_hosts, config = Path(private, "known_hosts"), Path(private, "config")
         known_hosts.write_text(render_known_hosts(targets))
         config.write_text(render_ssh_config(targets, project.paths.private_key, known_hosts, project.id))
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is ssh's to handle
+        # Ctrl-C is ssh's to handle: a handler that does nothing here (ignoring it would be
+        # inherited by ssh, which then can't be interrupted at all).
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
         try:
             return subprocess.run(["ssh", "-F", str(config), *args]).returncode
         except FileNotFoundError:

@@ -16,7 +16,7 @@ from tapers.engine import limits
 from tapers.engine import machine_setup as setup
 from tapers.backend.api import Backend, MachineSpec, NetworkConfig, State
 from tapers.boxes.cache import find_box
-from tapers.errors import BoxError, Interrupted, MachineFailures, ProvisionError, SshError, StateError, TapersError
+from tapers.errors import BoxError, Interrupted, MachineFailures, ProvisionError, StateError, TapersError
 from tapers.events import Reporter
 from tapers.engine.access import target_for
 from tapers.engine.plan import STARTS, Action, Kind, Plan
@@ -63,6 +63,7 @@ class Context:
         self._cancelled = threading.Event()
         self._ports_guard = threading.Lock()
         self._guests: dict[str, Any] = {}
+        self._authorized: set[str] = set()  # machines whose project key was authorized again
 
     def cancel(self) -> None:
         """Ctrl-C: machines stop before their next action; running steps lose their connection."""
@@ -288,7 +289,7 @@ def _create(name: str, ctx: Context) -> None:
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     # Address choice and the record claiming it, atomically: between processes by the file
     # lock, between this one's threads first by a lock they wait on without polling.
-    with _CREATING, FileLock(str(lock_path), poll_interval=0.01):
+    with _CREATING, FileLock(str(lock_path)).acquire(poll_interval=0.01):
         used = {info.address for info in backend.list(prefix=CONTAINER_PREFIX) if info.address}
         net = backend.network.allocate(container, used)
         record = setup.new_record(
@@ -343,6 +344,7 @@ def _authorize_key(name: str, ctx: Context) -> None:
     if code != 0:
         raise StateError(f"could not authorize the project key in machine `{name}` (exit code {code})")
     ctx.backend.save_record(container, record.replace(authorized_key=ctx.project_key))
+    ctx._authorized.add(name)  # the login that follows proves it took
 
 
 def _wait_ssh(name: str, ctx: Context) -> None:
@@ -351,32 +353,10 @@ def _wait_ssh(name: str, ctx: Context) -> None:
     if ctx.ssh_check is not None:
         ctx.ssh_check(target, ctx.project.paths.private_key, ctx.ssh_timeout)
         return
+    from tapers.ssh.session import wait_for_logins
+
     wait_for_logins(target, ctx.project.paths.private_key, ctx.ssh_timeout,
-                    lambda: ctx.backend.logins_refused(container))
-
-
-def wait_for_logins(target: SshTarget, identity: Path, timeout: float, refused: Callable[[], bool | None]) -> None:
-    """Wait until a login would work: sshd's banner, and the guest past the early boot in
-    which pam_nologin refuses logins (`refused`, asked of the backend). Where the backend
-    can't tell, log in once. The keys need no check here: tapers wrote both into the machine
-    (the first login, `tapers ssh` or a step, checks the pinned host key)."""
-    from tapers.ssh.session import POLL, wait_for_banner
-
-    deadline = time.monotonic() + timeout
-    with phase("wait for the SSH banner", target.machine):
-        wait_for_banner(target.address, timeout, f"machine `{target.machine}`")
-    with phase("wait until it accepts logins", target.machine):
-        while (booting := refused()) and time.monotonic() < deadline:
-            time.sleep(POLL / 5)
-    if booting:
-        raise SshError(f"machine `{target.machine}` still refuses logins after {timeout:.0f} s (its /run/nologin "
-                       "is still there: it has not finished booting)",
-                       hint=f"see what it waits for: tapers exec {target.machine} -- systemctl list-jobs")
-    if booting is None:
-        from tapers.ssh.session import connect
-
-        with phase("log in over SSH", target.machine):
-            connect(target, identity, timeout=max(1.0, deadline - time.monotonic())).close()
+                    lambda: ctx.backend.logins_refused(container), log_in=name in ctx._authorized)
 
 
 def _forward_ports(name: str, ctx: Context) -> None:

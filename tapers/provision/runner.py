@@ -18,7 +18,7 @@ from tapers.events import Reporter
 from tapers.provision import provisioner
 from tapers.provision.api import RebootStarted, StepFailed
 from tapers.ssh.config import SshTarget
-from tapers.ssh.session import ConnectionLost, Session, connect, wait_for_banner
+from tapers.ssh.session import ConnectionLost, Session, connect, wait_for_logins
 from tapers.taperfile.machine import Step
 
 TAIL_LINES = 15
@@ -183,7 +183,9 @@ class SshGuest:
 
     def _connected(self) -> Session:
         if self._session is None:
-            wait_for_banner(self.target.address, self._ssh_timeout, f"machine `{self.machine}`")
+            container = self.target.container  # after a reboot: past the boot's nologin, as `up` waits
+            wait_for_logins(self.target, self._identity, self._ssh_timeout,
+                            lambda: self._backend.logins_refused(container))
             session = connect(self.target, self._identity, timeout=self._ssh_timeout)
             with self._guard:
                 if self._closed:

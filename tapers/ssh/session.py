@@ -12,7 +12,7 @@ import select
 import socket
 import time
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, Callable
 
 from tapers.errors import HostKeyMismatch, SshError
 from tapers.ssh.config import SshTarget
@@ -39,6 +39,30 @@ def wait_for_banner(address: str, timeout: float, what: str, port: int = 22) -> 
                 hint="is the machine running? `tapers status`; its boot log: `lxc-attach -n CONTAINER -- journalctl -b`",
             )
         time.sleep(POLL)
+
+
+def wait_for_logins(target: SshTarget, identity: Path, timeout: float, refused: Callable[[], bool | None],
+                    log_in: bool = False) -> None:
+    """Wait until a login would work: sshd's banner, and the guest past the early boot in
+    which pam_nologin refuses logins (`refused`, asked of the backend). Where the backend
+    can't tell, or `log_in` (the key was just authorized again), log in once; else the keys
+    need no check: tapers wrote both into the machine, and the first login (`tapers ssh`,
+    a step) checks the pinned host key."""
+    from tapers.profile import phase
+
+    deadline = time.monotonic() + timeout
+    with phase("wait for the SSH banner", target.machine):
+        wait_for_banner(target.address, timeout, f"machine `{target.machine}`")
+    with phase("wait until it accepts logins", target.machine):
+        while (booting := refused()) and time.monotonic() < deadline:
+            time.sleep(POLL / 5)
+    if booting:
+        raise SshError(f"machine `{target.machine}` still refuses logins after {timeout:.0f} s (its /run/nologin or "
+                       "/etc/nologin is there: it has not finished booting)",
+                       hint=f"see what it waits for: tapers exec {target.machine} -- systemctl list-jobs")
+    if booting is None or log_in:
+        with phase("log in over SSH", target.machine):
+            connect(target, identity, timeout=max(1.0, deadline - time.monotonic())).close()
 
 
 class ConnectionLost(SshError):
@@ -221,4 +245,4 @@ def connect(target: SshTarget, identity: Path, timeout: float = 30.0) -> Session
             time.sleep(POLL)
 
 
-__all__ = ["Session", "connect", "wait_for_banner"]
+__all__ = ["Session", "connect", "wait_for_banner", "wait_for_logins"]

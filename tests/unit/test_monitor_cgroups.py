@@ -18,7 +18,7 @@ def test_only_the_machines_own_empty_monitor_cgroups_go(tmp_path: Path, monkeypa
         (memory / name).mkdir(parents=True)
     (memory / "lxc.monitor.tapers-p-web-3" / "cgroup.procs").write_text("4242\n")  # the running monitor's: not empty
     # `tapers-p-web-2` is a container of its own (machine `web-2`): its monitor's cgroup is its own.
-    delegation.remove_monitor_cgroups("tapers-p-web", None, others={"tapers-p-web", "tapers-p-web-2"})
+    delegation.remove_monitor_cgroups("tapers-p-web", None, others=lambda: {"tapers-p-web", "tapers-p-web-2"})
     assert sorted(p.name for p in memory.iterdir()) == [
         "lxc.monitor.tapers-p-web-2", "lxc.monitor.tapers-p-web-3", "lxc.monitor.tapers-p-webshop",
         "lxc.payload.tapers-p-web"]

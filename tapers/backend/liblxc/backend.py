@@ -237,7 +237,7 @@ class LiblxcBackend(BackendBase):
             # lxc-start, not python-lxc's start: that one holds Python's lock until the
             # machine runs, and machines started in threads waited for each other.
             argv = [*prefix, "lxc-start", "--lxcpath", str(self.lxcpath), "--name", container]
-            if subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True).returncode != 0:
+            if subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, start_new_session=True).returncode:
                 raise self._start_failure(container)
         except BaseException:
             self._release(container)  # no view or staged folder left mounted for nothing
@@ -267,9 +267,13 @@ class LiblxcBackend(BackendBase):
             raise BackendError(f"container `{container}` could not be stopped")
 
     def _lxc_stop(self, container: str, *options: str) -> bool:
+        """Whether the container is stopped afterwards (lxc-stop fails on one that stopped
+        meanwhile: it is stopped all the same). In a session of its own: a Ctrl-C is for
+        tapers to handle, not for a stop half-way."""
         argv = ["lxc-stop", "--lxcpath", str(self.lxcpath), "--name", container, "--quiet", *options]
-        return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL).returncode == 0
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+        return done.returncode == 0 or self._state(container) in (State.STOPPED, None)
 
     def _release(self, container: str) -> None:
         staging.release(container)
@@ -279,7 +283,9 @@ class LiblxcBackend(BackendBase):
     def _remove_monitor_cgroups(self, container: str, patience: float = 0.0) -> None:
         from tapers.backend.liblxc import delegation, grants
 
-        others = set(os.listdir(self.lxcpath)) if self.lxcpath.is_dir() else set()
+        def others() -> set[str]:
+            return set(os.listdir(self.lxcpath)) if self.lxcpath.is_dir() else set()
+
         delegation.remove_monitor_cgroups(container, grants.current_user() if self.as_user else None, others, patience)
 
     def _freeze(self, container: str) -> None:
@@ -490,7 +496,10 @@ class LiblxcBackend(BackendBase):
 
     def _logins_refused(self, container: str) -> bool | None:
         pid = self._container(container).init_pid
-        return _exists_in_guest(pid, "run", "nologin") if pid > 0 else None
+        if pid <= 0:
+            return None
+        found = [_exists_in_guest(pid, *where) for where in (("run", "nologin"), ("etc", "nologin"))]
+        return True if True in found else None if None in found else False
 
     def _reboot(self, container: str) -> None:
         if not self._container(container).reboot():

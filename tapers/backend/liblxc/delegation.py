@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from tapers.errors import HostError
 
@@ -214,14 +214,15 @@ def start_prefix() -> list[str]:
     return ["systemd-run", "--user", "--scope", "--quiet", "-p", "Delegate=yes", "--"]
 
 
-def remove_monitor_cgroups(container: str, user: str | None, others: set[str], patience: float = 0.0) -> None:
+def remove_monitor_cgroups(container: str, user: str | None, others: Callable[[], set[str]],
+                           patience: float = 0.0) -> None:
     """LXC 5.0 leaves its monitor's cgroup (`lxc.monitor.NAME`, then `-1`, `-2`...) behind
     when a machine stops on a host with cgroup v1 hierarchies (the monitor is still in it
     when it tries), one more every start, in every hierarchy. Remove the empty ones, where
     this process (or, as a user, their tapers cgroup) starts machines: rmdir takes only an
     empty cgroup, so a running machine's monitor keeps its own. `others`: the containers
-    that exist: `lxc.monitor.web-1` may be container `web-1`'s own, being made at this very
-    moment. `patience`: seconds to wait for a monitor that is still exiting (a destroyed
+    that exist now: `lxc.monitor.web-1` may be container `web-1`'s own, being made at this
+    very moment. `patience`: seconds to wait for a monitor that is still exiting (a destroyed
     machine starts no more to tidy up)."""
     import glob
     import time
@@ -231,6 +232,7 @@ def remove_monitor_cgroups(container: str, user: str | None, others: set[str], p
     deadline = time.monotonic() + patience
     while True:
         left = 0
+        existing = others()
         for hierarchy in hierarchies():
             bases = {hierarchy.mount / own.get(hierarchy.keys, "/").lstrip("/")}
             if user is not None:
@@ -238,7 +240,7 @@ def remove_monitor_cgroups(container: str, user: str | None, others: set[str], p
             for base in bases:
                 for folder in base.glob(glob.escape(prefix) + "*"):
                     suffix = folder.name[len(prefix):]
-                    numbered = suffix.startswith("-") and suffix[1:].isdigit() and container + suffix not in others
+                    numbered = suffix.startswith("-") and suffix[1:].isdigit() and container + suffix not in existing
                     if suffix == "" or numbered:
                         try:
                             folder.rmdir()

@@ -428,11 +428,14 @@ class LxdBackend(BackendBase):
     def _logins_refused(self, container: str) -> bool | None:
         from pylxd.exceptions import LXDAPIException
 
-        try:
-            self._api("instances", container, "files").get(params={"path": "/run/nologin"})
-            return True
-        except LXDAPIException as exc:
-            return False if exc.response.status_code == 404 else None
+        for path in ("/run/nologin", "/etc/nologin"):
+            try:
+                self._api("instances", container, "files").get(params={"path": path})
+                return True
+            except LXDAPIException as exc:
+                if exc.response.status_code != 404:
+                    return None
+        return False
 
     def _reboot(self, container: str) -> None:
         self._act(container, "restart", wait=False, timeout=30)
