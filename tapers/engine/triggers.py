@@ -121,6 +121,7 @@ def run_in_machine(machine: str, trigger: Trigger, event: str, guest: Any) -> No
     """Run a `run_remote:` trigger over the machine's SSH session, as a shell step."""
     from tapers.provision import provisioner
     from tapers.provision.api import RebootStarted, StepFailed
+    from tapers.provision.runner import last_lines
 
     step = trigger.as_step()
     guest.begin(step)
@@ -133,9 +134,8 @@ def run_in_machine(machine: str, trigger: Trigger, event: str, guest: Any) -> No
         why = failure.why
     except TapersError as exc:  # the connection: SshError
         why = f"could not be run: {exc.message}"
-    tail = "".join(f"\n  {machine} | {line}" for line in guest.tail)
-    raise TriggerError(f"`{machine}` {trigger.label} ({trigger.when} {event}, in the machine) {why}"
-                       + (f"; its last lines:{tail}" if tail else ""), hint=f"full output in {guest.log_path}")
+    raise TriggerError(f"`{machine}` {trigger.label} ({trigger.when} {event}, in the machine) {why}{last_lines(guest)}",
+                       hint=f"full output in {guest.log_path}")
 
 
 def _interpreter(script: bytes, machine: str, trigger: Trigger) -> list[str]:

@@ -244,13 +244,15 @@ def run_step(step: Step, guest: SshGuest, record: Callable[[], None]) -> None:
     record()
 
 
-def _failed(step: Step, guest: SshGuest, why: str) -> ProvisionError:
+def last_lines(guest: SshGuest) -> str:
+    """`; its last lines:` and the guest's last output lines, for a failure's message ("": none)."""
     tail = "".join(f"\n  {guest.machine} | {line}" for line in guest.tail)
-    message = f"{guest.machine}: {step.label} {why}"
-    if tail:
-        message += f"; its last lines:{tail}"
+    return f"; its last lines:{tail}" if tail else ""
+
+
+def _failed(step: Step, guest: SshGuest, why: str) -> ProvisionError:
     return ProvisionError(
-        message,
+        f"{guest.machine}: {step.label} {why}{last_lines(guest)}",
         hint=f"full output in {guest.log_path}; the machine is left running for you to look "
         f"(`tapers ssh {guest.machine}`); the next `tapers up` retries from this step",
     )
