@@ -62,15 +62,17 @@ def ssh(file: Path | None, name: str | None, command: str | None, extra: list[st
     code = openssh(project, all_targets(project, observed), [*quiet, *extra, machine.name, *([command] if command else [])])
     if code is not None:
         return code
-    if command is None or extra:  # OpenSSH is not installed: only a command can go without it
-        raise StateError("the OpenSSH client is not installed (an interactive shell and OpenSSH options need it)",
-                         hint=f"apt-get install openssh-client, or run one command: tapers ssh {machine.name} -c CMD")
+    if extra:  # OpenSSH is not installed: its options mean nothing to paramiko
+        raise StateError("the OpenSSH client is not installed (the options after `--` are OpenSSH's)",
+                         hint="apt-get install openssh-client, or leave out the options after `--`")
     from tapers.errors import SshError, SshFailed
     from tapers.ssh.session import connect
 
-    stdin = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer
     try:
         with connect(target, project.paths.private_key, timeout=10) as session:
+            if command is None:
+                return session.shell(sys.stdin.fileno(), sys.stdout.buffer, sys.stderr.buffer)
+            stdin = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer
             return session.run(command, sys.stdout.buffer, sys.stderr.buffer, stdin=stdin)
     except SshError as exc:  # 255 as from OpenSSH: not the command's own exit code
         raise SshFailed(exc.message, exc.hint) from None

@@ -85,18 +85,61 @@ class Session:
         """Run `command`, stream its output as it comes, return its exit code.
 
         Raises ConnectionLost when the connection drops before the command's exit code arrives."""
+        channel = self._open(lambda channel: channel.exec_command(command))
+        return self._pump(channel, stdin.fileno() if stdin is not None else None, stdout, stderr)
+
+    def shell(self, stdin: int, stdout: IO[bytes], stderr: IO[bytes]) -> int:
+        """An interactive login shell, as `ssh HOST` gives one; its exit code.
+
+        When `stdin` is a terminal the shell gets one of the same size and TERM, the local
+        terminal is raw meanwhile (Ctrl-C, Ctrl-Z and the arrows are the machine's) and is put
+        back after, and a change of window size reaches the machine. Otherwise the shell reads
+        `stdin` as a script, as `ssh HOST < script` does."""
+        if not os.isatty(stdin):
+            return self._pump(self._open(lambda channel: channel.invoke_shell()), stdin, stdout, stderr)
+        import signal
+        import termios
+        import tty
+
+        def size() -> tuple[int, int]:
+            columns, lines = os.get_terminal_size(stdin)
+            return columns, lines
+
+        def open_shell(channel: Any) -> None:
+            columns, lines = size()
+            channel.get_pty(term=os.environ.get("TERM", "vt100"), width=columns, height=lines)
+            channel.invoke_shell()
+
+        channel = self._open(open_shell)
+        saved = termios.tcgetattr(stdin)
+        previous = signal.signal(signal.SIGWINCH, lambda signum, frame: channel.resize_pty(*size()))
+        try:
+            tty.setraw(stdin, termios.TCSANOW)
+            return self._pump(channel, stdin, stdout, stderr)
+        finally:
+            termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
+            signal.signal(signal.SIGWINCH, previous)
+
+    def _open(self, start: Callable[[Any], None]) -> Any:
+        """A new channel of the session, `start`ed (a command, a shell)."""
         try:
             channel = self._client.get_transport().open_session()
-            channel.exec_command(command)
+            start(channel)
         except Exception as exc:  # OSError, EOFError, paramiko.SSHException (imported lazily)
             raise self._lost(exc, started=False) from None
-        stdin_fd = stdin.fileno() if stdin is not None else None
+        return channel
+
+    def _pump(self, channel: Any, stdin_fd: int | None, stdout: IO[bytes], stderr: IO[bytes]) -> int:
+        """Pass `stdin_fd` to the channel and its output to ours until it ends; its exit code."""
         if stdin_fd is None:
             channel.shutdown_write()
         try:
             while True:
                 watched = [channel] if stdin_fd is None else [channel, stdin_fd]
-                readable, _, _ = select.select(watched, [], [], 0.5)
+                try:
+                    readable, _, _ = select.select(watched, [], [], 0.5)
+                except InterruptedError:  # a signal (a window change): look again
+                    continue
                 if stdin_fd is not None and stdin_fd in readable:
                     data = os.read(stdin_fd, 65536)
                     if data:

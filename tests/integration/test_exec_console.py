@@ -129,3 +129,77 @@ def test_cp_out_of_a_machine_trusts_nothing_it_sends(project, tmp_path) -> None:
     project.tapers("cp", "web:/home/tapers/g", str(out / "f")).ok()  # the link is replaced, not written through
     assert victim.read_text() == "untouched\n" and not (out / "f").is_symlink() and (out / "f").read_text() == "y\n"
     assert sorted(p.name for p in out.iterdir()) == ["f"]  # no temporary file left
+
+
+def _read_until(fd: int, wanted: bytes, seen: bytearray, what: str, timeout: float = 60) -> None:
+    """Read the terminal `fd` into `seen` until `wanted` shows (or the end of it)."""
+    deadline = time.monotonic() + timeout
+    while wanted not in seen:
+        assert time.monotonic() < deadline, f"{what} never showed; the terminal showed: {bytes(seen)!r}"
+        if select.select([fd], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the other side of the terminal closed
+                chunk = b""
+            assert chunk, f"the terminal closed before {what} showed; it showed: {bytes(seen)!r}"
+            seen += chunk
+
+
+@pytest.mark.both_backends
+def test_ssh_without_openssh_is_a_real_terminal_through_paramiko(project) -> None:
+    """No OpenSSH client on the host: `tapers ssh web` still gives a login shell on a terminal of
+    the right size and type; Ctrl-C stops the machine's command, not tapers; a window change
+    reaches the machine; the exit code is the shell's; the local terminal is put back after."""
+    import fcntl
+    import struct
+    import termios
+
+    project.write("machines:\n  web: {}\n")
+    project.tapers("up").ok()
+    env = {**project.env, "PATH": "/nonexistent", "TERM": "xterm-256color"}
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: tapers on a terminal of its own, 30 lines of 100 columns
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+        os.chdir(project.root)
+        os.execve(sys.executable, [sys.executable, "-P", "-m", "tapers", "ssh", "web"], env)
+    seen, status = bytearray(), None
+    try:
+        os.write(fd, b"echo T$((6*7)) $(stty size) $TERM $(tty)\r")
+        _read_until(fd, b"T42 30 100 xterm-256color /dev/pts/", seen, "the machine's terminal size and type")
+        # The sleeper says so once it runs in the terminal's foreground (bash gave it the terminal).
+        os.write(fd, b"python3 -c 'import time; print(\"sleeping-\" + str(2*3), flush=True); time.sleep(60)'"
+                     b" && echo not-interrupted\r")
+        _read_until(fd, b"sleeping-6", seen, "the sleeper's word that it runs")
+        os.write(fd, b"\x03")  # Ctrl-C: the machine's sleep stops, tapers goes on
+        os.write(fd, b"echo after-$((1+1))\r")
+        _read_until(fd, b"after-2", seen, "a command after Ctrl-C")
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 20, 70, 0, 0))  # the window shrinks
+        os.write(fd, b"echo S$(stty size | tr ' ' x)\r")
+        _read_until(fd, b"S20x70", seen, "the new window size in the machine")
+        os.write(fd, b"exit 4\r")
+        deadline = time.monotonic() + 30
+        while status is None:
+            assert time.monotonic() < deadline, f"tapers did not end after `exit 4`; the terminal showed: {bytes(seen)!r}"
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    seen += os.read(fd, 4096)
+                except OSError:
+                    pass
+            done, code = os.waitpid(pid, os.WNOHANG)
+            status = code if done else None
+        attributes = termios.tcgetattr(fd)
+    finally:
+        if status is None:  # an assertion failed: the child goes too
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 4, bytes(seen)
+    assert b"\nnot-interrupted" not in seen  # only the echo of the typed line
+    assert attributes[3] & termios.ECHO and attributes[3] & termios.ICANON, "the terminal was left raw"
+
+    from tests.integration.conftest import run_tapers
+
+    piped = run_tapers(("ssh", "web"), project.root, env, timeout=60, stdin="echo piped $(id -un)\nexit 5\n")
+    assert piped.code == 5 and "piped tapers" in piped.out
+    options = run_tapers(("ssh", "web", "--", "-A"), project.root, env, timeout=60)
+    assert options.code == 1 and "OpenSSH client is not installed" in options.err and "Traceback" not in options.err
