@@ -66,9 +66,9 @@ def project_id(loaded: LoadedTaperfile) -> str:
     so two folders with the same name never share containers."""
     if loaded.name:
         return loaded.name
-    import hashlib
+    from tapers import digests
 
-    digest = hashlib.sha256(str(loaded.root).encode()).hexdigest()[:6]
+    digest = digests.sha256(str(loaded.root).encode()).hexdigest()[:6]
     return f"{loaded.project[:20].strip('-')}-{digest}"
 
 

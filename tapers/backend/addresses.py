@@ -8,9 +8,9 @@ from the address (a re-used address never meets a stale neighbour entry for anot
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 
+from tapers import digests
 from tapers.backend.api import NetworkConfig
 from tapers.errors import HostError
 
@@ -24,7 +24,7 @@ def allocate(container: str, used: set[str], subnet: str | ipaddress.IPv4Network
     """A free address for `container` in `subnet`: the one its name hashes to, or the next free one."""
     net = ipaddress.IPv4Network(subnet)
     hosts = net.num_addresses - 3  # minus network, gateway and broadcast
-    start = int.from_bytes(hashlib.sha256(container.encode()).digest()[:4], "big") % hosts
+    start = int.from_bytes(digests.sha256(container.encode()).digest()[:4], "big") % hosts
     for step in range(hosts):
         address = str(net.network_address + 2 + (start + step) % hosts)
         if address not in used:

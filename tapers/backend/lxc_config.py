@@ -14,7 +14,7 @@ from pathlib import Path
 from tapers import sinks
 from tapers.errors import UnsafeValueError
 
-_KEY = re.compile(r"lxc(\.[a-z0-9_-]+)+")
+_KEY = r"lxc(\.[a-z0-9_-]+)+"  # compiled when first used (re keeps it)
 Items = list[tuple[str, str]]
 
 
@@ -23,7 +23,7 @@ def render(items: Items, config: Path, header: tuple[str, ...] = ()) -> str:
     lines = list(header)
     for key, value in items:
         where = f"{config}:{len(lines) + 1}"
-        if not _KEY.fullmatch(key):
+        if not re.fullmatch(_KEY, key):
             raise UnsafeValueError(f"{where}: {key!r} is not an LXC config key; refused")
         lines.append(f"{key} = {sinks.plain(value, f'the value of `{key}`', where)}")
     return "\n".join(lines) + "\n"

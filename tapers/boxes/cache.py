@@ -25,8 +25,9 @@ from tapers.taperfile.machine import split_box_ref
 import re
 
 META_NAME = "box.json"
-BOX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}(/[A-Za-z0-9][A-Za-z0-9._-]{0,62})?")
-VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z._+-]{0,63}")
+# Patterns are compiled when first used (re keeps them): `status` and `destroy` use none.
+BOX_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}(/[A-Za-z0-9][A-Za-z0-9._-]{0,62})?"
+VERSION = r"[0-9A-Za-z][0-9A-Za-z._+-]{0,63}"
 STORE = "store"
 
 
@@ -158,7 +159,7 @@ def find_box(reference: str) -> Box | None:
 def check_box_name(name: object, where: str) -> str:
     """A box name from outside (a command line, a catalog, an archive) becomes a folder name:
     only plain tokens like `debian/bookworm` are accepted."""
-    if not isinstance(name, str) or not BOX_NAME.fullmatch(name):
+    if not isinstance(name, str) or not re.fullmatch(BOX_NAME, name):
         raise InvalidBoxError(
             f"{where}: {name!r} is not a box name; refused",
             hint="box names look like `team/web` (letters, digits, '.', '_', '-', one '/')",
@@ -168,7 +169,7 @@ def check_box_name(name: object, where: str) -> str:
 
 def check_version(version: object, where: str) -> str:
     """A box version from outside becomes a folder name: plain tokens like 1.2.0 only."""
-    if not isinstance(version, str) or not VERSION.fullmatch(version):
+    if not isinstance(version, str) or not re.fullmatch(VERSION, version):
         raise InvalidBoxError(
             f"{where}: {version!r} is not a box version; refused",
             hint="versions look like 1.2.0 or 20260101.120000 (letters, digits, '.', '_', '+', '-')",

@@ -3,8 +3,8 @@ hostname, through an /etc/hosts that tapers writes (private address first, else 
 
 from __future__ import annotations
 
-import hashlib
 
+from tapers import digests
 from tapers.backend.api import State
 from tapers.engine.observe import Observed
 from tapers.project import Project
@@ -51,7 +51,7 @@ def hosts_file(machine: Machine, peers: list[tuple[str, list[str]]]) -> str:
 
 
 def digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return digests.sha256(text.encode()).hexdigest()[:16]
 
 
 def stale(project: Project, observed: Observed) -> bool:

@@ -13,7 +13,6 @@ a private copy: a machine writing the project folder can't swap it in between.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -21,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tapers import paths, project_files
+from tapers import digests, paths, project_files
 from tapers.errors import StateError, TapersError, TriggerError
 from tapers.events import Reporter
 from tapers.project import Project
@@ -41,7 +40,7 @@ class HostCommand:
         self.script = _script(project.root, trigger)
         body = json.dumps([machine, trigger._asdict(), self.script.hex() if self.script is not None else None],
                           sort_keys=True, default=list)
-        self.digest = hashlib.sha256(body.encode()).hexdigest()  # the machine, the trigger as loaded, the text
+        self.digest = digests.sha256(body.encode()).hexdigest()  # the machine, the trigger as loaded, the text
 
     def describe(self) -> str:
         """What the person approving it reads: when, what, and a script file's whole text."""

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from tapers import digests
 from tapers.errors import ProvisionError
 from tapers.taperfile.machine import Step
 
@@ -69,7 +69,7 @@ class Provisioner(Protocol):
 
 def digest(value: Any) -> str:
     """A stable hash of JSON-able data."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+    return digests.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def short(value: Any) -> str:
@@ -155,7 +155,7 @@ def read_step_file(path: Path, what: str, limit: int = MAX_SCRIPT) -> bytes:
 def file_digest(path: Path) -> str:
     """The hash of a regular file's content, opened without following a link at its name or
     blocking on a FIFO (something swapped in since it was listed is not read)."""
-    digest = hashlib.sha256()
+    digest = digests.sha256()
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(fd).st_mode):

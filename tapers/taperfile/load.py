@@ -163,14 +163,13 @@ def _seal(data: dict) -> str | None:
     """A MAC of the cached validation with a key only this host's tapers can read: `.tapers/`
     is in the project folder, which a machine can write, and a forged cache would skip the
     checks every machine name, hostname and path went through."""
-    import hashlib
-    import hmac
+    from tapers import digests
 
     key = _cache_key()
     if not key:
         return None  # no key to seal with: nothing is cached
     body = json.dumps({k: v for k, v in data.items() if k != "seal"}, sort_keys=True).encode()
-    return hmac.new(key, body, hashlib.sha256).hexdigest()
+    return digests.mac(key, body)
 
 
 def _cache_key() -> bytes:
@@ -195,16 +194,14 @@ def _cache_key() -> bytes:
 
 
 def _from_cache(cache: Path, source: str) -> LoadedTaperfile | None:
-    import hmac
-
-    from tapers import project_files
+    from tapers import digests, project_files
 
     if not project_files.check_dir(cache.parent, create=False):
         return None
     try:
         data = json.loads(project_files.read_text(cache) or "null")
         seal = _seal(data) if data["source"] == source else None
-        if seal is None or not hmac.compare_digest(data["seal"], seal):
+        if seal is None or not digests.same(data["seal"], seal):
             return None
         return LoadedTaperfile(
             path=Path(data["path"]),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 # ASCII only: with re.IGNORECASE alone, [KMGT] would also match the Kelvin sign (U+212A).
-_SIZE = re.compile(r" *([0-9]+(?:\.[0-9]+)?) *([KMGT])(i?B?|B)? *", re.IGNORECASE | re.ASCII)
+_SIZE = r" *([0-9]+(?:\.[0-9]+)?) *([KMGT])(i?B?|B)? *"  # compiled when first used (re keeps it)
 _FACTORS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 # No host tapers runs on has more; cgroup v1 keeps limits in a signed 64-bit count of bytes
@@ -29,7 +29,7 @@ def parse_size(value: object, maximum: int = MAX_SIZE) -> int:
         raise ValueError(f"{shown(value)} is not a size: use a number with K, M or G, e.g. 512M or 1G")
     if not isinstance(value, str):
         raise ValueError("expected a size such as 512M or 1G")
-    match = _SIZE.fullmatch(value)
+    match = re.fullmatch(_SIZE, value, re.IGNORECASE | re.ASCII)
     if not match:
         raise ValueError(f"{shown(value)} is not a size: use a number with K, M or G, e.g. 512M or 1G")
     digits, unit = match.group(1), match.group(2).upper()

@@ -22,9 +22,10 @@ ENV_FILE = ".env"
 MAX_ENV_BYTES = 256 * 1024
 MAX_EXPANDED = 4 * 1024**2  # characters all substituted values may add up to (as YAML aliases may)
 NAME = r"[A-Za-z_][A-Za-z0-9_]*"
-_REFERENCE = re.compile(r"\$(?:(?P<escaped>\$)|\{(?P<braced>[^}]*)\}|(?P<named>" + NAME + r")|(?P<open>\{))")
-_BRACED = re.compile(r"(?P<name>" + NAME + r")(?:(?P<op>:-|-|:\?|\?|:\+|\+)(?P<arg>.*))?", re.S)
-_MENTIONED = re.compile(r"\$\{?(" + NAME + r")")
+# Compiled when first used (re keeps them): a Taperfile read from its cache uses none.
+_REFERENCE = r"\$(?:(?P<escaped>\$)|\{(?P<braced>[^}]*)\}|(?P<named>" + NAME + r")|(?P<open>\{))"
+_BRACED = r"(?P<name>" + NAME + r")(?:(?P<op>:-|-|:\?|\?|:\+|\+)(?P<arg>.*))?"
+_MENTIONED = r"\$\{?(" + NAME + r")"
 
 
 class VariableError(ValueError):
@@ -80,7 +81,7 @@ def lookup(folder: Path) -> Callable[[str], str | None]:
 
 def mentioned(texts: Mapping[Path, str]) -> set[str]:
     """The names a Taperfile's text may refer to (for its validation cache)."""
-    return {name for text in texts.values() if "$" in text for name in _MENTIONED.findall(text)}
+    return {name for text in texts.values() if "$" in text for name in re.findall(_MENTIONED, text)}
 
 
 def substitute(value: str, get: Callable[[str], str | None], unset: list[str]) -> str:
@@ -93,7 +94,7 @@ def substitute(value: str, get: Callable[[str], str | None], unset: list[str]) -
             raise VariableError("`${` is not closed by `}`")
         if match["named"]:
             return _value(match["named"], get, unset)
-        braced = _BRACED.fullmatch(match["braced"])
+        braced = re.fullmatch(_BRACED, match["braced"], re.S)
         if braced is None:
             raise VariableError(f"`${{{match['braced']}}}` is not a variable reference (`${{NAME}}`, `${{NAME:-default}}`...)")
         name, op, arg = braced["name"], braced["op"], braced["arg"] or ""
@@ -108,7 +109,7 @@ def substitute(value: str, get: Callable[[str], str | None], unset: list[str]) -
             raise VariableError(f"the variable {name} is required" + (f": {arg}" if arg else " but not set"))
         return current
 
-    return _REFERENCE.sub(replace, value)
+    return re.sub(_REFERENCE, replace, value)
 
 
 def _value(name: str, get: Callable[[str], str | None], unset: list[str]) -> str:

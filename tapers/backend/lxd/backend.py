@@ -20,7 +20,6 @@ REQUESTS_CA_BUNDLE or a proxy can't override the pinned server certificate.
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import json
 import subprocess
@@ -31,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tapers import digests
 from tapers.backend import lxc_config, staging
 from tapers.backend.base import BackendBase
 from tapers.backend.api import (
@@ -470,7 +470,7 @@ class LxdBackend(BackendBase):
 def image_alias(rootfs: Path) -> str:
     """The image of a box: named by the digest of its stored files (boxes/store/<digest>)."""
     rootfs = rootfs.resolve()
-    digest = rootfs.parent.name if rootfs.parent.parent.name == "store" else hashlib.sha256(
+    digest = rootfs.parent.name if rootfs.parent.parent.name == "store" else digests.sha256(
         str(rootfs).encode()).hexdigest()
     return f"{IMAGE_ALIAS_PREFIX}{digest[:40]}"
 
