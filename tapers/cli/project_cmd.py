@@ -123,23 +123,24 @@ def trust(
     ctx: typer.Context,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="approve without asking (you read them already)")] = False,
 ) -> None:
-    """Show the commands the Taperfile's triggers run on this host, and approve them (a
-    Taperfile may come from anyone); any change to them asks again."""
-    from tapers.engine import triggers
+    """Show what the Taperfile runs on this host (its triggers' commands, its ansible plays)
+    and approve it (a Taperfile may come from anyone, and machines can write the project
+    folder); any change to it asks again."""
+    from tapers.engine import triggers, trust
 
     project = open_project(ctx)
-    commands = triggers.host_commands(project)
-    if not commands:
+    items = [*triggers.host_commands(project), *trust.plays(project)]
+    if not items:
         output.say("the Taperfile runs nothing on this host: nothing to approve")
         return
-    output.say(f"{project.loaded.path} runs these commands on this host, as you, in {project.root} "
-               "(what they run from there is not covered):")
-    for command in commands:
-        output.say(f"  {command.describe()}")
+    output.say(f"{project.loaded.path} runs this on this host, as you, in {project.root} "
+               "(what a command runs from there is not covered):")
+    for item in items:
+        output.say(f"  {item.describe()}")
     if not yes:
-        confirm("Approve them?", "nothing approved", "--yes")
-    triggers.trust(project, commands)  # exactly what was shown
-    output.say("approved; any change to them asks again")
+        confirm("Approve it?", "nothing approved", "--yes")
+    trust.approve(project, items)  # exactly what was shown
+    output.say("approved; any change to it asks again")
 
 
 def global_status(

@@ -121,14 +121,19 @@ def status_plan(project: Project, backend: Backend, observed: Observed) -> Plan:
                    legacy=legacy_fingerprints(project, machines, observed))
 
 
-def check_tools(plan: Plan, project: Project) -> None:
-    """Before anything changes: the host has what the planned steps need (e.g. ansible)."""
+def check_steps(plan: Plan, project: Project) -> None:
+    """Before anything changes: the host has what the planned steps need (e.g. ansible), and
+    the person approved the plays that will run on it (`tapers trust`)."""
     from tapers.provision import check_host_tools
 
-    kinds = {
-        project.loaded.machine(a.subject).provision[a.step - 1].kind for a in plan.actions if a.kind is Kind.PROVISION
-    }
-    check_host_tools(kinds)
+    steps = [(a.subject, project.loaded.machine(a.subject).provision[a.step - 1]) for a in plan.actions
+             if a.kind is Kind.PROVISION]
+    check_host_tools({step.kind for _, step in steps})
+    plays = {(machine, step.key) for machine, step in steps if step.kind == "ansible"}
+    if plays:
+        from tapers.engine import trust
+
+        trust.require(project, trust.plays(project, plays))
 
 
 def orphan_warnings(observed: Observed) -> list[str]:
@@ -232,7 +237,7 @@ class Engine:
         with self._locked("provision"):
             machines, observed = self.project.select(names), self._observe()
             plan = with_triggers(plan_provision(machines, observed, wanted), "provision", machines, observed)
-            check_tools(plan, self.project)
+            check_steps(plan, self.project)
             return self._apply(plan, project_key=key)
 
     def halt(self, names: list[str] | None, timeout: float = 30.0) -> bool:
@@ -340,9 +345,9 @@ class Engine:
     def _require_trust(self, event: str) -> None:
         """The triggers `event` runs on the host were approved by the person (`tapers trust`)."""
         if any(trigger.on_host for machine in self.project.machines for trigger in machine.triggers):
-            from tapers.engine.triggers import require_trust
+            from tapers.engine import triggers, trust
 
-            require_trust(self.project, {event})
+            trust.require(self.project, triggers.host_commands(self.project, {event}))
 
     def _require_host(self) -> None:
         if self._host_check is None:
@@ -387,7 +392,7 @@ class Engine:
         self._warn_notes(plan)
         if not remove_orphans:
             self._warn_orphans(observed)
-        check_tools(plan, self.project)
+        check_steps(plan, self.project)
         losing = plan.losing_data()
         if losing and not yes:
             listed = ", ".join(f"`{a.subject}`" for a in losing)

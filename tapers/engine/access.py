@@ -3,6 +3,7 @@ generated `.tapers/ssh_config` and `.tapers/known_hosts` (regenerable at any tim
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tapers import project_files
@@ -80,6 +81,29 @@ def write_ssh_files(project: Project, observed: Observed) -> Path:
     _write(paths.inventory, inventory)
     _write_host_vars(project, paths.inventory.parent / "host_vars")
     return paths.ssh_config
+
+
+def write_play_access(project: Project, observed: Observed, folder: Path) -> Path:
+    """The inventory an ansible step runs with, and the known_hosts and key it names, written
+    into `folder` (private to the person running tapers); the inventory's path. Not the
+    ones in `.tapers/`: a machine can write the project folder, and ansible-playbook reads a
+    `group_vars/` or `host_vars/` beside its inventory (`ansible_connection: local` there
+    would run the play on this host)."""
+    from tapers.provision.inventory import groups_of, render_inventory
+
+    key = project_files.read_text(project.paths.private_key)
+    if key is None:
+        raise StateError(f"the project key {project.paths.private_key} is missing", hint="`tapers up` makes it again")
+    targets = all_targets(project, observed)
+    inventory, known_hosts, identity = folder / "inventory", folder / "known_hosts", folder / "id_ed25519"
+    for path, text in ((identity, key), (known_hosts, render_known_hosts(targets)),
+                       (inventory, render_inventory(targets, groups_of(project.machines), identity, known_hosts, project.id))):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            if os.geteuid() == 0:
+                os.fchown(fd, *project_files.invoker())
+            handle.write(text)
+    return inventory
 
 
 def _write_host_vars(project: Project, folder: Path) -> None:

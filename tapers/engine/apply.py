@@ -16,7 +16,7 @@ from tapers.engine import limits
 from tapers.engine import machine_setup as setup
 from tapers.backend.api import Backend, MachineSpec, NetworkConfig, State
 from tapers.boxes.cache import find_box
-from tapers.errors import BoxError, Interrupted, MachineFailures, ProvisionError, StateError, TapersError
+from tapers.errors import BoxError, Interrupted, MachineFailures, ProvisionError, StateError, TapersError, TriggerError
 from tapers.events import Reporter
 from tapers.engine.access import target_for
 from tapers.engine.plan import STARTS, Action, Kind, Plan
@@ -27,7 +27,7 @@ from tapers.project import CONTAINER_PREFIX, Project
 from tapers.ssh import keys
 from tapers.ssh.config import SshTarget
 from tapers.taperfile import Machine
-from tapers.taperfile.machine import split_box_ref
+from tapers.taperfile.machine import Step, split_box_ref
 
 if TYPE_CHECKING:
     from tapers.provision.runner import SshGuest
@@ -482,6 +482,17 @@ def _provision(action: Action, guest: Any, ctx: Context) -> None:
         raise
 
 
+def _require_approved_play(ctx: Context, machine: str, step: Step, found: dict[str, str]) -> None:
+    """A play is checked again as it starts, on the inputs it copies: a machine may have
+    written the project folder since the plan was approved."""
+    from tapers.engine import trust
+
+    if trust.HostPlay(machine, step, found).digest not in trust.approved(ctx.project):
+        raise TriggerError(f"`{machine}` {step.label}: what it reads changed since you approved it (a machine wrote "
+                           "the project folder?); not run", hint="`tapers plan` names what changed; read it, then "
+                           "`tapers trust`")
+
+
 def _trigger(action: Action, guest: Any, ctx: Context) -> None:
     """Run a trigger; one that fails with `on_error: continue` is said, and the machine's
     command goes on."""
@@ -501,6 +512,8 @@ def _trigger(action: Action, guest: Any, ctx: Context) -> None:
 
 
 def _ssh_guest(name: str, ctx: Context) -> SshGuest:
+    from tapers.engine.access import write_play_access
+    from tapers.engine.observe import observe
     from tapers.provision.runner import SshGuest
 
     container = ctx.project.container(name)
@@ -512,7 +525,8 @@ def _ssh_guest(name: str, ctx: Context) -> SshGuest:
         identity=paths_.private_key,
         root=ctx.project.root,
         home=record.home,
-        inventory=paths_.inventory,
+        inventory=lambda folder: write_play_access(ctx.project, observe(ctx.project, ctx.backend), folder),
+        check_play=lambda step, found: _require_approved_play(ctx, name, step, found),
         log_path=paths_.logs / f"{stamp}-{name}.log",
         reporter=ctx.reporter,
         backend=ctx.backend,

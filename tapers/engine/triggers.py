@@ -3,8 +3,8 @@ places them (plan.with_triggers); this module runs one, and keeps the host safe 
 
 A trigger's `run:` runs on the host: it is the Taperfile's code, and a Taperfile may come
 from anyone (a cloned repository). So it runs only once the person running tapers approved
-it (`tapers trust`, which shows each command with its script's text and records a digest
-of exactly that, per person, in tapers' own folder: any change asks again), as that person
+it (trust.py: `tapers trust` shows each command with its script's text and records a digest
+of exactly that; any change asks again), as that person
 (never root under sudo), in the project folder, in a session of its own (no terminal of
 ours to type into). A script file is read once, checked against the approval and run from
 a private copy: a machine writing the project folder can't swap it in between.
@@ -20,14 +20,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tapers import digests, paths, project_files
-from tapers.errors import StateError, TapersError, TriggerError
+from tapers import digests, project_files
+from tapers.errors import TapersError, TriggerError
 from tapers.events import Reporter
 from tapers.project import Project
 from tapers.taperfile.machine import Trigger
 from tapers.taperfile.units import printable
 
-TRUSTED = "trusted.json"  # in tapers' own folder: "uid:Taperfile path" -> digests of the approved host commands
 MAX_LINE = 2000  # characters of a line of a trigger's output shown
 
 
@@ -60,37 +59,13 @@ def host_commands(project: Project, events: set[str] | None = None) -> list[Host
             if trigger.on_host and (events is None or events & set(trigger.events))]
 
 
-def unapproved(project: Project, events: set[str] | None = None) -> list[HostCommand]:
-    approved = set(_approvals().get(_key(project), []))
-    return [command for command in host_commands(project, events) if command.digest not in approved]
-
-
-def trust(project: Project, commands: list[HostCommand]) -> None:
-    """Record that the person approved these host commands (read once, as they were shown)."""
-    approvals = _approvals()
-    approvals[_key(project)] = sorted(command.digest for command in commands)
-    store = paths.tapers_home() / TRUSTED
-    store.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    project_files.write(store, json.dumps(approvals, indent=2, sort_keys=True) + "\n", 0o600)
-
-
-def require_trust(project: Project, events: set[str]) -> None:
-    """Before anything changes: the host commands the command will run were approved."""
-    pending = unapproved(project, events)
-    if pending:
-        listed = "".join(f"\n  {command.describe()}" for command in pending)
-        raise TriggerError(
-            f"the Taperfile has triggers that run commands on this host, as you, which you haven't approved:{listed}",
-            hint="read them (a Taperfile may come from anyone; what they run from the project folder is not "
-            "covered), then `tapers trust` approves them (run it as you run tapers: with sudo if you use sudo)",
-        )
-
-
 def run_on_host(project: Project, machine: str, trigger: Trigger, event: str, reporter: Reporter) -> None:
     """Run a `run:` trigger in the project folder as the person running tapers; its output
     is shown line by line. Raises TriggerError when it fails."""
+    from tapers.engine import trust
+
     command = HostCommand(project, machine, trigger)
-    if command.digest not in _approvals().get(_key(project), []):
+    if command.digest not in trust.approved(project):
         raise TriggerError(f"`{machine}` {trigger.label}: it changed since you approved it (a machine wrote its "
                            "script?); not run", hint="read it, then `tapers trust`")
     options = trigger.options
@@ -175,20 +150,3 @@ def _script(root: Path, trigger: Trigger) -> bytes | None:
     from tapers.provision.api import read_step_file, step_file
 
     return read_step_file(step_file(root, trigger.options["path"], "the trigger's script"), "the trigger's script")
-
-
-def _key(project: Project) -> str:
-    """Whose approval, of which Taperfile: the person running tapers (under sudo, who ran it)."""
-    return f"{project_files.invoker()[0]}:{project.loaded.path}"
-
-
-def _approvals() -> dict[str, list[str]]:
-    """"uid:Taperfile path" -> the digests of the host commands that person approved."""
-    store = paths.tapers_home() / TRUSTED
-    try:
-        data = json.loads(project_files.read_text(store) or "{}")
-    except (ValueError, StateError):
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {k: [d for d in v if isinstance(d, str)] for k, v in data.items() if isinstance(k, str) and isinstance(v, list)}

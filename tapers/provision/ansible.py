@@ -1,5 +1,6 @@
 """`ansible:` steps: ansible-playbook on the host, against the machine, over SSH with the
-project key and the pinned host keys (the generated inventory, see inventory.py)."""
+project key and the pinned host keys (an inventory of its own, see inventory.py and
+access.write_play_access). It runs only as the person approved it (engine/trust.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from tapers import project_files
 from tapers.errors import ProvisionError
-from tapers.provision.api import Guest, Inputs, StepFailed, settings_inputs, step_file
+from tapers.provision.api import Guest, Inputs, StepFailed, settings_inputs, shown_path, step_file
 from tapers.taperfile.machine import Step
 
 # The step's settings that change what the play does (vault_password_file: its path only,
@@ -42,41 +44,56 @@ class AnsibleProvisioner:
         return {**ansible_inputs.inputs(root, playbook, step.options), **settings_inputs(step.options, SETTINGS)}
 
     def run(self, step: Step, guest: Guest) -> None:
+        from tapers.provision import ansible_inputs, inputs, play_copy
+
         command = playbook_command()
         if command is None:
             self.check_host()
         options = step.options
-        limit = guest.machine if not options.get("limit") else f"{guest.machine}:&{options['limit']}"
-        argv = [command, "-i", str(guest.inventory), "--limit", limit]
-        if options.get("extra_vars"):
-            argv += ["--extra-vars", json.dumps(options["extra_vars"])]
-        if options.get("tags"):
-            argv += ["--tags", ",".join(_as_list(options["tags"]))]
-        if options.get("skip_tags"):
-            argv += ["--skip-tags", ",".join(_as_list(options["skip_tags"]))]
-        if options.get("become"):
-            argv.append("--become")
-        if options.get("vault_password_file"):
-            argv += ["--vault-password-file", options["vault_password_file"]]
-        if options.get("verbose"):
-            argv.append("-" + "v" * int(options["verbose"]))
-        argv += [str(argument) for argument in options.get("raw_arguments", [])]
-        argv.append(options["playbook"])
-        env = {
-            **os.environ,
-            "LC_ALL": "C.UTF-8",
-            "LANG": "C.UTF-8",
-            "PYTHONUNBUFFERED": "1",
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_FORCE_COLOR": "0",
-            "ANSIBLE_RETRY_FILES_ENABLED": "0",
-            "ANSIBLE_HOST_KEY_CHECKING": "True",
-            "ANSIBLE_PIPELINING": "True",
-        }
-        env.update(_paths_env(guest.root, options))
-        if options.get("requirements"):
-            _install_requirements(guest, options["requirements"], env)
-        code = guest.run_on_host(argv, guest.root, env)
+        found = inputs(step, guest.root)  # the files `watch:` names too
+        guest.check_play(step, found)  # it runs on this host: exactly as the person approved it
+        owner = project_files.invoker() if os.geteuid() == 0 else None
+        with guest.play_folder() as (private, inventory):
+            work = private / "project"  # the play's copy of the project: see play_copy
+            config = ansible_inputs.config_file(guest.root, options)
+            texts = {shown_path(guest.root, config)} if config is not None else set()
+            play_copy.copy_inputs(guest.root, found, texts, work, owner)
+            if not work.exists():
+                work.mkdir(mode=0o700)
+                if owner is not None:
+                    os.chown(work, *owner)
+            limit = guest.machine if not options.get("limit") else f"{guest.machine}:&{options['limit']}"
+            argv = [command, "-i", str(inventory), "--limit", limit]
+            if options.get("extra_vars"):
+                argv += ["--extra-vars", json.dumps(options["extra_vars"])]
+            if options.get("tags"):
+                argv += ["--tags", ",".join(_as_list(options["tags"]))]
+            if options.get("skip_tags"):
+                argv += ["--skip-tags", ",".join(_as_list(options["skip_tags"]))]
+            if options.get("become"):
+                argv.append("--become")
+            if options.get("vault_password_file"):
+                argv += ["--vault-password-file", _vault_file(guest.root, options["vault_password_file"], private, owner)]
+            if options.get("verbose"):
+                argv.append("-" + "v" * int(options["verbose"]))
+            argv += [str(argument) for argument in options.get("raw_arguments", [])]
+            argv.append(_in_copy(guest.root, options["playbook"]))
+            env = {
+                **os.environ,
+                "LC_ALL": "C.UTF-8",
+                "LANG": "C.UTF-8",
+                "PYTHONUNBUFFERED": "1",
+                "ANSIBLE_NOCOLOR": "1",
+                "ANSIBLE_FORCE_COLOR": "0",
+                "ANSIBLE_RETRY_FILES_ENABLED": "0",
+                "ANSIBLE_HOST_KEY_CHECKING": "True",
+                "ANSIBLE_PIPELINING": "True",
+                "ANSIBLE_INVENTORY_ENABLED": "ini",  # the inventory tapers wrote, read as what it is
+            }
+            env.update(_paths_env(work, options))
+            if options.get("requirements"):
+                _install_requirements(guest, work, _in_copy(guest.root, options["requirements"]), env)
+            code = guest.run_on_host(argv, work, env)
         if code != 0:
             raise StepFailed(f"failed: ansible-playbook exited with code {code}")
 
@@ -108,19 +125,43 @@ def _paths_env(root: Path, options: dict[str, object]) -> dict[str, str]:
     return env
 
 
-def _install_requirements(guest: Guest, requirements: str, env: dict[str, str]) -> None:
-    """Roles and collections of a requirements.yml into .tapers/ansible/ (from Galaxy, or
-    local paths, tarballs and git URLs), with ansible-galaxy, as ansible-playbook runs."""
+def _in_copy(root: Path, written: str) -> str:
+    """A step's path as the play is given it: relative, in its copy of the project, when it is
+    in the project; the real path otherwise."""
+    path = (root / written).resolve()
+    try:
+        return str(path.relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _vault_file(root: Path, written: str, private: Path, owner: tuple[int, int] | None) -> str:
+    """The vault password file: one in the project as a private plain copy (see play_copy);
+    one elsewhere where it is (an executable one there is yours to run)."""
+    from tapers.provision import play_copy
+
+    path = step_file(root, written, "the vault password file")
+    if not path.is_relative_to(root.resolve()):
+        return str(path)
+    copy = private / "vault-password"
+    play_copy.copy_private(path, copy, "the vault password file", owner)
+    return str(copy)
+
+
+def _install_requirements(guest: Guest, work: Path, requirements: str, env: dict[str, str]) -> None:
+    """Roles and collections of a requirements.yml into the play's copy of the project
+    (`.tapers/ansible/` there; from Galaxy, or local paths, tarballs and git URLs), with
+    ansible-galaxy, as ansible-playbook runs."""
     from tapers.provision import ansible_inputs as found
 
     galaxy = playbook_command("ansible-galaxy")
     if galaxy is None:
         raise ProvisionError("`requirements:` needs ansible-galaxy, which is not installed",
                              hint="pip install 'tapers[ansible]' (or install ansible-core some other way)")
-    installed = guest.root / found.INSTALLED
+    installed = work / found.INSTALLED
     # --force: what the requirements say now (a new archive of the same version included)
     for what, argv in (("roles", [galaxy, "role", "install", "--force", "-r", requirements, "-p", str(installed / "roles")]),
                        ("collections", [galaxy, "collection", "install", "--force", "-r", requirements,
                                         "-p", str(installed / "collections")])):
-        if guest.run_on_host(argv, guest.root, env) != 0:
+        if guest.run_on_host(argv, work, env) != 0:
             raise StepFailed(f"failed: ansible-galaxy could not install the {what} of {requirements}")

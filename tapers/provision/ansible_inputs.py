@@ -8,8 +8,9 @@
   else Ansible's defaults), then the playbook's own folder; a role counts whole (its tasks,
   defaults, vars, templates, files, meta);
 - collections installed where the play finds them (`collections/` beside the playbook, the
-  collections path, and `.tapers/ansible/collections` from `requirements:`), each by its
-  MANIFEST.json (its version and every file's checksum) or, unbuilt, by its files;
+  collections path): one in the project (or unbuilt) by its files, one elsewhere by its
+  MANIFEST.json (its version and every file's checksum); what `requirements:` installs
+  is not an input (its requirements.yml and local archives are);
 - `group_vars/`, `host_vars/` and the conventional folders beside the playbook (templates,
   files, plugins), and the ansible.cfg in effect.
 
@@ -289,7 +290,9 @@ class _Reader:
                 continue
             for collection in sorted(p for p in tree.glob("*/*") if p.is_dir()):
                 manifest = collection / "MANIFEST.json"
-                if manifest.is_file():
+                # One in the project is counted file by file: a machine can write it, and the
+                # play runs with the very files counted (play_copy).
+                if manifest.is_file() and not collection.resolve().is_relative_to(self.root.resolve()):
                     name = f"collection {collection.parent.name}.{collection.name} ({shown_path(self.root, collection)})"
                     try:
                         self.found[name] = short(small_file(manifest).decode(errors="replace"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -30,7 +31,6 @@ class Guest(Protocol):
     root: Path  # the project folder: step paths are relative to it
     user: str  # the login user
     home: str  # its home folder in the guest
-    inventory: Path  # the generated Ansible inventory
 
     def run(self, command: str) -> int:
         """Run a shell command as the login user, streaming its output; return its exit code."""
@@ -47,6 +47,14 @@ class Guest(Protocol):
     def run_on_host(self, argv: list[str], cwd: Path, env: dict[str, str]) -> int:
         """Run a program on the host, streaming its output like a guest command's (under sudo,
         as the user who ran sudo)."""
+
+    def check_play(self, step: Step, inputs: Inputs) -> None:
+        """Raise unless the person running tapers approved the step with exactly these
+        inputs (an ansible play: it runs on this host)."""
+
+    def play_folder(self) -> AbstractContextManager[tuple[Path, Path]]:
+        """A folder private to the person running tapers (removed after), and in it an Ansible
+        inventory of the project's machines (with the known hosts and the key it names)."""
 
 
 Inputs = dict[str, str]  # what a step reads or is given, by name -> a short hash of it

@@ -4,19 +4,20 @@ file per run, reboots waited for, failures that name the step."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import os
 import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import IO, BinaryIO, Callable
+from typing import IO, BinaryIO, Callable, Iterator
 
 from tapers.backend.api import Backend
 from tapers.errors import Interrupted, ProvisionError, SshError
 from tapers.events import Reporter
 from tapers.provision import provisioner
-from tapers.provision.api import RebootStarted, StepFailed
+from tapers.provision.api import Inputs, RebootStarted, StepFailed
 from tapers.ssh.config import SshTarget
 from tapers.ssh.session import ConnectionLost, Session, connect, wait_for_logins
 from tapers.taperfile.machine import Step
@@ -67,7 +68,8 @@ class SshGuest:
         identity: Path,
         root: Path,
         home: str,
-        inventory: Path,
+        inventory: Callable[[Path], Path],
+        check_play: Callable[[Step, Inputs], None],
         log_path: Path,
         reporter: Reporter,
         backend: Backend,
@@ -78,7 +80,8 @@ class SshGuest:
         self.root = root
         self.user = target.user
         self.home = home
-        self.inventory = inventory
+        self._write_inventory = inventory  # writes a play's inventory into a folder; its path
+        self._check_play = check_play
         self.log_path = log_path
         self._identity = identity
         self._reporter = reporter
@@ -137,6 +140,20 @@ class SshGuest:
             out.write(chunk)
         out.close()
         return process.wait()
+
+    def check_play(self, step: Step, inputs: Inputs) -> None:
+        self._check_play(step, inputs)
+
+    @contextlib.contextmanager
+    def play_folder(self) -> Iterator[tuple[Path, Path]]:
+        import tempfile
+
+        from tapers import project_files
+
+        with tempfile.TemporaryDirectory(prefix="tapers-play-") as folder:  # 0700
+            if os.geteuid() == 0:
+                os.chown(folder, *project_files.invoker())  # ansible-playbook runs as them
+            yield Path(folder), self._write_inventory(Path(folder))
 
     # -- lifecycle ------------------------------------------------------------------------
 

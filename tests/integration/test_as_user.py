@@ -269,6 +269,7 @@ machines:
     for name in ("note.txt", "site.yml"):
         os.chown(project / name, a.account.pw_uid, a.account.pw_gid)
 
+    a.tapers("trust", "--yes", cwd=project).ok()
     a.tapers("up", cwd=project).ok()
     assert a.lxc_state("life", "web") == "RUNNING"
     # Synced folder: the login user's file is the developer's on the host; guest root's is
@@ -277,6 +278,13 @@ machines:
     assert (project / "by-login-user").stat().st_uid == a.account.pw_uid
     assert (project / "by-guest-root").stat().st_uid == _sub_uid(a)
     assert a.tapers("ssh", "web", "-c", "cat /home/tapers/note.txt", cwd=project).ok().out == "from the host\n"
+    assert a.tapers("ssh", "web", "-c", "cat /etc/by-ansible", cwd=project).ok().out == "by ansible\n"
+    # The login user is the developer here, so the machine can write `.tapers/`; group_vars
+    # planted beside `.tapers/inventory` are not read by the play (run locally, it would
+    # write the developer's /etc/by-ansible, or fail at sudo).
+    a.tapers("ssh", "web", "-c", "mkdir /tapers/.tapers/group_vars && echo 'ansible_connection: local' > "
+             "/tapers/.tapers/group_vars/all.yml && sudo rm /etc/by-ansible", cwd=project).ok()
+    a.tapers("provision", cwd=project).ok()
     assert a.tapers("ssh", "web", "-c", "cat /etc/by-ansible", cwd=project).ok().out == "by ansible\n"
     status = json.loads(a.tapers("status", "--json", cwd=project).ok().out)
     assert [m["state"] for m in status["machines"]] == ["running"]

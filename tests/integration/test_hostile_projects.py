@@ -170,6 +170,7 @@ def test_under_sudo_a_playbook_never_runs_as_root(project, tmp_path) -> None:
         subprocess.run(["chown", "-R", f"{user}:{user}", str(root)], check=True)
         project.env = {**project.env, "SUDO_UID": str(account.pw_uid), "SUDO_GID": str(account.pw_gid),
                        "SUDO_USER": user}
+        project.tapers("trust", "--yes").ok()  # the developer's approval (SUDO_UID's)
         result = project.tapers("up")
         runnable = subprocess.run(["runuser", "-u", user, "--", sys.executable, "-c", "pass"],
                                   capture_output=True).returncode == 0
@@ -185,3 +186,44 @@ def test_under_sudo_a_playbook_never_runs_as_root(project, tmp_path) -> None:
         project.tapers("destroy", "-f").ok()
     finally:
         subprocess.run(["userdel", "--remove", user], capture_output=True)
+
+
+def test_a_machine_cannot_change_what_ansible_runs_on_the_host(project) -> None:
+    """The project folder is /tapers in the machine (writable: it is a developer's), and
+    ansible-playbook runs on the host. A guest (or `curl | sh` in it) that rewrites the
+    approved playbook to run a command on the host, between two runs or while a run is
+    under way, gets it refused before it runs."""
+    on_host = Path(f"/tmp/{project.name}-ran-on-the-host")
+    in_machine = f"/tmp/{project.name}-ran-in-the-machine"
+    approved = ("- hosts: all\n  gather_facts: false\n  tasks:\n"
+                f"    - command: touch {in_machine}\n")
+    hostile = approved + f"    - command: touch {on_host}\n      delegate_to: localhost\n"
+    (project.root / "hostile.yml").write_text(hostile)  # what the guest copies over the playbook
+    (project.root / "site.yml").write_text(approved)
+    project.write("machines:\n  web:\n    provision:\n"
+                  "      - name: swap\n        shell: {inline: 'cp /tapers/hostile.yml /tapers/site.yml', "
+                  "privileged: false}\n        run: never\n"
+                  "      - {name: play, ansible: {playbook: site.yml}}\n")
+    project.give_to_user()
+    unapproved = project.tapers("up")
+    assert unapproved.code == 1 and '`web` step 2 "play" (ansible): ansible-playbook site.yml' in unapproved.err
+    assert project.lxc_state("web") == "MISSING", "nothing is made before the play is approved"
+    project.tapers("trust", "--yes").ok()
+    try:
+        project.tapers("up").ok()
+        assert project.tapers("ssh", "web", "-c", f"test -e {in_machine} && echo yes").ok().out == "yes\n"
+
+        # Rewritten between runs: refused before anything runs.
+        project.tapers("ssh", "web", "-c", "cp /tapers/hostile.yml /tapers/site.yml").ok()
+        refused = project.tapers("provision")
+        assert refused.code == 1 and "haven't approved (or that changed since)" in refused.err
+        assert not on_host.exists()
+
+        # Rewritten while a run is under way (by the step before it): refused as the step starts.
+        (project.root / "site.yml").write_text(approved)
+        refused = project.tapers("provision", "--with", "swap,play")
+        assert refused.code == 1 and "changed since you approved it" in refused.err, refused.err
+        assert (project.root / "site.yml").read_text() == hostile, "the step before it did rewrite it"
+        assert not on_host.exists()
+    finally:
+        on_host.unlink(missing_ok=True)

@@ -173,7 +173,10 @@ def test_ansible_playbook_with_extra_vars_and_the_standalone_inventory(project) 
         "    - copy: {dest: /tmp/from-ansible, content: \"role={{ role }} groups={{ group_names | join(',') }}\\n\"}\n"
         "    - copy: {dest: /etc/root-file, content: \"ok\\n\"}\n"
         "      become: true\n"
+        "    - copy: {dest: /tmp/motd, content: \"{{ lookup('file', 'data/motd.txt') }}\"}\n"
     )
+    (project.root / "data").mkdir()
+    (project.root / "data" / "motd.txt").write_text("a file only `watch:` names\n")  # the scan can't see it
     project.write(
         "machines:\n"
         "  web:\n"
@@ -182,9 +185,12 @@ def test_ansible_playbook_with_extra_vars_and_the_standalone_inventory(project) 
         "          playbook: site.yml\n"
         "          extra_vars: {role: frontend}\n"
         "          groups: {webservers: [web]}\n"
+        "        watch: [data/*.txt]\n"
     )
+    project.tapers("trust", "--yes").ok()
     project.tapers("up").ok()
-    assert guest(project, "web", "cat /tmp/from-ansible /etc/root-file") == "role=frontend groups=webservers\nok\n"
+    assert guest(project, "web", "cat /tmp/from-ansible /etc/root-file /tmp/motd") == \
+        "role=frontend groups=webservers\nok\na file only `watch:` names"
     playbook = Path(sys.executable).parent / "ansible-playbook"
     guest(project, "web", "rm /tmp/from-ansible")
     standalone = subprocess.run(  # the machine's extra_vars are beside the inventory: it works alone
@@ -229,16 +235,22 @@ def test_ansible_requirements_from_local_archives_and_the_step_options(project) 
         "machines:\n  web:\n    provision:\n"
         "      - ansible: {playbook: site.yml, requirements: requirements.yml, config_file: conf/ansible.cfg,\n"
         "                  verbose: 1, raw_arguments: [--diff]}\n")
+    project.tapers("trust", "--yes").ok()
     up = project.tapers("up").ok()
     assert guest(project, "web", "cat /tmp/from-role /tmp/from-collection") == "role\ncollection\n"
-    assert f"Using {project.root}/conf/ansible.cfg as config file" in up.out
-    assert (project.root / ".tapers/ansible/collections/ansible_collections/acme/tools/MANIFEST.json").is_file()
+    # The play runs in a private copy of what it reads (the approved files), requirements
+    # installed there: nothing of it is run from, or installed into, the project folder.
+    assert "/project/conf/ansible.cfg as config file" in up.out and f"Using {project.root}/" not in up.out
+    assert not (project.root / ".tapers/ansible").exists()
     assert "up to date" in project.tapers("status").ok().out
 
     # A new archive of the role: the step runs again, and the new role is installed and used.
     (role / "main.yml").write_text("- copy: {dest: /tmp/from-role, content: \"role 2\\n\"}\n")
     subprocess.run(["tar", "-czf", str(vendor / "acme_role.tar.gz"), "-C", str(vendor / "src"), "acme_role"], check=True)
     assert "web: provision step 1 (vendor/acme_role.tar.gz changed)" in project.tapers("plan").ok().out
+    unapproved = project.tapers("up")  # what the play reads changed: approved again first
+    assert unapproved.code == 1 and "haven't approved (or that changed since)" in unapproved.err
+    project.tapers("trust", "--yes").ok()
     project.tapers("up").ok()
     assert guest(project, "web", "cat /tmp/from-role") == "role 2\n"
 

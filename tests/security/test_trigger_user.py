@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tapers.engine import triggers
+from tapers.engine import triggers, trust
 from tapers.events import SilentReporter
 from tapers.project import open_project
 
@@ -30,7 +30,7 @@ def test_under_sudo_a_host_trigger_runs_as_the_user_who_ran_sudo(monkeypatch, ru
         monkeypatch.setenv("SUDO_UID", str(DEVELOPER))
         monkeypatch.setenv("SUDO_GID", str(DEVELOPER))
         project = open_project(folder / "Taperfile.yaml")
-        triggers.trust(project, triggers.host_commands(project))
+        trust.approve(project, triggers.host_commands(project))
         (db,) = project.machines
         triggers.run_on_host(project, "db", db.triggers[0], "up", SilentReporter())
         assert (folder / "ran-as").read_text() == f"{DEVELOPER}\n"

@@ -214,7 +214,7 @@ def test_status_still_shows_the_machines_when_the_plan_cant_be_made(engine, caps
 def test_reload_runs_its_triggers_around_both_halves(write_project, fake_box_home, monkeypatch, tmp_path) -> None:
     """Before-reload triggers run ahead of the halt, or, for a machine the halt leaves alone
     (stopped), ahead of its start; after-reload ones once it is up again. Up's own don't run."""
-    from tapers.engine import triggers
+    from tapers.engine import triggers, trust
 
     monkeypatch.setenv("TAPERS_HOME", str(tmp_path / "home"))
     log = tmp_path / "log"
@@ -227,7 +227,7 @@ def test_reload_runs_its_triggers_around_both_halves(write_project, fake_box_hom
         f"{on_host('after', 'up')}]\n" for name in ("web", "db"))
     root = write_project({"Taperfile.yaml": text})
     project = open_project(explicit=root / "Taperfile.yaml")
-    triggers.trust(project, triggers.host_commands(project))
+    trust.approve(project, triggers.host_commands(project))
     made = Engine(project, SilentReporter(), Prompts(), FakeBackend(events=[]), host_check=lambda: None,
                   ssh_check=lambda *args: None)
     made.up(None)

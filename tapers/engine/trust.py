@@ -1,0 +1,127 @@
+"""What a Taperfile runs on this host, and the person's approval of it (`tapers trust`).
+
+Two things in a Taperfile run on the host as the person running tapers: triggers' `run:`
+commands (triggers.py) and `ansible:` steps (ansible-playbook, and whatever the playbook,
+its roles, vars and ansible.cfg make it do there). A Taperfile may come from anyone (a
+cloned repository), and machines can write the project folder (it is `/tapers` in them), so
+neither runs until the person approved exactly what runs: a trigger's command with its
+script's text, a play by the fingerprint of everything it reads (the step's inputs, see
+tapers.provision). Any change asks again, like `direnv allow`: an edit of your own is one
+`tapers trust`; a change you didn't make is a machine's, and is not run.
+
+Approvals are kept per person and Taperfile (`uid:path`) in tapers' own folder, 0600.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tapers import digests, paths, project_files
+from tapers.errors import StateError, TriggerError
+from tapers.project import Project
+from tapers.taperfile.machine import Step
+
+if TYPE_CHECKING:
+    from tapers.provision.api import Inputs
+
+TRUSTED = "trusted.json"  # in tapers' own folder: "uid:Taperfile path" -> digests of what the person approved
+LISTED_FILES = 12  # files of a play named in `tapers trust`; the rest are counted
+
+
+class HostCode(Protocol):
+    machine: str
+    digest: str  # of exactly what runs, as shown
+
+    def describe(self) -> str:
+        """What the person approving it reads."""
+
+
+class HostPlay:
+    """An `ansible:` step as approved and run: its inputs read once, their fingerprint."""
+
+    def __init__(self, machine: str, step: Step, inputs: Inputs) -> None:
+        from tapers.provision import fingerprint_of
+
+        self.machine = machine
+        self.step = step
+        self.inputs = inputs
+        body = json.dumps(["ansible", machine, step.key, fingerprint_of(inputs)])
+        self.digest = digests.sha256(body.encode()).hexdigest()
+
+    def describe(self) -> str:
+        from tapers.provision.api import UNRESOLVED
+        from tapers.taperfile.units import printable
+
+        step = self.step
+        files = sorted(name for name, value in self.inputs.items() if value and not name.startswith(UNRESOLVED)
+                       and not _is_setting(name))
+        unknown = sorted(name[len(UNRESOLVED):].strip() for name in self.inputs if name.startswith(UNRESOLVED))
+        listed = ", ".join(printable(name) for name in files[:LISTED_FILES])
+        more = f" and {len(files) - LISTED_FILES} more" if len(files) > LISTED_FILES else ""
+        text = (f"`{self.machine}` {step.label}: ansible-playbook {printable(str(step.options['playbook']))}, which "
+                f"can run anything on this host, with what it reads: {listed}{more}")
+        if unknown:
+            text += "; and what can't be told without running it: " + "; ".join(printable(u) for u in unknown)
+        return text
+
+
+def _is_setting(name: str) -> bool:
+    from tapers.provision.ansible import SETTINGS
+
+    return name in SETTINGS
+
+
+def plays(project: Project, wanted: set[tuple[str, str]] | None = None) -> list[HostPlay]:
+    """The ansible steps of the Taperfile (or those `wanted`: (machine, step key)), their
+    inputs read now."""
+    from tapers.provision import inputs
+
+    return [HostPlay(machine.name, step, inputs(step, project.root)) for machine in project.machines
+            for step in machine.provision
+            if step.kind == "ansible" and (wanted is None or (machine.name, step.key) in wanted)]
+
+
+def approved(project: Project) -> set[str]:
+    return set(_approvals().get(_key(project), []))
+
+
+def approve(project: Project, items: list[Any]) -> None:
+    """Record that the person approved these (read once, as they were shown): what they
+    approved before and no longer runs is forgotten."""
+    approvals = _approvals()
+    approvals[_key(project)] = sorted(item.digest for item in items)
+    store = paths.tapers_home() / TRUSTED
+    store.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    project_files.write(store, json.dumps(approvals, indent=2, sort_keys=True) + "\n", 0o600)
+
+
+def require(project: Project, items: list[Any]) -> None:
+    """Before anything changes: every one of `items` was approved by the person."""
+    known = approved(project)
+    pending = [item for item in items if item.digest not in known]
+    if pending:
+        listed = "".join(f"\n  {item.describe()}" for item in pending)
+        raise TriggerError(
+            f"the Taperfile runs code on this host, as you, that you haven't approved (or that changed since):{listed}",
+            hint="read it (a Taperfile may come from anyone, and a machine can write the project folder; `tapers plan` "
+            "names what changed), then `tapers trust` approves it (run it as you run tapers: with sudo if you use sudo)",
+        )
+
+
+def _key(project: Project) -> str:
+    """Whose approval, of which Taperfile: the person running tapers (under sudo, who ran it)."""
+    return f"{project_files.invoker()[0]}:{project.loaded.path}"
+
+
+def _approvals() -> dict[str, list[str]]:
+    """"uid:Taperfile path" -> the digests of what that person approved."""
+    store: Path = paths.tapers_home() / TRUSTED
+    try:
+        data = json.loads(project_files.read_text(store) or "{}")
+    except (ValueError, StateError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: [d for d in v if isinstance(d, str)] for k, v in data.items() if isinstance(k, str) and isinstance(v, list)}

@@ -1,0 +1,113 @@
+"""The copy of the project an ansible step runs in: exactly the files the person approved.
+
+ansible-playbook runs on this host, and machines can write the project folder. Run in the
+project folder itself, a play would also load what no fingerprint covers (a plugin folder
+Ansible finds on its own, a file behind a link, a task file named with `{{ }}`) and read
+files while it runs, after they were checked: a machine could swap a template or a task
+file mid-play. So the play runs in a private folder holding a copy of the step's inputs
+that are in the project, each read once without following links and checked against the
+hash that was approved; anything else of the project is not there. Files outside the
+project (roles in ~/.ansible, an absolute roles_path) are read where they are.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from tapers import digests
+from tapers.errors import ProvisionError
+from tapers.provision.api import UNRESOLVED, Inputs, open_step_file, short
+
+CHUNK = 1 << 20
+
+
+def copy_inputs(root: Path, found: Inputs, texts: set[str], target: Path, owner: tuple[int, int] | None) -> int:
+    """Copy the files of `found` that are in the project `root` into `target` (private, made
+    here), each checked against its hash in `found`; `texts`: inputs hashed by their text
+    (an ansible.cfg), the others by content and executable bit. Raises ProvisionError when
+    one changed since it was hashed. The number of files copied."""
+    copied = 0
+    for name, expected in sorted(found.items()):
+        if name.startswith(UNRESOLVED) or name.startswith("/") or not expected:
+            continue  # what can't be told, and files outside the project: read where they are
+        if name in texts:
+            data = _read(root / name, name)
+            actual = short(data.decode(errors="replace"))
+            _write(target / name, data, 0o600, owner)
+        elif expected[:1] in ("x", "-"):  # a file by content and executable bit (tree_inputs)
+            executable, content = _copy(root / name, target / name, owner)
+            actual = ("x" if executable else "-") + content[:15]
+        else:
+            continue  # a setting of the step, or a collection outside the project
+        if actual != expected:
+            raise ProvisionError(f"{name} changed while the play was being prepared (a machine wrote the project "
+                                 "folder?); not run", hint="`tapers plan` names what changed; read it, then `tapers trust`")
+        copied += 1
+    return copied
+
+
+def copy_private(source: Path, target: Path, what: str, owner: tuple[int, int] | None) -> None:
+    """A project file the play is given by path (a vault password file) as a private, plain
+    file: never one that runs (Ansible runs an executable password file, and this one is in
+    a folder machines can write)."""
+    fd = open_step_file(source, what)
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(handle.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ProvisionError(f"{what} {source} is not a regular file; refused")
+        if st.st_mode & 0o111:
+            raise ProvisionError(
+                f"{what} {source} is executable: ansible-playbook would run it on this host, and it is in the project "
+                "folder, which machines can write; refused",
+                hint="keep an executable password script outside the project folder (an absolute path), or make "
+                "this one a plain file (chmod -x)")
+        data = handle.read(CHUNK + 1)
+    if len(data) > CHUNK:
+        raise ProvisionError(f"{what} {source} is larger than 1 MiB; refused")
+    _write(target, data, 0o600, owner)
+
+
+def _read(path: Path, name: str) -> bytes:
+    with os.fdopen(_open(path, name), "rb") as handle:
+        return handle.read()
+
+
+def _copy(source: Path, target: Path, owner: tuple[int, int] | None) -> tuple[bool, str]:
+    """Copy a regular file (opened without following links), hashing what is copied."""
+    with os.fdopen(_open(source, str(source)), "rb") as handle:
+        executable = bool(os.fstat(handle.fileno()).st_mode & 0o111)
+        digest = digests.sha256()
+        fd = _create(target, 0o700 if executable else 0o600, owner)
+        with os.fdopen(fd, "wb") as out:
+            while chunk := handle.read(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+    return executable, digest.hexdigest()
+
+
+def _open(path: Path, name: str) -> int:
+    fd = open_step_file(path, f"a file of the play ({name})")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ProvisionError(f"a file of the play ({name}) is not a regular file now; not run")
+    return fd
+
+
+def _write(target: Path, data: bytes, mode: int, owner: tuple[int, int] | None) -> None:
+    with os.fdopen(_create(target, mode, owner), "wb") as out:
+        out.write(data)
+
+
+def _create(target: Path, mode: int, owner: tuple[int, int] | None) -> int:
+    """A new file in the private copy (its folders made as needed, the invoker's)."""
+    missing = [p for p in reversed(target.parents) if not p.exists()]
+    for folder in missing:
+        folder.mkdir(mode=0o700)
+        if owner is not None:
+            os.chown(folder, *owner)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    if owner is not None:
+        os.fchown(fd, *owner)
+    return fd

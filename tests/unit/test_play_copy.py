@@ -1,0 +1,68 @@
+"""The copy of the project a play runs in: exactly the approved files, checked as copied;
+nothing else of the project, no link followed, no password script that runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tapers.errors import ProvisionError
+from tapers.provision import ansible_inputs, play_copy
+
+
+def _project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    root = tmp_path / "project"
+    (root / "roles" / "app" / "tasks").mkdir(parents=True)
+    (root / "roles" / "app" / "tasks" / "main.yml").write_text("- ping:\n")
+    (root / "roles" / "app" / "files").mkdir()
+    (root / "roles" / "app" / "files" / "run.sh").write_text("#!/bin/sh\n")
+    (root / "roles" / "app" / "files" / "run.sh").chmod(0o755)
+    (root / "site.yml").write_text("- hosts: all\n  roles: [app]\n")
+    (root / "ansible.cfg").write_text("[defaults]\nforks = 2\n")
+    return root, ansible_inputs.inputs(root, root / "site.yml", {})
+
+
+def test_only_the_approved_files_are_copied_with_their_modes(tmp_path: Path) -> None:
+    root, _ = _project(tmp_path)
+    (root / "vars_plugins").mkdir()  # a plugin folder no fingerprint covers: not in the copy
+    (root / "vars_plugins" / "evil.py").write_text("import os; os.system('touch /tmp/owned')\n")
+    (root / "notes.txt").write_text("not read by the play\n")
+    (root / "roles" / "app" / "files" / "key").symlink_to("/etc/passwd")
+    found = ansible_inputs.inputs(root, root / "site.yml", {})
+    work = tmp_path / "work"
+    copied = play_copy.copy_inputs(root, found, {"ansible.cfg"}, work, None)
+    files = sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.is_file() or p.is_symlink())
+    assert files == ["ansible.cfg", "roles/app/files/run.sh", "roles/app/tasks/main.yml", "site.yml"]
+    assert copied == 4
+    assert (work / "roles/app/files/run.sh").stat().st_mode & 0o777 == 0o700
+    assert (work / "site.yml").stat().st_mode & 0o777 == 0o600
+    assert (work / "ansible.cfg").read_text() == "[defaults]\nforks = 2\n"
+
+
+def test_a_file_changed_since_it_was_hashed_is_refused(tmp_path: Path) -> None:
+    root, found = _project(tmp_path)
+    (root / "roles" / "app" / "tasks" / "main.yml").write_text("- command: touch /tmp/owned\n  delegate_to: localhost\n")
+    with pytest.raises(ProvisionError, match="roles/app/tasks/main.yml changed while the play was being prepared"):
+        play_copy.copy_inputs(root, found, {"ansible.cfg"}, tmp_path / "work", None)
+
+
+def test_a_file_swapped_for_a_link_is_refused(tmp_path: Path) -> None:
+    root, found = _project(tmp_path)
+    (tmp_path / "elsewhere.yml").write_text("- ping:\n")
+    (root / "roles" / "app" / "tasks" / "main.yml").unlink()
+    (root / "roles" / "app" / "tasks" / "main.yml").symlink_to(tmp_path / "elsewhere.yml")
+    with pytest.raises(ProvisionError):
+        play_copy.copy_inputs(root, found, {"ansible.cfg"}, tmp_path / "work", None)
+
+
+def test_a_vault_password_file_in_the_project_is_a_plain_private_copy(tmp_path: Path) -> None:
+    root, _ = _project(tmp_path)
+    (root / ".vault-pass").write_text("secret\n")
+    play_copy.copy_private(root / ".vault-pass", tmp_path / "copy", "the vault password file", None)
+    assert (tmp_path / "copy").read_text() == "secret\n" and (tmp_path / "copy").stat().st_mode & 0o777 == 0o600
+    (root / ".vault-pass").write_text("#!/bin/sh\ntouch /tmp/owned\n")
+    (root / ".vault-pass").chmod(0o755)  # what a machine could make of it: Ansible would run it
+    with pytest.raises(ProvisionError, match="is executable"):
+        play_copy.copy_private(root / ".vault-pass", tmp_path / "copy2", "the vault password file", None)
+    assert not (tmp_path / "copy2").exists()

@@ -1,0 +1,81 @@
+"""`tapers trust` for ansible plays: a play runs on this host only as approved, by the
+fingerprint of everything it reads; a change anywhere in that (a machine writing a role in
+the project folder) asks again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tapers.engine import trust
+from tapers.errors import TriggerError
+from tapers.project import open_project
+
+TAPERFILE = """\
+version: 1
+machines:
+  web:
+    provision:
+      - ansible: {playbook: site.yml, extra_vars: {port: 80}}
+      - shell: {inline: "true"}
+"""
+PLAYBOOK = "- hosts: all\n  roles: [app]\n"
+
+
+def _project(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.setenv("TAPERS_HOME", str(tmp_path / "home"))
+    folder = tmp_path / "project"
+    (folder / "roles" / "app" / "tasks").mkdir(parents=True)
+    (folder / "roles" / "app" / "tasks" / "main.yml").write_text("- ping:\n")
+    (folder / "site.yml").write_text(PLAYBOOK)
+    (folder / "Taperfile.yaml").write_text(TAPERFILE)
+    return folder
+
+
+def test_a_play_needs_approval_and_any_change_to_what_it_reads_asks_again(tmp_path: Path, monkeypatch) -> None:
+    folder = _project(tmp_path, monkeypatch)
+    project = open_project(folder / "Taperfile.yaml")
+    (play,) = trust.plays(project)  # the shell step runs in the machine: nothing to approve
+    with pytest.raises(TriggerError) as refused:
+        trust.require(project, [play])
+    message = refused.value.message
+    assert "`web` step 1 (ansible): ansible-playbook site.yml" in message
+    assert "roles/app/tasks/main.yml" in message and "site.yml" in message and "extra_vars" not in message
+    assert "tapers trust" in (refused.value.hint or "")
+
+    trust.approve(project, trust.plays(project))
+    trust.require(project, trust.plays(project))
+    assert (tmp_path / "home" / trust.TRUSTED).stat().st_mode & 0o777 == 0o600
+
+    # what a machine could write through /tapers: a role's tasks
+    (folder / "roles" / "app" / "tasks" / "main.yml").write_text("- command: touch /tmp/owned\n  delegate_to: localhost\n")
+    with pytest.raises(TriggerError, match="haven't approved"):
+        trust.require(project, trust.plays(project))
+    (folder / "roles" / "app" / "tasks" / "main.yml").write_text("- ping:\n")
+    trust.require(project, trust.plays(project))  # back as approved
+
+    # and a new file the play picks up on its own (group_vars beside the playbook)
+    (folder / "group_vars").mkdir()
+    (folder / "group_vars" / "all.yml").write_text("ansible_connection: local\n")
+    with pytest.raises(TriggerError):
+        trust.require(project, trust.plays(project))
+
+
+def test_a_changed_setting_asks_again(tmp_path: Path, monkeypatch) -> None:
+    folder = _project(tmp_path, monkeypatch)
+    project = open_project(folder / "Taperfile.yaml")
+    trust.approve(project, trust.plays(project))
+    (folder / "Taperfile.yaml").write_text(TAPERFILE.replace("port: 80", "port: 8080"))
+    changed = open_project(folder / "Taperfile.yaml")
+    with pytest.raises(TriggerError):
+        trust.require(changed, trust.plays(changed))
+
+
+def test_approvals_are_per_person(tmp_path: Path, monkeypatch) -> None:
+    folder = _project(tmp_path, monkeypatch)
+    project = open_project(folder / "Taperfile.yaml")
+    trust.approve(project, trust.plays(project))
+    monkeypatch.setattr("tapers.project_files.invoker", lambda: (12345, 12345))
+    with pytest.raises(TriggerError):
+        trust.require(project, trust.plays(project))
