@@ -6,7 +6,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -14,6 +14,9 @@ from tapers.cli import output
 from tapers.cli.common import JsonFlag, Names, file_of, observed_project, open_project
 from tapers.cli.console import confirm
 from tapers.errors import ExitCode, StateError
+
+if TYPE_CHECKING:
+    from tapers.project import Project
 
 
 def init(
@@ -129,7 +132,7 @@ def trust(
     from tapers.engine import triggers, trust
 
     project = open_project(ctx)
-    items = [*triggers.host_commands(project), *trust.plays(project)]
+    items = [*triggers.host_commands(project), *trust.plays(project, causes=_step_causes(project))]
     if not items:
         output.say("the Taperfile runs nothing on this host: nothing to approve")
         return
@@ -141,6 +144,21 @@ def trust(
         confirm("Approve it?", "nothing approved", "--yes")
     trust.approve(project, items)  # exactly what was shown
     output.say("approved; any change to it asks again")
+
+
+def _step_causes(project: Project) -> dict[tuple[str, str], str]:
+    """Why each step would run now (`site.yml changed`), as `plan` says; none when the
+    machines can't be read."""
+    from tapers.backend import default_backend
+    from tapers.engine import status_plan, trust
+    from tapers.engine.observe import observe
+    from tapers.errors import TapersError
+
+    try:
+        backend = default_backend()
+        return trust.causes_of(status_plan(project, backend, observe(project, backend)), project)
+    except TapersError:
+        return {}
 
 
 def global_status(

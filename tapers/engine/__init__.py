@@ -133,7 +133,10 @@ def check_steps(plan: Plan, project: Project) -> None:
     if plays:
         from tapers.engine import trust
 
-        trust.require(project, trust.plays(project, plays))
+        approving = trust.plays(project, plays, trust.causes_of(plan, project))
+        for play in approving:
+            trust.require_out_of_reach(project, play)
+        trust.require(project, approving)
 
 
 def orphan_warnings(observed: Observed) -> list[str]:

@@ -85,7 +85,7 @@ def write_ssh_files(project: Project, observed: Observed) -> Path:
 
 def write_play_access(project: Project, observed: Observed, folder: Path) -> Path:
     """The inventory an ansible step runs with, and the known_hosts and key it names, written
-    into `folder` (private to the person running tapers); the inventory's path. Not the
+    into `folder` (tapers' own, private); the inventory's path. Not the
     ones in `.tapers/`: a machine can write the project folder, and ansible-playbook reads a
     `group_vars/` or `host_vars/` beside its inventory (`ansible_connection: local` there
     would run the play on this host)."""
@@ -100,8 +100,6 @@ def write_play_access(project: Project, observed: Observed, folder: Path) -> Pat
                        (inventory, render_inventory(targets, groups_of(project.machines), identity, known_hosts, project.id))):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as handle:
-            if os.geteuid() == 0:
-                os.fchown(fd, *project_files.invoker())
             handle.write(text)
     return inventory
 

@@ -487,7 +487,9 @@ def _require_approved_play(ctx: Context, machine: str, step: Step, found: dict[s
     written the project folder since the plan was approved."""
     from tapers.engine import trust
 
-    if trust.HostPlay(machine, step, found).digest not in trust.approved(ctx.project):
+    play = trust.HostPlay(machine, step, found)
+    trust.require_out_of_reach(ctx.project, play)
+    if play.digest not in trust.approved(ctx.project):
         raise TriggerError(f"`{machine}` {step.label}: what it reads changed since you approved it (a machine wrote "
                            "the project folder?); not run", hint="`tapers plan` names what changed; read it, then "
                            "`tapers trust`")

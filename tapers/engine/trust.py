@@ -24,6 +24,7 @@ from tapers.project import Project
 from tapers.taperfile.machine import Step
 
 if TYPE_CHECKING:
+    from tapers.engine.plan import Plan
     from tapers.provision.api import Inputs
 
 TRUSTED = "trusted.json"  # in tapers' own folder: "uid:Taperfile path" -> digests of what the person approved
@@ -41,13 +42,15 @@ class HostCode(Protocol):
 class HostPlay:
     """An `ansible:` step as approved and run: its inputs read once, their fingerprint."""
 
-    def __init__(self, machine: str, step: Step, inputs: Inputs) -> None:
+    def __init__(self, machine: str, step: Step, inputs: Inputs, cause: str = "") -> None:
         from tapers.provision import fingerprint_of
+        from tapers.provision.api import digest
 
         self.machine = machine
         self.step = step
         self.inputs = inputs
-        body = json.dumps(["ansible", machine, step.key, fingerprint_of(inputs)])
+        self.cause = cause  # why it would run now, as `plan` says: "site.yml changed"
+        body = json.dumps(["ansible", machine, step.key, fingerprint_of(inputs), digest(step.options)])
         self.digest = digests.sha256(body.encode()).hexdigest()
 
     def describe(self) -> str:
@@ -64,6 +67,8 @@ class HostPlay:
                 f"can run anything on this host, with what it reads: {listed}{more}")
         if unknown:
             text += "; and what can't be told without running it: " + "; ".join(printable(u) for u in unknown)
+        if self.cause:
+            text += f"\n    it would run now because: {printable(self.cause)}"
         return text
 
 
@@ -73,14 +78,42 @@ def _is_setting(name: str) -> bool:
     return name in SETTINGS
 
 
-def plays(project: Project, wanted: set[tuple[str, str]] | None = None) -> list[HostPlay]:
+def require_out_of_reach(project: Project, play: HostPlay) -> None:
+    """A play's files outside the project are read where they are: none may be in a synced
+    folder a machine of the project can write (it would be read as it is then, not as
+    approved)."""
+    from tapers.errors import ProvisionError
+
+    writable = {(project.root / s.host).resolve() for m in project.machines for s in m.synced if not s.readonly}
+    for name in play.inputs:
+        if name.startswith("/"):
+            folder = next((f for f in writable if Path(name).is_relative_to(f)), None)
+            if folder is not None:
+                raise ProvisionError(
+                    f"`{play.machine}` {play.step.label}: the play reads {name}, in the synced folder {folder}, which "
+                    "machines can write; it runs on this host, so it may not",
+                    hint="keep the play's files in the project folder (they are copied for the play as approved), "
+                    "or make that synced folder `readonly: true`")
+
+
+def plays(project: Project, wanted: set[tuple[str, str]] | None = None,
+          causes: dict[tuple[str, str], str] | None = None) -> list[HostPlay]:
     """The ansible steps of the Taperfile (or those `wanted`: (machine, step key)), their
-    inputs read now."""
+    inputs read now; `causes`: why each would run (from a plan)."""
     from tapers.provision import inputs
 
-    return [HostPlay(machine.name, step, inputs(step, project.root)) for machine in project.machines
-            for step in machine.provision
+    causes = causes or {}
+    return [HostPlay(machine.name, step, inputs(step, project.root), causes.get((machine.name, step.key), ""))
+            for machine in project.machines for step in machine.provision
             if step.kind == "ansible" and (wanted is None or (machine.name, step.key) in wanted)]
+
+
+def causes_of(plan: Plan, project: Project) -> dict[tuple[str, str], str]:
+    """Why each planned step runs, by (machine, step key)."""
+    from tapers.engine.plan import Kind
+
+    return {(a.subject, project.loaded.machine(a.subject).provision[a.step - 1].key): a.cause
+            for a in plan.actions if a.kind is Kind.PROVISION}
 
 
 def approved(project: Project) -> set[str]:

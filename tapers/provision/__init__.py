@@ -31,7 +31,10 @@ def inputs(step: Step, root: Path) -> Inputs:
         if not matched:
             found[f"{UNRESOLVED} `watch: {pattern}` matches nothing"] = ""
         for path in matched:
-            found.update(tree_inputs(root, refuse_hidden(root, str(path.relative_to(root)), "a `watch:` file")))
+            watched = tree_inputs(root, refuse_hidden(root, str(path.relative_to(root)), "a `watch:` file"))
+            # what the step counts already stays as it counted it (a file named like a
+            # setting, `extra_vars`, doesn't stand in for the setting)
+            found.update({name: value for name, value in watched.items() if name not in found})
     return found
 
 

@@ -52,16 +52,12 @@ class AnsibleProvisioner:
         options = step.options
         found = inputs(step, guest.root)  # the files `watch:` names too
         guest.check_play(step, found)  # it runs on this host: exactly as the person approved it
-        owner = project_files.invoker() if os.geteuid() == 0 else None
-        with guest.play_folder() as (private, inventory):
+        with guest.play_folder() as (private, inventory):  # made by tapers, given to the person below
             work = private / "project"  # the play's copy of the project: see play_copy
             config = ansible_inputs.config_file(guest.root, options)
             texts = {shown_path(guest.root, config)} if config is not None else set()
-            play_copy.copy_inputs(guest.root, found, texts, work, owner)
-            if not work.exists():
-                work.mkdir(mode=0o700)
-                if owner is not None:
-                    os.chown(work, *owner)
+            play_copy.copy_inputs(guest.root, found, texts, work)
+            work.mkdir(mode=0o700, exist_ok=True)
             limit = guest.machine if not options.get("limit") else f"{guest.machine}:&{options['limit']}"
             argv = [command, "-i", str(inventory), "--limit", limit]
             if options.get("extra_vars"):
@@ -73,7 +69,7 @@ class AnsibleProvisioner:
             if options.get("become"):
                 argv.append("--become")
             if options.get("vault_password_file"):
-                argv += ["--vault-password-file", _vault_file(guest.root, options["vault_password_file"], private, owner)]
+                argv += ["--vault-password-file", _vault_file(guest.root, options["vault_password_file"], private)]
             if options.get("verbose"):
                 argv.append("-" + "v" * int(options["verbose"]))
             argv += [str(argument) for argument in options.get("raw_arguments", [])]
@@ -91,9 +87,11 @@ class AnsibleProvisioner:
                 "ANSIBLE_INVENTORY_ENABLED": "ini",  # the inventory tapers wrote, read as what it is
             }
             env.update(_paths_env(work, options))
+            if os.geteuid() == 0:
+                play_copy.give(private, project_files.invoker())  # ansible-playbook runs as them
             if options.get("requirements"):
                 _install_requirements(guest, work, _in_copy(guest.root, options["requirements"]), env)
-            code = guest.run_on_host(argv, work, env)
+            code = guest.run_on_host(_where_the_project_is(guest.root, work, argv), work, env)
         if code != 0:
             raise StepFailed(f"failed: ansible-playbook exited with code {code}")
 
@@ -135,7 +133,12 @@ def _in_copy(root: Path, written: str) -> str:
         return str(path)
 
 
-def _vault_file(root: Path, written: str, private: Path, owner: tuple[int, int] | None) -> str:
+def _where_the_project_is(root: Path, work: Path, argv: list[str]) -> list[str]:
+    """`argv` run with the play's copy mounted over the project folder (see play_ns)."""
+    return [sys.executable, "-P", "-m", "tapers.provision.play_ns", str(root), str(work), "--", *argv]
+
+
+def _vault_file(root: Path, written: str, private: Path) -> str:
     """The vault password file: one in the project as a private plain copy (see play_copy);
     one elsewhere where it is (an executable one there is yours to run)."""
     from tapers.provision import play_copy
@@ -144,7 +147,7 @@ def _vault_file(root: Path, written: str, private: Path, owner: tuple[int, int] 
     if not path.is_relative_to(root.resolve()):
         return str(path)
     copy = private / "vault-password"
-    play_copy.copy_private(path, copy, "the vault password file", owner)
+    play_copy.copy_private(path, copy, "the vault password file")
     return str(copy)
 
 
@@ -163,5 +166,5 @@ def _install_requirements(guest: Guest, work: Path, requirements: str, env: dict
     for what, argv in (("roles", [galaxy, "role", "install", "--force", "-r", requirements, "-p", str(installed / "roles")]),
                        ("collections", [galaxy, "collection", "install", "--force", "-r", requirements,
                                         "-p", str(installed / "collections")])):
-        if guest.run_on_host(argv, work, env) != 0:
+        if guest.run_on_host(_where_the_project_is(guest.root, work, argv), work, env) != 0:
             raise StepFailed(f"failed: ansible-galaxy could not install the {what} of {requirements}")

@@ -11,8 +11,8 @@
   collections path): one in the project (or unbuilt) by its files, one elsewhere by its
   MANIFEST.json (its version and every file's checksum); what `requirements:` installs
   is not an input (its requirements.yml and local archives are);
-- `group_vars/`, `host_vars/` and the conventional folders beside the playbook (templates,
-  files, plugins), and the ansible.cfg in effect.
+- `group_vars/`, `host_vars/` and the conventional folders beside each playbook (templates,
+  files, every plugin folder Ansible loads from there), and the ansible.cfg in effect.
 
 A sibling playbook or the Taperfile is not an input unless something above names it. What
 can't be told without running the play (a name made with `{{ }}`, a role that isn't
@@ -32,8 +32,13 @@ from typing import Any
 from tapers.errors import TapersError
 from tapers.provision.api import UNRESOLVED, Inputs, read_step_file, short, shown_path, tree_inputs
 
-BESIDE_PLAYBOOK = ("group_vars", "host_vars", "templates", "files", "library", "module_utils", "filter_plugins",
-                   "lookup_plugins", "callback_plugins", "action_plugins", "test_plugins")
+# Beside each playbook: its variables, its conventional folders, and every plugin folder
+# ansible-playbook loads from beside a playbook on its own (one per plugin loader).
+BESIDE_PLAYBOOK = ("group_vars", "host_vars", "templates", "files", "library", "module_utils", "action_plugins",
+                   "become_plugins", "cache_plugins", "callback_plugins", "cliconf_plugins", "connection_plugins",
+                   "doc_fragments", "filter_plugins", "httpapi_plugins", "inventory_plugins", "lookup_plugins",
+                   "netconf_plugins", "shell_plugins", "strategy_plugins", "terminal_plugins", "test_plugins",
+                   "vars_plugins")
 DEFAULT_ROLES = ("~/.ansible/roles", "/usr/share/ansible/roles", "/etc/ansible/roles")
 DEFAULT_COLLECTIONS = ("~/.ansible/collections", "/usr/share/ansible/collections")
 INSTALLED = Path(".tapers") / "ansible"  # where `requirements:` installs (relative to the project)
@@ -120,6 +125,7 @@ class _Reader:
         self.installs = installs
         self.role_folders = [self.base / "roles", self.installed / "roles", *roles_path(config), self.base]
         self.read: set[Path] = set()
+        self.beside: set[Path] = set()  # playbook folders whose BESIDE_PLAYBOOK folders are counted
         self.roles: set[Path] = set()
         self.bytes = 0
         self.depth = 0
@@ -165,6 +171,10 @@ class _Reader:
             return None
 
     def playbook(self, path: Path, where: Path) -> None:
+        if path.parent.resolve() not in self.beside:
+            self.beside.add(path.parent.resolve())
+            for name in BESIDE_PLAYBOOK:
+                self.add(path.parent / name)
         plays = self.load(path, where)
         if not isinstance(plays, list):
             return
@@ -312,8 +322,6 @@ def inputs(root: Path, playbook: Path, options: dict[str, Any]) -> Inputs:
             found[f"{UNRESOLVED} {shown_path(root, config)} can't be read ({exc})"] = ""
     reader = _Reader(root, playbook, config, found, installs=bool(options.get("requirements")))
     reader.playbook(playbook, playbook)
-    for name in BESIDE_PLAYBOOK:
-        reader.add(playbook.parent / name)
     if options.get("requirements"):
         reader.requirements(root / options["requirements"])
     reader.collections(config)

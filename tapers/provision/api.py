@@ -53,8 +53,8 @@ class Guest(Protocol):
         inputs (an ansible play: it runs on this host)."""
 
     def play_folder(self) -> AbstractContextManager[tuple[Path, Path]]:
-        """A folder private to the person running tapers (removed after), and in it an Ansible
-        inventory of the project's machines (with the known hosts and the key it names)."""
+        """A folder of tapers' own (0700, removed after), and in it an Ansible inventory of the
+        project's machines (with the known hosts and the key it names)."""
 
 
 Inputs = dict[str, str]  # what a step reads or is given, by name -> a short hash of it

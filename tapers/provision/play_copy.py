@@ -4,10 +4,11 @@ ansible-playbook runs on this host, and machines can write the project folder. R
 project folder itself, a play would also load what no fingerprint covers (a plugin folder
 Ansible finds on its own, a file behind a link, a task file named with `{{ }}`) and read
 files while it runs, after they were checked: a machine could swap a template or a task
-file mid-play. So the play runs in a private folder holding a copy of the step's inputs
-that are in the project, each read once without following links and checked against the
-hash that was approved; anything else of the project is not there. Files outside the
-project (roles in ~/.ansible, an absolute roles_path) are read where they are.
+file mid-play. So the play runs with a private copy of the step's inputs that are in the
+project, each read once without following links and checked against the hash that was
+approved, mounted where the project is (play_ns); anything else of the project is not
+there. Files outside the project (roles in ~/.ansible, an absolute roles_path) are read
+where they are (engine/trust.py refuses them in a folder a machine can write).
 """
 
 from __future__ import annotations
@@ -21,24 +22,28 @@ from tapers.errors import ProvisionError
 from tapers.provision.api import UNRESOLVED, Inputs, open_step_file, short
 
 CHUNK = 1 << 20
+MAX_COPY = 4 * 1024**3  # bytes of a play's files (a machine can grow a file while it is copied)
 
 
-def copy_inputs(root: Path, found: Inputs, texts: set[str], target: Path, owner: tuple[int, int] | None) -> int:
+def copy_inputs(root: Path, found: Inputs, texts: set[str], target: Path) -> int:
     """Copy the files of `found` that are in the project `root` into `target` (private, made
     here), each checked against its hash in `found`; `texts`: inputs hashed by their text
     (an ansible.cfg), the others by content and executable bit. Raises ProvisionError when
-    one changed since it was hashed. The number of files copied."""
-    copied = 0
+    one changed since it was hashed, or when they add up to more than MAX_COPY. The number
+    of files copied."""
+    copied, total = 0, 0
     for name, expected in sorted(found.items()):
         if name.startswith(UNRESOLVED) or name.startswith("/") or not expected:
             continue  # what can't be told, and files outside the project: read where they are
         if name in texts:
             data = _read(root / name, name)
             actual = short(data.decode(errors="replace"))
-            _write(target / name, data, 0o600, owner)
+            _write(target / name, data, 0o600)
+            total += len(data)
         elif expected[:1] in ("x", "-"):  # a file by content and executable bit (tree_inputs)
-            executable, content = _copy(root / name, target / name, owner)
+            executable, content, size = _copy(root / name, target / name, MAX_COPY - total)
             actual = ("x" if executable else "-") + content[:15]
+            total += size
         else:
             continue  # a setting of the step, or a collection outside the project
         if actual != expected:
@@ -48,7 +53,7 @@ def copy_inputs(root: Path, found: Inputs, texts: set[str], target: Path, owner:
     return copied
 
 
-def copy_private(source: Path, target: Path, what: str, owner: tuple[int, int] | None) -> None:
+def copy_private(source: Path, target: Path, what: str) -> None:
     """A project file the play is given by path (a vault password file) as a private, plain
     file: never one that runs (Ansible runs an executable password file, and this one is in
     a folder machines can write)."""
@@ -66,7 +71,16 @@ def copy_private(source: Path, target: Path, what: str, owner: tuple[int, int] |
         data = handle.read(CHUNK + 1)
     if len(data) > CHUNK:
         raise ProvisionError(f"{what} {source} is larger than 1 MiB; refused")
-    _write(target, data, 0o600, owner)
+    _write(target, data, 0o600)
+
+
+def give(folder: Path, owner: tuple[int, int]) -> None:
+    """The private folder, made by root and now complete, to the person the play runs as
+    (nothing in it is followed: it holds no links, and no one else could write it)."""
+    os.chown(folder, *owner, follow_symlinks=False)
+    for parent, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            os.chown(os.path.join(parent, name), *owner, follow_symlinks=False)
 
 
 def _read(path: Path, name: str) -> bytes:
@@ -74,17 +88,21 @@ def _read(path: Path, name: str) -> bytes:
         return handle.read()
 
 
-def _copy(source: Path, target: Path, owner: tuple[int, int] | None) -> tuple[bool, str]:
-    """Copy a regular file (opened without following links), hashing what is copied."""
+def _copy(source: Path, target: Path, room: int) -> tuple[bool, str, int]:
+    """Copy a regular file (opened without following links), hashing what is copied; at
+    most `room` bytes. (executable?, hash, size)."""
     with os.fdopen(_open(source, str(source)), "rb") as handle:
         executable = bool(os.fstat(handle.fileno()).st_mode & 0o111)
-        digest = digests.sha256()
-        fd = _create(target, 0o700 if executable else 0o600, owner)
-        with os.fdopen(fd, "wb") as out:
+        digest, size = digests.sha256(), 0
+        with os.fdopen(_create(target, 0o700 if executable else 0o600), "wb") as out:
             while chunk := handle.read(CHUNK):
+                size += len(chunk)
+                if size > room:
+                    raise ProvisionError(f"the files of the play add up to more than {MAX_COPY // 1024**3} GiB "
+                                         f"(at {source}); not copied, not run")
                 digest.update(chunk)
                 out.write(chunk)
-    return executable, digest.hexdigest()
+    return executable, digest.hexdigest(), size
 
 
 def _open(path: Path, name: str) -> int:
@@ -95,19 +113,13 @@ def _open(path: Path, name: str) -> int:
     return fd
 
 
-def _write(target: Path, data: bytes, mode: int, owner: tuple[int, int] | None) -> None:
-    with os.fdopen(_create(target, mode, owner), "wb") as out:
+def _write(target: Path, data: bytes, mode: int) -> None:
+    with os.fdopen(_create(target, mode), "wb") as out:
         out.write(data)
 
 
-def _create(target: Path, mode: int, owner: tuple[int, int] | None) -> int:
-    """A new file in the private copy (its folders made as needed, the invoker's)."""
-    missing = [p for p in reversed(target.parents) if not p.exists()]
-    for folder in missing:
+def _create(target: Path, mode: int) -> int:
+    """A new file in the private copy (its folders made as needed)."""
+    for folder in [p for p in reversed(target.parents) if not p.exists()]:
         folder.mkdir(mode=0o700)
-        if owner is not None:
-            os.chown(folder, *owner)
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-    if owner is not None:
-        os.fchown(fd, *owner)
-    return fd
+    return os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)

@@ -195,8 +195,11 @@ def test_a_machine_cannot_change_what_ansible_runs_on_the_host(project) -> None:
     under way, gets it refused before it runs."""
     on_host = Path(f"/tmp/{project.name}-ran-on-the-host")
     in_machine = f"/tmp/{project.name}-ran-in-the-machine"
+    # By its absolute path too, the play sees only its approved copy of the project.
+    seen = f"{{{{ lookup('pipe', 'cat {project.root}/hostile.yml || echo not in the copy') }}}}"
     approved = ("- hosts: all\n  gather_facts: false\n  tasks:\n"
-                f"    - command: touch {in_machine}\n")
+                f"    - command: touch {in_machine}\n"
+                f"    - copy: {{dest: /tmp/seen, content: \"{seen}\"}}\n")
     hostile = approved + f"    - command: touch {on_host}\n      delegate_to: localhost\n"
     (project.root / "hostile.yml").write_text(hostile)  # what the guest copies over the playbook
     (project.root / "site.yml").write_text(approved)
@@ -212,9 +215,13 @@ def test_a_machine_cannot_change_what_ansible_runs_on_the_host(project) -> None:
     try:
         project.tapers("up").ok()
         assert project.tapers("ssh", "web", "-c", f"test -e {in_machine} && echo yes").ok().out == "yes\n"
+        assert project.tapers("ssh", "web", "-c", "cat /tmp/seen").ok().out == "not in the copy"
 
         # Rewritten between runs: refused before anything runs.
         project.tapers("ssh", "web", "-c", "cp /tapers/hostile.yml /tapers/site.yml").ok()
+        refused = project.tapers("up")
+        assert refused.code == 1 and "haven't approved (or that changed since)" in refused.err
+        assert "it would run now because: site.yml changed" in refused.err
         refused = project.tapers("provision")
         assert refused.code == 1 and "haven't approved (or that changed since)" in refused.err
         assert not on_host.exists()

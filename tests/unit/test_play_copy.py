@@ -25,13 +25,13 @@ def _project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 def test_only_the_approved_files_are_copied_with_their_modes(tmp_path: Path) -> None:
     root, _ = _project(tmp_path)
-    (root / "vars_plugins").mkdir()  # a plugin folder no fingerprint covers: not in the copy
-    (root / "vars_plugins" / "evil.py").write_text("import os; os.system('touch /tmp/owned')\n")
+    (root / "scripts").mkdir()  # files no input names: not in the copy
+    (root / "scripts" / "evil.py").write_text("import os; os.system('touch /tmp/owned')\n")
     (root / "notes.txt").write_text("not read by the play\n")
     (root / "roles" / "app" / "files" / "key").symlink_to("/etc/passwd")
     found = ansible_inputs.inputs(root, root / "site.yml", {})
     work = tmp_path / "work"
-    copied = play_copy.copy_inputs(root, found, {"ansible.cfg"}, work, None)
+    copied = play_copy.copy_inputs(root, found, {"ansible.cfg"}, work)
     files = sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.is_file() or p.is_symlink())
     assert files == ["ansible.cfg", "roles/app/files/run.sh", "roles/app/tasks/main.yml", "site.yml"]
     assert copied == 4
@@ -44,7 +44,7 @@ def test_a_file_changed_since_it_was_hashed_is_refused(tmp_path: Path) -> None:
     root, found = _project(tmp_path)
     (root / "roles" / "app" / "tasks" / "main.yml").write_text("- command: touch /tmp/owned\n  delegate_to: localhost\n")
     with pytest.raises(ProvisionError, match="roles/app/tasks/main.yml changed while the play was being prepared"):
-        play_copy.copy_inputs(root, found, {"ansible.cfg"}, tmp_path / "work", None)
+        play_copy.copy_inputs(root, found, {"ansible.cfg"}, tmp_path / "work")
 
 
 def test_a_file_swapped_for_a_link_is_refused(tmp_path: Path) -> None:
@@ -53,16 +53,30 @@ def test_a_file_swapped_for_a_link_is_refused(tmp_path: Path) -> None:
     (root / "roles" / "app" / "tasks" / "main.yml").unlink()
     (root / "roles" / "app" / "tasks" / "main.yml").symlink_to(tmp_path / "elsewhere.yml")
     with pytest.raises(ProvisionError):
-        play_copy.copy_inputs(root, found, {"ansible.cfg"}, tmp_path / "work", None)
+        play_copy.copy_inputs(root, found, {"ansible.cfg"}, tmp_path / "work")
 
 
 def test_a_vault_password_file_in_the_project_is_a_plain_private_copy(tmp_path: Path) -> None:
     root, _ = _project(tmp_path)
     (root / ".vault-pass").write_text("secret\n")
-    play_copy.copy_private(root / ".vault-pass", tmp_path / "copy", "the vault password file", None)
+    play_copy.copy_private(root / ".vault-pass", tmp_path / "copy", "the vault password file")
     assert (tmp_path / "copy").read_text() == "secret\n" and (tmp_path / "copy").stat().st_mode & 0o777 == 0o600
     (root / ".vault-pass").write_text("#!/bin/sh\ntouch /tmp/owned\n")
     (root / ".vault-pass").chmod(0o755)  # what a machine could make of it: Ansible would run it
     with pytest.raises(ProvisionError, match="is executable"):
-        play_copy.copy_private(root / ".vault-pass", tmp_path / "copy2", "the vault password file", None)
+        play_copy.copy_private(root / ".vault-pass", tmp_path / "copy2", "the vault password file")
     assert not (tmp_path / "copy2").exists()
+
+
+def test_plugin_folders_beside_every_playbook_are_inputs(tmp_path: Path) -> None:
+    """Ansible loads plugin folders beside each playbook it reads, imported ones too: they
+    are counted (so approved, and in the copy), whatever the plugin kind."""
+    root = tmp_path / "project"
+    (root / "sub" / "vars_plugins").mkdir(parents=True)
+    (root / "sub" / "vars_plugins" / "v.py").write_text("# a vars plugin\n")
+    (root / "strategy_plugins").mkdir()
+    (root / "strategy_plugins" / "s.py").write_text("# a strategy plugin\n")
+    (root / "sub" / "inner.yml").write_text("- hosts: all\n  tasks: []\n")
+    (root / "site.yml").write_text("- import_playbook: sub/inner.yml\n")
+    found = ansible_inputs.inputs(root, root / "site.yml", {})
+    assert {"sub/vars_plugins/v.py", "strategy_plugins/s.py", "sub/inner.yml", "site.yml"} <= set(found)

@@ -79,3 +79,25 @@ def test_approvals_are_per_person(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr("tapers.project_files.invoker", lambda: (12345, 12345))
     with pytest.raises(TriggerError):
         trust.require(project, trust.plays(project))
+
+
+def test_a_play_file_in_a_writable_synced_folder_outside_the_project_is_refused(tmp_path: Path, monkeypatch) -> None:
+    from tapers.errors import ProvisionError
+
+    folder = _project(tmp_path, monkeypatch)
+    shared = tmp_path / "shared"
+    (shared / "app" / "tasks").mkdir(parents=True)
+    (shared / "app" / "tasks" / "main.yml").write_text("- ping:\n")
+    (folder / "ansible.cfg").write_text(f"[defaults]\nroles_path = {shared}\n")
+    (folder / "roles" / "app" / "tasks" / "main.yml").unlink()
+    (folder / "roles" / "app" / "tasks").rmdir()
+    (folder / "roles" / "app").rmdir()
+    taperfile = TAPERFILE.replace("    provision:", f"    synced_folders: [{{host: {shared}, guest: /shared}}]\n    provision:")
+    (folder / "Taperfile.yaml").write_text(taperfile)
+    project = open_project(folder / "Taperfile.yaml")
+    (play,) = trust.plays(project)
+    with pytest.raises(ProvisionError, match="in the synced folder .*shared, which machines can write"):
+        trust.require_out_of_reach(project, play)
+    (folder / "Taperfile.yaml").write_text(taperfile.replace("guest: /shared}", "guest: /shared, readonly: true}"))
+    project = open_project(folder / "Taperfile.yaml")
+    trust.require_out_of_reach(project, trust.plays(project)[0])  # read-only in the machines: fine

@@ -1,0 +1,41 @@
+"""play_ns: a play's program sees its copy of the project where the project is, by any path,
+and nothing changes outside its namespaces."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+
+def _folders(base: Path) -> tuple[Path, Path]:
+    project, copy = base / "project", base / "copy"
+    for folder, text in ((project, "the project, which machines can write\n"), (copy, "the approved copy\n")):
+        folder.mkdir()
+        (folder / "site.yml").write_text(text)
+    return project, copy
+
+
+def _run(project: Path, copy: Path, user: list[str]) -> subprocess.CompletedProcess[str]:
+    command = f"cat {project}/site.yml; cat site.yml; pwd; echo $PWD"
+    return subprocess.run([*user, sys.executable, "-P", "-m", "tapers.provision.play_ns", str(project), str(copy), "--",
+                           "/bin/sh", "-c", command], capture_output=True, text=True, timeout=60, cwd="/",
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root, and as a user through runuser")
+@pytest.mark.parametrize("user", [[], ["runuser", "-u", "nobody", "--"]], ids=["root", "user"])
+def test_the_copy_is_where_the_project_is(user: list[str]) -> None:
+    with tempfile.TemporaryDirectory(prefix="tapers-play-ns-") as base:
+        os.chmod(base, 0o755)  # nobody reaches it
+        project, copy = _folders(Path(base))
+        ran = _run(project, copy, user)
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout == f"the approved copy\nthe approved copy\n{project}\n{project}\n", ran.stderr
+        assert (project / "site.yml").read_text() == "the project, which machines can write\n"
+        with open("/proc/self/mountinfo") as mounts:
+            assert str(project) not in mounts.read(), "a mount was left in tapers' own namespace"
