@@ -34,6 +34,7 @@ def test_only_the_approved_files_are_copied_with_their_modes(tmp_path: Path) -> 
     copied = play_copy.copy_inputs(root, found, {"ansible.cfg"}, work)
     files = sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.is_file() or p.is_symlink())
     assert files == ["ansible.cfg", "roles/app/files/run.sh", "roles/app/tasks/main.yml", "site.yml"]
+    assert "? roles/app/files/key is a link: not followed (not in the play's copy)" in found  # said
     assert copied == 4
     assert (work / "roles/app/files/run.sh").stat().st_mode & 0o777 == 0o700
     assert (work / "site.yml").stat().st_mode & 0o777 == 0o600
