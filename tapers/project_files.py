@@ -2,8 +2,8 @@
 
 A project folder may be writable by someone other than whoever runs tapers (who may be
 root), so nothing found there is trusted: `.tapers/` must be a real folder, 0700, owned by
-the user who invoked tapers (the `SUDO_UID` user under sudo, so a developer's folder keeps
-working with `sudo tapers up`) or by root; a file in it must be theirs too and writable by
+the user who invoked tapers (the `SUDO_UID` user under sudo, the user who ran doas or
+pkexec, so a developer's folder keeps working with `sudo tapers up`) or by root; a file in it must be theirs too and writable by
 nobody else. Files are created under a new temporary name (O_CREAT|O_EXCL|O_NOFOLLOW, mode
 set on the open, owned by the invoking user) and renamed into place: a planted link or a
 pre-made file is never written through. Reads never follow a link either.
@@ -23,12 +23,26 @@ from tapers.paths import PROJECT_STATE_DIR
 
 
 def invoker() -> tuple[int, int]:
-    """(uid, gid) of the person running tapers: under sudo, the user who ran sudo."""
+    """(uid, gid) of the person running tapers: under sudo, doas or pkexec, the user who ran it."""
     if os.geteuid() == 0:
         uid, gid = os.environ.get("SUDO_UID", ""), os.environ.get("SUDO_GID", "")
         if uid.isdigit() and gid.isdigit():
             return int(uid), int(gid)
+        if os.environ.get("PKEXEC_UID") or os.environ.get("DOAS_USER"):
+            return _elevated_by() or (os.geteuid(), os.getegid())
     return os.geteuid(), os.getegid()
+
+
+def _elevated_by() -> tuple[int, int] | None:
+    """Who ran pkexec (PKEXEC_UID) or doas (DOAS_USER), as their account says."""
+    import pwd
+
+    try:
+        uid = os.environ.get("PKEXEC_UID", "")
+        account = pwd.getpwuid(int(uid)) if uid.isdigit() else pwd.getpwnam(os.environ.get("DOAS_USER", ""))
+    except KeyError:
+        return None
+    return account.pw_uid, account.pw_gid
 
 
 def as_invoker(env: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:

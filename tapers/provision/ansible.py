@@ -117,9 +117,9 @@ def _paths_env(root: Path, options: dict[str, object]) -> dict[str, str]:
         env["ANSIBLE_CONFIG"] = str(config)
     if options.get("requirements"):
         installed = root / found.INSTALLED
-        env["ANSIBLE_ROLES_PATH"] = os.pathsep.join(map(str, [installed / "roles", *found.roles_path(config)]))
+        env["ANSIBLE_ROLES_PATH"] = os.pathsep.join(map(str, [installed / "roles", *found.roles_path(config, root)]))
         env["ANSIBLE_COLLECTIONS_PATH"] = os.pathsep.join(map(str, [installed / "collections",
-                                                                    *found.collections_path(config)]))
+                                                                    *found.collections_path(config, root)]))
     return env
 
 

@@ -58,8 +58,8 @@ def config_file(root: Path, options: dict[str, Any]) -> Path | None:
     `config_file`, else ANSIBLE_CONFIG, ./ansible.cfg, ~/.ansible.cfg, /etc/ansible/ansible.cfg."""
     if options.get("config_file"):
         return (root / options["config_file"]).resolve()
-    candidates = [Path(os.environ["ANSIBLE_CONFIG"]).expanduser()] if os.environ.get("ANSIBLE_CONFIG") else []
-    candidates += [root / "ansible.cfg", Path("~/.ansible.cfg").expanduser(), Path("/etc/ansible/ansible.cfg")]
+    candidates = [_expand(os.environ["ANSIBLE_CONFIG"], root)] if os.environ.get("ANSIBLE_CONFIG") else []
+    candidates += [root / "ansible.cfg", _expand("~/.ansible.cfg", root), Path("/etc/ansible/ansible.cfg")]
     for path in candidates:
         path = path / "ansible.cfg" if path.is_dir() else path
         if path.is_file():
@@ -67,11 +67,13 @@ def config_file(root: Path, options: dict[str, Any]) -> Path | None:
     return None
 
 
-def search_path(config: Path | None, keys: tuple[str, ...], env: tuple[str, ...], default: tuple[str, ...]) -> list[Path]:
-    """A path list setting: from the environment, else the ansible.cfg (relative to it), else the default."""
+def search_path(config: Path | None, keys: tuple[str, ...], env: tuple[str, ...], default: tuple[str, ...],
+                cwd: Path) -> list[Path]:
+    """A path list setting: from the environment (relative to the play's folder, `cwd`), else
+    the ansible.cfg (relative to it), else the default."""
     for name in env:
         if os.environ.get(name):
-            return _split(os.environ[name], Path.cwd())
+            return _split(os.environ[name], cwd)
     if config is not None:
         parser = configparser.ConfigParser(interpolation=None, strict=False)
         try:
@@ -81,16 +83,16 @@ def search_path(config: Path | None, keys: tuple[str, ...], env: tuple[str, ...]
         for key in keys:
             if parser.has_option("defaults", key):
                 return _split(parser.get("defaults", key), config.parent)
-    return _split(os.pathsep.join(default), Path.cwd())
+    return _split(os.pathsep.join(default), cwd)
 
 
-def roles_path(config: Path | None) -> list[Path]:
-    return search_path(config, ("roles_path",), ("ANSIBLE_ROLES_PATH",), DEFAULT_ROLES)
+def roles_path(config: Path | None, cwd: Path) -> list[Path]:
+    return search_path(config, ("roles_path",), ("ANSIBLE_ROLES_PATH",), DEFAULT_ROLES, cwd)
 
 
-def collections_path(config: Path | None) -> list[Path]:
+def collections_path(config: Path | None, cwd: Path) -> list[Path]:
     return search_path(config, ("collections_path", "collections_paths"),
-                       ("ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_COLLECTIONS_PATHS"), DEFAULT_COLLECTIONS)
+                       ("ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_COLLECTIONS_PATHS"), DEFAULT_COLLECTIONS, cwd)
 
 
 def small_file(path: Path) -> bytes:
@@ -104,7 +106,18 @@ def small_file(path: Path) -> bytes:
 
 
 def _split(value: str, base: Path) -> list[Path]:
-    return [(base / Path(part).expanduser()).resolve() for part in value.split(os.pathsep) if part.strip()]
+    return [_expand(part, base).resolve() for part in value.split(os.pathsep) if part.strip()]
+
+
+def _expand(written: str, base: Path) -> Path:
+    """A path as ansible-playbook reads it: `~` is the home of whoever it runs as (under
+    sudo, the user who ran sudo, not root), a relative path is relative to `base`."""
+    if written == "~" or written.startswith("~/"):
+        from tapers import project_files
+
+        _, env = project_files.as_invoker(dict(os.environ))
+        written = (env.get("HOME") or os.path.expanduser("~")) + written[1:]
+    return base / Path(written).expanduser()
 
 
 def _templated(value: object) -> bool:
@@ -123,7 +136,7 @@ class _Reader:
         self.root, self.base, self.found = root, playbook.parent, found
         self.installed = (root / INSTALLED).resolve()  # made from `requirements:` (the inputs), not inputs
         self.installs = installs
-        self.role_folders = [self.base / "roles", self.installed / "roles", *roles_path(config), self.base]
+        self.role_folders = [self.base / "roles", self.installed / "roles", *roles_path(config, root), self.base]
         self.read: set[Path] = set()
         self.beside: set[Path] = set()  # playbook folders whose BESIDE_PLAYBOOK folders are counted
         self.roles: set[Path] = set()
@@ -304,7 +317,7 @@ class _Reader:
                 self.add(path.parent / source.removeprefix("file://"))
 
     def collections(self, config: Path | None) -> None:
-        paths = collections_path(config)
+        paths = collections_path(config, self.root)
         for path in [self.base / "collections", *paths]:
             tree = path if path.name == "ansible_collections" else path / "ansible_collections"
             if not tree.is_dir():

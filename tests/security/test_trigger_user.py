@@ -37,3 +37,27 @@ def test_under_sudo_a_host_trigger_runs_as_the_user_who_ran_sudo(monkeypatch, ru
         assert (folder / "ran-as").stat().st_uid == DEVELOPER
     finally:
         shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize("variable", ["PKEXEC_UID", "DOAS_USER"])
+def test_under_doas_or_pkexec_a_host_trigger_runs_as_the_user_who_ran_it(monkeypatch, variable: str) -> None:
+    """doas and pkexec say who ran them in their own way; host code still never runs as root."""
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    folder = Path(tempfile.mkdtemp(prefix="tapers-trigger-test-", dir="/var/tmp"))
+    try:
+        (folder / "Taperfile.yaml").write_text(
+            "version: 1\nmachines:\n  db:\n    triggers:\n      - {after: up, run: \"id -u > ran-as\"}\n")
+        os.chown(folder, nobody.pw_uid, nobody.pw_gid)
+        monkeypatch.setenv("TAPERS_HOME", str(folder / ".home"))
+        for name in ("SUDO_UID", "SUDO_GID", "PKEXEC_UID", "DOAS_USER"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(variable, str(nobody.pw_uid) if variable == "PKEXEC_UID" else "nobody")
+        project = open_project(folder / "Taperfile.yaml")
+        trust.approve(project, triggers.host_commands(project))
+        (db,) = project.machines
+        triggers.run_on_host(project, "db", db.triggers[0], "up", SilentReporter())
+        assert (folder / "ran-as").read_text() == f"{nobody.pw_uid}\n"
+    finally:
+        shutil.rmtree(folder)
