@@ -52,6 +52,9 @@ class ConsolePrompts:
     def confirm(self, question: str, refusal: str, flag: str) -> None:
         confirm(question, refusal, flag)
 
+    def can_ask(self) -> bool:
+        return sys.stdin is not None and sys.stdin.isatty()
+
 
 @contextmanager
 def engine_for(file: Path | None) -> Iterator[Engine]:

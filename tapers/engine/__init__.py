@@ -121,7 +121,7 @@ def status_plan(project: Project, backend: Backend, observed: Observed) -> Plan:
                    legacy=legacy_fingerprints(project, machines, observed))
 
 
-def check_steps(plan: Plan, project: Project) -> None:
+def check_steps(plan: Plan, project: Project, prompts: Prompts | None = None) -> None:
     """Before anything changes: the host has what the planned steps need (e.g. ansible), and
     the person approved the plays that will run on it (`tapers trust`)."""
     from tapers.provision import check_host_tools
@@ -136,7 +136,7 @@ def check_steps(plan: Plan, project: Project) -> None:
         approving = trust.plays(project, plays, trust.causes_of(plan, project))
         for play in approving:
             trust.require_out_of_reach(project, play)
-        trust.require(project, approving)
+        trust.require(project, approving, prompts)
 
 
 def orphan_warnings(observed: Observed) -> list[str]:
@@ -180,6 +180,9 @@ class Prompts(Protocol):
     def confirm(self, question: str, refusal: str, flag: str) -> None:
         """Return when the person says yes; raise (saying `refusal` and which `flag` says
         yes) when they say no or can't be asked."""
+
+    def can_ask(self) -> bool:
+        """Whether there is someone to ask (a terminal)."""
 
 
 class Engine:
@@ -240,7 +243,7 @@ class Engine:
         with self._locked("provision"):
             machines, observed = self.project.select(names), self._observe()
             plan = with_triggers(plan_provision(machines, observed, wanted), "provision", machines, observed)
-            check_steps(plan, self.project)
+            check_steps(plan, self.project, self.prompts)
             return self._apply(plan, project_key=key)
 
     def halt(self, names: list[str] | None, timeout: float = 30.0) -> bool:
@@ -350,7 +353,7 @@ class Engine:
         if any(trigger.on_host for machine in self.project.machines for trigger in machine.triggers):
             from tapers.engine import triggers, trust
 
-            trust.require(self.project, triggers.host_commands(self.project, {event}))
+            trust.require(self.project, triggers.host_commands(self.project, {event}), self.prompts)
 
     def _require_host(self) -> None:
         if self._host_check is None:
@@ -395,7 +398,7 @@ class Engine:
         self._warn_notes(plan)
         if not remove_orphans:
             self._warn_orphans(observed)
-        check_steps(plan, self.project)
+        check_steps(plan, self.project, self.prompts)
         losing = plan.losing_data()
         if losing and not yes:
             listed = ", ".join(f"`{a.subject}`" for a in losing)

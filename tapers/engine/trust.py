@@ -120,27 +120,34 @@ def approved(project: Project) -> set[str]:
     return set(_approvals().get(_key(project), []))
 
 
-def approve(project: Project, items: list[Any]) -> None:
+def approve(project: Project, items: list[Any], keep: bool = False) -> None:
     """Record that the person approved these (read once, as they were shown): what they
-    approved before and no longer runs is forgotten."""
+    approved before is forgotten, unless `keep`."""
     approvals = _approvals()
-    approvals[_key(project)] = sorted(item.digest for item in items)
+    kept = set(approvals.get(_key(project), [])) if keep else set()
+    approvals[_key(project)] = sorted(kept | {item.digest for item in items})
     store = paths.tapers_home() / TRUSTED
     store.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     project_files.write(store, json.dumps(approvals, indent=2, sort_keys=True) + "\n", 0o600)
 
 
-def require(project: Project, items: list[Any]) -> None:
-    """Before anything changes: every one of `items` was approved by the person."""
+def require(project: Project, items: list[Any], prompts: Any = None) -> None:
+    """Before anything changes: every one of `items` was approved by the person. With
+    `prompts` (the engine's) on a terminal, what isn't is shown and they are asked."""
     known = approved(project)
     pending = [item for item in items if item.digest not in known]
-    if pending:
-        listed = "".join(f"\n  {item.describe()}" for item in pending)
-        raise TriggerError(
-            f"the Taperfile runs code on this host, as you, that you haven't approved (or that changed since):{listed}",
-            hint="read it (a Taperfile may come from anyone, and a machine can write the project folder; `tapers plan` "
-            "names what changed), then `tapers trust` approves it (run it as you run tapers: with sudo if you use sudo)",
-        )
+    if not pending:
+        return
+    what = "the Taperfile runs code on this host, as you, that you haven't approved (or that changed since):" + "".join(
+        f"\n  {item.describe()}" for item in pending)
+    if prompts is not None and prompts.can_ask():
+        prompts.warn(what)
+        prompts.confirm("Approve it and go on?", "nothing approved, nothing done", "`tapers trust` (it shows it)")
+        approve(project, pending, keep=True)
+        return
+    raise TriggerError(what, hint="read it (a Taperfile may come from anyone, and a machine can write the project "
+                       "folder; `tapers plan` names what changed), then `tapers trust` approves it (run it as you run "
+                       "tapers: with sudo if you use sudo)")
 
 
 def _key(project: Project) -> str:

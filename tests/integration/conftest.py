@@ -267,6 +267,27 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def until_it_ends(pid: int, fd: int, seen: bytearray, timeout: float, what: str,
+                  answers: dict[bytes, bytes] | None = None) -> int:
+    """Read the terminal `fd` of process `pid` into `seen` until the process ends, typing
+    each answer once after its prompt shows; its exit status (os.waitpid's)."""
+    import select
+
+    pending, deadline = dict(answers or {}), time.monotonic() + timeout
+    while True:
+        assert time.monotonic() < deadline, f"{what} never ended; the terminal showed: {bytes(seen)!r}"
+        if select.select([fd], [], [], 0.2)[0]:
+            try:
+                seen += os.read(fd, 4096)
+            except OSError:  # EIO: the other side of the terminal closed
+                pass
+        for prompt in [p for p in pending if p in seen]:
+            os.write(fd, pending.pop(prompt))
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+
+
 class Panel:
     """A running `tapers ui --port 0` and a small HTTP client for it."""
 

@@ -154,6 +154,8 @@ def test_ssh_without_openssh_is_a_real_terminal_through_paramiko(project) -> Non
     import struct
     import termios
 
+    from tests.integration.conftest import until_it_ends
+
     project.write("machines:\n  web: {}\n")
     project.tapers("up").ok()
     env = {**project.env, "PATH": "/nonexistent", "TERM": "xterm-256color"}
@@ -177,16 +179,7 @@ def test_ssh_without_openssh_is_a_real_terminal_through_paramiko(project) -> Non
         os.write(fd, b"echo S$(stty size | tr ' ' x)\r")
         _read_until(fd, b"S20x70", seen, "the new window size in the machine")
         os.write(fd, b"exit 4\r")
-        deadline = time.monotonic() + 30
-        while status is None:
-            assert time.monotonic() < deadline, f"tapers did not end after `exit 4`; the terminal showed: {bytes(seen)!r}"
-            if select.select([fd], [], [], 0.2)[0]:
-                try:
-                    seen += os.read(fd, 4096)
-                except OSError:
-                    pass
-            done, code = os.waitpid(pid, os.WNOHANG)
-            status = code if done else None
+        status = until_it_ends(pid, fd, seen, 30, "`tapers ssh` after `exit 4`")
         attributes = termios.tcgetattr(fd)
     finally:
         if status is None:  # an assertion failed: the child goes too

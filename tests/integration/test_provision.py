@@ -279,3 +279,38 @@ def test_variables_from_dot_env_and_the_environment_reach_a_step(project) -> Non
     assert guest(project, "web", "cat /tmp/vars") == "howdy team\n"
     del project.env["GREETING"]
     assert 'web: provision step 1 (env changed)  [reprovision]' in project.tapers("plan").ok().out
+
+
+def test_on_a_terminal_up_shows_an_unapproved_play_and_asks(project) -> None:
+    """A play runs on the host: `up` on a terminal shows it, asks, and on `y` goes on (the
+    approval kept: the next `up` doesn't ask); on `n` nothing is made."""
+    import pty
+
+    from tests.integration.conftest import until_it_ends
+
+    (project.root / "site.yml").write_text("- hosts: all\n  gather_facts: false\n  tasks:\n"
+                                           "    - copy: {dest: /tmp/approved, content: \"yes\\n\"}\n")
+    project.write("machines:\n  web:\n    provision:\n      - ansible: {playbook: site.yml}\n")
+
+    def up_answering(answer: bytes) -> tuple[int, bytes]:
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.chdir(project.root)
+            os.execve(sys.executable, [sys.executable, "-P", "-m", "tapers", "up"], project.env)
+        seen, status = bytearray(), None
+        try:
+            status = until_it_ends(pid, fd, seen, 300, "`tapers up`", {b"Approve it and go on? [y/N]": answer + b"\r"})
+        finally:
+            if status is None:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+            os.close(fd)
+        return os.waitstatus_to_exitcode(status), bytes(seen)
+
+    code, seen = up_answering(b"n")
+    assert code == 1 and b"ansible-playbook site.yml" in seen and b"nothing approved, nothing done" in seen
+    assert project.lxc_state("web") == "MISSING"
+    code, seen = up_answering(b"y")
+    assert code == 0, seen
+    assert guest(project, "web", "cat /tmp/approved") == "yes\n"
+    assert "up to date" in project.tapers("up").ok().out  # approved: not asked again

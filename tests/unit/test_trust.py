@@ -101,3 +101,36 @@ def test_a_play_file_in_a_writable_synced_folder_outside_the_project_is_refused(
     (folder / "Taperfile.yaml").write_text(taperfile.replace("guest: /shared}", "guest: /shared, readonly: true}"))
     project = open_project(folder / "Taperfile.yaml")
     trust.require_out_of_reach(project, trust.plays(project)[0])  # read-only in the machines: fine
+
+
+class _Asked:
+    def __init__(self, answer: bool, terminal: bool = True) -> None:
+        self.answer, self.terminal, self.shown = answer, terminal, []
+
+    def warn(self, text: str) -> None:
+        self.shown.append(text)
+
+    def confirm(self, question: str, refusal: str, flag: str) -> None:
+        from tapers.errors import TapersError
+
+        if not self.answer:
+            raise TapersError(refusal, hint=f"pass {flag}")
+
+    def can_ask(self) -> bool:
+        return self.terminal
+
+
+def test_on_a_terminal_the_person_is_shown_what_runs_and_asked(tmp_path: Path, monkeypatch) -> None:
+    from tapers.errors import TapersError
+
+    folder = _project(tmp_path, monkeypatch)
+    project = open_project(folder / "Taperfile.yaml")
+    with pytest.raises(TriggerError, match="haven't approved"):  # no terminal: refused, said
+        trust.require(project, trust.plays(project), _Asked(answer=True, terminal=False))
+    no = _Asked(answer=False)
+    with pytest.raises(TapersError, match="nothing approved, nothing done"):
+        trust.require(project, trust.plays(project), no)
+    assert "ansible-playbook site.yml" in no.shown[0]
+    assert not trust.approved(project)
+    trust.require(project, trust.plays(project), _Asked(answer=True))  # yes: approved, and kept
+    trust.require(project, trust.plays(project))
