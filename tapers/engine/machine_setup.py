@@ -107,6 +107,9 @@ def host_folders(root: Path, machine: Machine, reporter: Reporter) -> list[Path]
     return folders
 
 
+MASK = "mask"  # in `.tapers/`: the empty folder machines see in its place
+
+
 def mounts(root: Path, machine: Machine, guest_uid: int, guest_gid: int, privileged: bool,
            reporter: Reporter) -> tuple[Mount, ...]:
     """Synced folders as mounts; idmapped when the folder's owner is not the login user (on
@@ -130,7 +133,28 @@ def mounts(root: Path, machine: Machine, guest_uid: int, guest_gid: int, privile
                           f"unprivileged machine (to write it from the machine: chown -R you: {folder})")
         same = privileged and (st.st_uid, st.st_gid) == (guest_uid, guest_gid)
         result.append(Mount(folder, synced.guest, readonly, None if same else (guest_uid, st.st_uid, guest_gid, st.st_gid)))
-    return tuple(result)
+    return tuple(result) + _masks(root, tuple(result), guest_uid, guest_gid, privileged)
+
+
+def _masks(root: Path, mounts: tuple[Mount, ...], guest_uid: int, guest_gid: int,
+           privileged: bool) -> tuple[Mount, ...]:
+    """`.tapers/`, wherever a synced folder shows it in the machine, covered by an empty
+    read-only folder: the project key that logs in to every machine of the project, the
+    inventories and caches are tapers' and the person's, not the machines'."""
+    from tapers import project_files
+    from tapers.paths import PROJECT_STATE_DIR
+
+    state = (root / PROJECT_STATE_DIR).resolve()
+    covering = [m for m in mounts if state.is_relative_to(m.source.resolve())]
+    if not covering:
+        return ()
+    mask = state / MASK
+    project_files.check_dir(state, create=True)
+    project_files.check_dir(mask, create=True)
+    st = mask.stat()
+    same = privileged and (st.st_uid, st.st_gid) == (guest_uid, guest_gid)
+    return tuple(Mount(mask, f"{m.target.rstrip('/')}/{state.relative_to(m.source.resolve())}", True,
+                       None if same else (guest_uid, st.st_uid, guest_gid, st.st_gid)) for m in covering)
 
 
 def _now() -> str:

@@ -42,6 +42,14 @@ def test_synced_folders_read_write_readonly_disabled_and_reboot(project) -> None
     assert refused.code != 0 and "Read-only" in refused.err
     assert not (project.root / "ro" / "new").exists()
 
+    # `.tapers/` is not the machine's: an empty read-only folder in its place (the project
+    # key there logs in to every machine of the project).
+    assert (project.root / ".tapers" / "id_ed25519").is_file()
+    assert guest(project, "web", "ls -A /tapers/.tapers; test -e /tapers/.tapers/id_ed25519 || echo no key") == "no key\n"
+    refused = project.tapers("ssh", "-c", "mkdir /tapers/.tapers/group_vars")
+    assert refused.code != 0 and "Read-only" in refused.err
+    assert not (project.root / ".tapers" / "group_vars").exists()
+
     project.tapers("ssh", "-c", "sudo systemctl reboot")
     wait_for(lambda: project.tapers("ssh", "-c", "test -e /tapers/README").code == 0, 60, "the synced folder after a reboot")
     assert guest(project, "web", "cat /srv/site/sub/f") == "x\n"
