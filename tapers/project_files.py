@@ -29,19 +29,21 @@ def invoker() -> tuple[int, int]:
         if uid.isdigit() and gid.isdigit():
             return int(uid), int(gid)
         if os.environ.get("PKEXEC_UID") or os.environ.get("DOAS_USER"):
-            return _elevated_by() or (os.geteuid(), os.getegid())
+            return _elevated_by()
     return os.geteuid(), os.getegid()
 
 
-def _elevated_by() -> tuple[int, int] | None:
-    """Who ran pkexec (PKEXEC_UID) or doas (DOAS_USER), as their account says."""
+def _elevated_by() -> tuple[int, int]:
+    """Who ran pkexec (PKEXEC_UID) or doas (DOAS_USER), as their account says; refused when
+    it can't be told (tapers would otherwise take root for them)."""
     import pwd
 
+    uid, name = os.environ.get("PKEXEC_UID", ""), os.environ.get("DOAS_USER", "")
     try:
-        uid = os.environ.get("PKEXEC_UID", "")
-        account = pwd.getpwuid(int(uid)) if uid.isdigit() else pwd.getpwnam(os.environ.get("DOAS_USER", ""))
-    except KeyError:
-        return None
+        account = pwd.getpwuid(int(uid)) if uid.isdigit() else pwd.getpwnam(name)
+    except (KeyError, ValueError):
+        raise StateError(f"tapers runs under pkexec or doas, but the user who ran it ({uid or name!r}) has no "
+                         "account here", hint="run tapers as that user, or with sudo") from None
     return account.pw_uid, account.pw_gid
 
 

@@ -53,7 +53,8 @@ class ConsolePrompts:
         confirm(question, refusal, flag)
 
     def can_ask(self) -> bool:
-        return sys.stdin is not None and sys.stdin.isatty()
+        """A terminal to answer on, and one to read what is asked about (warnings go to stderr)."""
+        return all(stream is not None and stream.isatty() for stream in (sys.stdin, sys.stderr))
 
 
 @contextmanager

@@ -11,6 +11,7 @@ from tapers.engine import names
 from tapers.backend.api import GuestFile, Mount
 from tapers.boxes.cache import Box
 from tapers.errors import StateError
+from tapers.paths import PROJECT_STATE_DIR
 from tapers.record import BoxRef, Record
 from tapers.events import Reporter
 from tapers.engine.settings import desired_settings
@@ -115,7 +116,12 @@ def mounts(root: Path, machine: Machine, guest_uid: int, guest_gid: int, privile
     """Synced folders as mounts; idmapped when the folder's owner is not the login user (on
     an unprivileged machine always: its login user is a host uid of its own)."""
     result = []
+    state = (root / PROJECT_STATE_DIR).resolve()
     for synced, folder in zip(machine.synced, host_folders(root, machine, reporter), strict=True):
+        if folder.resolve().is_relative_to(state):
+            raise StateError(f"machine `{machine.name}`: the synced folder {folder} is in the project's "
+                             f"{PROJECT_STATE_DIR}/, which is tapers' (the project key is there); refused",
+                             hint="sync another folder")
         st = folder.stat()
         readonly = synced.readonly
         if not privileged and 0 in (st.st_uid, st.st_gid) and not readonly:
@@ -142,7 +148,6 @@ def _masks(root: Path, mounts: tuple[Mount, ...], guest_uid: int, guest_gid: int
     read-only folder: the project key that logs in to every machine of the project, the
     inventories and caches are tapers' and the person's, not the machines'."""
     from tapers import project_files
-    from tapers.paths import PROJECT_STATE_DIR
 
     state = (root / PROJECT_STATE_DIR).resolve()
     covering = [m for m in mounts if state.is_relative_to(m.source.resolve())]

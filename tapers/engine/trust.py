@@ -65,6 +65,10 @@ class HostPlay:
         more = f" and {len(files) - LISTED_FILES} more" if len(files) > LISTED_FILES else ""
         text = (f"`{self.machine}` {step.label}: ansible-playbook {printable(str(step.options['playbook']))}, which "
                 f"can run anything on this host, with what it reads: {listed}{more}")
+        settings = {key: value for key, value in step.options.items()
+                    if key != "playbook" and value not in (None, "", [], {}, False)}
+        if settings:
+            text += "; with " + ", ".join(f"{key}: {printable(repr(value))}" for key, value in sorted(settings.items()))
         if unknown:
             text += "; and what can't be told without running it: " + "; ".join(printable(u) for u in unknown)
         if self.cause:
@@ -141,8 +145,14 @@ def require(project: Project, items: list[Any], prompts: Any = None) -> None:
     what = "the Taperfile runs code on this host, as you, that you haven't approved (or that changed since):" + "".join(
         f"\n  {item.describe()}" for item in pending)
     if prompts is not None and prompts.can_ask():
+        from tapers.errors import TapersError
+
         prompts.warn(what)
-        prompts.confirm("Approve it and go on?", "nothing approved, nothing done", "`tapers trust` (it shows it)")
+        try:
+            prompts.confirm("Approve it and go on?", "nothing approved", "y")
+        except TapersError:
+            raise TriggerError("nothing approved, nothing done",
+                               hint="`tapers trust` shows it again and approves it") from None
         approve(project, pending, keep=True)
         return
     raise TriggerError(what, hint="read it (a Taperfile may come from anyone, and a machine can write the project "

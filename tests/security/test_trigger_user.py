@@ -61,3 +61,14 @@ def test_under_doas_or_pkexec_a_host_trigger_runs_as_the_user_who_ran_it(monkeyp
         assert (folder / "ran-as").read_text() == f"{nobody.pw_uid}\n"
     finally:
         shutil.rmtree(folder)
+
+
+def test_under_doas_for_a_user_with_no_account_nothing_runs_as_root(monkeypatch) -> None:
+    from tapers import project_files
+    from tapers.errors import StateError
+
+    for name in ("SUDO_UID", "SUDO_GID", "PKEXEC_UID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DOAS_USER", "no-such-user-here")
+    with pytest.raises(StateError, match="has no account here"):
+        project_files.invoker()

@@ -39,3 +39,16 @@ def test_the_copy_is_where_the_project_is(user: list[str]) -> None:
         assert (project / "site.yml").read_text() == "the project, which machines can write\n"
         with open("/proc/self/mountinfo") as mounts:
             assert str(project) not in mounts.read(), "a mount was left in tapers' own namespace"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs as a user in a user namespace without id maps")
+def test_where_the_namespaces_are_refused_the_play_still_runs_in_its_copy_and_says_so() -> None:
+    """As on Ubuntu's restricted user namespaces: one can be made but given no id map (here:
+    the caller is already in a user namespace that maps no one)."""
+    with tempfile.TemporaryDirectory(prefix="tapers-play-ns-") as base:
+        os.chmod(base, 0o755)
+        project, copy = _folders(Path(base))
+        ran = _run(project, copy, ["runuser", "-u", "nobody", "--", "unshare", "--user", "--"])
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout == f"the project, which machines can write\nthe approved copy\n{copy}\n{copy}\n"
+        assert "without a private mount namespace" in ran.stderr

@@ -41,7 +41,8 @@ def test_a_play_needs_approval_and_any_change_to_what_it_reads_asks_again(tmp_pa
         trust.require(project, [play])
     message = refused.value.message
     assert "`web` step 1 (ansible): ansible-playbook site.yml" in message
-    assert "roles/app/tasks/main.yml" in message and "site.yml" in message and "extra_vars" not in message
+    assert "roles/app/tasks/main.yml" in message and "site.yml" in message
+    assert "with extra_vars: {'port': 80}" in message  # the settings, shown as approved
     assert "tapers trust" in (refused.value.hint or "")
 
     trust.approve(project, trust.plays(project))
@@ -134,3 +135,22 @@ def test_on_a_terminal_the_person_is_shown_what_runs_and_asked(tmp_path: Path, m
     assert not trust.approved(project)
     trust.require(project, trust.plays(project), _Asked(answer=True))  # yes: approved, and kept
     trust.require(project, trust.plays(project))
+
+
+def test_a_synced_folder_inside_dot_tapers_is_refused(tmp_path: Path, monkeypatch) -> None:
+    """`.tapers/` holds the project key: no machine gets it, or a folder of it, as a synced folder."""
+    from tapers.engine import machine_setup
+    from tapers.errors import StateError
+    from tapers.events import SilentReporter
+
+    folder = _project(tmp_path, monkeypatch)
+    (folder / ".tapers" / "logs").mkdir(parents=True)
+    (folder / "Taperfile.yaml").write_text(TAPERFILE.replace(
+        "    provision:", "    synced_folders: [{host: .tapers/logs, guest: /logs}]\n    provision:"))
+    project = open_project(folder / "Taperfile.yaml")
+    with pytest.raises(StateError, match="is in the project's .tapers/"):
+        machine_setup.mounts(project.root, project.machines[0], 1000, 1000, False, SilentReporter())
+    (folder / "Taperfile.yaml").write_text(TAPERFILE)  # the project folder itself: fine, `.tapers/` covered
+    project = open_project(folder / "Taperfile.yaml")
+    mounts = machine_setup.mounts(project.root, project.machines[0], 1000, 1000, False, SilentReporter())
+    assert [(m.target, m.readonly) for m in mounts][-1] == ("/tapers/.tapers", True)
