@@ -40,6 +40,7 @@ class HostCommand:
         body = json.dumps([machine, trigger._asdict(), self.script.hex() if self.script is not None else None],
                           sort_keys=True, default=list)
         self.digest = digests.sha256(body.encode()).hexdigest()  # the machine, the trigger as loaded, the text
+        self.identity = f"trigger {machine} {trigger.index}"
 
     def describe(self) -> str:
         """What the person approving it reads: when, what, and a script file's whole text."""

@@ -33,6 +33,7 @@ LISTED_FILES = 12  # files of a play named in `tapers trust`; the rest are count
 
 class HostCode(Protocol):
     machine: str
+    identity: str  # which trigger or play: a new approval of it replaces the last one
     digest: str  # of exactly what runs, as shown
 
     def describe(self) -> str:
@@ -50,6 +51,7 @@ class HostPlay:
         self.step = step
         self.inputs = inputs
         self.cause = cause  # why it would run now, as `plan` says: "site.yml changed"
+        self.identity = f"play {machine} {step.key}"
         body = json.dumps(["ansible", machine, step.key, fingerprint_of(inputs), digest(step.options)])
         self.digest = digests.sha256(body.encode()).hexdigest()
 
@@ -121,15 +123,17 @@ def causes_of(plan: Plan, project: Project) -> dict[tuple[str, str], str]:
 
 
 def approved(project: Project) -> set[str]:
-    return set(_approvals().get(_key(project), []))
+    return set(_approvals().get(_key(project), {}).values())
 
 
 def approve(project: Project, items: list[Any], keep: bool = False) -> None:
-    """Record that the person approved these (read once, as they were shown): what they
-    approved before is forgotten, unless `keep`."""
+    """Record that the person approved these (read once, as they were shown): each replaces
+    the last approval of the same trigger or play (an older version a machine puts back is
+    asked about again); the rest is forgotten, unless `keep`."""
     approvals = _approvals()
-    kept = set(approvals.get(_key(project), [])) if keep else set()
-    approvals[_key(project)] = sorted(kept | {item.digest for item in items})
+    entries = dict(approvals.get(_key(project), {})) if keep else {}
+    entries.update({item.identity: item.digest for item in items})
+    approvals[_key(project)] = entries
     store = paths.tapers_home() / TRUSTED
     store.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     project_files.write(store, json.dumps(approvals, indent=2, sort_keys=True) + "\n", 0o600)
@@ -165,8 +169,8 @@ def _key(project: Project) -> str:
     return f"{project_files.invoker()[0]}:{project.loaded.path}"
 
 
-def _approvals() -> dict[str, list[str]]:
-    """"uid:Taperfile path" -> the digests of what that person approved."""
+def _approvals() -> dict[str, dict[str, str]]:
+    """"uid:Taperfile path" -> {which trigger or play: the digest of what that person approved}."""
     store: Path = paths.tapers_home() / TRUSTED
     try:
         data = json.loads(project_files.read_text(store) or "{}")
@@ -174,4 +178,10 @@ def _approvals() -> dict[str, list[str]]:
         return {}
     if not isinstance(data, dict):
         return {}
-    return {k: [d for d in v if isinstance(d, str)] for k, v in data.items() if isinstance(k, str) and isinstance(v, list)}
+    result: dict[str, dict[str, str]] = {}
+    for key, entries in data.items():
+        if isinstance(entries, list):  # as tapers kept them before: digests alone
+            entries = {f"approved {digest}": digest for digest in entries}
+        if isinstance(key, str) and isinstance(entries, dict):
+            result[key] = {name: digest for name, digest in entries.items() if isinstance(digest, str)}
+    return result

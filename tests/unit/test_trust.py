@@ -154,3 +154,29 @@ def test_a_synced_folder_inside_dot_tapers_is_refused(tmp_path: Path, monkeypatc
     project = open_project(folder / "Taperfile.yaml")
     mounts = machine_setup.mounts(project.root, project.machines[0], 1000, 1000, False, SilentReporter())
     assert [(m.target, m.readonly) for m in mounts][-1] == ("/tapers/.tapers", True)
+
+
+def test_a_new_approval_replaces_the_last_one_of_the_same_play(tmp_path: Path, monkeypatch) -> None:
+    """Approved on the prompt after an edit: the version before is no longer approved (a
+    machine putting it back, say from before a fix, is asked about again)."""
+    folder = _project(tmp_path, monkeypatch)
+    project = open_project(folder / "Taperfile.yaml")
+    trust.require(project, trust.plays(project), _Asked(answer=True))
+    (folder / "site.yml").write_text(PLAYBOOK + "  tags: [fixed]\n")
+    trust.require(project, trust.plays(project), _Asked(answer=True))
+    (folder / "site.yml").write_text(PLAYBOOK)
+    with pytest.raises(TriggerError):
+        trust.require(project, trust.plays(project))
+
+
+def test_approvals_kept_by_an_older_tapers_still_count(tmp_path: Path, monkeypatch) -> None:
+    import json
+
+    folder = _project(tmp_path, monkeypatch)
+    project = open_project(folder / "Taperfile.yaml")
+    (play,) = trust.plays(project)
+    store = tmp_path / "home" / trust.TRUSTED
+    store.parent.mkdir(mode=0o700)
+    store.write_text(json.dumps({trust._key(project): [play.digest]}))
+    store.chmod(0o600)
+    trust.require(project, [play])
