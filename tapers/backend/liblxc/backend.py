@@ -390,10 +390,14 @@ class LiblxcBackend(BackendBase):
         c = self._container(container)
 
         def item(key: str) -> str:
-            try:
-                return c.get_cgroup_item(key) or ""
-            except KeyError:
-                return ""
+            for _ in range(3):
+                try:
+                    return c.get_cgroup_item(key) or ""
+                except KeyError:
+                    return ""
+                except ValueError:  # python-lxc sizes a value in one read and fills it in another:
+                    continue  # a file whose length changed in between (memory.stat) fails; read again
+            return ""
 
         def counters(key: str) -> dict[str, str]:
             return dict(line.split(None, 1) for line in item(key).splitlines() if " " in line)
@@ -411,10 +415,10 @@ class LiblxcBackend(BackendBase):
         rx = tx = 0
         for index in range(len(c.get_interfaces()) - 1):  # every NIC but lo
             pair = c.get_running_config_item(f"lxc.net.{index}.veth.pair")
-            counters = Path("/sys/class/net") / pair / "statistics" if pair else None
-            if counters and counters.is_dir():
-                rx += int((counters / "tx_bytes").read_text())  # the host side sends what the machine receives
-                tx += int((counters / "rx_bytes").read_text())
+            statistics = Path("/sys/class/net") / pair / "statistics" if pair else None
+            if statistics and statistics.is_dir():
+                rx += int((statistics / "tx_bytes").read_text())  # the host side sends what the machine receives
+                tx += int((statistics / "rx_bytes").read_text())
         limit_bytes = int(limit) if limit.isdigit() and int(limit) < 2**62 else None
         working_set = max(0, int(memory or 0) - int(inactive.strip() or 0))
         return Usage(cpu_ns, working_set, limit_bytes, int(item("pids.current") or 0), rx, tx)
