@@ -3,7 +3,6 @@ generated `.tapers/ssh_config` and `.tapers/known_hosts` (regenerable at any tim
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from tapers import project_files
@@ -90,6 +89,7 @@ def write_play_access(project: Project, observed: Observed, folder: Path) -> Pat
     `group_vars/` or `host_vars/` beside its inventory (`ansible_connection: local` there
     would run the play on this host)."""
     from tapers.provision.inventory import groups_of, render_inventory
+    from tapers.provision.play_copy import write_new
 
     key = project_files.read_text(project.paths.private_key)
     if key is None:
@@ -98,9 +98,7 @@ def write_play_access(project: Project, observed: Observed, folder: Path) -> Pat
     inventory, known_hosts, identity = folder / "inventory", folder / "known_hosts", folder / "id_ed25519"
     for path, text in ((identity, key), (known_hosts, render_known_hosts(targets)),
                        (inventory, render_inventory(targets, groups_of(project.machines), identity, known_hosts, project.id))):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        write_new(path, text.encode(), 0o600)
     return inventory
 
 

@@ -139,17 +139,16 @@ def mounts(root: Path, machine: Machine, guest_uid: int, guest_gid: int, privile
                           f"unprivileged machine (to write it from the machine: chown -R you: {folder})")
         same = privileged and (st.st_uid, st.st_gid) == (guest_uid, guest_gid)
         result.append(Mount(folder, synced.guest, readonly, None if same else (guest_uid, st.st_uid, guest_gid, st.st_gid)))
-    return tuple(result) + _masks(root, tuple(result), guest_uid, guest_gid, privileged)
+    return tuple(result) + _masks(state, tuple(result), guest_uid, guest_gid, privileged)
 
 
-def _masks(root: Path, mounts: tuple[Mount, ...], guest_uid: int, guest_gid: int,
+def _masks(state: Path, mounts: tuple[Mount, ...], guest_uid: int, guest_gid: int,
            privileged: bool) -> tuple[Mount, ...]:
     """`.tapers/`, wherever a synced folder shows it in the machine, covered by an empty
     read-only folder: the project key that logs in to every machine of the project, the
     inventories and caches are tapers' and the person's, not the machines'."""
     from tapers import project_files
 
-    state = (root / PROJECT_STATE_DIR).resolve()
     covering = [m for m in mounts if state.is_relative_to(m.source.resolve())]
     if not covering:
         return ()

@@ -156,19 +156,11 @@ class _Reader:
         if refusal(path) is not None:
             self.found[f"{UNRESOLVED} {shown_path(self.root, path)} (not read: a folder no machine may see)"] = ""
             return False
-        self.found.update(tree_inputs(self.root, path))
-        if path.is_dir():
-            self.links(path)
+        links: list[str] = []
+        self.found.update(tree_inputs(self.root, path, links))
+        for link in links:  # not followed, nor in the play's copy: said, so a file the play misses is no mystery
+            self.found[f"{UNRESOLVED} {link} is a link: not followed (not in the play's copy)"] = ""
         return True
-
-    def links(self, folder: Path) -> None:
-        """Links below a folder the play reads are not followed (nor in the play's copy):
-        said, so a file the play misses there is not a mystery."""
-        for parent, dirs, files in os.walk(folder):
-            for name in sorted(dirs + files):
-                if os.path.islink(os.path.join(parent, name)):
-                    link = shown_path(self.root, Path(parent, name))
-                    self.found[f"{UNRESOLVED} {link} is a link: not followed (not in the play's copy)"] = ""
 
     def load(self, path: Path, where: Path) -> Any:
         """A YAML file's data (None when read already, missing or unreadable: then said)."""

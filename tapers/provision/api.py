@@ -93,11 +93,16 @@ def shown_path(root: Path, path: Path) -> str:
         return str(path)
 
 
-def tree_inputs(root: Path, path: Path) -> Inputs:
-    """A file, or every regular file below a folder, as inputs (content and executable bit)."""
+def tree_inputs(root: Path, path: Path, links: list[str] | None = None) -> Inputs:
+    """A file, or every regular file below a folder, as inputs (content and executable bit);
+    the links below it, not followed, added to `links` when given (by the same names)."""
     name = shown_path(root, path)
-    return {(f"{name}/{rel}" if rel else name): ("x" if executable else "-") + content[:15]
-            for rel, executable, content in tree_digest(path)}
+    found: list[str] | None = [] if links is not None else None
+    inputs = {(f"{name}/{rel}" if rel else name): ("x" if executable else "-") + content[:15]
+              for rel, executable, content in tree_digest(path, found)}
+    if links is not None and found:
+        links += [f"{name}/{rel}" for rel in found]
+    return inputs
 
 
 def settings_inputs(options: dict[str, Any], keys: tuple[str, ...]) -> Inputs:
@@ -173,17 +178,23 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def tree_digest(path: Path) -> list[tuple[str, bool, str]]:
+def tree_digest(path: Path, links: list[str] | None = None) -> list[tuple[str, bool, str]]:
     """(relative path, executable?, content hash) of a file or of every regular file below a
-    folder (links and special files are not followed or read)."""
+    folder (links and special files are not followed or read; the links' relative paths are
+    added to `links` when given)."""
     if path.is_file():
         return [("", bool(path.stat().st_mode & 0o111), file_digest(path))]
     entries = []
     for folder, dirs, files in os.walk(path):
         dirs.sort()
+        if links is not None:  # a link to a folder is listed with the folders, not walked
+            links += [str((Path(folder) / name).relative_to(path)) for name in dirs
+                      if os.path.islink(Path(folder) / name)]
         for name in sorted(files):
             item = Path(folder) / name
             st = item.lstat()
             if stat.S_ISREG(st.st_mode):
                 entries.append((str(item.relative_to(path)), bool(st.st_mode & 0o111), file_digest(item)))
+            elif links is not None and stat.S_ISLNK(st.st_mode):
+                links.append(str(item.relative_to(path)))
     return entries

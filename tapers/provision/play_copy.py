@@ -38,7 +38,7 @@ def copy_inputs(root: Path, found: Inputs, texts: set[str], target: Path) -> int
         if name in texts:
             data = _read(root / name, name)
             actual = short(data.decode(errors="replace"))
-            _write(target / name, data, 0o600)
+            write_new(target / name, data, 0o600)
             total += len(data)
         elif expected[:1] in ("x", "-"):  # a file by content and executable bit (tree_inputs)
             executable, content, size = _copy(root / name, target / name, MAX_COPY - total)
@@ -71,7 +71,7 @@ def copy_private(source: Path, target: Path, what: str) -> None:
         data = handle.read(CHUNK + 1)
     if len(data) > CHUNK:
         raise ProvisionError(f"{what} {source} is larger than 1 MiB; refused")
-    _write(target, data, 0o600)
+    write_new(target, data, 0o600)
 
 
 def give(folder: Path, owner: tuple[int, int]) -> None:
@@ -113,7 +113,8 @@ def _open(path: Path, name: str) -> int:
     return fd
 
 
-def _write(target: Path, data: bytes, mode: int) -> None:
+def write_new(target: Path, data: bytes, mode: int) -> None:
+    """A new file in the play's private folder (never one already there, nor through a link)."""
     with os.fdopen(_create(target, mode), "wb") as out:
         out.write(data)
 

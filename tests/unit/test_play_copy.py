@@ -29,12 +29,14 @@ def test_only_the_approved_files_are_copied_with_their_modes(tmp_path: Path) -> 
     (root / "scripts" / "evil.py").write_text("import os; os.system('touch /tmp/owned')\n")
     (root / "notes.txt").write_text("not read by the play\n")
     (root / "roles" / "app" / "files" / "key").symlink_to("/etc/passwd")
+    (root / "roles" / "app" / "files" / "shared").symlink_to(tmp_path)  # a link to a folder: not walked
     found = ansible_inputs.inputs(root, root / "site.yml", {})
     work = tmp_path / "work"
     copied = play_copy.copy_inputs(root, found, {"ansible.cfg"}, work)
     files = sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.is_file() or p.is_symlink())
     assert files == ["ansible.cfg", "roles/app/files/run.sh", "roles/app/tasks/main.yml", "site.yml"]
     assert "? roles/app/files/key is a link: not followed (not in the play's copy)" in found  # said
+    assert "? roles/app/files/shared is a link: not followed (not in the play's copy)" in found
     assert copied == 4
     assert (work / "roles/app/files/run.sh").stat().st_mode & 0o777 == 0o700
     assert (work / "site.yml").stat().st_mode & 0o777 == 0o600
