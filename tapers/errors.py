@@ -51,6 +51,10 @@ class BoxError(TapersError):
     """A box is missing, broken, or could not be built."""
 
 
+class CacheError(TapersError):
+    """The provisioning cache can't give what was planned (a layer pruned meanwhile)."""
+
+
 class InvalidBoxError(BoxError):
     exit_code = ExitCode.INVALID
 

@@ -71,6 +71,7 @@ class Record(NamedTuple):
     provisioned: Mapping[str, str] = {}  # step key -> fingerprint of what ran (never changed in place)
     inputs: Mapping[str, Mapping[str, str]] = {}  # step key -> its inputs when it ran (to tell what changed)
     provision_failed: str | None = None  # the key of the step that failed last
+    layers: tuple[str, ...] = ()  # the cached layers it was made from, the top one first (layer_cache.py)
     version: int = VERSION
 
     @property
@@ -87,6 +88,9 @@ class Record(NamedTuple):
         data["applied"], data["provisioned"] = dict(self.applied), dict(self.provisioned)
         data["inputs"] = {key: dict(found) for key, found in self.inputs.items()}
         data["ports"] = [port._asdict() for port in self.ports]
+        data["layers"] = list(self.layers)
+        if not self.layers:
+            del data["layers"]
         if data["provision_failed"] is None:
             del data["provision_failed"]
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
@@ -169,6 +173,9 @@ def _parse(data: dict[str, Any]) -> Record:
             requested=number(port.get("requested", port.get("host")), "a port's `requested`"),
         ))
     failed = data.get("provision_failed")
+    layers = data.get("layers") or []
+    if not isinstance(layers, list):
+        raise RecordError("`layers` is not a list")
     return Record(
         **{key: text(key) for key in _TEXTS},
         box=BoxRef(box["name"], box["version"], box["id"]),
@@ -183,5 +190,6 @@ def _parse(data: dict[str, Any]) -> Record:
         provisioned={str(k): str(v) for k, v in provisioned.items()},
         inputs={str(k): {str(n): str(d) for n, d in found.items()} for k, found in inputs.items()},
         provision_failed=failed if isinstance(failed, str) else None,
+        layers=tuple(str(key) for key in layers),
         version=data["tapers"],
     )

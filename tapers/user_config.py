@@ -4,6 +4,7 @@ runs the machines, and how to reach LXD.
 `~/.config/tapers/config.yaml` (TAPERS_CONFIG overrides the path):
 
     backend: lxd                      # liblxc (the default) or lxd
+    cache_max_size: 20G               # the provisioning cache's bound (`tapers cache`)
     lxd:
       endpoint: https://10.0.0.5:8443 # or unix:/var/lib/lxd/unix.socket (the default)
       client_cert: ~/.config/tapers/lxd.crt
@@ -61,6 +62,23 @@ def backend_name() -> str:
             hint=f"one of: {', '.join(BACKENDS)} (from --backend, TAPERS_BACKEND or {config_path()})",
         )
     return name
+
+
+def cache_max_size(path: Path | None = None) -> int:
+    """How large the provisioning cache may grow: TAPERS_CACHE_MAX_SIZE, else the config's
+    `cache_max_size:` (20G by default)."""
+    from tapers.layer_cache import DEFAULT_MAX_SIZE
+    from tapers.taperfile.units import parse_size
+
+    path = path or config_path()
+    value = os.environ.get("TAPERS_CACHE_MAX_SIZE") or _read(path).get("cache_max_size")
+    if value is None:
+        return DEFAULT_MAX_SIZE
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise UsageError(f"the provisioning cache's maximum size (TAPERS_CACHE_MAX_SIZE or `cache_max_size:` in "
+                         f"{path}): {exc}", hint="e.g. 20G") from None
 
 
 def lxd_settings(path: Path | None = None) -> LxdSettings:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Callable, NamedTuple, Protocol
 
 from tapers.record import Record, RecordError, claims
 
@@ -107,6 +107,9 @@ class MachineSpec(NamedTuple):
     privileged: bool = False  # True: its root is host root (else a host uid of its own range)
     nesting: bool = False  # containers can run inside it
     raw: dict[str, Any] | None = None  # the Taperfile's raw engine keys (`lxc:`, `lxd:`), checked, applied last
+    # cached provisioning layers between the box and the machine's own writable layer, the
+    # top one first (tapers/layer_cache.py); only where `caches_layers`
+    layers: tuple[Path, ...] = ()
 
 
 class Snapshot(NamedTuple):
@@ -281,3 +284,13 @@ class Backend(Protocol):
 
     def copy_mode(self) -> str:
         """How machines share the box: "overlay" (copy-on-write) or "copy"."""
+
+    def caches_layers(self) -> bool:
+        """Whether machines can stand on cached provisioning layers (MachineSpec.layers) and
+        `save_layer` can make them."""
+
+    def save_layer(self, container: str, target: Path, leave_out: Callable[[str], bool], limit: int) -> int:
+        """Copy what the machine changed over its box and layers into the new folder `target`
+        (held still meanwhile: frozen if running), owners as in the box, leaving out the paths
+        `leave_out` names (relative, no leading /); the bytes copied. Over `limit` bytes it
+        stops with a BackendError."""

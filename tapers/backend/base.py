@@ -11,7 +11,7 @@ may assume the state it needs was checked.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
@@ -195,6 +195,14 @@ class BackendBase:
     def copy_mode(self) -> str:
         return "overlay"
 
+    def caches_layers(self) -> bool:
+        return False
+
+    def save_layer(self, container: str, target: Path, leave_out: Callable[[str], bool], limit: int) -> int:
+        with self._translated("keep its provisioned files in the cache", container):
+            self._require(container, "keep the files of")
+            return self._save_layer(container, target, leave_out, limit)
+
     # -- the guards ------------------------------------------------------------------------
 
     @contextmanager
@@ -309,6 +317,9 @@ class BackendBase:
 
     def _remove_leftovers(self, container: str) -> None:
         """The container does not exist: remove what an interrupted create may have left."""
+
+    def _save_layer(self, container: str, target: Path, leave_out: Callable[[str], bool], limit: int) -> int:
+        raise BackendError(f"the {self.name} backend can't cache provisioned machines")
 
     def _boot_id(self, container: str) -> str:
         raise NotImplementedError

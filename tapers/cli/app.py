@@ -14,6 +14,7 @@ import typer
 from tapers import __version__
 from tapers.cli import access_cmd, lifecycle_cmd, output, project_cmd, runtime_cmd, ui_cmd
 from tapers.cli.box_cmd import box_app
+from tapers.cli.cache_cmd import cache_app
 from tapers.cli.host_cmd import host_app
 from tapers.cli.common import Options
 from tapers.cli.snapshot_cmd import snapshot_app
@@ -83,4 +84,5 @@ app.command("global-status")(project_cmd.global_status)
 app.command()(project_cmd.doctor)
 app.command()(ui_cmd.ui)
 app.add_typer(box_app, name="box")
+app.add_typer(cache_app, name="cache")
 app.add_typer(host_app, name="host")

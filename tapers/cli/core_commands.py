@@ -25,9 +25,9 @@ def status(file: Path | None, as_json: bool) -> None:
 
 
 def up(file: Path | None, names: list[str] | None, provision: str = "auto", remove_orphans: bool = False,
-       yes: bool = False, timeout: float = 60.0) -> None:
+       yes: bool = False, timeout: float = 60.0, use_cache: bool = True) -> None:
     with engine_for(file) as engine:
-        changed = engine.up(names, provision, remove_orphans, yes, timeout)
+        changed = engine.up(names, provision, remove_orphans, yes, timeout, use_cache)
     if not changed:
         from tapers.engine import machines_for_up
 

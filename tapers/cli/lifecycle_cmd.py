@@ -29,10 +29,13 @@ def up(
     ] = False,
     yes: Yes = False,
     timeout: Timeout = 60.0,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="new machines run every step, not starting from the provisioning cache")
+    ] = False,
 ) -> None:
     """Make the machines match the Taperfile: create, start, reconfigure, provision."""
     mode = "auto" if provision is None else ("force" if provision else "skip")
-    core_commands.up(file_of(ctx), names, mode, remove_orphans, yes, timeout)
+    core_commands.up(file_of(ctx), names, mode, remove_orphans, yes, timeout, use_cache=not no_cache)
 
 
 def reload(ctx: typer.Context, names: Names = None, yes: Yes = False, timeout: Timeout = 60.0) -> None:

@@ -89,7 +89,7 @@ def plan(
 
     project, backend, observed = observed_project(ctx)
     key = known_project_key(project)
-    result = up_plan(project, backend, observed, names, key, provision="auto", remove_orphans=remove_orphans)
+    result, _ = up_plan(project, backend, observed, names, key, provision="auto", remove_orphans=remove_orphans)
     if as_json:
         data = {
             "actions": [

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from tapers.backend.api import Backend, ContainerInfo
 from tapers.errors import StateError, TaperfileError
@@ -21,6 +21,9 @@ from tapers.engine.observe import Observed, observe
 from tapers.engine.plan import Kind, Plan, plan_up
 from tapers.project import Project
 from tapers.taperfile import Machine
+
+if TYPE_CHECKING:
+    from tapers.engine.caching import Caching
 
 
 def machines_for_up(project: Project, names: list[str] | None) -> list[Machine]:
@@ -89,9 +92,11 @@ def up_plan(
     provision: str,
     remove_orphans: bool = False,
     event: str | None = "up",
-) -> Plan:
+    use_cache: bool = True,
+) -> tuple[Plan, Caching | None]:
     """What `up` will do, with the machines' triggers for `event` (None: none; `reload`
-    places its own)."""
+    places its own), and what new machines get from the provisioning cache (None: nothing,
+    `use_cache` false or a backend without one)."""
     from tapers.boxes.cache import find_box
     from tapers.engine.plan import with_triggers
 
@@ -100,11 +105,19 @@ def up_plan(
     from tapers.engine import names as hosts
 
     found = step_inputs(project, machines)
+    fingerprints = fingerprints_of(found)
+    caching = None
+    if use_cache and provision != "skip" and found and backend.caches_layers():
+        from tapers.engine import caching as cache
+
+        caching = cache.Caching(cache.starts(machines, fingerprints), fingerprints, found, cache.max_size())
     stale = hosts.stale(project, observed)
     forwarding = backend.network.forwarded() if any(m.ports for m in machines) else None
-    plan = plan_up(machines, observed, key, cached, fingerprints_of(found), provision, remove_orphans and not names,
-                   stale, forwarding, found, legacy_fingerprints(project, machines, observed))
-    return with_triggers(plan, event, machines, observed) if event else plan
+    from_cache = {name: (start.from_cache, start.layer.seconds) for name, start in caching.starts.items()
+                  if start.layer} if caching else None
+    plan = plan_up(machines, observed, key, cached, fingerprints, provision, remove_orphans and not names,
+                   stale, forwarding, found, legacy_fingerprints(project, machines, observed), from_cache)
+    return (with_triggers(plan, event, machines, observed) if event else plan), caching
 
 
 def status_plan(project: Project, backend: Backend, observed: Observed) -> Plan:
@@ -213,12 +226,13 @@ class Engine:
     # -- the operations -------------------------------------------------------------------
 
     def up(self, names: list[str] | None, provision: str = "auto", remove_orphans: bool = False, yes: bool = False,
-           timeout: float = 60.0) -> bool:
-        """Make the machines match the Taperfile; False when there was nothing to do."""
+           timeout: float = 60.0, use_cache: bool = True) -> bool:
+        """Make the machines match the Taperfile; False when there was nothing to do.
+        `use_cache`: new machines may start from the provisioning cache."""
         self._require_host()
         self._require_trust("up")
         with self._locked("up"):
-            return self._reconcile(names, provision, remove_orphans, yes, timeout)
+            return self._reconcile(names, provision, remove_orphans, yes, timeout, use_cache=use_cache)
 
     def reload(self, names: list[str] | None, yes: bool = False, timeout: float = 60.0) -> None:
         """Halt, then up: every change in the Taperfile applied."""
@@ -378,7 +392,7 @@ class Engine:
         return bool(plan)
 
     def _reconcile(self, names: list[str] | None, provision: str, remove_orphans: bool, yes: bool,
-                   timeout: float, reload_first: list[Machine] | None = None) -> bool:
+                   timeout: float, reload_first: list[Machine] | None = None, use_cache: bool = True) -> bool:
         """Plan and apply `up` (the lock is held); False when there was nothing to do. As the
         second half of `reload` (`reload_first`: the machines its halt left alone), with the
         reload triggers instead of up's."""
@@ -390,9 +404,11 @@ class Engine:
         observed = self._observe()
         with phase("plan"):
             if reload_first is None:
-                plan = up_plan(self.project, self.backend, observed, names, key, provision, remove_orphans)
+                plan, caching = up_plan(self.project, self.backend, observed, names, key, provision, remove_orphans,
+                                        use_cache=use_cache)
             else:
-                plan = up_plan(self.project, self.backend, observed, names, key, provision, remove_orphans, event=None)
+                plan, caching = up_plan(self.project, self.backend, observed, names, key, provision, remove_orphans,
+                                        event=None, use_cache=use_cache)
                 plan = with_triggers(plan, "reload", reload_first, observed, ("before",))
                 plan = with_triggers(plan, "reload", machines_for_up(self.project, names), observed, ("after",))
         self._warn_notes(plan)
@@ -410,7 +426,7 @@ class Engine:
                 "--yes",
             )
         if plan:
-            self._apply(plan, project_key=key, ssh_timeout=timeout)
+            self._apply(plan, project_key=key, ssh_timeout=timeout, caching=caching)
             observed = self._observe()
         with phase("write the ssh files and inventory"):
             write_ssh_files(self.project, observed)

@@ -16,7 +16,8 @@ from tapers.engine import limits
 from tapers.engine import machine_setup as setup
 from tapers.backend.api import Backend, MachineSpec, NetworkConfig, State
 from tapers.boxes.cache import find_box
-from tapers.errors import BoxError, Interrupted, MachineFailures, ProvisionError, StateError, TapersError, TriggerError
+from tapers import layer_cache
+from tapers.errors import BoxError, CacheError, Interrupted, MachineFailures, ProvisionError, StateError, TapersError, TriggerError
 from tapers.events import Reporter
 from tapers.engine.access import target_for
 from tapers.engine.plan import STARTS, Action, Kind, Plan
@@ -30,6 +31,7 @@ from tapers.taperfile import Machine
 from tapers.taperfile.machine import Step, split_box_ref
 
 if TYPE_CHECKING:
+    from tapers.engine.caching import Caching, Start
     from tapers.provision.runner import SshGuest
 
 
@@ -48,6 +50,7 @@ class Context:
         ssh_timeout: float = 60.0,
         ssh_check: Callable[[SshTarget, Path, float], None] | None = None,
         guest_factory: Callable[[str, Context], Any] | None = None,
+        caching: Caching | None = None,
     ) -> None:
         self.project = project
         self.backend = backend
@@ -57,6 +60,7 @@ class Context:
         self.ssh_timeout = ssh_timeout
         self.ssh_check = ssh_check
         self.guest_factory = guest_factory
+        self.caching = caching  # new machines' provisioning cache (None: not used)
         self._finished: dict[str, threading.Event] = {}
         self._failed: set[str] = set()
         self._access_guard = threading.Lock()
@@ -268,6 +272,17 @@ _CREATING = threading.Lock()
 
 
 def _create(name: str, ctx: Context) -> None:
+    """A new machine, from its box or from the cached layer the plan counted on (held in
+    the cache until the machine's record names it)."""
+    start = ctx.caching.starts.get(name) if ctx.caching else None
+    if start is None or start.layer is None:
+        _make(name, ctx, start, ())
+        return
+    with layer_cache.locked(shared=True):
+        _make(name, ctx, start, _layer_folders(name, start))
+
+
+def _make(name: str, ctx: Context, start: Start | None, layers: tuple[Path, ...]) -> None:
     project, backend = ctx.project, ctx.backend
     machine = project.loaded.machine(name)
     box = find_box(machine.box)
@@ -296,6 +311,11 @@ def _create(name: str, ctx: Context) -> None:
             ctx.project.id, ctx.project.root, ctx.project_key, machine, box, net.address, net.mac, host_key.public,
             machine.privileged,
         )
+        if start is not None and start.layer is not None and ctx.caching:  # its first steps: in the layer
+            done = [machine.provision[step - 1].key for step in start.from_cache]
+            record = record.replace(provisioned={key: ctx.caching.fingerprints[name][key] for key in done},
+                                    inputs={key: ctx.caching.inputs[name][key] for key in done},
+                                    layers=layer_cache.stack(start.layer))
         spec = MachineSpec(
             container=container,
             rootfs=box.rootfs,
@@ -309,9 +329,26 @@ def _create(name: str, ctx: Context) -> None:
             privileged=machine.privileged,
             nesting=machine.nesting,
             raw=machine.raw,
+            layers=layers,
         )
         backend.create(spec, record)
     backend.save_record(container, record.replace(phase=READY))
+    if start is not None and ctx.caching is not None:
+        from tapers.engine.caching import leave_out
+
+        ctx.caching.made(machine, start, leave_out(tuple(f.path for f in files)))
+
+
+def _layer_folders(name: str, start: Start) -> tuple[Path, ...]:
+    """The folders of the cached layers a new machine stands on, the top one first (the plan
+    counted on them: they must be there)."""
+    assert start.layer is not None
+    layers = [layer_cache.find(key) for key in layer_cache.stack(start.layer)]
+    if any(layer is None for layer in layers):
+        raise CacheError(f"{name}: the cached layer of its {len(start.from_cache)} first steps is gone (pruned "
+                         "since the plan was made)", hint="run `tapers up` again: it plans without it")
+    layer_cache.touch(layer_cache.stack(start.layer))
+    return tuple(layer.disk for layer in layers if layer is not None)
 
 
 def _recreate(name: str, ctx: Context) -> None:
@@ -475,11 +512,16 @@ def _provision(action: Action, guest: Any, ctx: Context) -> None:
                                                           inputs={**record.inputs, step.key: found},
                                                           provision_failed=failed))
 
+    started = time.monotonic()
     try:
         run_step(step, guest, succeeded)
     except TapersError:
         ctx.backend.save_record(container, _record_of(ctx, container).replace(provision_failed=step.key))
         raise
+    if ctx.caching is not None:
+        machine = ctx.project.loaded.machine(name)
+        ctx.caching.step_done(machine, step.index, time.monotonic() - started, container, ctx.backend, ctx.reporter,
+                              machine.box)
 
 
 def _require_approved_play(ctx: Context, machine: str, step: Step, found: dict[str, str]) -> None:

@@ -112,12 +112,15 @@ def plan_up(
     forwarding: set[str] | None = None,
     inputs: dict[str, dict[str, dict[str, str]]] | None = None,
     legacy: dict[str, dict[str, str | None]] | None = None,
+    from_cache: dict[str, tuple[tuple[int, ...], float]] | None = None,
 ) -> Plan:
     """What `up` does. `fingerprints`: machine -> step key -> fingerprint of what the step
     would run now; `inputs`: the same steps' inputs (to say which one changed);
     `provision`: "auto" (what changed), "force" (--provision) or "skip"; `legacy`: the
-    fingerprints an older tapers recorded, for steps recorded without inputs."""
-    fingerprints, inputs, legacy = fingerprints or {}, inputs or {}, legacy or {}
+    fingerprints an older tapers recorded, for steps recorded without inputs;
+    `from_cache`: machine -> the steps a new machine gets from the provisioning cache
+    instead of running them, and the seconds they took."""
+    fingerprints, inputs, legacy, from_cache = fingerprints or {}, inputs or {}, legacy or {}, from_cache or {}
     actions: list[Action] = []
     _refuse_foreign(machines, observed)
     for machine in machines:
@@ -133,28 +136,30 @@ def plan_up(
             ):
                 cause = "not in the box cache" + ("; from box_url" if machine.box_url else "")
                 actions.append(Action(Kind.BUILD_BOX, machine.box, cause, cls="create"))
+            cached, saves = from_cache.get(machine.name, ((), 0.0)) if provision != "skip" else ((), 0.0)
+            also = f"; {steps_text(cached)} from the provisioning cache, saving about {saves:.0f} s" if cached else ""
             if info is None:
                 cls = "create"
-                actions.append(Action(Kind.CREATE, machine.name, "not found", cls=cls))
+                actions.append(Action(Kind.CREATE, machine.name, "not found" + also, cls=cls))
             elif box_change:
                 cls = "recreate"
-                cause = f"box {record.box} -> {machine.box}; data in the machine is lost"  # type: ignore[union-attr]
+                cause = f"box {record.box} -> {machine.box}; data in the machine is lost{also}"  # type: ignore[union-attr]
                 actions.append(Action(Kind.RECREATE, machine.name, cause, cls=cls, loses_data=True, keys=("box",)))
             elif kind_change:
                 cls = "recreate"
                 was, now = ("unprivileged", "privileged") if wanted_privileged else ("privileged", "unprivileged")
-                cause = f"{was} -> {now}; data in the machine is lost"
+                cause = f"{was} -> {now}; data in the machine is lost{also}"
                 actions.append(Action(Kind.RECREATE, machine.name, cause, cls=cls, loses_data=True, keys=("privileged",)))
             else:
                 cls = "repair"
                 what = "destroy" if record is not None and record.phase == DESTROYING else "creation"
-                actions.append(Action(Kind.RECREATE, machine.name, f"its {what} was interrupted", cls=cls))
+                actions.append(Action(Kind.RECREATE, machine.name, f"its {what} was interrupted{also}", cls=cls))
             actions.append(Action(Kind.START, machine.name, "created", cls=cls))
             actions.append(Action(Kind.WAIT_SSH, machine.name, "started", cls=cls))
             if machine.ports:
                 actions.append(Action(Kind.FORWARD_PORTS, machine.name, _ports_text(machine), cls=cls))
             if provision != "skip":
-                actions += _steps(machine, "first up", lambda step: step.run != "never", cls)
+                actions += _steps(machine, "first up", lambda step: step.run != "never" and step.index not in cached, cls)
             continue
         assert record is not None  # not interrupted: it has a record
         actions += _existing(machine, info, record, project_key)
@@ -293,6 +298,15 @@ def _steps(machine: Machine, cause: str, keep: Callable[[Step], bool], cls: str)
         for step in machine.provision
         if keep(step)
     ]
+
+
+def steps_text(steps: tuple[int, ...]) -> str:
+    """`step 1`, `steps 1-3`, `steps 1, 3`."""
+    if len(steps) == 1:
+        return f"step {steps[0]}"
+    if list(steps) == list(range(steps[0], steps[-1] + 1)):
+        return f"steps {steps[0]}-{steps[-1]}"
+    return "steps " + ", ".join(str(step) for step in steps)
 
 
 def _step_text(step: Step) -> str:

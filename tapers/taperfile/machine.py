@@ -29,6 +29,7 @@ class Step(NamedTuple):
     reboot: bool
     options: dict[str, Any]  # the kind's keys as written (paths relative to the project)
     watch: tuple[str, ...] = ()  # globs of more project files whose change re-runs the step
+    cache: bool = True  # what the machine is after it may be kept in the provisioning cache
 
     @property
     def key(self) -> str:

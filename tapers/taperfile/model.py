@@ -359,6 +359,7 @@ class ProvisionStep(_Strict):
     run: Literal["once", "always", "never"] = "once"
     reboot: bool = False
     watch: list[WatchGlob] = Field(default_factory=list, max_length=100)  # more files whose change re-runs it
+    cache: bool = True  # false: a new machine never starts from the cache at or after this step
     shell: Annotated[ShellStep, BeforeValidator(_inline_script)] | None = None
     file: FileStep | None = None
     ansible: AnsibleStep | None = None
@@ -543,7 +544,7 @@ def resolve_machines(taperfile: Taperfile) -> list[Machine]:
 def _step(index: int, step: ProvisionStep) -> Step:
     options = getattr(step, step.kind).model_dump(exclude_none=True)
     return Step(index=index, name=step.name, kind=step.kind, run=step.run, reboot=step.reboot, options=options,
-                watch=tuple(step.watch))
+                watch=tuple(step.watch), cache=step.cache)
 
 
 

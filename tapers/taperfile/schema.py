@@ -56,6 +56,7 @@ DESCRIPTIONS = {
     "ProvisionStep.run": "once (default): again only when its inputs changed; always: every `up`; never: only when named.",
     "ProvisionStep.reboot": "Reboot the machine after this step (and wait for it).",
     "ProvisionStep.watch": "Globs of more project files whose change runs the step again.",
+    "ProvisionStep.cache": "false: a new machine never starts from the provisioning cache at or after this step (its result depends on something the cache can't see).",
     "ProvisionStep.shell": "A script run in the machine: a string (inline), or {inline|path, args, env, privileged}.",
     "ProvisionStep.file": "A file or folder copied into the machine.",
     "ProvisionStep.ansible": "ansible-playbook on the host against the machine.",

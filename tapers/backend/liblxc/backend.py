@@ -12,7 +12,7 @@ import functools
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -139,12 +139,15 @@ class LiblxcBackend(BackendBase):
         if self.copy_mode() == "overlay":
             writable = folder / UPPER_DIR
             writable.mkdir(mode=0o755)
-            seen = lower
+            below = [*(layer.resolve() for layer in spec.layers), lower]  # cached layers over the box
+            seen = below
             if shift is not None:
-                seen = unprivileged.prepare(folder, spec.container, lower, shift, overlay=True)
-            _check_layers(folder, seen, writable)
-            rootfs = f"overlay:{seen}:{writable}"
+                seen = unprivileged.prepare(folder, spec.container, lower, shift, overlay=True, layers=below[:-1])
+            _check_layers(folder, *seen, writable)
+            rootfs = "overlay:" + ":".join(str(layer) for layer in [*seen, writable])
         else:
+            if spec.layers:
+                raise BackendError("cached layers need overlayfs, which this host lacks")
             writable = folder / COPY_DIR
             _copy_tree(lower, writable, spec.container)
             if shift is not None:  # no overlayfs: a copy of the box, its owners shifted
@@ -155,6 +158,25 @@ class LiblxcBackend(BackendBase):
         _save_mounts(folder, spec.mounts, shift or 0)
         _write_raw(folder, spec.raw)
         _write_config(folder, _render_config(spec, rootfs, folder, shift, rootfs.startswith("overlay:")))
+
+    def caches_layers(self) -> bool:
+        """As root, over overlayfs (a normal user's machines don't yet: their files are theirs
+        only inside their id map)."""
+        return not self.as_user and self.copy_mode() == "overlay"
+
+    def _save_layer(self, container: str, target: Path, leave_out: Callable[[str], bool], limit: int) -> int:
+        from tapers.backend.layer_copy import copy_layer
+
+        folder = self.lxcpath / container
+        if not self.caches_layers() or not (folder / UPPER_DIR).is_dir():
+            raise BackendError(f"`{container}` has no writable layer of its own to cache")
+        c = self._container(container)
+        frozen = c.state == "RUNNING" and c.freeze()
+        try:
+            return copy_layer(folder / UPPER_DIR, target, unprivileged.shift_of(folder), leave_out, limit)
+        finally:
+            if frozen:
+                c.unfreeze()
 
     def _create_as_user(self, spec: MachineSpec, record: Record, folder: Path) -> None:
         """A normal user's machine: the box is theirs, already in their id map; its writable
@@ -353,14 +375,14 @@ class LiblxcBackend(BackendBase):
             elif shift:  # the files as the machine sees them: owners moved back down by its range
                 with _unshifted(_writable_dir(folder), shift) as writable:
                     if (folder / UPPER_DIR).is_dir():
-                        with _overlay_view(container, writable, _lower_dir(folder), userxattr=True) as view:
+                        with _overlay_view(container, writable, _lowers(folder), userxattr=True) as view:
                             yield view
                     else:
                         yield writable
             elif hold or was_frozen:
                 yield Path(f"/proc/{c.init_pid}/root")
             elif (folder / UPPER_DIR).is_dir():
-                with _overlay_view(container, folder / UPPER_DIR, _lower_dir(folder)) as view:
+                with _overlay_view(container, folder / UPPER_DIR, _lowers(folder)) as view:
                     yield view
             else:
                 yield folder / COPY_DIR
@@ -533,12 +555,13 @@ def _remove_tree(folder: Path, ignore_errors: bool = False) -> None:
 
 
 @contextmanager
-def _overlay_view(container: str, upper: Path, lower: Path, userxattr: bool = False) -> Iterator[Path]:
-    """A stopped (or frozen) machine's files: its writable layer over the box, both read-only.
-    `userxattr`: the layer was written by an unprivileged machine (its whiteouts and opaque
-    folders are `user.overlay.*` attributes)."""
+def _overlay_view(container: str, upper: Path, lowers: list[Path], userxattr: bool = False) -> Iterator[Path]:
+    """A stopped (or frozen) machine's files: its writable layer over its cached layers and
+    the box, all read-only. `userxattr`: the layer was written by an unprivileged machine
+    (its whiteouts and opaque folders are `user.overlay.*` attributes)."""
     with _mount_point(f"{container}-") as view:
-        layers = f"lowerdir={upper}:{lower}" + (",userxattr" if userxattr else "")  # two lower layers: read-only
+        stack = ":".join(str(layer) for layer in [upper, *lowers])
+        layers = f"lowerdir={stack}" + (",userxattr" if userxattr else "")  # lower layers only: read-only
         result = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", layers, str(view)],
                                 capture_output=True, text=True)
         if result.returncode != 0:
@@ -581,13 +604,19 @@ def _writable_dir(folder: Path) -> Path:
 
 def _lower_dir(folder: Path) -> Path:
     """The box's root filesystem under an overlay machine (for folder owners and modes)."""
-    box = unprivileged.box_of(folder)  # an unprivileged machine's config names the box's shifted view
+    return _lowers(folder)[-1]
+
+
+def _lowers(folder: Path) -> list[Path]:
+    """What an overlay machine's writable layer stands on, as the box's owners have it: its
+    cached layers, the top one first, then the box."""
+    box = unprivileged.box_of(folder)  # an unprivileged machine's config names the shifted views
     if box is not None:
-        return box
+        return [*unprivileged.layers_of(folder), box]
     for key, value in lxc_config.parse((folder / "config").read_text()):
         if key == "lxc.rootfs.path" and value.startswith("overlay:"):
-            return Path(value.split(":")[1])
-    return _writable_dir(folder)
+            return [Path(part) for part in value.split(":")[1:-1]]
+    return [_writable_dir(folder)]
 
 
 def _edit_config(folder: Path, drop: tuple[str, ...], add: list[tuple[str, str]]) -> None:

@@ -102,10 +102,11 @@ def _lines(path: Path) -> list[str]:
         return []
 
 
-def prepare(folder: Path, container: str, box: Path, shift: int, overlay: bool) -> Path:
-    """Record the machine's range and box; for an overlay machine, give its writable layer
-    (and overlay's work folder) to its root. The path of the box's view, which `mount_box`
-    mounts at each start (overlay machines)."""
+def prepare(folder: Path, container: str, box: Path, shift: int, overlay: bool, layers: list[Path] | None = None,
+            ) -> list[Path]:
+    """Record the machine's range, box and cached layers (top first); for an overlay machine,
+    give its writable layer (and overlay's work folder) to its root. The paths of the
+    layers' views and the box's, which `mount_box` mounts at each start (overlay machines)."""
     import os
 
     # Only root and the machine's own root may pass through its folder (0710 root:SHIFT):
@@ -114,12 +115,14 @@ def prepare(folder: Path, container: str, box: Path, shift: int, overlay: bool) 
     os.chmod(folder, 0o710)
     state = folder / STATE
     temporary = state.with_suffix(".tmp")
-    temporary.write_text(json.dumps({"shift": shift, "box": str(box), "overlay": overlay}) + "\n")
+    layers = layers or []
+    temporary.write_text(json.dumps({"shift": shift, "box": str(box), "overlay": overlay,
+                                     "layers": [str(layer) for layer in layers]}) + "\n")
     os.replace(temporary, state)
     for name in ("delta0", "work") if overlay else ():
         (folder / name).mkdir(mode=0o755, exist_ok=True)
         os.chown(folder / name, shift, shift)
-    return _view(container)
+    return [*(_view(container, f"layer{index}") for index in range(len(layers))), _view(container)]
 
 
 def shift_tree(root: Path, shift: int) -> None:
@@ -156,8 +159,15 @@ def box_of(folder: Path) -> Path | None:
     return Path(state["box"]) if state else None
 
 
+def layers_of(folder: Path) -> list[Path]:
+    """The cached layers the machine stands on, top first (as the box's owners have them)."""
+    state = _state(folder)
+    return [Path(layer) for layer in state.get("layers", [])] if state else []
+
+
 def mount_box(folder: Path, container: str) -> None:
-    """Before a start: the box's files, read-only, seen through the machine's range."""
+    """Before a start: the box's files and the cached layers over it, read-only, seen
+    through the machine's range."""
     from tapers.backend import idmap
 
     import os
@@ -173,21 +183,25 @@ def mount_box(folder: Path, container: str) -> None:
     view.parent.mkdir(exist_ok=True)
     os.chown(view.parent, 0, shift)
     os.chmod(view.parent, 0o710)
-    view.mkdir(exist_ok=True)
-    if not idmap.is_mount(view):
-        idmap.bind(Path(state["box"]), view, [(0, shift, RANGE)], [(0, shift, RANGE)], readonly=True, inert=True)
+    sources = {f"layer{index}": Path(layer) for index, layer in enumerate(state.get("layers", []))}
+    for name, source in {**sources, "box": Path(state["box"])}.items():
+        seen = _view(container, name)
+        seen.mkdir(exist_ok=True)
+        if not idmap.is_mount(seen):
+            idmap.bind(source, seen, [(0, shift, RANGE)], [(0, shift, RANGE)], readonly=True, inert=True)
 
 
 def unmount_box(container: str) -> None:
-    """After a stop: the view goes (and its folder)."""
+    """After a stop: the views go (and their folder)."""
     from tapers.backend import idmap
 
-    view = _view(container)
-    if view.is_dir():
-        idmap.unmount(view)
-        view.rmdir()
-    if view.parent.is_dir():
-        view.parent.rmdir()
+    folder = _view(container).parent
+    if not folder.is_dir():
+        return
+    for seen in folder.iterdir():
+        idmap.unmount(seen)
+        seen.rmdir()
+    folder.rmdir()
 
 
 def _state(folder: Path) -> dict | None:
@@ -200,5 +214,5 @@ def _state(folder: Path) -> dict | None:
                            hint="it is tapers' own file: `tapers destroy` and `up` make the machine again") from None
 
 
-def _view(container: str) -> Path:
-    return paths.host_run_dir() / "lower" / container / "box"
+def _view(container: str, name: str = "box") -> Path:
+    return paths.host_run_dir() / "lower" / container / name

@@ -1,0 +1,154 @@
+"""The provisioning cache in `up`: which cached layer a new machine starts from (planned
+with the rest of `up`), and keeping a layer after each of its steps that can be kept.
+
+Only a machine made in this very `up` adds layers, and only while the steps it runs are
+the next ones of its chain: then its files are exactly the box and those steps, nothing a
+person did by hand. What is a machine's own (its host keys, machine-id, hostname,
+/etc/hosts, authorized keys, the files tapers writes into it at creation) stays out of
+the layer and is made anew for each machine.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, NamedTuple
+
+from tapers import layer_cache
+from tapers.layer_cache import Layer, Link
+
+if TYPE_CHECKING:
+    from tapers.backend.api import Backend
+    from tapers.events import Reporter
+    from tapers.taperfile import Machine
+
+# A machine's own files, whatever its steps did to them (relative to its root).
+PER_MACHINE = (
+    "etc/machine-id", "var/lib/dbus/machine-id", "var/lib/systemd/random-seed", "var/lib/systemd/credential.secret",
+    "var/log/journal", "etc/hostname", "etc/hosts", "root/.bash_history",
+)
+PER_MACHINE_PREFIXES = ("etc/ssh/ssh_host_",)
+
+
+class Start(NamedTuple):
+    """Where a new machine's provisioning starts: its chain, and what the cache has of it."""
+
+    links: tuple[Link, ...]
+    count: int = 0  # the chain's first `count` steps come from `layer`
+    layer: Layer | None = None
+
+    @property
+    def from_cache(self) -> tuple[int, ...]:
+        """The steps (by number) a machine made now doesn't run: the cache holds them."""
+        return tuple(link.step for link in self.links[:self.count])
+
+
+class Caching:
+    """What one `up` knows of the cache: each machine's chain and where it starts, and the
+    chains of the machines made in it that are still adding layers."""
+
+    def __init__(self, starts: dict[str, Start], fingerprints: dict[str, dict[str, str]],
+                 inputs: dict[str, dict[str, dict[str, str]]], max_size: int) -> None:
+        self.starts = starts
+        self.fingerprints = fingerprints
+        self.inputs = inputs
+        self.max_size = max_size
+        self._growing: dict[str, _Growing] = {}
+
+    def made(self, machine: Machine, start: Start, leave_out: set[str]) -> None:
+        """`machine` was just made from `start`: its next steps may add layers."""
+        below = layer_cache.stack(start.layer) if start.layer else ()
+        seconds = start.layer.seconds if start.layer else 0.0
+        steps = start.layer.steps if start.layer else ()
+        self._growing[machine.name] = _Growing(list(start.links[start.count:]), below, seconds, steps, leave_out)
+
+    def step_done(self, machine: Machine, index: int, took: float, container: str, backend: Backend,
+                  reporter: Reporter, box: str) -> None:
+        """Step `index` of `machine` succeeded: keep the machine as a layer when it is its
+        chain's next step. A layer that can't be kept is said, and `up` goes on."""
+        growing = self._growing.get(machine.name)
+        if growing is None:
+            return
+        if not growing.links or growing.links[0].step != index:
+            del self._growing[machine.name]  # a step outside the chain ran: no layer after it
+            return
+        link = growing.links.pop(0)
+        step = machine.provision[index - 1]
+        growing.seconds += took
+        growing.steps += (step.label,)
+        started = time.monotonic()
+        leave_out = growing.leave_out
+
+        def fill(disk):  # type: ignore[no-untyped-def]
+            return backend.save_layer(container, disk, lambda path: _left_out(path, leave_out), self.max_size)
+
+        from tapers.errors import TapersError
+
+        try:
+            layer = layer_cache.publish(link.key, growing.below, growing.steps, growing.seconds, box, fill)
+        except (TapersError, OSError) as exc:
+            del self._growing[machine.name]
+            reporter.line(machine.name, f"{step.label} not kept in the provisioning cache: {exc}")
+            return
+        if layer is not None:  # (the next one holds this one's files too: the machine's layer grows)
+            from tapers.taperfile.units import human_size
+
+            reporter.line(machine.name, f"kept in the provisioning cache after {step.label.split(' (')[0]} "
+                                        f"({human_size(layer.size)}, {time.monotonic() - started:.1f} s)")
+            for gone in layer_cache.prune(self.max_size, lambda: in_use(backend)):
+                reporter.line("cache", f"pruned a layer of {gone.box} used least recently ({human_size(gone.size)}): "
+                                       f"the cache is bounded to {human_size(self.max_size)}")
+
+
+class _Growing:
+    def __init__(self, links: list[Link], below: tuple[str, ...], seconds: float, steps: tuple[str, ...],
+                 leave_out: set[str]) -> None:
+        self.links = links
+        self.below = below
+        self.seconds = seconds
+        self.steps = steps
+        self.leave_out = leave_out
+
+
+def _left_out(path: str, leave_out: set[str]) -> bool:
+    return path in leave_out or path.startswith(PER_MACHINE_PREFIXES)
+
+
+def leave_out(files: tuple[str, ...]) -> set[str]:
+    """What stays out of a machine's layers: PER_MACHINE and the files tapers wrote at its creation."""
+    return {*PER_MACHINE, *(path.lstrip("/") for path in files)}
+
+
+def starts(machines: list[Machine], fingerprints: dict[str, dict[str, str]]) -> dict[str, Start]:
+    """Each machine's chain (its box must be in the box cache) and the longest part of it
+    the cache holds."""
+    from tapers.boxes.cache import find_box
+
+    result = {}
+    for machine in machines:
+        if not any(layer_cache.cacheable(step) for step in machine.provision):
+            continue
+        box = find_box(machine.box)
+        if box is None:
+            continue
+        links = tuple(layer_cache.chain(box_identity(box.meta), machine, fingerprints.get(machine.name, {})))
+        found = layer_cache.longest(list(links))
+        result[machine.name] = Start(links, *found) if found else Start(links)
+    return result
+
+
+def box_identity(meta: dict) -> str:  # type: ignore[type-arg]
+    """What the chain starts from: the box's files (their digest), else its id."""
+    return str(meta.get("tree") or meta["id"])
+
+
+def max_size() -> int:
+    from tapers.user_config import cache_max_size
+
+    return cache_max_size()
+
+
+def in_use(backend: Backend) -> set[str]:
+    """The layers machines on this host stand on (from their records)."""
+    from tapers.project import CONTAINER_PREFIX
+
+    return {key for info in backend.list(prefix=CONTAINER_PREFIX) if info.record for key in info.record.layers}
