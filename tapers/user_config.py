@@ -66,7 +66,7 @@ def backend_name() -> str:
 
 def cache_max_size(path: Path | None = None) -> int:
     """How large the provisioning cache may grow: TAPERS_CACHE_MAX_SIZE, else the config's
-    `cache_max_size:` (20G by default)."""
+    `cache_max_size:` (20G by default); 0 turns the cache off."""
     from tapers.layer_cache import DEFAULT_MAX_SIZE
     from tapers.taperfile.units import parse_size
 
@@ -74,6 +74,8 @@ def cache_max_size(path: Path | None = None) -> int:
     value = os.environ.get("TAPERS_CACHE_MAX_SIZE") or _read(path).get("cache_max_size")
     if value is None:
         return DEFAULT_MAX_SIZE
+    if str(value).strip() == "0":
+        return 0
     try:
         return parse_size(value)
     except ValueError as exc:

@@ -110,7 +110,8 @@ def up_plan(
     if use_cache and provision != "skip" and found and backend.caches_layers():
         from tapers.engine import caching as cache
 
-        caching = cache.Caching(cache.starts(machines, fingerprints), fingerprints, found, cache.max_size())
+        bound = cache.max_size()
+        caching = cache.Caching(cache.starts(machines, fingerprints), fingerprints, found, bound) if bound else None
     stale = hosts.stale(project, observed)
     forwarding = backend.network.forwarded() if any(m.ports for m in machines) else None
     from_cache = {name: (start.from_cache, start.layer.seconds) for name, start in caching.starts.items()

@@ -174,6 +174,7 @@ def _env(home: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["TAPERS_HOME"] = str(home)
     env["NO_COLOR"] = "1"
+    env["TAPERS_CACHE_MAX_SIZE"] = "0"  # no provisioning cache, but in the tests of it: steps run as tests expect
     env.pop("TAPERS_TEST_BOX_HOME", None)
     return env
 
