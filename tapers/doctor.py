@@ -35,13 +35,28 @@ def _ssh_client() -> Check:
     )
 
 
+def _provisioning_cache() -> Check:
+    """Where the cache is, how full against its bound (informational: it is never required)."""
+    from tapers import layer_cache
+    from tapers.taperfile.units import human_size
+    from tapers.user_config import cache_max_size
+
+    bound = cache_max_size()
+    if not bound:
+        return Check("provisioning cache", True, "off (cache_max_size: 0)", required=False)
+    layers = layer_cache.list_layers()
+    used = sum(layer.size for layer in layers)
+    return Check("provisioning cache", True, f"{len(layers)} layer(s), {human_size(used)} of at most "
+                 f"{human_size(bound)} in {layer_cache.folder()}", "tapers cache prune --max-size SIZE", required=False)
+
+
 def run_checks(full: bool = True) -> list[Check]:
     """The checks of the backend in use (liblxc on this host, or the LXD endpoint), then (full)
     the tools every backend uses here."""
     from tapers.backend import registry
 
     found = registry.checks(registry.chosen(), full)
-    return found + ([_debootstrap(), _ssh_client()] if full else [])
+    return found + ([_debootstrap(), _ssh_client(), _provisioning_cache()] if full else [])
 
 
 def require_host() -> None:

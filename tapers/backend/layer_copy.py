@@ -164,8 +164,8 @@ class _Copier:
         return self._id(st.st_uid), self._id(st.st_gid)
 
     def _id(self, host: int) -> int:
-        if not self.shift:
-            return host
+        """The id as the machine sees it; one no machine's range holds (a host id that got in,
+        a privileged machine's id past 65535) is nobody's."""
         inside = host - self.shift
         return inside if 0 <= inside < RANGE else NOBODY
 
