@@ -289,8 +289,10 @@ class Backend(Protocol):
         """Whether machines can stand on cached provisioning layers (MachineSpec.layers) and
         `save_layer` can make them."""
 
-    def save_layer(self, container: str, target: Path, leave_out: Callable[[str], bool], limit: int) -> int:
+    def save_layer(self, container: str, target: Path, leave_out: Callable[[str], bool], limit: int,
+                   previous: Path | None = None) -> int:
         """Copy what the machine changed over its box and layers into the new folder `target`
         (held still meanwhile: frozen if running), owners as in the box, leaving out the paths
         `leave_out` names (relative, no leading /); the bytes copied. Over `limit` bytes it
-        stops with a BackendError."""
+        stops with a BackendError. `previous`: where the last layer saved from this machine
+        now is; what the machine hasn't changed since may be shared with it."""

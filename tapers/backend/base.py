@@ -198,10 +198,11 @@ class BackendBase:
     def caches_layers(self) -> bool:
         return False
 
-    def save_layer(self, container: str, target: Path, leave_out: Callable[[str], bool], limit: int) -> int:
+    def save_layer(self, container: str, target: Path, leave_out: Callable[[str], bool], limit: int,
+                   previous: Path | None = None) -> int:
         with self._translated("keep its provisioned files in the cache", container):
             self._require(container, "keep the files of")
-            return self._save_layer(container, target, leave_out, limit)
+            return self._save_layer(container, target, leave_out, limit, previous)
 
     # -- the guards ------------------------------------------------------------------------
 
@@ -318,7 +319,8 @@ class BackendBase:
     def _remove_leftovers(self, container: str) -> None:
         """The container does not exist: remove what an interrupted create may have left."""
 
-    def _save_layer(self, container: str, target: Path, leave_out: Callable[[str], bool], limit: int) -> int:
+    def _save_layer(self, container: str, target: Path, leave_out: Callable[[str], bool], limit: int,
+                    previous: Path | None) -> int:
         raise BackendError(f"the {self.name} backend can't cache provisioned machines")
 
     def _boot_id(self, container: str) -> str:

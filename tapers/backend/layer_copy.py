@@ -28,11 +28,17 @@ class LayerTooBig(BackendError):
     """The machine's changes are over the bound a cached layer may have."""
 
 
-def copy_layer(source: Path, target: Path, shift: int, leave_out: Callable[[str], bool], limit: int) -> int:
+Seen = dict[str, tuple[int, int]]  # a layer's files by path: (inode, ctime) of the machine's file copied
+
+
+def copy_layer(source: Path, target: Path, shift: int, leave_out: Callable[[str], bool], limit: int,
+               previous: tuple[Path, Seen] | None = None) -> tuple[int, Seen]:
     """Copy `source` (a machine's writable layer, its owners shifted by `shift`) to `target`
     (which must not exist); `leave_out(relative path)` names what stays behind (per-machine
-    files). Returns the bytes copied; raises LayerTooBig past `limit`."""
-    copier = _Copier(shift, leave_out, limit)
+    files). `previous`: the layer last copied from the same machine and what it copied; a
+    file the machine hasn't touched since (same inode, same ctime) is a hard link to that
+    copy, not a new one. The bytes copied and what was seen; LayerTooBig past `limit`."""
+    copier = _Copier(shift, leave_out, limit, previous)
     source_fd = os.open(source, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
         os.mkdir(target, 0o700)
@@ -44,14 +50,17 @@ def copy_layer(source: Path, target: Path, shift: int, leave_out: Callable[[str]
             os.close(target_fd)
     finally:
         os.close(source_fd)
-    return copier.copied
+    return copier.copied, copier.seen
 
 
 class _Copier:
-    def __init__(self, shift: int, leave_out: Callable[[str], bool], limit: int) -> None:
+    def __init__(self, shift: int, leave_out: Callable[[str], bool], limit: int,
+                 previous: tuple[Path, Seen] | None) -> None:
         self.shift = shift
         self.leave_out = leave_out
         self.limit = limit
+        self.previous = previous
+        self.seen: Seen = {}
         self.copied = 0
         self.linked: dict[tuple[int, int], tuple[int, str]] = {}  # (dev, ino) -> (folder fd, name) copied first
         self.held: list[int] = []  # folder fds kept open for hard links
@@ -81,8 +90,12 @@ class _Copier:
                 os.link(first, entry, src_dir_fd=first_fd, dst_dir_fd=target, follow_symlinks=False)
                 continue
             capability = None
+            if stat.S_ISREG(mode) and st.st_nlink == 1 and self._reused(target, entry, path, st):
+                continue
             if stat.S_ISREG(mode):
                 capability = self._file(source, target, entry, st)
+                if st.st_nlink == 1:
+                    self.seen[path] = (st.st_ino, st.st_ctime_ns)
                 if st.st_nlink > 1:
                     kept = os.dup(target)
                     self.held.append(kept)
@@ -96,6 +109,21 @@ class _Copier:
             else:  # a device or a socket: nothing a provisioned layer needs to carry
                 continue
             self._owner_and_times(target, entry, st, capability)
+
+    def _reused(self, target: int, entry: str, path: str, st: os.stat_result) -> bool:
+        """Link the previous layer's copy of a file the machine hasn't touched since (its
+        owner, mode and attributes are as they were: a change would have moved its ctime)."""
+        if self.previous is None or self.previous[1].get(path) != (st.st_ino, st.st_ctime_ns):
+            return False
+        earlier = os.path.join(os.path.realpath(self.previous[0]), path)
+        if os.path.realpath(earlier) != os.path.normpath(earlier):  # no link on the way (our own copy: never)
+            return False
+        try:
+            os.link(earlier, entry, dst_dir_fd=target, follow_symlinks=False)
+        except OSError:
+            return False
+        self.seen[path] = (st.st_ino, st.st_ctime_ns)
+        return True
 
     def finish(self, source: int, target: int, st: os.stat_result, relative: str) -> None:
         """A folder's own owner, mode, markers and times, once its entries are in."""

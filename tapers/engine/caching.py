@@ -11,6 +11,7 @@ the layer and is made anew for each machine.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from tapers import layer_cache
@@ -77,9 +78,12 @@ class Caching:
         growing.steps += (step.label,)
         started = time.monotonic()
         leave_out = growing.leave_out
+        filled: list[bool] = []
 
         def fill(disk):  # type: ignore[no-untyped-def]
-            return backend.save_layer(container, disk, lambda path: _left_out(path, leave_out), self.max_size)
+            filled.append(True)
+            return backend.save_layer(container, disk, lambda path: _left_out(path, leave_out), self.max_size,
+                                      growing.previous)
 
         from tapers.errors import TapersError
 
@@ -89,7 +93,10 @@ class Caching:
             del self._growing[machine.name]
             reporter.line(machine.name, f"{step.label} not kept in the provisioning cache: {exc}")
             return
-        if layer is not None:  # (the next one holds this one's files too: the machine's layer grows)
+        # the next layer holds this one's files too (the machine's layer grows): those the
+        # machine doesn't touch meanwhile are shared with this one, not copied again
+        growing.previous = layer.disk if layer is not None and filled else None
+        if layer is not None:
             from tapers.taperfile.units import human_size
 
             reporter.line(machine.name, f"kept in the provisioning cache after {step.label.split(' (')[0]} "
@@ -107,6 +114,7 @@ class _Growing:
         self.seconds = seconds
         self.steps = steps
         self.leave_out = leave_out
+        self.previous: Path | None = None  # the last layer saved from this machine (this `up`)
 
 
 def _left_out(path: str, leave_out: set[str]) -> bool:

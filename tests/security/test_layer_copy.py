@@ -107,3 +107,20 @@ def test_a_layer_is_written_only_where_nothing_was(upper: Path, tmp_path: Path) 
     with pytest.raises(FileExistsError):
         copy_layer(upper, target, SHIFT, _leave_out, 2**30)
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_file_the_machine_left_alone_since_the_last_layer_is_shared_not_copied(upper: Path, tmp_path: Path) -> None:
+    (upper / "opt" / "big").write_bytes(b"x" * 2**20)
+    first = tmp_path / "first"
+    size, seen = copy_layer(upper, first, SHIFT, _leave_out, 2**30)
+    (upper / "opt" / "suid").write_bytes(b"#!/bin/sh\necho changed\n")  # touched since: copied again
+    os.chmod(upper / "opt" / "ids", 0o600)  # its mode changed (ctime moved): copied again
+    second = tmp_path / "second"
+    again, _ = copy_layer(upper, second, SHIFT, _leave_out, 2**30, (first, seen))
+    assert size > 2**20 > again  # the big file, untouched, is not copied twice
+    assert os.stat(second / "opt" / "ping").st_ino == os.stat(first / "opt" / "ping").st_ino
+    assert os.getxattr(second / "opt" / "ping", "security.capability")[3] == 2
+    for changed in ("suid", "ids"):
+        assert os.stat(second / "opt" / changed).st_ino != os.stat(first / "opt" / changed).st_ino
+    assert (second / "opt" / "suid").read_bytes().endswith(b"changed\n")
+    assert stat.S_IMODE((second / "opt" / "ids").stat().st_mode) == 0o600

@@ -67,6 +67,7 @@ class LiblxcBackend(BackendBase):
         self.lxcpath = lxcpath or paths.lxc_path()
         self.as_user = paths.as_user()  # a normal user's machines: see userns.py
         self._user_views: dict[Path, tuple[Path, Path]] = {}  # root_view's folder -> (writable layer, box)
+        self._layers_seen: dict[str, Any] = {}  # container -> what its last saved layer copied (layer_copy.Seen)
 
     @functools.cached_property
     def network(self) -> HostNetworking | UserNetworking:  # type: ignore[override]
@@ -164,16 +165,21 @@ class LiblxcBackend(BackendBase):
         only inside their id map)."""
         return not self.as_user and self.copy_mode() == "overlay"
 
-    def _save_layer(self, container: str, target: Path, leave_out: Callable[[str], bool], limit: int) -> int:
+    def _save_layer(self, container: str, target: Path, leave_out: Callable[[str], bool], limit: int,
+                    previous: Path | None) -> int:
         from tapers.backend.layer_copy import copy_layer
 
         folder = self.lxcpath / container
         if not self.caches_layers() or not (folder / UPPER_DIR).is_dir():
             raise BackendError(f"`{container}` has no writable layer of its own to cache")
+        seen = self._layers_seen.pop(container, None)
         c = self._container(container)
         frozen = c.state == "RUNNING" and c.freeze()
         try:
-            return copy_layer(folder / UPPER_DIR, target, unprivileged.shift_of(folder), leave_out, limit)
+            size, self._layers_seen[container] = copy_layer(
+                folder / UPPER_DIR, target, unprivileged.shift_of(folder), leave_out, limit,
+                (previous, seen) if previous is not None and seen is not None else None)
+            return size
         finally:
             if frozen:
                 c.unfreeze()
