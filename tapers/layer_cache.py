@@ -55,6 +55,7 @@ class Layer(NamedTuple):
     size: int  # bytes of its own files
     box: str
     used: float  # when a machine was last made from it (or it was made)
+    scope: str = "liblxc"  # the backend that made it (Backend.layer_scope)
 
     @property
     def disk(self) -> Path:
@@ -84,11 +85,12 @@ def cacheable(step: Step) -> bool:
     return step.run == "once" and step.cache
 
 
-def chain(box_tree: str, machine: Machine, fingerprints: dict[str, str]) -> list[Link]:
-    """The keys of the layers that would hold `machine` after each of its first steps."""
+def chain(box_tree: str, machine: Machine, fingerprints: dict[str, str], scope: str = "liblxc") -> list[Link]:
+    """The keys of the layers that would hold `machine` after each of its first steps, made
+    by the backend whose layers are in `scope`."""
     from tapers.digests import sha256
 
-    key = sha256(json.dumps(["tapers layer", FORMAT, box_tree]).encode()).hexdigest()[:_KEY_LENGTH]
+    key = sha256(json.dumps(["tapers layer", FORMAT, box_tree, scope]).encode()).hexdigest()[:_KEY_LENGTH]
     links = []
     for step in machine.provision:
         if step.run == "never":
@@ -133,7 +135,7 @@ def touch(keys: tuple[str, ...]) -> None:
 
 
 def publish(key: str, below: tuple[str, ...], steps: tuple[str, ...], seconds: float, box: str,
-            fill: Callable[[Path], int]) -> Layer | None:
+            fill: Callable[[Path], int], scope: str = "liblxc") -> Layer | None:
     """Make layer `key`: `fill(disk)` writes its files into the new folder `disk` and returns
     their size. It appears whole or not at all. None when another tapers made it meanwhile."""
     root = _own_folder()
@@ -146,7 +148,7 @@ def publish(key: str, below: tuple[str, ...], steps: tuple[str, ...], seconds: f
     try:
         size = fill(work / "disk")
         meta = {"format": FORMAT, "key": key, "below": list(below), "steps": list(steps), "seconds": round(seconds, 1),
-                "size": size, "box": box, "made": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                "size": size, "box": box, "scope": scope, "made": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (work / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         try:
             os.rename(work, root / key)
@@ -167,34 +169,39 @@ def list_layers() -> list[Layer]:
     return sorted((layer for layer in found if layer is not None), key=lambda layer: layer.used)
 
 
-def prune(max_size: int, in_use: Callable[[], set[str]]) -> list[Layer]:
+def prune(max_size: int, in_use: Callable[[], set[str]], drop: Callable[[Layer], bool] = lambda layer: True,
+          ) -> list[Layer]:
     """Remove the least recently used layers no machine stands on (`in_use`, asked once no
     machine is being made from layers) until the cache holds at most `max_size` bytes, and
-    the layers that stood on a removed one. The removed."""
-    if sum(layer.size for layer in list_layers()) <= max_size:
+    the layers that stood on a removed one. `drop(layer)` removes what a backend keeps of
+    it, False when it can't (another backend's: the layer stays). The removed."""
+    if max_size and sum(layer.size for layer in list_layers()) <= max_size:
         return []
     with locked(shared=False):
-        return _prune(max_size, in_use())
+        return _prune(max_size, in_use(), drop)
 
 
-def _prune(max_size: int, in_use: set[str]) -> list[Layer]:
+def _prune(max_size: int, in_use: set[str], drop: Callable[[Layer], bool]) -> list[Layer]:
     remove_abandoned()
     layers = list_layers()
     total = sum(layer.size for layer in layers)
     removed: list[Layer] = []
     gone: set[str] = set()
     for layer in layers:
-        if total <= max_size:
+        if max_size and total <= max_size:  # (0: all of them, sizes a backend can't tell included)
             break
-        if layer.key in in_use:
+        if layer.key in in_use or layer.key in gone or not drop(layer):
             continue
-        doomed = [layer, *(other for other in layers if layer.key in other.below and other.key not in in_use)]
-        for each in doomed:
-            if each.key not in gone:
-                _remove(each.folder)
-                gone.add(each.key)
-                removed.append(each)
-                total -= each.size
+        _remove(layer.folder)
+        gone.add(layer.key)
+        removed.append(layer)
+        total -= layer.size
+        for other in layers:  # nothing can stand on them any more
+            if layer.key in other.below and other.key not in in_use | gone and drop(other):
+                _remove(other.folder)
+                gone.add(other.key)
+                removed.append(other)
+                total -= other.size
     return removed
 
 
@@ -233,7 +240,7 @@ def _read(item: Path) -> Layer | None:
         if meta.get("format") != FORMAT or meta.get("key") != name or not (item / "disk").is_dir():
             return None
         return Layer(name, item, tuple(str(k) for k in meta["below"]), tuple(str(s) for s in meta["steps"]),
-                     float(meta["seconds"]), int(meta["size"]), str(meta["box"]), used)
+                     float(meta["seconds"]), int(meta["size"]), str(meta["box"]), used, str(meta.get("scope", "liblxc")))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

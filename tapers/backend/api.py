@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from tapers.record import Record, RecordError, claims
 
@@ -110,6 +110,16 @@ class MachineSpec(NamedTuple):
     # cached provisioning layers between the box and the machine's own writable layer, the
     # top one first (tapers/layer_cache.py); only where `caches_layers`
     layers: tuple[Path, ...] = ()
+
+
+class LeaveOut(NamedTuple):
+    """What stays out of a cached layer: a machine's own files (relative paths, no leading /)."""
+
+    paths: frozenset[str]
+    prefixes: tuple[str, ...] = ()  # e.g. etc/ssh/ssh_host_: every file whose path starts so
+
+    def __call__(self, path: str) -> bool:
+        return path in self.paths or path.startswith(self.prefixes)
 
 
 class Snapshot(NamedTuple):
@@ -289,7 +299,14 @@ class Backend(Protocol):
         """Whether machines can stand on cached provisioning layers (MachineSpec.layers) and
         `save_layer` can make them."""
 
-    def save_layer(self, container: str, target: Path, leave_out: Callable[[str], bool], limit: int,
+    def layer_scope(self) -> str:
+        """Where this backend's layers live ("liblxc": in the cache's folders alone; an LXD
+        server's: instances there too): a layer is used only where it was made."""
+
+    def drop_layer(self, folder: Path) -> None:
+        """The cache removes the layer in `folder`: what this backend keeps of it goes too."""
+
+    def save_layer(self, container: str, target: Path, leave_out: LeaveOut, limit: int,
                    previous: Path | None = None) -> int:
         """Copy what the machine changed over its box and layers into the new folder `target`
         (held still meanwhile: frozen if running), owners as in the box, leaving out the paths

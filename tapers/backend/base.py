@@ -11,7 +11,7 @@ may assume the state it needs was checked.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
@@ -19,6 +19,7 @@ from pathlib import Path
 from tapers.backend.api import (
     ContainerInfo,
     GuestFile,
+    LeaveOut,
     Limits,
     MachineSpec,
     Mount,
@@ -198,7 +199,13 @@ class BackendBase:
     def caches_layers(self) -> bool:
         return False
 
-    def save_layer(self, container: str, target: Path, leave_out: Callable[[str], bool], limit: int,
+    def layer_scope(self) -> str:
+        return self.name
+
+    def drop_layer(self, folder: Path) -> None:
+        """Nothing but the cache's folder (liblxc)."""
+
+    def save_layer(self, container: str, target: Path, leave_out: LeaveOut, limit: int,
                    previous: Path | None = None) -> int:
         with self._translated("keep its provisioned files in the cache", container):
             self._require(container, "keep the files of")
@@ -319,7 +326,7 @@ class BackendBase:
     def _remove_leftovers(self, container: str) -> None:
         """The container does not exist: remove what an interrupted create may have left."""
 
-    def _save_layer(self, container: str, target: Path, leave_out: Callable[[str], bool], limit: int,
+    def _save_layer(self, container: str, target: Path, leave_out: LeaveOut, limit: int,
                     previous: Path | None) -> int:
         raise BackendError(f"the {self.name} backend can't cache provisioned machines")
 

@@ -23,9 +23,8 @@ def list_(as_json: JsonFlag = False) -> None:
 
     layers = layer_cache.list_layers()
     rows = [{"layer": layer.key, "box": layer.box, "steps": list(layer.steps), "seconds": layer.seconds,
-             "size": layer.size, "below": list(layer.below), "used": time.strftime("%Y-%m-%dT%H:%M:%S%z",
-                                                                                 time.localtime(layer.used))}
-            for layer in layers]
+             "size": layer.size, "below": list(layer.below), "where": layer.scope,
+             "used": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(layer.used))} for layer in layers]
     columns = ["LAYER", "BOX", "STEPS", "LAST STEP", "SAVES", "SIZE", "USED"]
     output.listing(rows, as_json, "the provisioning cache is empty", columns, lambda row: [
         row["layer"][:12], row["box"], str(len(row["steps"])), row["steps"][-1] if row["steps"] else "",
@@ -57,11 +56,11 @@ def clear() -> None:
 def _prune(bound: int) -> None:
     from tapers import layer_cache
     from tapers.backend import default_backend
-    from tapers.engine.caching import in_use
+    from tapers.engine.caching import dropper, in_use
     from tapers.taperfile.units import human_size
 
     backend = default_backend()
-    removed = layer_cache.prune(bound, lambda: in_use(backend))
+    removed = layer_cache.prune(bound, lambda: in_use(backend), dropper(backend))
     layer_cache.remove_abandoned()
     left = layer_cache.list_layers()
     output.say(f"removed {len(removed)} layer(s), {human_size(sum(layer.size for layer in removed))}; "

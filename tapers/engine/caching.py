@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 from tapers import layer_cache
 from tapers.layer_cache import Layer, Link
 
 if TYPE_CHECKING:
-    from tapers.backend.api import Backend
+    from tapers.backend.api import Backend, LeaveOut
     from tapers.events import Reporter
     from tapers.taperfile import Machine
 
@@ -55,7 +55,7 @@ class Caching:
         self.max_size = max_size
         self._growing: dict[str, _Growing] = {}
 
-    def made(self, machine: Machine, start: Start, leave_out: set[str]) -> None:
+    def made(self, machine: Machine, start: Start, leave_out: LeaveOut) -> None:
         """`machine` was just made from `start`: its next steps may add layers."""
         below = layer_cache.stack(start.layer) if start.layer else ()
         seconds = start.layer.seconds if start.layer else 0.0
@@ -82,13 +82,13 @@ class Caching:
 
         def fill(disk):  # type: ignore[no-untyped-def]
             filled.append(True)
-            return backend.save_layer(container, disk, lambda path: _left_out(path, leave_out), self.max_size,
-                                      growing.previous)
+            return backend.save_layer(container, disk, leave_out, self.max_size, growing.previous)
 
         from tapers.errors import TapersError
 
         try:
-            layer = layer_cache.publish(link.key, growing.below, growing.steps, growing.seconds, box, fill)
+            layer = layer_cache.publish(link.key, growing.below, growing.steps, growing.seconds, box, fill,
+                                        backend.layer_scope())
         except (TapersError, OSError) as exc:
             del self._growing[machine.name]
             reporter.line(machine.name, f"{step.label} not kept in the provisioning cache: {exc}")
@@ -101,14 +101,14 @@ class Caching:
 
             reporter.line(machine.name, f"kept in the provisioning cache after {step.label.split(' (')[0]} "
                                         f"({human_size(layer.size)}, {time.monotonic() - started:.1f} s)")
-            for gone in layer_cache.prune(self.max_size, lambda: in_use(backend)):
+            for gone in layer_cache.prune(self.max_size, lambda: in_use(backend), dropper(backend)):
                 reporter.line("cache", f"pruned a layer of {gone.box} used least recently ({human_size(gone.size)}): "
                                        f"the cache is bounded to {human_size(self.max_size)}")
 
 
 class _Growing:
     def __init__(self, links: list[Link], below: tuple[str, ...], seconds: float, steps: tuple[str, ...],
-                 leave_out: set[str]) -> None:
+                 leave_out: LeaveOut) -> None:
         self.links = links
         self.below = below
         self.seconds = seconds
@@ -117,18 +117,16 @@ class _Growing:
         self.previous: Path | None = None  # the last layer saved from this machine (this `up`)
 
 
-def _left_out(path: str, leave_out: set[str]) -> bool:
-    return path in leave_out or path.startswith(PER_MACHINE_PREFIXES)
-
-
-def leave_out(files: tuple[str, ...]) -> set[str]:
+def leave_out(files: tuple[str, ...]) -> LeaveOut:
     """What stays out of a machine's layers: PER_MACHINE and the files tapers wrote at its creation."""
-    return {*PER_MACHINE, *(path.lstrip("/") for path in files)}
+    from tapers.backend.api import LeaveOut
+
+    return LeaveOut(frozenset({*PER_MACHINE, *(path.lstrip("/") for path in files)}), PER_MACHINE_PREFIXES)
 
 
-def starts(machines: list[Machine], fingerprints: dict[str, dict[str, str]]) -> dict[str, Start]:
-    """Each machine's chain (its box must be in the box cache) and the longest part of it
-    the cache holds."""
+def starts(machines: list[Machine], fingerprints: dict[str, dict[str, str]], scope: str) -> dict[str, Start]:
+    """Each machine's chain on the backend of `scope` (its box must be in the box cache) and
+    the longest part of it the cache holds."""
     from tapers.boxes.cache import find_box
 
     result = {}
@@ -138,7 +136,7 @@ def starts(machines: list[Machine], fingerprints: dict[str, dict[str, str]]) -> 
         box = find_box(machine.box)
         if box is None:
             continue
-        links = tuple(layer_cache.chain(box_identity(box.meta), machine, fingerprints.get(machine.name, {})))
+        links = tuple(layer_cache.chain(box_identity(box.meta), machine, fingerprints.get(machine.name, {}), scope))
         found = layer_cache.longest(list(links))
         result[machine.name] = Start(links, *found) if found else Start(links)
     return result
@@ -153,6 +151,20 @@ def max_size() -> int:
     from tapers.user_config import cache_max_size
 
     return cache_max_size()
+
+
+def dropper(backend: Backend) -> Callable[[Layer], bool]:
+    """Removes what `backend` keeps of a layer it made; another server's layers stay (False)
+    unless they are only folders (liblxc's)."""
+    scope = backend.layer_scope()
+
+    def drop(layer: Layer) -> bool:
+        if layer.scope == scope:
+            backend.drop_layer(layer.folder)
+            return True
+        return layer.scope == "liblxc"
+
+    return drop
 
 
 def in_use(backend: Backend) -> set[str]:

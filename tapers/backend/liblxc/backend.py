@@ -12,7 +12,7 @@ import functools
 import json
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,7 @@ from tapers.backend.api import (
     Record,
     container_info,
     GuestFile,
+    LeaveOut,
     Limits,
     MachineSpec,
     Mount,
@@ -165,7 +166,7 @@ class LiblxcBackend(BackendBase):
         only inside their id map)."""
         return not self.as_user and self.copy_mode() == "overlay"
 
-    def _save_layer(self, container: str, target: Path, leave_out: Callable[[str], bool], limit: int,
+    def _save_layer(self, container: str, target: Path, leave_out: LeaveOut, limit: int,
                     previous: Path | None) -> int:
         from tapers.backend.layer_copy import copy_layer
 

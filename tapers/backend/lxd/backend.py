@@ -38,6 +38,7 @@ from tapers.backend.api import (
     Record,
     container_info,
     GuestFile,
+    LeaveOut,
     Limits,
     MachineSpec,
     Mount,
@@ -203,13 +204,16 @@ class LxdBackend(BackendBase):
                    json={"config": {RECORD_KEY: record.to_json()}})
 
     def _create(self, spec: MachineSpec, record: Record) -> None:
-        alias = self._image(spec.rootfs)
+        if spec.layers:  # a copy of the cached layer's instance (on btrfs, zfs, lvm: a copy-on-write one)
+            source = {"type": "copy", "source": layer_instance(spec.layers[0].parent.name), "instance_only": True}
+        else:
+            source = {"type": "image", "alias": self._image(spec.rootfs)}
         if self.local:
             staging.make_dirs(spec.container, staging.as_records(spec.mounts))
         body = {
             "name": spec.container,
             "type": "container",
-            "source": {"type": "image", "alias": alias},
+            "source": source,
             "profiles": [],
             "config": {
                 **_limit_config(spec.limits),
@@ -234,6 +238,76 @@ class LxdBackend(BackendBase):
             raise
         for guest_file in spec.files:
             self._push(spec.container, guest_file)
+
+    # -- the provisioning cache: a layer is a stopped instance, copied from the machine ------
+
+    def caches_layers(self) -> bool:
+        return True
+
+    def layer_scope(self) -> str:
+        return f"lxd {self.settings.endpoint} {self.settings.project} {self.settings.storage_pool}"
+
+    def _save_layer(self, container: str, target: Path, leave_out: LeaveOut, limit: int, previous: Path | None) -> int:
+        """A snapshot of the machine (frozen for it), copied into the layer's own stopped
+        instance with nothing of the machine's settings, its own files taken out. The
+        whole machine is in it: a layer on LXD stands on nothing."""
+        layer = layer_instance(target.parent.name.rpartition("-")[2])
+        snapshot = "tapers-layer"
+        if self._instance(layer) is not None:  # left by a tapers killed before it published the layer
+            self._call("remove an unfinished layer", layer, "delete", "instances", layer)
+        if snapshot in {s.name for s in self._snapshot_list(container)}:
+            self._snapshot_delete(container, snapshot)
+        frozen = self._state(container) is State.RUNNING
+        if frozen:
+            self._freeze(container)
+        try:
+            self._snapshot_save(container, snapshot)
+        finally:
+            if frozen:
+                self._unfreeze(container)
+        try:
+            self._call("copy it into the provisioning cache", container, "post", "instances", json={
+                "name": layer, "type": "container", "profiles": [], "config": {}, "devices": {
+                    "root": {"type": "disk", "path": "/", "pool": self.settings.storage_pool}},
+                "source": {"type": "copy", "source": f"{container}/{snapshot}", "instance_only": True}})
+        finally:
+            self._snapshot_delete(container, snapshot)
+        data = self._data(layer, "clean")
+        self._update(layer, "clear the settings of", data, config={
+            key: value for key, value in data["config"].items() if key.startswith("volatile.")},
+            devices={"root": {"type": "disk", "path": "/", "pool": self.settings.storage_pool}})
+        self._take_out(layer, leave_out)
+        target.mkdir()
+        state = self._api("instances", layer, "state").get().json()["metadata"]
+        size = int(((state.get("disk") or {}).get("root") or {}).get("usage") or 0)
+        if size > limit:
+            self._call("remove it from the provisioning cache", layer, "delete", "instances", layer)
+            raise BackendError(f"the machine's files are over {limit // 2**20} MiB: not cached")
+        return size
+
+    def _take_out(self, layer: str, leave_out: LeaveOut) -> None:
+        """The machine's own files, out of the layer's instance (a folder that isn't empty stays)."""
+        from pylxd.exceptions import LXDAPIException
+
+        files = self._api("instances", layer, "files")
+        paths = set(leave_out.paths)
+        for prefix in leave_out.prefixes:
+            folder, _, start = prefix.rpartition("/")
+            try:
+                listed = files.get(params={"path": f"/{folder}"}).json().get("metadata") or []
+            except (LXDAPIException, ValueError):
+                continue
+            paths |= {f"{folder}/{name}" for name in listed if isinstance(name, str) and name.startswith(start)}
+        for path in sorted(paths, reverse=True):
+            try:
+                files.delete(params={"path": f"/{path}"})
+            except LXDAPIException:
+                pass  # not there (or a folder with files in it)
+
+    def drop_layer(self, folder: Path) -> None:
+        layer = layer_instance(folder.name)
+        if self._instance(layer) is not None:
+            self._call("remove it from the provisioning cache", layer, "delete", "instances", layer)
 
     def _member(self, name: str) -> str:
         """`placement: {member: name}`, checked against the cluster's members."""
@@ -465,6 +539,11 @@ class LxdBackend(BackendBase):
 
 
 # -- instance configuration ------------------------------------------------------------
+
+
+def layer_instance(key: str) -> str:
+    """The stopped instance holding a cached layer (not `tapers-`: it is no machine)."""
+    return f"tlayer-{key}"
 
 
 def image_alias(rootfs: Path) -> str:
