@@ -99,8 +99,9 @@ class Caching:
         if layer is not None:
             from tapers.taperfile.units import human_size
 
+            size = f"{human_size(layer.size)}, " if layer.size else ""  # (LXD's dir pools can't tell)
             reporter.line(machine.name, f"kept in the provisioning cache after {step.label.split(' (')[0]} "
-                                        f"({human_size(layer.size)}, {time.monotonic() - started:.1f} s)")
+                                        f"({size}{time.monotonic() - started:.1f} s)")
             for gone in layer_cache.prune(self.max_size, lambda: in_use(backend), dropper(backend)):
                 reporter.line("cache", f"pruned a layer of {gone.box} used least recently ({human_size(gone.size)}): "
                                        f"the cache is bounded to {human_size(self.max_size)}")

@@ -137,7 +137,8 @@ def plan_up(
                 cause = "not in the box cache" + ("; from box_url" if machine.box_url else "")
                 actions.append(Action(Kind.BUILD_BOX, machine.box, cause, cls="create"))
             cached, saves = from_cache.get(machine.name, ((), 0.0)) if provision != "skip" else ((), 0.0)
-            also = f"; {steps_text(cached)} from the provisioning cache, saving about {saves:.0f} s" if cached else ""
+            saving = f"{saves:.0f} s" if saves >= 10 else f"{saves:.1f} s"
+            also = f"; {steps_text(cached)} from the provisioning cache, saving about {saving}" if cached else ""
             if info is None:
                 cls = "create"
                 actions.append(Action(Kind.CREATE, machine.name, "not found" + also, cls=cls))

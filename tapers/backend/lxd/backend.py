@@ -248,30 +248,23 @@ class LxdBackend(BackendBase):
         return f"lxd {self.settings.endpoint} {self.settings.project} {self.settings.storage_pool}"
 
     def _save_layer(self, container: str, target: Path, leave_out: LeaveOut, limit: int, previous: Path | None) -> int:
-        """A snapshot of the machine (frozen for it), copied into the layer's own stopped
-        instance with nothing of the machine's settings, its own files taken out. The
-        whole machine is in it: a layer on LXD stands on nothing."""
+        """The machine (frozen meanwhile) copied into the layer's own stopped instance, with
+        nothing of the machine's settings, its own files taken out. The whole machine is in
+        it: a layer on LXD stands on nothing."""
         layer = layer_instance(target.parent.name.rpartition("-")[2])
-        snapshot = "tapers-layer"
         if self._instance(layer) is not None:  # left by a tapers killed before it published the layer
             self._call("remove an unfinished layer", layer, "delete", "instances", layer)
-        if snapshot in {s.name for s in self._snapshot_list(container)}:
-            self._snapshot_delete(container, snapshot)
         frozen = self._state(container) is State.RUNNING
         if frozen:
             self._freeze(container)
         try:
-            self._snapshot_save(container, snapshot)
-        finally:
-            if frozen:
-                self._unfreeze(container)
-        try:
             self._call("copy it into the provisioning cache", container, "post", "instances", json={
                 "name": layer, "type": "container", "profiles": [], "config": {}, "devices": {
                     "root": {"type": "disk", "path": "/", "pool": self.settings.storage_pool}},
-                "source": {"type": "copy", "source": f"{container}/{snapshot}", "instance_only": True}})
+                "source": {"type": "copy", "source": container, "instance_only": True}})
         finally:
-            self._snapshot_delete(container, snapshot)
+            if frozen:
+                self._unfreeze(container)
         data = self._data(layer, "clean")
         self._update(layer, "clear the settings of", data, config={
             key: value for key, value in data["config"].items() if key.startswith("volatile.")},
