@@ -19,6 +19,8 @@ from typing import Callable
 from tapers.errors import BackendError
 
 RANGE = 65536  # ids of one machine: 0..65535 inside
+MAX_ENTRIES = 2_000_000  # files, folders and links a layer may hold (a Debian with a desktop: ~300k)
+MAX_DEPTH = 200  # folders within folders (a real system: under 30)
 NOBODY = 65534
 _MARKERS = ("opaque", "redirect")  # overlayfs' own attributes a lower layer needs
 _CAP = "security.capability"
@@ -62,11 +64,18 @@ class _Copier:
         self.previous = previous
         self.seen: Seen = {}
         self.copied = 0
+        self.entries = 0
         self.linked: dict[tuple[int, int], tuple[int, str]] = {}  # (dev, ino) -> (folder fd, name) copied first
         self.held: list[int] = []  # folder fds kept open for hard links
 
-    def folder(self, source: int, target: int, relative: str) -> None:
-        for entry in sorted(os.listdir(source)):
+    def folder(self, source: int, target: int, relative: str, depth: int = 0) -> None:
+        if depth > MAX_DEPTH:
+            raise LayerTooBig(f"the machine's files are more than {MAX_DEPTH} folders deep (/{relative}): not cached")
+        names = os.listdir(source)
+        self.entries += len(names)
+        if self.entries > MAX_ENTRIES:
+            raise LayerTooBig(f"the machine's changes are over {MAX_ENTRIES} files: not cached")
+        for entry in sorted(names):
             path = f"{relative}/{entry}" if relative else entry
             if self.leave_out(path):
                 continue
@@ -78,7 +87,7 @@ class _Copier:
                 try:
                     inner_target = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=target)
                     try:
-                        self.folder(inner_source, inner_target, path)
+                        self.folder(inner_source, inner_target, path, depth + 1)
                         self.finish(inner_source, inner_target, st, path)
                     finally:
                         os.close(inner_target)

@@ -124,3 +124,18 @@ def test_a_file_the_machine_left_alone_since_the_last_layer_is_shared_not_copied
         assert os.stat(second / "opt" / changed).st_ino != os.stat(first / "opt" / changed).st_ino
     assert (second / "opt" / "suid").read_bytes().endswith(b"changed\n")
     assert stat.S_IMODE((second / "opt" / "ids").stat().st_mode) == 0o600
+
+
+def test_a_layer_too_deep_or_with_too_many_files_stops(upper: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    deep = upper / "opt"
+    for _ in range(250):  # past Python's recursion comfort too: refused before that matters
+        deep = deep / "d"
+    deep.mkdir(parents=True)
+    with pytest.raises(LayerTooBig, match="folders deep"):
+        copy_layer(upper, tmp_path / "deep", SHIFT, _leave_out, 2**30)
+    import shutil
+
+    shutil.rmtree(upper / "opt" / "d")
+    monkeypatch.setattr("tapers.backend.layer_copy.MAX_ENTRIES", 10)
+    with pytest.raises(LayerTooBig, match="over 10 files"):
+        copy_layer(upper, tmp_path / "many", SHIFT, _leave_out, 2**30)

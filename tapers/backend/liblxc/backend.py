@@ -175,7 +175,9 @@ class LiblxcBackend(BackendBase):
             raise BackendError(f"`{container}` has no writable layer of its own to cache")
         seen = self._layers_seen.pop(container, None)
         c = self._container(container)
-        frozen = c.state == "RUNNING" and c.freeze()
+        frozen = c.state == "RUNNING"
+        if frozen and not c.freeze():
+            raise BackendError(f"container `{container}` could not be frozen to copy its files")
         try:
             size, self._layers_seen[container] = copy_layer(
                 folder / UPPER_DIR, target, unprivileged.shift_of(folder), leave_out, limit,
