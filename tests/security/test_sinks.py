@@ -99,7 +99,7 @@ def test_hosts_file_refuses_a_name_that_would_add_another() -> None:
 
 def test_an_nftables_comment_cannot_close_its_quotes(monkeypatch: pytest.MonkeyPatch) -> None:
     ran: list[object] = []
-    monkeypatch.setattr(ports, "run", lambda *a, **k: ran.append(a))
+    monkeypatch.setattr(ports.nft, "apply", lambda *a, **k: ran.append(a))
     monkeypatch.setattr(ports, "forwarded", lambda: ran.append("listed") or {})
     with pytest.raises(UnsafeValueError):
         ports.install('tapers-x"; flush ruleset; "', [])
@@ -109,7 +109,7 @@ def test_an_nftables_comment_cannot_close_its_quotes(monkeypatch: pytest.MonkeyP
 def test_a_forwarded_port_only_ever_catches_traffic_to_this_host(monkeypatch: pytest.MonkeyPatch) -> None:
     """`host_ip: 8.8.8.8` must not turn the host's own DNS queries into the machine's."""
     scripts: list[str] = []
-    monkeypatch.setattr(ports, "run", lambda argv, what, stdin=None: scripts.append(stdin))
+    monkeypatch.setattr(ports.nft, "apply", lambda script, what: scripts.append(script))
     monkeypatch.setattr(ports, "forwarded", lambda: {})
     forwards = [Forward(host_ip=ip, host=53, guest=53, protocol="udp", guest_ip="10.97.0.2")
                 for ip in ("8.8.8.8", "0.0.0.0", "127.0.0.1")]

@@ -36,3 +36,19 @@ def test_a_users_rules_keep_their_networks_theirs() -> None:
 def test_a_user_name_that_would_land_raw_in_a_rule_or_a_path_is_refused(name: str) -> None:
     with pytest.raises(UsageError):
         host_setup.teardown(name)
+
+
+def test_tapers_folders_follow_xdg_as_platformdirs_did(monkeypatch) -> None:
+    from pathlib import Path
+
+    from tapers import paths
+
+    monkeypatch.delenv("TAPERS_HOME", raising=False)
+    monkeypatch.setenv("HOME", "/home/dev")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert paths.tapers_home() == Path("/home/dev/.cache/tapers")
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # the spec: only absolute paths count
+    assert paths.tapers_home() == Path("/home/dev/.cache/tapers")
+    monkeypatch.setenv("XDG_CACHE_HOME", "/xdg/cache")
+    assert paths.tapers_home() == Path("/xdg/cache/tapers")
+    assert paths._xdg("XDG_DATA_HOME", ".local/share") == Path("/home/dev/.local/share")

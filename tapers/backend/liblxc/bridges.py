@@ -29,6 +29,8 @@ def ensure_private_bridge(config: NetworkConfig) -> None:
 
 def ensure_bridge(name: str, host_side: str, what: str) -> None:
     """The bridge `name` exists, is up, and the host has the address `host_side` on it."""
+    if exists(name) and _up(name) and _address(name) == ipaddress.IPv4Interface(host_side):
+        return  # as it should be: read without starting `ip` three times
     if not exists(name):
         run(["ip", "link", "add", name, "type", "bridge"], f"create {what}")
     addresses = run(["ip", "-4", "-o", "addr", "show", "dev", name], f"read the address of {what}")
@@ -49,6 +51,29 @@ def exists(name: str) -> bool:
     return Path(f"/sys/class/net/{name}").exists()
 
 
+def _up(name: str) -> bool:
+    try:
+        return bool(int(Path(f"/sys/class/net/{name}/flags").read_text(), 16) & 0x1)  # IFF_UP
+    except (OSError, ValueError):
+        return False
+
+
+def _address(name: str) -> ipaddress.IPv4Interface | None:
+    """The device's (first) IPv4 address and prefix, through the kernel's ioctls."""
+    import fcntl
+    import socket
+    import struct
+
+    request = struct.pack("256s", name.encode()[:15])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            address = fcntl.ioctl(sock.fileno(), 0x8915, request)[20:24]  # SIOCGIFADDR
+            mask = fcntl.ioctl(sock.fileno(), 0x891B, request)[20:24]  # SIOCGIFNETMASK
+        except OSError:
+            return None
+    return ipaddress.IPv4Interface(f"{socket.inet_ntoa(address)}/{socket.inet_ntoa(mask)}")
+
+
 def bridge_ready() -> bool:
     return exists(BRIDGE)
 
@@ -61,8 +86,10 @@ def ensure_nat_network() -> None:
 
 
 def _ensure_masquerade() -> None:
-    listed = subprocess.run(["nft", "list", "table", "ip", NFT_TABLE], capture_output=True, text=True)
-    if listed.returncode == 0 and f"ip saddr {SUBNET} ip daddr != {SUBNET} masquerade" in listed.stdout:
+    from tapers.backend.liblxc import nft
+
+    listed, text, _ = nft.run(f"list table ip {NFT_TABLE}")
+    if listed and f"ip saddr {SUBNET} ip daddr != {SUBNET} masquerade" in text:
         return
     rules = (
         f"table ip {NFT_TABLE} {{\n"
@@ -70,14 +97,16 @@ def _ensure_masquerade() -> None:
         "}\n"
         f"add rule ip {NFT_TABLE} postrouting ip saddr {SUBNET} ip daddr != {SUBNET} masquerade\n"
     )
-    run(["nft", "-f", "-"], "install the masquerade rule", stdin=rules)
+    nft.apply(rules, "install the masquerade rule of the tapers network")
 
 
 def release_nat_network() -> None:
     """No tapers machine left on the host: take tapers' nftables rules away (masquerade, forwards)."""
-    deleted = subprocess.run(["nft", "delete", "table", "ip", NFT_TABLE], capture_output=True, text=True)
-    if deleted.returncode != 0 and "No such file or directory" not in deleted.stderr:
-        raise HostError(f"cannot remove the tapers nftables rules (table ip {NFT_TABLE}): {deleted.stderr.strip()}",
+    from tapers.backend.liblxc import nft
+
+    deleted, _, errors = nft.run(f"delete table ip {NFT_TABLE}")
+    if not deleted and "No such file or directory" not in errors:
+        raise HostError(f"cannot remove the tapers nftables rules (table ip {NFT_TABLE}): {errors.strip()}",
                         hint="run `tapers doctor`; tapers needs root to manage its network")
 
 

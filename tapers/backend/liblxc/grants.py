@@ -113,12 +113,12 @@ def mine() -> Grant:
 
 
 def machines_folder(user: str) -> Path:
-    """Where the user's tapers keeps their machines (platformdirs' data folder, by default)."""
+    """Where the user's tapers keeps their machines (the XDG data folder, by default)."""
     return Path(pwd.getpwnam(user).pw_dir) / ".local" / "share" / "tapers" / "machines"
 
 
 def boxes_folder(user: str) -> Path:
-    """Where the user's tapers keeps their boxes (platformdirs' cache folder, by default)."""
+    """Where the user's tapers keeps their boxes (the XDG cache folder, by default)."""
     return Path(pwd.getpwnam(user).pw_dir) / ".cache" / "tapers" / "boxes"
 
 

@@ -9,15 +9,13 @@ removes exactly those, the bridge, the rules and the cgroups, and the grant.
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 import os
 import pwd
-import subprocess
 from pathlib import Path
 
 from tapers.backend import host_routes
-from tapers.backend.liblxc import boot_hook, bridges, delegation, etc_files, grants, host, unprivileged
+from tapers.backend.liblxc import boot_hook, bridges, delegation, etc_files, grants, host, nft, unprivileged
 from tapers.backend.liblxc.grants import Grant
 from tapers.errors import HostError, UsageError
 
@@ -231,7 +229,7 @@ def _ensure_network(grant: Grant) -> None:
         "}\n"
     )
     script += _removal(grant.user, whole_table=False) + _rules(grant)
-    bridges.run(["nft", "-f", "-"], f"install the network rules of user {grant.user}", stdin=script)
+    nft.apply(script, f"install the network rules of user {grant.user}")
 
 
 def _rules(grant: Grant) -> str:
@@ -265,10 +263,9 @@ def _rules(grant: Grant) -> str:
 def _removal(user: str, whole_table: bool) -> str:
     """nft commands that take the user's rules away (`whole_table`: the table too, when no
     other user's rule is in it)."""
-    listed = subprocess.run(["nft", "-j", "list", "table", "ip", NFT_TABLE], capture_output=True, text=True)
-    if listed.returncode != 0:
+    rules = nft.rules(NFT_TABLE)
+    if not rules and not nft.run(f"list table ip {NFT_TABLE}")[0]:
         return ""
-    rules = [item["rule"] for item in json.loads(listed.stdout).get("nftables", []) if "rule" in item]
     mine = [r for r in rules if r.get("comment") == f"tapers-user {user}"]
     if whole_table and len(mine) == len(rules):
         return f"delete table ip {NFT_TABLE}\n"
@@ -278,7 +275,7 @@ def _removal(user: str, whole_table: bool) -> str:
 def _remove_rules(user: str) -> None:
     script = _removal(user, whole_table=True)
     if script:
-        bridges.run(["nft", "-f", "-"], f"remove the network rules of user {user}", stdin=script)
+        nft.apply(script, f"remove the network rules of user {user}")
 
 
 def _save(grant: Grant) -> None:

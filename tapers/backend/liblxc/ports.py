@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import subprocess
 from pathlib import Path
 
 from tapers.backend import forwards
 from tapers.backend.api import Forward
-from tapers.backend.liblxc.bridges import BRIDGE, NFT_TABLE, SUBNET, run
+from tapers.backend.liblxc import nft
+from tapers.backend.liblxc.bridges import BRIDGE, NFT_TABLE, SUBNET
 from tapers.errors import HostError, UnsafeValueError
 
 def ensure_chains() -> None:
@@ -28,31 +28,20 @@ def ensure_chains() -> None:
         "  chain postrouting { type nat hook postrouting priority srcnat; policy accept; }\n"
         "}\n"
     )
-    run(["nft", "-f", "-"], "create the port forwarding chains", stdin=script)
-    rules = json.dumps(_rules())
-    if "127.0.0.0" not in rules:
-        run(
-            ["nft", "add", "rule", "ip", NFT_TABLE, "postrouting", "ip", "saddr", "127.0.0.0/8",
-             "ip", "daddr", str(SUBNET), "masquerade", "comment", '"tapers: replies to forwarded localhost ports"'],
-            "install the localhost masquerade rule",
-        )
+    if "127.0.0.0" not in json.dumps(nft.rules(NFT_TABLE)):
+        script += (f"add rule ip {NFT_TABLE} postrouting ip saddr 127.0.0.0/8 ip daddr {SUBNET} masquerade "
+                   'comment "tapers: replies to forwarded localhost ports"\n')
+    nft.apply(script, "create the port forwarding chains")
     try:
         Path(f"/proc/sys/net/ipv4/conf/{BRIDGE}/route_localnet").write_text("1\n")
     except OSError as exc:
         raise HostError(f"cannot allow forwarding from 127.0.0.1 on {BRIDGE}: {exc.strerror}") from None
 
 
-def _rules() -> list[dict]:
-    listed = subprocess.run(["nft", "-j", "list", "table", "ip", NFT_TABLE], capture_output=True, text=True)
-    if listed.returncode != 0:
-        return []
-    return [item["rule"] for item in json.loads(listed.stdout).get("nftables", []) if "rule" in item]
-
-
 def forwarded() -> dict[str, list[tuple[str, int]]]:
     """container -> [(chain, handle)] of the rules forwarding ports to it."""
     result: dict[str, list[tuple[str, int]]] = {}
-    for rule in _rules():
+    for rule in nft.rules(NFT_TABLE):
         comment = rule.get("comment", "")
         if comment.startswith("tapers-") and rule["chain"] in ("prerouting", "output"):
             result.setdefault(comment, []).append((rule["chain"], rule["handle"]))
@@ -63,7 +52,7 @@ def remove(container: str) -> None:
     handles = forwarded().get(container, [])
     if handles:
         script = "".join(f"delete rule ip {NFT_TABLE} {chain} handle {handle}\n" for chain, handle in handles)
-        run(["nft", "-f", "-"], f"remove the forwarded ports of {container}", stdin=script)
+        nft.apply(script, f"remove the forwarded ports of {container}")
 
 
 def install(container: str, forwards: list[Forward]) -> None:
@@ -89,7 +78,7 @@ def install(container: str, forwards: list[Forward]) -> None:
                 f'comment "{comment}"\n'
             )
     if script:
-        run(["nft", "-f", "-"], f"forward ports to {container}", stdin=script)
+        nft.apply(script, f"forward ports to {container}")
 
 
 def _forwarded_endpoint(rule: dict) -> tuple[str, int, str] | None:
@@ -109,7 +98,7 @@ def _forwarded_endpoint(rule: dict) -> tuple[str, int, str] | None:
 
 def taken_by(host_ip: str, port: int, protocol: str, ours: str) -> str | None:
     """Who holds host_ip:port already: a listening process, or another machine's forward."""
-    for rule in _rules():
+    for rule in nft.rules(NFT_TABLE):
         comment = rule.get("comment", "")
         if rule["chain"] != "prerouting" or not comment.startswith("tapers-") or comment == ours:
             continue
