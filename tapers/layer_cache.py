@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, NamedTuple
 
 from tapers import paths
+from tapers.processes import alive
 
 if TYPE_CHECKING:
     from tapers.taperfile.machine import Machine, Step
@@ -85,17 +86,28 @@ def cacheable(step: Step) -> bool:
     return step.run == "once" and step.cache
 
 
-def chain(box_tree: str, machine: Machine, fingerprints: dict[str, str], scope: str = "liblxc") -> list[Link]:
+def shape(machine: Machine) -> list[object]:
+    """The machine's settings that reach into what its steps do (its hostname, its kind, its
+    networks, where folders are mounted in it, raw engine keys): a layer made under other
+    ones is another layer. (Not the synced folders' host paths: projects share layers.)"""
+    return [machine.hostname, machine.privileged, machine.nesting, list(machine.private_ips),
+            [[synced.guest, synced.readonly] for synced in machine.synced], machine.raw]
+
+
+def chain(box_tree: str, machine: Machine, fingerprints: dict[str, str], scope: str = "liblxc",
+          unresolved: frozenset[str] = frozenset()) -> list[Link]:
     """The keys of the layers that would hold `machine` after each of its first steps, made
-    by the backend whose layers are in `scope`."""
+    by the backend whose layers are in `scope`. It ends before a step that can't be kept,
+    and before one whose inputs can't all be told (`unresolved`: their keys)."""
     from tapers.digests import sha256
 
-    key = sha256(json.dumps(["tapers layer", FORMAT, box_tree, scope]).encode()).hexdigest()[:_KEY_LENGTH]
+    root = ["tapers layer", FORMAT, box_tree, scope, shape(machine)]
+    key = sha256(json.dumps(root, sort_keys=True, default=str).encode()).hexdigest()[:_KEY_LENGTH]
     links = []
     for step in machine.provision:
         if step.run == "never":
             continue
-        if not cacheable(step) or step.key not in fingerprints:
+        if not cacheable(step) or step.key not in fingerprints or step.key in unresolved:
             break
         named = machine.name if step.kind == "ansible" else ""  # a play targets hosts by name
         key = sha256(json.dumps([key, fingerprints[step.key], named]).encode()).hexdigest()[:_KEY_LENGTH]
@@ -135,12 +147,16 @@ def touch(keys: tuple[str, ...]) -> None:
 
 
 def publish(key: str, below: tuple[str, ...], steps: tuple[str, ...], seconds: float, box: str,
-            fill: Callable[[Path], int], scope: str = "liblxc") -> Layer | None:
+            fill: Callable[[Path], int], scope: str = "liblxc") -> tuple[Layer | None, bool]:
     """Make layer `key`: `fill(disk)` writes its files into the new folder `disk` and returns
-    their size. It appears whole or not at all. None when another tapers made it meanwhile."""
+    their size. It appears whole (written to disk first) or not at all. The layer, and
+    whether it is the one written here (not another tapers' made meanwhile)."""
     root = _own_folder()
     if (root / key).is_dir():
-        return find(key)
+        found = find(key)
+        if found is not None:
+            return found, False
+        _remove(root / key)  # what it stood on is gone (a prune killed half-way): made again
     remove_abandoned()
     work = root / f"{_INCOMING}{os.getpid()}-{key}"
     _remove(work)
@@ -150,15 +166,28 @@ def publish(key: str, below: tuple[str, ...], steps: tuple[str, ...], seconds: f
         meta = {"format": FORMAT, "key": key, "below": list(below), "steps": list(steps), "seconds": round(seconds, 1),
                 "size": size, "box": box, "scope": scope, "made": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (work / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        _sync(work)
         try:
             os.rename(work, root / key)
         except OSError:  # made by another tapers at the same time: theirs is as good
             _remove(work)
-            return find(key)
+            return find(key), False
     except BaseException:
         _remove(work)
         raise
-    return find(key)
+    return find(key), True
+
+
+def _sync(item: Path) -> None:
+    """What the layer holds is on disk before it is published (a power cut can't leave a
+    layer that looks whole with empty files)."""
+    import ctypes
+
+    fd = os.open(item, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        ctypes.CDLL(None, use_errno=True).syncfs(fd)
+    finally:
+        os.close(fd)
 
 
 def list_layers() -> list[Layer]:
@@ -169,39 +198,49 @@ def list_layers() -> list[Layer]:
     return sorted((layer for layer in found if layer is not None), key=lambda layer: layer.used)
 
 
-def prune(max_size: int, in_use: Callable[[], set[str]], drop: Callable[[Layer], bool] = lambda layer: True,
-          ) -> list[Layer]:
-    """Remove the least recently used layers no machine stands on (`in_use`, asked once no
+def prune(max_size: int, in_use: Callable[[], set[str]], scope: str = "liblxc",
+          drop: Callable[[Layer], None] = lambda layer: None) -> list[Layer]:
+    """Remove the least recently used layers of `scope` (the backend in use: another's
+    machines may stand on its own) that no machine stands on (`in_use`, asked once no
     machine is being made from layers) until the cache holds at most `max_size` bytes, and
-    the layers that stood on a removed one. `drop(layer)` removes what a backend keeps of
-    it, False when it can't (another backend's: the layer stays). The removed."""
+    the layers that stood on a removed one; 0 removes all. `drop(layer)` removes what the
+    backend keeps of one, once it is out of sight. The removed."""
     if max_size and sum(layer.size for layer in list_layers()) <= max_size:
         return []
     with locked(shared=False):
-        return _prune(max_size, in_use(), drop)
+        return _prune(max_size, in_use(), scope, drop)
 
 
-def _prune(max_size: int, in_use: set[str], drop: Callable[[Layer], bool]) -> list[Layer]:
+MAX_STACK = 16  # layers a machine stands on: overlayfs' options hold a page (each layer's path is in them)
+
+
+def _prune(max_size: int, in_use: set[str], scope: str, drop: Callable[[Layer], None]) -> list[Layer]:
     remove_abandoned()
     layers = list_layers()
     total = sum(layer.size for layer in layers)
     removed: list[Layer] = []
-    gone: set[str] = set()
+
+    def remove(layer: Layer) -> None:
+        nonlocal total
+        _remove(layer.folder)  # out of sight first: a tapers killed now leaves nothing that looks usable
+        removed.append(layer)
+        total -= layer.size
+        from tapers.errors import TapersError
+
+        try:
+            drop(layer)
+        except (TapersError, OSError):  # what the backend keeps of it stays: never used again
+            pass
+
     for layer in layers:
         if max_size and total <= max_size:  # (0: all of them, sizes a backend can't tell included)
             break
-        if layer.key in in_use or layer.key in gone or not drop(layer):
+        if layer.key in in_use or layer in removed or layer.scope != scope:
             continue
-        _remove(layer.folder)
-        gone.add(layer.key)
-        removed.append(layer)
-        total -= layer.size
+        remove(layer)
         for other in layers:  # nothing can stand on them any more
-            if layer.key in other.below and other.key not in in_use | gone and drop(other):
-                _remove(other.folder)
-                gone.add(other.key)
-                removed.append(other)
-                total -= other.size
+            if layer.key in other.below and other.key not in in_use and other not in removed and other.scope == scope:
+                remove(other)
     return removed
 
 
@@ -215,18 +254,8 @@ def remove_abandoned() -> None:
             _remove(item)
         elif item.name.startswith(_INCOMING):
             pid = item.name.removeprefix(_INCOMING).partition("-")[0]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not alive(int(pid)):
                 _remove(item)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _read(item: Path) -> Layer | None:
@@ -237,19 +266,28 @@ def _read(item: Path) -> Layer | None:
         meta_path = item / "meta.json"
         meta = json.loads(meta_path.read_text())
         used = meta_path.stat().st_mtime
-        if meta.get("format") != FORMAT or meta.get("key") != name or not (item / "disk").is_dir():
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("key") != name \
+                or not (item / "disk").is_dir() or not all(isinstance(meta.get(k), list) for k in ("below", "steps")):
             return None
         return Layer(name, item, tuple(str(k) for k in meta["below"]), tuple(str(s) for s in meta["steps"]),
                      float(meta["seconds"]), int(meta["size"]), str(meta["box"]), used, str(meta.get("scope", "liblxc")))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError):
         return None
 
 
 def _own_folder() -> Path:
     """The cache's folder, reachable by its owner only: its files keep the machines' owners
     and modes (setuid programs among them), which no one else on the host may run."""
+    import stat
+
+    from tapers.errors import CacheError
+
     root = folder()
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = os.lstat(root)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        raise CacheError(f"{root} is not a folder of yours (a link, or someone else's): the provisioning cache "
+                         "is not kept there", hint="remove it, or set TAPERS_HOME to a folder of yours")
     os.chmod(root, 0o700)
     return root
 

@@ -21,6 +21,7 @@ from tapers.errors import BackendError
 RANGE = 65536  # ids of one machine: 0..65535 inside
 MAX_ENTRIES = 2_000_000  # files, folders and links a layer may hold (a Debian with a desktop: ~300k)
 MAX_DEPTH = 200  # folders within folders (a real system: under 30)
+ENTRY_COST = 4096  # what each file, folder or link counts for against the size bound (its inode, its block)
 NOBODY = 65534
 _MARKERS = ("opaque", "redirect")  # overlayfs' own attributes a lower layer needs
 _CAP = "security.capability"
@@ -45,9 +46,10 @@ def copy_layer(source: Path, target: Path, shift: int, leave_out: Callable[[str]
     try:
         os.mkdir(target, 0o700)
         target_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        copier.root = target_fd
         try:
             copier.folder(source_fd, target_fd, "")
-            copier.finish(source_fd, target_fd, os.fstat(source_fd), "")
+            copier.finish(source_fd, target_fd, os.fstat(source_fd))
         finally:
             os.close(target_fd)
     finally:
@@ -65,59 +67,64 @@ class _Copier:
         self.seen: Seen = {}
         self.copied = 0
         self.entries = 0
-        self.linked: dict[tuple[int, int], tuple[int, str]] = {}  # (dev, ino) -> (folder fd, name) copied first
-        self.held: list[int] = []  # folder fds kept open for hard links
+        self.root = -1  # the layer's own folder (copy_layer sets it)
+        self.linked: dict[tuple[int, int], str] = {}  # (dev, ino) -> the layer's path of its first copy
+        # overlayfs' markers in this machine's layer: `user.overlay.*` in an unprivileged machine's
+        # (in a privileged one those are plain attributes its root may set), `trusted.overlay.*` else
+        self.markers = "user.overlay." if shift else "trusted.overlay."
 
     def folder(self, source: int, target: int, relative: str, depth: int = 0) -> None:
         if depth > MAX_DEPTH:
-            raise LayerTooBig(f"the machine's files are more than {MAX_DEPTH} folders deep (/{relative}): not cached")
-        names = os.listdir(source)
-        self.entries += len(names)
-        if self.entries > MAX_ENTRIES:
-            raise LayerTooBig(f"the machine's changes are over {MAX_ENTRIES} files: not cached")
-        for entry in sorted(names):
-            path = f"{relative}/{entry}" if relative else entry
-            if self.leave_out(path):
-                continue
-            st = os.stat(entry, dir_fd=source, follow_symlinks=False)
-            mode = st.st_mode
-            if stat.S_ISDIR(mode):
-                os.mkdir(entry, 0o700, dir_fd=target)
-                inner_source = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=source)
+            raise LayerTooBig(f"the machine's files are more than {MAX_DEPTH} folders deep: not cached")
+        with os.scandir(source) as listing:
+            for item in listing:
+                self.entries += 1
+                if self.entries > MAX_ENTRIES:
+                    raise LayerTooBig(f"the machine's changes are over {MAX_ENTRIES} files: not cached")
+                self._charge(ENTRY_COST)
+                entry = item.name
+                path = f"{relative}/{entry}" if relative else entry
+                if not self.leave_out(path):
+                    self._entry(source, target, entry, path, depth)
+
+    def _entry(self, source: int, target: int, entry: str, path: str, depth: int) -> None:
+        st = os.stat(entry, dir_fd=source, follow_symlinks=False)
+        mode = st.st_mode
+        if stat.S_ISDIR(mode):
+            os.mkdir(entry, 0o700, dir_fd=target)
+            inner_source = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=source)
+            try:
+                inner_target = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=target)
                 try:
-                    inner_target = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=target)
-                    try:
-                        self.folder(inner_source, inner_target, path, depth + 1)
-                        self.finish(inner_source, inner_target, st, path)
-                    finally:
-                        os.close(inner_target)
+                    self.folder(inner_source, inner_target, path, depth + 1)
+                    self.finish(inner_source, inner_target, st)
                 finally:
-                    os.close(inner_source)
-                continue
-            if stat.S_ISREG(mode) and st.st_nlink > 1 and (st.st_dev, st.st_ino) in self.linked:
-                first_fd, first = self.linked[(st.st_dev, st.st_ino)]
-                os.link(first, entry, src_dir_fd=first_fd, dst_dir_fd=target, follow_symlinks=False)
-                continue
-            capability = None
-            if stat.S_ISREG(mode) and st.st_nlink == 1 and self._reused(target, entry, path, st):
-                continue
-            if stat.S_ISREG(mode):
-                capability = self._file(source, target, entry, st)
-                if st.st_nlink == 1:
-                    self.seen[path] = (st.st_ino, st.st_ctime_ns)
-                if st.st_nlink > 1:
-                    kept = os.dup(target)
-                    self.held.append(kept)
-                    self.linked[(st.st_dev, st.st_ino)] = (kept, entry)
-            elif stat.S_ISLNK(mode):
-                os.symlink(os.readlink(entry, dir_fd=source), entry, dir_fd=target)
-            elif stat.S_ISCHR(mode) and st.st_rdev == 0:  # overlayfs' whiteout: a deletion
-                os.mknod(entry, stat.S_IFCHR, 0, dir_fd=target)
-            elif stat.S_ISFIFO(mode):
-                os.mkfifo(entry, 0o600, dir_fd=target)
-            else:  # a device or a socket: nothing a provisioned layer needs to carry
-                continue
-            self._owner_and_times(target, entry, st, capability)
+                    os.close(inner_target)
+            finally:
+                os.close(inner_source)
+            return
+        capability = None
+        if stat.S_ISREG(mode):
+            first = self.linked.get((st.st_dev, st.st_ino)) if st.st_nlink > 1 else None
+            if first is not None:  # a hard link to a file copied already: the same file in the layer
+                os.link(first, entry, src_dir_fd=self.root, dst_dir_fd=target, follow_symlinks=False)
+                return
+            if st.st_nlink == 1 and self._reused(target, entry, path, st):
+                return
+            capability = self._file(source, target, entry, st)
+            if st.st_nlink > 1:
+                self.linked[(st.st_dev, st.st_ino)] = path
+            else:
+                self.seen[path] = (st.st_ino, st.st_ctime_ns)
+        elif stat.S_ISLNK(mode):
+            os.symlink(os.readlink(entry, dir_fd=source), entry, dir_fd=target)
+        elif stat.S_ISCHR(mode) and st.st_rdev == 0:  # overlayfs' whiteout: a deletion
+            os.mknod(entry, stat.S_IFCHR, 0, dir_fd=target)
+        elif stat.S_ISFIFO(mode):
+            os.mkfifo(entry, 0o600, dir_fd=target)
+        else:  # a device or a socket: nothing a provisioned layer needs to carry
+            return
+        self._owner_and_times(target, entry, st, capability)
 
     def _reused(self, target: int, entry: str, path: str, st: os.stat_result) -> bool:
         """Link the previous layer's copy of a file the machine hasn't touched since (its
@@ -134,33 +141,31 @@ class _Copier:
         self.seen[path] = (st.st_ino, st.st_ctime_ns)
         return True
 
-    def finish(self, source: int, target: int, st: os.stat_result, relative: str) -> None:
+    def finish(self, source: int, target: int, st: os.stat_result) -> None:
         """A folder's own owner, mode, markers and times, once its entries are in."""
         self._markers(source, target)
         uid, gid = self._ids(st)
         os.fchown(target, uid, gid)
         os.fchmod(target, stat.S_IMODE(st.st_mode))
         os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
-        if relative == "":
-            for fd in self.held:
-                os.close(fd)
-            self.held.clear()
 
-    def _file(self, source: int, target: int, entry: str, st: os.stat_result) -> bytes | None:
-        """Copy a file's data and attributes; its capability, set once its owner is (chown drops it)."""
-        self.copied += st.st_size
+    def _charge(self, size: int) -> None:
+        self.copied += size
         if self.copied > self.limit:
             raise LayerTooBig(f"the machine's changes are over {self.limit // 2**20} MiB: not cached")
-        reading = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=source)
+
+    def _file(self, source: int, target: int, entry: str, st: os.stat_result) -> bytes | None:
+        """Copy a file's data (its holes stay holes) and attributes; its capability, set once
+        its owner is (chown drops it)."""
+        self._charge(min(st.st_size, st.st_blocks * 512))
+        reading = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=source)
         try:
+            opened = os.fstat(reading)
+            if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
+                raise BackendError("a file of the machine changed while it was copied: not cached")
             writing = os.open(entry, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=target)
             try:
-                left = st.st_size
-                while left > 0:
-                    moved = os.copy_file_range(reading, writing, min(left, 1 << 30))
-                    if moved == 0:  # the file is shorter than it was: the machine is frozen, so it can't be
-                        break
-                    left -= moved
+                _copy_data(reading, writing, st.st_size)
                 self._markers(reading, writing)
                 return _capability(reading)
             finally:
@@ -169,19 +174,17 @@ class _Copier:
             os.close(reading)
 
     def _markers(self, source: int, target: int) -> None:
-        """overlayfs' own attributes, under both of its prefixes; other `user.` attributes
-        as they are. A metacopy file (its data still below) can't be a layer of its own."""
+        """overlayfs' own markers (opaque folders, redirects) as the machine's overlay wrote
+        them, and other `user.` attributes as they are. A metacopy file (its data still
+        below) can't be a layer of its own."""
         for name in os.listxattr(source):
-            prefix, dot, marker = name.partition(".overlay.")
-            if dot and prefix in ("trusted", "user"):
+            if name.startswith(self.markers):
+                marker = name[len(self.markers):]
                 if marker == "metacopy":
                     raise BackendError("the machine's layer has overlayfs metacopy files: not cached")
-                if marker in _MARKERS:
-                    value = os.getxattr(source, name)
-                    for both in ("trusted", "user"):
-                        os.setxattr(target, f"{both}.overlay.{marker}", value)
-                continue
-            if name.startswith("user."):
+                if marker in _MARKERS or marker.startswith("overlay."):  # (overlay.*: escaped, a nested overlay's)
+                    os.setxattr(target, name, os.getxattr(source, name))
+            elif name.startswith("user.") and ".overlay." not in name:
                 os.setxattr(target, name, os.getxattr(source, name))
 
     def _owner_and_times(self, target: int, entry: str, st: os.stat_result, capability: bytes | None) -> None:
@@ -217,3 +220,39 @@ def _capability(fd: int) -> bytes | None:
     if len(value) == 24 and value[3] == 3:  # v3: v2's 20 bytes, then the namespace's root uid
         value = value[:3] + b"\x02" + value[4:20]
     return value
+
+
+def _copy_data(reading: int, writing: int, size: int) -> None:
+    """The file's data ranges, in the kernel where it can (copy_file_range); its holes are
+    left holes, and the file gets its length."""
+    import errno
+
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(reading, offset, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole is left
+                break
+            raise
+        end = min(os.lseek(reading, start, os.SEEK_HOLE), size)
+        at = start
+        while at < end:
+            try:
+                moved = os.copy_file_range(reading, writing, end - at, at, at)
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
+                moved = _copy_plainly(reading, writing, at, end - at)
+            if moved == 0:  # shorter than it was: it can't be, the machine is held still
+                break
+            at += moved
+        offset = end
+    os.ftruncate(writing, size)
+
+
+def _copy_plainly(reading: int, writing: int, at: int, count: int) -> int:
+    """Where copy_file_range can't (another filesystem on older kernels): read and write."""
+    data = os.pread(reading, min(count, 1 << 20), at)
+    os.pwrite(writing, data, at)
+    return len(data)

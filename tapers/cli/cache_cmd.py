@@ -56,11 +56,12 @@ def clear() -> None:
 def _prune(bound: int) -> None:
     from tapers import layer_cache
     from tapers.backend import default_backend
-    from tapers.engine.caching import dropper, in_use
+    from tapers.engine.caching import in_use
     from tapers.taperfile.units import human_size
 
     backend = default_backend()
-    removed = layer_cache.prune(bound, lambda: in_use(backend), dropper(backend))
+    removed = layer_cache.prune(bound, lambda: in_use(backend), backend.layer_scope(),
+                                lambda layer: backend.drop_layer(layer.folder))
     layer_cache.remove_abandoned()
     left = layer_cache.list_layers()
     output.say(f"removed {len(removed)} layer(s), {human_size(sum(layer.size for layer in removed))}; "

@@ -111,8 +111,8 @@ def up_plan(
         from tapers.engine import caching as cache
 
         bound = cache.max_size()
-        caching = cache.Caching(cache.starts(machines, fingerprints, backend.layer_scope()), fingerprints, found,
-                                bound) if bound else None
+        caching = cache.Caching(cache.starts(machines, fingerprints, found, backend.layer_scope()), fingerprints,
+                                found, bound) if bound else None
     stale = hosts.stale(project, observed)
     forwarding = backend.network.forwarded() if any(m.ports for m in machines) else None
     from_cache = {name: (start.from_cache, start.layer.seconds) for name, start in caching.starts.items()

@@ -520,8 +520,8 @@ def _provision(action: Action, guest: Any, ctx: Context) -> None:
         raise
     if ctx.caching is not None:
         machine = ctx.project.loaded.machine(name)
-        ctx.caching.step_done(machine, step.index, time.monotonic() - started, container, ctx.backend, ctx.reporter,
-                              machine.box)
+        ctx.caching.step_done(machine, step.index, time.monotonic() - started, fingerprint_of(found), container,
+                              ctx.backend, ctx.reporter, machine.box)
 
 
 def _require_approved_play(ctx: Context, machine: str, step: Step, found: dict[str, str]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from tapers import layer_cache
 from tapers.layer_cache import Layer, Link
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 PER_MACHINE = (
     "etc/machine-id", "var/lib/dbus/machine-id", "var/lib/systemd/random-seed", "var/lib/systemd/credential.secret",
     "var/log/journal", "etc/hostname", "etc/hosts", "root/.bash_history",
+    # who logged in, from where, what they ran with sudo: the machine's history, not its state
+    "var/log/auth.log", "var/log/syslog", "var/log/wtmp", "var/log/btmp", "var/log/lastlog", "var/lib/dhcp",
 )
 PER_MACHINE_PREFIXES = ("etc/ssh/ssh_host_",)
 
@@ -58,22 +60,30 @@ class Caching:
     def made(self, machine: Machine, start: Start, leave_out: LeaveOut) -> None:
         """`machine` was just made from `start`: its next steps may add layers."""
         below = layer_cache.stack(start.layer) if start.layer else ()
+        if len(below) >= layer_cache.MAX_STACK:
+            return  # it stands on as many layers as a machine may: it adds none
         seconds = start.layer.seconds if start.layer else 0.0
         steps = start.layer.steps if start.layer else ()
         self._growing[machine.name] = _Growing(list(start.links[start.count:]), below, seconds, steps, leave_out)
 
-    def step_done(self, machine: Machine, index: int, took: float, container: str, backend: Backend,
+    def step_done(self, machine: Machine, index: int, took: float, ran: str, container: str, backend: Backend,
                   reporter: Reporter, box: str) -> None:
-        """Step `index` of `machine` succeeded: keep the machine as a layer when it is its
-        chain's next step. A layer that can't be kept is said, and `up` goes on."""
+        """Step `index` of `machine` succeeded, with the inputs whose fingerprint is `ran`:
+        keep the machine as a layer when it is its chain's next step and ran what the chain
+        says. A layer that can't be kept is said, and `up` goes on."""
         growing = self._growing.get(machine.name)
         if growing is None:
             return
+        step = machine.provision[index - 1]
         if not growing.links or growing.links[0].step != index:
             del self._growing[machine.name]  # a step outside the chain ran: no layer after it
             return
+        if ran != self.fingerprints.get(machine.name, {}).get(step.key):
+            del self._growing[machine.name]  # what it read changed since the plan: not what the key says
+            reporter.line(machine.name, f"{step.label} not kept in the provisioning cache: its files changed "
+                                        "while `up` ran")
+            return
         link = growing.links.pop(0)
-        step = machine.provision[index - 1]
         growing.seconds += took
         growing.steps += (step.label,)
         started = time.monotonic()
@@ -86,25 +96,26 @@ class Caching:
 
         from tapers.errors import TapersError
 
-        try:
-            layer = layer_cache.publish(link.key, growing.below, growing.steps, growing.seconds, box, fill,
-                                        backend.layer_scope())
-        except (TapersError, OSError) as exc:
-            del self._growing[machine.name]
-            reporter.line(machine.name, f"{step.label} not kept in the provisioning cache: {exc}")
-            return
-        # the next layer holds this one's files too (the machine's layer grows): those the
-        # machine doesn't touch meanwhile are shared with this one, not copied again
-        growing.previous = layer.disk if layer is not None and filled else None
-        if layer is not None:
-            from tapers.taperfile.units import human_size
+        from tapers.taperfile.units import human_size
 
+        try:
+            layer, ours = layer_cache.publish(link.key, growing.below, growing.steps, growing.seconds, box, fill,
+                                              backend.layer_scope())
+            # the next layer holds this one's files too (the machine's layer grows): those the
+            # machine doesn't touch meanwhile are shared with this one (when it is ours), not copied
+            growing.previous = layer.disk if layer is not None and ours and filled else None
+            if layer is None:
+                return
             size = f"{human_size(layer.size)}, " if layer.size else ""  # (LXD's dir pools can't tell)
             reporter.line(machine.name, f"kept in the provisioning cache after {step.label.split(' (')[0]} "
                                         f"({size}{time.monotonic() - started:.1f} s)")
-            for gone in layer_cache.prune(self.max_size, lambda: in_use(backend), dropper(backend)):
+            for gone in layer_cache.prune(self.max_size, lambda: in_use(backend), backend.layer_scope(),
+                                          lambda layer: backend.drop_layer(layer.folder)):
                 reporter.line("cache", f"pruned a layer of {gone.box} used least recently ({human_size(gone.size)}): "
                                        f"the cache is bounded to {human_size(self.max_size)}")
+        except (TapersError, OSError) as exc:
+            self._growing.pop(machine.name, None)
+            reporter.line(machine.name, f"{step.label} not kept in the provisioning cache: {exc}")
 
 
 class _Growing:
@@ -125,10 +136,12 @@ def leave_out(files: tuple[str, ...]) -> LeaveOut:
     return LeaveOut(frozenset({*PER_MACHINE, *(path.lstrip("/") for path in files)}), PER_MACHINE_PREFIXES)
 
 
-def starts(machines: list[Machine], fingerprints: dict[str, dict[str, str]], scope: str) -> dict[str, Start]:
+def starts(machines: list[Machine], fingerprints: dict[str, dict[str, str]],
+           inputs: dict[str, dict[str, dict[str, str]]], scope: str) -> dict[str, Start]:
     """Each machine's chain on the backend of `scope` (its box must be in the box cache) and
     the longest part of it the cache holds."""
     from tapers.boxes.cache import find_box
+    from tapers.provision.api import UNRESOLVED
 
     result = {}
     for machine in machines:
@@ -137,7 +150,10 @@ def starts(machines: list[Machine], fingerprints: dict[str, dict[str, str]], sco
         box = find_box(machine.box)
         if box is None:
             continue
-        links = tuple(layer_cache.chain(box_identity(box.meta), machine, fingerprints.get(machine.name, {}), scope))
+        unresolved = frozenset(key for key, found in inputs.get(machine.name, {}).items()
+                               if any(name.startswith(UNRESOLVED) for name in found))
+        links = tuple(layer_cache.chain(box_identity(box.meta), machine, fingerprints.get(machine.name, {}), scope,
+                                        unresolved))
         found = layer_cache.longest(list(links))
         result[machine.name] = Start(links, *found) if found else Start(links)
     return result
@@ -154,22 +170,12 @@ def max_size() -> int:
     return cache_max_size()
 
 
-def dropper(backend: Backend) -> Callable[[Layer], bool]:
-    """Removes what `backend` keeps of a layer it made; another server's layers stay (False)
-    unless they are only folders (liblxc's)."""
-    scope = backend.layer_scope()
-
-    def drop(layer: Layer) -> bool:
-        if layer.scope == scope:
-            backend.drop_layer(layer.folder)
-            return True
-        return layer.scope == "liblxc"
-
-    return drop
-
-
 def in_use(backend: Backend) -> set[str]:
-    """The layers machines on this host stand on (from their records)."""
+    """The layers machines on this host stand on (from their records). A machine whose record
+    can't be read may stand on any: then all are."""
     from tapers.project import CONTAINER_PREFIX
 
-    return {key for info in backend.list(prefix=CONTAINER_PREFIX) if info.record for key in info.record.layers}
+    machines = backend.list(prefix=CONTAINER_PREFIX)
+    if any(info.record is None for info in machines):
+        return {layer.key for layer in layer_cache.list_layers()}
+    return {key for info in machines if info.record for key in info.record.layers}

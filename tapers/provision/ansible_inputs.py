@@ -321,7 +321,7 @@ class _Reader:
                 if manifest.is_file() and not collection.resolve().is_relative_to(self.root.resolve()):
                     name = f"collection {collection.parent.name}.{collection.name} ({shown_path(self.root, collection)})"
                     try:
-                        self.found[name] = short(small_file(manifest).decode(errors="replace"))
+                        self.found[name] = short(small_file(manifest).decode(errors="surrogateescape"))
                     except (OSError, TapersError) as exc:
                         self.unresolved(f"{shown_path(self.root, manifest)} can't be read ({exc})", manifest)
                 else:
@@ -333,7 +333,7 @@ def inputs(root: Path, playbook: Path, options: dict[str, Any]) -> Inputs:
     config = config_file(root, options)
     if config is not None and config.is_file():
         try:
-            found[shown_path(root, config)] = short(small_file(config).decode(errors="replace"))
+            found[shown_path(root, config)] = short(small_file(config).decode(errors="surrogateescape"))
         except (OSError, TapersError) as exc:
             found[f"{UNRESOLVED} {shown_path(root, config)} can't be read ({exc})"] = ""
     reader = _Reader(root, playbook, config, found, installs=bool(options.get("requirements")))

@@ -37,7 +37,7 @@ def copy_inputs(root: Path, found: Inputs, texts: set[str], target: Path) -> int
             continue  # what can't be told, and files outside the project: read where they are
         if name in texts:
             data = _read(root / name, name)
-            actual = short(data.decode(errors="replace"))
+            actual = short(data.decode(errors="surrogateescape"))
             write_new(target / name, data, 0o600)
             total += len(data)
         elif expected[:1] in ("x", "-"):  # a file by content and executable bit (tree_inputs)

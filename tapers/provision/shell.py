@@ -57,7 +57,7 @@ class ShellProvisioner:
 
     def inputs(self, step: Step, root: Path) -> Inputs:
         name, script = _named_script(step, root)
-        return {name: short(script.decode(errors="replace")), **settings_inputs(step.options, ("args", "env", "privileged"))}
+        return {name: short(script.decode(errors="surrogateescape")), **settings_inputs(step.options, ("args", "env", "privileged"))}
 
     def run(self, step: Step, guest: Guest) -> None:
         script = script_of(step, guest.root)

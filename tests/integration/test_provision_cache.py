@@ -111,21 +111,26 @@ def test_machines_of_another_project_share_the_layers_and_nothing_of_their_own(p
     other = Project(tmp_path / "other", f"{project.name}x", project.env)
     other.root.mkdir()
     text = STEPS.format(tag=project.name, two="2", extra="")
-    text += text.split("machines:\n")[1].replace("  web:\n", "  db:\n    privileged: true\n", 1)
+    # the same steps on a machine made otherwise (privileged, a folder mounted elsewhere): another layer
+    text += text.split("machines:\n")[1].replace(
+        "  web:\n", "  admin:\n    privileged: true\n    synced_folders: [{host: ., guest: /usr/local/sbin}]\n", 1)
     other.write(text)
     try:
         out = other.tapers("up").ok().out
-        assert _ran(out) == [], out
-        for machine in ("web", "db"):  # an unprivileged and a privileged machine on the same layer
-            seen = other.tapers("ssh", machine, "-c", MARKERS).ok().out
-            assert f"{project.name}-1\n{project.name}-2\n{project.name}-3\n" in seen, (machine, seen)
-            assert "cap_net_raw=ep" in seen and "4755 root" in seen, (machine, seen)
-        records = [project.record("web"), other.record("web"), other.record("db")]
-        assert len({r["host_key"] for r in records}) == 3
-        assert len({r["address"] for r in records}) == 3
-        ids = {p.tapers("ssh", m, "-c", "cat /etc/machine-id /etc/ssh/ssh_host_ed25519_key.pub")
-               .ok().out for p, m in ((project, "web"), (other, "web"), (other, "db"))}
-        assert len(ids) == 3, ids
+        ran = [line.split("|")[0].strip() + ":" + line.split('"')[1] for line in out.splitlines() if "| provision step" in line]
+        assert ran == ["admin:one", "admin:two", "admin:three"], out
+        project.tapers("destroy", "-f").ok()
+        assert _ran(project.tapers("up").ok().out) == []  # now two machines made from the same layer
+        for where in (project, other):
+            seen = where.tapers("ssh", "web", "-c", MARKERS).ok().out
+            assert f"{project.name}-1\n{project.name}-2\n{project.name}-3\n" in seen, seen
+            assert "cap_net_raw=ep" in seen and "4755 root" in seen, seen
+        records = [project.record("web"), other.record("web")]
+        assert records[0]["layers"] == records[1]["layers"] != []
+        assert records[0]["host_key"] != records[1]["host_key"] and records[0]["address"] != records[1]["address"]
+        ids = {p.tapers("ssh", "web", "-c", "cat /etc/machine-id /etc/ssh/ssh_host_ed25519_key.pub").ok().out
+               for p in (project, other)}
+        assert len(ids) == 2, ids
     finally:
         other.tapers("destroy", "-f")
         _sweep(f"tapers-{other.name}-")

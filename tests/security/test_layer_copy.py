@@ -77,8 +77,8 @@ def test_a_layer_keeps_what_a_machine_needs_in_the_boxs_ids(upper: Path, tmp_pat
     assert stat.S_ISCHR(gone.st_mode) and gone.st_rdev == 0
     assert stat.S_ISFIFO(os.lstat(target / "opt" / "fifo").st_mode)
     doc = target / "usr" / "share" / "doc"
-    assert os.getxattr(doc, "user.overlay.opaque") == b"y" and os.getxattr(doc, "trusted.overlay.opaque") == b"y"
-    assert set(os.listxattr(doc)) == {"user.overlay.opaque", "trusted.overlay.opaque"}  # origin, planted: left
+    assert os.getxattr(doc, "user.overlay.opaque") == b"y"  # as the machine's overlay wrote it
+    assert set(os.listxattr(doc)) == {"user.overlay.opaque"}  # origin, a planted trusted.*: left out
     assert os.stat(target).st_uid == 0 and stat.S_IMODE(os.stat(target).st_mode) == stat.S_IMODE(upper.stat().st_mode)
 
 
@@ -139,3 +139,59 @@ def test_a_layer_too_deep_or_with_too_many_files_stops(upper: Path, tmp_path: Pa
     monkeypatch.setattr("tapers.backend.layer_copy.MAX_ENTRIES", 10)
     with pytest.raises(LayerTooBig, match="over 10 files"):
         copy_layer(upper, tmp_path / "many", SHIFT, _leave_out, 2**30)
+
+
+def test_a_privileged_machines_own_user_attributes_never_become_overlay_markers(tmp_path: Path) -> None:
+    """In a privileged machine's overlay, `user.overlay.*` are plain attributes its root may
+    set: kept as nothing, not as markers (its markers are `trusted.overlay.*`)."""
+    upper = tmp_path / "upper"
+    (upper / "etc" / "forged").mkdir(parents=True)
+    os.setxattr(upper / "etc" / "forged", "user.overlay.opaque", b"y")
+    os.setxattr(upper / "etc" / "forged", "user.overlay.redirect", b"/root")
+    (upper / "etc" / "real").mkdir()
+    os.setxattr(upper / "etc" / "real", "trusted.overlay.opaque", b"y")
+    copy_layer(upper, tmp_path / "layer", 0, _leave_out, 2**30)
+    assert os.listxattr(tmp_path / "layer" / "etc" / "forged") == []
+    assert os.listxattr(tmp_path / "layer" / "etc" / "real") == ["trusted.overlay.opaque"]
+
+
+def test_holes_stay_holes_and_many_hard_links_hold_no_descriptors(tmp_path: Path) -> None:
+    import resource
+
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    with open(upper / "sparse", "wb") as handle:
+        handle.truncate(200 * 2**20)  # 200 MiB of hole
+        handle.seek(100 * 2**20)
+        handle.write(b"data")
+    for index in range(300):
+        (upper / f"a{index}").write_text("x")
+        os.link(upper / f"a{index}", upper / f"b{index}")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))  # fewer than the linked files
+    try:
+        size, _ = copy_layer(upper, tmp_path / "layer", 0, _leave_out, 2**30)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    copied = tmp_path / "layer" / "sparse"
+    assert copied.stat().st_size == 200 * 2**20 and copied.stat().st_blocks * 512 < 2**20
+    with open(copied, "rb") as handle:
+        handle.seek(100 * 2**20)
+        assert handle.read(4) == b"data"
+    assert size < 10 * 2**20  # the hole isn't counted against the bound either
+    assert os.stat(tmp_path / "layer" / "a7").st_ino == os.stat(tmp_path / "layer" / "b7").st_ino
+
+
+def test_a_layer_copies_across_filesystems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """copy_file_range refuses another filesystem (EXDEV): the data is read and written."""
+    import errno
+
+    def refused(*args, **kwargs):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    (upper / "file").write_bytes(b"y" * 3_000_000)
+    monkeypatch.setattr(os, "copy_file_range", refused)
+    copy_layer(upper, tmp_path / "layer", 0, _leave_out, 2**30)
+    assert (tmp_path / "layer" / "file").read_bytes() == b"y" * 3_000_000

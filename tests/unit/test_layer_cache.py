@@ -68,10 +68,20 @@ def test_a_changed_step_changes_its_key_and_every_key_after_it(tmp_path: Path) -
 
 
 def test_a_play_is_kept_per_machine_name_a_shell_step_is_not(tmp_path: Path) -> None:
-    text = STEPS.replace("  web:\n", "  web:\n", 1) + STEPS.split("machines:\n")[1].replace("  web:", "  db:", 1)
+    text = STEPS + STEPS.split("machines:\n")[1].replace("  web:", "  db:\n    hostname: web", 1)
     web, db = machine(tmp_path, text, "web"), machine(tmp_path, text, "db")
     ours, theirs = layer_cache.chain("b", web, PRINTS), layer_cache.chain("b", db, PRINTS)
     assert ours[:2] == theirs[:2] and ours[2] != theirs[2]
+
+
+def test_a_machine_made_otherwise_or_a_step_that_cant_be_told_is_another_chain(tmp_path: Path) -> None:
+    web = machine(tmp_path)
+    plain = layer_cache.chain("b", web, PRINTS)
+    for change in ("    privileged: true\n", "    hostname: other\n", "    nesting: true\n",
+                   "    synced_folders: [{host: ., guest: /usr/local/sbin}]\n", "    lxc: {lxc.environment: X=1}\n"):
+        other = machine(tmp_path, STEPS.replace("  web:\n", "  web:\n" + change, 1))
+        assert layer_cache.chain("b", other, PRINTS)[0] != plain[0], change
+    assert [link.step for link in layer_cache.chain("b", web, PRINTS, unresolved=frozenset({"two"}))] == [1]
 
 
 def test_cache_false_ends_the_chain(tmp_path: Path) -> None:
@@ -88,16 +98,19 @@ def _fill(text: str):
 
 
 def test_a_layer_appears_whole_and_is_found_with_what_it_stands_on(home: Path) -> None:
-    base = layer_cache.publish("a" * 32, (), ("step 1",), 2.0, "debian/bookworm", _fill("x"))
-    top = layer_cache.publish("b" * 32, ("a" * 32,), ("step 1", "step 2"), 5.0, "debian/bookworm", _fill("y"))
-    assert base is not None and top is not None
+    base, ours = layer_cache.publish("a" * 32, (), ("step 1",), 2.0, "debian/bookworm", _fill("x"))
+    top, _ = layer_cache.publish("b" * 32, ("a" * 32,), ("step 1", "step 2"), 5.0, "debian/bookworm", _fill("y"))
+    assert base is not None and top is not None and ours
+    assert layer_cache.publish("a" * 32, (), ("step 1",), 2.0, "debian/bookworm", _fill("z")) == (base, False)
     assert layer_cache.stack(top) == ("b" * 32, "a" * 32)
     assert (top.disk / "file").read_text() == "y"
     assert layer_cache.longest([layer_cache.Link(1, "a" * 32), layer_cache.Link(2, "b" * 32),
                                 layer_cache.Link(3, "c" * 32)]) == (2, layer_cache.find("b" * 32))
     assert oct(os.stat(home / "layers").st_mode & 0o777) == "0o700"
-    layer_cache._remove(base.folder)  # what it stood on is gone: it can't be used
+    layer_cache._remove(base.folder)  # what it stood on is gone: it can't be used...
     assert layer_cache.find("b" * 32) is None
+    again, ours = layer_cache.publish("b" * 32, (), ("step 1", "step 2"), 5.0, "debian/bookworm", _fill("w"))
+    assert ours and again is not None and (again.disk / "file").read_text() == "w"  # ...and is made again
 
 
 def test_a_failed_or_killed_write_leaves_nothing_used(home: Path) -> None:
@@ -126,8 +139,11 @@ def test_prune_keeps_what_machines_stand_on_and_removes_the_least_recently_used(
     removed = layer_cache.prune(2000, lambda: {"a" * 32})  # a is in use; b is the oldest other
     assert {layer.key[0] for layer in removed} == {"b", "d"}  # d stood on b: useless without it
     assert {layer.key[0] for layer in layer_cache.list_layers()} == {"a", "c"}
-    assert layer_cache.prune(0, lambda: {"a" * 32})[0].key == "c" * 32
-    assert [layer.key for layer in layer_cache.list_layers()] == ["a" * 32]
+    layer_cache.publish("e" * 32, (), ("s",), 1.0, "box", _fill("z"), scope="lxd https://elsewhere default default")
+    dropped: list[str] = []
+    assert layer_cache.prune(0, lambda: {"a" * 32}, "liblxc", lambda layer: dropped.append(layer.key))[0].key == "c" * 32
+    assert dropped == ["c" * 32]  # and the other backend's layer stays: its machines can't be seen from here
+    assert [layer.key for layer in layer_cache.list_layers()] == ["a" * 32, "e" * 32]
 
 
 def test_up_plans_the_steps_the_cache_holds(tmp_path: Path) -> None:

@@ -39,6 +39,10 @@ def test_shell_fingerprint_follows_the_script_content(tmp_path: Path) -> None:
     assert second != first
     assert fingerprint(shell(path="setup.sh", args=["b"]), tmp_path) != second
     assert fingerprint(shell(path="setup.sh", args=["a"], privileged=False), tmp_path) != second
+    script.write_bytes(b"echo \xff\n")  # bytes that aren't UTF-8: each its own fingerprint
+    invalid = fingerprint(step, tmp_path)
+    script.write_bytes(b"echo \xfe\n")
+    assert fingerprint(step, tmp_path) != invalid
 
 
 def test_file_fingerprint_sees_content_and_exec_bit(tmp_path: Path) -> None:

@@ -176,8 +176,8 @@ class LiblxcBackend(BackendBase):
         seen = self._layers_seen.pop(container, None)
         c = self._container(container)
         frozen = c.state == "RUNNING"
-        if frozen and not c.freeze():
-            raise BackendError(f"container `{container}` could not be frozen to copy its files")
+        if c.state not in ("RUNNING", "STOPPED") or (frozen and not c.freeze()):
+            raise BackendError(f"container `{container}` can't be held still to copy its files ({c.state.lower()})")
         try:
             size, self._layers_seen[container] = copy_layer(
                 folder / UPPER_DIR, target, unprivileged.shift_of(folder), leave_out, limit,

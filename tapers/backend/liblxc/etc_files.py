@@ -73,10 +73,6 @@ def _stale(lock: Path) -> bool:
         return False
     if pid <= 0:
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    from tapers.processes import alive
+
+    return not alive(pid)

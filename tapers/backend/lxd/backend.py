@@ -251,32 +251,52 @@ class LxdBackend(BackendBase):
         """The machine (frozen meanwhile) copied into the layer's own stopped instance, with
         nothing of the machine's settings, its own files taken out. The whole machine is in
         it: a layer on LXD stands on nothing."""
-        layer = layer_instance(target.parent.name.rpartition("-")[2])
-        if self._instance(layer) is not None:  # left by a tapers killed before it published the layer
-            self._call("remove an unfinished layer", layer, "delete", "instances", layer)
+        import os
+
+        key = target.parent.name.rpartition("-")[2]
+        layer, work = layer_instance(key), f"{layer_instance(key[:20])}-w{os.getpid()}"
+        self._remove_unfinished_layers()
         frozen = self._state(container) is State.RUNNING
+        if self._state(container) not in (State.RUNNING, State.STOPPED):
+            raise BackendError(f"container `{container}` can't be held still to copy its files")
         if frozen:
             self._freeze(container)
-        try:
+        try:  # under a name of this process's until it is clean: no one uses it half-made
             self._call("copy it into the provisioning cache", container, "post", "instances", json={
-                "name": layer, "type": "container", "profiles": [], "config": {}, "devices": {
+                "name": work, "type": "container", "profiles": [], "config": {}, "devices": {
                     "root": {"type": "disk", "path": "/", "pool": self.settings.storage_pool}},
                 "source": {"type": "copy", "source": container, "instance_only": True}})
         finally:
             if frozen:
                 self._unfreeze(container)
-        data = self._data(layer, "clean")
-        self._update(layer, "clear the settings of", data, config={
-            key: value for key, value in data["config"].items() if key.startswith("volatile.")},
-            devices={"root": {"type": "disk", "path": "/", "pool": self.settings.storage_pool}})
-        self._take_out(layer, leave_out)
+        try:
+            data = self._data(work, "clean")
+            self._update(work, "clear the settings of", data, config={
+                key: value for key, value in data["config"].items() if key.startswith("volatile.")},
+                devices={"root": {"type": "disk", "path": "/", "pool": self.settings.storage_pool}})
+            self._take_out(work, leave_out)
+            state = self._api("instances", work, "state").get().json()["metadata"]
+            size = int(((state.get("disk") or {}).get("root") or {}).get("usage") or 0)
+            if size > limit:
+                raise BackendError(f"the machine's files are over {limit // 2**20} MiB: not cached")
+            if self._instance(layer) is None:  # (else another tapers made it meanwhile: it is as good)
+                self._call("name its layer", work, "post", "instances", work, json={"name": layer})
+        finally:
+            if self._instance(work) is not None:
+                self._call("remove a copy", work, "delete", "instances", work)
         target.mkdir()
-        state = self._api("instances", layer, "state").get().json()["metadata"]
-        size = int(((state.get("disk") or {}).get("root") or {}).get("usage") or 0)
-        if size > limit:
-            self._call("remove it from the provisioning cache", layer, "delete", "instances", layer)
-            raise BackendError(f"the machine's files are over {limit // 2**20} MiB: not cached")
         return size
+
+    def _remove_unfinished_layers(self) -> None:
+        """Layer copies a tapers killed while it made them left (`tlayer-...-wPID`, PID gone)."""
+        import re
+
+        from tapers.processes import alive
+
+        for data in self._instances():
+            found = re.fullmatch(r"tlayer-[0-9a-f]{20}-w([0-9]+)", data["name"])
+            if found and not alive(int(found.group(1))):
+                self._call("remove an unfinished layer", data["name"], "delete", "instances", data["name"])
 
     def _take_out(self, layer: str, leave_out: LeaveOut) -> None:
         """The machine's own files, out of the layer's instance (a folder that isn't empty stays)."""
@@ -287,10 +307,12 @@ class LxdBackend(BackendBase):
         for prefix in leave_out.prefixes:
             folder, _, start = prefix.rpartition("/")
             try:
-                listed = files.get(params={"path": f"/{folder}"}).json().get("metadata") or []
-            except (LXDAPIException, ValueError):
-                continue
-            paths |= {f"{folder}/{name}" for name in listed if isinstance(name, str) and name.startswith(start)}
+                response = files.get(params={"path": f"/{folder}"})
+                listed = response.json().get("metadata") if response.headers.get("X-LXD-type") == "directory" else []
+            except (LXDAPIException, ValueError, TypeError, AttributeError):
+                continue  # not a folder (the guest made it a file, a link): nothing of ours in it
+            if isinstance(listed, list):
+                paths |= {f"{folder}/{name}" for name in listed if isinstance(name, str) and name.startswith(start)}
         for path in sorted(paths, reverse=True):
             try:
                 files.delete(params={"path": f"/{path}"})
