@@ -155,3 +155,50 @@ def test_up_plans_the_steps_the_cache_holds(tmp_path: Path) -> None:
     assert 'provision step 4 "play"' in text and 'provision step 6 "after"' in text
     skipped = plan_up([web], Observed(), "key", {"debian/bookworm"}, provision="skip", from_cache={"web": ((1,), 1.0)})
     assert "cache" not in str(skipped)
+
+
+class _Lines:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def line(self, subject: str, message: str) -> None:
+        self.lines.append(f"{subject}: {message}")
+
+    def status(self, subject: str, message: str) -> None:
+        pass
+
+
+class _Saving:
+    """A backend that keeps layers: what it was asked to save."""
+
+    def __init__(self) -> None:
+        self.saved: list[str] = []
+
+    def save_layer(self, container, target, leave_out, limit, previous=None) -> int:
+        self.saved.append(container)
+        target.mkdir()
+        return 1
+
+    def layer_scope(self) -> str:
+        return "liblxc"
+
+    def list(self, prefix: str = ""):
+        return []
+
+
+def test_a_step_whose_files_changed_while_up_ran_is_not_kept(home: Path, tmp_path: Path) -> None:
+    from tapers.backend.api import LeaveOut
+    from tapers.engine.caching import Caching, Start
+
+    web = machine(tmp_path)
+    links = tuple(layer_cache.chain("b", web, PRINTS))
+    backend, said = _Saving(), _Lines()
+    caching = Caching({"web": Start(links)}, {"web": PRINTS}, {}, 2**30)
+    caching.made(web, Start(links), LeaveOut(frozenset()))
+    caching.step_done(web, 1, 1.0, PRINTS["one"], "c", backend, said, "box")  # ran what the plan said: kept
+    assert backend.saved == ["c"] and layer_cache.find(links[0].key) is not None
+    caching.step_done(web, 3, 1.0, "something else", "c", backend, said, "box")  # its files changed meanwhile
+    assert backend.saved == ["c"] and layer_cache.find(links[1].key) is None
+    assert any("its files changed while `up` ran" in line for line in said.lines)
+    caching.step_done(web, 4, 1.0, PRINTS["play"], "c", backend, said, "box")  # and nothing after it
+    assert backend.saved == ["c"]
