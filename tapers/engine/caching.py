@@ -95,8 +95,7 @@ class Caching:
             return backend.save_layer(container, disk, leave_out, self.max_size, growing.previous)
 
         from tapers.errors import TapersError
-
-        from tapers.taperfile.units import human_size
+        from tapers.taperfile.units import human_size, printable
 
         try:
             layer, ours = layer_cache.publish(link.key, growing.below, growing.steps, growing.seconds, box, fill,
@@ -110,12 +109,12 @@ class Caching:
             reporter.line(machine.name, f"kept in the provisioning cache after {step.label.split(' (')[0]} "
                                         f"({size}{time.monotonic() - started:.1f} s)")
             for gone in layer_cache.prune(self.max_size, lambda: in_use(backend), backend.layer_scope(),
-                                          lambda layer: backend.drop_layer(layer.folder)):
+                                          lambda old: backend.drop_layer(old.folder)):
                 reporter.line("cache", f"pruned a layer of {gone.box} used least recently ({human_size(gone.size)}): "
                                        f"the cache is bounded to {human_size(self.max_size)}")
         except (TapersError, OSError) as exc:
             self._growing.pop(machine.name, None)
-            reporter.line(machine.name, f"{step.label} not kept in the provisioning cache: {exc}")
+            reporter.line(machine.name, f"{step.label} not kept in the provisioning cache: {printable(str(exc))}")
 
 
 class _Growing:
