@@ -306,3 +306,11 @@ def _remove(item: Path) -> None:
         except OSError:
             trash = item
     shutil.rmtree(trash, ignore_errors=True)
+    if os.path.lexists(trash) and paths.as_user():  # a normal user's layers are their machines' ids'
+        from tapers.backend.liblxc import userns
+        from tapers.errors import TapersError
+
+        try:
+            userns.run(["rm", "-rf", "--one-file-system", "--", str(trash)], f"remove {trash}")
+        except TapersError:
+            pass  # left for the next prune (it is out of sight: never used)

@@ -35,13 +35,17 @@ Seen = dict[str, tuple[int, int]]  # a layer's files by path: (inode, ctime) of 
 
 
 def copy_layer(source: Path, target: Path, shift: int, leave_out: Callable[[str], bool], limit: int,
-               previous: tuple[Path, Seen] | None = None) -> tuple[int, Seen]:
+               previous: tuple[Path, Seen] | None = None, in_user_namespace: bool = False) -> tuple[int, Seen]:
     """Copy `source` (a machine's writable layer, its owners shifted by `shift`) to `target`
     (which must not exist); `leave_out(relative path)` names what stays behind (per-machine
     files). `previous`: the layer last copied from the same machine and what it copied; a
     file the machine hasn't touched since (same inode, same ctime) is a hard link to that
-    copy, not a new one. The bytes copied and what was seen; LayerTooBig past `limit`."""
+    copy, not a new one. `in_user_namespace`: run as root of a normal user's id map, over
+    one of their machines (unprivileged: `user.overlay.*` markers). The bytes copied and
+    what was seen; LayerTooBig past `limit`."""
     copier = _Copier(shift, leave_out, limit, previous)
+    if in_user_namespace:
+        copier.markers = "user.overlay."
     source_fd = os.open(source, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
         os.mkdir(target, 0o700)

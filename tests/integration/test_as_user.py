@@ -14,6 +14,7 @@ import pwd
 import shlex
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -155,6 +156,7 @@ def users(box_home) -> Users:
         root_tapers(("host", "setup", "--user", a.name, "--private", PRIVATE)).ok()
         root_tapers(("host", "setup", "--user", b.name, "--nics", "1")).ok()
         _readable_tapers(a)
+        a.env["TAPERS_CACHE_MAX_SIZE"] = "0"  # no provisioning cache but where a test turns it on
         for other in (b, c):
             other.env, other.python, other.bin = dict(a.env), a.python, a.bin
         box = _box_archive(box_home.home)
@@ -417,6 +419,37 @@ def test_a_user_builds_a_box_without_root(users: Users) -> None:
     assert b.tapers("ssh", "web", "-c", "ping -c1 -W2 $(ip route | awk '/default/ {print $3}') >/dev/null && echo pinged", cwd=project).ok().out \
         == "pinged\n"  # and file capabilities survived the build (ping's cap_net_raw)
     b.tapers("destroy", "-f", cwd=project).ok()
+
+
+def test_a_users_new_machines_start_from_their_provisioning_cache(users: Users) -> None:
+    a = users.a
+    project = a.project("cached", """\
+machines:
+  web:
+    provision:
+      - shell: "echo %s > /opt/one; cp /usr/bin/ping /opt/ping2; setcap cap_net_raw+ep /opt/ping2; rm -rf /usr/share/doc/bash"
+      - shell: {inline: "echo two > /home/tapers/two", privileged: false}
+""" % RUN_ID)
+    layers = a.home / ".cache" / "tapers" / "layers"
+    a.env["TAPERS_CACHE_MAX_SIZE"] = "2G"
+    try:
+        first = a.tapers("up", cwd=project).ok().out
+        assert first.count("kept in the provisioning cache") == 2, first
+        assert len([p for p in layers.iterdir() if not p.name.startswith(".")]) == 2
+        assert layers.stat().st_uid == a.account.pw_uid and stat.S_IMODE(layers.stat().st_mode) == 0o700
+        a.tapers("destroy", "-f", cwd=project).ok()
+        again = a.tapers("up", cwd=project).ok().out
+        assert "| provision step" not in again and "steps 1-2 from the provisioning cache" in again, again
+        seen = a.tapers("ssh", "web", "-c", "cat /opt/one /home/tapers/two; stat -c %U /home/tapers/two; "
+                        "/usr/sbin/getcap /opt/ping2; ls /usr/share/doc/bash 2>&1; true", cwd=project).ok().out
+        assert seen.splitlines()[:3] == [RUN_ID, "two", "tapers"], seen
+        assert "cap_net_raw=ep" in seen and "No such file" in seen, seen
+        a.tapers("destroy", "-f", cwd=project).ok()
+        a.tapers("cache", "clear").ok()  # its files are their machines' ids: removed all the same
+        assert [p.name for p in layers.iterdir()] == [".lock"]
+    finally:
+        a.env["TAPERS_CACHE_MAX_SIZE"] = "0"
+        a.tapers("destroy", "-f", cwd=project)
 
 
 def test_a_users_private_network_is_theirs_alone(users: Users) -> None:

@@ -67,7 +67,8 @@ class LiblxcBackend(BackendBase):
     def __init__(self, lxcpath: Path | None = None) -> None:
         self.lxcpath = lxcpath or paths.lxc_path()
         self.as_user = paths.as_user()  # a normal user's machines: see userns.py
-        self._user_views: dict[Path, tuple[Path, Path]] = {}  # root_view's folder -> (writable layer, box)
+        # root_view's folder -> (writable layer, what it stands on: its layers and the box, as a lowerdir)
+        self._user_views: dict[Path, tuple[Path, Path]] = {}
         self._layers_seen: dict[str, Any] = {}  # container -> what its last saved layer copied (layer_copy.Seen)
 
     @functools.cached_property
@@ -162,9 +163,9 @@ class LiblxcBackend(BackendBase):
         _write_config(folder, _render_config(spec, rootfs, folder, shift, rootfs.startswith("overlay:")))
 
     def caches_layers(self) -> bool:
-        """As root, over overlayfs (a normal user's machines don't yet: their files are theirs
-        only inside their id map)."""
-        return not self.as_user and self.copy_mode() == "overlay"
+        """Over overlayfs (a normal user's layers are made as root of their id map, in which
+        all their machines' files are)."""
+        return self.copy_mode() == "overlay"
 
     def _save_layer(self, container: str, target: Path, leave_out: LeaveOut, limit: int,
                     previous: Path | None) -> int:
@@ -179,9 +180,16 @@ class LiblxcBackend(BackendBase):
         if c.state not in ("RUNNING", "STOPPED") or (frozen and not c.freeze()):
             raise BackendError(f"container `{container}` can't be held still to copy its files ({c.state.lower()})")
         try:
-            size, self._layers_seen[container] = copy_layer(
-                folder / UPPER_DIR, target, unprivileged.shift_of(folder), leave_out, limit,
-                (previous, seen) if previous is not None and seen is not None else None)
+            earlier = (previous, seen) if previous is not None and seen is not None else None
+            if self.as_user:
+                from tapers.backend.liblxc import userns
+
+                size, self._layers_seen[container] = userns.call(
+                    copy_layer, folder / UPPER_DIR, target, 0, leave_out, limit, earlier, True,
+                    what=f"keep the files of `{container}` in the provisioning cache")
+            else:
+                size, self._layers_seen[container] = copy_layer(
+                    folder / UPPER_DIR, target, unprivileged.shift_of(folder), leave_out, limit, earlier)
             return size
         finally:
             if frozen:
@@ -200,10 +208,13 @@ class LiblxcBackend(BackendBase):
         self._save_record_text(spec.container, record.to_json().encode())
         lower = spec.rootfs.resolve()
         overlay = self.copy_mode() == "overlay"
+        if spec.layers and not overlay:
+            raise BackendError("cached layers need overlayfs, which this host lacks")
         writable = folder / (UPPER_DIR if overlay else COPY_DIR)
         userns.call(_make_writable_layer, lower, writable, overlay, spec.files, what=f"make the files of `{spec.container}`")
-        rootfs = f"overlay:{lower}:{writable}" if overlay else f"dir:{writable}"
-        _check_layers(folder, lower, writable)
+        below = [*(layer.resolve() for layer in spec.layers), lower]  # their layers are in their map, as the box
+        rootfs = "overlay:" + ":".join(str(layer) for layer in [*below, writable]) if overlay else f"dir:{writable}"
+        _check_layers(folder, *below, writable)
         _save_mounts(folder, spec.mounts, 0, staged=False)
         _write_raw(folder, spec.raw)
         _write_config(folder, _render_config(spec, rootfs, folder, None, overlay, as_user=True))
@@ -376,7 +387,7 @@ class LiblxcBackend(BackendBase):
         try:
             if self.as_user:  # mounted where files_command runs, in the user's id map
                 with _mount_point(f"{container}-") as view:
-                    self._user_views[view] = (_writable_dir(folder), _lower_dir(folder))
+                    self._user_views[view] = (_writable_dir(folder), Path(":".join(map(str, _lowers(folder)))))
                     try:
                         yield view
                     finally:
