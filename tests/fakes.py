@@ -52,6 +52,9 @@ class FakeNetworking:
     def release(self) -> None:
         self.events.append("network released")
 
+    def release_unused_private(self) -> None:
+        self.events.append("unused private networks released")
+
     def check_forwards(self, wanted: list[tuple[str, int, str, int, bool]]) -> None:
         pass
 

@@ -433,8 +433,10 @@ def destroy_container(backend: Backend, container: str) -> None:
 
 
 def release_network_if_unused(backend: Backend) -> bool:
-    """No tapers machine is left on the host: tapers' networks go. True when they went."""
+    """No tapers machine is left on the host: tapers' networks go. True when they went. Else
+    only the host-only networks no machine is on (a project's last machine went)."""
     if backend.list(prefix=CONTAINER_PREFIX):
+        backend.network.release_unused_private()
         return False
     backend.network.release()
     return True

@@ -135,6 +135,36 @@ def test_two_projects_share_one_private_network(project, tmp_path) -> None:
 
 
 @pytest.mark.both_backends
+def test_a_private_network_goes_with_its_last_machine_while_other_projects_run(project, tmp_path, backend_name) -> None:
+    import subprocess
+    import sys
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "Taperfile.yaml").write_text(f"version: 1\nname: {project.name}-b\nmachines:\n  b: {{}}\n")
+    project.write("machines:\n  a:\n    networks: [{private: {ip: 192.168.62.10}}]\n")
+
+    def private_network_exists() -> bool:
+        if backend_name == "lxd":
+            return subprocess.run(["lxc", "network", "show", "tlc0a83e"], capture_output=True).returncode == 0
+        return Path("/sys/class/net/tpc0a83e").exists()
+
+    def other_tapers(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-P", "-m", "tapers", *args], cwd=other, env=project.env,
+                              capture_output=True, text=True)
+
+    try:
+        assert other_tapers("up").returncode == 0
+        project.tapers("up").ok()
+        assert private_network_exists()
+        project.tapers("destroy", "-f").ok()
+        assert not private_network_exists()  # another project's machine still runs: this network went all the same
+        assert other_tapers("ssh", "b", "-c", "true").returncode == 0
+    finally:
+        other_tapers("destroy", "-f")
+
+
+@pytest.mark.both_backends
 def test_memory_and_pids_limits_hold_inside_the_guest(project) -> None:
     project.write("machines:\n  web: {memory: 96M, pids: 64, cpus: 0.5}\n")
     project.tapers("up").ok()

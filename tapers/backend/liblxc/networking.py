@@ -25,6 +25,9 @@ class HostNetworking:
         bridges.release_nat_network()
         bridges.release_private_bridges()
 
+    def release_unused_private(self) -> None:
+        bridges.release_private_bridges()
+
     def check_forwards(self, wanted: list[tuple[str, int, str, int, bool]]) -> None:
         pass  # root may listen on any port
 
@@ -85,6 +88,9 @@ class UserNetworking:
 
     def release(self) -> None:
         pass  # the bridge and its rules are the admin's (host teardown)
+
+    def release_unused_private(self) -> None:
+        pass  # the admin's too
 
     def check_forwards(self, wanted: list[tuple[str, int, str, int, bool]]) -> None:
         from tapers.backend.liblxc import user_ports

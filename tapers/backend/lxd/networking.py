@@ -48,6 +48,10 @@ class LxdNetworking:
 
     def release(self) -> None:
         """Private networks no instance uses are deleted (the NAT network stays defined)."""
+        self.release_unused_private()
+
+    def release_unused_private(self) -> None:
+        """Private networks no instance uses (LXD counts stopped ones) are deleted."""
         import re
 
         from pylxd.exceptions import LXDAPIException
