@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 FORMAT = 1
 DEFAULT_MAX_SIZE = 20 * 1024**3
+MAX_STACK = 16  # layers a machine stands on: overlayfs' options hold a page (each layer's path is in them)
 _KEY_LENGTH = 32  # hex digits of a SHA-256
 _INCOMING = ".incoming-"
 _TRASH = ".trash-"
@@ -209,9 +210,6 @@ def prune(max_size: int, in_use: Callable[[], set[str]], scope: str = "liblxc",
         return []
     with locked(shared=False):
         return _prune(max_size, in_use(), scope, drop)
-
-
-MAX_STACK = 16  # layers a machine stands on: overlayfs' options hold a page (each layer's path is in them)
 
 
 def _prune(max_size: int, in_use: set[str], scope: str, drop: Callable[[Layer], None]) -> list[Layer]:

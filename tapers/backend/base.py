@@ -60,6 +60,9 @@ class BackendBase:
         with self._translated("create it", spec.container):
             if self._state(spec.container) is not None:
                 raise BackendError(f"cannot create container `{spec.container}`: it already exists")
+            if spec.layers and not self.caches_layers():
+                raise BackendError(f"cannot create container `{spec.container}` from cached layers: the {self.name} "
+                                   "backend can't stand machines on them here (no overlayfs?)")
             self._create(spec, record)
 
     def save_record(self, container: str, record: Record) -> None:

@@ -1,12 +1,14 @@
 """A machine's writable layer copied into the provisioning cache, in the form every machine
-can stack it under its own: owners as the box has them (0 = the machine's root, however
-its ids are shifted on the host), overlayfs' markers readable both by a privileged
-machine's overlay (`trusted.overlay.*`) and an unprivileged one's (`user.overlay.*`).
+of the same kind can stack it under its own: owners as the box has them (0 = the machine's
+root, however its ids are shifted on the host), overlayfs' markers as the machine's own
+overlay wrote them (`trusted.overlay.*` in a privileged machine's, `user.overlay.*` in an
+unprivileged one's; `privileged` is part of a layer's key, so they are read alike).
 
 The layer is the machine's, so the guest wrote it: nothing in it is followed (links are
 copied as links, files opened without following them), device files other than overlayfs'
-whiteouts are left out, and the copy stops at a size bound. It is written as root into a
-folder only root can reach (the layer's setuid files are never a host user's to run).
+whiteouts are left out, and the copy stops at bounds of size, depth and entries. It is
+written into a folder only its owner can reach (root's, or a normal user's as root of
+their id map): the layer's setuid files are never another host user's to run.
 """
 
 from __future__ import annotations
@@ -43,9 +45,7 @@ def copy_layer(source: Path, target: Path, shift: int, leave_out: Callable[[str]
     copy, not a new one. `in_user_namespace`: run as root of a normal user's id map, over
     one of their machines (unprivileged: `user.overlay.*` markers). The bytes copied and
     what was seen; LayerTooBig past `limit`."""
-    copier = _Copier(shift, leave_out, limit, previous)
-    if in_user_namespace:
-        copier.markers = "user.overlay."
+    copier = _Copier(shift, leave_out, limit, previous, unprivileged=bool(shift) or in_user_namespace)
     source_fd = os.open(source, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
         os.mkdir(target, 0o700)
@@ -63,7 +63,7 @@ def copy_layer(source: Path, target: Path, shift: int, leave_out: Callable[[str]
 
 class _Copier:
     def __init__(self, shift: int, leave_out: Callable[[str], bool], limit: int,
-                 previous: tuple[Path, Seen] | None) -> None:
+                 previous: tuple[Path, Seen] | None, unprivileged: bool) -> None:
         self.shift = shift
         self.leave_out = leave_out
         self.limit = limit
@@ -75,7 +75,7 @@ class _Copier:
         self.linked: dict[tuple[int, int], str] = {}  # (dev, ino) -> the layer's path of its first copy
         # overlayfs' markers in this machine's layer: `user.overlay.*` in an unprivileged machine's
         # (in a privileged one those are plain attributes its root may set), `trusted.overlay.*` else
-        self.markers = "user.overlay." if shift else "trusted.overlay."
+        self.markers = "user.overlay." if unprivileged else "trusted.overlay."
 
     def folder(self, source: int, target: int, relative: str, depth: int = 0) -> None:
         if depth > MAX_DEPTH:

@@ -106,19 +106,29 @@ def up_plan(
 
     found = step_inputs(project, machines)
     fingerprints = fingerprints_of(found)
-    caching = None
-    if use_cache and provision != "skip" and found and backend.caches_layers():
-        from tapers.engine import caching as cache
-
-        bound = cache.max_size()
-        caching = cache.Caching(cache.starts(machines, fingerprints, found, backend.layer_scope()), fingerprints,
-                                found, bound) if bound else None
     stale = hosts.stale(project, observed)
     forwarding = backend.network.forwarded() if any(m.ports for m in machines) else None
-    from_cache = {name: (start.from_cache, start.layer.seconds) for name, start in caching.starts.items()
-                  if start.layer} if caching else None
+    legacy = legacy_fingerprints(project, machines, observed)
     plan = plan_up(machines, observed, key, cached, fingerprints, provision, remove_orphans and not names,
-                   stale, forwarding, found, legacy_fingerprints(project, machines, observed), from_cache)
+                   stale, forwarding, found, legacy)
+    # The cache is asked only about the machines this plan makes; where it holds some of
+    # their steps, the plan is made again without them (planning is pure and cheap).
+    made = [m for m in machines if any(a.subject == m.name and a.kind in (Kind.CREATE, Kind.RECREATE)
+                                       for a in plan.actions)]
+    caching = None
+    if use_cache and provision != "skip" and any(m.provision for m in made) and backend.caches_layers():
+        from tapers.engine import caching as cache
+        from tapers.user_config import cache_max_size
+
+        bound = cache_max_size()
+        if bound:
+            caching = cache.Caching(cache.starts(made, fingerprints, found, backend.layer_scope()), fingerprints,
+                                    found, bound)
+            from_cache = {name: (start.from_cache, start.layer.seconds) for name, start in caching.starts.items()
+                          if start.layer}
+            if from_cache:
+                plan = plan_up(machines, observed, key, cached, fingerprints, provision, remove_orphans and not names,
+                               stale, forwarding, found, legacy, from_cache)
     return (with_triggers(plan, event, machines, observed) if event else plan), caching
 
 

@@ -506,11 +506,12 @@ def _provision(action: Action, guest: Any, ctx: Context) -> None:
     name, container = action.subject, ctx.project.container(action.subject)
     step = ctx.project.loaded.machine(name).provision[action.step - 1]
     found = inputs(step, ctx.project.root)
+    ran = fingerprint_of(found)
 
     def succeeded() -> None:
         record = _record_of(ctx, container)
         failed = None if record.provision_failed == step.key else record.provision_failed
-        ctx.backend.save_record(container, record.replace(provisioned={**record.provisioned, step.key: fingerprint_of(found)},
+        ctx.backend.save_record(container, record.replace(provisioned={**record.provisioned, step.key: ran},
                                                           inputs={**record.inputs, step.key: found},
                                                           provision_failed=failed))
 
@@ -522,8 +523,8 @@ def _provision(action: Action, guest: Any, ctx: Context) -> None:
         raise
     if ctx.caching is not None:
         machine = ctx.project.loaded.machine(name)
-        ctx.caching.step_done(machine, step.index, time.monotonic() - started, fingerprint_of(found), container,
-                              ctx.backend, ctx.reporter, machine.box)
+        ctx.caching.step_done(machine, step.index, time.monotonic() - started, ran, container, ctx.backend,
+                              ctx.reporter, machine.box)
 
 
 def _require_approved_play(ctx: Context, machine: str, step: Step, found: dict[str, str]) -> None:

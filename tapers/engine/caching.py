@@ -163,12 +163,6 @@ def box_identity(meta: dict) -> str:  # type: ignore[type-arg]
     return str(meta.get("tree") or meta["id"])
 
 
-def max_size() -> int:
-    from tapers.user_config import cache_max_size
-
-    return cache_max_size()
-
-
 def in_use(backend: Backend) -> set[str]:
     """The layers machines on this host stand on (from their records). A machine whose record
     can't be read may stand on any: then all are."""

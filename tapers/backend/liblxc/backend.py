@@ -146,11 +146,8 @@ class LiblxcBackend(BackendBase):
             seen = below
             if shift is not None:
                 seen = unprivileged.prepare(folder, spec.container, lower, shift, overlay=True, layers=below[:-1])
-            _check_layers(folder, *seen, writable)
-            rootfs = "overlay:" + ":".join(str(layer) for layer in [*seen, writable])
+            rootfs = _overlay_rootfs(folder, seen, writable)
         else:
-            if spec.layers:
-                raise BackendError("cached layers need overlayfs, which this host lacks")
             writable = folder / COPY_DIR
             _copy_tree(lower, writable, spec.container)
             if shift is not None:  # no overlayfs: a copy of the box, its owners shifted
@@ -208,13 +205,10 @@ class LiblxcBackend(BackendBase):
         self._save_record_text(spec.container, record.to_json().encode())
         lower = spec.rootfs.resolve()
         overlay = self.copy_mode() == "overlay"
-        if spec.layers and not overlay:
-            raise BackendError("cached layers need overlayfs, which this host lacks")
         writable = folder / (UPPER_DIR if overlay else COPY_DIR)
         userns.call(_make_writable_layer, lower, writable, overlay, spec.files, what=f"make the files of `{spec.container}`")
         below = [*(layer.resolve() for layer in spec.layers), lower]  # their layers are in their map, as the box
-        rootfs = "overlay:" + ":".join(str(layer) for layer in [*below, writable]) if overlay else f"dir:{writable}"
-        _check_layers(folder, *below, writable)
+        rootfs = _overlay_rootfs(folder, below, writable) if overlay else f"dir:{writable}"
         _save_mounts(folder, spec.mounts, 0, staged=False)
         _write_raw(folder, spec.raw)
         _write_config(folder, _render_config(spec, rootfs, folder, None, overlay, as_user=True))
@@ -664,6 +658,13 @@ def _write_config(folder: Path, text: str) -> None:
     tmp = folder / "config.tmp"
     tmp.write_text(text)
     os.replace(tmp, folder / "config")
+
+
+def _overlay_rootfs(folder: Path, below: list[Path], writable: Path) -> str:
+    """lxc.rootfs.path of an overlay machine: its writable layer over `below` (its cached
+    layers and the box, the top one first)."""
+    _check_layers(folder, *below, writable)
+    return "overlay:" + ":".join(str(layer) for layer in [*below, writable])
 
 
 def _check_layers(folder: Path, *layers: Path) -> None:

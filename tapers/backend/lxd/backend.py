@@ -256,8 +256,9 @@ class LxdBackend(BackendBase):
         key = target.parent.name.rpartition("-")[2]
         layer, work = layer_instance(key), f"{layer_instance(key[:20])}-w{os.getpid()}"
         self._remove_unfinished_layers()
-        frozen = self._state(container) is State.RUNNING
-        if self._state(container) not in (State.RUNNING, State.STOPPED):
+        state = self._state(container)
+        frozen = state is State.RUNNING
+        if state not in (State.RUNNING, State.STOPPED):
             raise BackendError(f"container `{container}` can't be held still to copy its files")
         if frozen:
             self._freeze(container)
@@ -275,8 +276,8 @@ class LxdBackend(BackendBase):
                 key: value for key, value in data["config"].items() if key.startswith("volatile.")},
                 devices={"root": {"type": "disk", "path": "/", "pool": self.settings.storage_pool}})
             self._take_out(work, leave_out)
-            state = self._api("instances", work, "state").get().json()["metadata"]
-            size = int(((state.get("disk") or {}).get("root") or {}).get("usage") or 0)
+            measured = self._api("instances", work, "state").get().json()["metadata"]
+            size = int(((measured.get("disk") or {}).get("root") or {}).get("usage") or 0)
             if size > limit:
                 raise BackendError(f"the machine's files are over {limit // 2**20} MiB: not cached")
             if self._instance(layer) is None:  # (else another tapers made it meanwhile: it is as good)
