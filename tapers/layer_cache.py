@@ -41,6 +41,13 @@ _INCOMING = ".incoming-"
 _TRASH = ".trash-"
 
 
+def _remove_files(folder: Path) -> None:
+    """Layers of root's machines (a backend gives its own way: Backend.remove_files)."""
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 class Link(NamedTuple):
     """One step of a machine's chain: the layer key that holds the machine after it."""
 
@@ -147,20 +154,27 @@ def touch(keys: tuple[str, ...]) -> None:
             pass
 
 
+def key_of(disk: Path) -> str:
+    """The key of the layer whose files `disk` is (published, or being written by `publish`)."""
+    return disk.parent.name.rpartition("-")[2]  # KEY/disk or .incoming-PID-KEY/disk
+
+
 def publish(key: str, below: tuple[str, ...], steps: tuple[str, ...], seconds: float, box: str,
-            fill: Callable[[Path], int], scope: str = "liblxc") -> tuple[Layer | None, bool]:
+            fill: Callable[[Path], int], scope: str = "liblxc",
+            remove_files: Callable[[Path], None] = _remove_files) -> tuple[Layer | None, bool]:
     """Make layer `key`: `fill(disk)` writes its files into the new folder `disk` and returns
     their size. It appears whole (written to disk first) or not at all. The layer, and
-    whether it is the one written here (not another tapers' made meanwhile)."""
+    whether it is the one written here (not another tapers' made meanwhile).
+    `remove_files`: the backend's way to remove machine files (Backend.remove_files)."""
     root = _own_folder()
     if (root / key).is_dir():
         found = find(key)
         if found is not None:
             return found, False
-        _remove(root / key)  # what it stood on is gone (a prune killed half-way): made again
-    remove_abandoned()
+        _remove(root / key, remove_files)  # what it stood on is gone (a prune killed half-way): made again
+    remove_abandoned(remove_files)
     work = root / f"{_INCOMING}{os.getpid()}-{key}"
-    _remove(work)
+    _remove(work, remove_files)
     work.mkdir(mode=0o700)
     try:
         size = fill(work / "disk")
@@ -171,10 +185,10 @@ def publish(key: str, below: tuple[str, ...], steps: tuple[str, ...], seconds: f
         try:
             os.rename(work, root / key)
         except OSError:  # made by another tapers at the same time: theirs is as good
-            _remove(work)
+            _remove(work, remove_files)
             return find(key), False
     except BaseException:
-        _remove(work)
+        _remove(work, remove_files)
         raise
     return find(key), True
 
@@ -200,33 +214,35 @@ def list_layers() -> list[Layer]:
 
 
 def prune(max_size: int, in_use: Callable[[], set[str]], scope: str = "liblxc",
-          drop: Callable[[Layer], None] = lambda layer: None) -> list[Layer]:
+          drop: Callable[[str], None] = lambda key: None,
+          remove_files: Callable[[Path], None] = _remove_files) -> list[Layer]:
     """Remove the least recently used layers of `scope` (the backend in use: another's
     machines may stand on its own) that no machine stands on (`in_use`, asked once no
     machine is being made from layers) until the cache holds at most `max_size` bytes, and
-    the layers that stood on a removed one; 0 removes all. `drop(layer)` removes what the
-    backend keeps of one, once it is out of sight. The removed."""
+    the layers that stood on a removed one; 0 removes all. `drop(key)` removes what the
+    backend keeps of a layer, once it is out of sight (Backend.drop_layer). The removed."""
     if max_size and sum(layer.size for layer in list_layers()) <= max_size:
         return []
     with locked(shared=False):
-        return _prune(max_size, in_use(), scope, drop)
+        return _prune(max_size, in_use(), scope, drop, remove_files)
 
 
-def _prune(max_size: int, in_use: set[str], scope: str, drop: Callable[[Layer], None]) -> list[Layer]:
-    remove_abandoned()
+def _prune(max_size: int, in_use: set[str], scope: str, drop: Callable[[str], None],
+           remove_files: Callable[[Path], None]) -> list[Layer]:
+    remove_abandoned(remove_files)
     layers = list_layers()
     total = sum(layer.size for layer in layers)
     removed: list[Layer] = []
 
     def remove(layer: Layer) -> None:
         nonlocal total
-        _remove(layer.folder)  # out of sight first: a tapers killed now leaves nothing that looks usable
+        _remove(layer.folder, remove_files)  # out of sight first: a tapers killed now leaves nothing usable
         removed.append(layer)
         total -= layer.size
         from tapers.errors import TapersError
 
         try:
-            drop(layer)
+            drop(layer.key)
         except (TapersError, OSError):  # what the backend keeps of it stays: never used again
             pass
 
@@ -242,18 +258,18 @@ def _prune(max_size: int, in_use: set[str], scope: str, drop: Callable[[Layer], 
     return removed
 
 
-def remove_abandoned() -> None:
+def remove_abandoned(remove_files: Callable[[Path], None] = _remove_files) -> None:
     """Folders left by a tapers that was killed while writing a layer (or removing one)."""
     root = folder()
     if not root.is_dir():
         return
     for item in root.iterdir():
         if item.name.startswith(_TRASH):
-            _remove(item)
+            _remove(item, remove_files)
         elif item.name.startswith(_INCOMING):
             pid = item.name.removeprefix(_INCOMING).partition("-")[0]
             if pid.isdigit() and not alive(int(pid)):
-                _remove(item)
+                _remove(item, remove_files)
 
 
 def _read(item: Path) -> Layer | None:
@@ -290,10 +306,8 @@ def _own_folder() -> Path:
     return root
 
 
-def _remove(item: Path) -> None:
+def _remove(item: Path, remove_files: Callable[[Path], None]) -> None:
     """Out of sight at once (a rename), then deleted."""
-    import shutil
-
     if not item.exists() and not item.is_symlink():
         return
     trash = item
@@ -303,12 +317,4 @@ def _remove(item: Path) -> None:
             os.rename(item, trash)
         except OSError:
             trash = item
-    shutil.rmtree(trash, ignore_errors=True)
-    if os.path.lexists(trash) and paths.as_user():  # a normal user's layers are their machines' ids'
-        from tapers.backend.liblxc import userns
-        from tapers.errors import TapersError
-
-        try:
-            userns.run(["rm", "-rf", "--one-file-system", "--", str(trash)], f"remove {trash}")
-        except TapersError:
-            pass  # left for the next prune (it is out of sight: never used)
+    remove_files(trash)  # what can't go now is out of sight, never used, and tried again by the next prune

@@ -17,6 +17,8 @@ from typing import Any, NamedTuple, Protocol
 
 from tapers.record import Record, RecordError, claims
 
+MACHINE_IDS = 65536  # the ids of one unprivileged machine (0..65535 inside), mapped to as many on the host
+
 # Values are NamedTuples, cheap to define (see tapers/taperfile/machine.py).
 
 
@@ -307,8 +309,12 @@ class Backend(Protocol):
         """Where this backend's layers live ("liblxc": in the cache's folders alone; an LXD
         server's: instances there too): a layer is used only where it was made."""
 
-    def drop_layer(self, folder: Path) -> None:
-        """The cache removes the layer in `folder`: what this backend keeps of it goes too."""
+    def drop_layer(self, key: str) -> None:
+        """The cache removed layer `key`: what this backend keeps of it goes too."""
+
+    def remove_files(self, folder: Path) -> None:
+        """Remove a folder of machine files this backend wrote outside a machine (a cached
+        layer): a normal user's are owned by their machines' ids. What can't go is left."""
 
     def save_layer(self, container: str, target: Path, leave_out: LeaveOut, limit: int,
                    previous: Path | None = None) -> int:

@@ -205,8 +205,13 @@ class BackendBase:
     def layer_scope(self) -> str:
         return self.name
 
-    def drop_layer(self, folder: Path) -> None:
+    def drop_layer(self, key: str) -> None:
         """Nothing but the cache's folder (liblxc)."""
+
+    def remove_files(self, folder: Path) -> None:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
 
     def save_layer(self, container: str, target: Path, leave_out: LeaveOut, limit: int,
                    previous: Path | None = None) -> int:

@@ -18,9 +18,9 @@ import stat
 from pathlib import Path
 from typing import Callable
 
+from tapers.backend.api import MACHINE_IDS
 from tapers.errors import BackendError
 
-RANGE = 65536  # ids of one machine: 0..65535 inside
 MAX_ENTRIES = 2_000_000  # files, folders and links a layer may hold (a Debian with a desktop: ~300k)
 MAX_DEPTH = 200  # folders within folders (a real system: under 30)
 ENTRY_COST = 4096  # what each file, folder or link counts for against the size bound (its inode, its block)
@@ -211,7 +211,7 @@ class _Copier:
         """The id as the machine sees it; one no machine's range holds (a host id that got in,
         a privileged machine's id past 65535) is nobody's."""
         inside = host - self.shift
-        return inside if 0 <= inside < RANGE else NOBODY
+        return inside if 0 <= inside < MACHINE_IDS else NOBODY
 
 
 def _capability(fd: int) -> bytes | None:

@@ -60,9 +60,9 @@ def _prune(bound: int) -> None:
     from tapers.taperfile.units import human_size
 
     backend = default_backend()
-    removed = layer_cache.prune(bound, lambda: in_use(backend), backend.layer_scope(),
-                                lambda layer: backend.drop_layer(layer.folder))
-    layer_cache.remove_abandoned()
+    removed = layer_cache.prune(bound, lambda: in_use(backend), backend.layer_scope(), backend.drop_layer,
+                                backend.remove_files)
+    layer_cache.remove_abandoned(backend.remove_files)
     left = layer_cache.list_layers()
     output.say(f"removed {len(removed)} layer(s), {human_size(sum(layer.size for layer in removed))}; "
                f"{len(left)} left, {human_size(sum(layer.size for layer in left))}")

@@ -99,7 +99,7 @@ class Caching:
 
         try:
             layer, ours = layer_cache.publish(link.key, growing.below, growing.steps, growing.seconds, box, fill,
-                                              backend.layer_scope())
+                                              backend.layer_scope(), backend.remove_files)
             # the next layer holds this one's files too (the machine's layer grows): those the
             # machine doesn't touch meanwhile are shared with this one (when it is ours), not copied
             growing.previous = layer.disk if layer is not None and ours and filled else None
@@ -109,7 +109,7 @@ class Caching:
             reporter.line(machine.name, f"kept in the provisioning cache after {step.label.split(' (')[0]} "
                                         f"({size}{time.monotonic() - started:.1f} s)")
             for gone in layer_cache.prune(self.max_size, lambda: in_use(backend), backend.layer_scope(),
-                                          lambda old: backend.drop_layer(old.folder)):
+                                          backend.drop_layer, backend.remove_files):
                 reporter.line("cache", f"pruned a layer of {gone.box} used least recently ({human_size(gone.size)}): "
                                        f"the cache is bounded to {human_size(self.max_size)}")
         except (TapersError, OSError) as exc:

@@ -107,7 +107,7 @@ def test_a_layer_appears_whole_and_is_found_with_what_it_stands_on(home: Path) -
     assert layer_cache.longest([layer_cache.Link(1, "a" * 32), layer_cache.Link(2, "b" * 32),
                                 layer_cache.Link(3, "c" * 32)]) == (2, layer_cache.find("b" * 32))
     assert oct(os.stat(home / "layers").st_mode & 0o777) == "0o700"
-    layer_cache._remove(base.folder)  # what it stood on is gone: it can't be used...
+    layer_cache._remove(base.folder, layer_cache._remove_files)  # what it stood on is gone: it can't be used...
     assert layer_cache.find("b" * 32) is None
     again, ours = layer_cache.publish("b" * 32, (), ("step 1", "step 2"), 5.0, "debian/bookworm", _fill("w"))
     assert ours and again is not None and (again.disk / "file").read_text() == "w"  # ...and is made again
@@ -141,7 +141,7 @@ def test_prune_keeps_what_machines_stand_on_and_removes_the_least_recently_used(
     assert {layer.key[0] for layer in layer_cache.list_layers()} == {"a", "c"}
     layer_cache.publish("e" * 32, (), ("s",), 1.0, "box", _fill("z"), scope="lxd https://elsewhere default default")
     dropped: list[str] = []
-    assert layer_cache.prune(0, lambda: {"a" * 32}, "liblxc", lambda layer: dropped.append(layer.key))[0].key == "c" * 32
+    assert layer_cache.prune(0, lambda: {"a" * 32}, "liblxc", dropped.append)[0].key == "c" * 32
     assert dropped == ["c" * 32]  # and the other backend's layer stays: its machines can't be seen from here
     assert [layer.key for layer in layer_cache.list_layers()] == ["a" * 32, "e" * 32]
 
@@ -181,6 +181,12 @@ class _Saving:
 
     def layer_scope(self) -> str:
         return "liblxc"
+
+    def drop_layer(self, key: str) -> None:
+        pass
+
+    def remove_files(self, folder) -> None:
+        layer_cache._remove_files(folder)
 
     def list(self, prefix: str = ""):
         return []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from tapers.backend.api import MACHINE_IDS
 from tapers.backend.liblxc import unprivileged
 
 BLOCK = f"root:{unprivileged.FIRST}:{unprivileged.LAST - unprivileged.FIRST}"
@@ -51,10 +52,10 @@ def test_ranges_skip_ids_already_given_and_stay_below_two_to_the_31() -> None:
     first = unprivileged.free_range(taken=[])
     assert first == unprivileged.FIRST and unprivileged.LAST <= 2**31 - 2**17
     # a machine mapping the first range (its lxc.idmap)
-    assert unprivileged.free_range(taken=[(first, first + unprivileged.RANGE)]) == first + unprivileged.RANGE
+    assert unprivileged.free_range(taken=[(first, first + MACHINE_IDS)]) == first + MACHINE_IDS
     # a user's uid inside the first range, and someone's subordinate range over the second
-    taken = [(first + 500, first + 501), (first + unprivileged.RANGE, first + 2 * unprivileged.RANGE + 1)]
-    assert unprivileged.free_range(taken=taken) == first + 3 * unprivileged.RANGE
+    taken = [(first + 500, first + 501), (first + MACHINE_IDS, first + 2 * MACHINE_IDS + 1)]
+    assert unprivileged.free_range(taken=taken) == first + 3 * MACHINE_IDS
 
 
 def test_shadows_lock_is_taken_and_honoured(tmp_path: Path) -> None:

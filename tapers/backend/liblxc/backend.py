@@ -29,6 +29,7 @@ from tapers.backend.api import (
     container_info,
     GuestFile,
     LeaveOut,
+    MACHINE_IDS,
     Limits,
     MachineSpec,
     Mount,
@@ -226,6 +227,9 @@ class LiblxcBackend(BackendBase):
         except BackendError:
             if not ignore_errors:
                 raise
+
+    def remove_files(self, folder: Path) -> None:
+        self._remove_tree(folder, ignore_errors=True)
 
     def _disk_usage(self, path: Path) -> int:
         if not self.as_user:
@@ -590,7 +594,7 @@ def _unshifted(folder: Path, shift: int) -> Iterator[Path]:
     from tapers.backend import idmap
 
     with _mount_point("unshifted-") as view:
-        back = [(shift, 0, unprivileged.RANGE)]
+        back = [(shift, 0, MACHINE_IDS)]
         idmap.bind(folder, view, back, back, readonly=True)
         yield view
 

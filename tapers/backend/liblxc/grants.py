@@ -17,6 +17,7 @@ import pwd
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from tapers.backend.api import MACHINE_IDS
 from tapers.errors import HostError
 
 GRANTS_DIR = Path("/etc/tapers/users")
@@ -24,7 +25,6 @@ USER_SUBNETS = ipaddress.IPv4Network("10.98.0.0/16")  # a /24 of it per user
 BRIDGE_PREFIX = "tpu"  # + the uid: tpu1001
 PRIVATE_PREFIX = "tpv"  # + the /24 in hex: tpvc0a84d is a user's 192.168.77.0/24 (root's are tp + hex)
 VERSION = 1
-RANGE = 65536  # subordinate ids a user's machines need: 0..65535 inside
 
 
 class Grant(NamedTuple):
@@ -134,7 +134,7 @@ def all_grants() -> list[Grant]:
 
 
 def subordinate_range(user: str, files: tuple[Path, Path] = (Path("/etc/subuid"), Path("/etc/subgid"))) -> tuple[int, int]:
-    """(first subordinate uid, first subordinate gid) of a range of at least RANGE ids the
+    """(first subordinate uid, first subordinate gid) of a range of at least MACHINE_IDS ids the
     user was given in /etc/subuid and /etc/subgid."""
     starts = []
     for path in files:
@@ -146,11 +146,11 @@ def subordinate_range(user: str, files: tuple[Path, Path] = (Path("/etc/subuid")
         for line in lines:
             fields = line.strip().split(":")
             if len(fields) == 3 and fields[0] == user and fields[1].isdigit() and fields[2].isdigit():
-                if int(fields[2]) >= RANGE:
+                if int(fields[2]) >= MACHINE_IDS:
                     start = int(fields[1])
                     break
         if start is None:
-            raise HostError(f"user `{user}` has no range of {RANGE} ids in {path}",
+            raise HostError(f"user `{user}` has no range of {MACHINE_IDS} ids in {path}",
                             hint=f"an admin runs: {setup_command(user)}")
         starts.append(start)
     return starts[0], starts[1]

@@ -15,6 +15,7 @@ import pwd
 from pathlib import Path
 
 from tapers.backend import host_routes
+from tapers.backend.api import MACHINE_IDS
 from tapers.backend.liblxc import boot_hook, bridges, delegation, etc_files, grants, host, nft, unprivileged
 from tapers.backend.liblxc.grants import Grant
 from tapers.errors import HostError, UsageError
@@ -194,7 +195,7 @@ def _free_subnet(user: str) -> str:
 def _free_subordinate_start() -> int:
     """The first range of ids no one has: no user, group or subordinate range, not tapers'."""
     taken = unprivileged.others_ids() + [(unprivileged.FIRST, unprivileged.LAST)]
-    return unprivileged.free_range(taken, first=FIRST_SUBORDINATE, last=2**32 - grants.RANGE)
+    return unprivileged.free_range(taken, first=FIRST_SUBORDINATE, last=2**32 - MACHINE_IDS)
 
 
 def _ensure_subordinate_ids(user: str, path: Path, start: int, recorded) -> None:  # type: ignore[no-untyped-def]
@@ -205,7 +206,7 @@ def _ensure_subordinate_ids(user: str, path: Path, start: int, recorded) -> None
         return
     except HostError:
         pass
-    line = f"{user}:{start}:{grants.RANGE}"
+    line = f"{user}:{start}:{MACHINE_IDS}"
     recorded(line)
     etc_files.edit(path, lambda lines: [*lines, line])
 

@@ -14,21 +14,21 @@ import json
 from pathlib import Path
 
 from tapers import paths
+from tapers.backend.api import MACHINE_IDS
 from tapers.errors import BackendError
 
-RANGE = 65536  # ids per machine: 0..65535 inside
 # tapers' block: above systemd's container range (524288-1879048191, nspawn, nsresourced) and
 # LXD's (100000 up), below 2^31 - 2^17 (systemd's own "nobody" and special ids). Ranges that
 # another /etc/subuid entry, a user or a group already has are skipped (see free_range).
 FIRST = 0x70000000
 MACHINES = 4094
-LAST = FIRST + MACHINES * RANGE
+LAST = FIRST + MACHINES * MACHINE_IDS
 SUBID_FILES = (Path("/etc/subuid"), Path("/etc/subgid"))
 STATE = "tapers-unprivileged.json"  # in the container's folder: its range and its box
 
 
 def idmap_items(shift: int) -> list[tuple[str, str]]:
-    return [("lxc.idmap", f"u 0 {shift} {RANGE}"), ("lxc.idmap", f"g 0 {shift} {RANGE}")]
+    return [("lxc.idmap", f"u 0 {shift} {MACHINE_IDS}"), ("lxc.idmap", f"g 0 {shift} {MACHINE_IDS}")]
 
 
 def config_items(idmap: list[tuple[str, str]], overlay: bool) -> list[tuple[str, str]]:
@@ -64,11 +64,11 @@ def _covers(path: Path) -> bool:
 
 
 def free_range(taken: list[tuple[int, int]] | None = None, first: int = FIRST, last: int = LAST) -> int:
-    """The first range of RANGE ids from `first` (tapers' block by default) that overlaps no
+    """The first range of MACHINE_IDS ids from `first` (tapers' block by default) that overlaps no
     id already given out (`taken`: [start, end) intervals; by default `others_ids()`)."""
     taken = others_ids() if taken is None else taken
-    for shift in range(first, last, RANGE):
-        if not any(start < shift + RANGE and shift < end for start, end in taken):
+    for shift in range(first, last, MACHINE_IDS):
+        if not any(start < shift + MACHINE_IDS and shift < end for start, end in taken):
             return shift
     raise BackendError("no free id range left for unprivileged machines on this host")
 
@@ -188,7 +188,7 @@ def mount_box(folder: Path, container: str) -> None:
         seen = _view(container, name)
         seen.mkdir(exist_ok=True)
         if not idmap.is_mount(seen):
-            idmap.bind(source, seen, [(0, shift, RANGE)], [(0, shift, RANGE)], readonly=True, inert=True)
+            idmap.bind(source, seen, [(0, shift, MACHINE_IDS)], [(0, shift, MACHINE_IDS)], readonly=True, inert=True)
 
 
 def unmount_box(container: str) -> None:

@@ -22,10 +22,10 @@ import subprocess
 import sys
 from typing import Any, Callable
 
+from tapers.backend.api import MACHINE_IDS
 from tapers.errors import BackendError
 
 GUEST_USER = 1000  # the login user of tapers' boxes
-RANGE = 65536
 
 
 def id_map(uid: int, gid: int, sub_uid: int, sub_gid: int) -> list[tuple[str, int, int, int]]:
@@ -35,7 +35,7 @@ def id_map(uid: int, gid: int, sub_uid: int, sub_gid: int) -> list[tuple[str, in
         lines += [
             (kind, 0, sub, GUEST_USER),
             (kind, GUEST_USER, own, 1),
-            (kind, GUEST_USER + 1, sub + GUEST_USER + 1, RANGE - GUEST_USER - 1),
+            (kind, GUEST_USER + 1, sub + GUEST_USER + 1, MACHINE_IDS - GUEST_USER - 1),
         ]
     return lines
 

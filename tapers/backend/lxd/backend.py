@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tapers import digests
+from tapers import digests, layer_cache
 from tapers.backend import lxc_config, staging
 from tapers.backend.base import BackendBase
 from tapers.backend.api import (
@@ -205,7 +205,7 @@ class LxdBackend(BackendBase):
 
     def _create(self, spec: MachineSpec, record: Record) -> None:
         if spec.layers:  # a copy of the cached layer's instance (on btrfs, zfs, lvm: a copy-on-write one)
-            source = {"type": "copy", "source": layer_instance(spec.layers[0].parent.name), "instance_only": True}
+            source = {"type": "copy", "source": layer_instance(layer_cache.key_of(spec.layers[0])), "instance_only": True}
         else:
             source = {"type": "image", "alias": self._image(spec.rootfs)}
         if self.local:
@@ -253,7 +253,7 @@ class LxdBackend(BackendBase):
         it: a layer on LXD stands on nothing."""
         import os
 
-        key = target.parent.name.rpartition("-")[2]
+        key = layer_cache.key_of(target)
         layer, work = layer_instance(key), f"{layer_instance(key[:20])}-w{os.getpid()}"
         self._remove_unfinished_layers()
         state = self._state(container)
@@ -320,8 +320,8 @@ class LxdBackend(BackendBase):
             except LXDAPIException:
                 pass  # not there (or a folder with files in it)
 
-    def drop_layer(self, folder: Path) -> None:
-        layer = layer_instance(folder.name)
+    def drop_layer(self, key: str) -> None:
+        layer = layer_instance(key)
         if self._instance(layer) is not None:
             self._call("remove it from the provisioning cache", layer, "delete", "instances", layer)
 
