@@ -88,9 +88,9 @@ def host_state() -> dict:
             return "(none)"
 
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
-    return {
-        "subuid": text("/etc/subuid"),
-        "subgid": text("/etc/subgid"),
+    return {  # (shadow's tools, which the tests use too, may write the ranges in another order)
+        "subuid": sorted(text("/etc/subuid").splitlines()),
+        "subgid": sorted(text("/etc/subgid").splitlines()),
         "lxc-usernet": text("/etc/lxc/lxc-usernet"),
         "bridges": sorted(p.name for p in Path("/sys/class/net").iterdir() if p.name.startswith("tpu")),
         "nft": "tapers_users" in tables,
@@ -477,27 +477,62 @@ def test_a_users_private_network_is_theirs_alone(users: Users) -> None:
 
 
 def test_a_group_is_set_up_member_by_member(users: Users) -> None:
-    c, group = users.c, f"tpg{RUN_ID}"
+    """`host setup --group`: its members now; `host restore` (the boot hook runs it) sets up
+    those who join later and takes the grant back from those who leave."""
+    a, c, group = users.a, users.c, f"tpg{RUN_ID}"
+    d = HostUser(f"tp{RUN_ID}d", dict(c.env), c.python, c.bin)
+    record = Path(f"/etc/tapers/groups/{group}.json")
     subprocess.run(["groupadd", group], check=True)
+    subprocess.run(["useradd", "-m", "-s", "/bin/bash", d.name], check=True, capture_output=True)
     try:
         subprocess.run(["usermod", "-aG", group, c.name], check=True)
         root_tapers(("host", "setup", "--group", group)).ok()
+        assert record.exists() and json.loads(Path(f"/etc/tapers/users/{c.name}.json").read_text())["group"] == group
         assert c.tapers("doctor").code == 0
         given = [line for line in Path("/etc/subuid").read_text().splitlines() if line.startswith(f"{c.name}:")]
         assert len(given) == 1, "setup gave c no subordinate ids"
         c.tapers("box", "add", BOX, str(Path(f"/var/tmp/tapers-{RUN_ID}-box.tar")), "--from-rootfs").ok()
 
-        # c's box is owned by the ids setup gave: teardown keeps them (and says so) while it exists.
+        # d joins: their tapers names the command that sets them up; restore does it.
+        subprocess.run(["usermod", "-aG", group, d.name], check=True)
+        refused = d.tapers("doctor")
+        assert refused.code != 0 and f"sudo tapers host setup --group {group}" in refused.out, refused.out
+        restored = root_tapers(("host", "restore")).ok()
+        assert f"user `{d.name}`: bridge" in restored.out and f"(group `{group}`)" in restored.out, restored.out
+        assert d.tapers("doctor").code == 0
+
+        # a, set up by name, joins and leaves: a's grant is a's own, never the group's to take.
+        subprocess.run(["usermod", "-aG", group, a.name], check=True)
+        root_tapers(("host", "restore")).ok()
+        subprocess.run(["gpasswd", "-d", a.name, group], check=True, capture_output=True)
+        # c leaves: restore takes c's grant back, and keeps the ids c's box is owned by (says so).
+        subprocess.run(["gpasswd", "-d", c.name, group], check=True, capture_output=True)
+        restored = root_tapers(("host", "restore")).ok()
+        assert f"user `{c.name}` left the group" in restored.out and given[0] in restored.out, restored.out
+        assert f"user `{a.name}` left" not in restored.out
+        assert not Path(f"/etc/tapers/users/{c.name}.json").exists() and c.tapers("doctor").code != 0
+        assert given[0] in Path("/etc/subuid").read_text()
+        assert a.tapers("doctor").code == 0 and d.tapers("doctor").code == 0
+        assert json.loads(Path(f"/etc/tapers/users/{a.name}.json").read_text())["group"] == ""
+
+        # teardown --group takes back what the group gave (d), never a's.
         down = root_tapers(("host", "teardown", "--group", group)).ok()
-        assert "kept" in down.out and given[0] in Path("/etc/subuid").read_text(), down.out
-        assert not Path(f"/etc/tapers/users/{c.name}.json").exists()
-        assert c.tapers("doctor").code != 0
+        assert f"user `{d.name}` no longer runs machines here" in down.out and a.name not in down.out, down.out
+        assert not record.exists() and not Path(f"/etc/tapers/users/{d.name}.json").exists()
+        assert d.tapers("doctor").code != 0 and a.tapers("doctor").code == 0
         c.tapers("box", "remove", BOX).ok()
         start, count = given[0].split(":")[1:]
         span = f"{start}-{int(start) + int(count) - 1}"  # setup gives the same range of uids and gids
         subprocess.run(["usermod", "--del-subuids", span, "--del-subgids", span, c.name], check=True)
     finally:
+        for user in (c, d):
+            if Path(f"/etc/tapers/users/{user.name}.json").exists():
+                root_tapers(("host", "teardown", "--user", user.name, "--force"))
+        if record.exists():
+            root_tapers(("host", "teardown", "--group", group, "--force"))
+        subprocess.run(["gpasswd", "-d", a.name, group], capture_output=True)
         subprocess.run(["groupdel", group], capture_output=True)
+        subprocess.run(["userdel", "-r", d.name], capture_output=True)
 
 
 def test_after_a_reboot_the_boot_hook_makes_the_setup_again(users: Users) -> None:

@@ -3,6 +3,8 @@ firewall rules (the real setup is exercised as root in tests/integration/test_as
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tapers.backend.liblxc import host_setup, userns
@@ -52,3 +54,15 @@ def test_tapers_folders_follow_xdg_as_platformdirs_did(monkeypatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", "/xdg/cache")
     assert paths.tapers_home() == Path("/xdg/cache/tapers")
     assert paths._xdg("XDG_DATA_HOME", ".local/share") == Path("/home/dev/.local/share")
+
+
+@pytest.mark.parametrize("name", ["../../etc/cron.d/x", "a/b", "x\ny", "-rf", ""])
+def test_a_group_name_that_would_land_raw_in_a_path_is_refused(name: str, tmp_path, monkeypatch) -> None:
+    from tapers.backend.liblxc import grants
+
+    if host_setup.os.geteuid() != 0:
+        pytest.skip("host setup refuses non-root before it reads the name")
+    monkeypatch.setattr(grants, "GROUPS_DIR", tmp_path / "groups")
+    with pytest.raises(UsageError, match="group name"):
+        host_setup.setup_group(name)
+    assert not (tmp_path / "groups").exists() and not Path("/etc/cron.d/x.json").exists()

@@ -6,6 +6,10 @@ create machines' cgroups in.
 The grant is a root-owned file, /etc/tapers/users/<name>.json; the user reads it and can't
 change it. It also records what setup added to the host, so `host teardown` takes exactly
 that away.
+
+`host setup --group NAME` records the group too (/etc/tapers/groups/<name>.json): its members
+are set up one by one, and `host restore` (at boot, or by hand) sets up those who joined it
+since and takes the grant back from those who left it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from tapers.backend.api import MACHINE_IDS
 from tapers.errors import HostError
 
 GRANTS_DIR = Path("/etc/tapers/users")
+GROUPS_DIR = Path("/etc/tapers/groups")
 USER_SUBNETS = ipaddress.IPv4Network("10.98.0.0/16")  # a /24 of it per user
 BRIDGE_PREFIX = "tpu"  # + the uid: tpu1001
 PRIVATE_PREFIX = "tpv"  # + the /24 in hex: tpvc0a84d is a user's 192.168.77.0/24 (root's are tp + hex)
@@ -35,6 +40,7 @@ class Grant(NamedTuple):
     nics: int
     added: dict[str, Any]  # what setup added to the host (for teardown)
     private: tuple[str, ...] = ()  # host-only ranges the user may put machines on (/24s of them)
+    group: str = ""  # the group whose setup gave it ("": given to the user by name)
 
     @property
     def bridge(self) -> str:
@@ -72,7 +78,37 @@ def path_of(user: str) -> Path:
 
 
 def setup_command(user: str) -> str:
-    return f"sudo tapers host setup --user {user}"
+    """What an admin runs to set `user` up: their group's setup when a group of theirs was set up."""
+    group = next((g for g in recorded_groups() if user in group_members(g)), None)
+    return f"sudo tapers host setup --group {group}" if group else f"sudo tapers host setup --user {user}"
+
+
+def group_members(group: str) -> set[str]:
+    """Its members: those it lists and those whose own group it is (none when there is no such group)."""
+    import grp
+
+    try:
+        entry = grp.getgrnam(group)
+    except KeyError:
+        return set()
+    return set(entry.gr_mem) | {p.pw_name for p in pwd.getpwall() if p.pw_gid == entry.gr_gid}
+
+
+def group_path(group: str) -> Path:
+    return GROUPS_DIR / f"{group}.json"
+
+
+def recorded_groups() -> dict[str, int]:
+    """The groups `host setup --group` was run for: name -> the network interfaces each member may have."""
+    found = {}
+    for path in sorted(GROUPS_DIR.glob("*.json")) if GROUPS_DIR.is_dir() else []:
+        try:
+            data = json.loads(path.read_text())
+            if data["group"] == path.stem:
+                found[path.stem] = int(data["nics"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not one of ours: `host setup --group` writes it again
+    return found
 
 
 def current_user() -> str:
@@ -95,7 +131,7 @@ def load(user: str) -> Grant | None:
     try:
         return Grant(str(data["user"]), int(data["uid"]), int(data["gid"]), str(ipaddress.IPv4Network(data["subnet"])),
                      int(data["nics"]), dict(data.get("added") or {}),
-                     tuple(str(ipaddress.IPv4Network(cidr)) for cidr in data.get("private") or ()))
+                     tuple(str(ipaddress.IPv4Network(cidr)) for cidr in data.get("private") or ()), str(data.get("group") or ""))
     except (KeyError, TypeError, ValueError) as exc:
         raise HostError(f"{path_of(user)} is not a tapers grant ({exc})", hint=f"run `{setup_command(user)}` again") from None
 

@@ -9,10 +9,12 @@ removes exactly those, the bridge, the rules and the cgroups, and the grant.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import os
 import pwd
 from pathlib import Path
+from typing import NamedTuple
 
 from tapers.backend import host_routes
 from tapers.backend.api import MACHINE_IDS
@@ -27,20 +29,21 @@ FIRST_SUBORDINATE = 100000
 USER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")
 
 
-def setup(user: str, nics: int = DEFAULT_NICS, private: tuple[str, ...] = ()) -> Grant:
-    """`private`: host-only ranges to allow (added to those allowed before). Every change is
-    recorded in the grant before the next one is made: an interrupted setup is finished by
-    running it again, or undone by `teardown`."""
+def setup(user: str, nics: int = DEFAULT_NICS, private: tuple[str, ...] = (), group: str = "") -> Grant:
+    """`private`: host-only ranges to allow (added to those allowed before). `group`: the
+    group whose setup this is (a grant given by name stays one). Every change is recorded in
+    the grant before the next one is made: an interrupted setup is finished by running it
+    again, or undone by `teardown`."""
     _require_root()
     account = _account(user)
-    if not 1 <= nics <= 10000:
-        raise UsageError(f"--nics {nics}: give between 1 and 10000 network interfaces")
+    _check_nics(nics)
     with _setup_lock():
         old = grants.load(user)
         added: dict = dict(old.added) if old else {}
         subnet = old.subnet if old else _free_subnet(user)
         ranges = tuple(dict.fromkeys([*(old.private if old else ()), *(_private_range(user, c) for c in private)]))
-        grant = Grant(user, account.pw_uid, account.pw_gid, subnet, nics, added, ranges)
+        given_by = group if old is None or old.group else ""
+        grant = Grant(user, account.pw_uid, account.pw_gid, subnet, nics, added, ranges, given_by)
         _save(grant)
         start = _free_subordinate_start()  # the same range in both files
         for path, key in ((Path("/etc/subuid"), "subuid"), (Path("/etc/subgid"), "subgid")):
@@ -70,10 +73,72 @@ def _usernet_lines(added: dict) -> list[str]:
     return list(added.get("usernet") or [])
 
 
-def restore() -> list[Grant]:
-    """After the host restarted: every user's setup made again (the boot hook runs this)."""
+def _check_nics(nics: int) -> None:
+    if not 1 <= nics <= 10000:
+        raise UsageError(f"--nics {nics}: give between 1 and 10000 network interfaces")
+
+
+def setup_group(group: str, nics: int = DEFAULT_NICS) -> list[Grant]:
+    """Every member of `group` set up, and the group recorded: `restore` sets up those who
+    join it later and takes the grant back from those who leave it."""
     _require_root()
-    return [setup(grant.user, grant.nics, grant.private) for grant in grants.all_grants()]
+    import grp
+
+    if not USER_NAME.fullmatch(group):
+        raise UsageError(f"the group name {group!r} has characters tapers does not accept in one")
+    try:
+        grp.getgrnam(group)
+    except KeyError:
+        raise UsageError(f"there is no group `{group}` on this host", hint="create it first (addgroup)") from None
+    _check_nics(nics)
+    from tapers.rootfs import Root
+
+    with _setup_lock():
+        grants.GROUPS_DIR.mkdir(parents=True, exist_ok=True, mode=0o755)
+        with Root(grants.GROUPS_DIR, str(grants.GROUPS_DIR), HostError) as folder:
+            text = json.dumps({"version": grants.VERSION, "group": group, "nics": nics}, indent=2) + "\n"
+            folder.write(grants.group_path(group).name, text.encode(), 0o644, 0, 0)
+        boot_hook.install()  # (members who join later are set up at boot)
+    return [setup(member, nics, group=group) for member in sorted(grants.group_members(group))
+            if pwd.getpwnam(member).pw_uid != 0]
+
+
+class Restored(NamedTuple):
+    grants: list[Grant]  # set up again (or for the first time: they joined a group)
+    revoked: list[str]  # users who left the group their grant came from (and are in no other set up)
+    notes: list[str]  # what teardown of those left on the host, and why
+
+
+def restore() -> Restored:
+    """After the host restarted (the boot hook runs this), or a group's members changed:
+    every user's setup made again; members who joined a set-up group since are set up, and
+    users who left the group their grant came from lose it (or keep it through another)."""
+    _require_root()
+    groups = grants.recorded_groups()
+
+    def group_of(user: str) -> str | None:
+        return next((g for g in groups if user in grants.group_members(g)), None)
+
+    made, revoked, notes = [], [], []
+    for grant in grants.all_grants():
+        group = grant.group
+        if group and (group not in groups or grant.user not in grants.group_members(group)):
+            group = group_of(grant.user)
+            if group is None:
+                revoked.append(grant.user)
+                try:
+                    _, kept = teardown(grant.user, force=True)
+                    notes.extend(f"kept {line}: the files of {grant.user}'s machines and boxes are owned by them"
+                                 for line in kept)
+                except HostError as exc:
+                    notes.append(f"{grant.user}: {exc}")
+                continue
+        made.append(setup(grant.user, grant.nics if group == grant.group else groups[group], grant.private, group))
+    for group, nics in groups.items():
+        for member in sorted(grants.group_members(group) - {grant.user for grant in made} - set(revoked)):
+            if pwd.getpwnam(member).pw_uid != 0:
+                made.append(setup(member, nics, group=group))
+    return Restored(made, revoked, notes)
 
 
 def teardown(user: str, force: bool = False) -> tuple[Grant, list[str]]:
@@ -107,18 +172,40 @@ def teardown(user: str, force: bool = False) -> tuple[Grant, list[str]]:
                 etc_files.edit(path, lambda lines, line=line: [other for other in lines if other != line])
         leftover = delegation.undelegate(user)
         grants.path_of(user).unlink()
-        if not grants.all_grants():
-            boot_hook.remove()
-            delegation.undelegate_from_user_managers()
-        for folder in (grants.GRANTS_DIR, grants.GRANTS_DIR.parent):
-            try:
-                folder.rmdir()
-            except OSError:
-                break  # other users' grants (or other files) are in it
+        _remove_host_wide_if_unused()
     if leftover:
         raise HostError(f"cgroups still in use were left: {', '.join(leftover)}",
                         hint="they go when the processes in them end; `rmdir` them then")
     return grant, kept
+
+
+def teardown_group(group: str, force: bool = False) -> list[tuple[Grant, list[str]]]:
+    """The group no longer recorded, and the grants its setup gave taken back (see `teardown`)."""
+    _require_root()
+    if group not in grants.recorded_groups():
+        raise UsageError(f"group `{group}` has no tapers setup on this host (no {grants.group_path(group)})")
+    given = [grant.user for grant in grants.all_grants() if grant.group == group]
+    taken = [teardown(user, force) for user in given]  # (the group stays recorded if one of these stops)
+    with _setup_lock():
+        grants.group_path(group).unlink()
+        _remove_host_wide_if_unused()
+    return taken
+
+
+def _remove_host_wide_if_unused() -> None:
+    """No user or group is set up any more: the boot hook, systemd's delegation and tapers'
+    folders in /etc go."""
+    if grants.all_grants() or grants.recorded_groups():
+        return
+    boot_hook.remove()
+    delegation.undelegate_from_user_managers()
+    for folder in (grants.GRANTS_DIR, grants.GROUPS_DIR, grants.GRANTS_DIR.parent):
+        try:
+            folder.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:
+            break  # other files are in it
 
 
 def _tapers_files(user: str) -> list[Path]:
