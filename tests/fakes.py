@@ -49,9 +49,6 @@ class FakeNetworking:
     def ensure_private(self, config: Any) -> None:
         self.events.append(f"bridge {config.bridge}")
 
-    def release(self) -> None:
-        self.events.append("network released")
-
     def release_unused_private(self) -> None:
         self.events.append("unused private networks released")
 

@@ -191,12 +191,10 @@ class Networking(Protocol):
     def ensure_private(self, config: NetworkConfig) -> None:
         """The host-only network of `config` exists."""
 
-    def release(self) -> None:
-        """No tapers machine is left: take away what `prepare` set up, and private networks."""
-
     def release_unused_private(self) -> None:
         """Host-only networks no machine is on now go (other projects' machines still run;
-        one that starts again makes its network again)."""
+        one that starts again makes its network again). The NAT network stays, with no
+        machine on it too, as LXD's, Docker's and libvirt's do."""
 
     def check_forwards(self, wanted: list[tuple[str, int, str, int, bool]]) -> None:
         """Before anything is made: refuse forwards this engine can never make (an error)."""

@@ -186,15 +186,15 @@ def gone_projects(backend: Backend) -> list[ContainerInfo]:
 
 def prune(backend: Backend, doomed: list[ContainerInfo], reporter: Reporter) -> None:
     """Destroy machines whose project folder is gone (`global-status --prune`), as `destroy`
-    does: port rules first, then the container, then tapers' networks if none is left."""
-    from tapers.engine.apply import destroy_container, release_network_if_unused
+    does: port rules first, then the container, then the host-only networks no machine is on."""
+    from tapers.engine.apply import destroy_container
 
     for info in doomed:
         folder = info.record.project_dir if info.record else "?"
         reporter.line(info.machine, f"destroying {info.name} (its folder {folder} is gone)")
         destroy_container(backend, info.name)
-    if doomed and release_network_if_unused(backend):
-        reporter.line("network", "released (no tapers machine is left on this host)")
+    if doomed:
+        backend.network.release_unused_private()
 
 
 class Prompts(Protocol):

@@ -105,7 +105,7 @@ def apply(plan: Plan, ctx: Context) -> None:
                 if action.kind is Kind.SYNC_NAMES:
                     sync_names(ctx)
                 else:
-                    release_network_if_unused(ctx.backend)
+                    ctx.backend.network.release_unused_private()
 
 
 def _load_ssh_meanwhile() -> None:
@@ -430,16 +430,6 @@ def destroy_container(backend: Backend, container: str) -> None:
         backend.save_record(container, info.record.replace(phase=DESTROYING))
     backend.network.unforward(container)
     backend.destroy(container)
-
-
-def release_network_if_unused(backend: Backend) -> bool:
-    """No tapers machine is left on the host: tapers' networks go. True when they went. Else
-    only the host-only networks no machine is on (a project's last machine went)."""
-    if backend.list(prefix=CONTAINER_PREFIX):
-        backend.network.release_unused_private()
-        return False
-    backend.network.release()
-    return True
 
 
 def _set_limits(name: str, ctx: Context) -> None:

@@ -182,7 +182,7 @@ def plan_up(
 
 
 def _release_network() -> Action:
-    cause = "no machine of this project is left; tapers' bridges and rules go when no other project uses them"
+    cause = "no machine of this project is left: its host-only networks go; the NAT network stays"
     return Action(Kind.RELEASE_NETWORK, NETWORK, cause, detail="networks")
 
 

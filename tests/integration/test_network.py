@@ -41,7 +41,7 @@ def _answers(url: str) -> bool:
 
 
 @pytest.mark.both_backends
-def test_forwarded_port_and_private_address_reach_a_guest_server(project) -> None:
+def test_forwarded_port_and_private_address_reach_a_guest_server(project, backend_name) -> None:
     host_port = free_port()
     project.write(
         "machines:\n"
@@ -63,6 +63,15 @@ def test_forwarded_port_and_private_address_reach_a_guest_server(project) -> Non
     project.tapers("up").ok()
     guest(project, "web", SERVE.format(port=8000))  # a transient unit: gone with the reboot
     wait_for(lambda: _answers(f"http://127.0.0.1:{host_port}/"), 30, "the restarted server answering on the forwarded port")
+
+    project.tapers("destroy", "-f").ok()
+    if backend_name == "liblxc":
+        from tapers.backend.liblxc import bridges, nft, ports
+
+        assert project.container("web") not in ports.forwarded()  # its forwards go with it...
+        assert nft.run(f"list table ip {bridges.NFT_TABLE}")[0]  # ...the NAT network stays, as LXD's and Docker's
+    with pytest.raises(OSError):
+        http_get(f"http://127.0.0.1:{host_port}/")
 
 
 @pytest.mark.both_backends

@@ -62,7 +62,7 @@ def test_destroy_includes_orphans_only_when_destroying_everything(tmp_path: Path
     seen = observed(container("db", State.RUNNING), orphans=(orphan,))
     assert str(plan_destroy([db, web, tools], seen, orphans=True)) == (
         "db: destroy (running)\nold: destroy (no longer in the Taperfile)\n"
-        "network: release networks (no machine of this project is left; tapers' bridges and rules go when no "
-        "other project uses them)"
+        "network: release networks (no machine of this project is left: its host-only networks go; the NAT "
+        "network stays)"
     )
     assert str(plan_destroy([web], seen, orphans=False)) == "nothing to do"

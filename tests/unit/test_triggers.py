@@ -36,8 +36,8 @@ def test_triggers_go_around_the_machines_own_actions(tmp_path: Path) -> None:
         "db: destroy (running)",
         "db: run trigger 2 on the host (after destroy)",
         "web: destroy (running)",
-        "network: release networks (no machine of this project is left; tapers' bridges and rules go when no other "
-        "project uses them)",
+        "network: release networks (no machine of this project is left: its host-only networks go; the NAT "
+        "network stays)",
     ]
 
 

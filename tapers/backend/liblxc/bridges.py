@@ -100,16 +100,6 @@ def _ensure_masquerade() -> None:
     nft.apply(rules, "install the masquerade rule of the tapers network")
 
 
-def release_nat_network() -> None:
-    """No tapers machine left on the host: take tapers' nftables rules away (masquerade, forwards)."""
-    from tapers.backend.liblxc import nft
-
-    deleted, _, errors = nft.run(f"delete table ip {NFT_TABLE}")
-    if not deleted and "No such file or directory" not in errors:
-        raise HostError(f"cannot remove the tapers nftables rules (table ip {NFT_TABLE}): {errors.strip()}",
-                        hint="run `tapers doctor`; tapers needs root to manage its network")
-
-
 def release_private_bridges() -> None:
     """Take away tapers' host-only bridges that no machine is attached to."""
     import re

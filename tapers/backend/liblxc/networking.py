@@ -21,10 +21,6 @@ class HostNetworking:
     def ensure_private(self, config: NetworkConfig) -> None:
         bridges.ensure_private_bridge(config)
 
-    def release(self) -> None:
-        bridges.release_nat_network()
-        bridges.release_private_bridges()
-
     def release_unused_private(self) -> None:
         bridges.release_private_bridges()
 
@@ -85,9 +81,6 @@ class UserNetworking:
         if not bridges.exists(config.bridge):
             raise HostError(f"the bridge {config.bridge} of your private network is missing (the host was restarted?)",
                             hint=f"an admin runs: {grants.setup_command(self.grant.user)}")
-
-    def release(self) -> None:
-        pass  # the bridge and its rules are the admin's (host teardown)
 
     def release_unused_private(self) -> None:
         pass  # the admin's too

@@ -46,10 +46,6 @@ class LxdNetworking:
         self._ensure(config.bridge, {"ipv4.address": f"{config.gateway}/24", "ipv4.nat": "false",
                                      "ipv4.dhcp": "false", "ipv6.address": "none"})
 
-    def release(self) -> None:
-        """Private networks no instance uses are deleted (the NAT network stays defined)."""
-        self.release_unused_private()
-
     def release_unused_private(self) -> None:
         """Private networks no instance uses (LXD counts stopped ones) are deleted."""
         import re
