@@ -214,12 +214,13 @@ class Project:
             os.lchown(path, USER, USER)
 
     @contextmanager
-    def built_box(self, recipe: str, package: str) -> Iterator[str]:
-        """A box of `recipe` with one more Debian package, built for this test (its name);
-        the machines made from it and the box are removed after."""
-        name = f"{self.name}/{package.replace('.', '-')}"
+    def built_box(self, recipe: str, *packages: str) -> Iterator[str]:
+        """A box of `recipe` with more Debian packages, built for this test (its name); the
+        machines made from it and the box are removed after."""
+        name = f"{self.name}/{packages[0].replace('.', '-')}"
+        options = [option for package in packages for option in ("--package", package)]
         try:
-            self.tapers("box", "build", recipe, "--package", package, "--name", name, timeout=900).ok()
+            self.tapers("box", "build", recipe, *options, "--name", name, timeout=900).ok()
             yield name
         finally:
             self.tapers("destroy", "-f")
@@ -357,3 +358,37 @@ def panel(project: Project) -> Callable[..., Panel]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def readable_code_copy() -> Path:
+    """This tapers (its package, data folders and libraries) where any user can read it, in
+    /var/tmp (a clone in root's home is not): PYTHONPATH=COPY:COPY/site-packages runs it with
+    the host's python3; COPY/bin has ansible-playbook and ansible-galaxy. Removed at the end
+    of the run (`tapers-RUN_ID-code-*`)."""
+    import tapers
+    from tapers import resources
+
+    copy = Path(tempfile.mkdtemp(prefix=f"tapers-{RUN_ID}-code-", dir="/var/tmp"))
+    copy.chmod(0o755)
+    shutil.copytree(Path(tapers.__file__).parent, copy / "tapers")
+    for data in ("boxes", "provisioners"):  # a checkout's data folders, beside the package
+        shutil.copytree(resources.data_dir(data), copy / data)
+    site = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())
+    shutil.copytree(site, copy / "site-packages", symlinks=True)
+    subprocess.run(["chmod", "-R", "a+rX", str(copy)], check=True)
+    python = os.path.realpath(sys.executable)
+    (copy / "bin").mkdir()
+    for command, module in (("ansible-playbook", "playbook"), ("ansible-galaxy", "galaxy")):
+        (copy / "bin" / command).write_text(f"#!/bin/sh\nexec {python} -P -m ansible.cli.{module} \"$@\"\n")
+        (copy / "bin" / command).chmod(0o755)
+    return copy
+
+
+def box_archive(home: Path, archive: Path) -> Path:
+    """The test run's box (in TAPERS_HOME `home`) as a root filesystem archive any user may
+    read, for `tapers box add NAME ARCHIVE --from-rootfs`."""
+    rootfs = sorted(home.glob("boxes/debian-bookworm/*/rootfs"))[-1].resolve()
+    subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "--xattrs", "--xattrs-include=security.capability",
+                    "-cf", str(archive), "."], check=True)
+    archive.chmod(0o644)
+    return archive

@@ -17,14 +17,12 @@ import socket
 import stat
 import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import BOX, RUN_ID, Result, wait_for
+from tests.integration.conftest import BOX, RUN_ID, Result, box_archive, readable_code_copy, wait_for
 
 PYTHON = sys.executable
 PRIVATE = "192.168.213.0/24"  # user a's host-only range
@@ -111,24 +109,9 @@ def _readable_tapers(user: HostUser) -> None:
     package and its libraries they can read."""
     if _user_can_run(user) and not os.environ.get("TAPERS_TEST_COPY_CODE"):
         return
-    import tapers
-    from tapers import resources
-
-    copy = Path(tempfile.mkdtemp(prefix=f"tapers-{RUN_ID}-code-", dir="/var/tmp"))
-    copy.chmod(0o755)
-    source = Path(tapers.__file__).parent
-    shutil.copytree(source, copy / "tapers")
-    for data in ("boxes", "provisioners"):  # a checkout's data folders, beside the package
-        shutil.copytree(resources.data_dir(data), copy / data)
-    site = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())
-    shutil.copytree(site, copy / "site-packages", symlinks=True)
-    subprocess.run(["chmod", "-R", "a+rX", str(copy)], check=True)
+    copy = readable_code_copy()
     user.env["PYTHONPATH"] = f"{copy}:{copy / 'site-packages'}"
     user.python = os.path.realpath(PYTHON)  # the venv's python is a link to it
-    (copy / "bin").mkdir()
-    for command, module in (("ansible-playbook", "playbook"), ("ansible-galaxy", "galaxy")):
-        (copy / "bin" / command).write_text(f"#!/bin/sh\nexec {user.python} -P -m ansible.cli.{module} \"$@\"\n")
-        (copy / "bin" / command).chmod(0o755)
     user.bin = str(copy / "bin")
     assert _user_can_run(user), (f"user {user.name} can't run {user.python} with a copy of tapers: "
                                  "make .venv with /usr/bin/python3, as scripts/setup does")
@@ -159,7 +142,7 @@ def users(box_home) -> Users:
         a.env["TAPERS_CACHE_MAX_SIZE"] = "0"  # no provisioning cache but where a test turns it on
         for other in (b, c):
             other.env, other.python, other.bin = dict(a.env), a.python, a.bin
-        box = _box_archive(box_home.home)
+        box = box_archive(box_home.home, Path(f"/var/tmp/tapers-{RUN_ID}-box.tar"))
         for user in (a, b):
             user.tapers("box", "add", BOX, str(box), "--from-rootfs").ok()
         yield Users(a, b, c, before)
@@ -179,16 +162,6 @@ def root_tapers(args: tuple[str, ...]) -> Result:
     process = subprocess.run([PYTHON, "-P", "-m", "tapers", *args], capture_output=True, text=True, timeout=120,
                              stdin=subprocess.DEVNULL, env={**os.environ, "NO_COLOR": "1"})
     return Result(process.returncode, process.stdout, process.stderr, args)
-
-
-def _box_archive(home: Path) -> Path:
-    """The test run's box as a root filesystem archive any user may read."""
-    rootfs = sorted(home.glob("boxes/debian-bookworm/*/rootfs"))[-1].resolve()
-    archive = Path(f"/var/tmp/tapers-{RUN_ID}-box.tar")
-    subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "--xattrs", "--xattrs-include=security.capability",
-                    "-cf", str(archive), "."], check=True)
-    archive.chmod(0o644)
-    return archive
 
 
 def _sub_uid(user: HostUser) -> int:

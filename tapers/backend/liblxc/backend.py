@@ -173,6 +173,7 @@ class LiblxcBackend(BackendBase):
         if not self.caches_layers() or not (folder / UPPER_DIR).is_dir():
             raise BackendError(f"`{container}` has no writable layer of its own to cache")
         seen = self._layers_seen.pop(container, None)
+        self._join()  # freezing below
         c = self._container(container)
         frozen = c.state == "RUNNING"
         if c.state not in ("RUNNING", "STOPPED") or (frozen and not c.freeze()):
@@ -266,9 +267,9 @@ class LiblxcBackend(BackendBase):
     def _start(self, container: str) -> None:
         prefix: list[str] = []
         if self.as_user:
-            from tapers.backend.liblxc import delegation, grants
+            from tapers.backend.liblxc import delegation
 
-            delegation.join(grants.current_user())
+            self._join()
             prefix = delegation.start_prefix()
         self._remove_monitor_cgroups(container)  # its last run's, if they were still in use then
         try:
@@ -328,11 +329,21 @@ class LiblxcBackend(BackendBase):
 
         delegation.remove_monitor_cgroups(container, grants.current_user() if self.as_user else None, others, patience)
 
+    def _join(self) -> None:
+        """A user's tapers in cgroups of theirs (delegation.join) before it starts or freezes
+        a machine: LXC freezes one through the v1 freezer cgroup of the process that asks."""
+        if self.as_user:
+            from tapers.backend.liblxc import delegation, grants
+
+            delegation.join(grants.current_user())
+
     def _freeze(self, container: str) -> None:
+        self._join()
         if not self._container(container).freeze():
             raise BackendError(f"container `{container}` could not be frozen")
 
     def _unfreeze(self, container: str) -> None:
+        self._join()
         if not self._container(container).unfreeze():
             raise BackendError(f"container `{container}` could not be unfrozen")
 
@@ -375,6 +386,7 @@ class LiblxcBackend(BackendBase):
 
     @contextmanager
     def _root_view(self, container: str) -> Iterator[Path]:
+        self._join()  # freezing below
         c = self._container(container)
         folder = self.lxcpath / container
         shift = unprivileged.shift_of(folder)
@@ -466,6 +478,7 @@ class LiblxcBackend(BackendBase):
     # -- snapshots: copies of the machine's writable layer (the box below never changes) ----
 
     def _snapshot_save(self, container: str, name: str) -> None:
+        self._join()  # freezing below
         c = self._container(container)
         target = self._snapshots(container) / name
         target.parent.mkdir(exist_ok=True)

@@ -28,7 +28,7 @@ def _bindings() -> Check:
 def _lxc_config() -> Check:
     common = Path("/usr/share/lxc/config/debian.common.conf")
     ok = common.is_file()
-    return Check("LXC common config", ok, str(common) if ok else f"{common} missing", "apt-get install lxc")
+    return Check("LXC common config", ok, str(common) if ok else f"{common} missing", "apt-get install lxc-templates")
 
 
 def _namespaces() -> Check:
@@ -134,7 +134,7 @@ def _user_setup() -> list[Check]:
     found.append(Check("lxc-user-nic (setuid root)", bool(setuid), str(helper), "apt-get install lxc"))
     missing = delegation.missing(user)
     found.append(Check("cgroups of yours", not missing, "in every hierarchy" if not missing else
-                       f"missing: {', '.join(map(str, missing))}", fix))
+                       f"missing: {', '.join(map(str, missing))} ({delegation.why_missing()})", fix))
     return found
 
 

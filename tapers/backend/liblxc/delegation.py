@@ -1,4 +1,4 @@
-"""cgroups a normal user may make their machines' cgroups in, without systemd.
+"""cgroups a normal user may make their machines' cgroups in.
 
 LXC puts an unprivileged container's cgroups under the cgroup its caller is in, in each
 hierarchy it may write to; where it may not, the machine boots without that controller
@@ -9,9 +9,12 @@ there in each hierarchy where its current cgroup is not its own (cgroup v1 lets 
 move itself into any cgroup it may write to). A login session that pam_cgfs already put in
 a cgroup of the user's is left where it is.
 
-Where systemd is the host's init, it owns the cgroup tree: setup has it delegate every
-controller to each user's manager (user@.service), and the user's machines start in a
-scope of their own (`systemd-run --user --scope -p Delegate=yes`, as LXC documents).
+Where systemd is the host's init, it owns the cgroup tree: setup has it delegate the cgroup
+v2 controllers to each user's manager (user@.service), and the user's machines start in a
+scope of their own (`systemd-run --user --scope -p Delegate=yes`, as LXC documents). It
+never delegates a v1 controller: on a hybrid or legacy host, setup also makes the user's
+cgroups in the v1 hierarchies machines use, and the machine's start joins them from inside
+the scope (`start_prefix`).
 """
 
 from __future__ import annotations
@@ -65,6 +68,24 @@ def _own_cgroups() -> dict[frozenset[str], str]:
     return result
 
 
+USED_V1 = frozenset({"freezer", "memory", "cpu", "cpuacct", "pids"})  # suspend, limits, stats
+
+
+def _ours() -> list[Hierarchy]:
+    """The hierarchies tapers makes the user a cgroup in. Without systemd: all of them.
+    Where systemd is init, it delegates the unified tree (and its name=systemd tree) to the
+    user's manager, but never a cgroup v1 controller ("will not be granted to unprivileged
+    services on the legacy hierarchy", systemd.resource-control(5)): on a hybrid or legacy
+    host the user gets from tapers the v1 controllers machines use (without them: no limits,
+    stats or suspend); LXC does without the others. Only those: systemd removes the empty
+    cgroups of the controllers it doesn't account for (blkio, by default) at each
+    `daemon-reload`."""
+    found = hierarchies()
+    if not systemd_manages():
+        return found
+    return [h for h in found if not h.v2 and h.keys & USED_V1]
+
+
 def user_cgroup(hierarchy: Hierarchy, user: str) -> Path:
     return hierarchy.mount / PARENT / user
 
@@ -92,15 +113,17 @@ def undelegate_from_user_managers() -> None:
 
     if DROP_IN.exists():
         DROP_IN.unlink()
+        try:
+            DROP_IN.parent.rmdir()
+        except OSError:
+            pass  # other drop-ins are in it
         subprocess.run(["systemctl", "daemon-reload"], capture_output=True)
 
 
 def delegate(user: str, uid: int, gid: int) -> list[str]:
     """Make (or make right) the user's cgroup in every hierarchy; the folders made."""
-    if systemd_manages():
-        return _delegate_to_user_managers()
-    made = []
-    for hierarchy in hierarchies():
+    made = _delegate_to_user_managers() if systemd_manages() else []
+    for hierarchy in _ours():
         target = user_cgroup(hierarchy, user)
         for folder in (target.parent, target):
             if not folder.is_dir():
@@ -162,11 +185,16 @@ def busy(user: str) -> bool:
     return False
 
 
+def why_missing() -> str:
+    if systemd_manages():
+        return "removed by a `systemctl daemon-reload` (systemd removes empty cgroups), or never made"
+    return "the host was restarted since the setup, or it was never made"
+
+
 def missing(user: str) -> list[Path]:
     """The user's cgroups that are not there (or not theirs): `host setup` makes them."""
-    if systemd_manages():
-        return [] if DROP_IN.exists() else [DROP_IN]
-    return [user_cgroup(h, user) for h in hierarchies() if not _usable(h, user)]
+    lacking = [DROP_IN] if systemd_manages() and not DROP_IN.exists() else []
+    return lacking + [user_cgroup(h, user) for h in _ours() if not _usable(h, user)]
 
 
 def _usable(hierarchy: Hierarchy, user: str) -> bool:
@@ -181,11 +209,9 @@ def join(user: str) -> None:
     """Before this process starts a machine as a normal user: be in a cgroup of one's own in
     every cgroup v1 hierarchy (cgroup v2 forbids moving oneself out of a cgroup one doesn't
     own; LXC then does without that hierarchy)."""
-    if systemd_manages():
-        return  # the machine starts in a delegated scope (start_prefix)
     own = _own_cgroups()
     lacking = []
-    for hierarchy in hierarchies():
+    for hierarchy in _ours():
         if hierarchy.v2:
             continue
         current = hierarchy.mount / own.get(hierarchy.keys, "/").lstrip("/")
@@ -200,18 +226,30 @@ def join(user: str) -> None:
         from tapers.backend.liblxc.grants import setup_command
 
         raise HostError(
-            f"no cgroup of yours to start machines in: {', '.join(lacking)} (the host was restarted since "
-            "the setup, or it was never made)",
+            f"no cgroup of yours to start machines in: {', '.join(lacking)} ({why_missing()})",
             hint=f"an admin runs: {setup_command(user)}",
         )
 
 
+JOIN_THEN_EXEC = ("import os, sys; from tapers.backend.liblxc import delegation, grants; "
+                  "delegation.join(grants.current_user()); os.execvp(sys.argv[1], sys.argv[1:])")
+
+
 def start_prefix() -> list[str]:
     """What a normal user's `lxc-start` runs under where systemd owns the cgroups: a scope
-    of their own, delegated. Elsewhere nothing (a cgroup `join` made this process's ours)."""
+    of their own, delegated. Elsewhere nothing (a cgroup `join` made this process's ours).
+    On a hybrid or legacy host the scope's process is joined to the user's v1 cgroups once
+    in the scope: the system manager puts a scope's process in user@UID.service's cgroup in
+    every v1 hierarchy it manages (memory, pids, devices...), which are root's, undoing a
+    join made before."""
     if not systemd_manages():
         return []
-    return ["systemd-run", "--user", "--scope", "--quiet", "-p", "Delegate=yes", "--"]
+    import sys
+
+    scope = ["systemd-run", "--user", "--scope", "--quiet", "-p", "Delegate=yes", "--"]
+    if not _ours():
+        return scope  # cgroup v2 only: the scope is all it takes
+    return [*scope, sys.executable, "-P", "-c", JOIN_THEN_EXEC]  # -P: never the project folder's modules
 
 
 def remove_monitor_cgroups(container: str, user: str | None, others: Callable[[], set[str]],

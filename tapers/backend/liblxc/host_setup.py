@@ -57,10 +57,10 @@ def setup(user: str, nics: int = DEFAULT_NICS, private: tuple[str, ...] = (), gr
         _save(grant)
         host.raise_inotify_limits()
         _ensure_network(grant)
+        boot_hook.install()  # first: its `systemctl daemon-reload` removes empty cgroups (v1 controllers)
         made = delegation.delegate(user, account.pw_uid, account.pw_gid)
         added["cgroups"] = sorted(set(added.get("cgroups", [])) | set(made))
         _save(grant)
-        boot_hook.install()
     return grant
 
 
