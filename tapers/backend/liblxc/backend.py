@@ -71,6 +71,7 @@ class LiblxcBackend(BackendBase):
         # root_view's folder -> (writable layer, what it stands on: its layers and the box, as a lowerdir)
         self._user_views: dict[Path, tuple[Path, Path]] = {}
         self._layers_seen: dict[str, Any] = {}  # container -> what its last saved layer copied (layer_copy.Seen)
+        self._monitors_exiting: set[str] = set()  # containers whose LXC monitor's cgroup was still in use at release
 
     @functools.cached_property
     def network(self) -> HostNetworking | UserNetworking:  # type: ignore[override]
@@ -319,15 +320,17 @@ class LiblxcBackend(BackendBase):
     def _release(self, container: str) -> None:
         staging.release(container)
         unprivileged.unmount_box(container)
-        self._remove_monitor_cgroups(container)
+        if self._remove_monitor_cgroups(container):
+            self._monitors_exiting.add(container)
 
-    def _remove_monitor_cgroups(self, container: str, patience: float = 0.0) -> None:
+    def _remove_monitor_cgroups(self, container: str, patience: float = 0.0) -> int:
         from tapers.backend.liblxc import delegation, grants
 
         def others() -> set[str]:
             return set(os.listdir(self.lxcpath)) if self.lxcpath.is_dir() else set()
 
-        delegation.remove_monitor_cgroups(container, grants.current_user() if self.as_user else None, others, patience)
+        return delegation.remove_monitor_cgroups(container, grants.current_user() if self.as_user else None, others,
+                                                 patience)
 
     def _join(self) -> None:
         """A user's tapers in cgroups of theirs (delegation.join) before it starts or freezes
@@ -538,7 +541,9 @@ class LiblxcBackend(BackendBase):
                 f"container `{container}` could not be destroyed",
                 hint=f"see {self.lxcpath / container / 'lxc.log'}; `lxc-destroy -n {container}` removes it by hand",
             )
-        self._remove_monitor_cgroups(container, patience=1.0)
+        if container in self._monitors_exiting:  # (stopped just now: no later start will tidy up after it)
+            self._monitors_exiting.discard(container)
+            self._remove_monitor_cgroups(container, patience=1.0)
 
     def _remove_leftovers(self, container: str) -> None:
         folder = self.lxcpath / container

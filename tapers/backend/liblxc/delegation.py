@@ -253,7 +253,7 @@ def start_prefix() -> list[str]:
 
 
 def remove_monitor_cgroups(container: str, user: str | None, others: Callable[[], set[str]],
-                           patience: float = 0.0) -> None:
+                           patience: float = 0.0) -> int:
     """LXC 5.0 leaves its monitor's cgroup (`lxc.monitor.NAME`, then `-1`, `-2`...) behind
     when a machine stops on a host with cgroup v1 hierarchies (the monitor is still in it
     when it tries), one more every start, in every hierarchy. Remove the empty ones, where
@@ -261,8 +261,7 @@ def remove_monitor_cgroups(container: str, user: str | None, others: Callable[[]
     empty cgroup, so a running machine's monitor keeps its own. `others`: the containers
     that exist now: `lxc.monitor.web-1` may be container `web-1`'s own, being made at this
     very moment. `patience`: seconds to wait for a monitor that is still exiting (a destroyed
-    machine starts no more to tidy up)."""
-    import glob
+    machine starts no more to tidy up). How many are left (in use)."""
     import time
 
     own = _own_cgroups()
@@ -276,14 +275,18 @@ def remove_monitor_cgroups(container: str, user: str | None, others: Callable[[]
             if user is not None:
                 bases.add(user_cgroup(hierarchy, user))
             for base in bases:
-                for folder in base.glob(glob.escape(prefix) + "*"):
-                    suffix = folder.name[len(prefix):]
-                    numbered = suffix.startswith("-") and suffix[1:].isdigit() and container + suffix not in existing
+                try:
+                    names = os.listdir(base)
+                except OSError:
+                    continue  # no such cgroup (a user's, before setup)
+                for name in names:
+                    suffix = name[len(prefix):] if name.startswith(prefix) else None
+                    numbered = suffix and suffix.startswith("-") and suffix[1:].isdigit() and container + suffix not in existing
                     if suffix == "" or numbered:
                         try:
-                            folder.rmdir()
+                            os.rmdir(base / name)
                         except OSError:
                             left += 1  # in use (the running machine's monitor, or one still exiting)
         if not left or time.monotonic() >= deadline:
-            return
+            return left
         time.sleep(0.01)
