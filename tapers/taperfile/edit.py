@@ -10,7 +10,6 @@ The new text replaces the old one atomically.
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 from typing import Any
 

@@ -103,6 +103,8 @@ def _the_user_runs_machines(host: SystemdHost) -> None:
     assert "tapers-host.service makes it again" in setup.out, setup.out
     assert "Delegate=cpu cpuset io memory pids" in host.root("systemctl cat user@.service").ok().out
     assert host.root("systemctl is-enabled tapers-host.service").ok().out == "enabled\n"
+    # The user's manager (whose scopes their machines run in) stays when their last login ends.
+    assert host.root(f"loginctl show-user {USER} -p Linger").ok().out == "Linger=yes\n"
 
     # A login of theirs has its own systemd manager.
     session = host.user("echo $XDG_RUNTIME_DIR; systemctl --user is-system-running || true")
@@ -156,7 +158,7 @@ def _the_user_runs_machines(host: SystemdHost) -> None:
 
     host.root(f"{ENV}; {TAPERS} host teardown --user {USER}").ok()
     left = host.root("ls -d /etc/systemd/system/user@.service.d /etc/systemd/system/tapers-host.service "
-                     "/sys/fs/cgroup/*/tapers /etc/tapers /sys/class/net/tpu* 2>/dev/null; "
+                     "/sys/fs/cgroup/*/tapers /etc/tapers /sys/class/net/tpu* /var/lib/systemd/linger/* 2>/dev/null; "
                      "nft list tables; cat /etc/lxc/lxc-usernet")
     assert USER not in left.out and "tapers" not in left.out and "tpu" not in left.out, left.out
 

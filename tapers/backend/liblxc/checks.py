@@ -62,9 +62,18 @@ def _overlay() -> Check:
         "overlay filesystem",
         ok,
         "machines are copy-on-write clones" if ok else "not available: each machine is a full copy of its box",
-        "modprobe overlay",
+        _as_root("modprobe overlay"),
         required=False,
     )
+
+
+def _as_root(fix: str) -> str:
+    """A host fix a normal user can't make: the admin's setup makes it for them."""
+    if paths.as_user():
+        from tapers.backend.liblxc import grants
+
+        return f"an admin runs: {grants.setup_command(grants.current_user())} (or {fix})"
+    return fix
 
 
 def _bridge() -> Check:
@@ -132,6 +141,10 @@ def _user_setup() -> list[Check]:
     helper = Path("/usr/libexec/lxc/lxc-user-nic")
     setuid = helper.exists() and helper.stat().st_mode & 0o4000 and helper.stat().st_uid == 0
     found.append(Check("lxc-user-nic (setuid root)", bool(setuid), str(helper), "apt-get install lxc"))
+    lingers = delegation.lingers(user)
+    found.append(Check("machines outlive your logins", lingers, "yes" if lingers else
+                       "no: systemd stops your machines (SIGKILL) ~100 s after your last login ends "
+                       "(no linger for you)", fix, required=False))
     missing = delegation.missing(user)
     found.append(Check("cgroups of yours", not missing, "in every hierarchy" if not missing else
                        f"missing: {', '.join(map(str, missing))} ({delegation.why_missing()})", fix))

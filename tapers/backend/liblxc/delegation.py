@@ -107,6 +107,37 @@ def _delegate_to_user_managers() -> list[str]:
     return [str(DROP_IN)]
 
 
+LINGER = Path("/var/lib/systemd/linger")  # a user's file here: logind keeps their manager without a login
+
+
+def lingers(user: str) -> bool:
+    """systemd keeps the user's manager when they have no login left (or is not init here):
+    their machines run in scopes of that manager, which logind stops ~10 s after the last
+    login ends (UserStopDelaySec); the scope's stop then kills the machine (SIGKILL after
+    TimeoutStopSec, 90 s: lxc-start doesn't stop on SIGTERM)."""
+    return not systemd_manages() or (LINGER / user).exists()
+
+
+def keep_user_manager(user: str) -> bool:
+    """`loginctl enable-linger USER` where systemd is init and it isn't on; True when this
+    turned it on (teardown turns off only that)."""
+    import subprocess
+
+    if lingers(user):
+        return False
+    result = subprocess.run(["loginctl", "enable-linger", user], capture_output=True, text=True)
+    if result.returncode != 0 or not lingers(user):
+        raise HostError(f"could not have systemd keep {user}'s manager after their last logout "
+                        f"(`loginctl enable-linger {user}`): {result.stderr.strip() or 'no linger file'}")
+    return True
+
+
+def release_user_manager(user: str) -> None:
+    import subprocess
+
+    subprocess.run(["loginctl", "disable-linger", user], capture_output=True)
+
+
 def undelegate_from_user_managers() -> None:
     """No user is set up any more: systemd's own delegation again."""
     import subprocess

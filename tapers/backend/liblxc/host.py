@@ -44,6 +44,16 @@ def raise_inotify_limits() -> None:
             ) from None
 
 
+def load_overlay() -> None:
+    """A normal user's machines are copy-on-write clones only when overlayfs is in the kernel,
+    and a user can't load its module (a stock Debian 12 host has it only once something
+    mounted one): `host setup`, and so the boot unit's restore, loads it."""
+    import subprocess
+
+    if "\toverlay\n" not in Path("/proc/filesystems").read_text():
+        subprocess.run(["modprobe", "overlay"], capture_output=True)  # (without it: full copies, doctor says so)
+
+
 def prepare_host() -> None:
     raise_inotify_limits()
     bridges.ensure_nat_network()

@@ -56,11 +56,16 @@ def setup(user: str, nics: int = DEFAULT_NICS, private: tuple[str, ...] = (), gr
         added["usernet"] = wanted
         _save(grant)
         host.raise_inotify_limits()
+        host.load_overlay()
         _ensure_network(grant)
         boot_hook.install()  # first: its `systemctl daemon-reload` removes empty cgroups (v1 controllers)
         made = delegation.delegate(user, account.pw_uid, account.pw_gid)
         added["cgroups"] = sorted(set(added.get("cgroups", [])) | set(made))
         _save(grant)
+        if not delegation.lingers(user):  # their machines outlive their logins (systemd hosts)
+            added["linger"] = True
+            _save(grant)
+            delegation.keep_user_manager(user)
     return grant
 
 
@@ -171,6 +176,8 @@ def teardown(user: str, force: bool = False) -> tuple[Grant, list[str]]:
             elif line:
                 etc_files.edit(path, lambda lines, line=line: [other for other in lines if other != line])
         leftover = delegation.undelegate(user)
+        if grant.added.get("linger"):  # (only when setup turned it on)
+            delegation.release_user_manager(user)
         grants.path_of(user).unlink()
         _remove_host_wide_if_unused()
     if leftover:
