@@ -498,11 +498,17 @@ def test_a_group_is_set_up_member_by_member(users: Users) -> None:
         span = f"{start}-{int(start) + int(count) - 1}"  # setup gives the same range of uids and gids
         subprocess.run(["usermod", "--del-subuids", span, "--del-subgids", span, c.name], check=True)
     finally:
+        if record.exists():
+            root_tapers(("host", "teardown", "--group", group, "--force"))
         for user in (c, d):
             if Path(f"/etc/tapers/users/{user.name}.json").exists():
                 root_tapers(("host", "teardown", "--user", user.name, "--force"))
-        if record.exists():
-            root_tapers(("host", "teardown", "--group", group, "--force"))
+        c.tapers("box", "remove", BOX)  # (gone already, unless the test stopped half-way)
+        for line in Path("/etc/subuid").read_text().splitlines():  # what setup gave c and kept for the box
+            if line.startswith(f"{c.name}:"):
+                start, count = line.split(":")[1:]
+                span = f"{start}-{int(start) + int(count) - 1}"
+                subprocess.run(["usermod", "--del-subuids", span, "--del-subgids", span, c.name], capture_output=True)
         subprocess.run(["gpasswd", "-d", a.name, group], capture_output=True)
         subprocess.run(["groupdel", group], capture_output=True)
         subprocess.run(["userdel", "-r", d.name], capture_output=True)

@@ -113,15 +113,19 @@ def boot(folder: Path, key: Path, timeout: float = 600) -> VM:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
     vm = VM(process, port, key, console)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"qemu exited ({process.returncode}): {(folder / 'qemu.log').read_text()}")
-        try:
-            if vm.ssh("root", "true", timeout=10).returncode == 0:
-                return vm
-        except subprocess.TimeoutExpired:
-            pass
-        time.sleep(0.5)  # between attempts (a refused connection returns at once)
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"qemu exited ({process.returncode}): {(folder / 'qemu.log').read_text()}")
+            try:
+                if vm.ssh("root", "true", timeout=10).returncode == 0:
+                    return vm
+            except subprocess.TimeoutExpired:
+                pass
+            time.sleep(0.5)  # between attempts (a refused connection returns at once)
+    except BaseException:
+        shutdown(vm)
+        raise
     shutdown(vm)
     tail = console.read_text(errors="replace")[-2000:] if console.exists() else ""
     raise TimeoutError(f"the VM's sshd did not answer on 127.0.0.1:{port} in {timeout} s; its console:\n{tail}")

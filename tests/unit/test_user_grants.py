@@ -66,3 +66,81 @@ def test_a_group_name_that_would_land_raw_in_a_path_is_refused(name: str, tmp_pa
     with pytest.raises(UsageError, match="group name"):
         host_setup.setup_group(name)
     assert not (tmp_path / "groups").exists() and not Path("/etc/cron.d/x.json").exists()
+
+
+class _Host:
+    """What restore reads (grants, recorded groups, members) and what it did."""
+
+    def __init__(self, monkeypatch, tmp_path, grants_: list, groups: dict, members: dict, uids: dict) -> None:
+        from tapers.backend.liblxc import grants
+
+        self.done: list[tuple] = []
+        monkeypatch.setattr(grants, "GROUPS_DIR", tmp_path)
+        monkeypatch.setattr(grants, "all_grants", lambda: grants_)
+        monkeypatch.setattr(grants, "recorded_groups", lambda: groups)
+        monkeypatch.setattr(grants, "group_members", lambda group: members.get(group))
+        monkeypatch.setattr(grants, "load", lambda user: next((g for g in grants_ if g.user == user), None))
+        monkeypatch.setattr(host_setup.pwd, "getpwnam", lambda user: _account(uids[user]))
+        monkeypatch.setattr(host_setup, "_require_root", lambda: None)
+
+        def setup(user, nics=100, private=(), group=""):
+            if user == "broken":
+                raise UsageError("no such user")
+            self.done.append(("setup", user, nics, group))
+            return Grant(user, uids.get(user, 1), 1, "10.98.0.0/24", nics, {}, tuple(private), group)
+
+        def teardown(user, force=False, by_group=False):
+            self.done.append(("teardown", user, by_group))
+            return Grant(user, 1, 1, "10.98.0.0/24", 1, {}), []
+
+        monkeypatch.setattr(host_setup, "setup", setup)
+        monkeypatch.setattr(host_setup, "teardown", teardown)
+
+
+def _account(uid: int):
+    import pwd
+
+    return pwd.struct_passwd(("x", "x", uid, uid, "", "/", "/bin/sh"))
+
+
+def _grant(user: str, group: str = "", nics: int = 100) -> Grant:
+    return Grant(user, 1001, 1001, "10.98.0.0/24", nics, {}, (), group)
+
+
+def test_restore_sets_up_joiners_keeps_members_and_by_name_grants_and_revokes_leavers(monkeypatch, tmp_path) -> None:
+    grants_ = [_grant("ann", "devs"), _grant("bob", "devs"), _grant("cat", "devs"), _grant("dan", "", 7),
+               _grant("eve", "gone"), _grant("broken", "devs")]
+    host = _Host(monkeypatch, tmp_path, grants_, {"devs": 10, "ops": 20},
+                 {"devs": {"ann", "dan", "new", "root", "broken"}, "ops": {"cat", "zed"}},
+                 {"ann": 1001, "bob": 1002, "cat": 1003, "dan": 1004, "new": 1005, "root": 0, "zed": 1006,
+                  "broken": 1007})
+    restored = host_setup.restore()
+    assert ("setup", "ann", 100, "devs") in host.done  # still a member: as before
+    assert ("teardown", "bob", True) in host.done and "bob" in restored.revoked  # left, in no other group
+    assert ("setup", "cat", 20, "ops") in host.done  # left devs, in ops: now ops', with its nics
+    assert ("setup", "dan", 7, "") in host.done  # given by name: kept, whatever the groups
+    assert ("teardown", "eve", True) in host.done  # the group was torn down (no record left)
+    assert ("setup", "new", 10, "devs") in host.done and ("setup", "zed", 20, "ops") in host.done  # joined
+    assert not any(step[1] == "root" for step in host.done)
+    assert any("broken" in note for note in restored.notes)  # one user's failure: a note, the others done
+
+
+def test_restore_takes_nothing_away_when_a_group_cant_be_read_or_looked_up(monkeypatch, tmp_path) -> None:
+    (tmp_path / "damaged.json").write_text("{")  # a record recorded_groups can't read
+    grants_ = [_grant("ann", "devs"), _grant("bob", "damaged")]
+    host = _Host(monkeypatch, tmp_path, grants_, {"devs": 10}, {"devs": None}, {"ann": 1001, "bob": 1002})
+    restored = host_setup.restore()
+    assert not restored.revoked and not any(step[0] == "teardown" for step in host.done)
+
+
+def test_a_group_members_grant_is_not_taken_back_by_name(monkeypatch, tmp_path) -> None:
+    from tapers.backend.liblxc import grants
+
+    monkeypatch.setattr(grants, "load", lambda user: _grant(user, "devs"))
+    monkeypatch.setattr(grants, "recorded_groups", lambda: {"devs": 10})
+    monkeypatch.setattr(grants, "group_members", lambda group: {"ann"})
+    monkeypatch.setattr(host_setup, "_require_root", lambda: None)
+    monkeypatch.setattr(host_setup, "_setup_lock", lambda: __import__("contextlib").nullcontext())
+    with pytest.raises(UsageError, match="member of group `devs`") as refused:
+        host_setup.teardown("ann")
+    assert "teardown --group devs" in refused.value.hint

@@ -38,7 +38,7 @@ from tapers.backend.api import (
     State,
     Usage,
 )
-from tapers.errors import BackendError
+from tapers.errors import BackendError, TapersError
 
 if TYPE_CHECKING:
     from tapers.backend.liblxc.networking import HostNetworking, UserNetworking
@@ -226,7 +226,7 @@ class LiblxcBackend(BackendBase):
 
         try:
             userns.run(["rm", "-rf", "--one-file-system", "--", str(folder)], f"remove {folder}")
-        except BackendError:
+        except TapersError:  # (a HostError when the user has no setup any more)
             if not ignore_errors:
                 raise
 

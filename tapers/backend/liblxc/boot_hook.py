@@ -19,7 +19,7 @@ def systemd_runs() -> bool:
 
 
 def _command() -> str:
-    return f"{shlex.quote(sys.executable)} -m tapers host restore"
+    return f"{shlex.quote(sys.executable)} -P -m tapers host restore"  # -P: never the modules of the folder it runs in
 
 
 def install() -> None:
@@ -29,7 +29,7 @@ def install() -> None:
 
     if systemd_runs():
         text = ("[Unit]\nDescription=tapers: bridges, firewall rules and cgroups of users who run machines\n"
-                "After=network.target\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\n"
+                "After=network.target nss-user-lookup.target\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\n"
                 f"ExecStart={_command()}\n\n[Install]\nWantedBy=multi-user.target\n")
         with Root(UNIT.parent, str(UNIT.parent), HostError) as folder:
             folder.write(UNIT.name, text.encode(), 0o644, 0, 0)

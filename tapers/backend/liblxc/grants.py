@@ -79,18 +79,19 @@ def path_of(user: str) -> Path:
 
 def setup_command(user: str) -> str:
     """What an admin runs to set `user` up: their group's setup when a group of theirs was set up."""
-    group = next((g for g in recorded_groups() if user in group_members(g)), None)
+    group = next((g for g in recorded_groups() if user in (group_members(g) or set())), None)
     return f"sudo tapers host setup --group {group}" if group else f"sudo tapers host setup --user {user}"
 
 
-def group_members(group: str) -> set[str]:
-    """Its members: those it lists and those whose own group it is (none when there is no such group)."""
+def group_members(group: str) -> set[str] | None:
+    """Its members: those it lists and those whose own group it is; None when it can't be
+    looked up (no such group, or its directory service isn't answering yet)."""
     import grp
 
     try:
         entry = grp.getgrnam(group)
     except KeyError:
-        return set()
+        return None
     return set(entry.gr_mem) | {p.pw_name for p in pwd.getpwall() if p.pw_gid == entry.gr_gid}
 
 

@@ -42,7 +42,7 @@ def setup(user: str, nics: int = DEFAULT_NICS, private: tuple[str, ...] = (), gr
         added: dict = dict(old.added) if old else {}
         subnet = old.subnet if old else _free_subnet(user)
         ranges = tuple(dict.fromkeys([*(old.private if old else ()), *(_private_range(user, c) for c in private)]))
-        given_by = group if old is None or old.group else ""
+        given_by = group or (old.group if old else "")  # (a grant given by name stays one; a group's, the group's)
         grant = Grant(user, account.pw_uid, account.pw_gid, subnet, nics, added, ranges, given_by)
         _save(grant)
         start = _free_subordinate_start()  # the same range in both files
@@ -104,8 +104,22 @@ def setup_group(group: str, nics: int = DEFAULT_NICS) -> list[Grant]:
             text = json.dumps({"version": grants.VERSION, "group": group, "nics": nics}, indent=2) + "\n"
             folder.write(grants.group_path(group).name, text.encode(), 0o644, 0, 0)
         boot_hook.install()  # (members who join later are set up at boot)
-    return [setup(member, nics, group=group) for member in sorted(grants.group_members(group))
-            if pwd.getpwnam(member).pw_uid != 0]
+    return [setup(member, nics, group=group) for member in _joiners(group, grants.group_members(group) or set())]
+
+
+def _joiners(group: str, members: set[str]) -> list[str]:
+    """The members `group`'s setup gives a grant (again): not root, not an account that is
+    gone, not one given by name or by another group (theirs stays as it is)."""
+    found = []
+    for member in sorted(members):
+        grant = grants.load(member)
+        try:
+            normal = pwd.getpwnam(member).pw_uid != 0
+        except KeyError:
+            continue  # listed in the group, but no such user
+        if normal and (grant is None or grant.group == group):
+            found.append(member)
+    return found
 
 
 class Restored(NamedTuple):
@@ -117,38 +131,54 @@ class Restored(NamedTuple):
 def restore() -> Restored:
     """After the host restarted (the boot hook runs this), or a group's members changed:
     every user's setup made again; members who joined a set-up group since are set up, and
-    users who left the group their grant came from lose it (or keep it through another)."""
+    users who left the group their grant came from lose it (or keep it through another
+    set-up group of theirs). A group that can't be looked up now (its directory service not
+    up yet) takes nothing away. One user's failure is a note; the others are set up."""
     _require_root()
+    from tapers.errors import TapersError
+
     groups = grants.recorded_groups()
-
-    def group_of(user: str) -> str | None:
-        return next((g for g in groups if user in grants.group_members(g)), None)
-
+    members = {group: grants.group_members(group) for group in groups}
     made, revoked, notes = [], [], []
-    for grant in grants.all_grants():
+    granted = grants.all_grants()
+    for grant in granted:
         group = grant.group
-        if group and (group not in groups or grant.user not in grants.group_members(group)):
-            group = group_of(grant.user)
-            if group is None:
-                revoked.append(grant.user)
-                try:
-                    _, kept = teardown(grant.user, force=True)
-                    notes.extend(f"kept {line}: the files of {grant.user}'s machines and boxes are owned by them"
-                                 for line in kept)
-                except HostError as exc:
-                    notes.append(f"{grant.user}: {exc}")
-                continue
-        made.append(setup(grant.user, grant.nics if group == grant.group else groups[group], grant.private, group))
+        try:
+            if group and _left(grant, groups, members):
+                group = next((g for g in groups if grant.user in (members[g] or set())), "")
+                if not group:
+                    revoked.append(grant.user)
+                    _, kept = teardown(grant.user, force=True, by_group=True)
+                    notes.extend(f"kept {line}: the files of {grant.user}'s machines, boxes and cached layers are "
+                                 "owned by them" for line in kept)
+                    continue
+            nics = grant.nics if group == grant.group else groups[group]
+            made.append(setup(grant.user, nics, grant.private, group))
+        except (TapersError, KeyError, OSError) as exc:
+            notes.append(f"user `{grant.user}`: {exc}")
     for group, nics in groups.items():
-        for member in sorted(grants.group_members(group) - {grant.user for grant in made} - set(revoked)):
-            if pwd.getpwnam(member).pw_uid != 0:
+        for member in _joiners(group, (members[group] or set()) - {grant.user for grant in granted}):
+            try:
                 made.append(setup(member, nics, group=group))
+            except (TapersError, OSError) as exc:
+                notes.append(f"user `{member}` (group `{group}`): {exc}")
     return Restored(made, revoked, notes)
 
 
-def teardown(user: str, force: bool = False) -> tuple[Grant, list[str]]:
+def _left(grant: Grant, groups: dict[str, int], members: dict[str, set[str] | None]) -> bool:
+    """The user is verifiably no longer in the group their grant came from: it was torn
+    down, or it lists them no more (a group that can't be read or looked up now: not)."""
+    if grant.group not in groups:
+        return not grants.group_path(grant.group).exists()  # (a damaged record: kept)
+    found = members[grant.group]
+    return found is not None and grant.user not in found
+
+
+def teardown(user: str, force: bool = False, by_group: bool = False) -> tuple[Grant, list[str]]:
     """The grant taken back, and the subordinate ids setup gave that stay: the user still has
-    machines or boxes, whose files those ids own."""
+    machines, boxes or cached layers, whose files those ids own. A grant a set-up group gave
+    is taken back by the group's teardown or by leaving the group (`by_group`), not by name:
+    the next restore would give it back."""
     _require_root()
     kept: list[str] = []
     if not USER_NAME.fullmatch(user):
@@ -157,6 +187,12 @@ def teardown(user: str, force: bool = False) -> tuple[Grant, list[str]]:
         grant = grants.load(user)
         if grant is None:
             raise UsageError(f"user `{user}` has no tapers setup on this host (no {grants.path_of(user)})")
+        if not by_group and grant.group in grants.recorded_groups() and \
+                user in (grants.group_members(grant.group) or set()):
+            raise UsageError(f"user `{user}` is set up as a member of group `{grant.group}`: the next `host restore` "
+                             "(at boot) would set them up again",
+                             hint=f"take them out of the group (`gpasswd -d {user} {grant.group}`, then `sudo tapers "
+                                  f"host restore`), or `sudo tapers host teardown --group {grant.group}`")
         if delegation.busy(user) and not force:
             raise HostError(
                 f"machines of user `{user}` are running: tearing down their network now would cut them off",
@@ -187,12 +223,19 @@ def teardown(user: str, force: bool = False) -> tuple[Grant, list[str]]:
 
 
 def teardown_group(group: str, force: bool = False) -> list[tuple[Grant, list[str]]]:
-    """The group no longer recorded, and the grants its setup gave taken back (see `teardown`)."""
+    """The group no longer recorded, and the grants its setup gave taken back (see
+    `teardown`); a member of another set-up group keeps theirs, as that group's."""
     _require_root()
-    if group not in grants.recorded_groups():
+    groups = grants.recorded_groups()
+    if group not in groups:
         raise UsageError(f"group `{group}` has no tapers setup on this host (no {grants.group_path(group)})")
-    given = [grant.user for grant in grants.all_grants() if grant.group == group]
-    taken = [teardown(user, force) for user in given]  # (the group stays recorded if one of these stops)
+    taken = []
+    for grant in (grant for grant in grants.all_grants() if grant.group == group):
+        other = next((g for g in groups if g != group and grant.user in (grants.group_members(g) or set())), None)
+        if other is not None:
+            setup(grant.user, groups[other], grant.private, other)
+        else:
+            taken.append(teardown(grant.user, force, by_group=True))  # (the group stays recorded if one stops)
     with _setup_lock():
         grants.group_path(group).unlink()
         _remove_host_wide_if_unused()
@@ -216,9 +259,13 @@ def _remove_host_wide_if_unused() -> None:
 
 
 def _tapers_files(user: str) -> list[Path]:
-    """The user's machines and boxes folders that have something in them."""
+    """The user's folders of machines, boxes and cached layers that have something in them."""
     found = []
-    for folder in (grants.machines_folder(user), grants.boxes_folder(user)):
+    try:
+        folders = (grants.machines_folder(user), grants.boxes_folder(user), grants.boxes_folder(user).parent / "layers")
+    except KeyError:
+        return []  # no such account any more: its home went with it (userdel -r) or is no one's to find
+    for folder in folders:
         try:
             if any(folder.iterdir()):
                 found.append(folder)
