@@ -174,10 +174,9 @@ class LiblxcBackend(BackendBase):
         if not self.caches_layers() or not (folder / UPPER_DIR).is_dir():
             raise BackendError(f"`{container}` has no writable layer of its own to cache")
         seen = self._layers_seen.pop(container, None)
-        self._join()  # freezing below
         c = self._container(container)
         frozen = c.state == "RUNNING"
-        if c.state not in ("RUNNING", "STOPPED") or (frozen and not c.freeze()):
+        if c.state not in ("RUNNING", "STOPPED") or (frozen and not self._hold(c)):
             raise BackendError(f"container `{container}` can't be held still to copy its files ({c.state.lower()})")
         try:
             earlier = (previous, seen) if previous is not None and seen is not None else None
@@ -334,15 +333,20 @@ class LiblxcBackend(BackendBase):
 
     def _join(self) -> None:
         """A user's tapers in cgroups of theirs (delegation.join) before it starts or freezes
-        a machine: LXC freezes one through the v1 freezer cgroup of the process that asks."""
+        a machine (`_hold`)."""
         if self.as_user:
             from tapers.backend.liblxc import delegation, grants
 
             delegation.join(grants.current_user())
 
-    def _freeze(self, container: str) -> None:
+    def _hold(self, c: Any) -> bool:
+        """Freeze python-lxc container `c`; whether it froze. LXC freezes through the v1
+        freezer cgroup of the process that asks: a user's tapers joins theirs first."""
         self._join()
-        if not self._container(container).freeze():
+        return c.freeze()
+
+    def _freeze(self, container: str) -> None:
+        if not self._hold(self._container(container)):
             raise BackendError(f"container `{container}` could not be frozen")
 
     def _unfreeze(self, container: str) -> None:
@@ -389,13 +393,12 @@ class LiblxcBackend(BackendBase):
 
     @contextmanager
     def _root_view(self, container: str) -> Iterator[Path]:
-        self._join()  # freezing below
         c = self._container(container)
         folder = self.lxcpath / container
         shift = unprivileged.shift_of(folder)
         was_frozen = c.state == "FROZEN"
         hold = c.state == "RUNNING"
-        if hold and not c.freeze():
+        if hold and not self._hold(c):
             raise BackendError(f"container `{container}` could not be frozen for copying")
         try:
             if self.as_user:  # mounted where files_command runs, in the user's id map
@@ -481,14 +484,13 @@ class LiblxcBackend(BackendBase):
     # -- snapshots: copies of the machine's writable layer (the box below never changes) ----
 
     def _snapshot_save(self, container: str, name: str) -> None:
-        self._join()  # freezing below
         c = self._container(container)
         target = self._snapshots(container) / name
         target.parent.mkdir(exist_ok=True)
         work = target.with_name(f".{name}.tmp")
         self._remove_tree(work, ignore_errors=True)
         work.mkdir()
-        frozen = c.state == "RUNNING" and c.freeze()
+        frozen = c.state == "RUNNING" and self._hold(c)
         try:
             self._copy_tree(_writable_dir(self.lxcpath / container), work / "disk", container)
         finally:

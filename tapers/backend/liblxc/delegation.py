@@ -118,18 +118,15 @@ def lingers(user: str) -> bool:
     return not systemd_manages() or (LINGER / user).exists()
 
 
-def keep_user_manager(user: str) -> bool:
-    """`loginctl enable-linger USER` where systemd is init and it isn't on; True when this
-    turned it on (teardown turns off only that)."""
+def keep_user_manager(user: str) -> None:
+    """`loginctl enable-linger USER` (setup runs it where `lingers` is false, and records it:
+    teardown turns off only that)."""
     import subprocess
 
-    if lingers(user):
-        return False
     result = subprocess.run(["loginctl", "enable-linger", user], capture_output=True, text=True)
     if result.returncode != 0 or not lingers(user):
         raise HostError(f"could not have systemd keep {user}'s manager after their last logout "
                         f"(`loginctl enable-linger {user}`): {result.stderr.strip() or 'no linger file'}")
-    return True
 
 
 def release_user_manager(user: str) -> None:

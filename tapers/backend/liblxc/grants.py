@@ -79,8 +79,13 @@ def path_of(user: str) -> Path:
 
 def setup_command(user: str) -> str:
     """What an admin runs to set `user` up: their group's setup when a group of theirs was set up."""
-    group = next((g for g in recorded_groups() if user in (group_members(g) or set())), None)
+    group = set_up_group_of(user)
     return f"sudo tapers host setup --group {group}" if group else f"sudo tapers host setup --user {user}"
+
+
+def set_up_group_of(user: str, besides: str = "") -> str | None:
+    """A group `host setup --group` was run for (but `besides`) that `user` is a member of."""
+    return next((g for g in recorded_groups() if g != besides and user in (group_members(g) or set())), None)
 
 
 def group_members(group: str) -> set[str] | None:

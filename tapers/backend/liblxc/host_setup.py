@@ -231,7 +231,7 @@ def teardown_group(group: str, force: bool = False) -> list[tuple[Grant, list[st
         raise UsageError(f"group `{group}` has no tapers setup on this host (no {grants.group_path(group)})")
     taken = []
     for grant in (grant for grant in grants.all_grants() if grant.group == group):
-        other = next((g for g in groups if g != group and grant.user in (grants.group_members(g) or set())), None)
+        other = grants.set_up_group_of(grant.user, besides=group)
         if other is not None:
             setup(grant.user, groups[other], grant.private, other)
         else:
