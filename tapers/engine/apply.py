@@ -68,6 +68,8 @@ class Context:
         self._ports_guard = threading.Lock()
         self._guests: dict[str, Any] = {}
         self._authorized: set[str] = set()  # machines whose project key was authorized again
+        self._addresses: dict[str, NetworkConfig] = {}  # new machines' NAT addresses, chosen before any is made
+        self._peers: list[tuple[str, list[str]]] = []  # the /etc/hosts rows new machines start with
 
     def cancel(self) -> None:
         """Ctrl-C: machines stop before their next action; running steps lose their connection."""
@@ -85,8 +87,9 @@ class Context:
 
 
 def apply(plan: Plan, ctx: Context) -> None:
-    """Project-wide actions before the machines (boxes, then networks) and after them
-    (names, then releasing the networks); each machine's actions in its own thread."""
+    """Project-wide actions before the machines (boxes, then networks, then the new machines'
+    addresses) and after them (names, then releasing the networks); each machine's actions
+    in its own thread."""
     if any(action.kind is Kind.PROVISION for action in plan.actions):
         _load_ssh_meanwhile()
     for action in plan.actions:
@@ -97,15 +100,18 @@ def apply(plan: Plan, ctx: Context) -> None:
                     _get_box(action.subject, ctx)
                 else:
                     _prepare_networks(plan, ctx)
+    _choose_addresses(plan, ctx)
     _run_machines(plan, ctx)
     for action in plan.actions:
-        if action.kind in (Kind.SYNC_NAMES, Kind.RELEASE_NETWORK):
+        if action.kind is Kind.SYNC_NAMES:
+            with phase(action.what, action.subject):
+                updated = sync_names(ctx)
+            if updated:  # (new machines start with every name: often nothing is out of date)
+                ctx.reporter.line(action.subject, f"updated /etc/hosts in {', '.join(updated)}")
+        elif action.kind is Kind.RELEASE_NETWORK:
             ctx.reporter.line(action.subject, action.what)
             with phase(action.what, action.subject):
-                if action.kind is Kind.SYNC_NAMES:
-                    sync_names(ctx)
-                else:
-                    ctx.backend.network.release_unused_private()
+                ctx.backend.network.release_unused_private()
 
 
 def _load_ssh_meanwhile() -> None:
@@ -133,6 +139,30 @@ def _prepare_networks(plan: Plan, ctx: Context) -> None:
                 private.setdefault(config.bridge, config)
     for config in private.values():
         network.ensure_private(config)
+
+
+def _choose_addresses(plan: Plan, ctx: Context) -> None:
+    """The NAT addresses of the machines the plan makes, chosen before any is made, so that
+    each one's /etc/hosts names all the others from its first boot: no update after they
+    boot, which a single machine doesn't need either. An address is claimed only when its
+    machine is made (`_make`): one another tapers takes meanwhile is chosen again there,
+    and `sync_names` puts the hosts files right afterwards."""
+    made = list(dict.fromkeys(a.subject for a in plan.actions if a.kind in (Kind.CREATE, Kind.RECREATE)))
+    if not made:
+        return
+    from tapers.engine import names
+    from tapers.engine.observe import observe
+
+    containers = {ctx.project.container(name): name for name in made}
+    observed = observe(ctx.project, ctx.backend)
+    # A machine made again may keep its address: it is given back when its container goes.
+    used = {info.address for info in ctx.backend.list(prefix=CONTAINER_PREFIX)
+            if info.address and info.name not in containers}
+    for container, name in containers.items():
+        net = ctx.backend.network.allocate(container, used)
+        used.add(net.address)
+        ctx._addresses[name] = net
+    ctx._peers = names.table(ctx.project, observed, {name: net.address for name, net in ctx._addresses.items()})
 
 
 def _get_box(box: str, ctx: Context) -> None:
@@ -295,7 +325,7 @@ def _make(name: str, ctx: Context, start: Start | None, layers: tuple[Path, ...]
     if backend.copy_mode() == "copy":
         ctx.reporter.line(name, "no overlayfs on this host: copying the box (slower, uses more disk; see `tapers doctor`)")
     host_key = keys.generate(comment=container)
-    files = setup.guest_files(machine, box, host_key, ctx.project_key)
+    files = setup.guest_files(machine, box, host_key, ctx.project_key, ctx._peers)
     mounts = setup.mounts(ctx.project.root, machine, box.user["uid"], box.user["gid"], machine.privileged, ctx.reporter)
     private = tuple(backend.network.private(address) for address in machine.private_ips)
     from filelock import FileLock
@@ -306,10 +336,13 @@ def _make(name: str, ctx: Context, start: Start | None, layers: tuple[Path, ...]
     # lock, between this one's threads first by a lock they wait on without polling.
     with _CREATING, FileLock(str(lock_path)).acquire(poll_interval=0.01):
         used = {info.address for info in backend.list(prefix=CONTAINER_PREFIX) if info.address}
-        net = backend.network.allocate(container, used)
+        net = ctx._addresses.get(name)
+        if net is None or net.address in used:  # not chosen in advance, or taken since
+            chosen = {n.address for other, n in ctx._addresses.items() if other != name}
+            net = backend.network.allocate(container, used | chosen)
         record = setup.new_record(
             ctx.project.id, ctx.project.root, ctx.project_key, machine, box, net.address, net.mac, host_key.public,
-            machine.privileged,
+            machine.privileged, ctx._peers,
         )
         if start is not None and start.layer is not None and ctx.caching:  # its first steps: in the layer
             done = [machine.provision[step - 1].key for step in start.from_cache]
@@ -444,7 +477,7 @@ def _reconfigure(name: str, ctx: Context) -> None:
     mounts = setup.mounts(ctx.project.root, machine, record.uid, record.gid, privileged_was(record), ctx.reporter)
     ctx.backend.reconfigure(container, machine.hostname, private, mounts, setup.hostname_files(machine), machine.nesting,
                             machine.raw)
-    _record_applied(ctx, container, machine, RESTART_KEYS, hosts=setup.own_hosts_digest(machine))
+    _record_applied(ctx, container, machine, RESTART_KEYS, hosts=setup.hosts_digest(machine))
 
 
 def _record_applied(ctx: Context, container: str, machine: Machine, keys: tuple[str, ...], **more: Any) -> None:
@@ -454,8 +487,9 @@ def _record_applied(ctx: Context, container: str, machine: Machine, keys: tuple[
     ctx.backend.save_record(container, record.replace(applied=applied, **more))
 
 
-def sync_names(ctx: Context, only: str | None = None) -> None:
-    """Rewrite /etc/hosts in running machines whose copy is out of date (side by side)."""
+def sync_names(ctx: Context, only: str | None = None) -> list[str]:
+    """Rewrite /etc/hosts in running machines whose copy is out of date (side by side);
+    the machines it rewrote."""
     from tapers.engine import names
     from tapers.engine.observe import observe
 
@@ -477,6 +511,7 @@ def sync_names(ctx: Context, only: str | None = None) -> None:
 
             with ThreadPoolExecutor(max_workers=min(8, len(stale)), thread_name_prefix="tapers-hosts") as pool:
                 list(pool.map(lambda args: _write_hosts(ctx, *args), stale))  # the first error is raised
+    return [machine for machine, *_ in stale]
 
 
 def _write_hosts(ctx: Context, machine: str, container: str, record: Record, text: str) -> None:

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from tapers.engine import names
+from tapers.engine.names import Peers
 from tapers.backend.api import GuestFile, Mount
 from tapers.boxes.cache import Box
 from tapers.errors import StateError
@@ -21,7 +22,7 @@ from tapers.taperfile.machine import PROJECT_MOUNT
 
 def new_record(
     project_id: str, root: Path, project_key: str, machine: Machine, box: Box, address: str, mac: str, host_key: str,
-    privileged: bool,
+    privileged: bool, peers: Peers = (),
 ) -> Record:
     """What tapers records on a container it creates (phase `creating` until it is whole)."""
     return Record(
@@ -38,12 +39,13 @@ def new_record(
         host_key=host_key,
         authorized_key=project_key,
         applied={**desired_settings(machine), "privileged": privileged},
-        hosts=own_hosts_digest(machine),
+        hosts=hosts_digest(machine, peers),
         created=_now(),
     )
 
 
-def guest_files(machine: Machine, box: Box, host_key: keys.KeyPair, project_key: str) -> tuple[GuestFile, ...]:
+def guest_files(machine: Machine, box: Box, host_key: keys.KeyPair, project_key: str, peers: Peers = (),
+                ) -> tuple[GuestFile, ...]:
     user = box.user
     nameservers = host_nameservers()
     resolv = "".join(f"nameserver {server}\n" for server in nameservers) or "# no DNS server reachable from containers\n"
@@ -53,7 +55,7 @@ def guest_files(machine: Machine, box: Box, host_key: keys.KeyPair, project_key:
         GuestFile("/etc/ssh/ssh_host_ed25519_key.pub", (host_key.public + "\n").encode(), 0o644),
         GuestFile(f"/{home}/.ssh/authorized_keys", (project_key + "\n").encode(), 0o600, user["uid"], user["gid"]),
         GuestFile("/etc/resolv.conf", resolv.encode()),
-        *hostname_files(machine),
+        *hostname_files(machine, peers),
     )
 
 
@@ -72,16 +74,18 @@ def host_nameservers() -> list[str]:
     return servers
 
 
-def hostname_files(machine: Machine) -> tuple[GuestFile, ...]:
-    """/etc/hostname, and an /etc/hosts naming the machine itself (`sync_names` adds the others)."""
+def hostname_files(machine: Machine, peers: Peers = ()) -> tuple[GuestFile, ...]:
+    """/etc/hostname, and an /etc/hosts naming the machine and its `peers` (`sync_names`
+    brings it up to date later, when they change)."""
     return (
         GuestFile("/etc/hostname", (machine.hostname + "\n").encode()),
-        GuestFile("/etc/hosts", names.hosts_file(machine, []).encode()),
+        GuestFile("/etc/hosts", names.hosts_file(machine, peers).encode()),
     )
 
 
-def own_hosts_digest(machine: Machine) -> str:
-    return names.digest(names.hosts_file(machine, []))
+def hosts_digest(machine: Machine, peers: Peers = ()) -> str:
+    """What the record keeps of the /etc/hosts `hostname_files` writes."""
+    return names.digest(names.hosts_file(machine, peers))
 
 
 def host_folders(root: Path, machine: Machine, reporter: Reporter) -> list[Path]:

@@ -3,6 +3,7 @@ hostname, through an /etc/hosts that tapers writes (private address first, else 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 
 from tapers import digests
 from tapers.backend.api import State
@@ -11,15 +12,23 @@ from tapers.project import Project
 from tapers.taperfile import Machine
 
 
+Peers = Sequence[tuple[str, list[str]]]  # (address, names) of the machines an /etc/hosts lists
+
+
 def _names(machine: str, hostname: str) -> list[str]:
     short = hostname.split(".")[0]
     return list(dict.fromkeys([hostname, short, machine]))
 
 
-def table(project: Project, observed: Observed) -> list[tuple[str, list[str]]]:
-    """(address, names) of every created machine of the project, in Taperfile order."""
+def table(project: Project, observed: Observed, planned: dict[str, str] | None = None) -> list[tuple[str, list[str]]]:
+    """(address, names) of every created machine of the project, in Taperfile order; with
+    `planned` (machine: the NAT address chosen for it), the machines about to be made too."""
     rows = []
     for machine in project.machines:
+        if planned and machine.name in planned:
+            address = (machine.private_ips or [planned[machine.name]])[0]
+            rows.append((address, _names(machine.name, machine.hostname)))
+            continue
         info = observed.machines.get(machine.name)
         record = info.record if info else None
         if record is None or not record.ready:
@@ -30,7 +39,7 @@ def table(project: Project, observed: Observed) -> list[tuple[str, list[str]]]:
     return rows
 
 
-def hosts_file(machine: Machine, peers: list[tuple[str, list[str]]]) -> str:
+def hosts_file(machine: Machine, peers: Peers) -> str:
     from tapers import sinks
 
     for address, names in [("", _names(machine.name, machine.hostname)), *peers]:

@@ -105,7 +105,8 @@ def test_machines_resolve_each_other_by_name(project) -> None:
         "    networks: [{private: {ip: 192.168.62.11}}]\n"
         "  cache: {}\n"
     )
-    project.tapers("up").ok()
+    up = project.tapers("up").ok()
+    assert "update /etc/hosts" not in up.out + up.err  # their addresses were chosen first: they boot knowing each other
     cache_address = project.record("cache")["address"]
     assert guest(project, "web", "hostname; hostname -f") == "web.example.test\nweb.example.test\n"
     assert guest(project, "db", "getent hosts web web.example.test cache").split() == [
@@ -115,7 +116,8 @@ def test_machines_resolve_each_other_by_name(project) -> None:
     ]
     assert guest(project, "web", "getent hosts db").split() == ["192.168.62.11", "db"]
     # a machine that goes away is forgotten by the others
-    project.tapers("destroy", "-f", "cache").ok()
+    destroyed = project.tapers("destroy", "-f", "cache").ok()
+    assert "updated /etc/hosts in web, db" in destroyed.out + destroyed.err
     assert project.tapers("ssh", "web", "-c", "getent hosts cache").code == 2
 
 

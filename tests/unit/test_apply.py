@@ -13,7 +13,7 @@ from tapers.events import SilentReporter
 from tapers.engine.observe import observe
 from tapers.engine.plan import plan_destroy, plan_halt, plan_up
 from tapers.project import open_project
-from tests.fakes import FakeBackend
+from tests.fakes import FakeBackend, make_record
 
 KEY = "ssh-ed25519 AAAAprojectkey tapers-shop"
 TAPERFILE = """\
@@ -68,6 +68,45 @@ def test_up_creates_records_and_starts_each_machine(setup) -> None:
     assert sorted(c for c in checked if c.startswith("ssh")) == sorted(
         [f"ssh db {record.address}", f"ssh web {backend.record('tapers-shop-web').address}"]
     )
+
+
+def test_new_machines_start_naming_each_other(setup) -> None:
+    """Their addresses are chosen before any is made: each /etc/hosts lists the others from
+    the first boot, and nothing is written into a machine after it boots."""
+    project, backend, ctx, _ = setup
+    up(project, backend, ctx)
+    db, web = backend.record("tapers-shop-db"), backend.record("tapers-shop-web")
+    db_hosts = backend.containers["tapers-shop-db"]["files"]["/etc/hosts"].content.decode()
+    web_hosts = backend.containers["tapers-shop-web"]["files"]["/etc/hosts"].content.decode()
+    assert f"{web.address}\tweb\n" in db_hosts
+    assert f"{db.address}\tdb.shop.test db\n" in web_hosts
+    assert not [call for call in backend.calls if call.startswith("run ")]
+    assert not plan_up(project.machines, observe(project, backend), KEY, {"debian/bookworm"})
+
+
+def test_an_address_taken_meanwhile_is_chosen_again_and_the_names_put_right(setup) -> None:
+    """Another tapers claims db's chosen address between the choice and db's creation: db
+    gets another, and the machines' hosts files are updated after they boot."""
+    project, backend, ctx, _ = setup
+    from tapers.engine import apply as executor
+
+    plan = plan_up(project.machines, observe(project, backend), KEY, {"debian/bookworm"})
+    choose = executor._choose_addresses
+
+    def choose_then_lose_one(plan, ctx) -> None:
+        choose(plan, ctx)
+        taken = make_record("x", project="other", address=ctx._addresses["db"].address, phase="ready")
+        backend.containers["tapers-other-x"] = {"state": State.STOPPED, "record": taken.to_json()}
+
+    executor._choose_addresses = choose_then_lose_one
+    try:
+        apply(plan, ctx)
+    finally:
+        executor._choose_addresses = choose
+    db = backend.record("tapers-shop-db")
+    assert db.address != ctx._addresses["db"].address
+    assert any(call.startswith("run tapers-shop-web") for call in backend.calls)  # its hosts file, put right
+    assert not plan_up(project.machines, observe(project, backend), KEY, {"debian/bookworm"})
 
 
 def test_second_up_changes_nothing(setup) -> None:
