@@ -60,6 +60,7 @@ class FakeNetworking:
         return self.forwards[container]
 
     def unforward(self, container: str) -> None:
+        self.events.append(f"unforward {container}")
         self.forwards.pop(container, None)
 
     def forwarded(self) -> set[str]:

@@ -13,25 +13,20 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from tapers import paths
 from tapers.engine import limits
-from tapers.engine import machine_setup as setup
-from tapers.backend.api import Backend, MachineSpec, NetworkConfig, State
-from tapers.boxes.cache import find_box
-from tapers import layer_cache
+from tapers.backend.api import Backend, ContainerInfo, MachineSpec, NetworkConfig, State
 from tapers.errors import BoxError, CacheError, Interrupted, MachineFailures, ProvisionError, StateError, TapersError, TriggerError
 from tapers.events import Reporter
-from tapers.engine.access import target_for
 from tapers.engine.plan import STARTS, Action, Kind, Plan
 from tapers.profile import phase
 from tapers.record import DESTROYING, READY, PortRecord, Record
 from tapers.engine.settings import RESTART_KEYS, desired_settings, privileged_was
 from tapers.project import CONTAINER_PREFIX, Project
-from tapers.ssh import keys
-from tapers.ssh.config import SshTarget
 from tapers.taperfile import Machine
 from tapers.taperfile.machine import Step, split_box_ref
 
 if TYPE_CHECKING:
     from tapers.engine.caching import Caching, Start
+    from tapers.ssh.config import SshTarget
     from tapers.provision.runner import SshGuest
 
 
@@ -304,6 +299,8 @@ _CREATING = threading.Lock()
 def _create(name: str, ctx: Context) -> None:
     """A new machine, from its box or from the cached layer the plan counted on (held in
     the cache until the machine's record names it)."""
+    from tapers import layer_cache
+
     start = ctx.caching.starts.get(name) if ctx.caching else None
     if start is None or start.layer is None:
         _make(name, ctx, start, ())
@@ -313,6 +310,11 @@ def _create(name: str, ctx: Context) -> None:
 
 
 def _make(name: str, ctx: Context, start: Start | None, layers: tuple[Path, ...]) -> None:
+    from tapers import layer_cache
+    from tapers.boxes.cache import find_box
+    from tapers.engine import machine_setup as setup
+    from tapers.ssh import keys
+
     project, backend = ctx.project, ctx.backend
     machine = project.loaded.machine(name)
     box = find_box(machine.box)
@@ -375,6 +377,8 @@ def _make(name: str, ctx: Context, start: Start | None, layers: tuple[Path, ...]
 def _layer_folders(name: str, start: Start) -> tuple[Path, ...]:
     """The folders of the cached layers a new machine stands on, the top one first (the plan
     counted on them: they must be there)."""
+    from tapers import layer_cache
+
     assert start.layer is not None
     layers = [layer_cache.find(key) for key in layer_cache.stack(start.layer)]
     if any(layer is None for layer in layers):
@@ -390,6 +394,8 @@ def _recreate(name: str, ctx: Context) -> None:
 
 
 def _start(name: str, ctx: Context) -> None:
+    from tapers.engine import machine_setup as setup
+
     setup.host_folders(ctx.project.root, ctx.project.loaded.machine(name), ctx.reporter)
     ctx.backend.start(ctx.project.container(name))
 
@@ -418,6 +424,8 @@ def _authorize_key(name: str, ctx: Context) -> None:
 
 
 def _wait_ssh(name: str, ctx: Context) -> None:
+    from tapers.engine.access import target_for
+
     container = ctx.project.container(name)
     target = target_for(name, container, _record_of(ctx, container))
     if ctx.ssh_check is not None:
@@ -434,6 +442,9 @@ def _forward_ports(name: str, ctx: Context) -> None:
     container = ctx.project.container(name)
     record = _record_of(ctx, container)
     wanted = [(p.host_ip, p.host, p.protocol, p.guest, p.auto_correct) for p in machine.ports]
+    if machine.ports:  # recorded before any rule is made: a record without ports has none (`_unforward`)
+        asked = tuple(PortRecord(p.host_ip, p.host, p.protocol, p.guest, p.host) for p in machine.ports)
+        ctx.backend.save_record(container, record.replace(ports=asked))
     with ctx._ports_guard:
         forwards = ctx.backend.network.forward(container, wanted, record.address)
     for forward, port in zip(forwards, machine.ports, strict=True):
@@ -445,8 +456,9 @@ def _forward_ports(name: str, ctx: Context) -> None:
 
 
 def _halt(name: str, ctx: Context) -> None:
-    ctx.backend.network.unforward(ctx.project.container(name))
-    clean = ctx.backend.stop(ctx.project.container(name), ctx.halt_timeout)
+    container = ctx.project.container(name)
+    _unforward(ctx.backend, container, ctx.backend.inspect(container))
+    clean = ctx.backend.stop(container, ctx.halt_timeout)
     if not clean:
         ctx.reporter.line(name, f"did not shut down within {ctx.halt_timeout:.0f} s: forced off")
 
@@ -461,8 +473,15 @@ def destroy_container(backend: Backend, container: str) -> None:
     info = backend.inspect(container)
     if info is not None and info.record:
         backend.save_record(container, info.record.replace(phase=DESTROYING))
-    backend.network.unforward(container)
+    _unforward(backend, container, info)
     backend.destroy(container)
+
+
+def _unforward(backend: Backend, container: str, info: ContainerInfo | None) -> None:
+    """Take away the host ports leading to the machine; none to look for when its record
+    has no ports (`_forward_ports` records them before it makes any rule)."""
+    if info is None or info.record is None or info.record.ports:
+        backend.network.unforward(container)
 
 
 def _set_limits(name: str, ctx: Context) -> None:
@@ -470,6 +489,8 @@ def _set_limits(name: str, ctx: Context) -> None:
 
 
 def _reconfigure(name: str, ctx: Context) -> None:
+    from tapers.engine import machine_setup as setup
+
     machine = ctx.project.loaded.machine(name)
     container = ctx.project.container(name)
     private = tuple(ctx.backend.network.private(address) for address in machine.private_ips)
@@ -584,7 +605,7 @@ def _trigger(action: Action, guest: Any, ctx: Context) -> None:
 
 
 def _ssh_guest(name: str, ctx: Context) -> SshGuest:
-    from tapers.engine.access import write_play_access
+    from tapers.engine.access import target_for, write_play_access
     from tapers.engine.observe import observe
     from tapers.provision.runner import SshGuest
 

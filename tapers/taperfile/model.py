@@ -40,8 +40,7 @@ VARIABLE_NAME = r"[A-Za-z_][A-Za-z0-9_]*"  # environment variables, Ansible grou
 _HOSTNAME_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", re.IGNORECASE | re.ASCII)
 _BOX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?(@[0-9A-Za-z][0-9A-Za-z._-]*)?", re.ASCII)
 _TEXT_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")  # CONTROL less tab and newline
-# Guest paths may have spaces (the mount line's writer escapes them: \040), no control character.
-_PATH_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_CONTROL = re.compile(CONTROL)  # (guest paths too: spaces are fine, the mount line's writer escapes them)
 
 MIN_MEMORY = 32 * 1024**2
 MAX_PIDS = 4_194_304  # the kernel's own ceiling (PID_MAX_LIMIT on 64-bit)
@@ -66,9 +65,9 @@ def _character(char: str) -> str:
     return f"{names.get(char, 'a control character')} ({printable(char)})"
 
 
-def _one_line(value: str, control: re.Pattern[str] = CONTROL) -> str:
+def _one_line(value: str) -> str:
     """A value written on one line: no control characters at all."""
-    bad = control.search(value)
+    bad = _CONTROL.search(value)
     if bad:
         raise ValueError(
             f"{shown(value)} contains {_character(bad.group())}: write it on one line, without control characters"
@@ -118,7 +117,7 @@ def _watch_glob(value: str) -> str:
 
 def _guest_path(value: str) -> str:
     """An absolute path in the guest, normalised: no `//`, no `.` parts, no trailing `/`."""
-    _one_line(value, _PATH_CONTROL)
+    _one_line(value)
     if not value.startswith("/"):
         raise ValueError(f"{shown(value)} is not an absolute path in the guest (start it with /)")
     parts = [part for part in value.split("/") if part not in ("", ".")]
@@ -164,7 +163,7 @@ def _plain_data(value: object, where: str = "") -> object:
         return value
     if isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, str) or CONTROL.search(key):
+            if not isinstance(key, str) or _CONTROL.search(key):
                 raise ValueError(f"{at}the key {shown(key)} is not a plain one-line name")
             _plain_data(item, f"{where}.{key}" if where else key)
         return value
@@ -345,7 +344,7 @@ class SyncedFolder(_Strict):
     @field_validator("guest")
     @classmethod
     def _absolute(cls, value: str) -> str:
-        _one_line(value, _PATH_CONTROL)
+        _one_line(value)
         if not value.startswith("/") or _guest_path(value) == "/":
             raise ValueError(f"{shown(value)} is not an absolute path in the guest (and not /)")
         return _guest_path(value)

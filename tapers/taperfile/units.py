@@ -14,8 +14,9 @@ MAX_SIZE = 16 * 1024**4
 
 # Characters that have no business in a value written on one line: C0 and C1 controls
 # (newline, tab, NUL, ESC...), DEL, the Unicode line and paragraph separators, and lone
-# surrogates (which cannot be encoded as UTF-8 at all).
-CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# surrogates (which cannot be encoded as UTF-8 at all). A pattern, compiled when first used
+# (re keeps it): compiling it costs every command that never quotes a value 0.6 ms.
+CONTROL = "[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]"
 _ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\0": "\\0"}
 
 
@@ -48,12 +49,12 @@ def shown(value: object, limit: int = 60) -> str:
     text = value if isinstance(value, str) else repr(value)
     if len(text) > limit:
         text = text[:limit] + "..."
-    return f"`{CONTROL.sub(_escape, text)}`"
+    return f"`{re.sub(CONTROL, _escape, text)}`"
 
 
 def printable(text: str) -> str:
     """A message line with any control character in it escaped (nothing reaches a terminal raw)."""
-    return CONTROL.sub(_escape, text)
+    return re.sub(CONTROL, _escape, text)
 
 
 def _escape(match: re.Match[str]) -> str:

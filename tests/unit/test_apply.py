@@ -8,11 +8,12 @@ import pytest
 
 from tapers.engine.apply import Context, apply
 from tapers.backend.api import State
-from tapers.errors import MachineFailures, SshError
+from tapers.errors import HostError, MachineFailures, SshError
 from tapers.events import SilentReporter
 from tapers.engine.observe import observe
 from tapers.engine.plan import plan_destroy, plan_halt, plan_up
 from tapers.project import open_project
+from tapers.taperfile.machine import ForwardPort
 from tests.fakes import FakeBackend, make_record
 
 KEY = "ssh-ed25519 AAAAprojectkey tapers-shop"
@@ -107,6 +108,34 @@ def test_an_address_taken_meanwhile_is_chosen_again_and_the_names_put_right(setu
     assert db.address != ctx._addresses["db"].address
     assert any(call.startswith("run tapers-shop-web") for call in backend.calls)  # its hosts file, put right
     assert not plan_up(project.machines, observe(project, backend), KEY, {"debian/bookworm"})
+
+
+def test_halt_and_destroy_look_for_port_rules_only_where_ports_were_forwarded(setup) -> None:
+    """A record without ports means no rule leads to the machine (ports are recorded before
+    any rule is made): halt and destroy don't ask the host's firewall about it."""
+    project, backend, ctx, checked = setup
+    up(project, backend, ctx)
+    apply(plan_halt(project.machines, observe(project, backend)), ctx)
+    apply(plan_destroy(project.machines, observe(project, backend), None), ctx)
+    assert not [event for event in checked if event.startswith("unforward")]
+
+
+def test_ports_are_recorded_before_any_rule_is_made(setup) -> None:
+    """Forwarding fails half way (rules may exist): the record already names the ports, so
+    destroy takes the rules away."""
+    project, backend, ctx, checked = setup
+    ported = project.loaded.machine("web")._replace(ports=[ForwardPort(guest=80, host=8080)])
+    project.loaded.machines[project.loaded.machines.index(project.loaded.machine("web"))] = ported
+
+    def fail(container, wanted, guest_ip):
+        raise HostError("nft: out of memory")
+
+    backend.network.forward = fail
+    with pytest.raises(HostError):
+        up(project, backend, ctx)
+    assert [(p.host, p.guest) for p in backend.record("tapers-shop-web").ports] == [(8080, 80)]
+    apply(plan_destroy(project.machines, observe(project, backend), None), ctx)
+    assert "unforward tapers-shop-web" in checked and "unforward tapers-shop-db" not in checked
 
 
 def test_second_up_changes_nothing(setup) -> None:

@@ -323,13 +323,17 @@ class LiblxcBackend(BackendBase):
             self._monitors_exiting.add(container)
 
     def _remove_monitor_cgroups(self, container: str, patience: float = 0.0) -> int:
-        from tapers.backend.liblxc import delegation, grants
+        from tapers.backend.liblxc import delegation
 
         def others() -> set[str]:
             return set(os.listdir(self.lxcpath)) if self.lxcpath.is_dir() else set()
 
-        return delegation.remove_monitor_cgroups(container, grants.current_user() if self.as_user else None, others,
-                                                 patience)
+        user = None
+        if self.as_user:
+            from tapers.backend.liblxc import grants
+
+            user = grants.current_user()
+        return delegation.remove_monitor_cgroups(container, user, others, patience)
 
     def _join(self) -> None:
         """A user's tapers in cgroups of theirs (delegation.join) before it starts or freezes

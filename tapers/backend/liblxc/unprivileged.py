@@ -193,11 +193,11 @@ def mount_box(folder: Path, container: str) -> None:
 
 def unmount_box(container: str) -> None:
     """After a stop: the views go (and their folder)."""
-    from tapers.backend import idmap
-
     folder = _view(container).parent
     if not folder.is_dir():
         return
+    from tapers.backend import idmap
+
     for seen in folder.iterdir():
         idmap.unmount(seen)
         seen.rmdir()
