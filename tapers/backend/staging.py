@@ -79,11 +79,11 @@ def prepare(container: str, records: list[dict[str, Any]]) -> None:
 def release(container: str, keep_dirs: bool = False) -> None:
     """After a stop: the staged views go, and their folders unless `keep_dirs` (never
     deleted recursively: a mount left there would be the user's folder)."""
-    from tapers.backend import idmap
-
     folder = paths.host_run_dir() / "mounts" / container
     if not folder.is_dir():
         return
+    from tapers.backend import idmap
+
     try:
         for staging in folder.iterdir():
             idmap.unmount(staging)

@@ -14,7 +14,9 @@ from tests.integration.conftest import wait_for
 
 SERVE = (
     "sudo mkdir -p /srv && echo hello-from-$(hostname) | sudo tee /srv/index.html >/dev/null && "
-    "sudo systemd-run --quiet --unit web-{port} python3 -m http.server {port} --bind 0.0.0.0 --directory /srv"
+    "sudo systemd-run --quiet --unit web-{port} python3 -m http.server {port} --bind 0.0.0.0 --directory /srv && "
+    # (the unit starts on its own: the step ends once the server listens, not before)
+    "timeout 30 sh -c \"until ss -ltn | grep -q :{port}; do sleep 0.05; done\""
 )
 
 

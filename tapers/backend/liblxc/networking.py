@@ -4,12 +4,17 @@ bridge (bridges.py), host-only bridges, and ports forwarded by nftables rules (p
 from __future__ import annotations
 
 from tapers.backend import addresses
-from tapers.backend.api import NetworkConfig
-from tapers.backend.liblxc import bridges, host, ports
+from tapers.backend.api import Forward, NetworkConfig
+from tapers.backend.liblxc import bridges
 
 
 class HostNetworking:
+    """Root's machines. The port rules (ports.py, with the nftables library) are loaded
+    only by what forwards ports: `destroy` and `halt` of a machine without any never do."""
+
     def prepare(self) -> None:
+        from tapers.backend.liblxc import host
+
         host.prepare_host()
 
     def allocate(self, container: str, used: set[str]) -> NetworkConfig:
@@ -27,16 +32,22 @@ class HostNetworking:
     def check_forwards(self, wanted: list[tuple[str, int, str, int, bool]]) -> None:
         pass  # root may listen on any port
 
-    def forward(self, container: str, wanted: list[tuple[str, int, str, int, bool]], guest_ip: str) -> list[ports.Forward]:
+    def forward(self, container: str, wanted: list[tuple[str, int, str, int, bool]], guest_ip: str) -> list[Forward]:
+        from tapers.backend.liblxc import ports
+
         ports.ensure_chains()
         chosen = ports.choose(container, wanted, guest_ip)
         ports.install(container, chosen)
         return chosen
 
     def unforward(self, container: str) -> None:
+        from tapers.backend.liblxc import ports
+
         ports.remove(container)
 
     def forwarded(self) -> set[str]:
+        from tapers.backend.liblxc import ports
+
         return set(ports.forwarded())
 
 
@@ -90,7 +101,7 @@ class UserNetworking:
 
         user_ports.refuse_privileged_ports(wanted)
 
-    def forward(self, container: str, wanted: list[tuple[str, int, str, int, bool]], guest_ip: str) -> list[ports.Forward]:
+    def forward(self, container: str, wanted: list[tuple[str, int, str, int, bool]], guest_ip: str) -> list[Forward]:
         from tapers.backend.liblxc import user_ports
 
         chosen = user_ports.choose(container, wanted, guest_ip)
