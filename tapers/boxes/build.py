@@ -23,32 +23,23 @@ from tapers.errors import BoxError, HostError, InvalidBoxError
 from tapers.events import Reporter
 from tapers.rootfs import Root
 
-LOCK_WAIT_MESSAGE_AFTER = 0.5
-
 
 def ensure_box(recipe: Recipe, reporter: Reporter, force: bool = False) -> tuple[Box, bool]:
     """The cached box for `recipe`, building it when missing (or when `force`).
     Returns (box, built_now)."""
-    from filelock import FileLock, Timeout
+    from tapers import locks
 
     existing = find_box(recipe.name)
     if existing and not force:
         return existing, False
-    lock_path = paths.box_build_lock(slug(recipe.name))
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(lock_path))
-    try:
-        lock.acquire(timeout=LOCK_WAIT_MESSAGE_AFTER)
-    except Timeout:
+    def waiting() -> None:
         reporter.line("box", f"another tapers is building `{recipe.name}`; waiting for it")
-        lock.acquire()
-    try:
+
+    with locks.held(paths.box_build_lock(slug(recipe.name)), on_wait=waiting):
         existing = find_box(recipe.name)
         if existing and not force:  # built by the tapers we waited for
             return existing, False
         return _build(recipe, reporter), True
-    finally:
-        lock.release()
 
 
 def _build(recipe: Recipe, reporter: Reporter) -> Box:

@@ -46,8 +46,6 @@ def add_box(
     `version`: for a catalog, a constraint (`~> 1.2`, or a plain version); for an archive,
     the version it is recorded as. `sha256` checks whatever was fetched, catalog or archive;
     a catalog's release must be an archive (`catalog_ok` False)."""
-    from filelock import FileLock
-
     if name is not None:
         check_box_name(name, "the box name given")
     if source.startswith("http://") and not sha256:
@@ -91,7 +89,9 @@ def add_box(
         check_version(version, f"box archive {source}")
         folder = box_folder(name)
         folder.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(paths.box_build_lock(folder.name))):
+        from tapers import locks
+
+        with locks.held(paths.box_build_lock(folder.name)):
             existing = [b for b in list_boxes() if b.name == name and b.version == version]
             if existing and not force:
                 raise BoxError(f"box `{name}@{version}` is already in the cache", hint="pass --force to replace it")

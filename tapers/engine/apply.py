@@ -330,13 +330,11 @@ def _make(name: str, ctx: Context, start: Start | None, layers: tuple[Path, ...]
     files = setup.guest_files(machine, box, host_key, ctx.project_key, ctx._peers)
     mounts = setup.mounts(ctx.project.root, machine, box.user["uid"], box.user["gid"], machine.privileged, ctx.reporter)
     private = tuple(backend.network.private(address) for address in machine.private_ips)
-    from filelock import FileLock
+    from tapers import locks
 
-    lock_path = paths.network_lock()
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
     # Address choice and the record claiming it, atomically: between processes by the file
-    # lock, between this one's threads first by a lock they wait on without polling.
-    with _CREATING, FileLock(str(lock_path)).acquire(poll_interval=0.01):
+    # lock, between this one's threads first by a lock they wait on.
+    with _CREATING, locks.held(paths.network_lock()):
         used = {info.address for info in backend.list(prefix=CONTAINER_PREFIX) if info.address}
         net = ctx._addresses.get(name)
         if net is None or net.address in used:  # not chosen in advance, or taken since

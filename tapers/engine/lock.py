@@ -31,26 +31,10 @@ def project_lock(project: Project, reporter: Reporter, command: str) -> Iterator
 
 def _lock(fd: int, owner: Path, reporter: Reporter) -> None:
     """Take the lock; when someone holds it, say who (from `owner`) and wait."""
-    import fcntl
+    from tapers import locks, project_files
 
-    from tapers import project_files
-
-    if not _try_lock(fd, 0.2):
+    def waiting() -> None:
         holder = (project_files.read_text(owner) or "").strip() or "another tapers"
         reporter.line("tapers", f"waiting for {holder} to finish with this project")
-        fcntl.flock(fd, fcntl.LOCK_EX)
 
-
-def _try_lock(fd: int, timeout: float) -> bool:
-    import fcntl
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.02)
+    locks.acquire(fd, waiting, patience=0.2)

@@ -15,6 +15,30 @@ class KeyPair(NamedTuple):
 
 
 def generate(comment: str) -> KeyPair:
+    """A new key pair: made by OpenSSH's ssh-keygen where it is installed (5 ms, against 25
+    ms to load the cryptography library in a command that has no other use for it), else
+    by that library."""
+    import shutil
+
+    keygen = shutil.which("ssh-keygen")
+    return _with_ssh_keygen(keygen, comment) if keygen else _with_cryptography(comment)
+
+
+def _with_ssh_keygen(keygen: str, comment: str) -> KeyPair:
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="tapers-key-") as folder:  # 0700, ours
+        path = Path(folder) / "key"
+        result = subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise SshError(f"ssh-keygen could not make a key: {result.stderr.strip() or result.returncode}",
+                           hint="check `ssh-keygen -t ed25519` works on this host")
+        return KeyPair(private=path.read_bytes(), public=path.with_suffix(".pub").read_text().strip())
+
+
+def _with_cryptography(comment: str) -> KeyPair:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 

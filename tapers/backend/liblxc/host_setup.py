@@ -13,6 +13,7 @@ import json
 import re
 import os
 import pwd
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -274,14 +275,11 @@ def _tapers_files(user: str) -> list[Path]:
     return found
 
 
-def _setup_lock():  # type: ignore[no-untyped-def]
+def _setup_lock() -> AbstractContextManager[None]:
     """One setup or teardown at a time on the host (they choose subnets, edit shared files)."""
-    from filelock import FileLock
+    from tapers import locks, paths
 
-    from tapers import paths
-
-    paths.host_run_dir().mkdir(parents=True, exist_ok=True)
-    return FileLock(str(paths.host_run_dir() / "host-setup.lock"))
+    return locks.held(paths.host_run_dir() / "host-setup.lock")
 
 
 def _require_root() -> None:
