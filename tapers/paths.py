@@ -20,6 +20,15 @@ def tapers_home() -> Path:
     return _xdg("XDG_CACHE_HOME", ".cache") / "tapers"
 
 
+def user_config_file() -> Path:
+    """The user's settings (`tapers config`'s file): TAPERS_CONFIG, else
+    $XDG_CONFIG_HOME/tapers/config.yaml."""
+    override = os.environ.get("TAPERS_CONFIG")
+    if override:
+        return Path(override)
+    return _xdg("XDG_CONFIG_HOME", ".config") / "tapers" / "config.yaml"
+
+
 def _xdg(variable: str, default: str) -> Path:
     """An XDG base folder: the variable when it is an absolute path (the spec ignores any
     other), else its default under the home folder. (What platformdirs computes on Linux,

@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from tapers import paths
 from tapers.errors import UsageError
 
 from tapers.backend.registry import NAMES as BACKENDS
@@ -45,21 +46,13 @@ class LxdSettings(NamedTuple):
         return self.endpoint.startswith("https://")
 
 
-def config_path() -> Path:
-    override = os.environ.get("TAPERS_CONFIG")
-    if override:
-        return Path(override)
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(base) / "tapers" / "config.yaml"
-
-
 def backend_name() -> str:
     """TAPERS_BACKEND (which `--backend` sets), else the config file, else liblxc."""
-    name = os.environ.get("TAPERS_BACKEND") or _read(config_path()).get("backend") or "liblxc"
+    name = os.environ.get("TAPERS_BACKEND") or _read(paths.user_config_file()).get("backend") or "liblxc"
     if name not in BACKENDS:
         raise UsageError(
             f"unknown backend `{name}`",
-            hint=f"one of: {', '.join(BACKENDS)} (from --backend, TAPERS_BACKEND or {config_path()})",
+            hint=f"one of: {', '.join(BACKENDS)} (from --backend, TAPERS_BACKEND or {paths.user_config_file()})",
         )
     return name
 
@@ -70,7 +63,7 @@ def cache_max_size(path: Path | None = None) -> int:
     from tapers.layer_cache import DEFAULT_MAX_SIZE
     from tapers.taperfile.units import parse_size
 
-    path = path or config_path()
+    path = path or paths.user_config_file()
     value = os.environ.get("TAPERS_CACHE_MAX_SIZE") or _read(path).get("cache_max_size")
     if value is None:
         return DEFAULT_MAX_SIZE
@@ -85,7 +78,7 @@ def cache_max_size(path: Path | None = None) -> int:
 
 def lxd_settings(path: Path | None = None) -> LxdSettings:
     """The `lxd:` settings of the user config (or of the config file at `path`)."""
-    path = path or config_path()
+    path = path or paths.user_config_file()
     raw = _read(path).get("lxd") or {}
     if not isinstance(raw, dict):
         raise UsageError(f"{path}: `lxd:` must be a mapping of settings")

@@ -44,6 +44,6 @@ def checks(name: str, full: bool) -> list[Check]:
 
 
 def _has_user_config() -> bool:
-    from tapers.user_config import config_path
+    from tapers import paths
 
-    return config_path().is_file()
+    return paths.user_config_file().is_file()

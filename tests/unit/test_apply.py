@@ -155,7 +155,8 @@ def test_halt_then_destroy(setup) -> None:
     assert {c["state"] for c in backend.containers.values()} == {State.STOPPED}
     apply(plan_destroy(project.machines, observe(project, backend), orphans=True), ctx)
     assert backend.containers == {}
-    assert checked[-1] == "unused private networks released"  # the NAT network stays, as LXD's and Docker's
+    # the NAT network stays, as LXD's and Docker's; no machine was on a host-only one
+    assert not [event for event in checked if "released" in event]
 
 
 def test_new_project_key_is_authorized_in_running_machines(setup) -> None:

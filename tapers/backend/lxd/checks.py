@@ -11,12 +11,13 @@ from tapers.backend.api import Check
 
 def checks(full: bool) -> list[Check]:
     from tapers.errors import TapersError
-    from tapers.user_config import config_path, lxd_settings
+    from tapers import paths
+    from tapers.user_config import lxd_settings
 
     try:
         settings = lxd_settings()
     except TapersError as exc:
-        return [Check("tapers config", False, exc.message, exc.hint or f"edit {config_path()}")]
+        return [Check("tapers config", False, exc.message, exc.hint or f"edit {paths.user_config_file()}")]
     try:
         from tapers.backend.lxd.backend import connect
 
