@@ -88,8 +88,8 @@ def lxd_settings(path: Path | None = None) -> LxdSettings:
             f"{path}: unknown `lxd:` setting {', '.join(f'`{k}`' for k in unknown)}",
             hint=f"known: {', '.join(LxdSettings._fields)}",
         )
-    paths = ("client_cert", "client_key", "server_cert")
-    values = {k: (Path(os.path.expanduser(str(v))) if k in paths and v else v) for k, v in raw.items()}
+    files = ("client_cert", "client_key", "server_cert")
+    values = {k: (Path(os.path.expanduser(str(v))) if k in files and v else v) for k, v in raw.items()}
     settings = LxdSettings(**{k: v for k, v in values.items() if v is not None})
     if settings.https and not (settings.client_cert and settings.client_key):
         raise UsageError(
