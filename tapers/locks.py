@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,20 +32,31 @@ def acquire(fd: int, on_wait: Callable[[], None] | None = None, patience: float 
     fcntl.flock(fd, fcntl.LOCK_EX)
 
 
+_held = threading.local()  # the lock files this thread holds (taking one twice would wait forever)
+
+
 @contextmanager
 def held(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold the lock file `path` (made when missing, its folder too; never opened through a
-    link) for the block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    link) for the block. A folder it makes is 0755 whatever the umask: no one else may
+    put a lock file of theirs in its place."""
+    from tapers.errors import HostError
+
+    mine = _held.__dict__.setdefault("paths", set())
+    if path in mine:
+        raise RuntimeError(f"{path} is already held by this thread")  # a bug in tapers: it would wait forever
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        from tapers.errors import HostError
-
         why = "it is a link (tapers never follows one)" if exc.errno == errno.ELOOP else exc.strerror
         raise HostError(f"cannot use the lock file {path}: {why}", hint=f"remove {path}; tapers makes it again") from None
     try:
         acquire(fd, on_wait)
-        yield
+        mine.add(path)
+        try:
+            yield
+        finally:
+            mine.discard(path)
     finally:
         os.close(fd)

@@ -325,6 +325,9 @@ class Engine:
             self._require_snapshot(machine, container, snapshot)
             machines = [self.project.loaded.machine(machine)]
             halted = self._apply(plan_halt(machines, self._observe()))
+            from tapers.engine.apply import remove_port_rules
+
+            remove_port_rules(self.backend, container)  # (stopped from inside: its rules were still there)
             self.reporter.line(machine, f"restoring snapshot `{snapshot}`")
             self.backend.snapshot_restore(container, snapshot)
             if halted:

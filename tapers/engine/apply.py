@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from tapers import paths
 from tapers.engine import limits
 from tapers.backend.api import Backend, ContainerInfo, MachineSpec, NetworkConfig, State
-from tapers.errors import BoxError, CacheError, Interrupted, MachineFailures, ProvisionError, StateError, TapersError, TriggerError
+from tapers.errors import BoxError, CacheError, HostError, Interrupted, MachineFailures, ProvisionError, StateError, TapersError, TriggerError
 from tapers.events import Reporter
 from tapers.engine.plan import STARTS, Action, Kind, Plan
 from tapers.profile import phase
@@ -65,6 +65,7 @@ class Context:
         self._authorized: set[str] = set()  # machines whose project key was authorized again
         self._addresses: dict[str, NetworkConfig] = {}  # new machines' NAT addresses, chosen before any is made
         self._peers: list[tuple[str, list[str]]] = []  # the /etc/hosts rows new machines start with
+        self._observed_peers: Any = None  # the project's machines when those rows were made
 
     def cancel(self) -> None:
         """Ctrl-C: machines stop before their next action; running steps lose their connection."""
@@ -96,7 +97,12 @@ def apply(plan: Plan, ctx: Context) -> None:
                 else:
                     _prepare_networks(plan, ctx)
     _choose_addresses(plan, ctx)
-    _run_machines(plan, ctx)
+    try:
+        _run_machines(plan, ctx)
+    except BaseException:
+        if ctx._addresses:
+            _names_after_a_failure(ctx)
+        raise
     for action in plan.actions:
         if action.kind is Kind.SYNC_NAMES:
             with phase(action.what, action.subject):
@@ -107,6 +113,16 @@ def apply(plan: Plan, ctx: Context) -> None:
             ctx.reporter.line(action.subject, action.what)
             with phase(action.what, action.subject):
                 ctx.backend.network.release_unused_private()
+
+
+def _names_after_a_failure(ctx: Context) -> None:
+    """Machines made in a run that failed booted naming the others at the addresses chosen
+    for them: one whose machine wasn't made must not stay there (another machine may get
+    it). Best done, as far as it goes: the run's own error is what is reported."""
+    try:
+        sync_names(ctx)
+    except TapersError:
+        pass
 
 
 def _load_ssh_meanwhile() -> None:
@@ -154,9 +170,13 @@ def _choose_addresses(plan: Plan, ctx: Context) -> None:
     used = {info.address for info in ctx.backend.list(prefix=CONTAINER_PREFIX)
             if info.address and info.name not in containers}
     for container, name in containers.items():
-        net = ctx.backend.network.allocate(container, used)
+        try:
+            net = ctx.backend.network.allocate(container, used)
+        except HostError:  # no address left: that machine's creation says so, the others are made
+            continue
         used.add(net.address)
         ctx._addresses[name] = net
+    ctx._observed_peers = observed
     ctx._peers = names.table(ctx.project, observed, {name: net.address for name, net in ctx._addresses.items()})
 
 
@@ -327,7 +347,6 @@ def _make(name: str, ctx: Context, start: Start | None, layers: tuple[Path, ...]
     if backend.copy_mode() == "copy":
         ctx.reporter.line(name, "no overlayfs on this host: copying the box (slower, uses more disk; see `tapers doctor`)")
     host_key = keys.generate(comment=container)
-    files = setup.guest_files(machine, box, host_key, ctx.project_key, ctx._peers)
     mounts = setup.mounts(ctx.project.root, machine, box.user["uid"], box.user["gid"], machine.privileged, ctx.reporter)
     private = tuple(backend.network.private(address) for address in machine.private_ips)
     from tapers import locks
@@ -338,8 +357,15 @@ def _make(name: str, ctx: Context, start: Start | None, layers: tuple[Path, ...]
         used = {info.address for info in backend.list(prefix=CONTAINER_PREFIX) if info.address}
         net = ctx._addresses.get(name)
         if net is None or net.address in used:  # not chosen in advance, or taken since
-            chosen = {n.address for other, n in ctx._addresses.items() if other != name}
-            net = backend.network.allocate(container, used | chosen)
+            others = {n.address for other, n in ctx._addresses.items() if other != name}
+            net = backend.network.allocate(container, used | others)
+            if name in ctx._addresses:  # the machines made after it name it right (`sync_names`: those before)
+                from tapers.engine import names
+
+                ctx._addresses[name] = net
+                ctx._peers = names.table(ctx.project, ctx._observed_peers,
+                                         {n: a.address for n, a in ctx._addresses.items()})
+        files = setup.guest_files(machine, box, host_key, ctx.project_key, ctx._peers)
         record = setup.new_record(
             ctx.project.id, ctx.project.root, ctx.project_key, machine, box, net.address, net.mac, host_key.public,
             machine.privileged, ctx._peers,
@@ -387,7 +413,7 @@ def _layer_folders(name: str, start: Start) -> tuple[Path, ...]:
 
 
 def _recreate(name: str, ctx: Context) -> None:
-    ctx.backend.destroy(ctx.project.container(name))
+    destroy_container(ctx.backend, ctx.project.container(name))
     _create(name, ctx)
 
 
@@ -440,7 +466,10 @@ def _forward_ports(name: str, ctx: Context) -> None:
     container = ctx.project.container(name)
     record = _record_of(ctx, container)
     wanted = [(p.host_ip, p.host, p.protocol, p.guest, p.auto_correct) for p in machine.ports]
-    if machine.ports:  # recorded before any rule is made: a record without ports has none (`_unforward`)
+    if machine.ports and not record.ports:
+        # Ports recorded before the first rule is made: a record without ports has no rules
+        # (`remove_port_rules`). One that has ports keeps them until the new rules are made
+        # (they replace the old ones in one step): if that fails, the next `up` tries again.
         asked = tuple(PortRecord(p.host_ip, p.host, p.protocol, p.guest, p.host) for p in machine.ports)
         ctx.backend.save_record(container, record.replace(ports=asked))
     with ctx._ports_guard:
@@ -455,7 +484,7 @@ def _forward_ports(name: str, ctx: Context) -> None:
 
 def _halt(name: str, ctx: Context) -> None:
     container = ctx.project.container(name)
-    _unforward(ctx.backend, container, ctx.backend.inspect(container))
+    remove_port_rules(ctx.backend, container)
     clean = ctx.backend.stop(container, ctx.halt_timeout)
     if not clean:
         ctx.reporter.line(name, f"did not shut down within {ctx.halt_timeout:.0f} s: forced off")
@@ -471,13 +500,15 @@ def destroy_container(backend: Backend, container: str) -> None:
     info = backend.inspect(container)
     if info is not None and info.record:
         backend.save_record(container, info.record.replace(phase=DESTROYING))
-    _unforward(backend, container, info)
+    remove_port_rules(backend, container, info)
     backend.destroy(container)
 
 
-def _unforward(backend: Backend, container: str, info: ContainerInfo | None) -> None:
-    """Take away the host ports leading to the machine; none to look for when its record
-    has no ports (`_forward_ports` records them before it makes any rule)."""
+def remove_port_rules(backend: Backend, container: str, info: ContainerInfo | None = None) -> None:
+    """Take away the host ports leading to the machine (`info`: as just read, if it was);
+    none to look for when its record has no ports (`_forward_ports` records them before it
+    makes the first rule)."""
+    info = info or backend.inspect(container)
     if info is None or info.record is None or info.record.ports:
         backend.network.unforward(container)
 

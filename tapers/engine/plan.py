@@ -7,7 +7,6 @@ No I/O here. Every action carries the cause a person can read; `str(plan)` is wh
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
 from typing import Callable, NamedTuple
 
 from tapers.backend.api import ContainerInfo, State
@@ -174,7 +173,7 @@ def plan_up(
             name = orphan.machine
             actions.append(Action(Kind.DESTROY, name, "no longer in the Taperfile; --remove-orphans", cls="orphan"))
     left = set(observed.machines) | {a.subject for a in actions if a.kind in STARTS}
-    release = _release_networks(observed.orphans) if remove_orphans and observed.orphans and not left else []
+    release = [_release_network()] if remove_orphans and observed.orphans and not left else []
     notes = tuple(f"machine `{m.name}` is privileged (`privileged: true`): root in it can reach the host"
                   for m in machines if m.privileged and any(a.subject == m.name and a.kind in STARTS for a in actions))
     notes += _unresolved_notes(machines, inputs)
@@ -182,13 +181,9 @@ def plan_up(
                 notes=notes)
 
 
-def _release_networks(gone: Iterable[ContainerInfo]) -> list[Action]:
-    """The project's last machines are going: its host-only networks go too, unless none of
-    them was on one (a machine whose record can't be read may have been)."""
-    if not any(info.record is None or info.record.applied.get("networks") for info in gone):
-        return []
+def _release_network() -> Action:
     cause = "no machine of this project is left: its host-only networks go; the NAT network stays"
-    return [Action(Kind.RELEASE_NETWORK, NETWORK, cause, detail="networks")]
+    return Action(Kind.RELEASE_NETWORK, NETWORK, cause, detail="networks")
 
 
 def _with_network(actions: list[Action], machines: list[Machine]) -> list[Action]:
@@ -433,7 +428,7 @@ def plan_destroy(machines: list[Machine], observed: Observed, orphans: bool) -> 
         actions += _names_update(actions, stale=False)
     left = [m for m in observed.machines if m not in doomed] + [o.machine for o in observed.orphans if o.machine not in doomed]
     if actions and not left:
-        actions += _release_networks([*observed.machines.values(), *observed.orphans])
+        actions.append(_release_network())
     return Plan(actions=tuple(actions), notes=notes)
 
 

@@ -20,21 +20,32 @@ def generate(comment: str) -> KeyPair:
     by that library."""
     import shutil
 
-    keygen = shutil.which("ssh-keygen")
-    return _with_ssh_keygen(keygen, comment) if keygen else _with_cryptography(comment)
+    keygen = shutil.which("ssh-keygen", path=SYSTEM_PATH)
+    pair = _with_ssh_keygen(keygen, comment) if keygen else None
+    return pair or _with_cryptography(comment)
 
 
-def _with_ssh_keygen(keygen: str, comment: str) -> KeyPair:
+SYSTEM_PATH = "/usr/bin:/bin"  # where ssh-keygen is looked for: never a folder from the caller's PATH
+
+
+def _with_ssh_keygen(keygen: str, comment: str) -> KeyPair | None:
+    """The pair ssh-keygen makes (None when it can't), in a folder of tapers' run folder
+    (root's, or the user's own), not $TMPDIR: no one else can put anything in its place."""
     import subprocess
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="tapers-key-") as folder:  # 0700, ours
+    from tapers import paths
+
+    paths.host_run_dir().mkdir(parents=True, exist_ok=True, mode=0o755)
+    with tempfile.TemporaryDirectory(prefix="key-", dir=paths.host_run_dir()) as folder:  # 0700
         path = Path(folder) / "key"
-        result = subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-                                stdin=subprocess.DEVNULL, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise SshError(f"ssh-keygen could not make a key: {result.stderr.strip() or result.returncode}",
-                           hint="check `ssh-keygen -t ed25519` works on this host")
+        try:
+            done = subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+                                  stdin=subprocess.DEVNULL, capture_output=True, env={"PATH": SYSTEM_PATH})
+        except OSError:
+            return None
+        if done.returncode != 0:
+            return None  # (an OpenSSH without ed25519, say: the library makes it)
         return KeyPair(private=path.read_bytes(), public=path.with_suffix(".pub").read_text().strip())
 
 

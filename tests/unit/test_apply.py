@@ -87,16 +87,18 @@ def test_new_machines_start_naming_each_other(setup) -> None:
 
 def test_an_address_taken_meanwhile_is_chosen_again_and_the_names_put_right(setup) -> None:
     """Another tapers claims db's chosen address between the choice and db's creation: db
-    gets another, and the machines' hosts files are updated after they boot."""
+    gets another, and every machine's /etc/hosts names db where it is once `up` is done."""
     project, backend, ctx, _ = setup
     from tapers.engine import apply as executor
 
     plan = plan_up(project.machines, observe(project, backend), KEY, {"debian/bookworm"})
     choose = executor._choose_addresses
+    lost = []
 
     def choose_then_lose_one(plan, ctx) -> None:
         choose(plan, ctx)
-        taken = make_record("x", project="other", address=ctx._addresses["db"].address, phase="ready")
+        lost.append(ctx._addresses["db"].address)
+        taken = make_record("x", project="other", address=lost[0], phase="ready")
         backend.containers["tapers-other-x"] = {"state": State.STOPPED, "record": taken.to_json()}
 
     executor._choose_addresses = choose_then_lose_one
@@ -104,10 +106,26 @@ def test_an_address_taken_meanwhile_is_chosen_again_and_the_names_put_right(setu
         apply(plan, ctx)
     finally:
         executor._choose_addresses = choose
-    db = backend.record("tapers-shop-db")
-    assert db.address != ctx._addresses["db"].address
-    assert any(call.startswith("run tapers-shop-web") for call in backend.calls)  # its hosts file, put right
-    assert not plan_up(project.machines, observe(project, backend), KEY, {"debian/bookworm"})
+    assert backend.record("tapers-shop-db").address != lost[0]
+    assert not plan_up(project.machines, observe(project, backend), KEY, {"debian/bookworm"})  # names up to date
+
+
+def test_a_failed_run_puts_the_names_right_in_the_machines_it_made(setup) -> None:
+    """web's creation fails: db booted naming web at the address chosen for it, which nothing
+    claims now; db's /etc/hosts is written again before the error is reported."""
+    project, backend, ctx, _ = setup
+    create = backend._create
+
+    def fail_for_web(spec, record):
+        if spec.container == "tapers-shop-web":
+            raise OSError("disk full")
+        create(spec, record)
+
+    backend._create = fail_for_web
+    with pytest.raises(Exception, match="disk full"):
+        up(project, backend, ctx)
+    assert "run tapers-shop-db /bin/sh" in backend.calls  # its /etc/hosts, without web
+    assert not plan_up(project.machines[:1], observe(project, backend), KEY, {"debian/bookworm"})
 
 
 def test_halt_and_destroy_look_for_port_rules_only_where_ports_were_forwarded(setup) -> None:
@@ -124,8 +142,7 @@ def test_ports_are_recorded_before_any_rule_is_made(setup) -> None:
     """Forwarding fails half way (rules may exist): the record already names the ports, so
     destroy takes the rules away."""
     project, backend, ctx, checked = setup
-    ported = project.loaded.machine("web")._replace(ports=[ForwardPort(guest=80, host=8080)])
-    project.loaded.machines[project.loaded.machines.index(project.loaded.machine("web"))] = ported
+    _with_ports(project, "web", ForwardPort(guest=80, host=8080))
 
     def fail(container, wanted, guest_ip):
         raise HostError("nft: out of memory")
@@ -136,6 +153,46 @@ def test_ports_are_recorded_before_any_rule_is_made(setup) -> None:
     assert [(p.host, p.guest) for p in backend.record("tapers-shop-web").ports] == [(8080, 80)]
     apply(plan_destroy(project.machines, observe(project, backend), None), ctx)
     assert "unforward tapers-shop-web" in checked and "unforward tapers-shop-db" not in checked
+
+
+def _with_ports(project, machine: str, *ports: ForwardPort) -> None:
+    machines = project.loaded.machines
+    machines[machines.index(project.loaded.machine(machine))] = project.loaded.machine(machine)._replace(ports=list(ports))
+
+
+def test_a_failed_port_change_keeps_the_ports_made_and_is_tried_again(setup) -> None:
+    """web forwards 8080; the Taperfile asks 5432 instead and forwarding fails: the record
+    still names 8080 (its rules are still there), and the next `up` tries the change again."""
+    project, backend, ctx, checked = setup
+    _with_ports(project, "web", ForwardPort(guest=80, host=8080))
+    up(project, backend, ctx)
+    _with_ports(project, "web", ForwardPort(guest=5432, host=5432))
+    forward = backend.network.forward
+
+    def taken(container, wanted, guest_ip):
+        raise HostError("host port 5432 is taken")
+
+    backend.network.forward = taken
+    with pytest.raises(HostError):
+        up(project, backend, ctx)
+    assert [(p.host, p.guest) for p in backend.record("tapers-shop-web").ports] == [(8080, 80)]
+    backend.network.forward = forward
+    again = plan_up(project.machines, observe(project, backend), KEY, {"debian/bookworm"})
+    assert [a.what for a in again.actions] == ["forward ports (changed: 127.0.0.1:5432 -> 5432/tcp)"]
+
+
+def test_a_machine_made_again_loses_its_old_port_rules(setup) -> None:
+    """web forwards 8080, then is made again (here: it turns privileged) without ports: its
+    old rules go with its old container; nothing is left for a later destroy to miss."""
+    project, backend, ctx, checked = setup
+    _with_ports(project, "web", ForwardPort(guest=80, host=8080))
+    up(project, backend, ctx)
+    assert backend.network.forwards["tapers-shop-web"]
+    machines = project.loaded.machines
+    machines[machines.index(project.loaded.machine("web"))] = project.loaded.machine("web")._replace(
+        ports=[], privileged=True)
+    up(project, backend, ctx)
+    assert "tapers-shop-web" not in backend.network.forwards
 
 
 def test_second_up_changes_nothing(setup) -> None:
@@ -155,8 +212,7 @@ def test_halt_then_destroy(setup) -> None:
     assert {c["state"] for c in backend.containers.values()} == {State.STOPPED}
     apply(plan_destroy(project.machines, observe(project, backend), orphans=True), ctx)
     assert backend.containers == {}
-    # the NAT network stays, as LXD's and Docker's; no machine was on a host-only one
-    assert not [event for event in checked if "released" in event]
+    assert checked[-1] == "unused private networks released"  # the NAT network stays, as LXD's and Docker's
 
 
 def test_new_project_key_is_authorized_in_running_machines(setup) -> None:

@@ -81,3 +81,22 @@ def test_limits_are_checked_by_the_taperfiles_rules_before_anything_is_read(in_t
     assert run(["limits", "web", f"{option}={value}"]) == 2
     err = capsys.readouterr().err
     assert f"{option} {value}" in err and said in err and "not created" not in err
+
+
+def _tapers(*args: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-P", "-c", "from tapers.cli.main import main; main()", *args]
+
+
+def test_the_command_leaves_with_its_exit_code_and_all_its_output(in_tmp: Path) -> None:
+    """`main` leaves without tearing the interpreter down: what it printed is all there,
+    through a pipe, and the exit code is the command's."""
+    import subprocess
+
+    (in_tmp / "Taperfile.yaml").write_text("version: 1\nmachines:\n  web: {memory: lots}\n")
+    bad = subprocess.run(_tapers("validate"), cwd=in_tmp, capture_output=True, text=True)
+    assert bad.returncode == 3 and "memory" in bad.stderr and "hint" in bad.stderr
+    version = subprocess.run(_tapers("--version"), cwd=in_tmp, capture_output=True, text=True)
+    assert (version.returncode, version.stdout) == (0, f"tapers {__version__}\n")
+

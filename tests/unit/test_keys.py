@@ -8,7 +8,6 @@ import shutil
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from tapers.errors import SshError
 from tapers.ssh import keys
 
 
@@ -22,7 +21,7 @@ def test_a_pair_is_an_openssh_key_and_its_public_line(keygen, monkeypatch) -> No
     if keygen and shutil.which("ssh-keygen") is None:
         pytest.skip("no ssh-keygen on this host")
     if not keygen:
-        monkeypatch.setattr(shutil, "which", lambda name: None)
+        monkeypatch.setattr(shutil, "which", lambda name, **_: None)
     pair = keys.generate("tapers-shop-web")
     assert pair.private.startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----\n")
     assert pair.public.startswith("ssh-ed25519 ") and pair.public.endswith(" tapers-shop-web")
@@ -30,10 +29,22 @@ def test_a_pair_is_an_openssh_key_and_its_public_line(keygen, monkeypatch) -> No
     assert not keys.same_key(keys.generate("tapers-shop-web").public, pair.public)  # a new key each time
 
 
-def test_a_failing_ssh_keygen_is_an_error(tmp_path, monkeypatch) -> None:
+def test_a_failing_ssh_keygen_leaves_it_to_the_library(tmp_path, monkeypatch) -> None:
     broken = tmp_path / "ssh-keygen"
-    broken.write_text("#!/bin/sh\necho 'no entropy' >&2\nexit 1\n")
+    broken.write_text("#!/bin/sh\necho 'unknown key type ed25519' >&2\nexit 1\n")
     broken.chmod(0o755)
-    monkeypatch.setattr(shutil, "which", lambda name: str(broken))
-    with pytest.raises(SshError, match="no entropy"):
-        keys.generate("tapers-shop-web")
+    monkeypatch.setattr(shutil, "which", lambda name, **_: str(broken))
+    pair = keys.generate("tapers-shop-web")
+    assert keys.same_key(_public_of(pair.private), pair.public)
+
+
+def test_ssh_keygen_is_looked_for_in_the_system_folders_only(tmp_path, monkeypatch) -> None:
+    """A `ssh-keygen` early in the caller's PATH (a project folder, `.`) is never run."""
+    planted = tmp_path / "ssh-keygen"
+    planted.write_text(f"#!/bin/sh\ntouch {tmp_path}/ran\nexit 1\n")
+    planted.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    keys.generate("tapers-shop-web")
+    assert not (tmp_path / "ran").exists()
+    assert not list(tmp_path.glob("key-*")) and not list(tmp_path.glob("tmp*"))  # nothing made in $TMPDIR

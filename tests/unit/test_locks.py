@@ -57,3 +57,24 @@ def test_a_lock_file_that_is_a_link_is_refused_and_its_target_untouched(tmp_path
         with locks.held(tmp_path / "run" / "network.lock"):
             pass
     assert not victim.exists()
+
+
+def test_a_folder_made_for_a_lock_is_0755_whatever_the_umask(tmp_path) -> None:
+    import os
+
+    old = os.umask(0)
+    try:
+        with locks.held(tmp_path / "run" / "network.lock"):
+            pass
+    finally:
+        os.umask(old)
+    assert (tmp_path / "run").stat().st_mode & 0o777 == 0o755
+
+
+def test_taking_a_held_lock_again_in_the_same_thread_is_a_bug_not_a_hang(tmp_path) -> None:
+    with locks.held(tmp_path / "box.lock"):
+        with pytest.raises(RuntimeError, match="already held"):
+            with locks.held(tmp_path / "box.lock"):
+                pass
+    with locks.held(tmp_path / "box.lock"):  # let go: free again
+        pass

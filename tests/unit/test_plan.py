@@ -58,7 +58,7 @@ def test_halt_only_what_runs(tmp_path: Path) -> None:
 
 def test_destroy_includes_orphans_only_when_destroying_everything(tmp_path: Path) -> None:
     db, web, tools = machines(tmp_path)
-    orphan = container("old", State.STOPPED, networks=["192.168.50.10"])
+    orphan = container("old", State.STOPPED)
     seen = observed(container("db", State.RUNNING), orphans=(orphan,))
     assert str(plan_destroy([db, web, tools], seen, orphans=True)) == (
         "db: destroy (running)\nold: destroy (no longer in the Taperfile)\n"
@@ -66,11 +66,3 @@ def test_destroy_includes_orphans_only_when_destroying_everything(tmp_path: Path
         "network stays)"
     )
     assert str(plan_destroy([web], seen, orphans=False)) == "nothing to do"
-
-
-def test_a_project_never_on_a_host_only_network_releases_none(tmp_path: Path) -> None:
-    """Its last machine going, a project whose machines were on the NAT network only has no
-    host network to give back (the NAT network stays): no `release` line, nothing done."""
-    db, web, tools = machines(tmp_path)
-    seen = observed(container("db", State.RUNNING), container("web", State.STOPPED))
-    assert str(plan_destroy([db, web, tools], seen, orphans=True)) == "db: destroy (running)\nweb: destroy (stopped)"
