@@ -138,26 +138,37 @@ def test_halt_and_destroy_look_for_port_rules_only_where_ports_were_forwarded(se
     assert not [event for event in checked if event.startswith("unforward")]
 
 
+def _with_ports(project, machine: str, *ports: ForwardPort) -> None:
+    machines = project.loaded.machines
+    machines[machines.index(project.loaded.machine(machine))] = project.loaded.machine(machine)._replace(ports=list(ports))
+
+
+def _up_failing_to_forward(project, backend, ctx, why: str) -> None:
+    """`up`, its port forwarding failing with `why` (the backend's forwarding is put back after)."""
+    forward = backend.network.forward
+
+    def fail(container, wanted, guest_ip):
+        raise HostError(why)
+
+    backend.network.forward = fail
+    try:
+        with pytest.raises(HostError, match=why):
+            up(project, backend, ctx)
+    finally:
+        backend.network.forward = forward
+
+
 def test_ports_are_recorded_before_any_rule_is_made(setup) -> None:
     """Forwarding fails half way (rules may exist): the record already names the ports, so
     destroy takes the rules away."""
     project, backend, ctx, checked = setup
     _with_ports(project, "web", ForwardPort(guest=80, host=8080))
-
-    def fail(container, wanted, guest_ip):
-        raise HostError("nft: out of memory")
-
-    backend.network.forward = fail
-    with pytest.raises(HostError):
-        up(project, backend, ctx)
+    _up_failing_to_forward(project, backend, ctx, "nft: out of memory")
     assert [(p.host, p.guest) for p in backend.record("tapers-shop-web").ports] == [(8080, 80)]
     apply(plan_destroy(project.machines, observe(project, backend), None), ctx)
     assert "unforward tapers-shop-web" in checked and "unforward tapers-shop-db" not in checked
 
 
-def _with_ports(project, machine: str, *ports: ForwardPort) -> None:
-    machines = project.loaded.machines
-    machines[machines.index(project.loaded.machine(machine))] = project.loaded.machine(machine)._replace(ports=list(ports))
 
 
 def test_a_failed_port_change_keeps_the_ports_made_and_is_tried_again(setup) -> None:
@@ -167,16 +178,8 @@ def test_a_failed_port_change_keeps_the_ports_made_and_is_tried_again(setup) -> 
     _with_ports(project, "web", ForwardPort(guest=80, host=8080))
     up(project, backend, ctx)
     _with_ports(project, "web", ForwardPort(guest=5432, host=5432))
-    forward = backend.network.forward
-
-    def taken(container, wanted, guest_ip):
-        raise HostError("host port 5432 is taken")
-
-    backend.network.forward = taken
-    with pytest.raises(HostError):
-        up(project, backend, ctx)
+    _up_failing_to_forward(project, backend, ctx, "host port 5432 is taken")
     assert [(p.host, p.guest) for p in backend.record("tapers-shop-web").ports] == [(8080, 80)]
-    backend.network.forward = forward
     again = plan_up(project.machines, observe(project, backend), KEY, {"debian/bookworm"})
     assert [a.what for a in again.actions] == ["forward ports (changed: 127.0.0.1:5432 -> 5432/tcp)"]
 
