@@ -59,9 +59,8 @@ def wait_banner(address: str, timeout: float = 30) -> None:
     raise RuntimeError(f"no SSH banner from {address} within {timeout} s")
 
 
-def bench_raw_up(runs: int, rootfs: Path, count: int = 1) -> tuple[list[float], list[float]]:
-    """Times of the raw `up` of `count` machines (cloned one by one, started together, until
-    every banner) and of destroying a stopped clone from Python."""
+def make_base(rootfs: Path) -> str:
+    """A plain LXC container over the box's files, for raw overlay clones of it."""
     base = f"bench-{RUN}-base"
     (LXC / base).mkdir()
     (LXC / base / "rootfs").symlink_to(rootfs)  # lxc-copy wants the base's name in its rootfs path
@@ -72,10 +71,25 @@ def bench_raw_up(runs: int, rootfs: Path, count: int = 1) -> tuple[list[float], 
         "lxc.signal.halt = SIGRTMIN+3\n"
         "lxc.apparmor.profile = unconfined\n"
     )
-    host_key = generate("bench")
     network.ensure_nat_network()
+    return base
+
+
+def remove_raw(base: str) -> None:
+    """The raw clones and the base."""
+    for name in os.listdir(LXC):
+        if name.startswith(f"bench-{RUN}-raw"):
+            subprocess.run(["lxc-destroy", "-f", "-n", name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shutil.rmtree(LXC / base, ignore_errors=True)
+
+
+def bench_raw_up(runs: int, rootfs: Path, count: int = 1) -> list[float]:
+    """Times of the raw `up` of `count` machines (cloned one by one, started together, until
+    every banner)."""
+    base = make_base(rootfs)
+    host_key = generate("bench")
     addresses_ = [str(network.SUBNET.network_address + 250 * 256 + 250 - n) for n in range(count)]
-    times, destroys = [], []
+    times = []
     try:
         for i in range(runs):
             clones = [f"bench-{RUN}-raw{i}-{n}" for n in range(count)]
@@ -88,14 +102,10 @@ def bench_raw_up(runs: int, rootfs: Path, count: int = 1) -> tuple[list[float], 
                 wait_banner(address)
             times.append(time.perf_counter() - start)
             for clone in clones:
-                subprocess.run(["lxc-stop", "-k", "-n", clone], check=True)
-                destroys.append(timed([sys.executable, "-c", f"import lxc; assert lxc.Container({clone!r}).destroy()"]))
+                subprocess.run(["lxc-destroy", "-f", "-n", clone], check=True)
     finally:
-        for name in os.listdir(LXC):
-            if name.startswith(f"bench-{RUN}-raw"):
-                subprocess.run(["lxc-destroy", "-f", "-n", name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        shutil.rmtree(LXC / base, ignore_errors=True)
-    return times, destroys
+        remove_raw(base)
+    return times
 
 
 def raw_clone(base: str, clone: str, address: str, host_key: bytes) -> None:
@@ -152,14 +162,16 @@ def status_json(folder: Path) -> dict:
                                      text=True).stdout)
 
 
-def bench_lifecycle(runs: int) -> dict[str, list[float]]:
+def bench_lifecycle(runs: int, rootfs: Path) -> dict[str, list[float]]:
     """One machine of a project, through its lifecycle, each command against the same work
     by hand on the same machine: ssh -c (OpenSSH with tapers' config), halt (lxc-stop), up of
-    the halted machine (lxc-start until the banner), destroy -f of the halted machine (a
-    stopped overlay clone destroyed from Python: bench_raw_up's `raw_destroy`)."""
+    the halted machine (lxc-start until the banner). destroy -f of the halted machine against
+    destroying, from Python, a raw overlay clone started and stopped beside it (both timed in
+    turn, in the same conditions)."""
     folder = new_project({"web": "{}"})
     times: dict[str, list[float]] = {k: [] for k in ("ssh", "raw_ssh", "halt", "raw_halt", "up_halted",
-                                                    "raw_up_halted", "destroy")}
+                                                    "raw_up_halted", "destroy", "raw_destroy")}
+    base = make_base(rootfs)
     config = folder / "bench-ssh.conf"
     try:
         up_project(folder)
@@ -177,13 +189,24 @@ def bench_lifecycle(runs: int) -> dict[str, list[float]]:
             subprocess.run(["lxc-start", "-P", str(LXC), "-n", container], check=True)
             wait_banner(address)
             times["raw_up_halted"].append(time.perf_counter() - start)
-        for _ in range(runs):
+        host_key = generate("bench")
+        raw_address = str(network.SUBNET.network_address + 250 * 256 + 250)
+        for i in range(runs):
+            clone = f"bench-{RUN}-raw-destroy{i}"
+            raw_clone(base, clone, raw_address, host_key.private)
+            subprocess.run(["lxc-start", "-n", clone], check=True)
+            wait_banner(raw_address)
+            subprocess.run(["lxc-stop", "-n", clone], check=True)
             subprocess.run(TAPERS + ["halt"], cwd=folder, check=True, stdout=subprocess.DEVNULL)
-            times["destroy"].append(timed(TAPERS + ["destroy", "-f"], folder))
+            ours = ("destroy", TAPERS + ["destroy", "-f"])
+            raw = ("raw_destroy", [sys.executable, "-c", f"import lxc; assert lxc.Container({clone!r}).destroy()"])
+            for key, argv in (ours, raw) if i % 2 else (raw, ours):
+                times[key].append(timed(argv, folder))
             up_project(folder)
     finally:
         subprocess.run(TAPERS + ["destroy", "-f"], cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         shutil.rmtree(folder, ignore_errors=True)
+        remove_raw(base)
     return times
 
 
@@ -220,18 +243,18 @@ def main() -> None:
     box = find_box("debian/bookworm")
     if box is None:
         sys.exit("build the box first: tapers box build debian/bookworm")
-    raw_up, raw_destroy = bench_raw_up(args.runs, box.rootfs)
-    raw_three, _ = bench_raw_up(args.runs, box.rootfs, count=3)
+    raw_up = bench_raw_up(args.runs, box.rootfs)
+    raw_three = bench_raw_up(args.runs, box.rootfs, count=3)
     up, noop, status, raw_status, memory = bench_tapers(args.runs)
     privileged_up, _, _, _, privileged_memory = bench_tapers(args.runs, privileged=True)
-    life = bench_lifecycle(args.runs)
+    life = bench_lifecycle(args.runs, box.rootfs)
     three = bench_three(args.runs)
     med = statistics.median
     rows = [  # name, tapers, floor, target ratio
         ("ssh NAME -c true", life["ssh"], life["raw_ssh"], 1.5),
         ("halt", life["halt"], life["raw_halt"], 1.2),
         ("up of a halted machine", life["up_halted"], life["raw_up_halted"], 2.0),
-        ("destroy -f of a halted one", life["destroy"], raw_destroy, 2.0),
+        ("destroy -f of a halted one", life["destroy"], life["raw_destroy"], 2.0),
         ("up, 1 machine, until SSH", up, raw_up, 2.0),
         ("  the same, privileged: true", privileged_up, raw_up, 2.0),
         ("up, 3 machines", three, raw_three, 1.5),
@@ -251,7 +274,7 @@ def main() -> None:
     results.mkdir(exist_ok=True)
     data = {"runs": args.runs, "up": up, "raw_up": raw_up, "status": status, "raw_status": raw_status, "noop_up": noop,
             "privileged_up": privileged_up, "memory": memory, "privileged_memory": privileged_memory,
-            "raw_destroy": raw_destroy, "up_three": three, "raw_up_three": raw_three, **life}
+            "up_three": three, "raw_up_three": raw_three, **life}
     (results / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(data, indent=2))
 
 
