@@ -38,13 +38,11 @@ _held = threading.local()  # the lock files this thread holds (taking one twice 
 @contextmanager
 def held(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold the lock file `path` (made when missing, its folder too; never opened through a
-    link) for the block. A folder it makes is 0755 whatever the umask: no one else may
-    put a lock file of theirs in its place."""
+    link) for the block. The folder it makes is 0755 at most: no one else may put a lock
+    file of theirs in its place."""
     from tapers.errors import HostError
 
-    mine = _held.__dict__.setdefault("paths", set())
-    if path in mine:
-        raise RuntimeError(f"{path} is already held by this thread")  # a bug in tapers: it would wait forever
+    mine = _held.__dict__.setdefault("files", set())
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -52,11 +50,15 @@ def held(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None
         why = "it is a link (tapers never follows one)" if exc.errno == errno.ELOOP else exc.strerror
         raise HostError(f"cannot use the lock file {path}: {why}", hint=f"remove {path}; tapers makes it again") from None
     try:
+        st = os.fstat(fd)
+        file = (st.st_dev, st.st_ino)  # (the same file however its path is spelled)
+        if file in mine:
+            raise RuntimeError(f"{path} is already held by this thread")  # a bug in tapers: it would wait forever
         acquire(fd, on_wait)
-        mine.add(path)
+        mine.add(file)
         try:
             yield
         finally:
-            mine.discard(path)
+            mine.discard(file)
     finally:
         os.close(fd)

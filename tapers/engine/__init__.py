@@ -325,9 +325,12 @@ class Engine:
             self._require_snapshot(machine, container, snapshot)
             machines = [self.project.loaded.machine(machine)]
             halted = self._apply(plan_halt(machines, self._observe()))
+            from tapers.backend.api import State
             from tapers.engine.apply import remove_port_rules
 
-            remove_port_rules(self.backend, container)  # (stopped from inside: its rules were still there)
+            info = self.backend.inspect(container)
+            if info is not None and info.state is State.STOPPED:  # (stopped from inside: its rules are still there)
+                remove_port_rules(self.backend, container, info)
             self.reporter.line(machine, f"restoring snapshot `{snapshot}`")
             self.backend.snapshot_restore(container, snapshot)
             if halted:

@@ -100,8 +100,8 @@ def apply(plan: Plan, ctx: Context) -> None:
     try:
         _run_machines(plan, ctx)
     except BaseException:
-        if ctx._addresses:
-            _names_after_a_failure(ctx)
+        if ctx._addresses and all(done.is_set() for done in ctx._finished.values()):
+            _names_after_a_failure(ctx)  # (not while a machine's thread still works: a second Ctrl-C)
         raise
     for action in plan.actions:
         if action.kind is Kind.SYNC_NAMES:
@@ -121,7 +121,7 @@ def _names_after_a_failure(ctx: Context) -> None:
     it). Best done, as far as it goes: the run's own error is what is reported."""
     try:
         sync_names(ctx)
-    except TapersError:
+    except BaseException:  # (a Ctrl-C meanwhile included) the run's own error is the one raised
         pass
 
 

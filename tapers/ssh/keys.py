@@ -36,17 +36,21 @@ def _with_ssh_keygen(keygen: str, comment: str) -> KeyPair | None:
 
     from tapers import paths
 
-    paths.host_run_dir().mkdir(parents=True, exist_ok=True, mode=0o755)
-    with tempfile.TemporaryDirectory(prefix="key-", dir=paths.host_run_dir()) as folder:  # 0700
-        path = Path(folder) / "key"
-        try:
+    run = paths.host_run_dir()
+    try:
+        run.mkdir(parents=True, exist_ok=True, mode=0o755)
+        mine = run.stat()
+        if mine.st_uid != os.geteuid() or mine.st_mode & 0o022:  # someone else could swap what it holds
+            return None
+        with tempfile.TemporaryDirectory(prefix="key-", dir=run) as folder:  # 0700
+            path = Path(folder) / "key"
             done = subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
                                   stdin=subprocess.DEVNULL, capture_output=True, env={"PATH": SYSTEM_PATH})
-        except OSError:
-            return None
-        if done.returncode != 0:
-            return None  # (an OpenSSH without ed25519, say: the library makes it)
-        return KeyPair(private=path.read_bytes(), public=path.with_suffix(".pub").read_text().strip())
+            if done.returncode != 0:
+                return None  # (an OpenSSH without ed25519, say: the library makes it)
+            return KeyPair(private=path.read_bytes(), public=path.with_suffix(".pub").read_text().strip())
+    except OSError:  # (a full disk, a read-only cache folder)
+        return None
 
 
 def _with_cryptography(comment: str) -> KeyPair:

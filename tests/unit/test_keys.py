@@ -20,13 +20,24 @@ def _public_of(private: bytes) -> str:
 def test_a_pair_is_an_openssh_key_and_its_public_line(keygen, monkeypatch) -> None:
     if keygen and shutil.which("ssh-keygen") is None:
         pytest.skip("no ssh-keygen on this host")
-    if not keygen:
+    if keygen:  # made by ssh-keygen, not by the library it falls back to
+        monkeypatch.setattr(keys, "_with_cryptography", lambda comment: pytest.fail("the library made the key"))
+    else:
         monkeypatch.setattr(shutil, "which", lambda name, **_: None)
     pair = keys.generate("tapers-shop-web")
     assert pair.private.startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----\n")
     assert pair.public.startswith("ssh-ed25519 ") and pair.public.endswith(" tapers-shop-web")
     assert keys.same_key(_public_of(pair.private), pair.public)
     assert not keys.same_key(keys.generate("tapers-shop-web").public, pair.public)  # a new key each time
+
+
+def test_a_run_folder_others_may_write_leaves_the_key_to_the_library(tmp_path, monkeypatch) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    run.chmod(0o777)
+    monkeypatch.setenv("TAPERS_RUN_DIR", str(run))
+    pair = keys.generate("tapers-shop-web")
+    assert keys.same_key(_public_of(pair.private), pair.public) and list(run.iterdir()) == []
 
 
 def test_a_failing_ssh_keygen_leaves_it_to_the_library(tmp_path, monkeypatch) -> None:

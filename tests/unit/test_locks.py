@@ -59,7 +59,7 @@ def test_a_lock_file_that_is_a_link_is_refused_and_its_target_untouched(tmp_path
     assert not victim.exists()
 
 
-def test_a_folder_made_for_a_lock_is_0755_whatever_the_umask(tmp_path) -> None:
+def test_a_folder_made_for_a_lock_is_0755_even_with_no_umask(tmp_path) -> None:
     import os
 
     old = os.umask(0)
@@ -75,6 +75,9 @@ def test_taking_a_held_lock_again_in_the_same_thread_is_a_bug_not_a_hang(tmp_pat
     with locks.held(tmp_path / "box.lock"):
         with pytest.raises(RuntimeError, match="already held"):
             with locks.held(tmp_path / "box.lock"):
+                pass
+        with pytest.raises(RuntimeError, match="already held"):
+            with locks.held(tmp_path / "sub" / ".." / "box.lock"):  # the same file, spelled otherwise
                 pass
     with locks.held(tmp_path / "box.lock"):  # let go: free again
         pass
