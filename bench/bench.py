@@ -29,12 +29,12 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from common import TAPERS, timed, up_project  # noqa: E402  (bench/common.py)
+import common  # noqa: E402  (bench/common.py)
+from common import TAPERS, discard, timed, up_project  # noqa: E402
 
 
 from tapers.backend import addresses  # noqa: E402
@@ -143,18 +143,12 @@ def bench_tapers(runs: int, privileged: bool = False) -> tuple[list[float], list
                 memory = idle_memory(folder)
             subprocess.run(TAPERS + ["destroy", "-f"], cwd=folder, check=True, stdout=subprocess.DEVNULL)
     finally:
-        subprocess.run(TAPERS + ["destroy", "-f"], cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        shutil.rmtree(folder, ignore_errors=True)
+        discard(folder)
     return ups, noops, statuses, floors, memory
 
 
 def new_project(machines: dict[str, str]) -> Path:
-    """A project folder (a developer's: the synced folder is writable) with these machines."""
-    folder = Path(tempfile.mkdtemp(prefix="tapers-bench-"))
-    os.chown(folder, 4242, 4242)
-    listed = "".join(f"  {name}: {spec}\n" for name, spec in machines.items())
-    (folder / "Taperfile.yaml").write_text(f"version: 1\nname: bench-{RUN}-{len(machines)}\nmachines:\n{listed}")
-    return folder
+    return common.new_project(f"bench-{RUN}-{len(machines)}", machines)
 
 
 def status_json(folder: Path) -> dict:
@@ -204,8 +198,7 @@ def bench_lifecycle(runs: int, rootfs: Path) -> dict[str, list[float]]:
                 times[key].append(timed(argv, folder))
             up_project(folder)
     finally:
-        subprocess.run(TAPERS + ["destroy", "-f"], cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        shutil.rmtree(folder, ignore_errors=True)
+        discard(folder)
         remove_raw(base)
     return times
 
@@ -219,8 +212,7 @@ def bench_three(runs: int) -> list[float]:
             ups.append(timed(TAPERS + ["up"], folder))
             subprocess.run(TAPERS + ["destroy", "-f"], cwd=folder, check=True, stdout=subprocess.DEVNULL)
     finally:
-        subprocess.run(TAPERS + ["destroy", "-f"], cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        shutil.rmtree(folder, ignore_errors=True)
+        discard(folder)
     return ups
 
 

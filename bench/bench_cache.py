@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import time
 import uuid
 from pathlib import Path
 
-from common import TAPERS, timed  # noqa: E402  (bench/common.py)
+from common import TAPERS, discard, timed  # noqa: E402  (bench/common.py)
 
 RUN = uuid.uuid4().hex[:6]
 STEP = ('sleep 9; head -c 30M /dev/urandom > /opt/{name}; mkdir -p /opt/{name}.d; '
@@ -83,8 +82,7 @@ def main() -> None:
         print(json.dumps(result, indent=2))
     finally:
         for folder in (steps, bare):
-            subprocess.run(TAPERS + ["destroy", "-f"], cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            shutil.rmtree(folder, ignore_errors=True)
+            discard(folder)
         _remove_ours()
 
 

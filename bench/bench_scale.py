@@ -13,25 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import statistics
 import subprocess
-import tempfile
 import uuid
 from pathlib import Path
 
-from common import TAPERS, timed  # noqa: E402  (bench/common.py)
+from common import TAPERS, discard, new_project, timed  # noqa: E402  (bench/common.py)
 
 RUN = uuid.uuid4().hex[:6]
-
-
-def project(machines: int) -> Path:
-    folder = Path(tempfile.mkdtemp(prefix="tapers-bench-"))
-    os.chown(folder, 4242, 4242)
-    listed = "".join(f"  m{i}: {{}}\n" for i in range(machines))
-    (folder / "Taperfile.yaml").write_text(f"version: 1\nname: scale-{RUN}-{machines}\nmachines:\n{listed}")
-    return folder
 
 
 def settled(folder: Path, machines: int, sample: int = 5) -> None:
@@ -49,7 +38,7 @@ def idle_memory(folder: Path) -> float:
 
 
 def run(machines: int) -> dict[str, float]:
-    folder = project(machines)
+    folder = new_project(f"scale-{RUN}-{machines}", {f"m{i}": "{}" for i in range(machines)})
     times: dict[str, float] = {}
     try:
         times["up"] = timed(TAPERS + ["up"], folder)
@@ -60,8 +49,7 @@ def run(machines: int) -> dict[str, float]:
         times["up_halted"] = timed(TAPERS + ["up"], folder)
         times["destroy"] = timed(TAPERS + ["destroy", "-f"], folder)
     finally:
-        subprocess.run(TAPERS + ["destroy", "-f"], cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        shutil.rmtree(folder, ignore_errors=True)
+        discard(folder)
     return times
 
 

@@ -18,14 +18,13 @@ import argparse
 import json
 import os
 import pwd
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from common import TAPERS, timed  # noqa: E402  (bench/common.py)
+from common import TAPERS, discard, timed  # noqa: E402  (bench/common.py)
 
 
 def as_user(runs: int) -> dict[str, list[float]]:
@@ -42,8 +41,7 @@ def as_user(runs: int) -> dict[str, list[float]]:
             times["up_halted"].append(timed(TAPERS + ["up"], folder))
             subprocess.run(TAPERS + ["destroy", "-f"], cwd=folder, check=True, stdout=subprocess.DEVNULL)
     finally:
-        subprocess.run(TAPERS + ["destroy", "-f"], cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        shutil.rmtree(folder, ignore_errors=True)
+        discard(folder)
     return times
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import compileall
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,3 +37,18 @@ def up_project(folder: Path) -> None:
     if result.returncode != 0:
         subprocess.run(TAPERS + ["destroy", "-f"], cwd=folder, stdout=subprocess.DEVNULL)
         sys.exit(f"`tapers up` of the bench project failed:\n{result.stdout}{result.stderr}")
+
+
+def new_project(name: str, machines: dict[str, str]) -> Path:
+    """A project folder (a developer's: the synced folder is writable) with these machines."""
+    folder = Path(tempfile.mkdtemp(prefix="tapers-bench-"))
+    os.chown(folder, 4242, 4242)
+    listed = "".join(f"  {machine}: {spec}\n" for machine, spec in machines.items())
+    (folder / "Taperfile.yaml").write_text(f"version: 1\nname: {name}\nmachines:\n{listed}")
+    return folder
+
+
+def discard(folder: Path) -> None:
+    """The project's machines destroyed (whatever state they are in) and its folder removed."""
+    subprocess.run(TAPERS + ["destroy", "-f"], cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shutil.rmtree(folder, ignore_errors=True)

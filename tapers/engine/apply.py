@@ -26,6 +26,7 @@ from tapers.taperfile.machine import Step, split_box_ref
 
 if TYPE_CHECKING:
     from tapers.engine.caching import Caching, Start
+    from tapers.engine.observe import Observed
     from tapers.ssh.config import SshTarget
     from tapers.provision.runner import SshGuest
 
@@ -64,8 +65,7 @@ class Context:
         self._guests: dict[str, Any] = {}
         self._authorized: set[str] = set()  # machines whose project key was authorized again
         self._addresses: dict[str, NetworkConfig] = {}  # new machines' NAT addresses, chosen before any is made
-        self._peers: list[tuple[str, list[str]]] = []  # the /etc/hosts rows new machines start with
-        self._observed_peers: Any = None  # the project's machines when those rows were made
+        self._before: Observed | None = None  # the project's machines when those addresses were chosen
 
     def cancel(self) -> None:
         """Ctrl-C: machines stop before their next action; running steps lose their connection."""
@@ -161,14 +161,13 @@ def _choose_addresses(plan: Plan, ctx: Context) -> None:
     made = list(dict.fromkeys(a.subject for a in plan.actions if a.kind in (Kind.CREATE, Kind.RECREATE)))
     if not made:
         return
-    from tapers.engine import names
     from tapers.engine.observe import observe
 
     containers = {ctx.project.container(name): name for name in made}
-    observed = observe(ctx.project, ctx.backend)
+    listed = ctx.backend.list(prefix=CONTAINER_PREFIX)
+    ctx._before = observe(ctx.project, ctx.backend, listed)
     # A machine made again may keep its address: it is given back when its container goes.
-    used = {info.address for info in ctx.backend.list(prefix=CONTAINER_PREFIX)
-            if info.address and info.name not in containers}
+    used = {info.address for info in listed if info.address and info.name not in containers}
     for container, name in containers.items():
         try:
             net = ctx.backend.network.allocate(container, used)
@@ -176,8 +175,16 @@ def _choose_addresses(plan: Plan, ctx: Context) -> None:
             continue
         used.add(net.address)
         ctx._addresses[name] = net
-    ctx._observed_peers = observed
-    ctx._peers = names.table(ctx.project, observed, {name: net.address for name, net in ctx._addresses.items()})
+
+
+def _peers(ctx: Context) -> list[tuple[str, list[str]]]:
+    """The /etc/hosts rows a new machine starts with: the project's machines, those being
+    made at the addresses chosen for them."""
+    if ctx._before is None:
+        return []
+    from tapers.engine import names
+
+    return names.table(ctx.project, ctx._before, {name: net.address for name, net in ctx._addresses.items()})
 
 
 def _get_box(box: str, ctx: Context) -> None:
@@ -360,15 +367,12 @@ def _make(name: str, ctx: Context, start: Start | None, layers: tuple[Path, ...]
             others = {n.address for other, n in ctx._addresses.items() if other != name}
             net = backend.network.allocate(container, used | others)
             if name in ctx._addresses:  # the machines made after it name it right (`sync_names`: those before)
-                from tapers.engine import names
-
                 ctx._addresses[name] = net
-                ctx._peers = names.table(ctx.project, ctx._observed_peers,
-                                         {n: a.address for n, a in ctx._addresses.items()})
-        files = setup.guest_files(machine, box, host_key, ctx.project_key, ctx._peers)
+        peers = _peers(ctx)
+        files = setup.guest_files(machine, box, host_key, ctx.project_key, peers)
         record = setup.new_record(
             ctx.project.id, ctx.project.root, ctx.project_key, machine, box, net.address, net.mac, host_key.public,
-            machine.privileged, ctx._peers,
+            machine.privileged, peers,
         )
         if start is not None and start.layer is not None and ctx.caching:  # its first steps: in the layer
             done = [machine.provision[step - 1].key for step in start.from_cache]

@@ -28,13 +28,18 @@ def is_ours(project: Project, info: ContainerInfo) -> bool:
     return record is not None and record.project == project.id and record.project_dir == str(project.root)
 
 
-def observe(project: Project, backend: Backend) -> Observed:
+def observe(project: Project, backend: Backend, listed: list[ContainerInfo] | None = None) -> Observed:
+    """The project's machines as the backend has them (`listed`: every tapers container, as
+    just read, for a caller that needed them all anyway)."""
     names = {project.container(m.name): m.name for m in project.machines}
     machines: dict[str, ContainerInfo] = {}
     foreign: dict[str, ContainerInfo] = {}
     orphans = []
-    with phase("observe the machines"):
-        found = backend.list(prefix=project.prefix)
+    if listed is None:
+        with phase("observe the machines"):
+            found = backend.list(prefix=project.prefix)
+    else:
+        found = [info for info in listed if info.name.startswith(project.prefix)]
     for info in found:
         machine = names.get(info.name)
         if is_ours(project, info):
