@@ -29,6 +29,8 @@ class FakeNetworking:
     """Addresses as the host's network gives them (pure functions); what would touch the
     host is only noted in `events`."""
 
+    forwards_outlive_containers = True
+
     def __init__(self, events: list[str]) -> None:
         self.events = events
         self.forwards: dict[str, list[Any]] = {}

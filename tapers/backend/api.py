@@ -177,7 +177,12 @@ def container_info(name: str, state: State, record_text: str | bytes | None) -> 
 
 class Networking(Protocol):
     """The machines' networks on one engine: the NAT network (their default route and the
-    address tapers reaches them at), host-only networks, and host ports forwarded to them."""
+    address tapers reaches them at), host-only networks, and host ports forwarded to them.
+
+    `forwards_outlive_containers`: a forward lives outside its container (a rule in the
+    host's firewall, a process), so one a container lost without tapers is left behind."""
+
+    forwards_outlive_containers: bool
 
     def prepare(self) -> None:
         """Before machines start: the NAT network exists and routes."""

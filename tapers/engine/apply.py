@@ -96,6 +96,8 @@ def apply(plan: Plan, ctx: Context) -> None:
                     _get_box(action.subject, ctx)
                 else:
                     _prepare_networks(plan, ctx)
+    if any(action.kind in (Kind.CREATE, Kind.RECREATE, Kind.FORWARD_PORTS) for action in plan.actions):
+        _close_stray_ports(ctx)
     _choose_addresses(plan, ctx)
     try:
         _run_machines(plan, ctx)
@@ -150,6 +152,24 @@ def _prepare_networks(plan: Plan, ctx: Context) -> None:
                 private.setdefault(config.bridge, config)
     for config in private.values():
         network.ensure_private(config)
+
+
+def _close_stray_ports(ctx: Context) -> None:
+    """Host ports that lead to no machine are closed before a new machine gets an address
+    (it may be theirs) and before ports are chosen (they hold some): forwards of containers
+    gone without tapers (deleted by hand) or whose record lists no ports (a tapers killed
+    between making them and saving the record). A machine's record lists its ports before
+    they are forwarded and until they are taken away, so none of a live machine's is closed."""
+    network = ctx.backend.network
+    if not network.forwards_outlive_containers:
+        return
+    forwarded = network.forwarded()  # (first: forwards made after this are listed in their records)
+    if not forwarded:
+        return
+    kept = {info.name for info in ctx.backend.list(prefix=CONTAINER_PREFIX) if info.record and info.record.ports}
+    for container in sorted(forwarded - kept):
+        network.unforward(container)
+        ctx.reporter.line("ports", f"closed the host ports of `{container}`, which no machine forwards now")
 
 
 def _choose_addresses(plan: Plan, ctx: Context) -> None:

@@ -96,6 +96,38 @@ def test_a_taken_host_port_is_an_error_naming_its_holder_or_auto_corrected(proje
         assert f"127.0.0.1:{forward['host']}->80" in project.tapers("status").ok().out
 
 
+def test_host_ports_a_container_deleted_by_hand_left_are_closed_before_its_address_goes_again(project) -> None:
+    """An admin deletes a machine with LXC's own tools: its forwarding rules stay in the host's
+    firewall, leading host ports to its address. The next machine tapers makes may get that
+    address: the rules are closed first. Only forwards: another rule of the table, even one
+    named like a container, stays."""
+    import lxc
+
+    from tapers.backend.liblxc import bridges, nft, ports
+
+    port = free_port()
+    project.write(f"machines:\n  web:\n    networks: [{{forwarded_port: {{guest: 80, host: {port}}}}}]\n")
+    project.tapers("up").ok()
+    container = project.container("web")
+    by_hand = lxc.Container(container)
+    assert by_hand.stop() and by_hand.destroy(), "lxc could not delete the container"
+    assert container in ports.forwarded()
+    probe = f"{container}-not-a-forward"
+    nft.apply(f'add rule ip {bridges.NFT_TABLE} output oifname "tpprobe0" drop comment "{probe}"\n', "add a probe rule")
+    try:
+        project.write("machines:\n  web: {}\n")
+        up = project.tapers("up").ok()
+        assert f"closed the host ports of `{container}`, which no machine forwards now" in up.out
+        assert container not in ports.forwarded()
+        assert not [r for r in nft.rules(bridges.NFT_TABLE) if r.get("comment") == container]
+        assert [r for r in nft.rules(bridges.NFT_TABLE) if r.get("comment") == probe], "a rule that is no forward was taken away"
+    finally:
+        ports.remove(container)  # (left if tapers failed to)
+        for rule in nft.rules(bridges.NFT_TABLE):
+            if rule.get("comment") == probe:
+                nft.apply(f"delete rule ip {bridges.NFT_TABLE} {rule['chain']} handle {rule['handle']}\n", "remove the probe")
+
+
 @pytest.mark.both_backends
 def test_machines_resolve_each_other_by_name(project) -> None:
     project.write(

@@ -198,6 +198,48 @@ def test_a_machine_made_again_loses_its_old_port_rules(setup) -> None:
     assert "tapers-shop-web" not in backend.network.forwards
 
 
+class _Lines(SilentReporter):
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def line(self, subject: str, message: str) -> None:
+        self.lines.append(f"{subject} | {message}")
+
+
+def test_stray_port_forwards_are_closed_before_a_machine_is_made(setup) -> None:
+    """Forwards no machine's record lists (a container deleted by hand, then made again by
+    tapers under its name; another gone for good) could lead into the new machine given
+    their address: they are closed first, and said so. A live machine's stay."""
+    project, backend, ctx, checked = setup
+    ctx.reporter = _Lines()
+    _with_ports(project, "web", ForwardPort(guest=80, host=8080))
+    up(project, backend, ctx)
+    web_rules = backend.network.forwards["tapers-shop-web"]
+    backend.network.forwards["tapers-shop-db"] = ["db's, left by its container deleted by hand"]
+    backend.network.forwards["tapers-gone-x"] = ["a container gone for good"]
+    apply(plan_destroy(project.machines[:1], observe(project, backend), None), ctx)
+    assert "tapers-shop-db" in backend.network.forwards  # (its record listed no ports: not looked for)
+    up(project, backend, ctx)
+    assert backend.network.forwards == {"tapers-shop-web": web_rules}
+    assert [line for line in ctx.reporter.lines if line.startswith("ports")] == [
+        "ports | closed the host ports of `tapers-gone-x`, which no machine forwards now",
+        "ports | closed the host ports of `tapers-shop-db`, which no machine forwards now",
+    ]
+
+
+def test_stray_forwards_are_not_looked_for_when_no_machine_is_made_nor_forwarded(setup) -> None:
+    project, backend, ctx, checked = setup
+    up(project, backend, ctx)
+    apply(plan_halt(project.machines, observe(project, backend)), ctx)
+    asked = []
+    backend.network.forwarded = lambda: asked.append("forwarded") or set()
+    up(project, backend, ctx)
+    assert asked == []
+    _with_ports(project, "web", ForwardPort(guest=80, host=8080))
+    up(project, backend, ctx)
+    assert asked == ["forwarded"]
+
+
 def test_second_up_changes_nothing(setup) -> None:
     project, backend, ctx, _ = setup
     up(project, backend, ctx)

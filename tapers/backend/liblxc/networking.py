@@ -12,6 +12,8 @@ class HostNetworking:
     """Root's machines. The port rules (ports.py, with the nftables library) are loaded
     only by what forwards ports: `destroy` and `halt` of a machine without any never do."""
 
+    forwards_outlive_containers = True
+
     def prepare(self) -> None:
         from tapers.backend.liblxc import host
 
@@ -54,6 +56,8 @@ class HostNetworking:
 class UserNetworking:
     """A normal user's machines: on the bridge and subnet an admin gave them (grants.py);
     ports forwarded by a process of theirs; no private networks yet."""
+
+    forwards_outlive_containers = True
 
     def __init__(self) -> None:
         from tapers.backend.liblxc import grants

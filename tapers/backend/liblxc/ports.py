@@ -39,13 +39,18 @@ def ensure_chains() -> None:
 
 
 def forwarded() -> dict[str, list[tuple[str, int]]]:
-    """container -> [(chain, handle)] of the rules forwarding ports to it."""
+    """container -> [(chain, handle)] of the rules forwarding ports to it: the DNAT rules
+    its name is the comment of (a rule of another kind is never taken for a forward)."""
     result: dict[str, list[tuple[str, int]]] = {}
     for rule in nft.rules(NFT_TABLE):
         comment = rule.get("comment", "")
-        if comment.startswith("tapers-") and rule["chain"] in ("prerouting", "output"):
+        if comment.startswith("tapers-") and rule["chain"] in ("prerouting", "output") and _is_dnat(rule):
             result.setdefault(comment, []).append((rule["chain"], rule["handle"]))
     return result
+
+
+def _is_dnat(rule: dict) -> bool:
+    return any("dnat" in expression for expression in rule.get("expr", []))
 
 
 def remove(container: str) -> None:

@@ -21,6 +21,8 @@ PRIVATE_PREFIX = "tl"  # + the /24 in hex, as liblxc's `tp...` (a host may have 
 class LxdNetworking:
     """Managed bridges in LXD for the NAT and private networks; proxy devices for ports."""
 
+    forwards_outlive_containers = False  # a proxy device goes with its instance
+
     def __init__(self, backend: LxdBackend) -> None:
         self.backend = backend
 
