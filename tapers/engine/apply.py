@@ -160,16 +160,23 @@ def _close_stray_ports(ctx: Context) -> None:
     gone without tapers (deleted by hand) or whose record lists no ports (a tapers killed
     between making them and saving the record). A machine's record lists its ports before
     they are forwarded and until they are taken away, so none of a live machine's is closed."""
+    from tapers import locks
+
     network = ctx.backend.network
     if not network.forwards_outlive_containers:
         return
-    forwarded = network.forwarded()  # (first: forwards made after this are listed in their records)
-    if not forwarded:
-        return
-    kept = {info.name for info in ctx.backend.list(prefix=CONTAINER_PREFIX) if info.record and info.record.ports}
-    for container in sorted(forwarded - kept):
-        network.unforward(container)
-        ctx.reporter.line("ports", f"closed the host ports of `{container}`, which no machine forwards now")
+    # Under the host's network lock, which every forwarding takes too: another project's
+    # `up` can't make a machine's rules between this reading them and closing them.
+    with locks.held(paths.network_lock()):
+        forwarded = network.forwarded()  # (first: forwards made after this are listed in their records)
+        if not forwarded:
+            return
+        # A record that can't be read (or was written by a newer tapers) keeps its ports.
+        kept = {info.name for info in ctx.backend.list(prefix=CONTAINER_PREFIX)
+                if info.record is None or info.record.ports}
+        for container in sorted(forwarded - kept):
+            network.unforward(container)
+            ctx.reporter.line("ports", f"closed the host ports of `{container}`, which no machine forwards now")
 
 
 def _choose_addresses(plan: Plan, ctx: Context) -> None:
@@ -496,7 +503,9 @@ def _forward_ports(name: str, ctx: Context) -> None:
         # (they replace the old ones in one step): if that fails, the next `up` tries again.
         asked = tuple(PortRecord(p.host_ip, p.host, p.protocol, p.guest, p.host) for p in machine.ports)
         ctx.backend.save_record(container, record.replace(ports=asked))
-    with ctx._ports_guard:
+    from tapers import locks
+
+    with ctx._ports_guard, locks.held(paths.network_lock()):  # (not while a sweep reads: `_close_stray_ports`)
         forwards = ctx.backend.network.forward(container, wanted, record.address)
     for forward, port in zip(forwards, machine.ports, strict=True):
         if forward.host != port.host:

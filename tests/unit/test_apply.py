@@ -227,6 +227,21 @@ def test_stray_port_forwards_are_closed_before_a_machine_is_made(setup) -> None:
     ]
 
 
+def test_forwards_of_a_machine_whose_record_cant_be_read_are_kept(setup) -> None:
+    """A record this tapers can't read (damaged, or written by a newer tapers) may list
+    ports: that machine's forwards are not taken for strays."""
+    project, backend, ctx, checked = setup
+    _with_ports(project, "web", ForwardPort(guest=80, host=8080))
+    up(project, backend, ctx)
+    web_rules = backend.network.forwards["tapers-shop-web"]
+    backend.containers["tapers-shop-web"]["record"] = '{"version": 999}'
+    backend.network.forwards["tapers-gone-x"] = ["a container gone for good"]
+    _with_ports(project, "db", ForwardPort(guest=5432, host=5432))
+    apply(plan_up(project.machines[:1], observe(project, backend), KEY, {"debian/bookworm"}), ctx)
+    assert "tapers-gone-x" not in backend.network.forwards
+    assert backend.network.forwards["tapers-shop-web"] == web_rules
+
+
 def test_stray_forwards_are_not_looked_for_when_no_machine_is_made_nor_forwarded(setup) -> None:
     project, backend, ctx, checked = setup
     up(project, backend, ctx)
