@@ -175,7 +175,12 @@ def _close_stray_ports(ctx: Context) -> None:
         kept = {info.name for info in ctx.backend.list(prefix=CONTAINER_PREFIX)
                 if info.record is None or info.record.ports}
         for container in sorted(forwarded - kept):
-            network.unforward(container)
+            try:
+                network.unforward(container)
+            except (TapersError, OSError) as error:  # (housekeeping: the run goes on; the next one tries again)
+                ctx.reporter.line("ports", f"warning: could not close the host ports of `{container}`, "
+                                           f"which no machine forwards now: {error}")
+                continue
             ctx.reporter.line("ports", f"closed the host ports of `{container}`, which no machine forwards now")
 
 

@@ -242,6 +242,31 @@ def test_forwards_of_a_machine_whose_record_cant_be_read_are_kept(setup) -> None
     assert backend.network.forwards["tapers-shop-web"] == web_rules
 
 
+def test_a_stray_forward_that_cant_be_closed_is_reported_and_the_up_goes_on(setup) -> None:
+    """Closing strays is housekeeping: one that fails (the firewall refuses) is said, the
+    others are closed, the machines are made, and the next `up` tries it again."""
+    project, backend, ctx, checked = setup
+    ctx.reporter = _Lines()
+    backend.network.forwards["tapers-gone-a"] = ["stuck"]
+    backend.network.forwards["tapers-gone-b"] = ["a container gone for good"]
+    closing = backend.network.unforward
+
+    def unforward(container: str) -> None:
+        if container == "tapers-gone-a":
+            raise HostError("nft: Operation not permitted")
+        closing(container)
+
+    backend.network.unforward = unforward
+    up(project, backend, ctx)
+    assert backend.containers["tapers-shop-web"]["state"] is State.RUNNING
+    assert backend.network.forwards == {"tapers-gone-a": ["stuck"]}
+    assert [line for line in ctx.reporter.lines if line.startswith("ports")] == [
+        "ports | warning: could not close the host ports of `tapers-gone-a`, which no machine forwards now: "
+        "nft: Operation not permitted",
+        "ports | closed the host ports of `tapers-gone-b`, which no machine forwards now",
+    ]
+
+
 def test_stray_forwards_are_not_looked_for_when_no_machine_is_made_nor_forwarded(setup) -> None:
     project, backend, ctx, checked = setup
     up(project, backend, ctx)
