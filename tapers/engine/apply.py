@@ -97,7 +97,7 @@ def apply(plan: Plan, ctx: Context) -> None:
                 else:
                     _prepare_networks(plan, ctx)
     if any(action.kind in (Kind.CREATE, Kind.RECREATE, Kind.FORWARD_PORTS) for action in plan.actions):
-        _close_stray_ports(ctx)
+        _close_stray_ports(ctx, making=any(action.kind in (Kind.CREATE, Kind.RECREATE) for action in plan.actions))
     _choose_addresses(plan, ctx)
     try:
         _run_machines(plan, ctx)
@@ -154,12 +154,16 @@ def _prepare_networks(plan: Plan, ctx: Context) -> None:
         network.ensure_private(config)
 
 
-def _close_stray_ports(ctx: Context) -> None:
+def _close_stray_ports(ctx: Context, making: bool) -> None:
     """Host ports that lead to no machine are closed before a new machine gets an address
     (it may be theirs) and before ports are chosen (they hold some): forwards of containers
     gone without tapers (deleted by hand) or whose record lists no ports (a tapers killed
     between making them and saving the record). A machine's record lists its ports before
-    they are forwarded and until they are taken away, so none of a live machine's is closed."""
+    they are forwarded and until they are taken away, so none of a live machine's is closed.
+
+    One that can't be closed stops the run only when it is `making` machines (one of them
+    could get its address, and those host ports would lead into it); otherwise it is said
+    and the next run tries again."""
     from tapers import locks
 
     network = ctx.backend.network
@@ -174,14 +178,20 @@ def _close_stray_ports(ctx: Context) -> None:
         # A record that can't be read (or was written by a newer tapers) keeps its ports.
         kept = {info.name for info in ctx.backend.list(prefix=CONTAINER_PREFIX)
                 if info.record is None or info.record.ports}
+        stuck: list[str] = []
         for container in sorted(forwarded - kept):
             try:
                 network.unforward(container)
-            except (TapersError, OSError) as error:  # (housekeeping: the run goes on; the next one tries again)
-                ctx.reporter.line("ports", f"warning: could not close the host ports of `{container}`, "
-                                           f"which no machine forwards now: {error}")
+            except (TapersError, OSError) as error:
+                stuck.append(f"`{container}`: {error}")
                 continue
             ctx.reporter.line("ports", f"closed the host ports of `{container}`, which no machine forwards now")
+    if stuck and making:
+        raise HostError(f"could not close the host ports that lead to no machine now ({'; '.join(stuck)}): "
+                        "a new machine could get their address, so none is made",
+                        hint="mend what the error names, then run the command again (no machine was made)")
+    for text in stuck:
+        ctx.reporter.line("ports", f"warning: could not close the host ports that lead to no machine now, of {text}")
 
 
 def _choose_addresses(plan: Plan, ctx: Context) -> None:

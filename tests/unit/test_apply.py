@@ -242,11 +242,7 @@ def test_forwards_of_a_machine_whose_record_cant_be_read_are_kept(setup) -> None
     assert backend.network.forwards["tapers-shop-web"] == web_rules
 
 
-def test_a_stray_forward_that_cant_be_closed_is_reported_and_the_up_goes_on(setup) -> None:
-    """Closing strays is housekeeping: one that fails (the firewall refuses) is said, the
-    others are closed, the machines are made, and the next `up` tries it again."""
-    project, backend, ctx, checked = setup
-    ctx.reporter = _Lines()
+def _a_stray_that_cant_be_closed(backend) -> None:
     backend.network.forwards["tapers-gone-a"] = ["stuck"]
     backend.network.forwards["tapers-gone-b"] = ["a container gone for good"]
     closing = backend.network.unforward
@@ -257,13 +253,36 @@ def test_a_stray_forward_that_cant_be_closed_is_reported_and_the_up_goes_on(setu
         closing(container)
 
     backend.network.unforward = unforward
-    up(project, backend, ctx)
-    assert backend.containers["tapers-shop-web"]["state"] is State.RUNNING
+
+
+def test_a_stray_forward_that_cant_be_closed_stops_an_up_that_makes_machines(setup) -> None:
+    """A new machine could get the stray's address, and its host ports would lead into it:
+    the others are closed, and no machine is made."""
+    project, backend, ctx, checked = setup
+    ctx.reporter = _Lines()
+    _a_stray_that_cant_be_closed(backend)
+    with pytest.raises(HostError, match=r"`tapers-gone-a`: nft: Operation not permitted.*none is made"):
+        up(project, backend, ctx)
+    assert not any(name.startswith("tapers-shop") for name in backend.containers)
     assert backend.network.forwards == {"tapers-gone-a": ["stuck"]}
     assert [line for line in ctx.reporter.lines if line.startswith("ports")] == [
-        "ports | warning: could not close the host ports of `tapers-gone-a`, which no machine forwards now: "
-        "nft: Operation not permitted",
+        "ports | closed the host ports of `tapers-gone-b`, which no machine forwards now"]
+
+
+def test_a_stray_forward_that_cant_be_closed_only_warns_when_no_machine_is_made(setup) -> None:
+    """Forwarding the ports of machines that exist gives no address away: the stray is
+    said, and the ports are forwarded; the next run tries it again."""
+    project, backend, ctx, checked = setup
+    up(project, backend, ctx)
+    ctx.reporter = _Lines()
+    _a_stray_that_cant_be_closed(backend)
+    _with_ports(project, "web", ForwardPort(guest=80, host=8080))
+    up(project, backend, ctx)
+    assert set(backend.network.forwards) == {"tapers-gone-a", "tapers-shop-web"}
+    assert [line for line in ctx.reporter.lines if line.startswith("ports")] == [
         "ports | closed the host ports of `tapers-gone-b`, which no machine forwards now",
+        "ports | warning: could not close the host ports that lead to no machine now, of `tapers-gone-a`: "
+        "nft: Operation not permitted",
     ]
 
 
