@@ -13,6 +13,7 @@ import json
 import re
 import os
 import pwd
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import NamedTuple
@@ -24,6 +25,8 @@ from tapers.backend.liblxc.grants import Grant
 from tapers.errors import HostError, UsageError
 
 USERNET = Path("/etc/lxc/lxc-usernet")
+SHARED_FILES = (str(USERNET), "/etc/subuid", "/etc/subgid")  # the files other tools share that setup adds lines to
+MADE_FILES = grants.GRANTS_DIR.parent / "made-files"  # those of them setup made (there were none)
 NFT_TABLE = "tapers_users"
 DEFAULT_NICS = 100  # network interfaces (machines, each with one NIC) the user may have at once
 FIRST_SUBORDINATE = 100000
@@ -53,7 +56,7 @@ def setup(user: str, nics: int = DEFAULT_NICS, private: tuple[str, ...] = (), gr
         previous = _usernet_lines(added)  # what an earlier setup added (another --nics, fewer ranges)
         added["usernet"] = sorted(set(previous) | set(wanted))
         _save(grant)
-        etc_files.edit(USERNET, lambda lines: [*(line for line in lines if line not in previous + wanted), *wanted])
+        _edit_shared(USERNET, lambda lines: [*(line for line in lines if line not in previous + wanted), *wanted])
         added["usernet"] = wanted
         _save(grant)
         host.raise_inotify_limits()
@@ -243,13 +246,36 @@ def teardown_group(group: str, force: bool = False) -> list[tuple[Grant, list[st
     return taken
 
 
+def _edit_shared(path: Path, change: Callable[[list[str]], list[str]]) -> None:
+    """`etc_files.edit` of a file setup adds to, noting it when setup made it: the last
+    teardown removes it again once nothing is in it."""
+    if etc_files.edit(path, change) and str(path) not in _made_files():
+        from tapers.rootfs import Root
+
+        MADE_FILES.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        with Root(MADE_FILES.parent, str(MADE_FILES.parent), HostError) as folder:
+            folder.write(MADE_FILES.name, "".join(f"{made}\n" for made in [*_made_files(), str(path)]).encode(), 0o644, 0, 0)
+
+
+def _made_files() -> list[str]:
+    """The shared files setup made (only those it may make: the record is never taken for more)."""
+    try:
+        listed = MADE_FILES.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    return [made for made in listed if made in SHARED_FILES]
+
+
 def _remove_host_wide_if_unused() -> None:
-    """No user or group is set up any more: the boot hook, systemd's delegation and tapers'
-    folders in /etc go."""
+    """No user or group is set up any more: the boot hook, systemd's delegation, the shared
+    files setup made (when nothing is left in them) and tapers' folders in /etc go."""
     if grants.all_grants() or grants.recorded_groups():
         return
     boot_hook.remove()
     delegation.undelegate_from_user_managers()
+    for made in _made_files():
+        etc_files.remove_if_empty(Path(made))
+    MADE_FILES.unlink(missing_ok=True)
     for folder in (grants.GRANTS_DIR, grants.GROUPS_DIR, grants.GRANTS_DIR.parent):
         try:
             folder.rmdir()
@@ -347,7 +373,7 @@ def _ensure_subordinate_ids(user: str, path: Path, start: int, recorded) -> None
         pass
     line = f"{user}:{start}:{MACHINE_IDS}"
     recorded(line)
-    etc_files.edit(path, lambda lines: [*lines, line])
+    _edit_shared(path, lambda lines: [*lines, line])
 
 
 OTHER_NETWORKS = ("tp*", "tapers*", "lxcbr*", "lxdbr*", "virbr*", "docker*", "br-*")  # machines' bridges
