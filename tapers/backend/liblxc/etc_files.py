@@ -15,28 +15,30 @@ from pathlib import Path
 from tapers.errors import BackendError
 
 
-def edit(path: Path, change: Callable[[list[str]], list[str]], lock_timeout: float = 15) -> bool:
+def edit(path: Path, change: Callable[[list[str]], list[str]], lock_timeout: float = 15) -> None:
     """Replace the file's lines by `change(lines)` (read under the lock); a new file is
-    made 0644 root:root. True when this made the file (there was none)."""
+    made 0644 root:root."""
     from tapers.rootfs import Root
 
-    _refuse_link(path)
+    if path.is_symlink():
+        raise BackendError(f"{path} is a symbolic link: tapers won't replace it (others' lines are in it)",
+                           hint=f"make {path} a plain file")
     with _shadow_lock(path, lock_timeout):
         current = os.lstat(path) if path.exists() else None
         old = path.read_text().splitlines() if current else []
         new = change(old)
         if new == old:
-            return False
+            return
         owner = (current.st_mode & 0o777, current.st_uid, current.st_gid) if current else (0o644, 0, 0)
         with Root(path.parent, str(path.parent), BackendError) as folder:
             folder.write(path.name, "".join(f"{line}\n" for line in new).encode(), *owner)
-    return current is None
 
 
 def remove_if_empty(path: Path, lock_timeout: float = 15) -> None:
     """Remove the file when it is a plain file with nothing in it (one tapers made, once
-    every line it added is taken back): the host as it was."""
-    _refuse_link(path)
+    every line it added is taken back): the host as it was. A link is no file tapers made."""
+    if path.is_symlink():
+        return
     with _shadow_lock(path, lock_timeout):
         try:
             found = os.lstat(path)
@@ -44,12 +46,6 @@ def remove_if_empty(path: Path, lock_timeout: float = 15) -> None:
             return
         if stat.S_ISREG(found.st_mode) and found.st_size == 0:
             path.unlink()
-
-
-def _refuse_link(path: Path) -> None:
-    if path.is_symlink():
-        raise BackendError(f"{path} is a symbolic link: tapers won't replace it (others' lines are in it)",
-                           hint=f"make {path} a plain file")
 
 
 @contextmanager

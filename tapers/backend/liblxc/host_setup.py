@@ -22,7 +22,7 @@ from tapers.backend import host_routes
 from tapers.backend.api import MACHINE_IDS
 from tapers.backend.liblxc import boot_hook, bridges, delegation, etc_files, grants, host, nft, unprivileged
 from tapers.backend.liblxc.grants import Grant
-from tapers.errors import HostError, UsageError
+from tapers.errors import BackendError, HostError, UsageError
 
 USERNET = Path("/etc/lxc/lxc-usernet")
 SHARED_FILES = (str(USERNET), "/etc/subuid", "/etc/subgid")  # the files other tools share that setup adds lines to
@@ -247,14 +247,15 @@ def teardown_group(group: str, force: bool = False) -> list[tuple[Grant, list[st
 
 
 def _edit_shared(path: Path, change: Callable[[list[str]], list[str]]) -> None:
-    """`etc_files.edit` of a file setup adds to, noting it when setup made it: the last
-    teardown removes it again once nothing is in it."""
-    if etc_files.edit(path, change) and str(path) not in _made_files():
+    """`etc_files.edit` of a file setup adds to; one there is none of is noted first (a setup
+    killed meanwhile leaves it noted): the last teardown removes it again once it is empty."""
+    if not os.path.lexists(path) and str(path) not in _made_files():
         from tapers.rootfs import Root
 
         MADE_FILES.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         with Root(MADE_FILES.parent, str(MADE_FILES.parent), HostError) as folder:
             folder.write(MADE_FILES.name, "".join(f"{made}\n" for made in [*_made_files(), str(path)]).encode(), 0o644, 0, 0)
+    etc_files.edit(path, change)
 
 
 def _made_files() -> list[str]:
@@ -274,7 +275,10 @@ def _remove_host_wide_if_unused() -> None:
     boot_hook.remove()
     delegation.undelegate_from_user_managers()
     for made in _made_files():
-        etc_files.remove_if_empty(Path(made))
+        try:
+            etc_files.remove_if_empty(Path(made))
+        except (BackendError, OSError):
+            continue  # (kept, as a file with lines in it is: the rest of the teardown goes on)
     MADE_FILES.unlink(missing_ok=True)
     for folder in (grants.GRANTS_DIR, grants.GROUPS_DIR, grants.GRANTS_DIR.parent):
         try:
