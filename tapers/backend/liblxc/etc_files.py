@@ -37,8 +37,6 @@ def edit(path: Path, change: Callable[[list[str]], list[str]], lock_timeout: flo
 def remove_if_empty(path: Path, lock_timeout: float = 15) -> None:
     """Remove the file when it is a plain file with nothing in it (one tapers made, once
     every line it added is taken back): the host as it was. A link is no file tapers made."""
-    if path.is_symlink():
-        return
     with _shadow_lock(path, lock_timeout):
         try:
             found = os.lstat(path)

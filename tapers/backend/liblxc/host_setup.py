@@ -249,12 +249,13 @@ def teardown_group(group: str, force: bool = False) -> list[tuple[Grant, list[st
 def _edit_shared(path: Path, change: Callable[[list[str]], list[str]]) -> None:
     """`etc_files.edit` of a file setup adds to; one there is none of is noted first (a setup
     killed meanwhile leaves it noted): the last teardown removes it again once it is empty."""
-    if not os.path.lexists(path) and str(path) not in _made_files():
+    made = _made_files()
+    if not os.path.lexists(path) and str(path) not in made:
         from tapers.rootfs import Root
 
         MADE_FILES.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         with Root(MADE_FILES.parent, str(MADE_FILES.parent), HostError) as folder:
-            folder.write(MADE_FILES.name, "".join(f"{made}\n" for made in [*_made_files(), str(path)]).encode(), 0o644, 0, 0)
+            folder.write(MADE_FILES.name, "".join(f"{name}\n" for name in [*made, str(path)]).encode(), 0o644, 0, 0)
     etc_files.edit(path, change)
 
 
