@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from tapers import paths
 from tapers.engine import limits
 from tapers.backend.api import Backend, ContainerInfo, MachineSpec, NetworkConfig, State
-from tapers.errors import BoxError, CacheError, HostError, Interrupted, MachineFailures, ProvisionError, StateError, TapersError, TriggerError
+from tapers.errors import BoxError, CacheError, HostError, Interrupted, MachineFailures, ProvisionError, StateError, TapersError
 from tapers.events import Reporter
 from tapers.engine.plan import STARTS, Action, Kind, Plan
 from tapers.profile import phase
@@ -657,10 +657,7 @@ def _require_approved_play(ctx: Context, machine: str, step: Step, found: dict[s
 
     play = trust.HostPlay(machine, step, found)
     trust.require_out_of_reach(ctx.project, play)
-    if play.digest not in trust.approved(ctx.project):
-        raise TriggerError(f"`{machine}` {step.label}: what it reads changed since you approved it (a machine wrote "
-                           "the project folder?); not run", hint="`tapers plan` names what changed; read it, then "
-                           "`tapers trust`")
+    trust.require_unchanged(ctx.project, play, f"`{machine}` {step.label}", "what it reads")
 
 
 def _trigger(action: Action, guest: Any, ctx: Context) -> None:

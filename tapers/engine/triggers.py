@@ -66,9 +66,7 @@ def run_on_host(project: Project, machine: str, trigger: Trigger, event: str, re
     from tapers.engine import trust
 
     command = HostCommand(project, machine, trigger)
-    if command.digest not in trust.approved(project):
-        raise TriggerError(f"`{machine}` {trigger.label}: it changed since you approved it (a machine wrote its "
-                           "script?); not run", hint="read it, then `tapers trust`")
+    trust.require_unchanged(project, command, f"`{machine}` {trigger.label}", "what it runs")
     options = trigger.options
     args = [str(a).lower() if isinstance(a, bool) else str(a) for a in options.get("args", [])]
     env = {**os.environ, **{key: str(value) for key, value in options.get("env", {}).items()},

@@ -164,6 +164,14 @@ def require(project: Project, items: list[Any], prompts: Any = None) -> None:
                        "tapers: with sudo if you use sudo)")
 
 
+def require_unchanged(project: Project, item: HostCode, label: str, changed: str) -> None:
+    """As it starts, what runs on the host is the very thing approved: a machine may have
+    written the project folder (its script, what a play reads) since the plan was approved."""
+    if item.digest not in approved(project):
+        raise TriggerError(f"{label}: {changed} changed since you approved it (a machine wrote the project folder?); "
+                           "not run", hint="`tapers plan` names what changed; read it, then `tapers trust`")
+
+
 def _key(project: Project) -> str:
     """Whose approval, of which Taperfile: the person running tapers (under sudo, who ran it)."""
     return f"{project_files.invoker()[0]}:{project.loaded.path}"

@@ -85,3 +85,47 @@ def test_ports_only_root_may_listen_on_are_refused_with_the_fix() -> None:
         user_ports.refuse_privileged_ports([("127.0.0.1", 80, "tcp", 80, False)])
     assert "8080" in (refused.value.hint or "")
     user_ports.refuse_privileged_ports([("127.0.0.1", 8080, "tcp", 80, False)])
+
+
+def test_a_forwarder_that_ignores_sigterm_is_killed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("TAPERS_RUN_DIR", str(tmp_path))
+    monkeypatch.setattr(user_ports, "STOP_TIMEOUT", 0.5)
+    stubborn = subprocess.Popen(
+        [sys.executable, "-c", "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                               "print('ready', flush=True); time.sleep(60)", "tapers.forwarder", "tapers-test-web"],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert stubborn.stdout is not None and stubborn.stdout.readline() == b"ready\n"
+        (tmp_path / "forwards").mkdir()
+        (tmp_path / "forwards/tapers-test-web.json").write_text(json.dumps({"pid": stubborn.pid, "forwards": []}))
+        assert user_ports.forwarded() == {"tapers-test-web"}
+        user_ports.remove("tapers-test-web")
+        assert stubborn.wait(timeout=10) == -9
+        assert not (tmp_path / "forwards/tapers-test-web.json").exists()
+    finally:
+        stubborn.kill()
+        stubborn.wait()
+
+
+def test_a_process_that_is_not_the_forwarder_is_left_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A state file naming the pid of some other process (its forwarder gone, the pid reused):
+    nothing is signalled."""
+    import json
+    import subprocess
+
+    monkeypatch.setenv("TAPERS_RUN_DIR", str(tmp_path))
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        (tmp_path / "forwards").mkdir()
+        (tmp_path / "forwards/tapers-test-web.json").write_text(json.dumps({"pid": other.pid, "forwards": []}))
+        user_ports.remove("tapers-test-web")
+        assert other.poll() is None
+        assert not (tmp_path / "forwards/tapers-test-web.json").exists()
+    finally:
+        other.kill()
+        other.wait()

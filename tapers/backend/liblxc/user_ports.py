@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tapers import paths
@@ -105,14 +104,34 @@ def _read_line(process: subprocess.Popen, timeout: float) -> str:
 def remove(container: str) -> None:
     state = _state(container)
     data = _read(state)
-    if data is not None and _is_forwarder(data["pid"], container):
-        os.kill(data["pid"], signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while _is_forwarder(data["pid"], container):
-            if time.monotonic() > deadline:
-                raise HostError(f"the port forwarder of `{container}` (pid {data['pid']}) did not stop")
-            time.sleep(0.02)
+    if data is not None:
+        _stop(int(data["pid"]), container)
     state.unlink(missing_ok=True)
+
+
+def _stop(pid: int, container: str) -> None:
+    """Stop the machine's forwarder: SIGTERM, then SIGKILL if it hasn't gone within
+    STOP_TIMEOUT. Signalled through a pidfd, taken before the process is checked to be the
+    forwarder: a process that takes its pid meanwhile can't get the signal."""
+    import select
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:  # (gone, or no pid at all: a damaged state file) nothing to stop
+        return
+    try:
+        if not _is_forwarder(pid, container):
+            return
+        for signum in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                signal.pidfd_send_signal(pidfd, signum)
+            except ProcessLookupError:
+                return
+            if select.select([pidfd], [], [], STOP_TIMEOUT)[0]:  # (readable once it has exited)
+                return
+    finally:
+        os.close(pidfd)
+    raise HostError(f"the port forwarder of `{container}` (pid {pid}) did not stop, even when killed")
 
 
 def forwarded() -> set[str]:
