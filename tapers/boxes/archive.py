@@ -43,8 +43,22 @@ class BoundedTarInfo(tarfile.TarInfo):
             raise InvalidBoxError(f"box archive: a header of {self.size} bytes (a long name or pax header); refused")
 
 
+class _StrictTarFile(tarfile.TarFile):
+    """Links made exactly as the archive says, or an error. Python's tarfile, when a link
+    can't be made (the name is taken, the target too long for symlink(2), too many links to
+    one file), extracts in its place whatever member of the archive has the target's name,
+    unchecked: any member, even one beside the root filesystem that was never checked (a
+    link to the host's /etc), or a full copy of a file per hard link (past the size bound)."""
+
+    def makelink(self, tarinfo: tarfile.TarInfo, targetpath: str) -> None:
+        if tarinfo.issym():
+            os.symlink(tarinfo.linkname, targetpath)
+        else:
+            os.link(tarinfo._link_target, targetpath, follow_symlinks=False)  # type: ignore[attr-defined]
+
+
 def open_archive(path: Path) -> tarfile.TarFile:
-    return tarfile.open(path, tarinfo=BoundedTarInfo)
+    return _StrictTarFile.open(path, tarinfo=BoundedTarInfo)
 
 
 def max_unpacked_bytes() -> int:
@@ -74,6 +88,7 @@ def check_members(tar: tarfile.TarFile, archive: str, strip: str = "") -> list[t
     total = 0
     links: set[str] = set()
     files: set[str] = set()  # regular files so far: what a hard link may name
+    seen: set[str] = set()  # every path but folders': one member each
     members: list[tuple[tarfile.TarInfo, str]] = []
     for count, member in enumerate(tar, 1):
         if count > MAX_MEMBERS:
@@ -104,6 +119,10 @@ def check_members(tar: tarfile.TarFile, archive: str, strip: str = "") -> list[t
                 f"box archive {archive}: member `{member.name}` would be written through the symbolic link of "
                 "the same name; refused"
             )
+        if path in seen:  # (a folder may come again: its mode and owner are set again, nothing else)
+            raise InvalidBoxError(f"box archive {archive}: `{member.name}` comes twice; refused")
+        if not member.isdir():
+            seen.add(path)
         parents = path.split("/")[:-1]
         for depth in range(1, len(parents) + 1):
             if "/".join(parents[:depth]) in links:
@@ -184,5 +203,7 @@ def extract(archive: Path, target: Path, strip: str = "") -> None:
                 # A hard link shares its target's inode: its own header must not change that mode.
                 tar.extract(member, target, set_attrs=not member.islnk(), numeric_owner=True, **_CHECKED_ALREADY)
                 _restore_capabilities(member, target / member.name)
-    except (tarfile.TarError, EOFError, OSError) as exc:
+    except OSError as exc:  # (its strerror only: the path may be 4096 characters of the archive's)
+        raise InvalidBoxError(f"box archive {archive.name} could not be unpacked: {exc.strerror or exc}") from None
+    except (tarfile.TarError, EOFError) as exc:
         raise InvalidBoxError(f"box archive {archive.name} could not be read: {exc}") from None

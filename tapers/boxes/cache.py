@@ -60,12 +60,23 @@ class Box(NamedTuple):
         return f"{self.name}@{self.version}"
 
 
-def tree_digest(rootfs: Path) -> str:
-    """A hash of everything in a root filesystem: paths, types, modes, owners, link targets,
-    file contents. Recorded when a box enters the cache; `tapers box verify` recomputes it."""
+TREE_DIGEST = "tree2:sha256:"  # how `tree_digest` is written now; a bare "sha256:" is the first way
+
+
+def tree_digest(rootfs: Path, first_way: bool = False) -> str:
+    """A hash of everything in a root filesystem: paths, types, modes, owners, extended
+    attributes (file capabilities), link targets, which files are hard links of which, file
+    contents (each read once, however many links it has). Recorded when a box enters the
+    cache, where it names the box's files in the store; `tapers box verify` recomputes it.
+    `first_way`: the digest of boxes cached before it changed (no attributes; a file read
+    once per link), which `box verify` still checks them by."""
     import hashlib
 
     digest = hashlib.sha256()
+    top = rootfs.lstat()
+    if not first_way:
+        digest.update(f"\0{top.st_mode}\0{top.st_uid}\0{top.st_gid}\0{_attributes(rootfs)}\n".encode())
+    first_links: dict[tuple[int, int], str] = {}
     for folder, dirs, files in os.walk(rootfs):
         dirs.sort()
         for name in sorted(dirs + files):
@@ -73,16 +84,36 @@ def tree_digest(rootfs: Path) -> str:
             st = path.lstat()
             relative = str(path.relative_to(rootfs))
             digest.update(f"{relative}\0{st.st_mode}\0{st.st_uid}\0{st.st_gid}\0".encode())
+            if not first_way:
+                digest.update(f"{_attributes(path)}\0".encode())
             if stat.S_ISLNK(st.st_mode):
                 digest.update(os.readlink(path).encode())
             elif stat.S_ISREG(st.st_mode):
+                first = first_links.setdefault((st.st_dev, st.st_ino), relative) if st.st_nlink > 1 else relative
+                if first != relative and not first_way:
+                    digest.update(f"\0link to {first}".encode())
+                    continue
                 with path.open("rb") as handle:
                     while chunk := handle.read(1 << 20):
                         digest.update(chunk)
             elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
                 digest.update(f"{st.st_rdev}".encode())
             digest.update(b"\n")
-    return f"sha256:{digest.hexdigest()}"
+    return ("sha256:" if first_way else TREE_DIGEST) + digest.hexdigest()
+
+
+def tree_digest_like(rootfs: Path, recorded: str) -> str:
+    """The tree's digest, computed the way `recorded` was."""
+    return tree_digest(rootfs, first_way=not recorded.startswith(TREE_DIGEST))
+
+
+def _attributes(path: Path) -> str:
+    """Its extended attributes, names and values, in a stable order."""
+    try:
+        names = sorted(os.listxattr(path, follow_symlinks=False))
+    except OSError:  # (a file system without them)
+        return ""
+    return ";".join(f"{name}={os.getxattr(path, name, follow_symlinks=False).hex()}" for name in names)
 
 
 def store_rootfs(work: Path, digest: str) -> None:
@@ -90,7 +121,7 @@ def store_rootfs(work: Path, digest: str) -> None:
     already) and leave a link to it in its place."""
     import shutil
 
-    store = paths.boxes_dir() / STORE / digest.removeprefix("sha256:")
+    store = paths.boxes_dir() / STORE / digest.rpartition(":")[2]
     rootfs = work / "rootfs"
     if store.is_dir():
         shutil.rmtree(rootfs)
@@ -194,7 +225,7 @@ def remove_box(box: Box) -> None:
         box.path.parent.rmdir()
     except OSError:
         pass
-    digest = str(box.meta.get("tree", "")).removeprefix("sha256:")
+    digest = str(box.meta.get("tree", "")).rpartition(":")[2]
     stored = paths.boxes_dir() / STORE / digest
     if digest and stored.is_dir() and not any(str(b.meta.get("tree", "")).endswith(digest) for b in list_boxes()):
         shutil.rmtree(stored, ignore_errors=True)  # no name uses these files any more

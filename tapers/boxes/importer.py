@@ -132,9 +132,10 @@ def _add_release(release: catalog.Release, catalog_url: str, reporter: Reporter,
 
 def newest_release(catalog_url: str, reporter: Reporter) -> catalog.Release:
     with work_dir(paths.boxes_dir(), ".catalog-") as work:
-        text = _fetch(catalog_url, work, reporter, plain_http_ok=False).read_text()
-    if len(text) > METADATA_LIMIT:
-        raise InvalidBoxError(f"catalog {catalog_url} is larger than {METADATA_LIMIT} bytes; refused")
+        fetched = _fetch(catalog_url, work, reporter, plain_http_ok=False)
+        if fetched.stat().st_size > METADATA_LIMIT:  # (before it is read into memory)
+            raise InvalidBoxError(f"catalog {catalog_url} is larger than {METADATA_LIMIT} bytes; refused")
+        text = fetched.read_text()
     _, releases = catalog.parse(text, catalog_url)
     return catalog.choose(releases, None, catalog_url)
 
@@ -256,6 +257,8 @@ def _nested(archive: Path, member: str, work: Path) -> Path:
     target = work / "rootfs-archive"
     with open_archive(archive) as tar:
         info = tar.getmember(member)
+        if not info.isreg():  # (a hard link's size is 0, and tarfile would read the file it names)
+            raise InvalidBoxError(f"{archive.name}: `{member}` is not a plain file in the archive; refused")
         if not 0 <= info.size <= max_unpacked_bytes():
             raise InvalidBoxError(
                 f"{archive.name}: `{member}` is {info.size} bytes, more than {max_unpacked_bytes()}; refused",

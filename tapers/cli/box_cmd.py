@@ -189,7 +189,7 @@ def prune(dry_run: Annotated[bool, typer.Option("--dry-run", help="say what woul
 @box_app.command("verify")
 def verify(name: Annotated[Optional[str], typer.Argument(help="NAME or NAME@VERSION (default: every box)")] = None) -> int:
     """Check cached boxes against the digest recorded when they entered the cache."""
-    from tapers.boxes.cache import list_boxes, tree_digest
+    from tapers.boxes.cache import list_boxes, tree_digest_like
     from tapers.errors import ExitCode
 
     box_name, version = split_box_ref(name or "")
@@ -202,7 +202,7 @@ def verify(name: Annotated[Optional[str], typer.Argument(help="NAME or NAME@VERS
         if not recorded:
             output.say(f"?    {box.ref}: no digest recorded (cached by an older tapers)")
             continue
-        ok = tree_digest(box.rootfs) == recorded
+        ok = tree_digest_like(box.rootfs, recorded) == recorded
         bad += not ok
         output.say(f"{'ok  ' if ok else 'BAD '} {box.ref}" + ("" if ok else ": its files changed since it was cached"))
     return int(ExitCode.INVALID) if bad else int(ExitCode.OK)

@@ -228,6 +228,72 @@ def test_a_hard_link_to_a_missing_member_is_refused(home: Path, tmp_path: Path, 
     no_box_added(home)
 
 
+def test_a_link_that_cant_be_made_is_never_replaced_by_another_member(home: Path, tmp_path: Path, capsys) -> None:
+    """Python's tarfile, when a link can't be made, extracts in its place the member named
+    like its target: here `x` beside the root filesystem (never checked), a link to a host
+    folder, and the next member written through it."""
+    victim = tmp_path / "victim"  # stands for the host's /etc
+    victim.mkdir()
+    archive = box_archive(
+        tmp_path,
+        (entry("rootfs/x"), b"x"),
+        (entry("rootfs/h"), b"h"),  # taken: the hard link below can't be made
+        (entry("x", tarfile.SYMTYPE, str(victim)), None),
+        (entry("rootfs/h", tarfile.LNKTYPE, "rootfs/x"), None),
+        (entry("rootfs/h/pwned", mode=0o4755), b"written on the host\n"),
+    )
+    assert run(["box", "add", "evil/fallback", str(archive)]) == 3
+    assert "comes twice; refused" in capsys.readouterr().err
+    assert list(victim.iterdir()) == []
+    no_box_added(home)
+
+
+def test_a_symbolic_link_too_long_to_make_is_an_error_not_a_copy_of_another_member(home: Path, tmp_path: Path,
+                                                                                    capsys) -> None:
+    """Its target (4096 characters, `x/././...`) passes the name bound and names `x`, a member
+    beside the root filesystem: tarfile put that at its place, a link leading out of it."""
+    long_target = "x" + "/." * 2047 + "/"
+    archive = box_archive(
+        tmp_path,
+        (entry("rootfs/s", tarfile.SYMTYPE, long_target), None),
+        (entry("x", tarfile.SYMTYPE, "../../../../../../../../etc"), None),  # never checked: not in rootfs/
+    )
+    assert run(["box", "add", "evil/long-link", str(archive)]) == 3
+    assert "could not be unpacked: File name too long" in capsys.readouterr().err
+    no_box_added(home)
+
+
+def test_hard_links_cost_what_they_say_not_a_copy_each(home: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """Taken names made tarfile write a full copy of a file for each hard link: a 3 KB archive
+    filled 100 MB. A name that comes twice is refused; links are links."""
+    monkeypatch.setenv("TAPERS_BOX_MAX_BYTES", str(8 * 1024 * 1024))
+    big = (entry("rootfs/big"), b"\0" * (2 * 1024 * 1024))
+    taken = [(entry(f"rootfs/h{i}"), b"") for i in range(20)]
+    links = [(entry(f"rootfs/h{i}", tarfile.LNKTYPE, "rootfs/big"), None) for i in range(20)]
+    assert run(["box", "add", "evil/links", str(box_archive(tmp_path, big, *taken, *links))]) == 3
+    assert "comes twice; refused" in capsys.readouterr().err
+    no_box_added(home)
+    plain = [(entry(f"rootfs/l{i}", tarfile.LNKTYPE, "rootfs/big"), None) for i in range(20)]
+    assert run(["box", "add", "fine/links", str(box_archive(tmp_path, big, *plain, name="ok.tar.gz"))]) == 0
+    rootfs = (home / "boxes" / "fine-links").resolve()
+    (version,) = rootfs.iterdir()
+    files = (version / "rootfs").resolve()
+    assert (files / "big").stat().st_nlink == 21 and (files / "l7").stat().st_ino == (files / "big").stat().st_ino
+
+
+def test_a_nested_rootfs_must_be_a_file_not_a_link_to_a_bigger_one(home: Path, tmp_path: Path, monkeypatch,
+                                                                    capsys) -> None:
+    monkeypatch.setenv("TAPERS_BOX_MAX_BYTES", str(1024 * 1024))
+    archive = make_archive(tmp_path / "vagrant.box", [
+        (entry("metadata.json"), b'{"provider": "lxc"}'),
+        (entry("big"), b"\0" * (4 * 1024 * 1024)),
+        (entry("rootfs.tar.gz", tarfile.LNKTYPE, "big"), None),  # its size says 0
+    ])
+    assert run(["box", "add", "evil/nested-link", str(archive)]) == 3
+    assert "not a plain file in the archive; refused" in capsys.readouterr().err
+    no_box_added(home)
+
+
 # -- bounded work -------------------------------------------------------------------------
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
-from tapers.boxes.cache import find_box, remove_box, store_rootfs, tree_digest
+import pytest
+
+from tapers.boxes.cache import find_box, remove_box, store_rootfs, tree_digest, tree_digest_like
 
 
 def add(home: Path, name: str, version: str, content: str) -> Path:
@@ -35,3 +38,52 @@ def test_same_files_are_stored_once_and_removed_with_their_last_box(fake_box_hom
     assert (b.rootfs / "etc" / "os-release").read_text() == "same\n"  # still used by team/b
     remove_box(b)
     assert len(list(store.iterdir())) == 1  # only team/c's files are left
+
+
+def _tree(root: Path) -> Path:
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "usr/bin/python3").write_bytes(b"\x7fELF" + b"\0" * 4096)
+    return root
+
+
+def test_files_that_differ_only_in_what_the_first_digest_left_out_differ(tmp_path: Path) -> None:
+    """A box copying another's files with one more capability, or a hard link where the other
+    has a copy, or its root open to all, must not share the other's files in the store."""
+    plain = tree_digest(_tree(tmp_path / "a"))
+    assert tree_digest(_tree(tmp_path / "b")) == plain
+    capable = _tree(tmp_path / "c")
+    os.setxattr(capable / "usr/bin/python3", "user.tapers-test", b"cap_setuid+ep")
+    linked = _tree(tmp_path / "d")
+    os.link(linked / "usr/bin/python3", linked / "usr/bin/python")
+    copied = _tree(tmp_path / "e")
+    (copied / "usr/bin/python").write_bytes((copied / "usr/bin/python3").read_bytes())
+    open_root = _tree(tmp_path / "f")
+    os.chmod(open_root, 0o777)
+    digests = {plain, tree_digest(capable), tree_digest(linked), tree_digest(copied), tree_digest(open_root)}
+    assert len(digests) == 5
+    assert plain.startswith("tree2:sha256:")
+
+
+def test_a_file_with_many_hard_links_is_read_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _tree(tmp_path / "a")
+    for i in range(50):
+        os.link(root / "usr/bin/python3", root / f"usr/bin/link{i}")
+    opened: list[str] = []
+    real_open = Path.open
+
+    def counting_open(self: Path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        opened.append(self.name)
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", counting_open)
+    tree_digest(root)
+    assert len(opened) == 1
+
+
+def test_a_box_cached_with_the_first_digest_still_verifies(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "a")
+    recorded = tree_digest(root, first_way=True)
+    assert recorded.startswith("sha256:")
+    assert tree_digest_like(root, recorded) == recorded
+    (root / "usr/bin/python3").write_bytes(b"changed")
+    assert tree_digest_like(root, recorded) != recorded
