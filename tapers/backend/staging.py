@@ -40,7 +40,8 @@ def make_dirs(container: str, records: list[dict[str, Any]]) -> None:
     disk's source when the container is created or changed."""
     for index, mount in enumerate(records):
         if _staged(mount):
-            _staging(container, index).mkdir(parents=True, exist_ok=True)
+            _passable(container, mount.get("shift") or 0)
+            _staging(container, index).mkdir(exist_ok=True)
 
 
 def prepare(container: str, records: list[dict[str, Any]]) -> None:
@@ -59,11 +60,12 @@ def prepare(container: str, records: list[dict[str, Any]]) -> None:
             os.close(idmap.open_no_links(source))  # bound by path: at least refuse a link now
             continue
         staging = _staging(container, index)
+        shift = mount.get("shift") or 0
+        _passable(container, shift)
         if idmap.is_mount(staging):
             continue
-        staging.mkdir(parents=True, exist_ok=True)
+        staging.mkdir(exist_ok=True)
         maps = (None, None)
-        shift = mount.get("shift") or 0
         if mount["idmap"] and shift:
             # Unprivileged: the folder owner's files are the login user's, and only theirs:
             # no other id maps, so guest root can create nothing there (no setuid-root file
@@ -73,7 +75,8 @@ def prepare(container: str, records: list[dict[str, Any]]) -> None:
         elif mount["idmap"]:
             guest_uid, host_uid, guest_gid, host_gid = mount["idmap"]
             maps = (idmap.swap_map(guest_uid, host_uid), idmap.swap_map(guest_gid, host_gid))
-        idmap.bind(source, staging, *maps, mount["readonly"])
+        # nosuid, nodev: a setuid file a machine left in the folder counts for nothing here
+        idmap.bind(source, staging, *maps, mount["readonly"], inert=True)
 
 
 def release(container: str, keep_dirs: bool = False) -> None:
@@ -96,6 +99,20 @@ def release(container: str, keep_dirs: bool = False) -> None:
             f"cannot release the synced folders of `{container}`: {exc}",
             hint=f"unmount what is under {folder} by hand (`umount -l`), then try again",
         ) from None
+
+
+def _passable(container: str, shift: int) -> None:
+    """The views' folders: `mounts/` passable, not listable; `mounts/<container>/` passable by
+    root and the machine's root only (0710 root:SHIFT; 0700 for a privileged machine). A view
+    has the mode of the folder it shows: no host user may reach it here (the project of a
+    private home, the files a machine wrote as the folder's owner)."""
+    folder = paths.host_run_dir() / "mounts" / container
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:  # (a normal user's machines bind their folders themselves: not staged)
+        return
+    os.chmod(folder.parent, 0o711)
+    os.chown(folder, 0, shift)
+    os.chmod(folder, 0o710 if shift else 0o700)
 
 
 def _staging(container: str, index: int) -> Path:

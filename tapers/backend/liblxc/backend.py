@@ -52,6 +52,7 @@ _STATES = {
 RECORD_NAME = "tapers.json"
 UPPER_DIR = "delta0"
 COPY_DIR = "rootfs"
+VIEWS_DIR = "views"  # in the run folder: where package mounts a machine's files to read them
 
 
 def overlay_supported() -> bool:
@@ -604,7 +605,8 @@ def _overlay_view(container: str, upper: Path, lowers: list[Path], userxattr: bo
     with _mount_point(f"{container}-") as view:
         stack = ":".join(str(layer) for layer in [upper, *lowers])
         layers = f"lowerdir={stack}" + (",userxattr" if userxattr else "")  # lower layers only: read-only
-        result = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", layers, str(view)],
+        # nosuid, nodev: the box's setuid files (and any a machine made) count for nothing here
+        result = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", f"{layers},nosuid,nodev", str(view)],
                                 capture_output=True, text=True)
         if result.returncode != 0:
             raise BackendError(f"cannot assemble the files of `{container}`: {result.stderr.strip()}")
@@ -619,20 +621,23 @@ def _unshifted(folder: Path, shift: int) -> Iterator[Path]:
 
     with _mount_point("unshifted-") as view:
         back = [(shift, 0, MACHINE_IDS)]
-        idmap.bind(folder, view, back, back, readonly=True)
+        idmap.bind(folder, view, back, back, readonly=True, inert=True)  # (guest root's setuid files are root's here)
         yield view
 
 
 @contextmanager
 def _mount_point(prefix: str) -> Iterator[Path]:
-    """A fresh empty folder under tapers' run folder to mount a view on; whatever got
-    mounted there is unmounted, and the folder removed, at the end."""
+    """A fresh empty folder to mount a view on, in tapers' run folder, under `views/` where
+    only its owner may pass (a mounted view has the mode of the machine's root folder, open to
+    all: a host user must not reach a machine's files through it). Whatever got mounted there
+    is unmounted, and the folder removed, at the end."""
     import tempfile
 
     from tapers.backend import idmap
 
-    paths.host_run_dir().mkdir(parents=True, exist_ok=True)
-    view = Path(tempfile.mkdtemp(prefix=prefix, dir=paths.host_run_dir()))
+    views = paths.host_run_dir() / VIEWS_DIR
+    paths.private_folder(views)
+    view = Path(tempfile.mkdtemp(prefix=prefix, dir=views))
     try:
         yield view
     finally:
