@@ -1,6 +1,8 @@
 """Who may use the panel: only the person who started it.
 
-The server listens on 127.0.0.1 only and prints a URL with a random token. Opening it
+The server listens on 127.0.0.1 only and serves only connections of the user who started
+it (see connections.peer_uid): browsers send the cookie to every port of 127.0.0.1, so
+another user's service could get it. It prints a URL with a random token. Opening it
 trades the token for a session cookie (HttpOnly, SameSite=Strict). Every request must
 name this server in its Host header (a page elsewhere that points its own name at
 127.0.0.1 is refused), and every request that changes something must be a POST from

@@ -17,13 +17,16 @@ REQUEST_TIMEOUT = 10.0  # seconds a whole request (line, headers, body) may take
 MAX_CONNECTIONS = 64  # connections served at once; more are answered 503 and closed
 MAX_BODY = 64 * 1024  # bytes in a POST body
 BUSY = b"the panel is busy (too many connections): try again\n"
+NOT_YOURS = b"this panel answers only the user who started it (and, under sudo, the user who ran sudo)\n"
 
 
 class BoundedServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], handler: Any, request_timeout: float, max_connections: int) -> None:
+    def __init__(self, address: tuple[str, int], handler: Any, request_timeout: float, max_connections: int,
+                 owners: frozenset[int] | None = None) -> None:
         self.request_timeout = request_timeout
+        self.owners = owners  # the users whose connections are served (None: anyone's)
         self.errors: list[str] = []  # internal errors, as reported on stderr
         self._slots = threading.BoundedSemaphore(max_connections)
         self._open = 0
@@ -37,8 +40,10 @@ class BoundedServer(ThreadingHTTPServer):
         return self._open
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        if self.owners is not None and peer_uid(request) not in self.owners:
+            return self._refuse(request, "403 Forbidden", NOT_YOURS)
         if not self._slots.acquire(blocking=False):
-            return self._refuse_busy(request)
+            return self._refuse(request, "503 Service Unavailable", BUSY)
         self._count(+1)
         try:
             super().process_request(request, client_address)
@@ -58,13 +63,14 @@ class BoundedServer(ThreadingHTTPServer):
         with self._open_lock:
             self._open += change
 
-    def _refuse_busy(self, request: socket.socket) -> None:
-        """A 503, written without waiting (this is the thread that accepts connections)."""
-        head = ("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                f"Content-Length: {len(BUSY)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n")
+    def _refuse(self, request: socket.socket, status: str, body: bytes) -> None:
+        """An answer and the connection closed, written without waiting (this is the thread
+        that accepts connections)."""
+        head = (f"HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n")
         try:
             request.setblocking(False)
-            request.send(head.encode() + BUSY)
+            request.send(head.encode() + body)
             request.recv(MAX_BODY)  # what already came: unread, closing would reset the connection
         except OSError:
             pass
@@ -84,6 +90,27 @@ class BoundedServer(ThreadingHTTPServer):
         text = "".join(c if c.isprintable() or c == "\n" else repr(c)[1:-1] for c in text)
         self.errors.append(text)
         print(text, file=sys.stderr, flush=True)
+
+
+def peer_uid(connection: socket.socket) -> int | None:
+    """The user whose socket is the other end of a TCP connection over this host's loopback,
+    as /proc/net/tcp lists it; None when it isn't there (closed meanwhile)."""
+    import struct
+
+    def key(address: tuple[str, int]) -> str:  # as the kernel prints it: the address as a native int
+        return f"{struct.unpack('=I', socket.inet_aton(address[0]))[0]:08X}:{address[1]:04X}"
+
+    try:
+        theirs, ours = key(connection.getpeername()), key(connection.getsockname())
+        with open("/proc/net/tcp") as table:
+            next(table)
+            for line in table:
+                fields = line.split()
+                if fields[1] == theirs and fields[2] == ours:
+                    return int(fields[7])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 class Arrival(io.RawIOBase):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import sys
 import threading
 import traceback
@@ -54,7 +55,12 @@ MAX_FIELDS = 50  # fields in a query string or a form
 class PanelServer(BoundedServer):
     def __init__(self, port: int, panel: Panel, token: str | None = None, *,
                  request_timeout: float = REQUEST_TIMEOUT, max_connections: int = MAX_CONNECTIONS) -> None:
-        super().__init__(("127.0.0.1", port), Handler, request_timeout, max_connections)
+        from tapers.project_files import invoker
+
+        # Only the person who started it may even connect: the session cookie goes to every
+        # port of 127.0.0.1 (a link to a forwarded port another user listens on would leak it).
+        owners = frozenset({os.geteuid(), invoker()[0]})
+        super().__init__(("127.0.0.1", port), Handler, request_timeout, max_connections, owners)
         self.panel = panel
         self.jobs = Jobs()
         self.guard = auth.Guard(self.server_address[1], token)

@@ -358,6 +358,31 @@ def test_connections_past_the_limit_get_503_and_their_slots_come_back(serve) -> 
     ui.still_answers()
 
 
+OTHER_USER = """
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+s.sendall(b"GET /?token=" + sys.argv[2].encode() + b" HTTP/1.1\\r\\nHost: 127.0.0.1:" + sys.argv[1].encode() + b"\\r\\n\\r\\n")
+data = b""
+while chunk := s.recv(65536):
+    data += chunk
+sys.stdout.write(data.decode("latin-1"))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="connects as another user: needs root")
+def test_another_user_of_the_host_is_not_served_even_with_the_token(serve) -> None:
+    """The session cookie goes to every port of 127.0.0.1 (a forwarded port's link, a service
+    another user runs): with the cookie or the token, another user still gets nothing."""
+    ui = serve(max_connections=2)
+    for _ in range(4):  # (nor do their connections take the owner's slots)
+        theirs = subprocess.run(["/usr/bin/python3", "-I", "-c", OTHER_USER, str(ui.port), TOKEN], user=65534,
+                                group=65534, extra_groups=[], capture_output=True, text=True, timeout=30)
+        assert theirs.stdout.startswith("HTTP/1.1 403 "), theirs
+        assert "answers only the user who started it" in theirs.stdout and "Set-Cookie" not in theirs.stdout
+    status, _, _ = ui.request("GET", "/api/state")
+    assert status == 200
+
+
 def test_half_open_connections_do_not_keep_their_threads(serve) -> None:
     ui = serve(request_timeout=0.5)
     idle = [connect(ui) for _ in range(20)]
