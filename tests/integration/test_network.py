@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -74,6 +75,27 @@ def test_forwarded_port_and_private_address_reach_a_guest_server(project, backen
         assert nft.run(f"list table ip {bridges.NFT_TABLE}")[0]  # ...the NAT network stays, as LXD's and Docker's
     with pytest.raises(OSError):
         http_get(f"http://127.0.0.1:{host_port}/")
+
+
+def test_machines_are_not_reached_over_ipv6_around_the_ipv4_rules(project, backend_name) -> None:
+    """The host takes no IPv6 address on tapers' bridges: a link-local one would let any host
+    user reach the machines around the IPv4 rules (a user's machines answer only her)."""
+    if backend_name != "liblxc":
+        pytest.skip("LXD makes and configures its own networks")
+    from tapers.backend.liblxc import bridges
+
+    if not Path("/proc/sys/net/ipv6").exists():
+        pytest.skip("this host has no IPv6")
+    project.write("machines:\n  web:\n    networks:\n      - private: {ip: 192.168.63.10}\n")
+    project.tapers("up").ok()
+    for bridge in (bridges.BRIDGE, "tpc0a83f"):  # (192.168.63.0/24's)
+        assert Path(f"/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6").read_text().strip() == "1"
+        assert "inet6" not in subprocess.run(["ip", "-6", "addr", "show", "dev", bridge], capture_output=True,
+                                             text=True, check=True).stdout
+    link_local = guest(project, "web", "ip -6 -o addr show dev eth0 scope link | awk '{print $4}' | cut -d/ -f1").strip()
+    if link_local:  # (a box with IPv6 on in the machine)
+        with pytest.raises(OSError):
+            socket.create_connection((f"{link_local}%{bridges.BRIDGE}", 22), timeout=3).close()
 
 
 @pytest.mark.both_backends

@@ -28,15 +28,40 @@ def ensure_private_bridge(config: NetworkConfig) -> None:
 
 
 def ensure_bridge(name: str, host_side: str, what: str) -> None:
-    """The bridge `name` exists, is up, and the host has the address `host_side` on it."""
-    if exists(name) and _up(name) and _address(name) == ipaddress.IPv4Interface(host_side):
+    """The bridge `name` exists, is up, and the host has the address `host_side` on it (and
+    no IPv6 address: see `_without_ipv6`)."""
+    if exists(name) and _up(name) and _address(name) == ipaddress.IPv4Interface(host_side) and _ipv6_off(name):
         return  # as it should be: read without starting `ip` three times
     if not exists(name):
         run(["ip", "link", "add", name, "type", "bridge"], f"create {what}")
+    _without_ipv6(name, what)
     addresses = run(["ip", "-4", "-o", "addr", "show", "dev", name], f"read the address of {what}")
     if f" {host_side} " not in addresses:
         run(["ip", "addr", "add", host_side, "dev", name], f"give the host {host_side} on {what}")
     run(["ip", "link", "set", name, "up"], f"bring {what} up")
+
+
+def _ipv6_knob(name: str) -> Path:
+    return Path(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6")
+
+
+def _ipv6_off(name: str) -> bool:
+    try:
+        return _ipv6_knob(name).read_text().strip() == "1"
+    except OSError:  # (no IPv6 on this host)
+        return True
+
+
+def _without_ipv6(name: str, what: str) -> None:
+    """Machines are reached over IPv4, where tapers' rules are (a user's machines answer only
+    her and root): the host takes no IPv6 address on their bridge, or any host user could
+    reach them at their link-local addresses."""
+    if _ipv6_off(name):
+        return
+    try:
+        _ipv6_knob(name).write_text("1\n")
+    except OSError as exc:
+        raise HostError(f"cannot turn IPv6 off on {what}: {exc.strerror}") from None
 
 
 def enable_forwarding() -> None:
