@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 from tapers import paths
 
@@ -56,6 +57,61 @@ def refusal(folder: Path) -> str | None:
             inside = "" if text == dot else f" in {dot}"
             return f"{text} is{inside} a home's dot-folder (keys and settings live there)"
     return None
+
+
+class Sharer(NamedTuple):
+    """The person root shares folders for (see `sharer`)."""
+
+    uid: int
+    gid: int
+    project: Path | None  # (plain root) the project folder they own: what is in it is theirs
+
+
+def sharer(project_root: Path) -> Sharer | None:
+    """Whose folders root may share with a project's machines: under sudo (or doas, pkexec)
+    the user who ran it; as plain root, the project folder's owner. None: root's own
+    project, run by root (anything root may read), or tapers running as a normal user (the
+    kernel checks her rights itself)."""
+    from tapers.project_files import invoker
+
+    if os.geteuid() != 0:
+        return None
+    uid, gid = invoker()
+    if uid != 0:
+        return Sharer(uid, gid, None)
+    owner = project_root.stat()
+    return None if owner.st_uid == 0 else Sharer(owner.st_uid, owner.st_gid, project_root.resolve())
+
+
+def out_of_reach(folder: Path, writable: bool, person: Sharer) -> str | None:
+    """Why `person` couldn't share `folder` themselves (None: they could): read it, and write
+    it unless it is shared read-only; a folder to be created, make it. Root mounts it, so
+    without this a Taperfile (or a person allowed to run tapers with sudo) would hand a
+    machine another user's files."""
+    import pwd
+    import subprocess
+
+    if person.project is not None and folder.is_relative_to(person.project):
+        return None
+    uid, gid = person.uid, person.gid
+    target = folder
+    while not target.exists() and target != target.parent:
+        target = target.parent  # a folder to create: its parent must be theirs to write
+    wanted = ["-r", "-x"] + (["-w"] if writable or target != folder else [])
+    try:
+        account = pwd.getpwuid(uid)
+        groups = os.getgrouplist(account.pw_name, account.pw_gid)
+    except KeyError:
+        groups = [gid]
+    test: list[str] = []
+    for flag in wanted:
+        test += [*(["-a"] if test else []), flag, str(target)]
+    can = subprocess.run(["test", *test], user=uid, group=gid, extra_groups=groups, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+    if can:
+        return None
+    what = "create it" if target != folder else ("read and write it" if writable else "read it")
+    return f"uid {uid}, for whom tapers shares folders here, may not {what}"
 
 
 def open_no_links(path: Path, folder: bool = False) -> int:

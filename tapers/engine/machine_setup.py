@@ -90,13 +90,16 @@ def hosts_digest(machine: Machine, peers: Peers = ()) -> str:
 
 def host_folders(root: Path, machine: Machine, reporter: Reporter) -> list[Path]:
     """The host side of each synced folder, created when missing (owned like the project folder)."""
-    from tapers.host_folders import refusal
+    from tapers.host_folders import out_of_reach, refusal, sharer
 
     folders = []
     owner = root.stat()
+    person = sharer(root)
     for synced in machine.synced:
         folder = (root / synced.host).resolve()
         why = refusal(folder)
+        if why is None and person is not None and not folder.is_dir():  # to create: theirs to make
+            why = out_of_reach(folder, True, person)
         if why is not None:
             raise StateError(
                 f"machine `{machine.name}`: the synced folder `{synced.host}` (at {synced.guest}) can't be shared: {why}",
@@ -119,8 +122,11 @@ def mounts(root: Path, machine: Machine, guest_uid: int, guest_gid: int, privile
            reporter: Reporter) -> tuple[Mount, ...]:
     """Synced folders as mounts; idmapped when the folder's owner is not the login user (on
     an unprivileged machine always: its login user is a host uid of its own)."""
+    from tapers.host_folders import out_of_reach, sharer
+
     result = []
     state = (root / PROJECT_STATE_DIR).resolve()
+    person = sharer(root)
     for synced, folder in zip(machine.synced, host_folders(root, machine, reporter), strict=True):
         if folder.resolve().is_relative_to(state):
             raise StateError(f"machine `{machine.name}`: the synced folder {folder} is in the project's "
@@ -141,6 +147,10 @@ def mounts(root: Path, machine: Machine, guest_uid: int, guest_gid: int, privile
             readonly = True
             reporter.line(machine.name, f"the project folder belongs to root: {PROJECT_MOUNT} is read-only in this "
                           f"unprivileged machine (to write it from the machine: chown -R you: {folder})")
+        why = out_of_reach(folder, not readonly, person) if person is not None else None
+        if why is not None:
+            raise StateError(f"machine `{machine.name}`: the synced folder {folder} can't be shared: {why}",
+                             hint="share a folder that user may read (and write, or set `readonly: true` on it)")
         same = privileged and (st.st_uid, st.st_gid) == (guest_uid, guest_gid)
         result.append(Mount(folder, synced.guest, readonly, None if same else (guest_uid, st.st_uid, guest_gid, st.st_gid)))
     return tuple(result) + _masks(state, tuple(result), guest_uid, guest_gid, privileged)

@@ -1,0 +1,106 @@
+"""Root mounts synced folders, so a Taperfile (or a person allowed to run tapers with sudo)
+could hand a machine another user's files: root shares only what the person it acts for
+may read (and write, unless read-only), and creates only where they may. Under sudo that
+person is the user who ran sudo; as plain root, the project folder's owner."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tapers.engine import machine_setup
+from tapers.errors import StateError
+from tapers.events import SilentReporter
+from tapers.project import open_project
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="other users' folders: needs root")
+
+ALICE, CAROL = 4242, 4243
+
+
+@pytest.fixture
+def places(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Path]]:
+    monkeypatch.setenv("TAPERS_HOME", str(tmp_path / "tapers-home"))
+    for name in ("SUDO_UID", "SUDO_GID", "PKEXEC_UID", "DOAS_USER"):
+        monkeypatch.delenv(name, raising=False)
+    top = Path(tempfile.mkdtemp(prefix="tapers-test-rights-", dir="/tmp"))  # (pytest's is root's only)
+    os.chmod(top, 0o755)
+    try:
+        yield _homes(top)
+    finally:
+        shutil.rmtree(top)
+
+
+def _homes(tmp_path: Path) -> dict[str, Path]:
+    project = tmp_path / "alice" / "shop"
+    carol = tmp_path / "carol" / "work"
+    for folder, owner in ((project, ALICE), (carol, CAROL)):
+        folder.mkdir(parents=True)
+        os.chown(folder.parent, owner, owner)
+        os.chown(folder, owner, owner)
+    os.chmod(carol.parent, 0o700)  # carol's home: hers only
+    (carol / "secret").write_text("carol's\n")
+    return {"project": project, "carol": carol, "root": tmp_path}
+
+
+def _mounts(project: Path, synced: str, privileged: bool = False) -> tuple:
+    (project / "Taperfile.yaml").write_text(f"version: 1\nmachines:\n  web:\n    synced_folders: [{synced}]\n")
+    loaded = open_project(project / "Taperfile.yaml")
+    return machine_setup.mounts(loaded.root, loaded.machines[0], 1000, 1000, privileged, SilentReporter())
+
+
+def test_a_taperfile_run_by_root_cant_share_a_folder_its_owner_cant_read(places: dict[str, Path]) -> None:
+    with pytest.raises(StateError, match=f"uid {ALICE}, for whom tapers shares folders here, may not read") as refused:
+        _mounts(places["project"], f"{{host: {places['carol']}, guest: /w, readonly: true}}")
+    assert "readonly: true" in (refused.value.hint or "")
+    assert (places["carol"] / "secret").read_text() == "carol's\n"
+
+
+def test_under_sudo_the_user_who_ran_sudo_is_the_one_checked(places: dict[str, Path],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    os.chmod(places["carol"].parent, 0o755)
+    os.chmod(places["carol"], 0o755)  # readable by all, writable by carol only
+    monkeypatch.setenv("SUDO_UID", str(ALICE))
+    monkeypatch.setenv("SUDO_GID", str(ALICE))
+    with pytest.raises(StateError, match="may not read and write it"):
+        _mounts(places["project"], f"{{host: {places['carol']}, guest: /w}}")
+    shared = _mounts(places["project"], f"{{host: {places['carol']}, guest: /w, readonly: true}}")
+    assert any(m.target == "/w" and m.readonly for m in shared)
+    # The project folder (alice's) is hers to share, as is a folder she owns.
+    assert any(m.target == "/tapers" and not m.readonly for m in _mounts(places["project"], "{host: ., guest: /tapers}"))
+
+
+def test_a_folder_to_create_must_be_the_person_s_to_make(places: dict[str, Path]) -> None:
+    wanted = places["carol"] / "new"
+    os.chmod(places["carol"].parent, 0o755)
+    with pytest.raises(StateError, match="may not create it"):
+        _mounts(places["project"], f"{{host: {wanted}, guest: /n}}")
+    assert not wanted.exists()
+    mine = places["project"].parent / "cache"  # in alice's home: hers to make
+    assert any(m.target == "/n" for m in _mounts(places["project"], f"{{host: {mine}, guest: /n}}"))
+    assert mine.is_dir() and mine.stat().st_uid == ALICE
+
+
+def test_root_s_own_project_run_by_root_shares_what_root_chose(places: dict[str, Path]) -> None:
+    project = places["root"] / "root-project"
+    project.mkdir()
+    assert any(m.target == "/w" for m in _mounts(project, f"{{host: {places['carol']}, guest: /w, readonly: true}}"))
+
+
+def test_as_plain_root_the_project_s_own_folders_are_its_owner_s(places: dict[str, Path]) -> None:
+    """A project folder of alice's somewhere she can't pass (root put it there): what is in
+    it is hers, and shared; what is outside it is checked."""
+    hidden = places["root"] / "root-only"
+    hidden.mkdir(mode=0o700)
+    project = hidden / "shop"
+    (project / "data").mkdir(parents=True)
+    for path in (project, project / "data"):
+        os.chown(path, ALICE, ALICE)
+    assert any(m.target == "/d" for m in _mounts(project, "{host: ./data, guest: /d}"))
+    with pytest.raises(StateError, match="may not read"):
+        _mounts(project, f"{{host: {places['carol']}, guest: /w, readonly: true}}")
