@@ -27,6 +27,15 @@ def install() -> None:
     from tapers.rootfs import Root
     from tapers.errors import HostError
 
+    changeable = changeable_by_others()
+    if changeable:
+        raise HostError(
+            f"the boot hook would run this tapers as root at every boot, but {changeable} can be changed by "
+            "someone other than root: they would run their code as root",
+            hint="install tapers where only root can change it (as root, in a folder of root's: "
+                 "`./scripts/setup` in a root-owned clone), and run setup from there",
+        )
+
     if systemd_runs():
         text = ("[Unit]\nDescription=tapers: bridges, firewall rules and cgroups of users who run machines\n"
                 "After=network.target nss-user-lookup.target\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\n"
@@ -55,6 +64,30 @@ def install() -> None:
     if shutil.which("update-rc.d"):
         subprocess.run(["update-rc.d", SCRIPT.name, "defaults"], capture_output=True)
     return str(SCRIPT)
+
+
+def changeable_by_others() -> str:
+    """What of this tapers (its interpreter, its environment, its code, and the folders
+    they are in) someone other than root could change, or ""."""
+    import os
+    import stat
+
+    import tapers
+
+    package = Path(tapers.__file__).resolve().parent
+    wanted = [Path(sys.executable), Path(sys.executable).resolve(), Path(sys.prefix), package,
+              *(Path(entry) for entry in sys.path if entry.startswith(sys.prefix) and Path(entry).is_dir()),
+              *package.rglob("*")]
+    for path in wanted:
+        for place in (*reversed(path.parents), path):
+            try:
+                st = os.lstat(place)
+            except OSError:
+                continue
+            sticky_folder = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX  # (/tmp: others' names only)
+            if st.st_uid != 0 or (st.st_mode & 0o022 and not sticky_folder and not stat.S_ISLNK(st.st_mode)):
+                return str(place)
+    return ""
 
 
 def installed() -> str:

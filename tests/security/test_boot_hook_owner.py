@@ -1,0 +1,47 @@
+"""The boot hook runs tapers as root at every boot: it is installed only when no one but root
+can change what it runs (the interpreter, its environment, tapers' code, their folders)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tapers.backend.liblxc import boot_hook
+from tapers.errors import HostError
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="other owners' files: needs root")
+
+
+@pytest.fixture
+def hook_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    unit, script = tmp_path / "etc/systemd/tapers-host.service", tmp_path / "etc/init.d/tapers-host"
+    for path in (unit, script):
+        path.parent.mkdir(parents=True)
+    monkeypatch.setattr(boot_hook, "UNIT", unit)
+    monkeypatch.setattr(boot_hook, "SCRIPT", script)
+    return unit, script
+
+
+@pytest.mark.parametrize("how", ["another user's folder", "a folder anyone may write"])
+def test_a_tapers_others_can_change_gets_no_boot_hook(how: str, tmp_path: Path, hook_paths: tuple[Path, Path],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    venv = tmp_path / "venv" / "bin"
+    venv.mkdir(parents=True)
+    os.chmod(tmp_path, 0o755)
+    (venv / "python").symlink_to(sys.executable)
+    if how == "another user's folder":
+        os.chown(venv.parent, 4242, 4242)
+    else:
+        os.chmod(venv.parent, 0o777)
+    monkeypatch.setattr(sys, "executable", str(venv / "python"))
+    with pytest.raises(HostError, match="can be changed by someone other than root") as refused:
+        boot_hook.install()
+    assert str(venv.parent) in refused.value.message
+    assert not any(path.exists() for path in hook_paths)
+
+
+def test_this_tapers_of_root_s_may_install_it() -> None:
+    assert boot_hook.changeable_by_others() == ""
