@@ -11,7 +11,11 @@ from tapers.errors import UnsafeValueError
 
 
 def is_control(char: str) -> bool:
-    return ord(char) < 32 or ord(char) == 127
+    """C0 and C1 controls, the Unicode line and paragraph separators (Python's `splitlines`
+    breaks lines there: a reader of what tapers wrote may) and lone surrogates (bytes that
+    weren't UTF-8): as the Taperfile's own check (taperfile/units.py CONTROL)."""
+    code = ord(char)
+    return code < 32 or 127 <= code <= 159 or code in (0x2028, 0x2029) or 0xD800 <= code <= 0xDFFF
 
 
 def has_control(value: str) -> bool:

@@ -40,10 +40,16 @@ def _escape(field: str) -> str:
     return field.replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011")
 
 
+def lines(text: str) -> list[str]:
+    """Config text's lines as LXC reads them: split at newlines only (Python's `splitlines`
+    also splits at characters LXC keeps in a value, U+2028 say)."""
+    return text.removesuffix("\n").split("\n") if text else []
+
+
 def parse(text: str) -> Items:
     """(key, value) of every line that sets a key (comments and blank lines skipped)."""
     items = []
-    for line in text.splitlines():
+    for line in lines(text):
         key, sep, value = line.partition("=")
         if sep and not line.lstrip().startswith("#"):
             items.append((key.strip(), value.strip()))

@@ -17,7 +17,9 @@ from tapers.provision.inventory import render_inventory
 from tapers.ssh.config import SshTarget, render_known_hosts, render_ssh_config
 from tapers.taperfile import Machine
 
-HOSTILE = ["a\nlxc.hook.pre-start = /tmp/x", "a\rb", "a\x00b", "a\x1bb", "a\x7fb", "a\tb"]
+HOSTILE = ["a\nlxc.hook.pre-start = /tmp/x", "a\rb", "a\x00b", "a\x1bb", "a\x7fb", "a\tb",
+           # where Python's splitlines breaks lines (a reader of the file may), and a lone surrogate
+           "x\u2028lxc.hook.pre-start=/tmp/x;#", "a\u2029b", "a\x85b", "a\udcffb"]
 
 
 @pytest.mark.parametrize("value", HOSTILE)
@@ -38,6 +40,19 @@ def test_mount_entries_escape_spaces_and_backslashes_as_lxc_reads_them() -> None
     assert len(entry.split()) == 6  # still the six fstab fields
     with pytest.raises(UnsafeValueError):
         lxc_config.mount_entry(Path("/home/ana/x\nlxc.hook.start = /bin/sh"), "/srv/a", "bind")
+
+
+def test_a_config_line_is_edited_as_lxc_reads_it(tmp_path: Path) -> None:
+    """A value with U+2028 in a config (written by hand or by an older tapers) stays one line
+    when tapers edits the config: it is never split into a key of its own."""
+    from tapers.backend.liblxc.backend import _edit_config
+
+    config = tmp_path / "config"
+    config.write_text("lxc.uts.name = web\nlxc.mount.entry = /x\u2028lxc.hook.pre-start=/tmp/pwn;# y none bind 0 0\n")
+    _edit_config(tmp_path, ("lxc.uts.name",), [("lxc.uts.name", "db")])
+    text = config.read_text()
+    assert text.count("\n") == 2 and "\nlxc.hook" not in text
+    assert [key for key, _ in lxc_config.parse(text)] == ["lxc.mount.entry", "lxc.uts.name"]
 
 
 def _target(**changes: str) -> SshTarget:
@@ -116,3 +131,17 @@ def test_a_forwarded_port_only_ever_catches_traffic_to_this_host(monkeypatch: py
     ports.install("tapers-p-web", forwards)
     rules = [line for line in scripts[0].splitlines() if line.startswith("add rule")]
     assert len(rules) == 6 and all("fib daddr type local" in rule for rule in rules)
+
+
+def test_a_listener_bound_to_a_device_holds_its_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """systemd-resolved's stub listens on 127.0.0.53%lo:53: a forward of 127.0.0.53:53 would
+    take the host's DNS into a machine. `ss` names the device after the address."""
+    import subprocess
+
+    from tapers.backend import forwards
+
+    listed = ("UNCONN 0 0 127.0.0.53%lo:53 0.0.0.0:* users:((\"systemd-resolve\",pid=321,fd=13))\n"
+              "UNCONN 0 0 [fe80::1%eth0]:5353 [::]:* users:((\"avahi\",pid=7,fd=3))\n")
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, listed, ""))
+    assert forwards.listening_process("127.0.0.53", 53, "udp") == "systemd-resolve (pid 321)"
+    assert forwards.listening_process("127.0.0.1", 53, "udp") is None

@@ -669,7 +669,7 @@ def _lowers(folder: Path) -> list[Path]:
 def _edit_config(folder: Path, drop: tuple[str, ...], add: list[tuple[str, str]]) -> None:
     """Replace the config lines whose key starts with one of `drop` by `add` (atomically)."""
     config = folder / "config"
-    kept = [line for line in config.read_text().splitlines() if not line.split("=")[0].strip().startswith(drop)]
+    kept = [line for line in lxc_config.lines(config.read_text()) if not line.split("=")[0].strip().startswith(drop)]
     _write_config(folder, lxc_config.render(add, config, header=tuple(kept)))
 
 
