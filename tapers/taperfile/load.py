@@ -9,6 +9,7 @@ validates again. Deleting the cache is always safe.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -61,6 +62,9 @@ def find_taperfile(start: Path | None = None, explicit: Path | None = None) -> P
             break  # like /tmp: anyone could have left a Taperfile there
         for name in paths.TAPERFILE_NAMES:
             candidate = folder / name
+            if candidate.is_symlink():  # (tapers may run as root: its errors would show what it points to)
+                raise TaperfileError(f"{display(candidate)} is a link: tapers reads no Taperfile through a link "
+                                     "it finds in a folder", hint=f"pass the real file: -f {candidate.resolve()}")
             if candidate.is_file():
                 return candidate
     raise TaperfileError(
@@ -85,7 +89,7 @@ def read_texts(path: Path) -> dict[Path, str]:
     """The Taperfile's text and its override's (when there is one), the Taperfile first."""
     texts = {path: _read(path)}
     override = path.parent / paths.OVERRIDE_NAME
-    if override.is_file():
+    if os.path.lexists(override):
         texts[override] = _read(override)
     return texts
 
@@ -141,11 +145,21 @@ def _validator_version() -> str:
 
 
 def _read(path: Path) -> str:
-    """The text, newlines as Python reads text files; never more than MAX_TEXT_BYTES of it."""
+    """The text, newlines as Python reads text files; never more than MAX_TEXT_BYTES of it.
+    A regular file, not through a link (tapers may run as root, and its errors quote what
+    it read: a link to /etc/shadow would show it), never waited on (a pipe)."""
+    import stat
+
     try:
-        with path.open("rb") as file:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise TaperfileError(f"{display(path)} is not a regular file: not a Taperfile tapers reads")
             data = file.read(MAX_TEXT_BYTES + 1)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise TaperfileError(f"{display(path)} is a link: tapers reads no Taperfile through a link",
+                                 hint="make it the file itself") from None
         raise TaperfileError(f"cannot read {display(path)}: {exc.strerror}") from None
     if len(data) > MAX_TEXT_BYTES:
         raise TaperfileError(

@@ -340,3 +340,45 @@ def test_aliases_of_long_text_are_bounded_by_the_text_they_expand_to() -> None:
             f"      - shell: {{inline: &b {big}, args: [{', '.join(['*b'] * 2000)}]}}\n")
     error, seconds = timed(text)
     assert "expand to more than 4 MiB of text" in error.message and seconds < 2
+
+
+SECRET = "root:$6$not-a-real-hash:19000:0:99999:7:::\n"
+
+
+def test_an_override_that_is_a_link_is_refused_and_what_it_points_to_never_shown(tmp_path: Path) -> None:
+    """A cloned repository's Taperfile.override.yaml -> /etc/shadow: tapers (as root, in CI)
+    would quote each of its lines in an error, in the public log."""
+    secret = tmp_path / "shadow"
+    secret.write_text(SECRET)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "Taperfile.yaml").write_text("version: 1\nmachines:\n  web: {}\n")
+    (project / "Taperfile.override.yaml").symlink_to(secret)
+    with pytest.raises(TaperfileError) as refused:
+        load_taperfile(project / "Taperfile.yaml")
+    assert "is a link" in refused.value.message and "not-a-real-hash" not in str(refused.value.message)
+
+
+def test_a_taperfile_found_in_a_folder_is_never_read_through_a_link(tmp_path: Path, monkeypatch, capsys) -> None:
+    from tapers.cli.main import run
+
+    secret = tmp_path / "shadow"
+    secret.write_text(SECRET)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "Taperfile.yaml").symlink_to(secret)
+    monkeypatch.chdir(project)
+    assert run(["status"]) == ExitCode.INVALID
+    err = capsys.readouterr().err
+    assert "is a link" in err and "-f " in err and "not-a-real-hash" not in err
+
+
+def test_a_pipe_for_an_override_is_refused_not_waited_on(tmp_path: Path) -> None:
+    import os
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "Taperfile.yaml").write_text("version: 1\nmachines:\n  web: {}\n")
+    os.mkfifo(project / "Taperfile.override.yaml")  # nobody ever writes it: a read would wait for good
+    with pytest.raises(TaperfileError, match="not a regular file"):
+        load_taperfile(project / "Taperfile.yaml")
