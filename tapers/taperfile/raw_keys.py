@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import re
 
-# liblxc: a key is allowed when it starts with one of these (and no refusal below matches first).
-LXC_ALLOWED = ("lxc.environment", "lxc.sysctl.", "lxc.prlimit.", "lxc.cgroup.", "lxc.cgroup2.", "lxc.cap.drop",
-               "lxc.tty.", "lxc.pty.", "lxc.signal.", "lxc.init.", "lxc.keyring.", "lxc.time.", "lxc.autodev")
+# liblxc: a key is allowed when it is one of these, or starts with one ending in a dot (and
+# no refusal below matches first).
+LXC_ALLOWED = ("lxc.environment", "lxc.environment.runtime", "lxc.sysctl.", "lxc.prlimit.", "lxc.cgroup.",
+               "lxc.cgroup2.", "lxc.cap.drop", "lxc.tty.", "lxc.pty.", "lxc.signal.", "lxc.init.", "lxc.time.",
+               "lxc.autodev", "lxc.autodev.")
 LXC_REFUSED = (  # (prefix, why), checked first
     ("lxc.cgroup.dir", "places the machine in host cgroups tapers chooses"),
     ("lxc.cgroup.relative", "places the machine in host cgroups tapers chooses"),
+    ("lxc.cgroup.cgroup.", "moves host processes into the machine's cgroup, or changes the cgroup tree"),
+    ("lxc.cgroup2.cgroup.", "moves host processes into the machine's cgroup, or changes the cgroup tree"),
+    ("lxc.keyring.", "would give the machine the host caller's session keyring (its keys)"),
     ("lxc.hook.", "runs a program on the host, as root"),
     ("lxc.mount", "mounts host paths into the machine: use `synced_folders:`"),
     ("lxc.include", "reads a file of the host as config"),
@@ -57,7 +62,9 @@ def lxc_refusal(key: str) -> str | None:
             return why
     if not LXC_KEY.fullmatch(key):
         return "is not an LXC config key (lxc.a.b, lowercase)"
-    if key.startswith(LXC_ALLOWED):
+    if key.startswith(("lxc.cgroup.", "lxc.cgroup2.")) and key.rpartition(".")[2] in ("procs", "tasks", "threads"):
+        return "moves host processes into the machine's cgroup"
+    if any(key == allowed or (allowed.endswith(".") and key.startswith(allowed)) for allowed in LXC_ALLOWED):
         return None
     return f"is not among the keys tapers passes through ({_listed(LXC_ALLOWED)})"
 

@@ -14,7 +14,8 @@ from tests.unit.test_plan import KEY, BOX, container, machines, observed
 
 @pytest.mark.parametrize("key", ["lxc.environment", "lxc.sysctl.net.ipv4.ip_forward", "lxc.prlimit.nofile",
                                  "lxc.cgroup2.devices.allow", "lxc.cgroup2.memory.high", "lxc.cap.drop",
-                                 "lxc.signal.halt", "lxc.tty.max"])
+                                 "lxc.signal.halt", "lxc.tty.max", "lxc.environment.runtime", "lxc.autodev",
+                                 "lxc.autodev.tmpfs.size"])
 def test_keys_that_act_inside_the_machine_pass(key: str) -> None:
     assert lxc_refusal(key) is None
 
@@ -35,6 +36,13 @@ def test_keys_that_act_inside_the_machine_pass(key: str) -> None:
     ("lxc.cap.keep", "confinement"),
     ("lxc.cgroup.dir.container", "host cgroups"),
     ("lxc.ephemeral", "not among the keys tapers passes through"),
+    ("lxc.cgroup2.cgroup.procs", "moves host processes"),
+    ("lxc.cgroup.cgroup.procs", "moves host processes"),
+    ("lxc.cgroup2.cgroup.subtree_control", "changes the cgroup tree"),
+    ("lxc.cgroup.tasks", "moves host processes"),
+    ("lxc.cgroup.cpuset.tasks", "moves host processes"),
+    ("lxc.keyring.session", "session keyring"),
+    ("lxc.environment.hooks", "not among the keys tapers passes through"),
     ("LXC.environment", "not an LXC config key"),
 ])
 def test_keys_that_act_on_the_host_are_refused_with_why(key: str, why: str) -> None:
