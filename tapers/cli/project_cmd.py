@@ -127,17 +127,19 @@ def trust(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="approve without asking (you read them already)")] = False,
 ) -> None:
     """Show what the Taperfile runs on this host (its triggers' commands, its ansible plays)
-    and approve it (a Taperfile may come from anyone, and machines can write the project
-    folder); any change to it asks again."""
+    and the folders outside the project it lets machines write, and approve it (a Taperfile
+    may come from anyone, and machines can write the project folder); any change asks again."""
     from tapers.engine import triggers, trust
 
     project = open_project(ctx)
-    items = [*triggers.host_commands(project), *trust.plays(project, causes=_step_causes(project))]
+    items = [*triggers.host_commands(project), *trust.plays(project, causes=_step_causes(project)),
+             *trust.shared_folders(project)]
     if not items:
-        output.say("the Taperfile runs nothing on this host: nothing to approve")
+        output.say("the Taperfile runs nothing on this host and shares no folder outside the project for machines "
+                   "to write: nothing to approve")
         return
     output.say(f"{project.loaded.path} runs this on this host, as you, in {project.root} "
-               "(what a command runs from there is not covered):")
+               "(what a command runs from there is not covered), and shares these folders:")
     for item in items:
         output.say(f"  {item.describe()}")
     if not yes:

@@ -148,19 +148,24 @@ def status_plan(project: Project, backend: Backend, observed: Observed) -> Plan:
 
 def check_steps(plan: Plan, project: Project, prompts: Prompts | None = None) -> None:
     """Before anything changes: the host has what the planned steps need (e.g. ansible), and
-    the person approved the plays that will run on it (`tapers trust`)."""
+    the person approved the plays that will run on it and the folders outside the project
+    that machines it makes (or changes) will write (`tapers trust`)."""
     from tapers.provision import check_host_tools
 
     steps = [(a.subject, project.loaded.machine(a.subject).provision[a.step - 1]) for a in plan.actions
              if a.kind is Kind.PROVISION]
     check_host_tools({step.kind for _, step in steps})
     plays = {(machine, step.key) for machine, step in steps if step.kind == "ansible"}
-    if plays:
+    mounting = {a.subject for a in plan.actions if a.kind in (Kind.CREATE, Kind.RECREATE, Kind.RECONFIGURE)}
+    if plays or any(not s.readonly for name in mounting for s in project.loaded.machine(name).synced):
         from tapers.engine import trust
 
-        approving = trust.plays(project, plays, trust.causes_of(plan, project))
-        for play in approving:
-            trust.require_out_of_reach(project, play)
+        approving: list[Any] = trust.shared_folders(project, mounting) if mounting else []
+        if plays:
+            played = trust.plays(project, plays, trust.causes_of(plan, project))
+            for play in played:
+                trust.require_out_of_reach(project, play)
+            approving += played
         trust.require(project, approving, prompts)
 
 

@@ -78,6 +78,40 @@ class HostPlay:
         return text
 
 
+class SharedFolder:
+    """A synced folder outside the project that machines may write: a machine (or `curl | sh`
+    in it) can change what is there, and the person uses it on the host (a `~/bin` on
+    their PATH, another repository's git hooks)."""
+
+    def __init__(self, machine: str, folder: Path, guest: str) -> None:
+        self.machine = machine
+        self.folder = folder
+        self.identity = f"folder {machine} {guest}"
+        body = json.dumps(["folder", machine, str(folder), guest])
+        self.digest = digests.sha256(body.encode()).hexdigest()
+        self.guest = guest
+
+    def describe(self) -> str:
+        from tapers.taperfile.units import printable
+
+        return (f"`{self.machine}` may write {printable(str(self.folder))} on this host (at {printable(self.guest)}): "
+                "what a machine puts there is used as your files")
+
+
+def shared_folders(project: Project, names: set[str] | None = None) -> list[SharedFolder]:
+    """The writable synced folders outside the project folder (of the machines `names`)."""
+    root = project.root.resolve()
+    found = []
+    for machine in project.machines:
+        if names is not None and machine.name not in names:
+            continue
+        for synced in machine.synced:
+            folder = (project.root / synced.host).resolve()
+            if not synced.readonly and not folder.is_relative_to(root):
+                found.append(SharedFolder(machine.name, folder, synced.guest))
+    return found
+
+
 def _is_setting(name: str) -> bool:
     from tapers.provision.ansible import SETTINGS
 
@@ -146,7 +180,8 @@ def require(project: Project, items: list[Any], prompts: Any = None) -> None:
     pending = [item for item in items if item.digest not in known]
     if not pending:
         return
-    what = "the Taperfile runs code on this host, as you, that you haven't approved (or that changed since):" + "".join(
+    what = ("the Taperfile runs code on this host, as you, or lets machines write folders outside the project, "
+            "that you haven't approved (or that changed since):") + "".join(
         f"\n  {item.describe()}" for item in pending)
     if prompts is not None and prompts.can_ask():
         from tapers.errors import TapersError

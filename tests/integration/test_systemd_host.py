@@ -83,6 +83,7 @@ def test_a_user_runs_machines_on_a_host_whose_init_is_systemd(project, box_home,
                 f"      - {{host: {code}, guest: /opt/tapers, readonly: true}}\n"
                 f"      - {{host: {shared['box']}, guest: /srv/box, readonly: true}}\n"
                 f"      - {{host: {shared['tapers']}, guest: /srv/tapers}}\n")
+            project.tapers("trust", "--yes").ok()  # (a folder outside the project, writable by the machine)
             project.tapers("up").ok()
             host.address = json.loads(project.tapers("status", "--json").ok().out)["machines"][0]["address"]
             wait_for(lambda: host.root("systemctl is-system-running").out.strip() in ("running", "degraded"), 60,

@@ -180,3 +180,29 @@ def test_approvals_kept_by_an_older_tapers_still_count(tmp_path: Path, monkeypat
     store.write_text(json.dumps({trust._key(project): [play.digest]}))
     store.chmod(0o600)
     trust.require(project, [play])
+
+
+def test_a_folder_outside_the_project_that_machines_may_write_needs_approval(tmp_path: Path, monkeypatch) -> None:
+    """`~/bin` shared writable: a machine could put a `sudo` there that the person runs next.
+    Read-only, or inside the project, it needs none."""
+    from tapers.engine import check_steps
+    from tapers.engine.plan import Action, Kind, Plan
+
+    folder = _project(tmp_path, monkeypatch)
+    outside = tmp_path / "bin"
+    outside.mkdir()
+    (folder / "Taperfile.yaml").write_text(
+        f"version: 1\nmachines:\n  web:\n    synced_folders:\n      - {{host: {outside}, guest: /b}}\n"
+        "      - {host: ./src, guest: /src}\n")
+    project = open_project(folder / "Taperfile.yaml")
+    plan = Plan((Action(Kind.CREATE, "web", "not created"),))
+    with pytest.raises(TriggerError, match="haven't approved") as refused:
+        check_steps(plan, project)
+    assert f"`web` may write {outside} on this host (at /b)" in refused.value.message
+    assert "/src" not in refused.value.message
+    check_steps(Plan((Action(Kind.START, "web", "stopped"),)), project)  # (approved when it was made)
+    trust.approve(project, trust.shared_folders(project))
+    check_steps(plan, project)
+    (folder / "Taperfile.yaml").write_text(
+        f"version: 1\nmachines:\n  web:\n    synced_folders: [{{host: {outside}, guest: /b, readonly: true}}]\n")
+    check_steps(plan, open_project(folder / "Taperfile.yaml"))
