@@ -124,16 +124,27 @@ def require_out_of_reach(project: Project, play: HostPlay) -> None:
     approved)."""
     from tapers.errors import ProvisionError
 
+    from tapers.provision import ansible_inputs
+
     writable = {(project.root / s.host).resolve() for m in project.machines for s in m.synced if not s.readonly}
-    for name in play.inputs:
-        if name.startswith("/"):
-            folder = next((f for f in writable if Path(name).is_relative_to(f)), None)
-            if folder is not None:
-                raise ProvisionError(
-                    f"`{play.machine}` {play.step.label}: the play reads {name}, in the synced folder {folder}, which "
-                    "machines can write; it runs on this host, so it may not",
-                    hint="keep the play's files in the project folder (they are copied for the play as approved), "
-                    "or make that synced folder `readonly: true`")
+    root = project.root.resolve()
+    options = play.step.options
+    # What it reads, and what ansible-playbook loads and runs from where it is (the copy of
+    # the project holds only what is in the project): the ansible.cfg's plugins, modules,
+    # vault password program and ssh, and the step's vault password file.
+    used = [Path(name) for name in play.inputs if name.startswith("/")]
+    loaded = ansible_inputs.host_code_paths(ansible_inputs.config_file(project.root, options))
+    if options.get("vault_password_file"):
+        loaded.append(ansible_inputs.expand(str(options["vault_password_file"]), project.root).resolve())
+    used += [path for path in loaded if not path.is_relative_to(root)]
+    for path in used:
+        folder = next((f for f in writable if path.is_relative_to(f)), None)
+        if folder is not None:
+            raise ProvisionError(
+                f"`{play.machine}` {play.step.label}: the play reads or runs {path}, in the synced folder {folder}, "
+                "which machines can write; it runs on this host, so it may not",
+                hint="keep the play's files in the project folder (they are copied for the play as approved), "
+                "or make that synced folder `readonly: true`")
 
 
 def plays(project: Project, wanted: set[tuple[str, str]] | None = None,

@@ -58,8 +58,8 @@ def config_file(root: Path, options: dict[str, Any]) -> Path | None:
     `config_file`, else ANSIBLE_CONFIG, ./ansible.cfg, ~/.ansible.cfg, /etc/ansible/ansible.cfg."""
     if options.get("config_file"):
         return (root / options["config_file"]).resolve()
-    candidates = [_expand(os.environ["ANSIBLE_CONFIG"], root)] if os.environ.get("ANSIBLE_CONFIG") else []
-    candidates += [root / "ansible.cfg", _expand("~/.ansible.cfg", root), Path("/etc/ansible/ansible.cfg")]
+    candidates = [expand(os.environ["ANSIBLE_CONFIG"], root)] if os.environ.get("ANSIBLE_CONFIG") else []
+    candidates += [root / "ansible.cfg", expand("~/.ansible.cfg", root), Path("/etc/ansible/ansible.cfg")]
     for path in candidates:
         path = path / "ansible.cfg" if path.is_dir() else path
         if path.is_file():
@@ -86,6 +86,29 @@ def search_path(config: Path | None, keys: tuple[str, ...], env: tuple[str, ...]
     return _split(os.pathsep.join(default), cwd)
 
 
+# ansible.cfg settings that name what ansible-playbook loads and runs on the host (plugins,
+# modules, the vault password program, ssh): (section, key).
+HOST_CODE_SETTINGS = tuple(("defaults", key) for key in (
+    "action_plugins", "become_plugins", "cache_plugins", "callback_plugins", "cliconf_plugins", "connection_plugins",
+    "doc_fragment_plugins", "filter_plugins", "httpapi_plugins", "inventory_plugins", "library", "lookup_plugins",
+    "module_utils", "netconf_plugins", "strategy_plugins", "terminal_plugins", "test_plugins", "vars_plugins",
+    "vault_password_file", "roles_path", "collections_path", "collections_paths",
+)) + (("ssh_connection", "ssh_executable"),)
+
+
+def host_code_paths(config: Path | None) -> list[Path]:
+    """The paths the ansible.cfg's HOST_CODE_SETTINGS name (relative to it)."""
+    if config is None:
+        return []
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read_string(small_file(config).decode("utf-8"))
+    except (configparser.Error, OSError, UnicodeDecodeError, TapersError):
+        return []
+    return [path for section, key in HOST_CODE_SETTINGS if parser.has_option(section, key)
+            for path in _split(parser.get(section, key), config.parent)]
+
+
 def roles_path(config: Path | None, cwd: Path) -> list[Path]:
     return search_path(config, ("roles_path",), ("ANSIBLE_ROLES_PATH",), DEFAULT_ROLES, cwd)
 
@@ -106,10 +129,10 @@ def small_file(path: Path) -> bytes:
 
 
 def _split(value: str, base: Path) -> list[Path]:
-    return [_expand(part, base).resolve() for part in value.split(os.pathsep) if part.strip()]
+    return [expand(part, base).resolve() for part in value.split(os.pathsep) if part.strip()]
 
 
-def _expand(written: str, base: Path) -> Path:
+def expand(written: str, base: Path) -> Path:
     """A path as ansible-playbook reads it: `~` is the home of whoever it runs as (under
     sudo, the user who ran sudo, not root), a relative path is relative to `base`."""
     if written == "~" or written.startswith("~/"):

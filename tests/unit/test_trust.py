@@ -104,6 +104,37 @@ def test_a_play_file_in_a_writable_synced_folder_outside_the_project_is_refused(
     trust.require_out_of_reach(project, trust.plays(project)[0])  # read-only in the machines: fine
 
 
+@pytest.mark.parametrize("how", ["callback_plugins", "vault_password_file", "ssh_executable", "the step's vault file"])
+def test_what_a_play_runs_from_a_writable_synced_folder_outside_the_project_is_refused(
+        how: str, tmp_path: Path, monkeypatch) -> None:
+    """ansible-playbook loads plugins and runs the vault password program and ssh from where
+    they are: in a folder machines can write, a machine would change them after approval."""
+    from tapers.errors import ProvisionError
+
+    folder = _project(tmp_path, monkeypatch)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "pw.sh").write_text("#!/bin/sh\necho secret\n")
+    settings = {"callback_plugins": f"[defaults]\ncallback_plugins = {shared}\n",
+                "vault_password_file": f"[defaults]\nvault_password_file = {shared}/pw.sh\n",
+                "ssh_executable": f"[ssh_connection]\nssh_executable = {shared}/ssh\n"}
+    step = "{playbook: site.yml, extra_vars: {port: 80}}"
+    if how in settings:
+        (folder / "ansible.cfg").write_text(settings[how])
+    else:
+        step = f"{{playbook: site.yml, vault_password_file: {shared}/pw.sh}}"
+    taperfile = (f"version: 1\nmachines:\n  web:\n    synced_folders: [{{host: {shared}, guest: /shared}}]\n"
+                 f"    provision:\n      - ansible: {step}\n")
+    (folder / "Taperfile.yaml").write_text(taperfile)
+    project = open_project(folder / "Taperfile.yaml")
+    (play,) = trust.plays(project)
+    with pytest.raises(ProvisionError, match="reads or runs .*shared.*which machines can write"):
+        trust.require_out_of_reach(project, play)
+    (folder / "Taperfile.yaml").write_text(taperfile.replace("guest: /shared}", "guest: /shared, readonly: true}"))
+    project = open_project(folder / "Taperfile.yaml")
+    trust.require_out_of_reach(project, trust.plays(project)[0])  # read-only in the machines: fine
+
+
 class _Asked:
     def __init__(self, answer: bool, terminal: bool = True) -> None:
         self.answer, self.terminal, self.shown = answer, terminal, []
