@@ -73,6 +73,7 @@ def tree_digest(rootfs: Path, first_way: bool = False) -> str:
     import hashlib
 
     digest = hashlib.sha256()
+    rootfs = Path(os.path.realpath(rootfs))  # (a cached box's rootfs is a link into the store)
     top = rootfs.lstat()
     if not first_way:
         digest.update(f"\0{top.st_mode}\0{top.st_uid}\0{top.st_gid}\0{_attributes(rootfs)}\n".encode())

@@ -45,3 +45,25 @@ def test_a_tapers_others_can_change_gets_no_boot_hook(how: str, tmp_path: Path, 
 
 def test_this_tapers_of_root_s_may_install_it() -> None:
     assert boot_hook.changeable_by_others() == ""
+
+
+def test_a_read_only_mount_of_someone_else_s_files_may_hold_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Code shared into a machine read-only (tapers' own test of a systemd host does so): no
+    one can change it there, whoever owns the files."""
+    import subprocess
+
+    source, code = tmp_path / "source", tmp_path / "code"
+    (source / "bin").mkdir(parents=True)
+    code.mkdir()
+    os.chmod(tmp_path, 0o755)
+    (source / "bin" / "python").symlink_to(sys.executable)
+    os.chown(source, 4242, 4242)
+    subprocess.run(["mount", "--bind", str(source), str(code)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(code)], check=True)
+        monkeypatch.setattr(sys, "executable", str(code / "bin" / "python"))
+        assert boot_hook.changeable_by_others() == ""
+    finally:
+        subprocess.run(["umount", str(code)], check=True)
+    monkeypatch.setattr(sys, "executable", str(source / "bin" / "python"))
+    assert boot_hook.changeable_by_others() == str(source)

@@ -87,3 +87,12 @@ def test_a_box_cached_with_the_first_digest_still_verifies(tmp_path: Path) -> No
     assert tree_digest_like(root, recorded) == recorded
     (root / "usr/bin/python3").write_bytes(b"changed")
     assert tree_digest_like(root, recorded) != recorded
+
+
+def test_a_box_verifies_through_its_link_into_the_store(fake_box_home: Path) -> None:
+    """`tapers box verify` reads the files where a cached box's rootfs link leads: the digest
+    is the one made before the files moved into the store."""
+    box = add(fake_box_home, "team/a", "1", "same\n")
+    found = find_box("team/a")
+    assert (box / "rootfs").is_symlink()
+    assert tree_digest_like(found.rootfs, found.meta["tree"]) == found.meta["tree"]
