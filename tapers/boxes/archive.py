@@ -56,6 +56,11 @@ class _StrictTarFile(tarfile.TarFile):
         else:
             os.link(tarinfo._link_target, targetpath, follow_symlinks=False)  # type: ignore[attr-defined]
 
+    def makelink_with_filter(self, tarinfo: tarfile.TarInfo, targetpath: str, *rest: object) -> None:
+        """What newer Pythons (3.11.13, 3.12.11, 3.13.4 and later) call in place of makelink,
+        with the same fallback: the same strict links instead."""
+        self.makelink(tarinfo, targetpath)
+
 
 def open_archive(path: Path) -> tarfile.TarFile:
     return _StrictTarFile.open(path, tarinfo=BoundedTarInfo)

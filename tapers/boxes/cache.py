@@ -94,6 +94,8 @@ def tree_digest(rootfs: Path, first_way: bool = False) -> str:
                 if first != relative and not first_way:
                     digest.update(f"\0link to {first}".encode())
                     continue
+                if not first_way:  # (its length first: one file's bytes can't pass for the entries after it)
+                    digest.update(f"{st.st_size}\0".encode())
                 with path.open("rb") as handle:
                     while chunk := handle.read(1 << 20):
                         digest.update(chunk)

@@ -96,3 +96,15 @@ def test_a_box_verifies_through_its_link_into_the_store(fake_box_home: Path) -> 
     found = find_box("team/a")
     assert (box / "rootfs").is_symlink()
     assert tree_digest_like(found.rootfs, found.meta["tree"]) == found.meta["tree"]
+
+
+def test_one_file_cant_pass_for_the_entries_after_it(tmp_path: Path) -> None:
+    two, one = tmp_path / "two", tmp_path / "one"
+    two.mkdir()
+    one.mkdir()
+    (two / "a").write_bytes(b"x")
+    (two / "b").write_bytes(b"y")
+    st = (two / "b").stat()
+    (one / "a").write_bytes(b"x\n" + f"b\0{st.st_mode}\0{st.st_uid}\0{st.st_gid}\0\0".encode() + b"y")
+    os.chmod(one, (two).stat().st_mode)
+    assert tree_digest(one) != tree_digest(two)
