@@ -157,10 +157,10 @@ def check_steps(plan: Plan, project: Project, prompts: Prompts | None = None) ->
     check_host_tools({step.kind for _, step in steps})
     plays = {(machine, step.key) for machine, step in steps if step.kind == "ansible"}
     mounting = {a.subject for a in plan.actions if a.kind in (Kind.CREATE, Kind.RECREATE, Kind.RECONFIGURE)}
-    if plays or any(not s.readonly for name in mounting for s in project.loaded.machine(name).synced):
+    if plays or mounting:
         from tapers.engine import trust
 
-        approving: list[Any] = trust.shared_folders(project, mounting) if mounting else []
+        approving: list[Any] = trust.shared_folders(project, mounting)
         if plays:
             played = trust.plays(project, plays, trust.causes_of(plan, project))
             for play in played:
