@@ -33,6 +33,34 @@ def invoker() -> tuple[int, int]:
     return os.geteuid(), os.getegid()
 
 
+def invoker_may_read(path: Path, st: os.stat_result) -> bool:
+    """Whether the person running tapers could read the file `path` (whose stat is `st`)
+    themselves, by its mode bits and the folders' on its way (ACLs aside). Always, unless
+    root runs it for someone (sudo): root reads anything, and tapers' errors quote what it
+    read (`sudo tapers -f /etc/shadow` would show the hashes)."""
+    if os.geteuid() != 0:
+        return True
+    uid, gid = invoker()
+    if uid == 0:
+        return True
+    groups: list[int] = []
+
+    def allows(st: os.stat_result, bit: int) -> bool:
+        if st.st_uid == uid:
+            return bool(st.st_mode >> 6 & bit)
+        if not groups:
+            import pwd
+
+            try:
+                groups.extend(os.getgrouplist(pwd.getpwuid(uid).pw_name, gid))
+            except KeyError:
+                groups.append(gid)
+        return bool(st.st_mode >> (3 if st.st_gid in groups else 0) & bit)
+
+    folders = Path(os.path.abspath(path)).parents
+    return allows(st, 4) and all(allows(os.stat(folder), 1) for folder in folders)
+
+
 def _elevated_by() -> tuple[int, int]:
     """Who ran pkexec (PKEXEC_UID) or doas (DOAS_USER), as their account says; refused when
     it can't be told (tapers would otherwise take root for them)."""

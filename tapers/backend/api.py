@@ -90,7 +90,7 @@ class Mount(NamedTuple):
     target: str  # absolute path in the guest
     readonly: bool = False
     # (guest uid, host uid, guest gid, host gid) swapped through an idmapped mount, so the
-    # login user owns the folder owner's files; None when they are already the same ids.
+    # login user owns the person's (or folder owner's) files; None when already the same ids.
     idmap: tuple[int, int, int, int] | None = None
 
 

@@ -119,7 +119,10 @@ def bind(
         if flags:
             attr = _MountAttr(flags, 0, 0, max(userns, 0))
             _check(
-                _libc.syscall(_SYS_MOUNT_SETATTR, tree, b"", _AT_EMPTY_PATH, ctypes.byref(attr), ctypes.sizeof(attr)),
+                # every mount of the cloned tree: one mounted inside the folder is as read-only,
+                # as mapped and as inert as the folder itself
+                _libc.syscall(_SYS_MOUNT_SETATTR, tree, b"", _AT_EMPTY_PATH | _AT_RECURSIVE, ctypes.byref(attr),
+                              ctypes.sizeof(attr)),
                 "give an id mapping to" if uid_map else "make read-only", source,
             )
         _check(

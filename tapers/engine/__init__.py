@@ -18,7 +18,7 @@ from tapers.errors import StateError, TaperfileError
 from tapers.events import Reporter
 from tapers.profile import phase
 from tapers.engine.observe import Observed, observe
-from tapers.engine.plan import Kind, Plan, plan_up
+from tapers.engine.plan import STARTS, Kind, Plan, plan_up
 from tapers.project import Project
 from tapers.taperfile import Machine
 
@@ -146,17 +146,20 @@ def status_plan(project: Project, backend: Backend, observed: Observed) -> Plan:
                    legacy=legacy_fingerprints(project, machines, observed))
 
 
-def check_steps(plan: Plan, project: Project, prompts: Prompts | None = None) -> None:
+def check_steps(plan: Plan, project: Project, prompts: Prompts | None = None,
+                mounting: set[str] | None = None) -> None:
     """Before anything changes: the host has what the planned steps need (e.g. ansible), and
     the person approved the plays that will run on it and the folders outside the project
-    that machines it makes (or changes) will write (`tapers trust`)."""
+    that machines it makes, changes or starts will write (those of `mounting`, when given;
+    `tapers trust`)."""
     from tapers.provision import check_host_tools
 
     steps = [(a.subject, project.loaded.machine(a.subject).provision[a.step - 1]) for a in plan.actions
              if a.kind is Kind.PROVISION]
     check_host_tools({step.kind for _, step in steps})
     plays = {(machine, step.key) for machine, step in steps if step.kind == "ansible"}
-    mounting = {a.subject for a in plan.actions if a.kind in (Kind.CREATE, Kind.RECREATE, Kind.RECONFIGURE)}
+    if mounting is None:
+        mounting = {a.subject for a in plan.actions if a.kind in (*STARTS, Kind.RECONFIGURE)}
     if plays or mounting:
         from tapers.engine import trust
 
@@ -253,12 +256,18 @@ class Engine:
 
     def reload(self, names: list[str] | None, yes: bool = False, timeout: float = 60.0) -> None:
         """Halt, then up: every change in the Taperfile applied."""
+        from tapers.engine.access import project_key
         from tapers.engine.plan import plan_halt, with_triggers
 
         self._require_host()
         self._require_trust("reload")
         with self._locked("reload"):
             machines, observed = self.project.select(names), self._observe()
+            # What its up will need approved, asked before anything halts (the panel can't
+            # ask: a refusal there must leave the machines running).
+            key = project_key(self.project)
+            up, _ = up_plan(self.project, self.backend, observed, names, key, "auto", event=None, use_cache=False)
+            check_steps(up, self.project, self.prompts, mounting={m.name for m in machines})
             halt = plan_halt(machines, observed)
             self._apply(with_triggers(halt, "reload", machines, observed, ("before",)))
             halted = set(halt.subjects())  # the others' before-reload triggers go ahead of their up

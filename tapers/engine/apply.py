@@ -396,7 +396,7 @@ def _make(name: str, ctx: Context, start: Start | None, layers: tuple[Path, ...]
     if backend.copy_mode() == "copy":
         ctx.reporter.line(name, "no overlayfs on this host: copying the box (slower, uses more disk; see `tapers doctor`)")
     host_key = keys.generate(comment=container)
-    mounts = setup.mounts(ctx.project.root, machine, box.user["uid"], box.user["gid"], machine.privileged, ctx.reporter)
+    mounts = setup.mounts(ctx.project, machine, box.user["uid"], box.user["gid"], machine.privileged, ctx.reporter)
     private = tuple(backend.network.private(address) for address in machine.private_ips)
     from tapers import locks
 
@@ -572,7 +572,7 @@ def _reconfigure(name: str, ctx: Context) -> None:
     container = ctx.project.container(name)
     private = tuple(ctx.backend.network.private(address) for address in machine.private_ips)
     record = _record_of(ctx, container)
-    mounts = setup.mounts(ctx.project.root, machine, record.uid, record.gid, privileged_was(record), ctx.reporter)
+    mounts = setup.mounts(ctx.project, machine, record.uid, record.gid, privileged_was(record), ctx.reporter)
     ctx.backend.reconfigure(container, machine.hostname, private, mounts, setup.hostname_files(machine), machine.nesting,
                             machine.raw)
     _record_applied(ctx, container, machine, RESTART_KEYS, hosts=setup.hosts_digest(machine))

@@ -13,6 +13,7 @@ from tapers.backend.api import GuestFile, Mount
 from tapers.boxes.cache import Box
 from tapers.errors import StateError
 from tapers.paths import PROJECT_STATE_DIR
+from tapers.project import Project
 from tapers.record import BoxRef, Record
 from tapers.events import Reporter
 from tapers.engine.settings import desired_settings
@@ -118,12 +119,18 @@ def host_folders(root: Path, machine: Machine, reporter: Reporter) -> list[Path]
 MASK = "mask"  # in `.tapers/`: the empty folder machines see in its place
 
 
-def mounts(root: Path, machine: Machine, guest_uid: int, guest_gid: int, privileged: bool,
+def mounts(project: Project, machine: Machine, guest_uid: int, guest_gid: int, privileged: bool,
            reporter: Reporter) -> tuple[Mount, ...]:
-    """Synced folders as mounts; idmapped when the folder's owner is not the login user (on
-    an unprivileged machine always: its login user is a host uid of its own)."""
+    """Synced folders as mounts, idmapped so that the login user's files are those of the
+    person root acts for (see host_folders.sharer), or else the folder owner's; on an
+    unprivileged machine always (its login user is a host uid of its own). A writable one
+    outside the project is checked against the person's approval here, on the very path
+    mounted (a link in the project could have changed where it leads since the plan)."""
+    from tapers.engine import trust
     from tapers.host_folders import out_of_reach, sharer
 
+    root = project.root
+    inside = root.resolve()
     result = []
     state = (root / PROJECT_STATE_DIR).resolve()
     person = sharer(root)
@@ -132,6 +139,8 @@ def mounts(root: Path, machine: Machine, guest_uid: int, guest_gid: int, privile
             raise StateError(f"machine `{machine.name}`: the synced folder {folder} is in the project's "
                              f"{PROJECT_STATE_DIR}/, which is tapers' (the project key is there); refused",
                              hint="sync another folder")
+        if not synced.readonly and not folder.is_relative_to(inside):
+            trust.require_approved(project, trust.SharedFolder(machine.name, folder, synced.guest))
         st = folder.stat()
         readonly = synced.readonly
         if not privileged and 0 in (st.st_uid, st.st_gid) and not readonly:
@@ -151,8 +160,11 @@ def mounts(root: Path, machine: Machine, guest_uid: int, guest_gid: int, privile
         if why is not None:
             raise StateError(f"machine `{machine.name}`: the synced folder {folder} can't be shared: {why}",
                              hint="share a folder that user may read (and write, or set `readonly: true` on it)")
-        same = privileged and (st.st_uid, st.st_gid) == (guest_uid, guest_gid)
-        result.append(Mount(folder, synced.guest, readonly, None if same else (guest_uid, st.st_uid, guest_gid, st.st_gid)))
+        # What the login user writes there is the person's (root acting for someone: never
+        # the folder owner's, who may be another user that left it open to them), else the owner's.
+        host_uid, host_gid = (person.uid, person.gid) if person is not None else (st.st_uid, st.st_gid)
+        same = privileged and (host_uid, host_gid) == (guest_uid, guest_gid)
+        result.append(Mount(folder, synced.guest, readonly, None if same else (guest_uid, host_uid, guest_gid, host_gid)))
     return tuple(result) + _masks(state, tuple(result), guest_uid, guest_gid, privileged)
 
 

@@ -153,8 +153,15 @@ def _read(path: Path) -> str:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         with os.fdopen(fd, "rb") as file:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
                 raise TaperfileError(f"{display(path)} is not a regular file: not a Taperfile tapers reads")
+            if os.geteuid() == 0:
+                from tapers.project_files import invoker_may_read
+
+                if not invoker_may_read(path, st):
+                    raise TaperfileError(f"cannot read {display(path)}: you may not read it (tapers runs as root "
+                                         "for you, and reads only what you could)")
             data = file.read(MAX_TEXT_BYTES + 1)
     except OSError as exc:
         if exc.errno == errno.ELOOP:

@@ -65,8 +65,14 @@ def _read_bounded(path: Path) -> str:
 
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise OSError("not a regular file")
+        if os.geteuid() == 0:
+            from tapers.project_files import invoker_may_read
+
+            if not invoker_may_read(path, st):
+                raise OSError("you may not read it (tapers runs as root for you, and reads only what you could)")
         data = file.read(MAX_ENV_BYTES + 1)
     if len(data) > MAX_ENV_BYTES:
         raise OSError(f"larger than {MAX_ENV_BYTES // 1024} KiB")

@@ -80,7 +80,7 @@ def test_a_user_runs_machines_on_a_host_whose_init_is_systemd(project, box_home,
             project.write(
                 f"machines:\n  host:\n    box: {box}\n    privileged: true\n    nesting: true\n"
                 "    synced_folders:\n"
-                f"      - {{host: {code}, guest: /opt/tapers, readonly: true}}\n"
+                f"      - {{host: {code}, guest: /srv/code, readonly: true}}\n"
                 f"      - {{host: {shared['box']}, guest: /srv/box, readonly: true}}\n"
                 f"      - {{host: {shared['tapers']}, guest: /srv/tapers}}\n")
             project.tapers("trust", "--yes").ok()  # (a folder outside the project, writable by the machine)
@@ -89,6 +89,8 @@ def test_a_user_runs_machines_on_a_host_whose_init_is_systemd(project, box_home,
             wait_for(lambda: host.root("systemctl is-system-running").out.strip() in ("running", "degraded"), 60,
                      "systemd in the host machine to finish starting")
             host.root(SPLIT_CPU).ok()
+            # tapers as a host's root installs it: in a folder of root's (its boot hook runs it)
+            host.root("cp -a /srv/code /opt/tapers && chown -R 0:0 /opt/tapers").ok()
             _the_user_runs_machines(host)
     finally:
         shutil.rmtree(code, ignore_errors=True)

@@ -124,3 +124,27 @@ def test_a_staged_synced_folder_is_reached_by_the_machine_only(tmp_path: Path, r
         staging.release("tapers-x-web")
     assert not (run_dir / "mounts" / "tapers-x-web").exists()
     assert (project / "app.py").read_text() == "secret = 1\n"
+
+
+def test_a_folder_mounted_inside_a_synced_folder_is_as_read_only_and_inert(tmp_path: Path, run_dir: Path) -> None:
+    """A mount under the synced folder comes along (the bind is recursive): it must not come
+    writable, or with its setuid bits counting, when the folder is shared read-only."""
+    from tapers.backend import idmap
+
+    project, view = tmp_path / "shop", tmp_path / "view"
+    (project / "inner").mkdir(parents=True)
+    view.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "inner", str(project / "inner")], check=True)
+    try:
+        _setuid_id(project / "inner", 0)
+        idmap.bind(project, view, [(0, 0, 4294967295)], None, readonly=True, inert=True)
+        try:
+            assert {"ro", "nosuid", "nodev"} <= _options(view / "inner")
+            with pytest.raises(OSError, match="Read-only"):
+                (view / "inner" / "planted").write_text("x")
+            assert _euid_when_run(view / "inner" / "tool") == str(NOBODY)
+        finally:
+            subprocess.run(["umount", "-R", str(view)], check=True)
+    finally:
+        subprocess.run(["umount", str(project / "inner")], check=True)
+    assert not (project / "inner" / "planted").exists()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tapers.engine import machine_setup
+from tapers.engine import machine_setup, trust
 from tapers.errors import StateError
 from tapers.events import SilentReporter
 from tapers.project import open_project
@@ -51,7 +51,8 @@ def _homes(tmp_path: Path) -> dict[str, Path]:
 def _mounts(project: Path, synced: str, privileged: bool = False) -> tuple:
     (project / "Taperfile.yaml").write_text(f"version: 1\nmachines:\n  web:\n    synced_folders: [{synced}]\n")
     loaded = open_project(project / "Taperfile.yaml")
-    return machine_setup.mounts(loaded.root, loaded.machines[0], 1000, 1000, privileged, SilentReporter())
+    trust.approve(loaded, trust.shared_folders(loaded))  # (what test_trust covers: not asked here)
+    return machine_setup.mounts(loaded, loaded.machines[0], 1000, 1000, privileged, SilentReporter())
 
 
 def test_a_taperfile_run_by_root_cant_share_a_folder_its_owner_cant_read(places: dict[str, Path]) -> None:
@@ -104,3 +105,20 @@ def test_as_plain_root_the_project_s_own_folders_are_its_owner_s(places: dict[st
     assert any(m.target == "/d" for m in _mounts(project, "{host: ./data, guest: /d}"))
     with pytest.raises(StateError, match="may not read"):
         _mounts(project, f"{{host: {places['carol']}, guest: /w, readonly: true}}")
+
+
+def test_what_the_machine_writes_in_someone_else_s_open_folder_is_the_person_s(places: dict[str, Path],
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """carol left her folder open to all: alice may share it, but through the machine she
+    writes there as herself, never as carol (carol's 0600 files stay carol's)."""
+    os.chmod(places["carol"].parent, 0o755)
+    os.chmod(places["carol"], 0o777)
+    for sudo in (False, True):
+        if sudo:
+            monkeypatch.setenv("SUDO_UID", str(ALICE))
+            monkeypatch.setenv("SUDO_GID", str(ALICE))
+        shared = [m for m in _mounts(places["project"], f"{{host: {places['carol']}, guest: /w}}") if m.target == "/w"]
+        assert [m.idmap for m in shared] == [(1000, ALICE, 1000, ALICE)], sudo
+        own = [m for m in _mounts(places["project"], "{host: ., guest: /tapers}") if m.target == "/tapers"]
+        assert [m.idmap for m in own] == [(1000, ALICE, 1000, ALICE)], sudo
+    assert places["carol"].stat().st_uid == CAROL and (places["carol"] / "secret").read_text() == "carol's\n"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -382,3 +383,48 @@ def test_a_pipe_for_an_override_is_refused_not_waited_on(tmp_path: Path) -> None
     os.mkfifo(project / "Taperfile.override.yaml")  # nobody ever writes it: a read would wait for good
     with pytest.raises(TaperfileError, match="not a regular file"):
         load_taperfile(project / "Taperfile.yaml")
+
+
+@pytest.fixture
+def open_tmp() -> Iterator[Path]:
+    """A folder in /tmp any user may pass (pytest's is root's only)."""
+    import os
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="tapers-test-sudo-read-", dir="/tmp"))
+    os.chmod(folder, 0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder)
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="sudo: needs root")
+def test_under_sudo_tapers_reads_no_file_the_user_could_not(open_tmp: Path, monkeypatch, capsys) -> None:
+    """`sudo tapers -f /etc/shadow`, by someone whose sudo allows only tapers: root reads
+    anything, and the error quotes each line it read."""
+    import os
+
+    from tapers.cli.main import run
+
+    user = 4242
+    secret = open_tmp / "shadow"
+    secret.write_text("version: 1\n" + SECRET)
+    secret.chmod(0o640)
+    mine = open_tmp / "mine"
+    mine.mkdir()
+    os.chown(mine, user, user)
+    (mine / "Taperfile.yaml").write_text("version: 1\nmachines:\n  web: {}\n")
+    monkeypatch.setenv("SUDO_UID", str(user))
+    monkeypatch.setenv("SUDO_GID", str(user))
+    assert run(["-f", str(secret), "status"]) == ExitCode.INVALID
+    err = capsys.readouterr().err
+    assert "you may not read it" in err and "not-a-real-hash" not in err
+    assert secret.read_text() == "version: 1\n" + SECRET
+    # Theirs to read (a+r in their folder), it is read; in a folder they can't pass, it isn't.
+    assert load_taperfile(mine / "Taperfile.yaml").machines
+    mine.chmod(0o700)
+    os.chown(mine, 0, 0)
+    with pytest.raises(TaperfileError, match="you may not read it"):
+        load_taperfile(mine / "Taperfile.yaml")

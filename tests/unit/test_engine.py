@@ -239,3 +239,36 @@ def test_reload_runs_its_triggers_around_both_halves(write_project, fake_box_hom
     made.reload(None)
     assert sorted(log.read_text().split()) == ["after-reload-db", "after-reload-web", "before-reload-db",
                                                "before-reload-web"]
+
+
+def test_reload_asks_its_approvals_before_it_halts_anything(write_project, fake_box_home, monkeypatch,
+                                                            tmp_path) -> None:
+    """Where nothing can ask (the panel), a reload that would need a new approval is refused
+    with the machines still running, not left halted."""
+    from tapers.engine import trust
+    from tapers.errors import TriggerError
+
+    monkeypatch.setenv("TAPERS_HOME", str(tmp_path / "home"))
+    shared = [tmp_path / "a", tmp_path / "b"]
+    for folder in shared:
+        folder.mkdir()
+
+    def taperfile(*folders) -> str:
+        return ("version: 1\nname: shop\nmachines:\n  web:\n    synced_folders:\n"
+                + "".join(f"      - {{host: {f}, guest: /{f.name}}}\n" for f in folders) + "    privileged: true\n")
+
+    root = write_project({"p/Taperfile.yaml": taperfile(shared[0])}) / "p"
+    project = open_project(explicit=root / "Taperfile.yaml")
+    trust.approve(project, trust.shared_folders(project))
+    backend = FakeBackend(events=[])
+    mute = Prompts()
+    mute.can_ask = lambda: False  # type: ignore[method-assign]
+    Engine(project, SilentReporter(), mute, backend, host_check=lambda: None, ssh_check=lambda *a: None).up(None)
+    (root / "Taperfile.yaml").write_text(taperfile(*shared))
+    project = open_project(explicit=root / "Taperfile.yaml")
+    backend.calls.clear()
+    with pytest.raises(TriggerError, match=f"may write {shared[1]}"):
+        Engine(project, SilentReporter(), mute, backend, host_check=lambda: None,
+               ssh_check=lambda *a: None).reload(None)
+    assert backend.containers["tapers-shop-web"]["state"] is State.RUNNING
+    assert not any(call.startswith("stop") for call in backend.calls), backend.calls

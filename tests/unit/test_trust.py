@@ -97,14 +97,19 @@ def test_a_play_file_in_a_writable_synced_folder_outside_the_project_is_refused(
     (folder / "Taperfile.yaml").write_text(taperfile)
     project = open_project(folder / "Taperfile.yaml")
     (play,) = trust.plays(project)
-    with pytest.raises(ProvisionError, match="in the synced folder .*shared, which machines can write"):
+    with pytest.raises(ProvisionError, match="reads or runs .*shared.* is a synced folder machines can write"):
         trust.require_out_of_reach(project, play)
     (folder / "Taperfile.yaml").write_text(taperfile.replace("guest: /shared}", "guest: /shared, readonly: true}"))
     project = open_project(folder / "Taperfile.yaml")
     trust.require_out_of_reach(project, trust.plays(project)[0])  # read-only in the machines: fine
 
 
-@pytest.mark.parametrize("how", ["callback_plugins", "vault_password_file", "ssh_executable", "the step's vault file"])
+RAW = {"-M": '["-M", "{shared}/lib"]', "-e @": '["-e", "@{shared}/vars.yml"]',
+       "ProxyCommand": '["--ssh-common-args=-o ProxyCommand={shared}/nc"]', "vault-id": '["--vault-id", "dev@{shared}/pw.sh"]'}
+
+
+@pytest.mark.parametrize("how", ["callback_plugins", "vault_password_file", "ssh_executable", "the step's vault file",
+                                 "ssh_args", "log_path", "vault_identity_list", "a vars file", *RAW])
 def test_what_a_play_runs_from_a_writable_synced_folder_outside_the_project_is_refused(
         how: str, tmp_path: Path, monkeypatch) -> None:
     """ansible-playbook loads plugins and runs the vault password program and ssh from where
@@ -117,10 +122,18 @@ def test_what_a_play_runs_from_a_writable_synced_folder_outside_the_project_is_r
     (shared / "pw.sh").write_text("#!/bin/sh\necho secret\n")
     settings = {"callback_plugins": f"[defaults]\ncallback_plugins = {shared}\n",
                 "vault_password_file": f"[defaults]\nvault_password_file = {shared}/pw.sh\n",
-                "ssh_executable": f"[ssh_connection]\nssh_executable = {shared}/ssh\n"}
+                "ssh_executable": f"[ssh_connection]\nssh_executable = {shared}/ssh\n",
+                "ssh_args": f"[ssh_connection]\nssh_args = -o ControlMaster=auto -o 'ProxyCommand={shared}/nc %h'\n",
+                "log_path": f"[defaults]\nlog_path = {shared}/ansible.log\n",  # a link there: appended to as you
+                "vault_identity_list": f"[defaults]\nvault_identity_list = a@x, dev@{shared}/pw.sh\n"}
     step = "{playbook: site.yml, extra_vars: {port: 80}}"
     if how in settings:
         (folder / "ansible.cfg").write_text(settings[how])
+    elif how in RAW:
+        step = f"{{playbook: site.yml, raw_arguments: {RAW[how].format(shared=shared)}}}"
+    elif how == "a vars file":
+        (folder / "group_vars").mkdir()
+        (folder / "group_vars" / "all.yml").write_text(f"ansible_ssh_executable: {shared}/ssh\n")
     else:
         step = f"{{playbook: site.yml, vault_password_file: {shared}/pw.sh}}"
     taperfile = (f"version: 1\nmachines:\n  web:\n    synced_folders: [{{host: {shared}, guest: /shared}}]\n"
@@ -128,7 +141,7 @@ def test_what_a_play_runs_from_a_writable_synced_folder_outside_the_project_is_r
     (folder / "Taperfile.yaml").write_text(taperfile)
     project = open_project(folder / "Taperfile.yaml")
     (play,) = trust.plays(project)
-    with pytest.raises(ProvisionError, match="reads or runs .*shared.*which machines can write"):
+    with pytest.raises(ProvisionError, match="(reads or runs|names) .*shared.* is a synced folder machines can write"):
         trust.require_out_of_reach(project, play)
     (folder / "Taperfile.yaml").write_text(taperfile.replace("guest: /shared}", "guest: /shared, readonly: true}"))
     project = open_project(folder / "Taperfile.yaml")
@@ -180,10 +193,10 @@ def test_a_synced_folder_inside_dot_tapers_is_refused(tmp_path: Path, monkeypatc
         "    provision:", "    synced_folders: [{host: .tapers/logs, guest: /logs}]\n    provision:"))
     project = open_project(folder / "Taperfile.yaml")
     with pytest.raises(StateError, match="is in the project's .tapers/"):
-        machine_setup.mounts(project.root, project.machines[0], 1000, 1000, False, SilentReporter())
+        machine_setup.mounts(project, project.machines[0], 1000, 1000, False, SilentReporter())
     (folder / "Taperfile.yaml").write_text(TAPERFILE)  # the project folder itself: fine, `.tapers/` covered
     project = open_project(folder / "Taperfile.yaml")
-    mounts = machine_setup.mounts(project.root, project.machines[0], 1000, 1000, False, SilentReporter())
+    mounts = machine_setup.mounts(project, project.machines[0], 1000, 1000, False, SilentReporter())
     assert [(m.target, m.readonly) for m in mounts][-1] == ("/tapers/.tapers", True)
 
 
@@ -231,9 +244,45 @@ def test_a_folder_outside_the_project_that_machines_may_write_needs_approval(tmp
         check_steps(plan, project)
     assert f"`web` may write {outside} on this host (at /b)" in refused.value.message
     assert "/src" not in refused.value.message
-    check_steps(Plan((Action(Kind.START, "web", "stopped"),)), project)  # (approved when it was made)
+    with pytest.raises(TriggerError, match="haven't approved"):  # a machine made before approvals, started
+        check_steps(Plan((Action(Kind.START, "web", "stopped"),)), project)
     trust.approve(project, trust.shared_folders(project))
     check_steps(plan, project)
+    check_steps(Plan((Action(Kind.START, "web", "stopped"),)), project)
     (folder / "Taperfile.yaml").write_text(
         f"version: 1\nmachines:\n  web:\n    synced_folders: [{{host: {outside}, guest: /b, readonly: true}}]\n")
     check_steps(plan, open_project(folder / "Taperfile.yaml"))
+
+
+def test_a_link_in_the_project_that_now_leads_outside_is_not_mounted(tmp_path: Path, monkeypatch) -> None:
+    """Planned, `./data` was the project's; a machine (which writes the project folder) made
+    it a link to `~/bin` before the mounts were made: they check the path they mount."""
+    from tapers.engine import check_steps, machine_setup
+    from tapers.engine.plan import Action, Kind, Plan
+    from tapers.events import SilentReporter
+
+    folder = _project(tmp_path, monkeypatch)
+    outside = tmp_path / "bin"
+    outside.mkdir()
+    (folder / "data").mkdir()
+    (folder / "Taperfile.yaml").write_text("version: 1\nmachines:\n  web:\n    synced_folders: [{host: ./data, guest: /d}]\n")
+    project = open_project(folder / "Taperfile.yaml")
+    check_steps(Plan((Action(Kind.CREATE, "web", "not created"),)), project)  # nothing to approve
+    (folder / "data").rmdir()
+    (folder / "data").symlink_to(outside)
+    with pytest.raises(TriggerError, match=f"may write {outside} on this host.*not mounted"):
+        machine_setup.mounts(project, project.machines[0], 1000, 1000, False, SilentReporter())
+    assert list(outside.iterdir()) == []
+
+
+def test_a_play_that_names_no_writable_folder_is_not_refused(tmp_path: Path, monkeypatch) -> None:
+    folder = _project(tmp_path, monkeypatch)
+    shared, tools = tmp_path / "shared", tmp_path / "shared-tools"  # (a name that starts like the folder's)
+    shared.mkdir()
+    (folder / "ansible.cfg").write_text(f"[defaults]\nlog_path = {tools}/a.log\n[ssh_connection]\n"
+                                        "ssh_args = -o ControlMaster=auto -o ControlPath=~/.ansible/cp/%h\n")
+    (folder / "Taperfile.yaml").write_text(
+        f"version: 1\nmachines:\n  web:\n    synced_folders: [{{host: {shared}, guest: /shared}}]\n"
+        f"    provision:\n      - ansible: {{playbook: site.yml, raw_arguments: [-M, ./lib, -e, '@vars.yml']}}\n")
+    project = open_project(folder / "Taperfile.yaml")
+    trust.require_out_of_reach(project, trust.plays(project)[0])
