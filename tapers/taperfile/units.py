@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from tapers.sinks import CONTROL
+
 # ASCII only: with re.IGNORECASE alone, [KMGT] would also match the Kelvin sign (U+212A).
 _SIZE = r" *([0-9]+(?:\.[0-9]+)?) *([KMGT])(i?B?|B)? *"  # compiled when first used (re keeps it)
 _FACTORS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -12,11 +14,6 @@ _FACTORS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 # (rounded to pages), so nonsense sizes would wrap or be clamped. No limit: leave the key out.
 MAX_SIZE = 16 * 1024**4
 
-# Characters that have no business in a value written on one line: C0 and C1 controls
-# (newline, tab, NUL, ESC...), DEL, the Unicode line and paragraph separators, and lone
-# surrogates (which cannot be encoded as UTF-8 at all). A pattern, compiled when first used
-# (re keeps it): compiling it costs every command that never quotes a value 0.6 ms.
-CONTROL = "[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]"
 _ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\0": "\\0"}
 
 
