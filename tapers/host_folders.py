@@ -84,8 +84,8 @@ def sharer(project_root: Path) -> Sharer | None:
 
 
 def out_of_reach(folder: Path, writable: bool, person: Sharer) -> str | None:
-    """Why `person` couldn't share `folder` themselves (None: they could): read it, and write
-    it unless it is shared read-only; a folder to be created, make it. Root mounts it, so
+    """Why `person` couldn't share `folder` (or a file) themselves (None: they could): read
+    it, and write it unless it is shared read-only; a folder to be created, make it. Root mounts it, so
     without this a Taperfile (or a person allowed to run tapers with sudo) would hand a
     machine another user's files."""
     import pwd
@@ -97,7 +97,7 @@ def out_of_reach(folder: Path, writable: bool, person: Sharer) -> str | None:
     target = folder
     while not target.exists() and target != target.parent:
         target = target.parent  # a folder to create: its parent must be theirs to write
-    wanted = ["-r", "-x"] + (["-w"] if writable or target != folder else [])
+    wanted = ["-r"] + (["-x"] if target.is_dir() else []) + (["-w"] if writable or target != folder else [])
     try:
         account = pwd.getpwuid(uid)
         groups = os.getgrouplist(account.pw_name, account.pw_gid)

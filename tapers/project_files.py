@@ -33,11 +33,11 @@ def invoker() -> tuple[int, int]:
     return os.geteuid(), os.getegid()
 
 
-def invoker_may_read(path: Path, st: os.stat_result) -> bool:
-    """Whether the person running tapers could read the file `path` (whose stat is `st`)
-    themselves, by its mode bits and the folders' on its way (ACLs aside). Always, unless
-    root runs it for someone (sudo): root reads anything, and tapers' errors quote what it
-    read (`sudo tapers -f /etc/shadow` would show the hashes)."""
+def invoker_may_read(fd: int, st: os.stat_result) -> bool:
+    """Whether the person running tapers could read the open file `fd` (whose stat is `st`)
+    themselves, by its mode bits and the folders' on its real path (ACLs aside). Always,
+    unless root runs it for someone (sudo): root reads anything, and tapers' errors quote
+    what it read (`sudo tapers -f /etc/shadow` would show the hashes)."""
     if os.geteuid() != 0:
         return True
     uid, gid = invoker()
@@ -57,7 +57,7 @@ def invoker_may_read(path: Path, st: os.stat_result) -> bool:
                 groups.append(gid)
         return bool(st.st_mode >> (3 if st.st_gid in groups else 0) & bit)
 
-    folders = Path(os.path.abspath(path)).parents
+    folders = Path(os.readlink(f"/proc/self/fd/{fd}")).parents  # (where it was opened: no link swapped since)
     return allows(st, 4) and all(allows(os.stat(folder), 1) for folder in folders)
 
 

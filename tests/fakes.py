@@ -195,6 +195,7 @@ class FakeGuest:
         self.root = root
         self.user = "tapers"
         self.home = "/home/tapers"
+        self.hidden_from_plays: tuple = ()
         self.inventory = Path(root) / ".tapers" / "inventory"
         self.log_path = Path(root) / ".tapers" / "logs" / f"{machine}.log"
         self.tail = collections.deque(maxlen=15)

@@ -43,7 +43,7 @@ def listening_process(host_ip: str, port: int, protocol: str) -> str | None:
     for line in listed.stdout.splitlines():
         fields = line.split()
         local = fields[3] if len(fields) > 3 else ""
-        address = local.rsplit(":", 1)[0].strip("[]").split("%")[0]  # (`127.0.0.53%lo`: bound to a device)
+        address = local.rsplit(":", 1)[0].split("%")[0].strip("[]")  # (`127.0.0.53%lo`, `[::]%lo`: bound to a device)
         if address in (host_ip, "0.0.0.0", "*", "::") or host_ip == "0.0.0.0":
             users = re.search(r'users:\(\("([^"]+)",pid=(\d+)', line)
             return f"{users.group(1)} (pid {users.group(2)})" if users else f"a process listening on {local}"

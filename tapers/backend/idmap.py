@@ -19,7 +19,6 @@ from tapers.errors import BackendError
 _SYS_OPEN_TREE, _SYS_MOVE_MOUNT, _SYS_MOUNT_SETATTR = 428, 429, 442  # x86_64 and aarch64 share these
 _AT_FDCWD = -100
 _AT_EMPTY_PATH = 0x1000
-_AT_RECURSIVE = 0x8000
 _OPEN_TREE_CLONE = 1
 _OPEN_TREE_CLOEXEC = os.O_CLOEXEC
 _MOVE_MOUNT_F_EMPTY_PATH = 0x4
@@ -28,6 +27,7 @@ _MOUNT_ATTR_NOSUID = 0x2
 _MOUNT_ATTR_NODEV = 0x4
 _MOUNT_ATTR_IDMAP = 0x00100000
 _MNT_DETACH = 2
+_MS_PRIVATE = 1 << 18
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -111,20 +111,18 @@ def bind(
     try:
         folder = open_no_links(source)
         tree = _check(
-            _libc.syscall(_SYS_OPEN_TREE, folder, b"", _AT_EMPTY_PATH | _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC | _AT_RECURSIVE),
+            # the folder alone, as LXD's disks: a mount inside it (NFS, a tmpfs) stays out
+            _libc.syscall(_SYS_OPEN_TREE, folder, b"", _AT_EMPTY_PATH | _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC),
             "clone the mount of", source,
         )
         flags = (_MOUNT_ATTR_IDMAP if uid_map else 0) | (_MOUNT_ATTR_RDONLY if readonly else 0)
         flags |= (_MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV) if inert else 0
-        if flags:
-            attr = _MountAttr(flags, 0, 0, max(userns, 0))
-            _check(
-                # every mount of the cloned tree: one mounted inside the folder is as read-only,
-                # as mapped and as inert as the folder itself
-                _libc.syscall(_SYS_MOUNT_SETATTR, tree, b"", _AT_EMPTY_PATH | _AT_RECURSIVE, ctypes.byref(attr),
-                              ctypes.sizeof(attr)),
-                "give an id mapping to" if uid_map else "make read-only", source,
-            )
+        # private: what is mounted in the folder later doesn't come into the view either
+        attr = _MountAttr(flags, 0, _MS_PRIVATE, max(userns, 0))
+        _check(
+            _libc.syscall(_SYS_MOUNT_SETATTR, tree, b"", _AT_EMPTY_PATH, ctypes.byref(attr), ctypes.sizeof(attr)),
+            "give an id mapping to" if uid_map else "set up the view of", source,
+        )
         _check(
             _libc.syscall(_SYS_MOVE_MOUNT, tree, b"", _AT_FDCWD, os.fsencode(target), _MOVE_MOUNT_F_EMPTY_PATH),
             "mount at", target,

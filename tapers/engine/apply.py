@@ -466,7 +466,7 @@ def _recreate(name: str, ctx: Context) -> None:
 def _start(name: str, ctx: Context) -> None:
     from tapers.engine import machine_setup as setup
 
-    setup.host_folders(ctx.project.root, ctx.project.loaded.machine(name), ctx.reporter)
+    setup.host_folders(ctx.project, ctx.project.loaded.machine(name), ctx.reporter)
     ctx.backend.start(ctx.project.container(name))
 
 
@@ -679,6 +679,7 @@ def _trigger(action: Action, guest: Any, ctx: Context) -> None:
 
 
 def _ssh_guest(name: str, ctx: Context) -> SshGuest:
+    from tapers.engine import trust
     from tapers.engine.access import target_for, write_play_access
     from tapers.engine.observe import observe
     from tapers.provision.runner import SshGuest
@@ -698,6 +699,7 @@ def _ssh_guest(name: str, ctx: Context) -> SshGuest:
         reporter=ctx.reporter,
         backend=ctx.backend,
         ssh_timeout=ctx.ssh_timeout,
+        hidden_from_plays=trust.hidden_from_plays(ctx.project),
     )
 
 

@@ -89,15 +89,24 @@ def hosts_digest(machine: Machine, peers: Peers = ()) -> str:
     return names.digest(names.hosts_file(machine, peers))
 
 
-def host_folders(root: Path, machine: Machine, reporter: Reporter) -> list[Path]:
-    """The host side of each synced folder, created when missing (owned like the project folder)."""
+def host_folders(project: Project, machine: Machine, reporter: Reporter) -> list[Path]:
+    """The host side of each synced folder, created when missing: the person's that root
+    acts for (see host_folders.sharer), else owned like the project folder. A writable one
+    outside the project is checked against the person's approval first, on the very path
+    used (a link in the project could have changed where it leads since the plan)."""
     from tapers.host_folders import out_of_reach, refusal, sharer
 
     folders = []
+    root = project.root
+    inside = root.resolve()
     owner = root.stat()
     person = sharer(root)
     for synced in machine.synced:
         folder = (root / synced.host).resolve()
+        if not synced.readonly and not folder.is_relative_to(inside):
+            from tapers.engine import trust
+
+            trust.require_approved(project, trust.SharedFolder(machine.name, folder, synced.guest))
         why = refusal(folder)
         if why is None and person is not None and not folder.is_dir():  # to create: theirs to make
             why = out_of_reach(folder, True, person)
@@ -110,7 +119,8 @@ def host_folders(root: Path, machine: Machine, reporter: Reporter) -> list[Path]
             if not synced.create:
                 raise StateError(f"synced folder {folder} of machine `{machine.name}` does not exist (`create: false`)")
             folder.mkdir(parents=True)
-            os.chown(folder, owner.st_uid, owner.st_gid, follow_symlinks=False)
+            uid, gid = (person.uid, person.gid) if person is not None else (owner.st_uid, owner.st_gid)
+            os.chown(folder, uid, gid, follow_symlinks=False)
             reporter.line(machine.name, f"created the synced folder {folder}")
         folders.append(folder)
     return folders
@@ -124,26 +134,22 @@ def mounts(project: Project, machine: Machine, guest_uid: int, guest_gid: int, p
     """Synced folders as mounts, idmapped so that the login user's files are those of the
     person root acts for (see host_folders.sharer), or else the folder owner's; on an
     unprivileged machine always (its login user is a host uid of its own). A writable one
-    outside the project is checked against the person's approval here, on the very path
-    mounted (a link in the project could have changed where it leads since the plan)."""
-    from tapers.engine import trust
+    outside the project is checked against the person's approval (in host_folders)."""
     from tapers.host_folders import out_of_reach, sharer
 
     root = project.root
-    inside = root.resolve()
     result = []
     state = (root / PROJECT_STATE_DIR).resolve()
     person = sharer(root)
-    for synced, folder in zip(machine.synced, host_folders(root, machine, reporter), strict=True):
+    for synced, folder in zip(machine.synced, host_folders(project, machine, reporter), strict=True):
         if folder.resolve().is_relative_to(state):
             raise StateError(f"machine `{machine.name}`: the synced folder {folder} is in the project's "
                              f"{PROJECT_STATE_DIR}/, which is tapers' (the project key is there); refused",
                              hint="sync another folder")
-        if not synced.readonly and not folder.is_relative_to(inside):
-            trust.require_approved(project, trust.SharedFolder(machine.name, folder, synced.guest))
         st = folder.stat()
         readonly = synced.readonly
-        if not privileged and 0 in (st.st_uid, st.st_gid) and not readonly:
+        # (Acting for a person, what the login user writes is theirs, whoever owns the folder.)
+        if person is None and not privileged and 0 in (st.st_uid, st.st_gid) and not readonly:
             if (synced.host, synced.guest) != (".", PROJECT_MOUNT):
                 raise StateError(
                     f"machine `{machine.name}` is unprivileged, and its synced folder {folder} belongs to root "

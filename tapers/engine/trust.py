@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tapers import digests, paths, project_files
-from tapers.errors import StateError, TapersError, TriggerError
+from tapers.errors import StateError, TriggerError
 from tapers.project import Project
 from tapers.taperfile.machine import Step
 
@@ -122,64 +121,38 @@ def _is_setting(name: str) -> bool:
 def require_out_of_reach(project: Project, play: HostPlay) -> None:
     """A play's files outside the project are read where they are: none may be in a synced
     folder a machine of the project can write (it would be read as it is then, not as
-    approved). Nor may what ansible-playbook loads, runs or writes be named there: in the
-    ansible.cfg (plugins, modules, the vault password program, ssh, its log), the step's
-    vault file and raw arguments, or in the play's own files (`ansible_ssh_executable`, a
-    `pipe` lookup)."""
+    approved), nor what ansible-playbook loads and runs as the ansible.cfg and the step name
+    it. (ansible-playbook can't reach those folders at all: play_ns hides them; this says
+    so before anything runs.)"""
+    from tapers.errors import ProvisionError
+
     from tapers.provision import ansible_inputs
 
-    writable = sorted({shared.folder for shared in shared_folders(project)})
+    writable = hidden_from_plays(project)
     if not writable:
         return
     options = play.step.options
     used = [Path(name) for name in play.inputs if name.startswith("/")]
-    used += ansible_inputs.config_paths(ansible_inputs.config_file(project.root, options))
+    used += ansible_inputs.host_code_paths(ansible_inputs.config_file(project.root, options))
     if options.get("vault_password_file"):
-        used.append(ansible_inputs.expand(str(options["vault_password_file"]), project.root).resolve())
-    for argument in options.get("raw_arguments") or []:
-        used += ansible_inputs.named_paths(str(argument), project.root)
+        try:
+            used.append(ansible_inputs.expand(str(options["vault_password_file"]), project.root).resolve())
+        except (RuntimeError, ValueError, OSError):
+            pass  # (no file there: the play says so when it runs)
     for path in used:
         folder = next((f for f in writable if path.is_relative_to(f)), None)
         if folder is not None:
-            _refuse_play(play, f"the play reads or runs {path}", folder)
-    for name, folder in _mentions(project, play, writable):
-        _refuse_play(play, f"the play's {name} names {folder}", folder)
+            raise ProvisionError(
+                f"`{play.machine}` {play.step.label}: the play reads or runs {path}; {folder} is a synced folder "
+                "machines can write, and the play runs on this host, so it may not",
+                hint="keep the play's files in the project folder (they are copied for the play as approved), "
+                "or make that synced folder `readonly: true`")
 
 
-def _refuse_play(play: HostPlay, what: str, folder: Path) -> None:
-    from tapers.errors import ProvisionError
-
-    raise ProvisionError(
-        f"`{play.machine}` {play.step.label}: {what}; {folder} is a synced folder machines can write, "
-        "and the play runs on this host, so it may not",
-        hint="keep the play's files in the project folder (they are copied for the play as approved), "
-        "or make that synced folder `readonly: true`")
-
-
-def _mentions(project: Project, play: HostPlay, folders: list[Path]) -> Iterator[tuple[str, Path]]:
-    """The play's files (by name) that write out one of `folders` (a vars file's
-    `ansible_ssh_executable: /srv/shared/ssh`): read again, each bounded."""
-    from tapers.provision import ansible_inputs
-    from tapers.provision.api import UNRESOLVED
-
-    import re
-
-    home = Path(ansible_inputs.expand("~", project.root))
-    written = {}
-    for folder in folders:
-        forms = [str(folder)] + ([f"~/{folder.relative_to(home)}"] if folder.is_relative_to(home) else [])
-        # the folder or a path in it, not a longer name (/srv/shared-tools for /srv/shared)
-        written[folder] = re.compile("|".join(re.escape(form) for form in forms) + r"(?![^\s/'\",:;=)\]}])")
-    for name in play.inputs:
-        if name.startswith(UNRESOLVED) or _is_setting(name):
-            continue
-        try:
-            text = ansible_inputs.small_file(project.root / name).decode(errors="replace")
-        except (OSError, TapersError):
-            continue  # (a folder's entry, a file too large to be a play's text: not ansible's to read as one)
-        for folder, forms in written.items():
-            if forms.search(text):
-                yield name, folder
+def hidden_from_plays(project: Project) -> tuple[Path, ...]:
+    """The host folders a play's programs must not reach: the synced folders outside the
+    project that machines can write (what is there may have changed since any approval)."""
+    return tuple(sorted({shared.folder for shared in shared_folders(project)}))
 
 
 def plays(project: Project, wanted: set[tuple[str, str]] | None = None,

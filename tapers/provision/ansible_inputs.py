@@ -86,10 +86,18 @@ def search_path(config: Path | None, keys: tuple[str, ...], env: tuple[str, ...]
     return _split(os.pathsep.join(default), cwd)
 
 
-def config_paths(config: Path | None) -> list[Path]:
-    """Every path the ansible.cfg names, in any setting (relative to it): the plugins and
-    modules ansible-playbook loads, the vault password program and ssh it runs (and the
-    ProxyCommand in ssh's arguments), the log it appends to..."""
+# ansible.cfg settings that name what ansible-playbook loads and runs on the host (plugins,
+# modules, the vault password program, ssh): (section, key).
+HOST_CODE_SETTINGS = tuple(("defaults", key) for key in (
+    "action_plugins", "become_plugins", "cache_plugins", "callback_plugins", "cliconf_plugins", "connection_plugins",
+    "doc_fragment_plugins", "filter_plugins", "httpapi_plugins", "inventory_plugins", "library", "lookup_plugins",
+    "module_utils", "netconf_plugins", "strategy_plugins", "terminal_plugins", "test_plugins", "vars_plugins",
+    "vault_password_file", "roles_path", "collections_path", "collections_paths",
+)) + (("ssh_connection", "ssh_executable"),)
+
+
+def host_code_paths(config: Path | None) -> list[Path]:
+    """The paths the ansible.cfg's HOST_CODE_SETTINGS name (relative to it)."""
     if config is None:
         return []
     parser = configparser.ConfigParser(interpolation=None, strict=False)
@@ -97,18 +105,8 @@ def config_paths(config: Path | None) -> list[Path]:
         parser.read_string(small_file(config).decode("utf-8"))
     except (configparser.Error, OSError, UnicodeDecodeError, TapersError):
         return []
-    return [path for section in parser.sections() for _, value in parser.items(section)
-            for path in named_paths(value, config.parent)]
-
-
-def named_paths(text: str, base: Path) -> list[Path]:
-    """The paths written in `text` (a setting, an argument: `-M lib:/x`, `-e @vars.yml`,
-    `-o ProxyCommand=/x/y`, `id@/x`): every word with a `/` in it or a leading `~`, as a
-    real path relative to `base`."""
-    import re
-
-    words = re.split(r"[\s=,:;@\"'()]+", text)
-    return [expand(word, base).resolve() for word in words if "/" in word or word.startswith("~")]
+    return [path for section, key in HOST_CODE_SETTINGS if parser.has_option(section, key)
+            for path in _split(parser.get(section, key), config.parent)]
 
 
 def roles_path(config: Path | None, cwd: Path) -> list[Path]:
@@ -131,7 +129,16 @@ def small_file(path: Path) -> bytes:
 
 
 def _split(value: str, base: Path) -> list[Path]:
-    return [expand(part, base).resolve() for part in value.split(os.pathsep) if part.strip()]
+    """The real paths of a path list; a part no path can be made of (`~nobody`, a NUL, a
+    loop of links) is left out (ansible-playbook finds nothing there either)."""
+    found = []
+    for part in value.split(os.pathsep):
+        if part.strip():
+            try:
+                found.append(expand(part, base).resolve())
+            except (RuntimeError, ValueError, OSError):
+                continue
+    return found
 
 
 def expand(written: str, base: Path) -> Path:

@@ -31,6 +31,7 @@ class Guest(Protocol):
     root: Path  # the project folder: step paths are relative to it
     user: str  # the login user
     home: str  # its home folder in the guest
+    hidden_from_plays: tuple[Path, ...]  # host folders machines can write elsewhere: out of a play's reach
 
     def run(self, command: str) -> int:
         """Run a shell command as the login user, streaming its output; return its exit code."""
@@ -127,11 +128,18 @@ def step_file(root: Path, written: str, what: str) -> Path:
 
 def refuse_hidden(root: Path, written: str, what: str) -> Path:
     """The step file's real path, refused when it is in a folder no machine may see (whether
-    or not the file exists)."""
-    from tapers.host_folders import refusal
+    or not the file exists), or (root acting for someone: sudo) one that person may not
+    read: root reads it, and the machine gets it."""
+    from tapers.host_folders import refusal, sharer
 
     path = (root / written).resolve()
     why = refusal(path)
+    person = sharer(root) if why is None and os.geteuid() == 0 and path.exists() and root.is_dir() else None
+    if person is not None:
+        from tapers.host_folders import out_of_reach
+
+        theirs = path.is_relative_to(root.resolve()) and root.stat().st_uid == person.uid
+        why = None if theirs else out_of_reach(path, False, person)
     if why is not None:
         raise ProvisionError(f"{what} `{written}` can't be given to a machine: {why}",
                              hint="keep provisioning files in the project folder")

@@ -1,19 +1,22 @@
 """Run a play's program (ansible-playbook, ansible-galaxy) with the play's copy of the project
 where the project is.
 
-    python -P -m tapers.provision.play_ns PROJECT COPY -- PROGRAM ARGS...
+    python -P -m tapers.provision.play_ns PROJECT COPY [HIDDEN...] -- PROGRAM ARGS...
 
 In a mount namespace of its own (and, when not root, a user namespace of its own that maps
 only the caller's ids, to themselves), COPY is bind-mounted over PROJECT and PROGRAM runs
 in PROJECT. Whatever names a project file, relatively or by its absolute path, through
 $PWD or an ansible.cfg, gets the approved copy (see play_copy): the project folder itself,
-which machines can write, is out of the play's reach. Nothing changes outside the new
-namespaces, and they end with the program.
+which machines can write, is out of the play's reach. Each HIDDEN folder (a synced folder
+elsewhere that machines can write) is covered by an empty read-only one: however a play
+names a file there (an ssh `ProxyCommand`, a variable, a template), it finds nothing to
+run, read or write through. Nothing changes outside the new namespaces, and they end with
+the program.
 
 Where the kernel refuses the namespaces (unprivileged user namespaces turned off, or their
 id maps refused, as on Ubuntu's restricted user namespaces), the program runs in COPY
 instead, and says so: paths relative to the project still reach the copy, an absolute path
-into the project reaches the project.
+into the project reaches the project. With HIDDEN folders it does not run at all.
 """
 
 from __future__ import annotations
@@ -27,17 +30,23 @@ CLONE_NEWUSER = 0x10000000
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 4 or argv[2] != "--":
-        print("usage: python -m tapers.provision.play_ns PROJECT COPY -- PROGRAM ARGS...", file=sys.stderr)
+    if len(argv) < 4 or "--" not in argv[2:] or argv.index("--", 2) == len(argv) - 1:
+        print("usage: python -m tapers.provision.play_ns PROJECT COPY [HIDDEN...] -- PROGRAM ARGS...", file=sys.stderr)
         return 2
-    project, copy, command = argv[0], argv[1], argv[3:]
-    why = _tried(project, copy)
+    end = argv.index("--", 2)
+    project, copy, hidden, command = argv[0], argv[1], _outermost(argv[2:end]), argv[end + 1:]
+    why = _tried(project, copy, hidden)
     folder = project
     if why is None:
-        _enter(project, copy)  # as it just worked in a child
+        _enter(project, copy, hidden)  # as it just worked in a child
+    elif hidden:
+        print(f"tapers: the play can't run: machines can write {', '.join(hidden)}, and without a private mount "
+              f"namespace ({why}) nothing keeps the play from what they put there", file=sys.stderr, flush=True)
+        return 126
     else:
         print(f"tapers: the play runs in a copy of the project without a private mount namespace ({why}): a path "
               "it names absolutely into the project reaches the project folder itself", file=sys.stderr, flush=True)
@@ -47,7 +56,12 @@ def main(argv: list[str]) -> int:
     return 127  # not reached
 
 
-def _tried(project: str, copy: str) -> str | None:
+def _outermost(folders: list[str]) -> list[str]:
+    """The folders, less those inside another of them (covered with it)."""
+    return [f for f in folders if not any(f != o and f.startswith(o.rstrip("/") + "/") for o in folders)]
+
+
+def _tried(project: str, copy: str, hidden: list[str]) -> str | None:
     """Why the namespaces can't be made here (None: they can), found in a child that makes
     them and goes: some kernels let a user namespace be made but not given its id maps."""
     read, write = os.pipe()
@@ -55,7 +69,7 @@ def _tried(project: str, copy: str) -> str | None:
     if pid == 0:
         os.close(read)
         try:
-            _enter(project, copy)
+            _enter(project, copy, hidden)
             code = 0
         except (OSError, SystemExit) as exc:
             os.write(write, str(exc.strerror if isinstance(exc, OSError) else exc).encode()[:500])
@@ -68,8 +82,8 @@ def _tried(project: str, copy: str) -> str | None:
     return None if os.waitstatus_to_exitcode(status) == 0 else (why or "refused")
 
 
-def _enter(project: str, copy: str) -> None:
-    """Make the namespaces and mount the copy over the project."""
+def _enter(project: str, copy: str, hidden: list[str]) -> None:
+    """Make the namespaces, cover the hidden folders and mount the copy over the project."""
     libc = ctypes.CDLL(None, use_errno=True)
     uid, gid = os.getuid(), os.getgid()
     if libc.unshare(CLONE_NEWNS | (0 if uid == 0 else CLONE_NEWUSER)) != 0:
@@ -78,9 +92,21 @@ def _enter(project: str, copy: str) -> None:
         for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
             with open(f"/proc/self/{name}", "w") as handle:
                 handle.write(text)
-    for source, target, flags in ((None, "/", MS_REC | MS_PRIVATE), (copy, project, MS_BIND | MS_REC)):
-        if libc.mount(source and source.encode(), target.encode(), None, flags, None) != 0:
-            raise SystemExit(f"could not mount the play's copy over {project}: {os.strerror(ctypes.get_errno())}")
+
+    def mount(source: str | None, target: str, kind: str | None, flags: int, data: str | None, what: str) -> None:
+        if libc.mount(source and source.encode(), target.encode(), kind and kind.encode(), flags,
+                      data and data.encode()) != 0:
+            raise SystemExit(f"could not {what} {target}: {os.strerror(ctypes.get_errno())}")
+
+    mount(None, "/", None, MS_REC | MS_PRIVATE, None, "make private")
+    inert = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    for folder in hidden:
+        mount("tapers-hidden", folder, "tmpfs", inert, "size=64k,mode=0755", "cover the synced folder")
+        if project.startswith(folder.rstrip("/") + "/"):  # (the project in it: its place made in the cover)
+            os.makedirs(project, exist_ok=True)
+    mount(copy, project, None, MS_BIND | MS_REC, None, "mount the play's copy over")
+    for folder in hidden:
+        mount(None, folder, None, MS_REMOUNT | MS_RDONLY | inert, None, "make read-only the cover of")
 
 
 if __name__ == "__main__":

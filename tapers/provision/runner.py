@@ -74,8 +74,10 @@ class SshGuest:
         reporter: Reporter,
         backend: Backend,
         ssh_timeout: float = 60.0,
+        hidden_from_plays: tuple[Path, ...] = (),
     ) -> None:
         self.machine = target.machine
+        self.hidden_from_plays = hidden_from_plays
         self.target = target
         self.root = root
         self.user = target.user

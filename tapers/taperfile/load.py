@@ -159,7 +159,7 @@ def _read(path: Path) -> str:
             if os.geteuid() == 0:
                 from tapers.project_files import invoker_may_read
 
-                if not invoker_may_read(path, st):
+                if not invoker_may_read(fd, st):
                     raise TaperfileError(f"cannot read {display(path)}: you may not read it (tapers runs as root "
                                          "for you, and reads only what you could)")
             data = file.read(MAX_TEXT_BYTES + 1)

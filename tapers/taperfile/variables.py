@@ -71,7 +71,7 @@ def _read_bounded(path: Path) -> str:
         if os.geteuid() == 0:
             from tapers.project_files import invoker_may_read
 
-            if not invoker_may_read(path, st):
+            if not invoker_may_read(fd, st):
                 raise OSError("you may not read it (tapers runs as root for you, and reads only what you could)")
         data = file.read(MAX_ENV_BYTES + 1)
     if len(data) > MAX_ENV_BYTES:

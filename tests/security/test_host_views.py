@@ -126,25 +126,36 @@ def test_a_staged_synced_folder_is_reached_by_the_machine_only(tmp_path: Path, r
     assert (project / "app.py").read_text() == "secret = 1\n"
 
 
-def test_a_folder_mounted_inside_a_synced_folder_is_as_read_only_and_inert(tmp_path: Path, run_dir: Path) -> None:
-    """A mount under the synced folder comes along (the bind is recursive): it must not come
-    writable, or with its setuid bits counting, when the folder is shared read-only."""
+def test_a_folder_mounted_inside_a_synced_folder_stays_out_of_its_view(tmp_path: Path, run_dir: Path) -> None:
+    """A mount under the synced folder (a tmpfs, an NFS share) would come into the view
+    writable, unmapped and with its setuid bits counting: the view is of the folder alone
+    (as LXD's disks), and what is mounted there later doesn't come in either."""
     from tapers.backend import idmap
 
     project, view = tmp_path / "shop", tmp_path / "view"
-    (project / "inner").mkdir(parents=True)
+    for inner in ("inner", "later"):
+        (project / inner).mkdir(parents=True)
     view.mkdir()
+    subprocess.run(["mount", "--bind", str(project), str(project)], check=True)
+    subprocess.run(["mount", "--make-shared", str(project)], check=True)  # (as / is where systemd runs)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "inner", str(project / "inner")], check=True)
     try:
         _setuid_id(project / "inner", 0)
         idmap.bind(project, view, [(0, 0, 4294967295)], None, readonly=True, inert=True)
         try:
-            assert {"ro", "nosuid", "nodev"} <= _options(view / "inner")
-            with pytest.raises(OSError, match="Read-only"):
-                (view / "inner" / "planted").write_text("x")
-            assert _euid_when_run(view / "inner" / "tool") == str(NOBODY)
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "later", str(project / "later")], check=True)
+            try:
+                _setuid_id(project / "later", 0)
+                for inner in ("inner", "later"):
+                    assert not idmap.is_mount(view / inner) and list((view / inner).iterdir()) == [], inner
+                assert {"ro", "nosuid", "nodev"} <= _options(view)
+                with pytest.raises(OSError, match="Read-only"):
+                    (view / "inner" / "planted").write_text("x")
+            finally:
+                subprocess.run(["umount", str(project / "later")], check=True)
         finally:
-            subprocess.run(["umount", "-R", str(view)], check=True)
+            subprocess.run(["umount", str(view)], check=True)
     finally:
         subprocess.run(["umount", str(project / "inner")], check=True)
-    assert not (project / "inner" / "planted").exists()
+        subprocess.run(["umount", str(project)], check=True)
+    assert sorted(p.name for p in project.iterdir()) == ["inner", "later"]

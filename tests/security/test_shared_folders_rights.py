@@ -122,3 +122,23 @@ def test_what_the_machine_writes_in_someone_else_s_open_folder_is_the_person_s(p
         own = [m for m in _mounts(places["project"], "{host: ., guest: /tapers}") if m.target == "/tapers"]
         assert [m.idmap for m in own] == [(1000, ALICE, 1000, ALICE)], sudo
     assert places["carol"].stat().st_uid == CAROL and (places["carol"] / "secret").read_text() == "carol's\n"
+
+
+def test_under_sudo_a_step_file_the_user_may_not_read_is_not_given_to_the_machine(
+        places: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`file: {source: /home/carol/work/secret}` under `sudo tapers up`: root could read it,
+    and the machine would hand it to the user who ran sudo."""
+    from tapers.errors import ProvisionError
+    from tapers.provision.api import step_file
+
+    monkeypatch.setenv("SUDO_UID", str(ALICE))
+    monkeypatch.setenv("SUDO_GID", str(ALICE))
+    with pytest.raises(ProvisionError, match=f"uid {ALICE}, for whom tapers shares folders here, may not read"):
+        step_file(places["project"], str(places["carol"] / "secret"), "the source")
+    (places["project"] / "app.conf").write_text("x=1\n")
+    os.chmod(places["project"] / "app.conf", 0o600)  # hers, in her project: fine
+    os.chown(places["project"] / "app.conf", ALICE, ALICE)
+    assert step_file(places["project"], "app.conf", "the source") == places["project"] / "app.conf"
+    os.chmod(places["carol"].parent, 0o755)
+    os.chmod(places["carol"] / "secret", 0o644)  # carol's, but open to all: fine
+    assert step_file(places["project"], str(places["carol"] / "secret"), "the source") == places["carol"] / "secret"

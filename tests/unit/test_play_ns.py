@@ -52,3 +52,48 @@ def test_where_the_namespaces_are_refused_the_play_still_runs_in_its_copy_and_sa
         assert ran.returncode == 0, ran.stderr
         assert ran.stdout == f"the project, which machines can write\nthe approved copy\n{copy}\n{copy}\n"
         assert "without a private mount namespace" in ran.stderr
+
+
+def _run_hiding(project: Path, copy: Path, hidden: list[Path], command: str,
+                user: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*user, sys.executable, "-P", "-m", "tapers.provision.play_ns", str(project), str(copy),
+                           *map(str, hidden), "--", "/bin/sh", "-c", command], capture_output=True, text=True,
+                          timeout=60, cwd="/", env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root, and as a user through runuser")
+@pytest.mark.parametrize("user", [[], ["runuser", "-u", "nobody", "--"]], ids=["root", "user"])
+def test_a_folder_machines_can_write_is_out_of_the_play_s_reach(user: list[str]) -> None:
+    """A synced folder elsewhere that machines write (`~/shared`): whatever names a file
+    there (an ssh ProxyCommand, a var, a lookup) finds an empty read-only folder, even
+    when the project is inside it."""
+    with tempfile.TemporaryDirectory(prefix="tapers-play-ns-") as base:
+        os.chmod(base, 0o755)
+        shared = Path(base) / "shared"
+        shared.mkdir(mode=0o777)
+        os.chmod(shared, 0o777)
+        (shared / "nc").write_text("#!/bin/sh\necho ran the machine's code\n")
+        os.chmod(shared / "nc", 0o755)
+        project, copy = _folders(Path(base))
+        project = project.rename(shared / "project")  # (the project in it: `..` synced)
+        command = f"ls -A {shared}; {shared}/nc; cat site.yml; touch {shared}/planted && echo wrote"
+        ran = _run_hiding(project, copy, [shared, shared / "project"], command, user)
+        assert "ran the machine's code" not in ran.stdout and "wrote" not in ran.stdout, ran
+        assert ran.stdout.splitlines() == ["project", "the approved copy"], ran  # the copy alone, in its place
+        assert sorted(p.name for p in shared.iterdir()) == ["nc", "project"]
+        assert sorted(p.name for p in project.iterdir()) == ["site.yml"]
+        with open("/proc/self/mountinfo") as mounts:
+            assert str(shared) not in mounts.read(), "a mount was left in tapers' own namespace"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs as a user in a user namespace without id maps")
+def test_without_namespaces_a_play_that_must_not_reach_a_folder_does_not_run() -> None:
+    with tempfile.TemporaryDirectory(prefix="tapers-play-ns-") as base:
+        os.chmod(base, 0o755)
+        project, copy = _folders(Path(base))
+        shared = Path(base) / "shared"
+        shared.mkdir()
+        ran = _run_hiding(project, copy, [shared], "echo ran", ["runuser", "-u", "nobody", "--", "unshare", "--user",
+                                                                "--"])
+        assert ran.returncode == 126 and ran.stdout == "", ran
+        assert f"machines can write {shared}" in ran.stderr
