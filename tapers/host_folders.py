@@ -83,11 +83,12 @@ def sharer(project_root: Path) -> Sharer | None:
     return None if owner.st_uid == 0 else Sharer(owner.st_uid, owner.st_gid, project_root.resolve())
 
 
-def out_of_reach(folder: Path, writable: bool, person: Sharer) -> str | None:
+def out_of_reach(folder: Path, writable: bool, person: Sharer, in_machine: bool = True) -> str | None:
     """Why `person` couldn't share `folder` (or a file) themselves (None: they could): read
     it, and write it unless it is shared read-only; a folder to be created, make it. Root mounts it, so
     without this a Taperfile (or a person allowed to run tapers with sudo) would hand a
-    machine another user's files."""
+    machine another user's files. `in_machine`: the machine reaches it as the person's
+    user and main group only (their other groups are not its), so only those count."""
     import pwd
     import subprocess
 
@@ -100,7 +101,7 @@ def out_of_reach(folder: Path, writable: bool, person: Sharer) -> str | None:
     wanted = ["-r"] + (["-x"] if target.is_dir() else []) + (["-w"] if writable or target != folder else [])
     try:
         account = pwd.getpwuid(uid)
-        groups = os.getgrouplist(account.pw_name, account.pw_gid)
+        groups = [gid] if in_machine else os.getgrouplist(account.pw_name, account.pw_gid)
     except KeyError:
         groups = [gid]
     test: list[str] = []
@@ -111,7 +112,8 @@ def out_of_reach(folder: Path, writable: bool, person: Sharer) -> str | None:
     if can:
         return None
     what = "create it" if target != folder else ("read and write it" if writable else "read it")
-    return f"uid {uid}, for whom tapers shares folders here, may not {what}"
+    through = " (as their user or main group: the machine has none of their other groups)" if in_machine else ""
+    return f"uid {uid}, for whom tapers shares folders here, may not {what}{through}"
 
 
 def open_no_links(path: Path, folder: bool = False) -> int:

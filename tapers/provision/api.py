@@ -139,7 +139,7 @@ def refuse_hidden(root: Path, written: str, what: str) -> Path:
         from tapers.host_folders import out_of_reach
 
         theirs = path.is_relative_to(root.resolve()) and root.stat().st_uid == person.uid
-        why = None if theirs else out_of_reach(path, False, person)
+        why = None if theirs else out_of_reach(path, False, person, in_machine=False)  # (root reads it)
     if why is not None:
         raise ProvisionError(f"{what} `{written}` can't be given to a machine: {why}",
                              hint="keep provisioning files in the project folder")

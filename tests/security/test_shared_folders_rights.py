@@ -142,3 +142,34 @@ def test_under_sudo_a_step_file_the_user_may_not_read_is_not_given_to_the_machin
     os.chmod(places["carol"].parent, 0o755)
     os.chmod(places["carol"] / "secret", 0o644)  # carol's, but open to all: fine
     assert step_file(places["project"], str(places["carol"] / "secret"), "the source") == places["carol"] / "secret"
+
+
+def test_a_folder_the_person_reaches_only_through_another_group_is_refused(places: dict[str, Path],
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machine is the person's user and main group, none of their other groups: a team
+    folder open to a group of theirs would fail in the machine (permission denied), so it
+    is refused, saying why."""
+    import grp
+    import pwd
+    import subprocess
+
+    name, group = f"tp-rights-{os.getpid()}", f"tp-team-{os.getpid()}"
+    subprocess.run(["groupadd", group], check=True)
+    try:
+        subprocess.run(["useradd", "--no-create-home", "-G", group, name], check=True)
+        try:
+            person, team = pwd.getpwnam(name), grp.getgrnam(group)
+            team_folder = places["root"] / "team"
+            team_folder.mkdir()
+            os.chown(team_folder, CAROL, team.gr_gid)
+            os.chmod(team_folder, 0o770)
+            os.chown(places["project"], person.pw_uid, person.pw_gid)
+            monkeypatch.setenv("SUDO_UID", str(person.pw_uid))
+            monkeypatch.setenv("SUDO_GID", str(person.pw_gid))
+            with pytest.raises(StateError, match="may not read and write it .as their user or main group"):
+                _mounts(places["project"], f"{{host: {team_folder}, guest: /team}}")
+            assert list(team_folder.iterdir()) == []
+        finally:
+            subprocess.run(["userdel", name], check=True)
+    finally:
+        subprocess.run(["groupdel", group], capture_output=True)

@@ -278,3 +278,19 @@ def test_an_unapproved_folder_outside_the_project_is_not_even_created(tmp_path: 
     trust.approve(project, trust.shared_folders(project))
     assert wanted in machine_setup.host_folders(project, project.machines[0], SilentReporter())  # (after the project)
     assert wanted.is_dir()
+
+
+def test_paths_ansible_could_not_make_do_not_break_the_check(tmp_path: Path, monkeypatch) -> None:
+    """`~nobody-here`, a NUL, a link to itself (a guest can make one in the project): no path,
+    nothing to refuse, and no crash (the play says so itself when it runs)."""
+    folder = _project(tmp_path, monkeypatch)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (folder / "loop").symlink_to("loop")
+    (folder / "ansible.cfg").write_text("[defaults]\nroles_path = ~no-such-user-here/roles:./loop/roles\n"
+                                        "library = ./lo\x00op\n")
+    (folder / "Taperfile.yaml").write_text(
+        f"version: 1\nmachines:\n  web:\n    synced_folders: [{{host: {shared}, guest: /shared}}]\n"
+        "    provision:\n      - ansible: {playbook: site.yml, vault_password_file: ~no-such-user-here/pw}\n")
+    project = open_project(folder / "Taperfile.yaml")
+    trust.require_out_of_reach(project, trust.plays(project)[0])
