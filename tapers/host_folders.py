@@ -26,6 +26,18 @@ SYSTEM_TREES = (
 SYSTEM_FOLDERS = ("/", "/home", "/root", "/var", "/tmp", "/var/tmp", "/srv", "/opt", "/mnt", "/media")
 
 
+def real_path(root: Path, host: str, machine: str) -> Path:
+    """A synced folder's real path (links resolved), or a clear error: a machine can make a
+    link in the project that leads nowhere a path can be made (a loop)."""
+    from tapers.errors import StateError
+
+    try:
+        return (root / host).resolve()
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise StateError(f"machine `{machine}`: the synced folder `{host}` has no real path ({exc})",
+                         hint="put the folder back as it was (a link in it or on its way leads nowhere)") from None
+
+
 def refusal(folder: Path) -> str | None:
     """Why `folder` (a real path: links resolved) can't be synced, or None."""
     text = str(folder)
@@ -83,12 +95,13 @@ def sharer(project_root: Path) -> Sharer | None:
     return None if owner.st_uid == 0 else Sharer(owner.st_uid, owner.st_gid, project_root.resolve())
 
 
-def out_of_reach(folder: Path, writable: bool, person: Sharer, in_machine: bool = True) -> str | None:
-    """Why `person` couldn't share `folder` (or a file) themselves (None: they could): read
-    it, and write it unless it is shared read-only; a folder to be created, make it. Root mounts it, so
-    without this a Taperfile (or a person allowed to run tapers with sudo) would hand a
-    machine another user's files. `in_machine`: the machine reaches it as the person's
-    user and main group only (their other groups are not its), so only those count."""
+def out_of_reach(folder: Path, writable: bool, person: Sharer) -> str | None:
+    """Why `person` couldn't share `folder` themselves (None: they could): read it, and
+    write it unless it is shared read-only; a folder to be created, make it. Root mounts it,
+    so without this a Taperfile (or a person allowed to run tapers with sudo) would hand a
+    machine another user's files. The way there is theirs to walk with all their groups;
+    the folder itself must be theirs through their user or main group, the only ones the
+    machine has."""
     import pwd
     import subprocess
 
@@ -101,7 +114,7 @@ def out_of_reach(folder: Path, writable: bool, person: Sharer, in_machine: bool 
     wanted = ["-r"] + (["-x"] if target.is_dir() else []) + (["-w"] if writable or target != folder else [])
     try:
         account = pwd.getpwuid(uid)
-        groups = [gid] if in_machine else os.getgrouplist(account.pw_name, account.pw_gid)
+        groups = os.getgrouplist(account.pw_name, account.pw_gid)
     except KeyError:
         groups = [gid]
     test: list[str] = []
@@ -109,11 +122,17 @@ def out_of_reach(folder: Path, writable: bool, person: Sharer, in_machine: bool 
         test += [*(["-a"] if test else []), flag, str(target)]
     can = subprocess.run(["test", *test], user=uid, group=gid, extra_groups=groups, stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
-    if can:
-        return None
     what = "create it" if target != folder else ("read and write it" if writable else "read it")
-    through = " (as their user or main group: the machine has none of their other groups)" if in_machine else ""
-    return f"uid {uid}, for whom tapers shares folders here, may not {what}{through}"
+    if not can:
+        return f"uid {uid}, for whom tapers shares folders here, may not {what}"
+    if target == folder:
+        st = folder.stat()
+        need = sum({"-r": 4, "-w": 2, "-x": 1}[flag] for flag in wanted)
+        bits = st.st_mode >> (6 if st.st_uid == uid else 3 if st.st_gid == gid else 0)
+        if bits & need != need:
+            return (f"uid {uid}, for whom tapers shares folders here, may not {what} as their user or main group "
+                    "(the machine has none of their other groups)")
+    return None
 
 
 def open_no_links(path: Path, folder: bool = False) -> int:

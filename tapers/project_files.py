@@ -35,19 +35,24 @@ def invoker() -> tuple[int, int]:
 
 def invoker_may_read(fd: int, st: os.stat_result) -> bool:
     """Whether the person running tapers could read the open file `fd` (whose stat is `st`)
-    themselves, by its mode bits and the folders' on its real path (ACLs aside). Always,
-    unless root runs it for someone (sudo): root reads anything, and tapers' errors quote
-    what it read (`sudo tapers -f /etc/shadow` would show the hashes)."""
+    themselves. Always, unless root runs it for someone (sudo): root reads anything, and
+    tapers' errors quote what it read (`sudo tapers -f /etc/shadow` would show the hashes)."""
     if os.geteuid() != 0:
         return True
     uid, gid = invoker()
-    if uid == 0:
-        return True
+    return uid == 0 or may_read(fd, st, uid, gid)
+
+
+def may_read(fd: int, st: os.stat_result, uid: int, gid: int, need: int = 0) -> bool:
+    """Whether the user `uid` (main group `gid`) could read the open file or folder `fd`
+    (whose stat is `st`), or do `need` (mode bits: 3 is to write in a folder), by its mode
+    bits and those of the folders on its real path (ACLs aside): where it was opened, so
+    no link swapped in since counts."""
     groups: list[int] = []
 
-    def allows(st: os.stat_result, bit: int) -> bool:
+    def allows(st: os.stat_result, need: int) -> bool:
         if st.st_uid == uid:
-            return bool(st.st_mode >> 6 & bit)
+            return st.st_mode >> 6 & need == need
         if not groups:
             import pwd
 
@@ -55,10 +60,10 @@ def invoker_may_read(fd: int, st: os.stat_result) -> bool:
                 groups.extend(os.getgrouplist(pwd.getpwuid(uid).pw_name, gid))
             except KeyError:
                 groups.append(gid)
-        return bool(st.st_mode >> (3 if st.st_gid in groups else 0) & bit)
+        return st.st_mode >> (3 if st.st_gid in groups else 0) & need == need
 
-    folders = Path(os.readlink(f"/proc/self/fd/{fd}")).parents  # (where it was opened: no link swapped since)
-    return allows(st, 4) and all(allows(os.stat(folder), 1) for folder in folders)
+    folders = Path(os.readlink(f"/proc/self/fd/{fd}")).parents
+    return allows(st, need or (5 if stat.S_ISDIR(st.st_mode) else 4)) and all(allows(os.stat(f), 1) for f in folders)
 
 
 def _elevated_by() -> tuple[int, int]:

@@ -94,7 +94,7 @@ def host_folders(project: Project, machine: Machine, reporter: Reporter) -> list
     acts for (see host_folders.sharer), else owned like the project folder. A writable one
     outside the project is checked against the person's approval first, on the very path
     used (a link in the project could have changed where it leads since the plan)."""
-    from tapers.host_folders import out_of_reach, refusal, sharer
+    from tapers.host_folders import out_of_reach, real_path, refusal, sharer
 
     folders = []
     root = project.root
@@ -102,7 +102,7 @@ def host_folders(project: Project, machine: Machine, reporter: Reporter) -> list
     owner = root.stat()
     person = sharer(root)
     for synced in machine.synced:
-        folder = (root / synced.host).resolve()
+        folder = real_path(root, synced.host, machine.name)
         if not synced.readonly and not folder.is_relative_to(inside):
             from tapers.engine import trust
 

@@ -5,6 +5,8 @@ in the login user's home). Out of a machine, what the machine sends is not trust
 name is a plain name (no `/`, `.` or `..`), nothing is written through a link, links and
 special files are left out, no setuid or setgid bit lands on the host, and what is written
 belongs to you (under sudo, to the user who ran it). Files are read as the login user.
+Under sudo, tapers copies in only what that user could read, and out only where they could
+write.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ import os
 import stat
 import sys
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tapers import project_files
 from tapers.errors import StateError, UsageError
 from tapers.ssh.session import Session
+
+if TYPE_CHECKING:
+    from tapers.host_folders import Sharer
 
 CHUNK = 1 << 15  # paramiko's SFTP read size: no read-ahead sized by what the machine claims
 MAX_DEPTH = 64  # folders in folders
@@ -39,6 +44,17 @@ class _Guest:
         self.session.mkdir(remote, mode)
 
 
+def _sudo_user() -> Sharer | None:
+    """Under sudo (doas, pkexec), the user root copies for: only what they could read goes
+    into a machine, only where they could write do its files land."""
+    if os.geteuid() != 0:
+        return None
+    uid, gid = project_files.invoker()
+    from tapers.host_folders import Sharer
+
+    return None if uid == 0 else Sharer(uid, gid, None)
+
+
 def copy_in(session: Session, home: str, source: Path, destination: str) -> None:
     from tapers.provision.files import copy_into
 
@@ -47,9 +63,13 @@ def copy_in(session: Session, home: str, source: Path, destination: str) -> None
     except OSError as exc:
         raise UsageError(f"cannot read {source}: {exc.strerror}") from None
     try:
+        person = _sudo_user()
+        if person is not None and not project_files.may_read(fd, os.fstat(fd), person.uid, person.gid):
+            raise UsageError(f"cannot read {source}: you may not read it (tapers runs as root for you, and copies "
+                             "only what you could read)")
         if _remote_is_dir(session, destination):
             destination = str(PurePosixPath(destination) / source.resolve().name)
-        code = copy_into(_Guest(session, home), fd, destination.rstrip("/") or "/")
+        code = copy_into(_Guest(session, home), fd, destination.rstrip("/") or "/", person)
     finally:
         os.close(fd)
     if code != 0:
@@ -74,6 +94,10 @@ def copy_out(session: Session, remote: str, destination: Path) -> int:
     except OSError as exc:
         raise UsageError(f"cannot write in {folder}: {exc.strerror}") from None
     try:
+        person = _sudo_user()
+        if person is not None and not project_files.may_read(parent, os.fstat(parent), person.uid, person.gid, 3):
+            raise UsageError(f"cannot write in {folder}: you may not write there (tapers runs as root for you, and "
+                             "writes only where you could)")
         return _get(sftp, remote, attrs, parent, name)
     except (OSError, UnicodeError) as exc:  # a file the login user can't read, a full disk, a name not UTF-8...
         raise StateError(f"could not copy {session.target.machine}:{remote}: {exc}",

@@ -100,13 +100,15 @@ class SharedFolder:
 
 def shared_folders(project: Project, names: set[str] | None = None) -> list[SharedFolder]:
     """The writable synced folders outside the project folder (of the machines `names`)."""
+    from tapers.host_folders import real_path
+
     root = project.root.resolve()
     found = []
     for machine in project.machines:
         if names is not None and machine.name not in names:
             continue
         for synced in machine.synced:
-            folder = (project.root / synced.host).resolve()
+            folder = real_path(project.root, synced.host, machine.name)
             if not synced.readonly and not folder.is_relative_to(root):
                 found.append(SharedFolder(machine.name, folder, synced.guest))
     return found

@@ -7,11 +7,14 @@ import os
 import stat
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from tapers import digests
 from tapers.errors import ProvisionError
 from tapers.taperfile.machine import Step
+
+if TYPE_CHECKING:
+    from tapers.host_folders import Sharer
 
 
 class StepFailed(Exception):
@@ -132,18 +135,33 @@ def refuse_hidden(root: Path, written: str, what: str) -> Path:
     read: root reads it, and the machine gets it."""
     from tapers.host_folders import refusal, sharer
 
-    path = (root / written).resolve()
+    try:
+        path = (root / written).resolve()
+    except (RuntimeError, OSError, ValueError) as exc:  # (a loop of links)
+        raise ProvisionError(f"{what} `{written}` has no real path ({exc})") from None
     why = refusal(path)
     person = sharer(root) if why is None and os.geteuid() == 0 and path.exists() and root.is_dir() else None
     if person is not None:
-        from tapers.host_folders import out_of_reach
-
-        theirs = path.is_relative_to(root.resolve()) and root.stat().st_uid == person.uid
-        why = None if theirs else out_of_reach(path, False, person, in_machine=False)  # (root reads it)
+        why = unreadable_by(person, path)
     if why is not None:
         raise ProvisionError(f"{what} `{written}` can't be given to a machine: {why}",
                              hint="keep provisioning files in the project folder")
     return path
+
+
+def unreadable_by(person: Sharer, path: Path, fd: int | None = None) -> str | None:
+    """Why `person`, for whom root acts, couldn't read the file or folder at `path` (open at
+    `fd`, when given) themselves; None: they could. Root reads it, and the machine gets it."""
+    from tapers.project_files import may_read
+
+    opened = os.open(path, os.O_PATH | os.O_CLOEXEC) if fd is None else fd
+    try:
+        if may_read(opened, os.fstat(opened), person.uid, person.gid):
+            return None
+    finally:
+        if fd is None:
+            os.close(opened)
+    return f"uid {person.uid}, for whom tapers runs here, may not read it"
 
 
 MAX_SCRIPT = 16 * 1024**2  # bytes of a shell step's script

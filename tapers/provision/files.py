@@ -12,9 +12,14 @@ import shlex
 import stat
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tapers.provision.api import Guest, Inputs, StepFailed, digest, tree_digest, open_step_file, settings_inputs, step_file, tree_inputs
+from tapers.provision.api import (Guest, Inputs, StepFailed, digest, open_step_file, settings_inputs, step_file, tree_digest,
+                                  tree_inputs, unreadable_by)
 from tapers.taperfile.machine import Step
+
+if TYPE_CHECKING:
+    from tapers.host_folders import Sharer
 
 
 class FileProvisioner:
@@ -30,11 +35,13 @@ class FileProvisioner:
         return {**tree_inputs(root, source), **settings_inputs(step.options, ("destination",))}
 
     def run(self, step: Step, guest: Guest) -> None:
+        from tapers.host_folders import sharer
+
         source = step_file(guest.root, step.options["source"], "the source")
         fd = open_step_file(source, "the source")
         destination = step.options["destination"].rstrip("/") or "/"
         try:
-            code = copy_into(guest, fd, destination)
+            code = copy_into(guest, fd, destination, sharer(guest.root) if os.geteuid() == 0 else None)
         finally:
             os.close(fd)
         if code != 0:
@@ -44,14 +51,15 @@ class FileProvisioner:
         pass
 
 
-def copy_into(guest: Guest, fd: int, destination: str) -> int:
+def copy_into(guest: Guest, fd: int, destination: str, person: Sharer | None = None) -> int:
     """The file or folder open at `fd` to `destination` in the machine (parents made, modes
     kept): uploaded to a private staging folder, then copied into place, as root (owned by
-    root) unless the destination is in the login user's home. The copy's exit code."""
+    root) unless the destination is in the login user's home. The copy's exit code.
+    `person`: whom root acts for; a file in it they couldn't read themselves is refused."""
     staging = f"/tmp/tapers-upload-{uuid.uuid4().hex[:12]}"
     guest.mkdir(staging, 0o700)
     payload = f"{staging}/payload"
-    _upload(guest, fd, payload)
+    _upload(guest, fd, payload, person)
     parent = str(Path(destination).parent)
     copy = f"mkdir -p {shlex.quote(parent)} && cp -rT --preserve=mode {shlex.quote(payload)} {shlex.quote(destination)}"
     as_user = destination == guest.home or destination.startswith(guest.home.rstrip("/") + "/")
@@ -59,12 +67,15 @@ def copy_into(guest: Guest, fd: int, destination: str) -> int:
     return guest.run(f"{command}; rc=$?; rm -rf {shlex.quote(staging)}; exit $rc")
 
 
-def _upload(guest: Guest, fd: int, remote: str) -> None:
+def _upload(guest: Guest, fd: int, remote: str, person: Sharer | None = None) -> None:
     """The file or folder open at `fd`, with the files and folders in it, each opened from
     its folder's fd without following links (links and special files are left out: a link
     could lead anywhere on the host, and a folder swapped for one while this runs is not
     followed either)."""
     st = os.fstat(fd)
+    why = unreadable_by(person, Path(os.readlink(f"/proc/self/fd/{fd}")), fd) if person is not None else None
+    if why is not None:
+        raise StepFailed(f"{os.readlink(f'/proc/self/fd/{fd}')}: {why}; not copied into the machine")
     if stat.S_ISREG(st.st_mode):
         with os.fdopen(os.dup(fd), "rb") as handle:
             guest.put(handle, remote, st.st_mode & 0o777)
@@ -83,7 +94,7 @@ def _upload(guest: Guest, fd: int, remote: str) -> None:
                 continue
             raise
         try:
-            _upload(guest, child, f"{remote}/{name}")
+            _upload(guest, child, f"{remote}/{name}", person)
         finally:
             os.close(child)
 

@@ -38,7 +38,9 @@ def main(argv: list[str]) -> int:
         print("usage: python -m tapers.provision.play_ns PROJECT COPY [HIDDEN...] -- PROGRAM ARGS...", file=sys.stderr)
         return 2
     end = argv.index("--", 2)
-    project, copy, hidden, command = argv[0], argv[1], _outermost(argv[2:end]), argv[end + 1:]
+    project, copy, command = argv[0], argv[1], argv[end + 1:]
+    # (one that doesn't exist was never a machine's to write: nothing is there to hide)
+    hidden = [folder for folder in _outermost([os.path.normpath(f) for f in argv[2:end]]) if os.path.isdir(folder)]
     why = _tried(project, copy, hidden)
     folder = project
     if why is None:
@@ -52,8 +54,11 @@ def main(argv: list[str]) -> int:
               "it names absolutely into the project reaches the project folder itself", file=sys.stderr, flush=True)
         folder = copy
     os.chdir(folder)
-    os.execvpe(command[0], command, {**os.environ, "PWD": folder})
-    return 127  # not reached
+    try:
+        os.execvpe(command[0], command, {**os.environ, "PWD": folder})
+    except OSError as exc:
+        print(f"tapers: the play can't run {command[0]}: {exc.strerror}", file=sys.stderr, flush=True)
+    return 127
 
 
 def _outermost(folders: list[str]) -> list[str]:

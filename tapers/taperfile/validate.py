@@ -354,7 +354,11 @@ def _check_synced_folders(taperfile: Taperfile, source: _Source, path: Path) -> 
             if folder.disabled:
                 continue
             written = Path(folder.host)
-            resolved = (root / written).resolve()
+            try:
+                resolved = (root / written).resolve()
+            except (RuntimeError, OSError, ValueError) as exc:  # (a loop of links)
+                problems.append(f"{where}{_dotted(here)}: `{folder.host}` has no real path ({exc})")
+                continue
             if not written.is_absolute() and not resolved.is_relative_to(root):
                 problems.append(
                     f"{where}{_dotted(here)}: `{folder.host}` leads outside the project folder (to {_display(resolved)}) "

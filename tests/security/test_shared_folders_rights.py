@@ -133,7 +133,7 @@ def test_under_sudo_a_step_file_the_user_may_not_read_is_not_given_to_the_machin
 
     monkeypatch.setenv("SUDO_UID", str(ALICE))
     monkeypatch.setenv("SUDO_GID", str(ALICE))
-    with pytest.raises(ProvisionError, match=f"uid {ALICE}, for whom tapers shares folders here, may not read"):
+    with pytest.raises(ProvisionError, match=f"uid {ALICE}, for whom tapers runs here, may not read it"):
         step_file(places["project"], str(places["carol"] / "secret"), "the source")
     (places["project"] / "app.conf").write_text("x=1\n")
     os.chmod(places["project"] / "app.conf", 0o600)  # hers, in her project: fine
@@ -166,10 +166,84 @@ def test_a_folder_the_person_reaches_only_through_another_group_is_refused(place
             os.chown(places["project"], person.pw_uid, person.pw_gid)
             monkeypatch.setenv("SUDO_UID", str(person.pw_uid))
             monkeypatch.setenv("SUDO_GID", str(person.pw_gid))
-            with pytest.raises(StateError, match="may not read and write it .as their user or main group"):
+            with pytest.raises(StateError, match="may not read and write it as their user or main group"):
                 _mounts(places["project"], f"{{host: {team_folder}, guest: /team}}")
             assert list(team_folder.iterdir()) == []
+            own = team_folder / "own"  # theirs, in the team's folder: the way there is walked on the host
+            own.mkdir(mode=0o700)
+            os.chown(own, person.pw_uid, person.pw_gid)
+            assert any(m.target == "/own" for m in _mounts(places["project"], f"{{host: {own}, guest: /own}}"))
         finally:
             subprocess.run(["userdel", name], check=True)
     finally:
         subprocess.run(["groupdel", group], capture_output=True)
+
+
+class _Sftp:
+    def __init__(self, calls: list[str]) -> None:
+        self.calls = calls
+
+    def stat(self, remote: str):
+        import paramiko
+
+        self.calls.append(f"stat {remote}")
+        attrs = paramiko.SFTPAttributes()
+        attrs.st_mode = 0o100644
+        return attrs
+
+    def __getattr__(self, name: str):
+        raise AssertionError(f"nothing more is read from the machine ({name})")
+
+
+class _Session:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def sftp(self) -> _Sftp:
+        return _Sftp(self.calls)
+
+    def __getattr__(self, name: str):
+        raise AssertionError(f"the machine is not used ({name})")
+
+
+def test_under_sudo_tapers_cp_copies_only_what_the_user_could(places: dict[str, Path],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sudo tapers cp /root/notes web:` would hand root's file to the machine (and so to the
+    user); `sudo tapers cp web:/x /etc/profile.d/` would put the machine's file where root
+    runs it."""
+    from tapers.engine import transfer
+    from tapers.errors import UsageError
+
+    monkeypatch.setenv("SUDO_UID", str(ALICE))
+    monkeypatch.setenv("SUDO_GID", str(ALICE))
+    session = _Session()
+    with pytest.raises(UsageError, match="you may not read it"):
+        transfer.copy_in(session, "/home/u", places["carol"] / "secret", "/tmp/")  # type: ignore[arg-type]
+    closed = places["root"] / "etc"
+    closed.mkdir()
+    with pytest.raises(UsageError, match="you may not write there"):
+        transfer.copy_out(session, "/tmp/x", closed)  # type: ignore[arg-type]
+    assert session.calls == ["stat /tmp/x"] and list(closed.iterdir()) == []
+
+
+def test_under_sudo_a_file_step_copies_no_file_the_user_could_not_read(places: dict[str, Path],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder of hers, holding a file she may not read (root's, 0600): not copied."""
+    from tapers.provision.api import StepFailed
+    from tapers.provision.files import PROVISIONER
+    from tapers.taperfile.machine import Step
+    from tests.fakes import FakeGuest
+
+    monkeypatch.setenv("SUDO_UID", str(ALICE))
+    monkeypatch.setenv("SUDO_GID", str(ALICE))
+    conf = places["project"] / "conf"
+    conf.mkdir()
+    os.chown(conf, ALICE, ALICE)
+    (conf / "app.ini").write_text("x=1\n")
+    (conf / "root-only").write_text("root's\n")
+    os.chmod(conf / "root-only", 0o600)
+    guest = FakeGuest("web", places["project"], [])
+    step = Step(1, None, "file", "once", False, {"source": "conf", "destination": "/etc/app"})
+    with pytest.raises(StepFailed, match="root-only: uid .* may not read it; not copied"):
+        PROVISIONER.run(step, guest)
+    assert not any(data == b"root's\n" for data in guest.files.values())

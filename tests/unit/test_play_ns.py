@@ -97,3 +97,12 @@ def test_without_namespaces_a_play_that_must_not_reach_a_folder_does_not_run() -
                                                                 "--"])
         assert ran.returncode == 126 and ran.stdout == "", ran
         assert f"machines can write {shared}" in ran.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root")
+def test_a_folder_to_hide_that_does_not_exist_is_no_reason_not_to_run() -> None:
+    with tempfile.TemporaryDirectory(prefix="tapers-play-ns-") as base:
+        project, copy = _folders(Path(base))
+        ran = _run_hiding(project, copy, [Path(base) / "not-made-yet"], "cat site.yml", [])
+        assert ran.returncode == 0 and ran.stdout == "the approved copy\n", ran
+        assert not (Path(base) / "not-made-yet").exists()

@@ -294,3 +294,21 @@ def test_paths_ansible_could_not_make_do_not_break_the_check(tmp_path: Path, mon
         "    provision:\n      - ansible: {playbook: site.yml, vault_password_file: ~no-such-user-here/pw}\n")
     project = open_project(folder / "Taperfile.yaml")
     trust.require_out_of_reach(project, trust.plays(project)[0])
+
+
+def test_a_synced_folder_that_is_a_link_loop_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
+    """A machine can make one in the project: every command would end in a traceback."""
+    from tapers.errors import StateError, TaperfileError
+
+    folder = _project(tmp_path, monkeypatch)
+    (folder / "data").symlink_to("data")
+    (folder / "Taperfile.yaml").write_text("version: 1\nmachines:\n  web:\n    synced_folders: [{host: data, guest: /d}]\n")
+    with pytest.raises(TaperfileError, match="`data` has no real path"):
+        open_project(folder / "Taperfile.yaml")
+    (folder / "data").unlink()
+    (folder / "data").mkdir()
+    project = open_project(folder / "Taperfile.yaml")  # made a loop after it was read
+    (folder / "data").rmdir()
+    (folder / "data").symlink_to("data")
+    with pytest.raises(StateError, match="the synced folder `data` has no real path"):
+        trust.shared_folders(project)
