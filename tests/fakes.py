@@ -112,6 +112,12 @@ class FakeBackend(BackendBase):
     def _save_record(self, container: str, record: Record) -> None:
         self.containers[container]["record"] = record.to_json()
 
+    def _mount_records(self, container: str) -> list[dict[str, Any]]:
+        from tapers.backend import staging
+
+        c = self.containers[container]
+        return staging.as_records(c["mounts"] if "mounts" in c else c["spec"].mounts if "spec" in c else ())
+
     def _start(self, container: str) -> None:
         self.calls.append(f"start {container}")
         self.containers[container]["state"] = State.RUNNING
@@ -141,6 +147,7 @@ class FakeBackend(BackendBase):
                      raw: Any = None) -> None:
         self.calls.append(f"reconfigure {container}")
         self.containers[container]["files"].update({f.path: f for f in files})
+        self.containers[container]["mounts"] = mounts
 
     def _usage(self, container: str) -> Any:
         from tapers.backend.api import Usage

@@ -232,6 +232,10 @@ class Backend(Protocol):
     def save_record(self, container: str, record: Record) -> None:
         """Replace what tapers recorded on the container (atomically)."""
 
+    def writable_sources(self, container: str) -> list[Path]:
+        """The host folders the container has mounted writable, as recorded when its mounts
+        were set up (where the machine can't change it); [] when it has none or is gone."""
+
     def start(self, container: str) -> None: ...
 
     def stop(self, container: str, timeout: float) -> bool:

@@ -90,6 +90,12 @@ class BackendBase:
             self._release(container)
             return clean
 
+    def writable_sources(self, container: str) -> list[Path]:
+        with self._translated("read its synced folders", container):
+            if self._state(container) is None:
+                return []
+            return [Path(m["source"]) for m in self._mount_records(container) if not m.get("readonly")]
+
     def freeze(self, container: str) -> None:
         with self._translated("freeze it", container):
             if self._require(container, "freeze") is State.RUNNING:
@@ -278,6 +284,10 @@ class BackendBase:
         raise NotImplementedError
 
     def _save_record(self, container: str, record: Record) -> None:
+        raise NotImplementedError
+
+    def _mount_records(self, container: str) -> list[dict[str, Any]]:
+        """The synced folders as kept with the container (staging.as_records)."""
         raise NotImplementedError
 
     def _start(self, container: str) -> None:

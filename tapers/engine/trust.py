@@ -24,6 +24,7 @@ from tapers.project import Project
 from tapers.taperfile.machine import Step
 
 if TYPE_CHECKING:
+    from tapers.backend.api import Backend
     from tapers.engine.plan import Plan
     from tapers.provision.api import Inputs
 
@@ -151,10 +152,17 @@ def require_out_of_reach(project: Project, play: HostPlay) -> None:
                 "or make that synced folder `readonly: true`")
 
 
-def hidden_from_plays(project: Project) -> tuple[Path, ...]:
+def hidden_from_plays(project: Project, backend: Backend | None = None) -> tuple[Path, ...]:
     """The host folders a play's programs must not reach: the synced folders outside the
-    project that machines can write (what is there may have changed since any approval)."""
-    return tuple(sorted({shared.folder for shared in shared_folders(project)}))
+    project that machines can write (what is there may have changed since any approval),
+    by the Taperfile and, with `backend`, by what the project's machines have mounted (a
+    machine can change the Taperfile, or a link in the project, not its mount records)."""
+    folders = {shared.folder for shared in shared_folders(project)}
+    if backend is not None:
+        root = project.root.resolve()
+        for info in backend.list(prefix=project.prefix):
+            folders.update(f for f in backend.writable_sources(info.name) if not f.is_relative_to(root))
+    return tuple(sorted(folders))
 
 
 def plays(project: Project, wanted: set[tuple[str, str]] | None = None,

@@ -9,11 +9,13 @@ container, that a record comes back as it was saved, and the networking calls.""
 from __future__ import annotations
 
 import socket
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tapers.backend.api import Backend, Limits, MachineSpec, State
+from tapers.backend.api import Backend, Limits, MachineSpec, Mount, State
 from tapers.errors import BackendError
 from tapers.record import READY
 from tests.fakes import FakeBackend, make_record
@@ -144,8 +146,16 @@ def test_the_life_of_a_container(backend: Backend) -> None:
     with pytest.raises(BackendError, match="has no snapshot `one`"):
         backend.snapshot_delete(container, "one")
 
-    backend.destroy(container)
-    assert backend.inspect(container) is None
+    # What it has mounted writable, as recorded (a play is kept from those folders).
+    assert backend.writable_sources(container) == []
+    with tempfile.TemporaryDirectory(prefix=f"tapers-{RUN_ID}-contract-") as folder:
+        written, read = Path(folder) / "w", Path(folder) / "r"
+        written.mkdir()
+        read.mkdir()
+        backend.reconfigure(container, "contract", (), (Mount(written, "/w"), Mount(read, "/r", readonly=True)), ())
+        assert backend.writable_sources(container) == [written]
+        backend.destroy(container)
+    assert backend.inspect(container) is None and backend.writable_sources(container) == []
     backend.destroy(container)  # gone already: nothing happens
 
 

@@ -272,3 +272,31 @@ def test_reload_asks_its_approvals_before_it_halts_anything(write_project, fake_
                ssh_check=lambda *a: None).reload(None)
     assert backend.containers["tapers-shop-web"]["state"] is State.RUNNING
     assert not any(call.startswith("stop") for call in backend.calls), backend.calls
+
+
+def test_a_play_is_kept_from_what_machines_have_mounted_whatever_the_taperfile_says_now(
+        write_project, fake_box_home, monkeypatch, tmp_path) -> None:
+    """A machine can edit the Taperfile (`readonly: true`, the entry gone) or a link in the
+    project; not what its mounts were made of: a play still can't reach the folder."""
+    from tapers.engine import trust
+    from tapers.provision.ansible import _where_the_project_is
+    from tests.fakes import FakeGuest
+
+    monkeypatch.setenv("TAPERS_HOME", str(tmp_path / "home"))
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    root = write_project({"p/Taperfile.yaml": "version: 1\nname: shop\nmachines:\n  web:\n    privileged: true\n"
+                          f"    synced_folders: [{{host: {shared}, guest: /s}}]\n"}) / "p"
+    project = open_project(explicit=root / "Taperfile.yaml")
+    trust.approve(project, trust.shared_folders(project))
+    backend = FakeBackend(events=[])
+    Engine(project, SilentReporter(), Prompts(), backend, host_check=lambda: None, ssh_check=lambda *a: None).up(None)
+    (root / "Taperfile.yaml").write_text("version: 1\nname: shop\nmachines:\n  web:\n    privileged: true\n"
+                                         f"    synced_folders: [{{host: {shared}, guest: /s, readonly: true}}]\n")
+    project = open_project(explicit=root / "Taperfile.yaml")
+    assert trust.hidden_from_plays(project) == ()
+    assert trust.hidden_from_plays(project, backend) == (shared,)
+    guest = FakeGuest("web", root, [])
+    guest.hidden_from_plays = (shared,)
+    argv = _where_the_project_is(guest, tmp_path / "copy", ["ansible-playbook", "site.yml"])
+    assert argv[argv.index("--") - 1] == str(shared) and argv[-2:] == ["ansible-playbook", "site.yml"]

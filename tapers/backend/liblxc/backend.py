@@ -128,6 +128,9 @@ class LiblxcBackend(BackendBase):
         tmp.write_bytes(text)
         os.replace(tmp, target)
 
+    def _mount_records(self, container: str) -> list[dict[str, Any]]:
+        return _mounts_of(self.lxcpath / container)
+
     def _create(self, spec: MachineSpec, record: Record) -> None:
         folder = self.lxcpath / spec.container
         if folder.exists():  # left over by an interrupted create: nothing defined in it
@@ -789,11 +792,16 @@ def _save_mounts(folder: Path, mounts: tuple[Mount, ...], shift: int, staged: bo
 
 
 def _prepare_mounts(container: str, folder: Path) -> None:
+    records = _mounts_of(folder)
+    if records:
+        staging.prepare(container, records)
+
+
+def _mounts_of(folder: Path) -> list[dict[str, Any]]:
     try:
-        records = json.loads((folder / MOUNTS_NAME).read_text())
+        return json.loads((folder / MOUNTS_NAME).read_text())
     except FileNotFoundError:
-        return
-    staging.prepare(container, records)
+        return []
 
 
 def _private_items(networks: tuple[NetworkConfig, ...]) -> list[tuple[str, str]]:

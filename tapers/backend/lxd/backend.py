@@ -401,6 +401,9 @@ class LxdBackend(BackendBase):
                    json={"name": alias, "target": result["fingerprint"], "description": "a tapers box"})
         return alias
 
+    def _mount_records(self, container: str) -> list[dict[str, Any]]:
+        return json.loads(self._data(container, "read the synced folders of")["config"].get(MOUNTS_KEY) or "[]")
+
     def _start(self, container: str) -> None:
         if self.local:
             data = self._data(container, "start")
