@@ -699,7 +699,7 @@ def _ssh_guest(name: str, ctx: Context) -> SshGuest:
         reporter=ctx.reporter,
         backend=ctx.backend,
         ssh_timeout=ctx.ssh_timeout,
-        hidden_from_plays=trust.hidden_from_plays(ctx.project, ctx.backend),
+        hidden_from_plays=lambda: trust.hidden_from_plays(ctx.project, ctx.backend),
     )
 
 

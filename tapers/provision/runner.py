@@ -74,10 +74,10 @@ class SshGuest:
         reporter: Reporter,
         backend: Backend,
         ssh_timeout: float = 60.0,
-        hidden_from_plays: tuple[Path, ...] = (),
+        hidden_from_plays: Callable[[], tuple[Path, ...]] = tuple,
     ) -> None:
         self.machine = target.machine
-        self.hidden_from_plays = hidden_from_plays
+        self._hidden_from_plays = hidden_from_plays  # (found when a play runs: only a play needs them)
         self.target = target
         self.root = root
         self.user = target.user
@@ -97,6 +97,10 @@ class SshGuest:
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
 
     # -- the Guest protocol -------------------------------------------------------------
+
+    @property
+    def hidden_from_plays(self) -> tuple[Path, ...]:
+        return self._hidden_from_plays()
 
     def run(self, command: str) -> int:
         out, err = self._outputs()
