@@ -43,11 +43,12 @@ def invoker_may_read(fd: int, st: os.stat_result) -> bool:
     return uid == 0 or may_read(fd, st, uid, gid)
 
 
-def may_read(fd: int, st: os.stat_result, uid: int, gid: int, need: int = 0) -> bool:
+def may_read(fd: int, st: os.stat_result, uid: int, gid: int, need: int = 0, top: Path | None = None) -> bool:
     """Whether the user `uid` (main group `gid`) could read the open file or folder `fd`
     (whose stat is `st`), or do `need` (mode bits: 3 is to write in a folder), by its mode
     bits and those of the folders on its real path (ACLs aside): where it was opened, so
-    no link swapped in since counts."""
+    no link swapped in since counts. `top`: a folder of theirs the path is in, wherever
+    it is (a project root put somewhere they can't pass): the folders above it don't count."""
     groups: list[int] = []
 
     def allows(st: os.stat_result, need: int) -> bool:
@@ -62,7 +63,8 @@ def may_read(fd: int, st: os.stat_result, uid: int, gid: int, need: int = 0) -> 
                 groups.append(gid)
         return st.st_mode >> (3 if st.st_gid in groups else 0) & need == need
 
-    folders = Path(os.readlink(f"/proc/self/fd/{fd}")).parents
+    real = Path(os.readlink(f"/proc/self/fd/{fd}"))
+    folders = [f for f in real.parents if top is None or not real.is_relative_to(top) or f.is_relative_to(top)]
     return allows(st, need or (5 if stat.S_ISDIR(st.st_mode) else 4)) and all(allows(os.stat(f), 1) for f in folders)
 
 

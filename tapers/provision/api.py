@@ -156,7 +156,7 @@ def unreadable_by(person: Sharer, path: Path, fd: int | None = None) -> str | No
 
     opened = os.open(path, os.O_PATH | os.O_CLOEXEC) if fd is None else fd
     try:
-        if may_read(opened, os.fstat(opened), person.uid, person.gid):
+        if may_read(opened, os.fstat(opened), person.uid, person.gid, top=person.project):
             return None
     finally:
         if fd is None:

@@ -247,3 +247,24 @@ def test_under_sudo_a_file_step_copies_no_file_the_user_could_not_read(places: d
     with pytest.raises(StepFailed, match="root-only: uid .* may not read it; not copied"):
         PROVISIONER.run(step, guest)
     assert not any(data == b"root's\n" for data in guest.files.values())
+
+
+def test_as_plain_root_a_step_file_in_the_owner_s_project_is_theirs_wherever_the_project_is(
+        places: dict[str, Path]) -> None:
+    """alice's project somewhere she can't pass (root put it there): its files are hers to
+    give to her machines; one in it she couldn't read (root's, 0600) is not."""
+    from tapers.errors import ProvisionError
+    from tapers.provision.api import step_file
+
+    hidden = places["root"] / "root-only"
+    hidden.mkdir(mode=0o700)
+    project = hidden / "shop"
+    project.mkdir()
+    os.chown(project, ALICE, ALICE)
+    (project / "site.yml").write_text("- hosts: all\n")
+    os.chown(project / "site.yml", ALICE, ALICE)
+    (project / "root.key").write_text("root's\n")
+    os.chmod(project / "root.key", 0o600)
+    assert step_file(project, "site.yml", "the playbook") == project / "site.yml"
+    with pytest.raises(ProvisionError, match=f"uid {ALICE}, for whom tapers runs here, may not read it"):
+        step_file(project, "root.key", "the source")
