@@ -105,6 +105,8 @@ def out_of_reach(folder: Path, writable: bool, person: Sharer) -> str | None:
     import pwd
     import subprocess
 
+    from tapers.project_files import mode_allows
+
     if person.project is not None and folder.is_relative_to(person.project):
         return None
     uid, gid = person.uid, person.gid
@@ -125,13 +127,10 @@ def out_of_reach(folder: Path, writable: bool, person: Sharer) -> str | None:
     what = "create it" if target != folder else ("read and write it" if writable else "read it")
     if not can:
         return f"uid {uid}, for whom tapers shares folders here, may not {what}"
-    if target == folder:
-        st = folder.stat()
-        need = sum({"-r": 4, "-w": 2, "-x": 1}[flag] for flag in wanted)
-        bits = st.st_mode >> (6 if st.st_uid == uid else 3 if st.st_gid == gid else 0)
-        if bits & need != need:
-            return (f"uid {uid}, for whom tapers shares folders here, may not {what} as their user or main group "
-                    "(the machine has none of their other groups)")
+    need = sum({"-r": 4, "-w": 2, "-x": 1}[flag] for flag in wanted)
+    if target == folder and not mode_allows(folder.stat(), uid, [gid], need):
+        return (f"uid {uid}, for whom tapers shares folders here, may not {what} as their user or main group "
+                "(the machine has none of their other groups)")
     return None
 
 

@@ -33,14 +33,15 @@ def invoker() -> tuple[int, int]:
     return os.geteuid(), os.getegid()
 
 
-def invoker_may_read(fd: int, st: os.stat_result) -> bool:
+def invoker_may_read(fd: int, st: os.stat_result, need: int = 0) -> bool:
     """Whether the person running tapers could read the open file `fd` (whose stat is `st`)
-    themselves. Always, unless root runs it for someone (sudo): root reads anything, and
-    tapers' errors quote what it read (`sudo tapers -f /etc/shadow` would show the hashes)."""
+    themselves, or do `need` (see may_read). Always, unless root runs it for someone (sudo):
+    root reads anything, and tapers' errors quote what it read (`sudo tapers -f /etc/shadow`
+    would show the hashes)."""
     if os.geteuid() != 0:
         return True
     uid, gid = invoker()
-    return uid == 0 or may_read(fd, st, uid, gid)
+    return uid == 0 or may_read(fd, st, uid, gid, need)
 
 
 def may_read(fd: int, st: os.stat_result, uid: int, gid: int, need: int = 0, top: Path | None = None) -> bool:
@@ -49,23 +50,23 @@ def may_read(fd: int, st: os.stat_result, uid: int, gid: int, need: int = 0, top
     bits and those of the folders on its real path (ACLs aside): where it was opened, so
     no link swapped in since counts. `top`: a folder of theirs the path is in, wherever
     it is (a project root put somewhere they can't pass): the folders above it don't count."""
-    groups: list[int] = []
+    import pwd
 
-    def allows(st: os.stat_result, need: int) -> bool:
-        if st.st_uid == uid:
-            return st.st_mode >> 6 & need == need
-        if not groups:
-            import pwd
-
-            try:
-                groups.extend(os.getgrouplist(pwd.getpwuid(uid).pw_name, gid))
-            except KeyError:
-                groups.append(gid)
-        return st.st_mode >> (3 if st.st_gid in groups else 0) & need == need
-
+    try:
+        groups = os.getgrouplist(pwd.getpwuid(uid).pw_name, gid)
+    except KeyError:
+        groups = [gid]
     real = Path(os.readlink(f"/proc/self/fd/{fd}"))
     folders = [f for f in real.parents if top is None or not real.is_relative_to(top) or f.is_relative_to(top)]
-    return allows(st, need or (5 if stat.S_ISDIR(st.st_mode) else 4)) and all(allows(os.stat(f), 1) for f in folders)
+    return (mode_allows(st, uid, groups, need or (5 if stat.S_ISDIR(st.st_mode) else 4))
+            and all(mode_allows(os.stat(f), uid, groups, 1) for f in folders))
+
+
+def mode_allows(st: os.stat_result, uid: int, groups: list[int], need: int) -> bool:
+    """Whether the mode bits of `st` let `uid` (in `groups`) do `need` (4 read, 2 write,
+    1 search or run): its owner's bits, else its group's, else others'."""
+    shift = 6 if st.st_uid == uid else 3 if st.st_gid in groups else 0
+    return st.st_mode >> shift & need == need
 
 
 def _elevated_by() -> tuple[int, int]:

@@ -46,7 +46,7 @@ class _Guest:
 
 def _sudo_user() -> Sharer | None:
     """Under sudo (doas, pkexec), the user root copies for: only what they could read goes
-    into a machine, only where they could write do its files land."""
+    into a machine (each file of a folder copied: see files.copy_into)."""
     if os.geteuid() != 0:
         return None
     uid, gid = project_files.invoker()
@@ -63,13 +63,12 @@ def copy_in(session: Session, home: str, source: Path, destination: str) -> None
     except OSError as exc:
         raise UsageError(f"cannot read {source}: {exc.strerror}") from None
     try:
-        person = _sudo_user()
-        if person is not None and not project_files.may_read(fd, os.fstat(fd), person.uid, person.gid):
+        if not project_files.invoker_may_read(fd, os.fstat(fd)):
             raise UsageError(f"cannot read {source}: you may not read it (tapers runs as root for you, and copies "
                              "only what you could read)")
         if _remote_is_dir(session, destination):
             destination = str(PurePosixPath(destination) / source.resolve().name)
-        code = copy_into(_Guest(session, home), fd, destination.rstrip("/") or "/", person)
+        code = copy_into(_Guest(session, home), fd, destination.rstrip("/") or "/", _sudo_user())
     finally:
         os.close(fd)
     if code != 0:
@@ -94,8 +93,7 @@ def copy_out(session: Session, remote: str, destination: Path) -> int:
     except OSError as exc:
         raise UsageError(f"cannot write in {folder}: {exc.strerror}") from None
     try:
-        person = _sudo_user()
-        if person is not None and not project_files.may_read(parent, os.fstat(parent), person.uid, person.gid, 3):
+        if not project_files.invoker_may_read(parent, os.fstat(parent), 3):
             raise UsageError(f"cannot write in {folder}: you may not write there (tapers runs as root for you, and "
                              "writes only where you could)")
         return _get(sftp, remote, attrs, parent, name)

@@ -137,11 +137,10 @@ def require_out_of_reach(project: Project, play: HostPlay) -> None:
     options = play.step.options
     used = [Path(name) for name in play.inputs if name.startswith("/")]
     used += ansible_inputs.host_code_paths(ansible_inputs.config_file(project.root, options))
-    if options.get("vault_password_file"):
-        try:
-            used.append(ansible_inputs.expand(str(options["vault_password_file"]), project.root).resolve())
-        except (RuntimeError, ValueError, OSError):
-            pass  # (no file there: the play says so when it runs)
+    written = options.get("vault_password_file")
+    vault = ansible_inputs.real_path(str(written), project.root) if written else None
+    if vault is not None:  # (None: no file can be there; the play says so when it runs)
+        used.append(vault)
     for path in used:
         folder = next((f for f in writable if path.is_relative_to(f)), None)
         if folder is not None:

@@ -89,9 +89,10 @@ class AnsibleProvisioner:
             env.update(_paths_env(work, options))
             if os.geteuid() == 0:
                 play_copy.give(private, project_files.invoker())  # ansible-playbook runs as them
+            hidden = guest.hidden_from_plays  # (found once: on LXD, a request per machine)
             if options.get("requirements"):
-                _install_requirements(guest, work, _in_copy(guest.root, options["requirements"]), env)
-            code = guest.run_on_host(_where_the_project_is(guest, work, argv), work, env)
+                _install_requirements(guest, work, hidden, _in_copy(guest.root, options["requirements"]), env)
+            code = guest.run_on_host(_where_the_project_is(guest.root, work, hidden, argv), work, env)
         if code != 0:
             raise StepFailed(f"failed: ansible-playbook exited with code {code}")
 
@@ -133,11 +134,10 @@ def _in_copy(root: Path, written: str) -> str:
         return str(path)
 
 
-def _where_the_project_is(guest: Guest, work: Path, argv: list[str]) -> list[str]:
-    """`argv` run with the play's copy mounted over the project folder, and the folders
-    machines can write elsewhere out of its reach (see play_ns)."""
-    return [sys.executable, "-P", "-m", "tapers.provision.play_ns", str(guest.root), str(work),
-            *map(str, guest.hidden_from_plays), "--", *argv]
+def _where_the_project_is(root: Path, work: Path, hidden: tuple[Path, ...], argv: list[str]) -> list[str]:
+    """`argv` run with the play's copy mounted over the project folder, and the `hidden`
+    folders (machines can write them) out of its reach (see play_ns)."""
+    return [sys.executable, "-P", "-m", "tapers.provision.play_ns", str(root), str(work), *map(str, hidden), "--", *argv]
 
 
 def _vault_file(root: Path, written: str, private: Path) -> str:
@@ -153,7 +153,8 @@ def _vault_file(root: Path, written: str, private: Path) -> str:
     return str(copy)
 
 
-def _install_requirements(guest: Guest, work: Path, requirements: str, env: dict[str, str]) -> None:
+def _install_requirements(guest: Guest, work: Path, hidden: tuple[Path, ...], requirements: str,
+                          env: dict[str, str]) -> None:
     """Roles and collections of a requirements.yml into the play's copy of the project
     (`.tapers/ansible/` there; from Galaxy, or local paths, tarballs and git URLs), with
     ansible-galaxy, as ansible-playbook runs."""
@@ -168,5 +169,5 @@ def _install_requirements(guest: Guest, work: Path, requirements: str, env: dict
     for what, argv in (("roles", [galaxy, "role", "install", "--force", "-r", requirements, "-p", str(installed / "roles")]),
                        ("collections", [galaxy, "collection", "install", "--force", "-r", requirements,
                                         "-p", str(installed / "collections")])):
-        if guest.run_on_host(_where_the_project_is(guest, work, argv), work, env) != 0:
+        if guest.run_on_host(_where_the_project_is(guest.root, work, hidden, argv), work, env) != 0:
             raise StepFailed(f"failed: ansible-galaxy could not install the {what} of {requirements}")

@@ -129,16 +129,18 @@ def small_file(path: Path) -> bytes:
 
 
 def _split(value: str, base: Path) -> list[Path]:
-    """The real paths of a path list; a part no path can be made of (`~nobody`, a NUL, a
-    loop of links) is left out (ansible-playbook finds nothing there either)."""
-    found = []
-    for part in value.split(os.pathsep):
-        if part.strip():
-            try:
-                found.append(expand(part, base).resolve())
-            except (RuntimeError, ValueError, OSError):
-                continue
-    return found
+    """The real paths of a path list (see real_path)."""
+    return [path for part in value.split(os.pathsep) if part.strip() and (path := real_path(part, base)) is not None]
+
+
+def real_path(written: str, base: Path) -> Path | None:
+    """A path as ansible-playbook reads it (see expand), links resolved; None when no path
+    can be made of it (`~nobody`, a NUL, a loop of links): ansible-playbook finds nothing
+    there either."""
+    try:
+        return expand(written, base).resolve()
+    except (RuntimeError, ValueError, OSError):
+        return None
 
 
 def expand(written: str, base: Path) -> Path:

@@ -73,9 +73,11 @@ def _upload(guest: Guest, fd: int, remote: str, person: Sharer | None = None) ->
     could lead anywhere on the host, and a folder swapped for one while this runs is not
     followed either)."""
     st = os.fstat(fd)
-    why = unreadable_by(person, Path(os.readlink(f"/proc/self/fd/{fd}")), fd) if person is not None else None
-    if why is not None:
-        raise StepFailed(f"{os.readlink(f'/proc/self/fd/{fd}')}: {why}; not copied into the machine")
+    if person is not None:
+        where = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        why = unreadable_by(person, where, fd)
+        if why is not None:
+            raise StepFailed(f"{where}: {why}; not copied into the machine")
     if stat.S_ISREG(st.st_mode):
         with os.fdopen(os.dup(fd), "rb") as handle:
             guest.put(handle, remote, st.st_mode & 0o777)
