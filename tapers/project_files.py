@@ -26,10 +26,15 @@ def invoker() -> tuple[int, int]:
     """(uid, gid) of the person running tapers: under sudo, doas or pkexec, the user who ran it."""
     if os.geteuid() == 0:
         uid, gid = os.environ.get("SUDO_UID", ""), os.environ.get("SUDO_GID", "")
-        if uid.isdigit() and gid.isdigit():
-            return int(uid), int(gid)
-        if os.environ.get("PKEXEC_UID") or os.environ.get("DOAS_USER"):
-            return _elevated_by()
+        by_sudo = (int(uid), int(gid)) if uid.isdigit() and gid.isdigit() else None
+        by_other = _elevated_by() if os.environ.get("PKEXEC_UID") or os.environ.get("DOAS_USER") else None
+        if by_sudo and by_other and by_sudo[0] != by_other[0]:
+            # (each tool sets its own variable; the other's came through it, from whoever ran it)
+            raise StateError(f"tapers runs as root for two different users: SUDO_UID says uid {by_sudo[0]}, "
+                             f"{'PKEXEC_UID' if os.environ.get('PKEXEC_UID') else 'DOAS_USER'} says uid {by_other[0]}",
+                             hint="run it through sudo, doas or pkexec alone, without the others' variables set")
+        if by_sudo or by_other:
+            return by_sudo or by_other  # type: ignore[return-value]
     return os.geteuid(), os.getegid()
 
 

@@ -233,7 +233,7 @@ class FakeGuest:
     def capture(self, command: str) -> tuple[int, str]:
         return 0, "running\n"
 
-    def run_on_host(self, argv, cwd, env) -> int:
+    def run_play(self, argv, work, hidden, env) -> int:
         self.events.append(f"{self.machine}: host {argv[0]}")
         return 0
 

@@ -92,7 +92,7 @@ class AnsibleProvisioner:
             hidden = guest.hidden_from_plays  # (found once: on LXD, a request per machine)
             if options.get("requirements"):
                 _install_requirements(guest, work, hidden, _in_copy(guest.root, options["requirements"]), env)
-            code = guest.run_on_host(_where_the_project_is(guest.root, work, hidden, argv), work, env)
+            code = guest.run_play(argv, work, hidden, env)
         if code != 0:
             raise StepFailed(f"failed: ansible-playbook exited with code {code}")
 
@@ -134,12 +134,6 @@ def _in_copy(root: Path, written: str) -> str:
         return str(path)
 
 
-def _where_the_project_is(root: Path, work: Path, hidden: tuple[Path, ...], argv: list[str]) -> list[str]:
-    """`argv` run with the play's copy mounted over the project folder, and the `hidden`
-    folders (machines can write them) out of its reach (see play_ns)."""
-    return [sys.executable, "-P", "-m", "tapers.provision.play_ns", str(root), str(work), *map(str, hidden), "--", *argv]
-
-
 def _vault_file(root: Path, written: str, private: Path) -> str:
     """The vault password file: one in the project as a private plain copy (see play_copy);
     one elsewhere where it is (an executable one there is yours to run)."""
@@ -169,5 +163,5 @@ def _install_requirements(guest: Guest, work: Path, hidden: tuple[Path, ...], re
     for what, argv in (("roles", [galaxy, "role", "install", "--force", "-r", requirements, "-p", str(installed / "roles")]),
                        ("collections", [galaxy, "collection", "install", "--force", "-r", requirements,
                                         "-p", str(installed / "collections")])):
-        if guest.run_on_host(_where_the_project_is(guest.root, work, hidden, argv), work, env) != 0:
+        if guest.run_play(argv, work, hidden, env) != 0:
             raise StepFailed(f"failed: ansible-galaxy could not install the {what} of {requirements}")

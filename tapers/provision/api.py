@@ -48,9 +48,10 @@ class Guest(Protocol):
 
     def mkdir(self, remote: str, mode: int = 0o755) -> None: ...
 
-    def run_on_host(self, argv: list[str], cwd: Path, env: dict[str, str]) -> int:
-        """Run a program on the host, streaming its output like a guest command's (under sudo,
-        as the user who ran sudo)."""
+    def run_play(self, argv: list[str], work: Path, hidden: tuple[Path, ...], env: dict[str, str]) -> int:
+        """Run a play's program on the host, streaming its output like a guest command's: with
+        the play's copy `work` where the project is and the `hidden` folders out of its reach
+        (play_ns), under sudo as the user who ran sudo."""
 
     def check_play(self, step: Step, inputs: Inputs) -> None:
         """Raise unless the person running tapers approved the step with exactly these

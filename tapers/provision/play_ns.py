@@ -1,11 +1,13 @@
 """Run a play's program (ansible-playbook, ansible-galaxy) with the play's copy of the project
 where the project is.
 
-    python -P -m tapers.provision.play_ns PROJECT COPY [HIDDEN...] -- PROGRAM ARGS...
+    python -P -m tapers.provision.play_ns [--as=UID:GID] PROJECT COPY [HIDDEN...] -- PROGRAM ARGS...
 
 In a mount namespace of its own (and, when not root, a user namespace of its own that maps
 only the caller's ids, to themselves), COPY is bind-mounted over PROJECT and PROGRAM runs
-in PROJECT. Whatever names a project file, relatively or by its absolute path, through
+in PROJECT. Root given `--as` (tapers under sudo) makes the mount namespace as root, then
+becomes that user (no other groups) before PROGRAM starts: no user namespace is needed, and
+the user can't undo a mount made there. Whatever names a project file, relatively or by its absolute path, through
 $PWD or an ansible.cfg, gets the approved copy (see play_copy): the project folder itself,
 which machines can write, is out of the play's reach. Each HIDDEN folder (a synced folder
 elsewhere that machines can write) is covered by an empty read-only one: however a play
@@ -33,9 +35,18 @@ MS_PRIVATE = 1 << 18
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
 
 
+USAGE = "usage: python -m tapers.provision.play_ns [--as=UID:GID] PROJECT COPY [HIDDEN...] -- PROGRAM ARGS..."
+
+
 def main(argv: list[str]) -> int:
+    person = None
+    if argv and argv[0].startswith("--as="):
+        person, argv = _ids(argv[0].removeprefix("--as=")), argv[1:]
+        if person is None or os.geteuid() != 0:
+            print(f"{USAGE} (--as: root only, a uid and a gid)", file=sys.stderr)
+            return 2
     if len(argv) < 4 or "--" not in argv[2:] or argv.index("--", 2) == len(argv) - 1:
-        print("usage: python -m tapers.provision.play_ns PROJECT COPY [HIDDEN...] -- PROGRAM ARGS...", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         return 2
     end = argv.index("--", 2)
     project, copy, command = argv[0], argv[1], argv[end + 1:]
@@ -53,12 +64,29 @@ def main(argv: list[str]) -> int:
         print(f"tapers: the play runs in a copy of the project without a private mount namespace ({why}): a path "
               "it names absolutely into the project reaches the project folder itself", file=sys.stderr, flush=True)
         folder = copy
-    os.chdir(folder)
+    as_whom = ""
+    if person is not None:
+        _become(*person)
+        as_whom = (f" as `{os.environ.get('USER') or person[0]}` (under sudo a play runs as the user who ran sudo, "
+                   "never as root)")
     try:
+        os.chdir(folder)
         os.execvpe(command[0], command, {**os.environ, "PWD": folder})
     except OSError as exc:
-        print(f"tapers: the play can't run {command[0]}: {exc.strerror}", file=sys.stderr, flush=True)
+        print(f"tapers: the play can't run {command[0]}{as_whom}: {exc.strerror}", file=sys.stderr, flush=True)
     return 127
+
+
+def _ids(text: str) -> tuple[int, int] | None:
+    uid, _, gid = text.partition(":")
+    return (int(uid), int(gid)) if uid.isdigit() and gid.isdigit() else None
+
+
+def _become(uid: int, gid: int) -> None:
+    """This user and group, and no other group, for good (real, effective and saved ids)."""
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
 
 
 def _outermost(folders: list[str]) -> list[str]:

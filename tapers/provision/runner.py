@@ -8,6 +8,7 @@ import contextlib
 import datetime as dt
 import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -57,6 +58,15 @@ class _Output:
         except ValueError:  # the guest was closed under us (Ctrl-C)
             pass
         self._reporter.line(self._machine, text)
+
+
+def play_command(root: Path, work: Path, hidden: tuple[Path, ...], argv: list[str],
+                 person: tuple[int, int] | None) -> list[str]:
+    """`argv` run through play_ns: the play's copy `work` mounted over the project folder
+    `root`, the `hidden` folders covered, as `person` (uid, gid) when given."""
+    become = [f"--as={person[0]}:{person[1]}"] if person else []
+    return [sys.executable, "-P", "-m", "tapers.provision.play_ns", *become, str(root), str(work), *map(str, hidden),
+            "--", *argv]
 
 
 class SshGuest:
@@ -122,23 +132,19 @@ class SshGuest:
     def mkdir(self, remote: str, mode: int = 0o755) -> None:
         self._connected().mkdir(remote, mode)
 
-    def run_on_host(self, argv: list[str], cwd: Path, env: dict[str, str]) -> int:
-        """Run a program on the host (ansible-playbook) with its output in this step's. Under
-        sudo it runs as the user who ran sudo, not as root: what it runs is the project's."""
+    def run_play(self, argv: list[str], work: Path, hidden: tuple[Path, ...], env: dict[str, str]) -> int:
+        """Run a play's program on the host (ansible-playbook, ansible-galaxy) with its output
+        in this step's, through play_ns: the play's copy `work` where the project is, the
+        `hidden` folders covered. Under sudo it runs as the user who ran sudo, never as root
+        (what it runs is the project's): play_ns makes its namespace as root and becomes them
+        before it starts the program, so no user namespace is needed."""
         from tapers import project_files
 
         out, _ = self._outputs()
         drop, env = project_files.as_invoker(env)
+        argv = play_command(self.root, work, hidden, argv, (drop["user"], drop["group"]) if drop else None)
         try:
-            process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **drop)
-        except PermissionError as exc:
-            if not drop:
-                raise ProvisionError(f"cannot run {argv[0]}: {exc.strerror}") from None
-            raise ProvisionError(
-                f"under sudo, tapers runs {Path(argv[0]).name} as `{env['USER']}` (it runs the project's code on "
-                f"this host, so never as root), but `{env['USER']}` cannot run {argv[0]} or its Python",
-                hint=f"install tapers (or ansible-core) where `{env['USER']}` can run it, e.g. in a venv of their own",
-            ) from None
+            process = subprocess.Popen(argv, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         except OSError as exc:
             raise ProvisionError(f"cannot run {argv[0]}: {exc.strerror}") from None
         assert process.stdout is not None

@@ -72,3 +72,26 @@ def test_under_doas_for_a_user_with_no_account_nothing_runs_as_root(monkeypatch)
     monkeypatch.setenv("DOAS_USER", "no-such-user-here")
     with pytest.raises(StateError, match="has no account here"):
         project_files.invoker()
+
+
+@pytest.mark.parametrize("variable", ["PKEXEC_UID", "DOAS_USER"])
+def test_a_sudo_variable_passed_through_doas_or_pkexec_does_not_say_who_runs_tapers(monkeypatch, tmp_path,
+                                                                                     variable: str) -> None:
+    """doas (with keepenv) passes on the caller's environment: a SUDO_UID set there names
+    someone else than the user who ran doas. Neither is believed; nothing is made or run."""
+    import pwd
+
+    from tapers import project_files
+    from tapers.errors import StateError
+
+    nobody = pwd.getpwnam("nobody")
+    monkeypatch.setenv("SUDO_UID", "0")
+    monkeypatch.setenv("SUDO_GID", "0")
+    monkeypatch.delenv("PKEXEC_UID", raising=False)
+    monkeypatch.delenv("DOAS_USER", raising=False)
+    monkeypatch.setenv(variable, str(nobody.pw_uid) if variable == "PKEXEC_UID" else "nobody")
+    with pytest.raises(StateError, match="two different users"):
+        project_files.invoker()
+    monkeypatch.setenv("SUDO_UID", str(nobody.pw_uid))  # the same user: sudo inside doas
+    monkeypatch.setenv("SUDO_GID", str(nobody.pw_gid))
+    assert project_files.invoker() == (nobody.pw_uid, nobody.pw_gid)

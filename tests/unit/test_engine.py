@@ -279,7 +279,7 @@ def test_a_play_is_kept_from_what_machines_have_mounted_whatever_the_taperfile_s
     """A machine can edit the Taperfile (`readonly: true`, the entry gone) or a link in the
     project; not what its mounts were made of: a play still can't reach the folder."""
     from tapers.engine import trust
-    from tapers.provision.ansible import _where_the_project_is
+    from tapers.provision.runner import play_command
 
     monkeypatch.setenv("TAPERS_HOME", str(tmp_path / "home"))
     shared = tmp_path / "shared"
@@ -295,6 +295,6 @@ def test_a_play_is_kept_from_what_machines_have_mounted_whatever_the_taperfile_s
     project = open_project(explicit=root / "Taperfile.yaml")
     assert trust.hidden_from_plays(project) == ()
     assert trust.hidden_from_plays(project, backend) == (shared,)
-    argv = _where_the_project_is(root, tmp_path / "copy", trust.hidden_from_plays(project, backend),
-                                 ["ansible-playbook", "site.yml"])
+    argv = play_command(root, tmp_path / "copy", trust.hidden_from_plays(project, backend),
+                        ["ansible-playbook", "site.yml"], None)
     assert argv[argv.index("--") - 1] == str(shared) and argv[-2:] == ["ansible-playbook", "site.yml"]

@@ -55,8 +55,9 @@ def test_where_the_namespaces_are_refused_the_play_still_runs_in_its_copy_and_sa
 
 
 def _run_hiding(project: Path, copy: Path, hidden: list[Path], command: str,
-                user: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*user, sys.executable, "-P", "-m", "tapers.provision.play_ns", str(project), str(copy),
+                user: list[str], become: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*user, sys.executable, "-P", "-m", "tapers.provision.play_ns", *([become] if become else []),
+                           str(project), str(copy),
                            *map(str, hidden), "--", "/bin/sh", "-c", command], capture_output=True, text=True,
                           timeout=60, cwd="/", env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
 
@@ -106,3 +107,66 @@ def test_a_folder_to_hide_that_does_not_exist_is_no_reason_not_to_run() -> None:
         ran = _run_hiding(project, copy, [Path(base) / "not-made-yet"], "cat site.yml", [])
         assert ran.returncode == 0 and ran.stdout == "the approved copy\n", ran
         assert not (Path(base) / "not-made-yet").exists()
+
+
+@pytest.fixture
+def open_folders():
+    """A project and its copy in a folder anyone can pass, removed after."""
+    with tempfile.TemporaryDirectory(prefix="tapers-play-ns-") as base:
+        os.chmod(base, 0o755)
+        yield (Path(base), *_folders(Path(base)))
+
+
+def _nobody() -> str:
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    return f"--as={nobody.pw_uid}:{nobody.pw_gid}"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root, becoming a user")
+def test_under_sudo_root_makes_the_namespace_and_the_play_runs_as_the_user_alone(open_folders) -> None:
+    """tapers under sudo: the namespace is root's (no user namespace, which Ubuntu's restricted
+    ones would refuse the user), the program the user's, with no other group, and the user
+    can't take the cover off a folder machines write."""
+    base, project, copy = open_folders
+    shared = base / "shared"
+    shared.mkdir(mode=0o777)
+    os.chmod(shared, 0o777)
+    (shared / "planted").write_text("a machine's\n")
+    command = (f"id -u; id -G; cat /proc/self/uid_map | tr -s ' ' | sed 's/^ //'; ls -A {shared}; cat site.yml; "
+               f"umount {shared} 2>/dev/null && echo uncovered; cat {shared}/planted 2>/dev/null; "
+               f"touch {shared}/x 2>/dev/null && echo wrote; echo done")
+    become = _nobody()
+    ran = _run_hiding(project, copy, [shared], command, [], become=become)
+    assert ran.returncode == 0, ran
+    uid, gid = become.removeprefix("--as=").split(":")
+    assert ran.stdout.splitlines() == [uid, gid, "0 0 4294967295", "the approved copy", "done"], ran
+    assert sorted(p.name for p in shared.iterdir()) == ["planted"]
+    with open("/proc/self/mountinfo") as mounts:
+        assert str(shared) not in mounts.read(), "a mount was left in tapers' own namespace"
+
+
+def test_only_root_can_ask_to_become_someone(tmp_path: Path) -> None:
+    project, copy = _folders(tmp_path)
+    marker = tmp_path / "ran"
+    user = [] if os.geteuid() != 0 else ["runuser", "-u", "nobody", "--"]
+    ran = _run_hiding(project, copy, [], f"touch {marker}", user, become="--as=0:0")
+    assert ran.returncode == 2 and "root only" in ran.stderr, ran
+    assert not marker.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root, becoming a user")
+def test_a_program_the_user_cannot_run_is_not_run_as_root(open_folders) -> None:
+    base, project, copy = open_folders
+    private = base / "private"
+    private.mkdir(mode=0o700)
+    tool = private / "ansible-playbook"
+    tool.write_text(f"#!/bin/sh\ntouch {base}/ran\n")
+    tool.chmod(0o755)
+    ran = subprocess.run([sys.executable, "-P", "-m", "tapers.provision.play_ns", _nobody(), str(project), str(copy),
+                          "--", str(tool)], capture_output=True, text=True, timeout=60, cwd="/",
+                         env={**os.environ, "USER": "nobody", "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert ran.returncode == 127, ran
+    assert "as `nobody`" in ran.stderr and "never as root" in ran.stderr, ran
+    assert not (base / "ran").exists()
