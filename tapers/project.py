@@ -1,7 +1,5 @@
 """A project: a loaded Taperfile, its identity on the host, and its generated files."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import NamedTuple
 

@@ -9,8 +9,6 @@ tapers, or one that is not a record at all, is a `RecordError`, and the containe
 left alone.
 """
 
-from __future__ import annotations
-
 import json
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -78,7 +76,7 @@ class Record(NamedTuple):
     def ready(self) -> bool:
         return self.phase == READY
 
-    def replace(self, **changes: Any) -> Record:
+    def replace(self, **changes: Any) -> "Record":
         return self._replace(**changes)
 
     def to_json(self) -> str:
@@ -96,7 +94,7 @@ class Record(NamedTuple):
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> Record:
+    def from_json(cls, text: str | bytes) -> "Record":
         try:
             data = json.loads(text)
         except ValueError as exc:
@@ -142,7 +140,7 @@ def _migrate(data: dict[str, Any]) -> dict[str, Any]:
 _TEXTS = ("project", "project_dir", "machine", "address", "mac", "user", "home", "host_key")
 
 
-def _parse(data: dict[str, Any]) -> Record:
+def _parse(data: dict[str, Any]) -> "Record":
     def text(key: str, default: str | None = None) -> str:
         value = data.get(key, default)
         if not isinstance(value, str):

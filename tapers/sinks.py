@@ -18,20 +18,23 @@ from tapers.errors import UnsafeValueError
 CONTROL = "[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]"
 
 
-def is_control(char: str) -> bool:
-    return has_control(char)
-
-
 def has_control(value: str) -> bool:
+    return _first_control(value) is not None
+
+
+def _first_control(value: str) -> str | None:
     import re
 
-    return re.search(CONTROL, value) is not None
+    found = re.search(CONTROL, value)
+    return found.group() if found else None
 
 
 def plain(value: object, what: str, where: str, forbidden: str = "") -> str:
     """`value` as text, refused when it has a control character or one of `forbidden`."""
     text = str(value)
-    bad = next((c for c in text if is_control(c) or c in forbidden), None)
+    bad = _first_control(text)
+    if forbidden:
+        bad = next((c for c in text if c in forbidden or c == bad), None)
     if bad is not None:
         raise UnsafeValueError(
             f"{where}: {what} {text!r} has the character {bad!r}, which would change the meaning of what tapers "

@@ -8,8 +8,6 @@ Contract for every implementation (liblxc, LXD, and the tests' fake):
   the host's containers are the only state that matters.
 """
 
-from __future__ import annotations
-
 import enum
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -19,7 +17,8 @@ from tapers.record import Record, RecordError, claims
 
 MACHINE_IDS = 65536  # the ids of one unprivileged machine (0..65535 inside), mapped to as many on the host
 
-# Values are NamedTuples, cheap to define (see tapers/taperfile/machine.py).
+# Values are NamedTuples, cheap to define (see tapers/taperfile/machine.py). Annotations here are
+# evaluated: below Backend.list, `list` in one is that method, so the builtin's are quoted.
 
 
 class Check(NamedTuple):
@@ -232,7 +231,7 @@ class Backend(Protocol):
     def save_record(self, container: str, record: Record) -> None:
         """Replace what tapers recorded on the container (atomically)."""
 
-    def writable_sources(self, container: str) -> list[Path]:
+    def writable_sources(self, container: str) -> "list[Path]":
         """The host folders the container has mounted writable, as recorded when its mounts
         were set up (where the machine can't change it); [] when it has none or is gone."""
 
@@ -265,7 +264,7 @@ class Backend(Protocol):
         """The machine's whole root filesystem (box and changes) as a folder to read, while
         the machine is held still (frozen if running); its state is restored afterwards."""
 
-    def files_command(self, argv: list[str]) -> list[str]:
+    def files_command(self, argv: "list[str]") -> "list[str]":
         """`argv`, a command reading the folder root_view gives, as one that may read it (a
         normal user's machines are read as their own root)."""
 
@@ -278,7 +277,7 @@ class Backend(Protocol):
     def snapshot_restore(self, container: str, name: str) -> None:
         """A stopped container's disk becomes snapshot `name` again."""
 
-    def snapshot_list(self, container: str) -> list[Snapshot]: ...
+    def snapshot_list(self, container: str) -> "list[Snapshot]": ...
 
     def snapshot_delete(self, container: str, name: str) -> None: ...
 
@@ -297,7 +296,7 @@ class Backend(Protocol):
 
     interactive_run: bool  # `run(terminal=True)` reads this process's stdin (else: output only, once it ended)
 
-    def run(self, container: str, argv: list[str], env: dict[str, str] | None = None, terminal: bool = False) -> int:
+    def run(self, container: str, argv: "list[str]", env: dict[str, str] | None = None, terminal: bool = False) -> int:
         """Run a command as root in a running container, without SSH; return its exit code.
         `terminal`: with this process's standard input and output (interactive where the
         engine can; else its output is printed when it ends)."""

@@ -8,8 +8,6 @@ Two names (or versions) with the same files share them. A box folder appears onl
 atomic rename of a finished build or import, so a box that is listed is whole.
 """
 
-from __future__ import annotations
-
 import json
 import os
 import stat

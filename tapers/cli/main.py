@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-from pathlib import Path
-from typing import Any, Callable
 
-from tapers.errors import ExitCode, TapersError
+TYPE_CHECKING = False  # (typing's, without loading typing before the collector is off: see main)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+    from typing import Any
 
 
 def main(argv: list[str] | None = None) -> None:
     """The `tapers` command itself (tests call `run`)."""
+    _collect_later()
     from tapers import profile
 
     try:
@@ -19,6 +21,20 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         profile.report()
     _leave(code)
+
+
+def _collect_later() -> None:
+    """Python's cycle collector off for the command's first second: loading its modules
+    makes tens of thousands of objects that live as long as it does, and the collector
+    would walk them all again and again (5 % of a `status`). A command that runs longer
+    (`up`, the web panel) has it back."""
+    import gc
+    import threading
+
+    gc.disable()
+    back = threading.Timer(1.0, gc.enable)
+    back.daemon = True
+    back.start()
 
 
 def _leave(code: int) -> None:
@@ -50,6 +66,10 @@ def run(argv: list[str] | None = None) -> int:
 
 def _guarded(call: Callable[[], Any]) -> int:
     """Run a command; its errors become a message and an exit code, here and nowhere else."""
+    import signal
+
+    from tapers.errors import ExitCode, TapersError
+
     interrupted = []
 
     def on_sigint(signum: int, frame: object) -> None:
@@ -107,9 +127,10 @@ def _is_usage_error(exc: Exception) -> bool:
 
 def _unexpected() -> int:
     """A bug in tapers: keep the traceback in a log file, tell the user where it is."""
-    from tapers.cli.output import error
-
     import traceback
+
+    from tapers.cli.output import error
+    from tapers.errors import ExitCode, TapersError
 
     log = _error_log_path()
     text = traceback.format_exc()
@@ -136,6 +157,7 @@ def _unexpected() -> int:
 
 def _error_log_path() -> Path:
     from tapers import paths
+    from tapers.errors import TapersError
     from tapers.taperfile import find_taperfile
 
     try:

@@ -4,8 +4,6 @@ No I/O here. Every action carries the cause a person can read; `str(plan)` is wh
 `tapers plan` prints and what the planner tests compare with.
 """
 
-from __future__ import annotations
-
 import enum
 from typing import Callable, NamedTuple
 

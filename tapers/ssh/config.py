@@ -1,7 +1,5 @@
 """The OpenSSH client config and known_hosts that `ssh -F` and Ansible use."""
 
-from __future__ import annotations
-
 from typing import NamedTuple
 from pathlib import Path
 

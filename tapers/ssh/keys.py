@@ -1,7 +1,5 @@
 """ed25519 key pairs: one per project (login), one per machine (host key)."""
 
-from __future__ import annotations
-
 import os
 from typing import NamedTuple
 from pathlib import Path

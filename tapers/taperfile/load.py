@@ -7,8 +7,6 @@ tapers version) it was made from. Any change to either file, or a different tape
 validates again. Deleting the cache is always safe.
 """
 
-from __future__ import annotations
-
 import errno
 import json
 import os

@@ -2,10 +2,10 @@
 
 Immutable values that `tapers status` loads are NamedTuples, not dataclasses: a dataclass
 costs a third of a millisecond to define and its module 6 ms to import, which is a third
-of the time a whole `tapers status` may take.
+of the time a whole `tapers status` may take. Their modules don't postpone annotations
+(no `from __future__ import annotations`): a NamedTuple compiles each field's annotation
+given as text, which cost a `status` about 5 % of its time.
 """
-
-from __future__ import annotations
 
 from typing import Any, NamedTuple
 
