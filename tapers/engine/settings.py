@@ -2,8 +2,6 @@
 `applied`), and how the two differ. `plan` decides what to do about a difference;
 `status` only shows it, so this module stays light."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tapers.taperfile import Machine
@@ -43,12 +41,12 @@ def desired_settings(machine: Machine) -> dict[str, object]:
     }
 
 
-def privileged_was(record: Record) -> bool:
+def privileged_was(record: "Record") -> bool:
     """Whether the machine was made privileged (every machine was before tapers had `privileged:`)."""
     return record.applied.get("privileged", True) is not False
 
 
-def settings_changes(machine: Machine, record: Record) -> list[Change]:
+def settings_changes(machine: Machine, record: "Record") -> list[Change]:
     """What differs between the Taperfile and what was applied to the machine (box aside)."""
     applied = record.applied
     if not applied:  # nothing recorded as applied (a record of tapers before 0.1): nothing to compare
@@ -62,7 +60,7 @@ def settings_changes(machine: Machine, record: Record) -> list[Change]:
     return changes
 
 
-def box_matches(wanted: str, record: Record) -> bool:
+def box_matches(wanted: str, record: "Record") -> bool:
     """The machine was made from the box the Taperfile names (and version, when pinned)."""
     name, version = split_box_ref(wanted)
     return record.box.name == name and (not version or record.box.version == version)
