@@ -4,6 +4,7 @@ can change what it runs (the interpreter, its environment, tapers' code, their f
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -68,4 +69,37 @@ def test_a_read_only_mount_of_someone_else_s_files_is_still_theirs(tmp_path: Pat
         assert str(code) in refused.value.message
     finally:
         subprocess.run(["umount", str(code)], check=True)
+    assert not any(path.exists() for path in hook_paths)
+
+
+@pytest.mark.skipif(not shutil.which("lxcfs") or not os.path.exists("/dev/fuse"), reason="a FUSE file system to mount")
+def test_code_on_a_fuse_file_system_is_its_daemon_s_whatever_owners_it_shows(
+        tmp_path: Path, hook_paths: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A FUSE file system shows the owners and modes its daemon chooses (here lxcfs: root's
+    files, 0444) while whoever runs the daemon decides what they hold."""
+    import subprocess
+    import time
+
+    mounted = tmp_path / "fuse mount"
+    mounted.mkdir()
+    daemon = subprocess.Popen(["lxcfs", "--pidfile", str(tmp_path / "lxcfs.pid"), str(mounted)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not (mounted / "proc" / "cpuinfo").exists():
+            assert time.monotonic() < deadline and daemon.poll() is None, "lxcfs never mounted its file system"
+            time.sleep(0.05)
+        shown = (mounted / "proc" / "cpuinfo").stat()
+        assert shown.st_uid == 0 and not shown.st_mode & 0o022  # what the owner check alone would pass
+        monkeypatch.setattr(sys, "executable", str(mounted / "proc" / "cpuinfo"))
+        with pytest.raises(HostError, match="can be changed by someone other than root") as refused:
+            boot_hook.install()
+        assert str(mounted) in refused.value.message
+    finally:
+        subprocess.run(["umount", str(mounted)], capture_output=True)  # (lxcfs ends with its mount)
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
     assert not any(path.exists() for path in hook_paths)

@@ -78,16 +78,34 @@ def changeable_by_others() -> str:
     wanted = [Path(sys.executable), Path(sys.executable).resolve(), Path(sys.prefix), package,
               *(Path(entry) for entry in sys.path if entry.startswith(sys.prefix) and Path(entry).is_dir()),
               *package.rglob("*")]
+    fuse = _fuse_mounts()
     for path in wanted:
         for place in (*reversed(path.parents), path):
+            if place in fuse:  # (its owners and modes are what its daemon says: whoever runs it decides)
+                return str(place)
             try:
-                st = os.lstat(place)  # (a read-only mount is no proof: a FUSE one's owner changes it at will)
+                st = os.lstat(place)  # (a read-only mount is no proof: a bind's source is writable where it is)
             except OSError:
                 continue
             sticky_folder = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX  # (/tmp: others' names only)
             if st.st_uid != 0 or (st.st_mode & 0o022 and not sticky_folder and not stat.S_ISLNK(st.st_mode)):
                 return str(place)
     return ""
+
+
+def _fuse_mounts() -> set[Path]:
+    """Where FUSE file systems are mounted (sshfs, bindfs...), by the kernel's list."""
+    import os
+    import re
+
+    found = set()
+    with open("/proc/self/mountinfo", "rb") as mountinfo:
+        for line in mountinfo:
+            fields = line.split(b" ")
+            kind = fields[fields.index(b"-") + 1] if b"-" in fields else b""
+            if kind == b"fuse" or kind.startswith((b"fuse.", b"fuseblk")):  # (a space in a path is \040 there)
+                found.add(Path(os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), fields[4]))))
+    return found
 
 
 def installed() -> str:
