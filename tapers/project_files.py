@@ -25,17 +25,29 @@ from tapers.paths import PROJECT_STATE_DIR
 def invoker() -> tuple[int, int]:
     """(uid, gid) of the person running tapers: under sudo, doas or pkexec, the user who ran it."""
     if os.geteuid() == 0:
-        uid, gid = os.environ.get("SUDO_UID", ""), os.environ.get("SUDO_GID", "")
-        by_sudo = (int(uid), int(gid)) if uid.isdigit() and gid.isdigit() else None
+        by_sudo = _sudo_ids()
         by_other = _elevated_by() if os.environ.get("PKEXEC_UID") or os.environ.get("DOAS_USER") else None
         if by_sudo and by_other and by_sudo[0] != by_other[0]:
             # (each tool sets its own variable; the other's came through it, from whoever ran it)
+            other = "PKEXEC_UID" if os.environ.get("PKEXEC_UID", "").isdigit() else "DOAS_USER"
             raise StateError(f"tapers runs as root for two different users: SUDO_UID says uid {by_sudo[0]}, "
-                             f"{'PKEXEC_UID' if os.environ.get('PKEXEC_UID') else 'DOAS_USER'} says uid {by_other[0]}",
+                             f"{other} says uid {by_other[0]}",
                              hint="run it through sudo, doas or pkexec alone, without the others' variables set")
-        if by_sudo or by_other:
-            return by_sudo or by_other  # type: ignore[return-value]
+        found = by_other or by_sudo  # (doas's or pkexec's: its account's group, not a SUDO_GID passed through)
+        if found:
+            return found
     return os.geteuid(), os.getegid()
+
+
+def _sudo_ids() -> tuple[int, int] | None:
+    """(SUDO_UID, SUDO_GID), which sudo sets both; refused when they are there but not ids."""
+    uid, gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
+    if uid is None and gid is None:
+        return None
+    if not all(value and value.isascii() and value.isdigit() for value in (uid, gid)):
+        raise StateError(f"tapers runs under sudo, but SUDO_UID ({uid!r}) and SUDO_GID ({gid!r}) are not both ids",
+                         hint="run tapers with sudo itself, which sets them")
+    return int(uid), int(gid)  # type: ignore[arg-type]
 
 
 def invoker_may_read(fd: int, st: os.stat_result, need: int = 0) -> bool:

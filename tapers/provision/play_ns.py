@@ -1,13 +1,16 @@
 """Run a play's program (ansible-playbook, ansible-galaxy) with the play's copy of the project
 where the project is.
 
-    python -P -m tapers.provision.play_ns [--as=UID:GID] PROJECT COPY [HIDDEN...] -- PROGRAM ARGS...
+    python -P -s -m tapers.provision.play_ns [--as=UID:GID] PROJECT COPY [HIDDEN...] -- PROGRAM ARGS...
 
 In a mount namespace of its own (and, when not root, a user namespace of its own that maps
 only the caller's ids, to themselves), COPY is bind-mounted over PROJECT and PROGRAM runs
 in PROJECT. Root given `--as` (tapers under sudo) makes the mount namespace as root, then
-becomes that user (no other groups) before PROGRAM starts: no user namespace is needed, and
-the user can't undo a mount made there. Whatever names a project file, relatively or by its absolute path, through
+becomes that user (no other groups, and no_new_privs: no setuid program gets root back in
+a namespace whose files the user shaped) before PROGRAM starts: no user namespace is
+needed, and the user can't undo a mount made there. PROJECT, COPY and the HIDDEN folders
+are real paths: each is mounted through a descriptor opened without following links, so
+a link swapped in sends no mount elsewhere. Whatever names a project file, relatively or by its absolute path, through
 $PWD or an ansible.cfg, gets the approved copy (see play_copy): the project folder itself,
 which machines can write, is out of the play's reach. Each HIDDEN folder (a synced folder
 elsewhere that machines can write) is covered by an empty read-only one: however a play
@@ -23,9 +26,11 @@ into the project reaches the project. With HIDDEN folders it does not run at all
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import sys
+from collections.abc import Iterator
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -33,6 +38,7 @@ MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
+PR_SET_NO_NEW_PRIVS = 38
 
 
 USAGE = "usage: python -m tapers.provision.play_ns [--as=UID:GID] PROJECT COPY [HIDDEN...] -- PROGRAM ARGS..."
@@ -83,7 +89,11 @@ def _ids(text: str) -> tuple[int, int] | None:
 
 
 def _become(uid: int, gid: int) -> None:
-    """This user and group, and no other group, for good (real, effective and saved ids)."""
+    """This user and group, and no other group, for good (real, effective and saved ids),
+    and no way back up: the namespace is root's, so a setuid program run in it (su, sudo)
+    would read the play's view of the files as root; with no_new_privs it runs as the user."""
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise SystemExit(f"could not set no_new_privs: {os.strerror(ctypes.get_errno())}")
     os.setgroups([])
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
@@ -129,17 +139,39 @@ def _enter(project: str, copy: str, hidden: list[str]) -> None:
     def mount(source: str | None, target: str, kind: str | None, flags: int, data: str | None, what: str) -> None:
         if libc.mount(source and source.encode(), target.encode(), kind and kind.encode(), flags,
                       data and data.encode()) != 0:
-            raise SystemExit(f"could not {what} {target}: {os.strerror(ctypes.get_errno())}")
+            raise SystemExit(f"could not {what}: {os.strerror(ctypes.get_errno())}")
 
     mount(None, "/", None, MS_REC | MS_PRIVATE, None, "make private")
     inert = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    # Each place is opened without following a link and mounted through that descriptor:
+    # whoever can rename in these folders (the person; machines, in those they write) can't
+    # have a link swapped in send a mount elsewhere (the copy over /etc, a cover over /boot).
     for folder in hidden:
-        mount("tapers-hidden", folder, "tmpfs", inert, "size=64k,mode=0755", "cover the synced folder")
+        with _pinned(folder) as place:
+            mount("tapers-hidden", place, "tmpfs", inert, "size=64k,mode=0755", f"cover the synced folder {folder}")
         if project.startswith(folder.rstrip("/") + "/"):  # (the project in it: its place made in the cover)
             os.makedirs(project, exist_ok=True)
-    mount(copy, project, None, MS_BIND | MS_REC, None, "mount the play's copy over")
-    for folder in hidden:
-        mount(None, folder, None, MS_REMOUNT | MS_RDONLY | inert, None, "make read-only the cover of")
+    with _pinned(copy) as source, _pinned(project) as place:
+        mount(source, place, None, MS_BIND | MS_REC, None, f"mount the play's copy over {project}")
+    for folder in hidden:  # (MS_BIND: the flags of this mount alone, never of the file system under it)
+        mount(None, folder, None, MS_BIND | MS_REMOUNT | MS_RDONLY | inert, None, f"make read-only the cover of {folder}")
+
+
+@contextlib.contextmanager
+def _pinned(path: str) -> Iterator[str]:
+    """`path`, a folder, as a name that reaches exactly it (/proc/self/fd/N), opened without
+    following a link in its last part; refused when it isn't where `path` says (a link in
+    an earlier part: tapers gives real paths)."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise SystemExit(f"could not open {path}: {exc.strerror}") from None
+    try:
+        if os.readlink(f"/proc/self/fd/{fd}") != path:
+            raise SystemExit(f"{path} is not where it was: a link in its way leads elsewhere")
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
 
 
 if __name__ == "__main__":

@@ -65,8 +65,9 @@ def play_command(root: Path, work: Path, hidden: tuple[Path, ...], argv: list[st
     """`argv` run through play_ns: the play's copy `work` mounted over the project folder
     `root`, the `hidden` folders covered, as `person` (uid, gid) when given."""
     become = [f"--as={person[0]}:{person[1]}"] if person else []
-    return [sys.executable, "-P", "-m", "tapers.provision.play_ns", *become, str(root), str(work), *map(str, hidden),
-            "--", *argv]
+    # -s: the person's HOME is in the environment, and their ~/.local site folder is theirs to fill
+    return [sys.executable, "-P", "-s", "-m", "tapers.provision.play_ns", *become, *(str(p.resolve()) for p in (root, work)),
+            *(str(p.resolve()) for p in hidden), "--", *argv]
 
 
 class SshGuest:

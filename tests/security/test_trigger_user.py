@@ -95,3 +95,32 @@ def test_a_sudo_variable_passed_through_doas_or_pkexec_does_not_say_who_runs_tap
     monkeypatch.setenv("SUDO_UID", str(nobody.pw_uid))  # the same user: sudo inside doas
     monkeypatch.setenv("SUDO_GID", str(nobody.pw_gid))
     assert project_files.invoker() == (nobody.pw_uid, nobody.pw_gid)
+
+
+@pytest.mark.parametrize("uid, gid", [("1000", ""), ("1000", None), ("²", "1000"), ("x", "1000")])
+def test_sudo_variables_that_are_not_ids_are_refused_not_read_as_root(monkeypatch, uid, gid) -> None:
+    """sudo sets both SUDO_UID and SUDO_GID, as numbers; anything else came from elsewhere, and
+    falling back to root (whom host code must never run as) would be the worst guess."""
+    from tapers import project_files
+    from tapers.errors import StateError
+
+    for name in ("PKEXEC_UID", "DOAS_USER", "SUDO_GID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SUDO_UID", uid)
+    if gid is not None:
+        monkeypatch.setenv("SUDO_GID", gid)
+    with pytest.raises(StateError, match="not both ids"):
+        project_files.invoker()
+
+
+def test_under_doas_the_group_is_the_account_s_not_a_sudo_gid_passed_through(monkeypatch) -> None:
+    import pwd
+
+    from tapers import project_files
+
+    nobody = pwd.getpwnam("nobody")
+    monkeypatch.delenv("PKEXEC_UID", raising=False)
+    monkeypatch.setenv("DOAS_USER", "nobody")
+    monkeypatch.setenv("SUDO_UID", str(nobody.pw_uid))
+    monkeypatch.setenv("SUDO_GID", "0")
+    assert project_files.invoker() == (nobody.pw_uid, nobody.pw_gid)

@@ -134,14 +134,14 @@ def test_under_sudo_root_makes_the_namespace_and_the_play_runs_as_the_user_alone
     shared.mkdir(mode=0o777)
     os.chmod(shared, 0o777)
     (shared / "planted").write_text("a machine's\n")
-    command = (f"id -u; id -G; cat /proc/self/uid_map | tr -s ' ' | sed 's/^ //'; ls -A {shared}; cat site.yml; "
-               f"umount {shared} 2>/dev/null && echo uncovered; cat {shared}/planted 2>/dev/null; "
-               f"touch {shared}/x 2>/dev/null && echo wrote; echo done")
+    command = (f"id -u; id -G; cat /proc/self/uid_map | tr -s ' ' | sed 's/^ //'; grep NoNewPrivs /proc/self/status; "
+               f"ls -A {shared}; cat site.yml; umount {shared} 2>/dev/null && echo uncovered; "
+               f"cat {shared}/planted 2>/dev/null; touch {shared}/x 2>/dev/null && echo wrote; echo done")
     become = _nobody()
     ran = _run_hiding(project, copy, [shared], command, [], become=become)
     assert ran.returncode == 0, ran
     uid, gid = become.removeprefix("--as=").split(":")
-    assert ran.stdout.splitlines() == [uid, gid, "0 0 4294967295", "the approved copy", "done"], ran
+    assert ran.stdout.splitlines() == [uid, gid, "0 0 4294967295", "NoNewPrivs:\t1", "the approved copy", "done"], ran
     assert sorted(p.name for p in shared.iterdir()) == ["planted"]
     with open("/proc/self/mountinfo") as mounts:
         assert str(shared) not in mounts.read(), "a mount was left in tapers' own namespace"
@@ -170,3 +170,49 @@ def test_a_program_the_user_cannot_run_is_not_run_as_root(open_folders) -> None:
     assert ran.returncode == 127, ran
     assert "as `nobody`" in ran.stderr and "never as root" in ran.stderr, ran
     assert not (base / "ran").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root, becoming a user")
+@pytest.mark.parametrize("swapped", ["the project", "a folder to hide"])
+def test_a_link_swapped_in_sends_no_mount_elsewhere(open_folders, swapped: str) -> None:
+    """The person (or a machine, in a folder it writes) renames a folder tapers named and puts
+    a link to a system folder in its place: root mounts nothing over that folder; no play runs."""
+    base, project, copy = open_folders
+    system = base / "etc"  # (a stand-in for /etc or /boot)
+    system.mkdir()
+    (system / "passwd").write_text("root's\n")
+    shared = base / "shared"
+    shared.mkdir()
+    victim = project if swapped == "the project" else shared
+    victim.rename(base / "moved")
+    victim.symlink_to(system)
+    ran = _run_hiding(project, copy, [shared], f"cat {system}/passwd; ls -A {system}; echo ran", [], become=_nobody())
+    assert ran.returncode == 126 and "ran" not in ran.stdout, ran
+    assert "a link in its way" in ran.stderr or "Not a directory" in ran.stderr, ran
+    assert sorted(p.name for p in system.iterdir()) == ["passwd"] and (system / "passwd").read_text() == "root's\n"
+    with open("/proc/self/mountinfo") as mounts:
+        assert str(base) not in mounts.read(), "a mount was left in tapers' own namespace"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/python3"), reason="as root, a system Python")
+def test_the_person_s_own_python_site_folder_is_not_loaded_as_root(open_folders, monkeypatch) -> None:
+    """Under sudo the play's environment has the person's HOME; a system Python run as root
+    with it would load their ~/.local site folder (a .pth runs code) before play_ns drops."""
+    import pwd
+
+    from tapers.provision.runner import play_command
+
+    base, project, copy = open_folders
+    home = base / "home"
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    site = home / ".local" / "lib" / version / "site-packages"
+    site.mkdir(parents=True)
+    marker = base / "pth-ran-as"
+    (site / "evil.pth").write_text(f"import os; open({str(marker)!r}, 'w').write(str(os.getuid()))\n")
+    monkeypatch.setattr(sys, "executable", "/usr/bin/python3")
+    nobody = pwd.getpwnam("nobody")
+    argv = play_command(project, copy, (), ["/bin/true"], (nobody.pw_uid, nobody.pw_gid))
+    ran = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd="/",
+                         env={**os.environ, "HOME": str(home), "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert ran.returncode == 0, ran
+    assert not marker.exists(), "the person's site folder was loaded by root's Python"
