@@ -1,7 +1,7 @@
 """Run a play's program (ansible-playbook, ansible-galaxy) with the play's copy of the project
 where the project is.
 
-    python -P -s -m tapers.provision.play_ns [--as=UID:GID] PROJECT COPY [HIDDEN...] -- PROGRAM ARGS...
+    python -P [-s] -m tapers.provision.play_ns [--as=UID:GID] PROJECT COPY [HIDDEN...] -- PROGRAM ARGS...
 
 In a mount namespace of its own (and, when not root, a user namespace of its own that maps
 only the caller's ids, to themselves), COPY is bind-mounted over PROJECT and PROGRAM runs

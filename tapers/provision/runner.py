@@ -64,10 +64,12 @@ def play_command(root: Path, work: Path, hidden: tuple[Path, ...], argv: list[st
                  person: tuple[int, int] | None) -> list[str]:
     """`argv` run through play_ns: the play's copy `work` mounted over the project folder
     `root`, the `hidden` folders covered, as `person` (uid, gid) when given."""
+    # As root for a person, -s: their HOME is in the environment, and the site folder in their
+    # ~/.local, theirs to fill, must not be loaded by root's Python.
+    no_user_site = ["-s"] if person else []
     become = [f"--as={person[0]}:{person[1]}"] if person else []
-    # -s: the person's HOME is in the environment, and their ~/.local site folder is theirs to fill
-    return [sys.executable, "-P", "-s", "-m", "tapers.provision.play_ns", *become, *(str(p.resolve()) for p in (root, work)),
-            *(str(p.resolve()) for p in hidden), "--", *argv]
+    return [sys.executable, "-P", *no_user_site, "-m", "tapers.provision.play_ns", *become,
+            *(str(p.resolve()) for p in (root, work, *hidden)), "--", *argv]
 
 
 class SshGuest:
