@@ -46,6 +46,8 @@ LXD_CONFIG_REFUSED = (
     ("raw.", "passes config to LXC unchecked (`raw.lxc`, `raw.idmap`, ...)"),
     ("security.", "tapers manages the machine's security: use `privileged:` and `nesting:`"),
     ("linux.kernel_modules", "loads modules into the host's kernel"),
+    ("snapshots.schedule", "has LXD take snapshots on its own, each one kept until `snapshots.expiry` (forever "
+                           "without it), with no bound on the disk they fill: take them with `tapers snapshot save`"),
     ("volatile.", "is LXD's own state"),
     ("image.", "is LXD's own record of the image"),
 )

@@ -39,7 +39,7 @@ DESCRIPTIONS = {
                            "(hooks, mounts, network, rootfs, idmap, confinement) are refused.",
     "MachineSettings.lxd": "Raw LXD instance settings, applied after tapers' own (a restart).",
     "LxdRaw.config": "Instance config keys: limits.*, linux.sysctl.*, environment.*, boot.*, snapshots.*, user.*, "
-                     "cloud-init.* (raw.*, security.*, linux.kernel_modules are refused).",
+                     "cloud-init.* (raw.*, security.*, linux.kernel_modules, snapshots.schedule are refused).",
     "LxdRaw.devices": "Devices by name: only unix-char devices of /dev/fuse, /dev/net/tun, /dev/kvm.",
     "TriggerSettings.name": "The trigger's name (in messages).",
     "TriggerSettings.before": "Run before this command acts on the machine: up, halt, reload, destroy or "

@@ -55,6 +55,9 @@ def test_lxd_keys_and_devices() -> None:
     assert "use `privileged:`" in (lxd_config_refusal("security.privileged") or "")
     assert "record" in (lxd_config_refusal("user.tapers.record") or "")
     assert "host's kernel" in (lxd_config_refusal("linux.kernel_modules") or "")
+    assert "tapers snapshot save" in (lxd_config_refusal("snapshots.schedule") or "")
+    assert "no bound on the disk" in (lxd_config_refusal("snapshots.schedule.stopped") or "")
+    assert lxd_config_refusal("snapshots.expiry") is None
     assert lxd_device_refusal({"type": "unix-char", "source": "/dev/fuse"}) is None
     assert "host's /dev/sda" in (lxd_device_refusal({"type": "unix-char", "source": "/dev/sda"}) or "")
     assert "`disk` device" in (lxd_device_refusal({"type": "disk", "source": "/", "path": "/host"}) or "")
