@@ -78,3 +78,8 @@ def test_a_change_of_raw_keys_restarts_the_machine(tmp_path: Path) -> None:
     seen = observed(container("web", State.RUNNING, **applied))
     planned = [str(a) for a in plan_up([web], seen, KEY, {BOX}).actions]
     assert "web: reconfigure (raw {lxc.environment=A=1} -> {lxc.environment=A=2})  [restart]" in planned
+
+
+def test_a_taperfile_that_schedules_lxd_snapshots_is_refused_when_read(tmp_path: Path) -> None:
+    with pytest.raises(TaperfileError, match="snapshots.schedule.*no bound on the disk"):
+        machines(tmp_path, "version: 1\nmachines:\n  web:\n    lxd: {config: {snapshots.schedule: '* * * * *'}}\n")
