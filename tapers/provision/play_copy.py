@@ -76,11 +76,13 @@ def copy_private(source: Path, target: Path, what: str) -> None:
 
 def give(folder: Path, owner: tuple[int, int]) -> None:
     """The private folder, made by root and now complete, to the person the play runs as
-    (nothing in it is followed: it holds no links, and no one else could write it)."""
-    os.chown(folder, *owner, follow_symlinks=False)
-    for parent, dirs, files in os.walk(folder):
+    (nothing in it is followed: it holds no links, and no one else could write it). What is
+    in it first, the folder itself last: while root's, no one reaches into it to swap a
+    folder root is about to walk for a link (to /etc)."""
+    for parent, dirs, files in os.walk(folder, topdown=False):
         for name in dirs + files:
             os.chown(os.path.join(parent, name), *owner, follow_symlinks=False)
+    os.chown(folder, *owner, follow_symlinks=False)
 
 
 def _read(path: Path, name: str) -> bytes:

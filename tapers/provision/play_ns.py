@@ -37,8 +37,10 @@ CLONE_NEWUSER = 0x10000000
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_MOVE = 1, 2, 4, 8, 32, 8192
+MNT_DETACH = 2
 PR_SET_NO_NEW_PRIVS = 38
+LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 USAGE = "usage: python -m tapers.provision.play_ns [--as=UID:GID] PROJECT COPY [HIDDEN...] -- PROGRAM ARGS..."
@@ -58,10 +60,13 @@ def main(argv: list[str]) -> int:
     project, copy, command = argv[0], argv[1], argv[end + 1:]
     # (one that doesn't exist was never a machine's to write: nothing is there to hide)
     hidden = [folder for folder in _outermost([os.path.normpath(f) for f in argv[2:end]]) if os.path.isdir(folder)]
-    why = _tried(project, copy, hidden)
-    folder = project
+    why, refused = _tried(project, copy, hidden)
+    folder, place = project, None
     if why is None:
-        _enter(project, copy, hidden)  # as it just worked in a child
+        place = _enter(project, copy, hidden)  # as it just worked in a child
+    elif refused:
+        print(f"tapers: the play can't run: {why}", file=sys.stderr, flush=True)
+        return 126
     elif hidden:
         print(f"tapers: the play can't run: machines can write {', '.join(hidden)}, and without a private mount "
               f"namespace ({why}) nothing keeps the play from what they put there", file=sys.stderr, flush=True)
@@ -76,7 +81,10 @@ def main(argv: list[str]) -> int:
         as_whom = (f" as `{os.environ.get('USER') or person[0]}` (under sudo a play runs as the user who ran sudo, "
                    "never as root)")
     try:
-        os.chdir(folder)
+        if place is None:
+            os.chdir(folder)
+        else:
+            os.fchdir(place)  # (the copy, as mounted: not whatever the project's name leads to by now)
         os.execvpe(command[0], command, {**os.environ, "PWD": folder})
     except OSError as exc:
         print(f"tapers: the play can't run {command[0]}{as_whom}: {exc.strerror}", file=sys.stderr, flush=True)
@@ -92,7 +100,7 @@ def _become(uid: int, gid: int) -> None:
     """This user and group, and no other group, for good (real, effective and saved ids),
     and no way back up: the namespace is root's, so a setuid program run in it (su, sudo)
     would read the play's view of the files as root; with no_new_privs it runs as the user."""
-    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+    if LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise SystemExit(f"could not set no_new_privs: {os.strerror(ctypes.get_errno())}")
     os.setgroups([])
     os.setresgid(gid, gid, gid)
@@ -104,9 +112,14 @@ def _outermost(folders: list[str]) -> list[str]:
     return [f for f in folders if not any(f != o and f.startswith(o.rstrip("/") + "/") for o in folders)]
 
 
-def _tried(project: str, copy: str, hidden: list[str]) -> str | None:
+class Refused(SystemExit):
+    """A place isn't what tapers named (a link swapped in): the play doesn't run at all."""
+
+
+def _tried(project: str, copy: str, hidden: list[str]) -> tuple[str | None, bool]:
     """Why the namespaces can't be made here (None: they can), found in a child that makes
-    them and goes: some kernels let a user namespace be made but not given its id maps."""
+    them and goes: some kernels let a user namespace be made but not given its id maps;
+    and whether that is a refusal (Refused) rather than something the kernel won't do."""
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -116,45 +129,71 @@ def _tried(project: str, copy: str, hidden: list[str]) -> str | None:
             code = 0
         except (OSError, SystemExit) as exc:
             os.write(write, str(exc.strerror if isinstance(exc, OSError) else exc).encode()[:500])
-            code = 1
+            code = 2 if isinstance(exc, Refused) else 1
         os._exit(code)
     os.close(write)
     with os.fdopen(read, "rb") as pipe:
         why = pipe.read().decode(errors="replace")
     _, status = os.waitpid(pid, 0)
-    return None if os.waitstatus_to_exitcode(status) == 0 else (why or "refused")
+    code = os.waitstatus_to_exitcode(status)
+    return (None, False) if code == 0 else (why or "refused", code == 2)
 
 
-def _enter(project: str, copy: str, hidden: list[str]) -> None:
-    """Make the namespaces, cover the hidden folders and mount the copy over the project."""
-    libc = ctypes.CDLL(None, use_errno=True)
+def _enter(project: str, copy: str, hidden: list[str]) -> int:
+    """Make the namespaces, cover the hidden folders and mount the copy over the project; a
+    descriptor of the copy where it is mounted (to run the program in)."""
     uid, gid = os.getuid(), os.getgid()
-    if libc.unshare(CLONE_NEWNS | (0 if uid == 0 else CLONE_NEWUSER)) != 0:
+    if LIBC.unshare(CLONE_NEWNS | (0 if uid == 0 else CLONE_NEWUSER)) != 0:
         raise SystemExit(os.strerror(ctypes.get_errno()))
     if uid != 0:
         for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
             with open(f"/proc/self/{name}", "w") as handle:
                 handle.write(text)
-
-    def mount(source: str | None, target: str, kind: str | None, flags: int, data: str | None, what: str) -> None:
-        if libc.mount(source and source.encode(), target.encode(), kind and kind.encode(), flags,
-                      data and data.encode()) != 0:
-            raise SystemExit(f"could not {what}: {os.strerror(ctypes.get_errno())}")
-
-    mount(None, "/", None, MS_REC | MS_PRIVATE, None, "make private")
-    inert = MS_NOSUID | MS_NODEV | MS_NOEXEC
-    # Each place is opened without following a link and mounted through that descriptor:
-    # whoever can rename in these folders (the person; machines, in those they write) can't
-    # have a link swapped in send a mount elsewhere (the copy over /etc, a cover over /boot).
+    _mount(None, "/", None, MS_REC | MS_PRIVATE, None, "make private")
+    # Whoever can rename in these folders (the person; the project's owner when root runs
+    # the play) may swap a link in at any moment. So each place is opened without following
+    # one and mounted on through that descriptor; a cover is made whole, read-only, in a
+    # folder of tapers' own and only then moved into place; nothing is made, changed or
+    # entered there by name afterwards.
     for folder in hidden:
-        with _pinned(folder) as place:
-            mount("tapers-hidden", place, "tmpfs", inert, "size=64k,mode=0755", f"cover the synced folder {folder}")
-        if project.startswith(folder.rstrip("/") + "/"):  # (the project in it: its place made in the cover)
-            os.makedirs(project, exist_ok=True)
+        inside = os.path.relpath(project, folder) if project.startswith(folder.rstrip("/") + "/") else None
+        _cover(folder, inside)
     with _pinned(copy) as source, _pinned(project) as place:
-        mount(source, place, None, MS_BIND | MS_REC, None, f"mount the play's copy over {project}")
-    for folder in hidden:  # (MS_BIND: the flags of this mount alone, never of the file system under it)
-        mount(None, folder, None, MS_BIND | MS_REMOUNT | MS_RDONLY | inert, None, f"make read-only the cover of {folder}")
+        copied = os.stat(source)
+        _mount(source, place, None, MS_BIND | MS_REC, None, f"mount the play's copy over {project}")
+    fd = os.open(project, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    found = os.fstat(fd)
+    if (found.st_dev, found.st_ino) != (copied.st_dev, copied.st_ino) or os.readlink(f"/proc/self/fd/{fd}") != project:
+        os.close(fd)
+        raise Refused(f"{project} is not where the play's copy was mounted: a link in its way leads elsewhere")
+    return fd
+
+
+def _cover(folder: str, inside: str | None) -> None:
+    """An empty read-only tmpfs over `folder`, with the folders of `inside` (the project's
+    place in it) made in it first."""
+    import tempfile
+
+    inert = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    stage = tempfile.mkdtemp(prefix="tapers-cover-")  # (0700: no one else reaches into it)
+    try:
+        _mount("tapers-hidden", stage, "tmpfs", inert, "size=64k,mode=0755", f"make a cover for {folder}")
+        if inside is not None:
+            os.makedirs(os.path.join(stage, inside))
+        _mount(None, stage, None, MS_BIND | MS_REMOUNT | MS_RDONLY | inert, None,
+               f"make read-only the cover of {folder}")
+        with _pinned(folder) as place:
+            _mount(stage, place, None, MS_MOVE, None, f"cover the synced folder {folder}")
+    finally:
+        LIBC.umount2(stage.encode(), MNT_DETACH)  # (after a failure: the cover is still here)
+        with contextlib.suppress(OSError):
+            os.rmdir(stage)
+
+
+def _mount(source: str | None, target: str, kind: str | None, flags: int, data: str | None, what: str) -> None:
+    if LIBC.mount(source and source.encode(), target.encode(), kind and kind.encode(), flags,
+                  data and data.encode()) != 0:
+        raise SystemExit(f"could not {what}: {os.strerror(ctypes.get_errno())}")
 
 
 @contextlib.contextmanager
@@ -165,10 +204,10 @@ def _pinned(path: str) -> Iterator[str]:
     try:
         fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
-        raise SystemExit(f"could not open {path}: {exc.strerror}") from None
+        raise Refused(f"{path} can't be used: {exc.strerror} (a link where a folder was?)") from None
     try:
         if os.readlink(f"/proc/self/fd/{fd}") != path:
-            raise SystemExit(f"{path} is not where it was: a link in its way leads elsewhere")
+            raise Refused(f"{path} is not where it was: a link in its way leads elsewhere")
         yield f"/proc/self/fd/{fd}"
     finally:
         os.close(fd)

@@ -68,8 +68,10 @@ def play_command(root: Path, work: Path, hidden: tuple[Path, ...], argv: list[st
     # ~/.local, theirs to fill, must not be loaded by root's Python.
     no_user_site = ["-s"] if person else []
     become = [f"--as={person[0]}:{person[1]}"] if person else []
-    return [sys.executable, "-P", *no_user_site, "-m", "tapers.provision.play_ns", *become,
-            *(str(p.resolve()) for p in (root, work, *hidden)), "--", *argv]
+    # (real paths, as tapers has them: play_ns refuses a link on the way; resolving one here, the
+    # copy's folder being the person's by now, would take their word for where it leads)
+    return [sys.executable, "-P", *no_user_site, "-m", "tapers.provision.play_ns", *become, str(root), str(work),
+            *map(str, hidden), "--", *argv]
 
 
 class SshGuest:
@@ -164,7 +166,8 @@ class SshGuest:
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="tapers-play-") as folder:  # 0700, ours until the play gives it
-            yield Path(folder), self._write_inventory(Path(folder))
+            real = Path(folder).resolve()  # (now, while it is ours: see play_command)
+            yield real, self._write_inventory(real)
 
     # -- lifecycle ------------------------------------------------------------------------
 

@@ -188,7 +188,7 @@ def test_a_link_swapped_in_sends_no_mount_elsewhere(open_folders, swapped: str) 
     victim.symlink_to(system)
     ran = _run_hiding(project, copy, [shared], f"cat {system}/passwd; ls -A {system}; echo ran", [], become=_nobody())
     assert ran.returncode == 126 and "ran" not in ran.stdout, ran
-    assert "a link in its way" in ran.stderr or "Not a directory" in ran.stderr, ran
+    assert "the play can't run" in ran.stderr and "a link" in ran.stderr, ran
     assert sorted(p.name for p in system.iterdir()) == ["passwd"] and (system / "passwd").read_text() == "root's\n"
     with open("/proc/self/mountinfo") as mounts:
         assert str(base) not in mounts.read(), "a mount was left in tapers' own namespace"
@@ -216,3 +216,44 @@ def test_the_person_s_own_python_site_folder_is_not_loaded_as_root(open_folders,
                          env={**os.environ, "HOME": str(home), "PYTHONPATH": str(Path(__file__).parents[2])})
     assert ran.returncode == 0, ran
     assert not marker.exists(), "the person's site folder was loaded by root's Python"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root, becoming a user")
+def test_the_person_s_copy_swapped_for_a_link_shows_them_nothing_of_where_it_leads(open_folders) -> None:
+    """Under sudo the play's copy is the person's by the time play_ns runs: swapped for a link
+    to a folder they can't reach (inside someone's 0700 home), root would mount it for them.
+    Nothing runs, not even without the namespace."""
+    base, project, copy = open_folders
+    home = base / "carol"
+    (home / "docs").mkdir(parents=True)
+    (home / "docs" / "secret").write_text("carol's\n")
+    os.chmod(home, 0o700)
+    copy.rename(base / "copy-was-here")
+    copy.symlink_to(home / "docs")
+    import pwd
+
+    from tapers.provision.runner import play_command
+
+    nobody = pwd.getpwnam("nobody")
+    argv = play_command(project, copy, (), ["/bin/sh", "-c", f"cat secret {project}/secret {copy}/secret; echo ran"],
+                        (nobody.pw_uid, nobody.pw_gid))
+    ran = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd="/",
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert ran.returncode == 126 and "carol's" not in ran.stdout and "ran" not in ran.stdout, ran
+    assert "a link" in ran.stderr, ran
+
+
+def test_the_play_s_folder_is_given_from_the_inside_out(tmp_path: Path, monkeypatch) -> None:
+    """While the top folder is root's, no one can reach into it to swap a folder root is
+    about to walk for a link (to /etc): it is given last."""
+    from tapers.provision import play_copy
+
+    (tmp_path / "private" / "project" / "roles").mkdir(parents=True)
+    (tmp_path / "private" / "project" / "site.yml").write_text("")
+    given = []
+    monkeypatch.setattr(os, "chown", lambda path, uid, gid, follow_symlinks=True: given.append(
+        (os.path.relpath(path, tmp_path), follow_symlinks)))
+    play_copy.give(tmp_path / "private", (4242, 4242))
+    assert given[-1] == ("private", False) and all(not follow for _, follow in given), given
+    assert sorted(path for path, _ in given) == ["private", "private/project", "private/project/roles",
+                                                 "private/project/site.yml"]
