@@ -9,11 +9,15 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tapers import project_files
 from tapers.errors import ProvisionError
 from tapers.provision.api import Guest, Inputs, StepFailed, settings_inputs, shown_path, step_file
 from tapers.taperfile.machine import Step
+
+if TYPE_CHECKING:
+    from tapers.host_folders import Sharer
 
 # The step's settings that change what the play does (vault_password_file: its path only,
 # never a hash of the password).
@@ -56,7 +60,7 @@ class AnsibleProvisioner:
             work = private / "project"  # the play's copy of the project: see play_copy
             config = ansible_inputs.config_file(guest.root, options)
             texts = {shown_path(guest.root, config)} if config is not None else set()
-            play_copy.copy_inputs(guest.root, found, texts, work)
+            play_copy.copy_inputs(guest.root, found, texts, work, _person(guest.root))
             work.mkdir(mode=0o700, exist_ok=True)
             limit = guest.machine if not options.get("limit") else f"{guest.machine}:&{options['limit']}"
             argv = [command, "-i", str(inventory), "--limit", limit]
@@ -132,6 +136,14 @@ def _in_copy(root: Path, written: str) -> str:
         return str(path.relative_to(root.resolve()))
     except ValueError:
         return str(path)
+
+
+def _person(root: Path) -> Sharer | None:
+    """Whom root acts for (under sudo, the user who ran it; as plain root, the project's
+    owner): the play's copy becomes theirs, so it holds nothing they couldn't read."""
+    from tapers.host_folders import sharer
+
+    return sharer(root) if os.geteuid() == 0 else None
 
 
 def _vault_file(root: Path, written: str, private: Path) -> str:

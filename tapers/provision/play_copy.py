@@ -16,32 +16,37 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tapers import digests
 from tapers.errors import ProvisionError
-from tapers.provision.api import UNRESOLVED, Inputs, open_step_file, short
+from tapers.provision.api import UNRESOLVED, Inputs, open_step_file, short, unreadable_by
+
+if TYPE_CHECKING:
+    from tapers.host_folders import Sharer
 
 CHUNK = 1 << 20
 MAX_COPY = 4 * 1024**3  # bytes of a play's files (a machine can grow a file while it is copied)
 
 
-def copy_inputs(root: Path, found: Inputs, texts: set[str], target: Path) -> int:
+def copy_inputs(root: Path, found: Inputs, texts: set[str], target: Path, person: Sharer | None = None) -> int:
     """Copy the files of `found` that are in the project `root` into `target` (private, made
     here), each checked against its hash in `found`; `texts`: inputs hashed by their text
     (an ansible.cfg), the others by content and executable bit. Raises ProvisionError when
-    one changed since it was hashed, or when they add up to more than MAX_COPY. The number
-    of files copied."""
+    one changed since it was hashed, when they add up to more than MAX_COPY, or when
+    `person` (whom root acts for: the copy becomes theirs) could not read one themselves.
+    The number of files copied."""
     copied, total = 0, 0
     for name, expected in sorted(found.items()):
         if name.startswith(UNRESOLVED) or name.startswith("/") or not expected:
             continue  # what can't be told, and files outside the project: read where they are
         if name in texts:
-            data = _read(root / name, name)
+            data = _read(root / name, name, person)
             actual = short(data.decode(errors="surrogateescape"))
             write_new(target / name, data, 0o600)
             total += len(data)
         elif expected[:1] in ("x", "-"):  # a file by content and executable bit (tree_inputs)
-            executable, content, size = _copy(root / name, target / name, MAX_COPY - total)
+            executable, content, size = _copy(root / name, target / name, MAX_COPY - total, person)
             actual = ("x" if executable else "-") + content[:15]
             total += size
         else:
@@ -75,25 +80,25 @@ def copy_private(source: Path, target: Path, what: str) -> None:
 
 
 def give(folder: Path, owner: tuple[int, int]) -> None:
-    """The private folder, made by root and now complete, to the person the play runs as
-    (nothing in it is followed: it holds no links, and no one else could write it). What is
-    in it first, the folder itself last: while root's, no one reaches into it to swap a
-    folder root is about to walk for a link (to /etc)."""
+    """What the private folder, made by root and now complete, holds, to the person the play
+    runs as (nothing in it is followed: it holds no links, and no one else could write it).
+    The folder itself stays root's, which they may only pass (0711): they can't rename what
+    is in it (swap the copy for a link), and root never walks a folder of theirs."""
     for parent, dirs, files in os.walk(folder, topdown=False):
         for name in dirs + files:
             os.chown(os.path.join(parent, name), *owner, follow_symlinks=False)
-    os.chown(folder, *owner, follow_symlinks=False)
+    os.chmod(folder, 0o711)
 
 
-def _read(path: Path, name: str) -> bytes:
-    with os.fdopen(_open(path, name), "rb") as handle:
+def _read(path: Path, name: str, person: Sharer | None) -> bytes:
+    with os.fdopen(_open(path, name, person), "rb") as handle:
         return handle.read()
 
 
-def _copy(source: Path, target: Path, room: int) -> tuple[bool, str, int]:
+def _copy(source: Path, target: Path, room: int, person: Sharer | None) -> tuple[bool, str, int]:
     """Copy a regular file (opened without following links), hashing what is copied; at
     most `room` bytes. (executable?, hash, size)."""
-    with os.fdopen(_open(source, str(source)), "rb") as handle:
+    with os.fdopen(_open(source, str(source), person), "rb") as handle:
         executable = bool(os.fstat(handle.fileno()).st_mode & 0o111)
         digest, size = digests.sha256(), 0
         with os.fdopen(_create(target, 0o700 if executable else 0o600), "wb") as out:
@@ -107,11 +112,14 @@ def _copy(source: Path, target: Path, room: int) -> tuple[bool, str, int]:
     return executable, digest.hexdigest(), size
 
 
-def _open(path: Path, name: str) -> int:
+def _open(path: Path, name: str, person: Sharer | None) -> int:
     fd = open_step_file(path, f"a file of the play ({name})")
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    why = "is not a regular file now" if not stat.S_ISREG(os.fstat(fd).st_mode) else None
+    if why is None and person is not None:
+        why = unreadable_by(person, path, fd)
+    if why is not None:
         os.close(fd)
-        raise ProvisionError(f"a file of the play ({name}) is not a regular file now; not run")
+        raise ProvisionError(f"a file of the play ({name}): {why}; not run")
     return fd
 
 

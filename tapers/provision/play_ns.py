@@ -58,20 +58,26 @@ def main(argv: list[str]) -> int:
         return 2
     end = argv.index("--", 2)
     project, copy, command = argv[0], argv[1], argv[end + 1:]
+    if any(not os.path.isabs(path) or path != os.path.normpath(path) for path in argv[:end]):
+        print(f"{USAGE} (real paths: absolute, without `..`)", file=sys.stderr)
+        return 2
     # (one that doesn't exist was never a machine's to write: nothing is there to hide)
     hidden = [folder for folder in _outermost([os.path.normpath(f) for f in argv[2:end]]) if os.path.isdir(folder)]
     why, refused = _tried(project, copy, hidden)
     folder, place = project, None
     if why is None:
-        place = _enter(project, copy, hidden)  # as it just worked in a child
-    elif refused:
+        try:
+            place = _enter(project, copy, hidden)  # as it just worked in a child
+        except Refused as exc:  # (a place swapped since the child looked)
+            why, refused = str(exc), True
+    if refused:
         print(f"tapers: the play can't run: {why}", file=sys.stderr, flush=True)
         return 126
-    elif hidden:
+    if why is not None and hidden:
         print(f"tapers: the play can't run: machines can write {', '.join(hidden)}, and without a private mount "
               f"namespace ({why}) nothing keeps the play from what they put there", file=sys.stderr, flush=True)
         return 126
-    else:
+    if why is not None:
         print(f"tapers: the play runs in a copy of the project without a private mount namespace ({why}): a path "
               "it names absolutely into the project reaches the project folder itself", file=sys.stderr, flush=True)
         folder = copy
@@ -124,13 +130,15 @@ def _tried(project: str, copy: str, hidden: list[str]) -> tuple[str | None, bool
     pid = os.fork()
     if pid == 0:
         os.close(read)
+        code = 1
         try:
             _enter(project, copy, hidden)
             code = 0
         except (OSError, SystemExit) as exc:
             os.write(write, str(exc.strerror if isinstance(exc, OSError) else exc).encode()[:500])
             code = 2 if isinstance(exc, Refused) else 1
-        os._exit(code)
+        finally:  # (whatever happened, the child goes here: never on into main)
+            os._exit(code)
     os.close(write)
     with os.fdopen(read, "rb") as pipe:
         why = pipe.read().decode(errors="replace")
@@ -150,6 +158,14 @@ def _enter(project: str, copy: str, hidden: list[str]) -> int:
             with open(f"/proc/self/{name}", "w") as handle:
                 handle.write(text)
     _mount(None, "/", None, MS_REC | MS_PRIVATE, None, "make private")
+    try:
+        return _mounted(project, copy, hidden)
+    except (OSError, SystemExit) as exc:  # the namespace is there: no failure from here on is the kernel's to excuse
+        raise Refused(exc.code if isinstance(exc, SystemExit) else f"{exc.filename or ''}: {exc.strerror}") from None
+
+
+def _mounted(project: str, copy: str, hidden: list[str]) -> int:
+    """In the new namespace, the covers and the copy mounted; the copy's descriptor."""
     # Whoever can rename in these folders (the person; the project's owner when root runs
     # the play) may swap a link in at any moment. So each place is opened without following
     # one and mounted on through that descriptor; a cover is made whole, read-only, in a
@@ -175,7 +191,8 @@ def _cover(folder: str, inside: str | None) -> None:
     import tempfile
 
     inert = MS_NOSUID | MS_NODEV | MS_NOEXEC
-    stage = tempfile.mkdtemp(prefix="tapers-cover-")  # (0700: no one else reaches into it)
+    stage = tempfile.mkdtemp(prefix="tapers-cover-", dir="/tmp")  # (0700 in a sticky folder: no one else
+    # reaches into it or renames it; not in a TMPDIR the person may have given)
     try:
         _mount("tapers-hidden", stage, "tmpfs", inert, "size=64k,mode=0755", f"make a cover for {folder}")
         if inside is not None:

@@ -149,7 +149,7 @@ class SshGuest:
         drop, env = project_files.as_invoker(env)
         argv = play_command(self.root, work, hidden, argv, (drop["user"], drop["group"]) if drop else None)
         try:
-            process = subprocess.Popen(argv, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(argv, cwd="/", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         except OSError as exc:
             raise ProvisionError(f"cannot run {argv[0]}: {exc.strerror}") from None
         assert process.stdout is not None
@@ -163,11 +163,18 @@ class SshGuest:
 
     @contextlib.contextmanager
     def play_folder(self) -> Iterator[tuple[Path, Path]]:
+        import shutil
         import tempfile
 
-        with tempfile.TemporaryDirectory(prefix="tapers-play-") as folder:  # 0700, ours until the play gives it
-            real = Path(folder).resolve()  # (now, while it is ours: see play_command)
-            yield real, self._write_inventory(real)
+        # 0700 and root's (see play_copy.give); in /tmp, not a TMPDIR sudo may have kept, which
+        # could be the person's folder, where they could rename it. Removed without following
+        # links nor changing modes (TemporaryDirectory's cleanup chmods by name, following a
+        # link the person may have planted by then: CVE-2023-6597 on Python before 3.11.8).
+        folder = Path(tempfile.mkdtemp(prefix="tapers-play-", dir="/tmp" if os.geteuid() == 0 else None)).resolve()
+        try:
+            yield folder, self._write_inventory(folder)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     # -- lifecycle ------------------------------------------------------------------------
 

@@ -83,3 +83,25 @@ def test_plugin_folders_beside_every_playbook_are_inputs(tmp_path: Path) -> None
     (root / "site.yml").write_text("- import_playbook: sub/inner.yml\n")
     found = ansible_inputs.inputs(root, root / "site.yml", {})
     assert {"sub/vars_plugins/v.py", "strategy_plugins/s.py", "sub/inner.yml", "site.yml"} <= set(found)
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="files of other users")
+def test_a_file_the_person_could_not_read_is_not_copied_into_what_becomes_theirs(tmp_path: Path) -> None:
+    """Under sudo the copy is given to the person the play runs as: a role's file only root
+    (or another user) may read would reach them through it. Nothing is copied; not run."""
+    import os
+
+    from tapers.host_folders import Sharer
+
+    root, _ = _project(tmp_path)
+    os.chmod(tmp_path, 0o755)
+    secret = root / "roles" / "app" / "files" / "secret"
+    secret.write_text("root's\n")
+    secret.chmod(0o600)
+    found = ansible_inputs.inputs(root, root / "site.yml", {})
+    work = tmp_path / "work"
+    with pytest.raises(ProvisionError, match="files/secret.*may not read it"):
+        play_copy.copy_inputs(root, found, {"ansible.cfg"}, work, Sharer(4242, 4242, root))  # (the project
+        # owner, as plain root acts for: the folders above the project are not theirs to pass)
+    assert not (work / "roles" / "app" / "files" / "secret").exists()
+    assert play_copy.copy_inputs(root, found, {"ansible.cfg"}, tmp_path / "as-root", None) == 5  # root's own: all

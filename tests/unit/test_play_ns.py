@@ -243,17 +243,32 @@ def test_the_person_s_copy_swapped_for_a_link_shows_them_nothing_of_where_it_lea
     assert "a link" in ran.stderr, ran
 
 
-def test_the_play_s_folder_is_given_from_the_inside_out(tmp_path: Path, monkeypatch) -> None:
-    """While the top folder is root's, no one can reach into it to swap a folder root is
-    about to walk for a link (to /etc): it is given last."""
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another user")
+def test_the_play_s_folder_stays_root_s_what_it_holds_is_given(tmp_path: Path) -> None:
+    """The person may pass the private folder, not rename in it: they can't swap the copy or a
+    folder root walks for a link (to /etc), and root never walks a folder of theirs."""
     from tapers.provision import play_copy
 
-    (tmp_path / "private" / "project" / "roles").mkdir(parents=True)
-    (tmp_path / "private" / "project" / "site.yml").write_text("")
-    given = []
-    monkeypatch.setattr(os, "chown", lambda path, uid, gid, follow_symlinks=True: given.append(
-        (os.path.relpath(path, tmp_path), follow_symlinks)))
-    play_copy.give(tmp_path / "private", (4242, 4242))
-    assert given[-1] == ("private", False) and all(not follow for _, follow in given), given
-    assert sorted(path for path, _ in given) == ["private", "private/project", "private/project/roles",
-                                                 "private/project/site.yml"]
+    private = tmp_path / "private"
+    (private / "project" / "roles").mkdir(parents=True, mode=0o700)
+    (private / "project" / "site.yml").write_text("")
+    (private / "inventory").write_text("")
+    os.chmod(private, 0o700)
+    play_copy.give(private, (4242, 4242))
+    assert (private.stat().st_uid, private.stat().st_mode & 0o777) == (0, 0o711)
+    for path in ("project", "project/roles", "project/site.yml", "inventory"):
+        assert (private / path).stat().st_uid == 4242, path
+
+
+@pytest.mark.parametrize("bad", ["relative", "with ..", "with //"])
+def test_only_real_paths_are_taken(tmp_path: Path, bad: str) -> None:
+    """A `..` in a path root mounts on or makes folders in could lead anywhere: tapers gives
+    real paths, and anything else is refused before a namespace is made."""
+    project, copy = _folders(tmp_path)
+    marker = tmp_path / "ran"
+    given = {"relative": "project", "with ..": f"{tmp_path}/copy/../project", "with //": f"{tmp_path}//project"}[bad]
+    ran = subprocess.run([sys.executable, "-P", "-m", "tapers.provision.play_ns", given, str(copy), "--", "/bin/sh",
+                          "-c", f"touch {marker}"], capture_output=True, text=True, timeout=60, cwd=str(tmp_path),
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert ran.returncode == 2 and "real paths" in ran.stderr, ran
+    assert not marker.exists()
