@@ -119,15 +119,21 @@ def as_invoker(env: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
 
 
 def _trusted_owners(path: Path) -> set[int]:
-    """You, root, and whoever owns the project folder `path` is in (root running tapers in
-    a developer's folder: the developer's `.tapers/`, made under sudo, is fine)."""
+    """Whose files tapers uses in the project folder `path` is in. Plain root: root's, and the
+    folder owner's (root running tapers in a developer's folder: the developer's `.tapers/`,
+    made under sudo, is fine). Under sudo: the user's, and root's in a project of theirs
+    (it becomes theirs); never another user's, nor root's in another's project: those
+    hold the project key of that user's (or root's) machines."""
     parts = path.parts
     root = Path(*parts[: parts.index(PROJECT_STATE_DIR)]) if PROJECT_STATE_DIR in parts else path.parent
     try:
-        project_owner = {os.stat(root).st_uid}
+        project_owner = os.stat(root).st_uid
     except OSError:
-        project_owner = set()
-    return {invoker()[0], 0, *project_owner}
+        project_owner = None
+    uid = invoker()[0]
+    if uid == 0:
+        return {0} if project_owner is None else {0, project_owner}
+    return {uid, 0} if project_owner == uid else {uid}
 
 
 def _owner_name(uid: int) -> str:
@@ -165,9 +171,12 @@ def check_dir(path: Path, create: bool) -> bool:
         kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a folder"
         raise _untrusted(path, f"it is {kind}", f"remove it (`rm {path}`): tapers makes the folder again")
     if st.st_uid not in _trusted_owners(path):
+        uid = invoker()[0]
+        theirs = uid != 0 and os.geteuid() == 0  # (under sudo: another's project state holds their project key)
         raise _untrusted(
             path, f"it belongs to {_owner_name(st.st_uid)}, not to you",
-            f"if it is yours, `sudo chown -R {invoker()[0]} {path}`; or delete it (`sudo rm -r {path}`): "
+            f"under sudo tapers acts for you, on your projects: run it here as {_owner_name(st.st_uid)}" if theirs
+            else f"if it is yours, `sudo chown -R {uid} {path}`; or delete it (`sudo rm -r {path}`): "
             "tapers makes everything in it again",
         )
     if st.st_mode & 0o022:
@@ -175,7 +184,7 @@ def check_dir(path: Path, create: bool) -> bool:
                          f"`chmod 700 {path}` (tapers keeps it that way)")
     if st.st_mode & 0o077:  # made readable by an older tapers: nobody else needs to read it
         os.chmod(path, 0o700, follow_symlinks=False)
-    if os.geteuid() == 0 and st.st_uid == 0 and invoker()[0] != 0:
+    if os.geteuid() == 0 and st.st_uid == 0 and invoker()[0] != 0:  # (in their own project: see _trusted_owners)
         _give_to_invoker(path)
     return True
 

@@ -155,7 +155,7 @@ def _vault_file(root: Path, written: str, private: Path) -> str:
     if not path.is_relative_to(root.resolve()):
         return str(path)
     copy = private / "vault-password"
-    play_copy.copy_private(path, copy, "the vault password file")
+    play_copy.copy_private(path, copy, "the vault password file", _person(root))
     return str(copy)
 
 

@@ -58,15 +58,18 @@ def copy_inputs(root: Path, found: Inputs, texts: set[str], target: Path, person
     return copied
 
 
-def copy_private(source: Path, target: Path, what: str) -> None:
+def copy_private(source: Path, target: Path, what: str, person: Sharer | None = None) -> None:
     """A project file the play is given by path (a vault password file) as a private, plain
     file: never one that runs (Ansible runs an executable password file, and this one is in
-    a folder machines can write)."""
+    a folder machines can write), nor one `person` couldn't read (the copy becomes theirs)."""
     fd = open_step_file(source, what)
     with os.fdopen(fd, "rb") as handle:
         st = os.fstat(handle.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise ProvisionError(f"{what} {source} is not a regular file; refused")
+        why = unreadable_by(person, source, handle.fileno()) if person is not None else None
+        if why is not None:
+            raise ProvisionError(f"{what} {source}: {why}; refused")
         if st.st_mode & 0o111:
             raise ProvisionError(
                 f"{what} {source} is executable: ansible-playbook would run it on this host, and it is in the project "

@@ -7,6 +7,7 @@ import collections
 import contextlib
 import datetime as dt
 import os
+import stat
 import subprocess
 import sys
 import threading
@@ -72,6 +73,38 @@ def play_command(root: Path, work: Path, hidden: tuple[Path, ...], argv: list[st
     # copy's folder being the person's by now, would take their word for where it leads)
     return [sys.executable, "-P", *no_user_site, "-m", "tapers.provision.play_ns", *become, str(root), str(work),
             *map(str, hidden), "--", *argv]
+
+
+def _remove_play_folder(folder: Path) -> None:
+    """The play's private folder, gone. Under sudo what it holds is the person's by now
+    (play_copy.give), so they remove that themselves: root walking a folder of theirs
+    would open whatever they swap a name for (a link to /dev/watchdog, a FIFO). Root then
+    removes its own folder's entries, each by name in it, without walking into any.
+    (Not TemporaryDirectory: its cleanup chmods by name, following links: CVE-2023-6597.)"""
+    import shutil
+
+    from tapers import project_files
+
+    drop, _ = project_files.as_invoker({})
+    if not drop:  # (root's own, or a user's own play: no one else could change it)
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    names = os.listdir(folder)
+    if names:
+        subprocess.run(["rm", "-rf", "--one-file-system", "--", *(str(folder / name) for name in names)],
+                       capture_output=True, **drop)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        for name in os.listdir(fd):
+            with contextlib.suppress(OSError):
+                if stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                    os.rmdir(name, dir_fd=fd)  # (empty by now, or left: what they keep in it is theirs)
+                else:
+                    os.unlink(name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    with contextlib.suppress(OSError):
+        os.rmdir(folder)
 
 
 class SshGuest:
@@ -163,18 +196,15 @@ class SshGuest:
 
     @contextlib.contextmanager
     def play_folder(self) -> Iterator[tuple[Path, Path]]:
-        import shutil
         import tempfile
 
         # 0700 and root's (see play_copy.give); in /tmp, not a TMPDIR sudo may have kept, which
-        # could be the person's folder, where they could rename it. Removed without following
-        # links nor changing modes (TemporaryDirectory's cleanup chmods by name, following a
-        # link the person may have planted by then: CVE-2023-6597 on Python before 3.11.8).
+        # could be the person's folder, where they could rename it.
         folder = Path(tempfile.mkdtemp(prefix="tapers-play-", dir="/tmp" if os.geteuid() == 0 else None)).resolve()
         try:
             yield folder, self._write_inventory(folder)
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            _remove_play_folder(folder)
 
     # -- lifecycle ------------------------------------------------------------------------
 

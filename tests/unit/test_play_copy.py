@@ -105,3 +105,22 @@ def test_a_file_the_person_could_not_read_is_not_copied_into_what_becomes_theirs
         # owner, as plain root acts for: the folders above the project are not theirs to pass)
     assert not (work / "roles" / "app" / "files" / "secret").exists()
     assert play_copy.copy_inputs(root, found, {"ansible.cfg"}, tmp_path / "as-root", None) == 5  # root's own: all
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="files of other users")
+def test_a_vault_password_file_the_person_could_not_read_is_not_given_to_them(tmp_path: Path) -> None:
+    import os
+
+    from tapers.host_folders import Sharer
+
+    root, _ = _project(tmp_path)
+    (root / "vault.txt").write_text("root's password\n")
+    (root / "vault.txt").chmod(0o600)
+    with pytest.raises(ProvisionError, match="may not read it"):
+        play_copy.copy_private(root / "vault.txt", tmp_path / "vault-copy", "the vault password file",
+                               Sharer(4242, 4242, root))
+    assert not (tmp_path / "vault-copy").exists()
+    os.chmod(root / "vault.txt", 0o644)
+    play_copy.copy_private(root / "vault.txt", tmp_path / "vault-copy", "the vault password file",
+                           Sharer(4242, 4242, root))
+    assert (tmp_path / "vault-copy").read_text() == "root's password\n"

@@ -272,3 +272,33 @@ def test_only_real_paths_are_taken(tmp_path: Path, bad: str) -> None:
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
     assert ran.returncode == 2 and "real paths" in ran.stderr, ran
     assert not marker.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root, for a user")
+def test_the_play_s_folder_is_removed_without_root_walking_what_is_the_person_s(tmp_path: Path, monkeypatch) -> None:
+    """What the private folder holds is the person's after the play: they remove it, so a name
+    they swap for a link (to a device, a system folder) or a FIFO never reaches root's hands."""
+    import pwd
+
+    from tapers.provision import play_copy
+    from tapers.provision.runner import _remove_play_folder
+
+    nobody = pwd.getpwnam("nobody")
+    for name in ("PKEXEC_UID", "DOAS_USER"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SUDO_UID", str(nobody.pw_uid))
+    monkeypatch.setenv("SUDO_GID", str(nobody.pw_gid))
+    system = tmp_path / "system"
+    system.mkdir()
+    (system / "passwd").write_text("root's\n")
+    private = Path(tempfile.mkdtemp(prefix="tapers-play-test-", dir="/tmp"))
+    (private / "project" / "roles").mkdir(parents=True)
+    (private / "inventory").write_text("")
+    play_copy.give(private, (nobody.pw_uid, nobody.pw_gid))
+    (private / "project" / "roles" / "etc").symlink_to(system)  # what the person may plant once it is theirs
+    os.mkfifo(private / "project" / "fifo")
+    for path in (private / "project" / "roles" / "etc", private / "project" / "fifo"):
+        os.chown(path, nobody.pw_uid, nobody.pw_gid, follow_symlinks=False)
+    _remove_play_folder(private)
+    assert not private.exists()
+    assert (system / "passwd").read_text() == "root's\n"
