@@ -118,19 +118,24 @@ def as_invoker(env: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     return {"user": uid, "group": gid, "extra_groups": []}, {**env, "HOME": home, "USER": name, "LOGNAME": name}
 
 
-def _trusted_owners(path: Path) -> set[int]:
-    """Whose files tapers uses in the project folder `path` is in. Plain root: root's, and the
-    folder owner's (root running tapers in a developer's folder: the developer's `.tapers/`,
-    made under sudo, is fine). Under sudo: the user's, and root's in a project of theirs
-    (it becomes theirs); never another user's, nor root's in another's project: those
-    hold the project key of that user's (or root's) machines."""
-    parts = path.parts
-    root = Path(*parts[: parts.index(PROJECT_STATE_DIR)]) if PROJECT_STATE_DIR in parts else path.parent
+def _trusted_owners(path: Path, at: int) -> set[int]:
+    """Whose files tapers uses at `path`, whose folder is open at `at`. In a project's
+    `.tapers/`: as plain root, root's and the project folder's owner's (root running tapers
+    in a developer's folder: the developer's `.tapers/`, made under sudo, is fine); under
+    sudo, the user's, and root's in a project of theirs (it becomes theirs), never another
+    user's nor root's in another's project: those hold the key to that user's machines.
+    Elsewhere: yours, root's, and the owner of the folder it is in. The project folder is
+    found from `at` going up (`..`), never by its name again: a link swapped into its path
+    since can't change whose it is."""
+    uid = invoker()[0]
+    if PROJECT_STATE_DIR not in path.parts:
+        return {uid, 0, os.fstat(at).st_uid}
+    state = len(path.parts) - 1 - path.parts[::-1].index(PROJECT_STATE_DIR)  # (the last: a project may be in one)
+    up = len(path.parent.parts) - state  # from the folder open at `at` to the project folder
     try:
-        project_owner = os.stat(root).st_uid
+        project_owner: int | None = os.stat("/".join([".."] * up) or ".", dir_fd=at).st_uid
     except OSError:
         project_owner = None
-    uid = invoker()[0]
     if uid == 0:
         return {0} if project_owner is None else {0, project_owner}
     return {uid, 0} if project_owner == uid else {uid}
@@ -152,57 +157,68 @@ def _untrusted(path: Path, why: str, fix: str) -> StateError:
 
 def check_dir(path: Path, create: bool) -> bool:
     """`path` (`.tapers/` or a folder in it) is safe to use, creating it when `create`.
-    False when it is missing (and not created)."""
+    False when it is missing (and not created). Checked and changed through descriptors,
+    never by its name again."""
+    parent = _open_folder(path.parent)
     try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        if not create:
-            return False
         try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:  # made at the same moment by another tapers: check it below
-            pass
-        else:
-            uid, gid = invoker()
-            if os.geteuid() == 0:
-                os.chown(path, uid, gid, follow_symlinks=False)
-        st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode):
-        kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a folder"
-        raise _untrusted(path, f"it is {kind}", f"remove it (`rm {path}`): tapers makes the folder again")
-    if st.st_uid not in _trusted_owners(path):
-        uid = invoker()[0]
-        theirs = uid != 0 and os.geteuid() == 0  # (under sudo: another's project state holds their project key)
-        raise _untrusted(
-            path, f"it belongs to {_owner_name(st.st_uid)}, not to you",
-            f"under sudo tapers acts for you, on your projects: run it here as {_owner_name(st.st_uid)}" if theirs
-            else f"if it is yours, `sudo chown -R {uid} {path}`; or delete it (`sudo rm -r {path}`): "
-            "tapers makes everything in it again",
-        )
-    if st.st_mode & 0o022:
-        raise _untrusted(path, f"others can write in it (mode {stat.S_IMODE(st.st_mode):o})",
-                         f"`chmod 700 {path}` (tapers keeps it that way)")
-    if st.st_mode & 0o077:  # made readable by an older tapers: nobody else needs to read it
-        os.chmod(path, 0o700, follow_symlinks=False)
-    if os.geteuid() == 0 and st.st_uid == 0 and invoker()[0] != 0:  # (in their own project: see _trusted_owners)
-        _give_to_invoker(path)
+            st = os.stat(path.name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            if not create:
+                return False
+            try:
+                os.mkdir(path.name, 0o700, dir_fd=parent)
+            except FileExistsError:  # made at the same moment by another tapers: check it below
+                pass
+            else:
+                if os.geteuid() == 0:
+                    os.chown(path.name, *invoker(), dir_fd=parent, follow_symlinks=False)
+            st = os.stat(path.name, dir_fd=parent, follow_symlinks=False)
+        if not stat.S_ISDIR(st.st_mode):
+            kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a folder"
+            raise _untrusted(path, f"it is {kind}", f"remove it (`rm {path}`): tapers makes the folder again")
+        if st.st_uid not in _trusted_owners(path, parent):
+            uid = invoker()[0]
+            theirs = uid != 0 and os.geteuid() == 0  # (under sudo: another's project state holds their project key)
+            raise _untrusted(
+                path, f"it belongs to {_owner_name(st.st_uid)}, not to you",
+                f"under sudo tapers acts for you, on your projects: this one is {_owner_name(st.st_uid)}'s"
+                if theirs else f"if it is yours, `sudo chown -R {uid} {path}`; or delete it (`sudo rm -r {path}`): "
+                "tapers makes everything in it again",
+            )
+        if st.st_mode & 0o022:
+            raise _untrusted(path, f"others can write in it (mode {stat.S_IMODE(st.st_mode):o})",
+                             f"`chmod 700 {path}` (tapers keeps it that way)")
+        folder = os.open(path.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+    finally:
+        os.close(parent)
+    try:
+        if (os.fstat(folder).st_dev, os.fstat(folder).st_ino) != (st.st_dev, st.st_ino):
+            raise _untrusted(path, "it changed while it was checked", "run the command again")
+        if st.st_mode & 0o077:  # made readable by an older tapers: nobody else needs to read it
+            os.fchmod(folder, 0o700)
+        if os.geteuid() == 0 and st.st_uid == 0 and invoker()[0] != 0:  # (in their own project: see _trusted_owners)
+            _give_to_invoker(folder)
+    finally:
+        os.close(folder)
     return True
 
 
-def _give_to_invoker(folder: Path) -> None:
-    """A `.tapers/` made by root (an older tapers, or plain root) used under sudo: it becomes
-    the sudo user's, with what is in it (links are not followed)."""
+def _give_to_invoker(folder: int) -> None:
+    """A `.tapers/` made by root (an older tapers, or plain root), open at `folder`, used
+    under sudo: it becomes the sudo user's, with what is in it (walked from its descriptor,
+    following no link)."""
     uid, gid = invoker()
-    for parent, dirs, files in os.walk(folder):
+    for _, dirs, files, at in os.fwalk(dir_fd=folder):
         for name in [*dirs, *files]:
-            os.chown(os.path.join(parent, name), uid, gid, follow_symlinks=False)
-    os.chown(folder, uid, gid, follow_symlinks=False)
+            os.chown(name, uid, gid, dir_fd=at, follow_symlinks=False)
+    os.fchown(folder, uid, gid)
 
 
-def _check_file(path: Path, st: os.stat_result) -> None:
+def _check_file(path: Path, st: os.stat_result, owners: set[int]) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise _untrusted(path, "it is not a regular file", f"remove it (`rm {path}`)")
-    if st.st_uid not in _trusted_owners(path):
+    if st.st_uid not in owners:
         raise _untrusted(path, f"it belongs to {_owner_name(st.st_uid)}, not to you", f"remove it (`sudo rm {path}`)")
     if st.st_mode & 0o022:
         raise _untrusted(path, f"others can write it (mode {stat.S_IMODE(st.st_mode):o})", f"remove it (`rm {path}`)")
@@ -212,19 +228,21 @@ def read_text(path: Path) -> str | None:
     """A file's text, None when it (or its folder) is missing; refused when it is a link,
     or someone else's, or writable by others."""
     try:
-        fd = _open_in_folder(path, os.O_RDONLY | os.O_NONBLOCK)
+        fd, owners = _open_in_folder(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
     with os.fdopen(fd, "r", encoding="utf-8", errors="replace") as handle:
-        _check_file(path, os.fstat(fd))
+        _check_file(path, os.fstat(fd), owners)
         return handle.read()
 
 
-def _open_in_folder(path: Path, flags: int, mode: int = 0o600) -> int:
-    """os.open of `path` relative to its folder's fd, never following a link."""
+def _open_in_folder(path: Path, flags: int, mode: int = 0o600) -> tuple[int, set[int]]:
+    """os.open of `path` relative to its folder's fd, never following a link; with whose
+    files may be used there (see _trusted_owners)."""
     folder = _open_folder(path.parent)
     try:
-        return os.open(path.name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=folder)
+        return os.open(path.name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=folder), \
+            _trusted_owners(path, folder)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise _untrusted(path, "it is a symbolic link", f"remove it (`rm {path}`)") from None
@@ -278,7 +296,7 @@ def write(path: Path, content: str | bytes, mode: int = 0o600, owner: tuple[int,
 
 def create(path: Path, mode: int = 0o600) -> int:
     """A new file that must not exist yet (a log, `tapers init`'s Taperfile): its fd."""
-    fd = _open_in_folder(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    fd, _ = _open_in_folder(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     if os.geteuid() == 0:
         os.fchown(fd, *invoker())
     os.fchmod(fd, mode)
@@ -289,10 +307,10 @@ def open_file(path: Path, flags: int, mode: int = 0o600) -> int:
     """The fd of a file to use in place (`lock`: os.O_RDWR, a run's log, which two runs in one
     second share: os.O_WRONLY | os.O_APPEND), made when missing, checked like any file in
     `.tapers/` and given to the invoking user."""
-    fd = _open_in_folder(path, flags | os.O_CREAT, mode)
+    fd, owners = _open_in_folder(path, flags | os.O_CREAT, mode)
     try:
         st = os.fstat(fd)
-        _check_file(path, st)
+        _check_file(path, st, owners)
         if os.geteuid() == 0 and st.st_uid == 0 and invoker()[0] != 0:
             os.fchown(fd, *invoker())
     except BaseException:

@@ -139,11 +139,11 @@ def _in_copy(root: Path, written: str) -> str:
 
 
 def _person(root: Path) -> Sharer | None:
-    """Whom root acts for (under sudo, the user who ran it; as plain root, the project's
-    owner): the play's copy becomes theirs, so it holds nothing they couldn't read."""
+    """Under sudo, the user who ran it: the play runs as them and its copy becomes theirs, so
+    it holds nothing they couldn't read. (As plain root, the play and its copy are root's.)"""
     from tapers.host_folders import sharer
 
-    return sharer(root) if os.geteuid() == 0 else None
+    return sharer(root) if os.geteuid() == 0 and project_files.invoker()[0] != 0 else None
 
 
 def _vault_file(root: Path, written: str, private: Path) -> str:

@@ -86,7 +86,9 @@ def _remove_play_folder(folder: Path) -> None:
     from tapers import project_files
 
     drop, _ = project_files.as_invoker({})
-    if not drop:  # (root's own, or a user's own play: no one else could change it)
+    # Root's own play, a user's own, or one that failed before it was given (still 0700): no
+    # one else could have changed what it holds.
+    if not drop or stat.S_IMODE(os.stat(folder).st_mode) == 0o700:
         shutil.rmtree(folder, ignore_errors=True)
         return
     names = os.listdir(folder)

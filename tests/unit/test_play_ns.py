@@ -302,3 +302,22 @@ def test_the_play_s_folder_is_removed_without_root_walking_what_is_the_person_s(
     _remove_play_folder(private)
     assert not private.exists()
     assert (system / "passwd").read_text() == "root's\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root, for a user")
+def test_a_play_s_folder_never_given_is_removed_whole(monkeypatch) -> None:
+    """(a play refused before its folder was given: its copy, up to 4 GiB, is not left in /tmp)"""
+    import pwd
+
+    from tapers.provision.runner import _remove_play_folder
+
+    nobody = pwd.getpwnam("nobody")
+    for name in ("PKEXEC_UID", "DOAS_USER"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SUDO_UID", str(nobody.pw_uid))
+    monkeypatch.setenv("SUDO_GID", str(nobody.pw_gid))
+    private = Path(tempfile.mkdtemp(prefix="tapers-play-test-", dir="/tmp"))
+    (private / "project" / "roles").mkdir(parents=True)
+    (private / "project" / "roles" / "big").write_bytes(b"x" * 4096)
+    _remove_play_folder(private)
+    assert not private.exists()
