@@ -130,15 +130,26 @@ def _trusted_owners(path: Path, at: int) -> set[int]:
     uid = invoker()[0]
     if PROJECT_STATE_DIR not in path.parts:
         return {uid, 0, os.fstat(at).st_uid}
-    state = len(path.parts) - 1 - path.parts[::-1].index(PROJECT_STATE_DIR)  # (the last: a project may be in one)
-    up = len(path.parent.parts) - state  # from the folder open at `at` to the project folder
-    try:
-        project_owner: int | None = os.stat("/".join([".."] * up) or ".", dir_fd=at).st_uid
-    except OSError:
-        project_owner = None
+    project_owner = _project_owner(path, at)
     if uid == 0:
         return {0} if project_owner is None else {0, project_owner}
     return {uid, 0} if project_owner == uid else {uid}
+
+
+def _project_owner(path: Path, at: int) -> int | None:
+    """Who owns the project folder whose `.tapers/` holds `path`, from `at` (a descriptor of
+    `path`'s folder) going up: the folders it names, whatever their names lead to now."""
+    up = len(path.parent.parts) - _state_index(path.parts)
+    try:
+        return os.stat("/".join([".."] * up) or ".", dir_fd=at).st_uid
+    except OSError:
+        return None
+
+
+def _state_index(parts: tuple[str, ...]) -> int:
+    """Where a project's `.tapers` is in a path: the last one (a project may be inside a
+    folder of that name); len(parts) when there is none."""
+    return len(parts) - 1 - parts[::-1].index(PROJECT_STATE_DIR) if PROJECT_STATE_DIR in parts else len(parts)
 
 
 def _owner_name(uid: int) -> str:
@@ -159,20 +170,29 @@ def check_dir(path: Path, create: bool) -> bool:
     """`path` (`.tapers/` or a folder in it) is safe to use, creating it when `create`.
     False when it is missing (and not created). Checked and changed through descriptors,
     never by its name again."""
-    parent = _open_folder(path.parent)
+    try:
+        parent = _open_folder(path.parent)
+    except FileNotFoundError:
+        if not create:
+            return False
+        raise
+    made = False
     try:
         try:
             st = os.stat(path.name, dir_fd=parent, follow_symlinks=False)
         except FileNotFoundError:
             if not create:
                 return False
+            uid = invoker()[0]
+            owner = _project_owner(path, parent)
+            if os.geteuid() == 0 and uid != 0 and owner != uid:  # (root would make it for them in another's)
+                raise _untrusted(path, f"the project folder is {_owner_name(owner) if owner is not None else 'gone'}'s",
+                                 "under sudo tapers acts for you, on your projects: run it as the project's owner")
             try:
                 os.mkdir(path.name, 0o700, dir_fd=parent)
+                made = True
             except FileExistsError:  # made at the same moment by another tapers: check it below
                 pass
-            else:
-                if os.geteuid() == 0:
-                    os.chown(path.name, *invoker(), dir_fd=parent, follow_symlinks=False)
             st = os.stat(path.name, dir_fd=parent, follow_symlinks=False)
         if not stat.S_ISDIR(st.st_mode):
             kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a folder"
@@ -195,6 +215,8 @@ def check_dir(path: Path, create: bool) -> bool:
     try:
         if (os.fstat(folder).st_dev, os.fstat(folder).st_ino) != (st.st_dev, st.st_ino):
             raise _untrusted(path, "it changed while it was checked", "run the command again")
+        if made and os.geteuid() == 0:
+            os.fchown(folder, *invoker())
         if st.st_mode & 0o077:  # made readable by an older tapers: nobody else needs to read it
             os.fchmod(folder, 0o700)
         if os.geteuid() == 0 and st.st_uid == 0 and invoker()[0] != 0:  # (in their own project: see _trusted_owners)
@@ -208,16 +230,31 @@ def _give_to_invoker(folder: int) -> None:
     """A `.tapers/` made by root (an older tapers, or plain root), open at `folder`, used
     under sudo: it becomes the sudo user's, with what is in it (walked from its descriptor,
     following no link)."""
-    uid, gid = invoker()
-    for _, dirs, files, at in os.fwalk(dir_fd=folder):
-        for name in [*dirs, *files]:
-            os.chown(name, uid, gid, dir_fd=at, follow_symlinks=False)
+    _give_tree(folder, *invoker())
+
+
+def _give_tree(folder: int, uid: int, gid: int) -> None:
+    """What the folder open at `folder` holds, then the folder itself (while it is still
+    root's, no one else can put anything in it): folders opened from their parent's
+    descriptor, never following a link nor waiting on what isn't a folder."""
+    for entry in os.scandir(folder):
+        if entry.is_dir(follow_symlinks=False):
+            inner = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                            dir_fd=folder)
+            try:
+                _give_tree(inner, uid, gid)
+            finally:
+                os.close(inner)
+        else:
+            os.chown(entry.name, uid, gid, dir_fd=folder, follow_symlinks=False)
     os.fchown(folder, uid, gid)
 
 
 def _check_file(path: Path, st: os.stat_result, owners: set[int]) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise _untrusted(path, "it is not a regular file", f"remove it (`rm {path}`)")
+    if st.st_nlink != 1:
+        raise _untrusted(path, "it has other names (hard links)", f"remove it (`rm {path}`)")
     if st.st_uid not in owners:
         raise _untrusted(path, f"it belongs to {_owner_name(st.st_uid)}, not to you", f"remove it (`sudo rm {path}`)")
     if st.st_mode & 0o022:
@@ -256,13 +293,22 @@ def _open_folder(folder: Path) -> int:
     from tapers.rootfs import open_beneath
 
     parts = folder.parts
-    start = parts.index(PROJECT_STATE_DIR) if PROJECT_STATE_DIR in parts else len(parts)
+    start = _state_index(parts)
     try:
-        return open_beneath(Path(*parts[:start]) if start else Path("."), parts[start:])
+        fd = open_beneath(Path(*parts[:start]) if start else Path("."), parts[start:])
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             raise _untrusted(folder, "a part of it is a symbolic link or a file", "remove the link") from None
         raise
+    if start < len(parts):  # in a project's `.tapers/`: whose it is, checked on what was opened (not by name)
+        st = os.fstat(fd)
+        why = (f"it belongs to {_owner_name(st.st_uid)}, not to you"
+               if st.st_uid not in _trusted_owners(folder / "-", fd) else
+               f"others can write in it (mode {stat.S_IMODE(st.st_mode):o})" if st.st_mode & 0o022 else None)
+        if why is not None:
+            os.close(fd)
+            raise _untrusted(folder, why, f"`tapers` checks it again when it is yours and 0700: see {folder}")
+    return fd
 
 
 def write(path: Path, content: str | bytes, mode: int = 0o600, owner: tuple[int, int] | None = None) -> None:

@@ -107,6 +107,7 @@ def test_state_folder_of_someone_else_or_open_to_others_is_refused(tmp_path: Pat
 def test_state_folder_is_made_private_and_belongs_to_the_sudo_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SUDO_UID", "4242")
     monkeypatch.setenv("SUDO_GID", "4343")
+    os.chown(tmp_path, 4242, 4343)  # (the sudo user's project)
     state = tmp_path / ".tapers"
     project_files.check_dir(state, create=True)
     project_files.write(state / "ssh_config", "Host web\n", 0o644)

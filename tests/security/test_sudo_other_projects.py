@@ -61,3 +61,40 @@ def test_root_s_state_in_the_user_s_own_project_becomes_theirs(bobs_project: Pat
     state.mkdir(mode=0o700)
     assert project_files.check_dir(state, create=False)
     assert state.stat().st_uid == ALICE
+
+
+def test_no_state_is_made_for_the_sudo_user_in_another_user_s_project(bobs_project: Path) -> None:
+    """(root could make `.tapers/` where the user can't write, and give it to them)"""
+    with pytest.raises(StateError, match="project folder is"):
+        project_files.check_dir(bobs_project / ".tapers", create=True)
+    assert not (bobs_project / ".tapers").exists()
+
+
+def test_a_state_file_with_other_names_is_not_used(bobs_project: Path, tmp_path: Path) -> None:
+    """(a hard link to a root file, where protected_hardlinks is off)"""
+    os.chown(bobs_project, ALICE, ALICE)
+    state = bobs_project / ".tapers"
+    project_files.check_dir(state, create=True)
+    project_files.write(state / "inventory", "[all]\n")
+    os.link(state / "inventory", bobs_project / "second-name")
+    with pytest.raises(StateError, match="other names"):
+        project_files.read_text(state / "inventory")
+
+
+def test_the_state_folder_is_given_whole_without_following_what_is_in_it(bobs_project: Path, tmp_path: Path) -> None:
+    """A root-made `.tapers/` in the user's own project becomes theirs, folders first walked
+    from their descriptors: a link in it is given as a link, never followed."""
+    os.chown(bobs_project, ALICE, ALICE)
+    system = tmp_path / "system"
+    system.mkdir()
+    (system / "passwd").write_text("root's\n")
+    state = bobs_project / ".tapers"
+    (state / "ansible" / "roles").mkdir(parents=True, mode=0o700)
+    os.chmod(state, 0o700)
+    (state / "ansible" / "etc").symlink_to(system)
+    os.mkfifo(state / "ansible" / "fifo")
+    assert project_files.check_dir(state, create=False)
+    for path in (state, state / "ansible", state / "ansible" / "roles", state / "ansible" / "fifo"):
+        assert path.stat().st_uid == ALICE, path
+    assert os.lstat(state / "ansible" / "etc").st_uid == ALICE
+    assert system.stat().st_uid == 0 and (system / "passwd").stat().st_uid == 0
