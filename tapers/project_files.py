@@ -245,7 +245,7 @@ def _give_tree(folder: int, uid: int, gid: int) -> None:
                 _give_tree(inner, uid, gid)
             finally:
                 os.close(inner)
-        else:
+        elif entry.stat(follow_symlinks=False).st_nlink == 1:  # (a file with other names stays root's)
             os.chown(entry.name, uid, gid, dir_fd=folder, follow_symlinks=False)
     os.fchown(folder, uid, gid)
 
@@ -301,13 +301,11 @@ def _open_folder(folder: Path) -> int:
             raise _untrusted(folder, "a part of it is a symbolic link or a file", "remove the link") from None
         raise
     if start < len(parts):  # in a project's `.tapers/`: whose it is, checked on what was opened (not by name)
-        st = os.fstat(fd)
-        why = (f"it belongs to {_owner_name(st.st_uid)}, not to you"
-               if st.st_uid not in _trusted_owners(folder / "-", fd) else
-               f"others can write in it (mode {stat.S_IMODE(st.st_mode):o})" if st.st_mode & 0o022 else None)
-        if why is not None:
+        owner = os.fstat(fd).st_uid
+        if owner not in _trusted_owners(folder / "-", fd):
             os.close(fd)
-            raise _untrusted(folder, why, f"`tapers` checks it again when it is yours and 0700: see {folder}")
+            raise _untrusted(folder, f"it belongs to {_owner_name(owner)}, not to you",
+                             f"run tapers here as {_owner_name(owner)}, whose project it is")
     return fd
 
 

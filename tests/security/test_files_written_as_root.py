@@ -183,3 +183,14 @@ def test_a_taperfile_is_not_looked_for_above_a_folder_anyone_can_write(tmp_path:
         find_taperfile(start=shared / "mine" / "sub")
     (shared / "mine" / "Taperfile.yaml").write_text("version: 1\nmachines: {web: {}}\n")
     assert find_taperfile(start=shared / "mine" / "sub") == shared / "mine" / "Taperfile.yaml"
+
+
+def test_a_project_inside_a_folder_named_like_the_state_folder_still_works(tmp_path: Path) -> None:
+    """(~/.tapers/shop, group-writable as umask 002 makes it: the state is shop/.tapers)"""
+    project = tmp_path / ".tapers" / "shop"
+    project.mkdir(parents=True)
+    os.chmod(project, 0o775)
+    state = project / ".tapers"
+    assert project_files.check_dir(state, create=True)
+    project_files.write(state / "inventory", "[all]\n")
+    assert project_files.read_text(state / "inventory") == "[all]\n"
