@@ -136,12 +136,22 @@ def bind(
 def is_mount(path: Path) -> bool:
     """A mount point, by the kernel's own list (st_dev comparisons miss same-filesystem binds)."""
     wanted = os.fsencode(os.path.realpath(path))
+    return any(os.fsencode(point) == wanted for point, _ in mounts())
+
+
+def mounts() -> list[tuple[str, str]]:
+    """(mount point, file system type) of each mount this process sees, by the kernel's list
+    (/proc/self/mountinfo, whose paths escape a space, tab, newline or backslash as \\ooo)."""
+    import re
+
+    found = []
     with open("/proc/self/mountinfo", "rb") as mountinfo:
         for line in mountinfo:
-            point = line.split(b" ")[4].replace(b"\\040", b" ")
-            if point == wanted:
-                return True
-    return False
+            fields = line.split(b" ")
+            point = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), fields[4])
+            kind = fields[fields.index(b"-") + 1] if b"-" in fields else b""
+            found.append((os.fsdecode(point), kind.decode(errors="replace")))
+    return found
 
 
 def unmount(path: Path) -> None:

@@ -10,9 +10,10 @@ becomes that user (no other groups, and no_new_privs: no setuid program gets roo
 a namespace whose files the user shaped) before PROGRAM starts: no user namespace is
 needed, and the user can't undo a mount made there. PROJECT, COPY and the HIDDEN folders
 are real paths: each is mounted through a descriptor opened without following links, so
-a link swapped in sends no mount elsewhere. Whatever names a project file, relatively or by its absolute path, through
-$PWD or an ansible.cfg, gets the approved copy (see play_copy): the project folder itself,
-which machines can write, is out of the play's reach. Each HIDDEN folder (a synced folder
+a link swapped in sends no mount elsewhere. Whatever names a project file, relatively or
+by its absolute path, through $PWD or an ansible.cfg, gets the approved copy (see
+play_copy): the project folder itself, which machines can write, is out of the play's
+reach. Each HIDDEN folder (a synced folder
 elsewhere that machines can write) is covered by an empty read-only one: however a play
 names a file there (an ssh `ProxyCommand`, a variable, a template), it finds nothing to
 run, read or write through. Nothing changes outside the new namespaces, and they end with
@@ -62,7 +63,7 @@ def main(argv: list[str]) -> int:
         print(f"{USAGE} (real paths: absolute, without `..`)", file=sys.stderr)
         return 2
     # (one that doesn't exist was never a machine's to write: nothing is there to hide)
-    hidden = [folder for folder in _outermost([os.path.normpath(f) for f in argv[2:end]]) if os.path.isdir(folder)]
+    hidden = [folder for folder in _outermost(argv[2:end]) if os.path.isdir(folder)]
     why, refused = _tried(project, copy, hidden)
     folder, place = project, None
     if why is None:

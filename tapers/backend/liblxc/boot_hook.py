@@ -94,18 +94,10 @@ def changeable_by_others() -> str:
 
 
 def _fuse_mounts() -> set[Path]:
-    """Where FUSE file systems are mounted (sshfs, bindfs...), by the kernel's list."""
-    import os
-    import re
+    """Where FUSE file systems are mounted (sshfs, bindfs...)."""
+    from tapers.backend.idmap import mounts
 
-    found = set()
-    with open("/proc/self/mountinfo", "rb") as mountinfo:
-        for line in mountinfo:
-            fields = line.split(b" ")
-            kind = fields[fields.index(b"-") + 1] if b"-" in fields else b""
-            if kind == b"fuse" or kind.startswith((b"fuse.", b"fuseblk")):  # (a space in a path is \040 there)
-                found.add(Path(os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), fields[4]))))
-    return found
+    return {Path(point) for point, kind in mounts() if kind == "fuse" or kind.startswith(("fuse.", "fuseblk"))}
 
 
 def installed() -> str:
