@@ -20,6 +20,25 @@ from typing import Any
 from tapers.errors import StateError
 from tapers.paths import PROJECT_STATE_DIR
 
+# A project folder's path -> the folder (device, inode) it led to when tapers read its
+# Taperfile, or first used its `.tapers/`: a path swapped since, for a link to another
+# project (whose owner root would then trust), is refused.
+_projects: dict[Path, tuple[int, int]] = {}
+
+
+def pin_project(root: Path, st: os.stat_result) -> None:
+    """The project at `root` is the folder `st` describes (the one whose Taperfile is read),
+    for as long as tapers runs: refused if tapers met another folder at that path before."""
+    if _projects.setdefault(root, (st.st_dev, st.st_ino)) != (st.st_dev, st.st_ino):
+        raise _untrusted(root / PROJECT_STATE_DIR, f"{root} is no longer the folder whose Taperfile tapers read (it "
+                         "was moved, or replaced)", f"run the command again; if you did not move it, check who "
+                         f"may write in {root.parent}")
+
+
+def forget_project(root: Path) -> None:
+    """Let the folder at `root` be read anew (the web panel, which lists projects for hours:
+    one may be cloned again in the same place)."""
+    _projects.pop(root, None)
 
 
 def invoker() -> tuple[int, int]:
@@ -125,8 +144,9 @@ def _trusted_owners(path: Path, at: int) -> set[int]:
     sudo, the user's, and root's in a project of theirs (it becomes theirs), never another
     user's nor root's in another's project: those hold the key to that user's machines.
     Elsewhere: yours, root's, and the owner of the folder it is in. The project folder is
-    found from `at` going up (`..`), never by its name again: a link swapped into its path
-    since can't change whose it is."""
+    found from `at` going up (`..`), never by its name again, and must be the folder whose
+    Taperfile was read (see pin_project): a link swapped into its path since can't change
+    whose it is."""
     uid = invoker()[0]
     if PROJECT_STATE_DIR not in path.parts:
         return {uid, 0, os.fstat(at).st_uid}
@@ -139,11 +159,13 @@ def _trusted_owners(path: Path, at: int) -> set[int]:
 def _project_owner(path: Path, at: int) -> int | None:
     """Who owns the project folder whose `.tapers/` holds `path`, from `at` (a descriptor of
     `path`'s folder) going up: the folders it names, whatever their names lead to now."""
-    up = len(path.parent.parts) - _state_index(path.parts)
+    index = _state_index(path.parts)
     try:
-        return os.stat("/".join([".."] * up) or ".", dir_fd=at).st_uid
+        st = os.stat("/".join([".."] * (len(path.parent.parts) - index)) or ".", dir_fd=at)
     except OSError:
         return None
+    pin_project(Path(*path.parts[:index]), st)
+    return st.st_uid
 
 
 def _state_index(parts: tuple[str, ...]) -> int:

@@ -16,7 +16,8 @@ play_copy): the project folder itself, which machines can write, is out of the p
 reach. Each HIDDEN folder (a synced folder
 elsewhere that machines can write) is covered by an empty read-only one: however a play
 names a file there (an ssh `ProxyCommand`, a variable, a template), it finds nothing to
-run, read or write through. Nothing changes outside the new namespaces, and they end with
+run, read or write through; one that isn't there is left so only when no one else could
+make it during the play (see _someone_else_could_make). Nothing changes outside the new namespaces, and they end with
 the program.
 
 Where the kernel refuses the namespaces (unprivileged user namespaces turned off, or their
@@ -62,8 +63,16 @@ def main(argv: list[str]) -> int:
     if any(not os.path.isabs(path) or path != os.path.normpath(path) for path in argv[:end]):
         print(f"{USAGE} (real paths: absolute, without `..`)", file=sys.stderr)
         return 2
-    # (one that doesn't exist was never a machine's to write: nothing is there to hide)
+    # (one that doesn't exist was never a machine's to write: nothing is there to hide, as
+    # long as no one else can make it while the play runs, or rename it away just now)
     hidden = [folder for folder in _outermost(argv[2:end]) if os.path.isdir(folder)]
+    for folder in set(_outermost(argv[2:end])) - set(hidden):
+        maker = _someone_else_could_make(folder, {0, os.getuid() if person is None else person[0]})
+        if maker is not None:
+            print(f"tapers: the play can't run: {folder}, a synced folder machines can write, isn't there, and "
+                  f"someone else could put it there while the play runs (they may write in {maker}); make it "
+                  f"(`mkdir -p {folder}`), or keep synced folders where only you can write", file=sys.stderr)
+            return 126
     why, refused = _tried(project, copy, hidden)
     folder, place = project, None
     if why is None:
@@ -117,6 +126,35 @@ def _become(uid: int, gid: int) -> None:
 def _outermost(folders: list[str]) -> list[str]:
     """The folders, less those inside another of them (covered with it)."""
     return [f for f in folders if not any(f != o and f.startswith(o.rstrip("/") + "/") for o in folders)]
+
+
+def _someone_else_could_make(folder: str, trusted: set[int]) -> str | None:
+    """A folder on the way to `folder` (which isn't there, or isn't a folder) where someone
+    not `trusted` could make it, or change what leads there; None when there is none: every
+    folder on the way is a trusted user's and writable by no one else (in a sticky folder
+    like /tmp, the next one on the way being a trusted user's is enough)."""
+    import stat
+
+    here = "/"
+    for name in folder.strip("/").split("/"):
+        try:
+            st = os.lstat(here)
+        except OSError:  # (gone since it was passed: changed by someone)
+            return here
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid not in trusted:
+            return here
+        try:
+            child: os.stat_result | None = os.lstat(os.path.join(here, name))
+        except FileNotFoundError:
+            child = None
+        except OSError:
+            return here
+        if st.st_mode & 0o022 and not (st.st_mode & stat.S_ISVTX and child is not None and child.st_uid in trusted):
+            return here
+        if child is None or not stat.S_ISDIR(child.st_mode):
+            return here if child is not None and stat.S_ISLNK(child.st_mode) else None
+        here = os.path.join(here, name)
+    return None
 
 
 class Refused(SystemExit):

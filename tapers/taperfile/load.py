@@ -84,12 +84,27 @@ def normalise_project_name(folder_name: str) -> str:
 
 
 def read_texts(path: Path) -> dict[Path, str]:
-    """The Taperfile's text and its override's (when there is one), the Taperfile first."""
-    texts = {path: _read(path)}
-    override = path.parent / paths.OVERRIDE_NAME
-    if os.path.lexists(override):
-        texts[override] = _read(override)
-    return texts
+    """The Taperfile's text and its override's (when there is one), the Taperfile first,
+    read from the project folder opened once: the folder tapers then keeps its state in
+    (see project_files.pin_project)."""
+    from tapers import project_files
+
+    try:
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise TaperfileError(f"cannot open the folder {display(path.parent)}: {exc.strerror}") from None
+    try:
+        project_files.pin_project(path.parent, os.fstat(folder))
+        texts = {path: _read(path, folder)}
+        override = path.parent / paths.OVERRIDE_NAME
+        try:
+            os.stat(override.name, dir_fd=folder, follow_symlinks=False)
+        except FileNotFoundError:
+            return texts
+        texts[override] = _read(override, folder)
+        return texts
+    finally:
+        os.close(folder)
 
 
 def load_taperfile(path: Path) -> LoadedTaperfile:
@@ -142,14 +157,15 @@ def _validator_version() -> str:
     return ":".join([__version__, *stamps])
 
 
-def _read(path: Path) -> str:
-    """The text, newlines as Python reads text files; never more than MAX_TEXT_BYTES of it.
-    A regular file, not through a link (tapers may run as root, and its errors quote what
-    it read: a link to /etc/shadow would show it), never waited on (a pipe)."""
+def _read(path: Path, folder: int) -> str:
+    """The text of `path`, in the folder open at `folder`, newlines as Python reads text
+    files; never more than MAX_TEXT_BYTES of it. A regular file, not through a link (tapers
+    may run as root, and its errors quote what it read: a link to /etc/shadow would show
+    it), never waited on (a pipe)."""
     import stat
 
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder)
         with os.fdopen(fd, "rb") as file:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):

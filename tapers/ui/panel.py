@@ -236,6 +236,9 @@ def _made_from(project: Project, path: Path, machines: list[ContainerInfo]) -> b
 def _open(path: Path) -> Opened:
     """The project of a Taperfile, or why it cannot be read (the loader bounds what it
     reads: size, YAML aliases, nesting)."""
+    from tapers import project_files
+
+    project_files.forget_project(path.resolve().parent)  # (the folder at this path now, not the one of the last look)
     try:
         return open_project(explicit=path)
     except TapersError as exc:

@@ -194,3 +194,40 @@ def test_a_project_inside_a_folder_named_like_the_state_folder_still_works(tmp_p
     assert project_files.check_dir(state, create=True)
     project_files.write(state / "inventory", "[all]\n")
     assert project_files.read_text(state / "inventory") == "[all]\n"
+
+
+def test_a_project_path_swapped_for_another_project_while_tapers_runs_is_refused(tmp_path: Path, monkeypatch) -> None:
+    """Root runs tapers in alice's project; between two of its steps she swaps the project's
+    path for a link to bob's. Root trusts `.tapers/` of whoever owns the project folder, so
+    it would write its state (and read bob's key) there: refused, bob's state untouched."""
+    from tapers.taperfile import load_taperfile
+
+    monkeypatch.delenv("SUDO_UID", raising=False)
+    monkeypatch.delenv("SUDO_GID", raising=False)
+    alices, bobs = tmp_path / "alice-shop", tmp_path / "bob-shop"
+    for project, owner in ((alices, 4242), (bobs, 4343)):
+        project.mkdir()
+        (project / "Taperfile.yaml").write_text("version: 1\nmachines:\n  web: {}\n")
+        os.chown(project, owner, owner)
+    bob_state = bobs / ".tapers"
+    bob_state.mkdir(mode=0o700)
+    (bob_state / "id_ed25519").write_text("bob's project key\n")
+    os.chmod(bob_state / "id_ed25519", 0o600)
+    for path in (bob_state, bob_state / "id_ed25519"):
+        os.chown(path, 4343, 4343)
+
+    load_taperfile(alices / "Taperfile.yaml")
+    os.rename(alices, tmp_path / "alice-shop.moved")
+    alices.symlink_to(bobs)
+    state = alices / ".tapers"
+    with pytest.raises(StateError, match="no longer the folder whose Taperfile"):
+        project_files.check_dir(state, create=True)
+    with pytest.raises(StateError, match="no longer the folder whose Taperfile"):
+        project_files.write(state / "inventory", "[all]\n")
+    with pytest.raises(StateError, match="no longer the folder whose Taperfile"):
+        project_files.read_text(state / "id_ed25519")
+    assert sorted(p.name for p in bob_state.iterdir()) == ["id_ed25519"]
+    assert (bob_state / "id_ed25519").read_text() == "bob's project key\n"
+    assert [(p.stat().st_uid, p.stat().st_mode & 0o777) for p in (bob_state, bob_state / "id_ed25519")] == \
+        [(4343, 0o700), (4343, 0o600)]
+    assert not (tmp_path / "alice-shop.moved" / ".tapers").exists()

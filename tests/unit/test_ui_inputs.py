@@ -85,3 +85,17 @@ def test_a_key_is_the_folder_not_the_name(tmp_path: Path) -> None:
 def test_ui_refuses_a_port_out_of_range(capsys) -> None:
     assert run(["ui", "--port", "70000"]) == 2
     assert run(["ui", "--port", "-1"]) == 2
+
+
+def test_a_project_cloned_again_in_the_same_place_is_read_anew(tmp_path: Path) -> None:
+    """The panel runs for hours; a command refuses a project folder swapped while it runs,
+    the panel must not refuse one replaced between two looks."""
+    from tapers.ui.panel import _open
+
+    project = tmp_path / "shop"
+    for machine in ("web", "db"):
+        project.mkdir()
+        (project / "Taperfile.yaml").write_text(f"version: 1\nmachines:\n  {machine}: {{}}\n")
+        opened = _open(project / "Taperfile.yaml")
+        assert [m.name for m in opened.machines] == [machine], opened
+        project.rename(tmp_path / f"old-{machine}")  # (kept: a new folder can't have its inode)
