@@ -193,7 +193,7 @@ def check_dir(path: Path, create: bool) -> bool:
     False when it is missing (and not created). Checked and changed through descriptors,
     never by its name again."""
     try:
-        parent = _open_folder(path.parent)
+        parent, _ = _open_folder(path.parent)
     except FileNotFoundError:
         if not create:
             return False
@@ -219,7 +219,7 @@ def check_dir(path: Path, create: bool) -> bool:
         if not stat.S_ISDIR(st.st_mode):
             kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a folder"
             raise _untrusted(path, f"it is {kind}", f"remove it (`rm {path}`): tapers makes the folder again")
-        if st.st_uid not in _trusted_owners(path, parent):
+        if st.st_uid not in _trusted_owners(path, parent):  # (those of `.tapers/` itself, not of its folder)
             uid = invoker()[0]
             theirs = uid != 0 and os.geteuid() == 0  # (under sudo: another's project state holds their project key)
             raise _untrusted(
@@ -298,10 +298,9 @@ def read_text(path: Path) -> str | None:
 def _open_in_folder(path: Path, flags: int, mode: int = 0o600) -> tuple[int, set[int]]:
     """os.open of `path` relative to its folder's fd, never following a link; with whose
     files may be used there (see _trusted_owners)."""
-    folder = _open_folder(path.parent)
+    folder, owners = _open_folder(path.parent)
     try:
-        return os.open(path.name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=folder), \
-            _trusted_owners(path, folder)
+        return os.open(path.name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=folder), owners
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise _untrusted(path, "it is a symbolic link", f"remove it (`rm {path}`)") from None
@@ -310,8 +309,9 @@ def _open_in_folder(path: Path, flags: int, mode: int = 0o600) -> tuple[int, set
         os.close(folder)
 
 
-def _open_folder(folder: Path) -> int:
-    """An fd of `folder`; from `.tapers` on, no component may be a link."""
+def _open_folder(folder: Path) -> tuple[int, set[int]]:
+    """An fd of `folder`, and whose files may be used in it (see _trusted_owners); from
+    `.tapers` on, no component may be a link."""
     from tapers.rootfs import open_beneath
 
     parts = folder.parts
@@ -322,20 +322,23 @@ def _open_folder(folder: Path) -> int:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             raise _untrusted(folder, "a part of it is a symbolic link or a file", "remove the link") from None
         raise
-    if start < len(parts):  # in a project's `.tapers/`: whose it is, checked on what was opened (not by name)
+    try:
+        owners = _trusted_owners(folder / "-", fd)
         owner = os.fstat(fd).st_uid
-        if owner not in _trusted_owners(folder / "-", fd):
-            os.close(fd)
+        if start < len(parts) and owner not in owners:  # in a project's `.tapers/`: checked on what was opened
             raise _untrusted(folder, f"it belongs to {_owner_name(owner)}, not to you",
                              f"run tapers here as {_owner_name(owner)}, whose project it is")
-    return fd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, owners
 
 
 def write(path: Path, content: str | bytes, mode: int = 0o600, owner: tuple[int, int] | None = None) -> None:
     """Create or replace `path` in a checked folder of the project (see the module's doc),
     owned by `owner` (default: the invoking user)."""
     data = content.encode() if isinstance(content, str) else content
-    folder = _open_folder(path.parent)
+    folder, _ = _open_folder(path.parent)
     try:
         temporary = f".{path.name}.{os.urandom(6).hex()}.tmp"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=folder)

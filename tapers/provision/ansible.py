@@ -60,7 +60,8 @@ class AnsibleProvisioner:
             work = private / "project"  # the play's copy of the project: see play_copy
             config = ansible_inputs.config_file(guest.root, options)
             texts = {shown_path(guest.root, config)} if config is not None else set()
-            play_copy.copy_inputs(guest.root, found, texts, work, _person(guest.root))
+            person = _person(guest.root)
+            play_copy.copy_inputs(guest.root, found, texts, work, person)
             work.mkdir(mode=0o700, exist_ok=True)
             limit = guest.machine if not options.get("limit") else f"{guest.machine}:&{options['limit']}"
             argv = [command, "-i", str(inventory), "--limit", limit]
@@ -73,7 +74,8 @@ class AnsibleProvisioner:
             if options.get("become"):
                 argv.append("--become")
             if options.get("vault_password_file"):
-                argv += ["--vault-password-file", _vault_file(guest.root, options["vault_password_file"], private)]
+                vault = _vault_file(guest.root, options["vault_password_file"], private, person)
+                argv += ["--vault-password-file", vault]
             if options.get("verbose"):
                 argv.append("-" + "v" * int(options["verbose"]))
             argv += [str(argument) for argument in options.get("raw_arguments", [])]
@@ -146,7 +148,7 @@ def _person(root: Path) -> Sharer | None:
     return sharer(root) if os.geteuid() == 0 and project_files.invoker()[0] != 0 else None
 
 
-def _vault_file(root: Path, written: str, private: Path) -> str:
+def _vault_file(root: Path, written: str, private: Path, person: Sharer | None) -> str:
     """The vault password file: one in the project as a private plain copy (see play_copy);
     one elsewhere where it is (an executable one there is yours to run)."""
     from tapers.provision import play_copy
@@ -155,7 +157,7 @@ def _vault_file(root: Path, written: str, private: Path) -> str:
     if not path.is_relative_to(root.resolve()):
         return str(path)
     copy = private / "vault-password"
-    play_copy.copy_private(path, copy, "the vault password file", _person(root))
+    play_copy.copy_private(path, copy, "the vault password file", person)
     return str(copy)
 
 
