@@ -84,15 +84,15 @@ def sharer(project_root: Path) -> Sharer | None:
     the user who ran it; as plain root, the project folder's owner. None: root's own
     project, run by root (anything root may read), or tapers running as a normal user (the
     kernel checks her rights itself)."""
-    from tapers.project_files import invoker
+    from tapers.project_files import invoker, project_stat
 
     if os.geteuid() != 0:
         return None
     uid, gid = invoker()
     if uid != 0:
         return Sharer(uid, gid, None)
-    owner = project_root.stat()
-    return None if owner.st_uid == 0 else Sharer(owner.st_uid, owner.st_gid, project_root.resolve())
+    owner = project_stat(project_root)  # (the folder whose Taperfile was read: not what its name leads to now)
+    return None if owner.st_uid == 0 else Sharer(owner.st_uid, owner.st_gid, project_root)
 
 
 def out_of_reach(folder: Path, writable: bool, person: Sharer) -> str | None:

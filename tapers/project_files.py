@@ -30,9 +30,45 @@ def pin_project(root: Path, st: os.stat_result) -> None:
     """The project at `root` is the folder `st` describes (the one whose Taperfile is read),
     for as long as tapers runs: refused if tapers met another folder at that path before."""
     if _projects.setdefault(root, (st.st_dev, st.st_ino)) != (st.st_dev, st.st_ino):
-        raise _untrusted(root / PROJECT_STATE_DIR, f"{root} is no longer the folder whose Taperfile tapers read (it "
-                         "was moved, or replaced)", f"run the command again; if you did not move it, check who "
-                         f"may write in {root.parent}")
+        raise _moved(root)
+
+
+def project_folder(root: Path) -> int:
+    """An O_PATH descriptor of the project folder at `root` (a real path), opened from `/`
+    following no link, and refused unless it is the folder pinned when the Taperfile was
+    read: what tapers then reads there by name is that project's, whoever may rename what."""
+    fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name in root.parts[1:]:
+            child = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        pin_project(root, os.fstat(fd))
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
+            raise _moved(root) from None
+        raise
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def project_stat(root: Path) -> os.stat_result:
+    """The project folder's stat (its owner: whose rights bound what root shares and reads
+    for plain root), from the folder pinned (see project_folder), never by its name."""
+    fd = project_folder(root)
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+def _moved(root: Path) -> StateError:
+    return _untrusted(root / PROJECT_STATE_DIR, f"{root} is no longer the folder whose Taperfile tapers read (it "
+                      "was moved, or replaced)", f"run the command again; if you did not move it, check who may "
+                      f"write in {root.parent}")
 
 
 def forget_project(root: Path) -> None:

@@ -95,11 +95,12 @@ def host_folders(project: Project, machine: Machine, reporter: Reporter) -> list
     outside the project is checked against the person's approval first, on the very path
     used (a link in the project could have changed where it leads since the plan)."""
     from tapers.host_folders import out_of_reach, real_path, refusal, sharer
+    from tapers.project_files import project_stat
 
     folders = []
     root = project.root
     inside = root.resolve()
-    owner = root.stat()
+    owner = project_stat(root)
     person = sharer(root)
     for synced in machine.synced:
         folder = real_path(root, synced.host, machine.name)

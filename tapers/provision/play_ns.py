@@ -132,9 +132,12 @@ def _someone_else_could_make(folder: str, trusted: set[int]) -> str | None:
     """A folder on the way to `folder` (which isn't there, or isn't a folder) where someone
     not `trusted` could make it, or change what leads there; None when there is none: every
     folder on the way is a trusted user's and writable by no one else (in a sticky folder
-    like /tmp, the next one on the way being a trusted user's is enough)."""
+    like /tmp, the next one on the way being a trusted user's is enough). A folder its group
+    may write counts as theirs when that group is one of theirs alone (a user's own group,
+    as with a umask of 002)."""
     import stat
 
+    groups = _groups_of(trusted)
     here = "/"
     for name in folder.strip("/").split("/"):
         try:
@@ -149,12 +152,33 @@ def _someone_else_could_make(folder: str, trusted: set[int]) -> str | None:
             child = None
         except OSError:
             return here
-        if st.st_mode & 0o022 and not (st.st_mode & stat.S_ISVTX and child is not None and child.st_uid in trusted):
+        others_write = st.st_mode & 0o002 or (st.st_mode & 0o020 and st.st_gid not in groups)
+        if others_write and not (st.st_mode & stat.S_ISVTX and child is not None and child.st_uid in trusted):
             return here
         if child is None or not stat.S_ISDIR(child.st_mode):
             return here if child is not None and stat.S_ISLNK(child.st_mode) else None
         here = os.path.join(here, name)
     return None
+
+
+def _groups_of(uids: set[int]) -> set[int]:
+    """The groups no one but these users is in: each one's own main group, when it has no
+    other member and is no one else's main group (a private group, as useradd makes)."""
+    import grp
+    import pwd
+
+    accounts = pwd.getpwall()
+    found = set()
+    for uid in uids:
+        try:
+            account = pwd.getpwuid(uid)
+            group = grp.getgrgid(account.pw_gid)
+        except KeyError:
+            continue
+        if set(group.gr_mem) <= {account.pw_name} and all(
+                other.pw_uid == uid for other in accounts if other.pw_gid == group.gr_gid):
+            found.add(group.gr_gid)
+    return found
 
 
 class Refused(SystemExit):

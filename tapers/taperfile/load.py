@@ -55,7 +55,7 @@ def find_taperfile(start: Path | None = None, explicit: Path | None = None) -> P
             raise TaperfileError(f"no Taperfile at `{explicit}`", hint="check the path given to -f/--file")
         return explicit.resolve()
     here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
+    for up, folder in enumerate((here, *here.parents)):
         if folder != here and _open_to_all(folder):
             break  # like /tmp: anyone could have left a Taperfile there
         for name in paths.TAPERFILE_NAMES:
@@ -64,11 +64,26 @@ def find_taperfile(start: Path | None = None, explicit: Path | None = None) -> P
                 raise TaperfileError(f"{display(candidate)} is a link: tapers reads no Taperfile through a link "
                                      "it finds in a folder", hint=f"pass the real file: -f {candidate.resolve()}")
             if candidate.is_file():
+                if start is None:
+                    _pin_from_here(folder, up)
                 return candidate
     raise TaperfileError(
         f"no Taperfile.yaml in `{here}` or any parent folder",
         hint="run `tapers init` to write one here, or pass -f/--file PATH",
     )
+
+
+def _pin_from_here(folder: Path, up: int) -> None:
+    """The project found from the current folder is the folder `up` levels above it, as
+    the kernel has it (not what the name `folder` leads to by the time it is read: someone
+    who may rename it could put a link to another project there)."""
+    from tapers import project_files
+
+    try:
+        st = os.stat("/".join([".."] * up) or ".")
+    except OSError as exc:
+        raise TaperfileError(f"cannot read the folder {folder}: {exc.strerror}") from None
+    project_files.pin_project(folder, st)
 
 
 def _open_to_all(folder: Path) -> bool:
@@ -108,8 +123,11 @@ def read_texts(path: Path) -> dict[Path, str]:
 
 
 def load_taperfile(path: Path) -> LoadedTaperfile:
-    """Read, merge the override file, validate (or reuse the last validation of the same text)."""
-    path = path.resolve()
+    """Read, merge the override file, validate (or reuse the last validation of the same text).
+    `path` as find_taperfile gives it: a real path (resolved again, a link swapped in since
+    would lead elsewhere; see project_files.pin_project)."""
+    if not path.is_absolute():
+        path = path.resolve()
     texts = read_texts(path)
     source = "\0".join([_validator_version(), *(f"{file}\0{text}" for file, text in texts.items()),
                          *_variables_used(path.parent, texts)])

@@ -59,11 +59,18 @@ def env_file_values(folder: Path) -> tuple[dict[str, str], str]:
 
 
 def _read_bounded(path: Path) -> str:
-    """A regular file of at most MAX_ENV_BYTES, opened without following a link (it is in a
-    project folder, and tapers may run as root)."""
+    """A regular file of at most MAX_ENV_BYTES, opened without following a link in the
+    project folder whose Taperfile was read (tapers may run as root, in a folder someone
+    else may rename: see project_files.project_folder)."""
     import stat
 
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    from tapers.project_files import project_folder
+
+    folder = project_folder(path.parent)
+    try:
+        fd = os.open(path.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder)
+    finally:
+        os.close(folder)
     with os.fdopen(fd, "rb") as file:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

@@ -238,8 +238,8 @@ def _open(path: Path) -> Opened:
     reads: size, YAML aliases, nesting)."""
     from tapers import project_files
 
-    project_files.forget_project(path.resolve().parent)  # (the folder at this path now, not the one of the last look)
     try:
+        project_files.forget_project(path.resolve().parent)  # (the folder there now, not the one of the last look)
         return open_project(explicit=path)
     except TapersError as exc:
         return exc

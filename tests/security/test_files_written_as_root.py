@@ -200,7 +200,9 @@ def test_a_project_path_swapped_for_another_project_while_tapers_runs_is_refused
     """Root runs tapers in alice's project; between two of its steps she swaps the project's
     path for a link to bob's. Root trusts `.tapers/` of whoever owns the project folder, so
     it would write its state (and read bob's key) there: refused, bob's state untouched."""
+    from tapers.host_folders import sharer
     from tapers.taperfile import load_taperfile
+    from tapers.taperfile.variables import env_file_values
 
     monkeypatch.delenv("SUDO_UID", raising=False)
     monkeypatch.delenv("SUDO_GID", raising=False)
@@ -216,10 +218,15 @@ def test_a_project_path_swapped_for_another_project_while_tapers_runs_is_refused
     for path in (bob_state, bob_state / "id_ed25519"):
         os.chown(path, 4343, 4343)
 
+    (bobs / ".env").write_text("SECRET=bob's database password\n")
     load_taperfile(alices / "Taperfile.yaml")
     os.rename(alices, tmp_path / "alice-shop.moved")
     alices.symlink_to(bobs)
     state = alices / ".tapers"
+    with pytest.raises(StateError, match="no longer the folder whose Taperfile"):
+        sharer(alices)  # (whose rights bound what root shares and reads for plain root: alice's, not bob's)
+    with pytest.raises(StateError, match="no longer the folder whose Taperfile"):
+        env_file_values(alices)
     with pytest.raises(StateError, match="no longer the folder whose Taperfile"):
         project_files.check_dir(state, create=True)
     with pytest.raises(StateError, match="no longer the folder whose Taperfile"):
@@ -231,3 +238,23 @@ def test_a_project_path_swapped_for_another_project_while_tapers_runs_is_refused
     assert [(p.stat().st_uid, p.stat().st_mode & 0o777) for p in (bob_state, bob_state / "id_ed25519")] == \
         [(4343, 0o700), (4343, 0o600)]
     assert not (tmp_path / "alice-shop.moved" / ".tapers").exists()
+
+
+def test_a_project_path_swapped_between_finding_and_reading_its_taperfile_is_refused(tmp_path: Path,
+                                                                                      monkeypatch) -> None:
+    """Root runs tapers in alice's project folder: the project is the folder root is in, not
+    whatever its name leads to a moment later (bob's project, whose machines root would
+    then stop or destroy)."""
+    from tapers.taperfile import find_taperfile, load_taperfile
+
+    alices, bobs = tmp_path / "alice-shop", tmp_path / "bob-shop"
+    for project, machine in ((alices, "web"), (bobs, "bobs-db")):
+        project.mkdir()
+        (project / "Taperfile.yaml").write_text(f"version: 1\nmachines:\n  {machine}: {{}}\n")
+    monkeypatch.chdir(alices)
+    found = find_taperfile()
+    os.rename(alices, tmp_path / "alice-shop.moved")
+    alices.symlink_to(bobs)
+    with pytest.raises(StateError, match="no longer the folder whose Taperfile"):
+        load_taperfile(found)
+    assert sorted(p.name for p in bobs.iterdir()) == ["Taperfile.yaml"]

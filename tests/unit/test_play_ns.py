@@ -324,7 +324,8 @@ def test_a_play_s_folder_never_given_is_removed_whole(monkeypatch) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="as root, becoming a user")
-@pytest.mark.parametrize("where", ["another user's folder", "a folder anyone may write", "a sticky one like /tmp"])
+@pytest.mark.parametrize("where", ["another user's folder", "a folder anyone may write", "a sticky one like /tmp",
+                                   "a folder another group may write"])
 def test_a_folder_to_hide_that_someone_else_could_make_during_the_play_stops_it(open_folders, where: str) -> None:
     """Missing now, so not covered: whoever can write where it would be could make it (or
     have renamed it away just while play_ns looked) and the play would read what is there."""
@@ -333,6 +334,9 @@ def test_a_folder_to_hide_that_someone_else_could_make_during_the_play_stops_it(
     parent.mkdir()
     if where == "another user's folder":
         os.chown(parent, 4242, 4242)
+    elif where == "a folder another group may write":
+        os.chown(parent, 0, 4242)
+        os.chmod(parent, 0o775)
     else:
         os.chmod(parent, 0o777 if where == "a folder anyone may write" else 0o1777)
     shared = parent / "shared"
@@ -344,3 +348,19 @@ def test_a_folder_to_hide_that_someone_else_could_make_during_the_play_stops_it(
     shared.mkdir()  # made by the person (root, here): covered, and the play runs
     ran = _run_hiding(project, copy, [shared], "ls -A " + str(shared) + "; echo ran", [], become=_nobody())
     assert ran.returncode == 0 and ran.stdout == "ran\n", ran
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root")
+def test_a_missing_folder_to_hide_in_a_folder_of_one_s_own_group_is_no_reason_not_to_run(open_folders) -> None:
+    """(a umask of 002 makes folders writable by the user's own group, which only they are in)"""
+    import grp
+
+    base, project, copy = open_folders
+    if grp.getgrgid(0).gr_mem:
+        pytest.skip("this host's group root has members")
+    parent = base / "ours"
+    parent.mkdir()
+    os.chmod(parent, 0o775)
+    ran = _run_hiding(project, copy, [parent / "not-made-yet"], "cat site.yml", [])
+    assert ran.returncode == 0 and ran.stdout == "the approved copy\n", ran
+    assert sorted(parent.iterdir()) == []

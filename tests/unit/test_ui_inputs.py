@@ -99,3 +99,12 @@ def test_a_project_cloned_again_in_the_same_place_is_read_anew(tmp_path: Path) -
         opened = _open(project / "Taperfile.yaml")
         assert [m.name for m in opened.machines] == [machine], opened
         project.rename(tmp_path / f"old-{machine}")  # (kept: a new folder can't have its inode)
+
+
+def test_a_taperfile_that_is_a_loop_of_links_is_that_project_s_error(tmp_path: Path) -> None:
+    """(swapped in by the project's owner while the panel looks: the other projects still show)"""
+    from tapers.errors import TapersError
+    from tapers.ui.panel import _open
+
+    (tmp_path / "Taperfile.yaml").symlink_to(tmp_path / "Taperfile.yaml")
+    assert isinstance(_open(tmp_path / "Taperfile.yaml"), TapersError)
