@@ -272,6 +272,8 @@ def _get_box_as_user(box: str, source: str | None, ctx: Context) -> None:
 def _run_machines(plan: Plan, ctx: Context) -> None:
     subjects = plan.subjects()
     ctx._finished.update({subject: threading.Event() for subject in subjects})
+    if len(subjects) > 1 and any(a.kind is Kind.PROVISION and _step(ctx, a).kind == "ansible" for a in plan.actions):
+        _make_host_folders_first(plan, ctx)
     if len(subjects) <= 1:
         for subject in subjects:
             _run_machine(subject, plan.for_subject(subject), ctx)
@@ -296,6 +298,25 @@ def _run_machines(plan: Plan, ctx: Context) -> None:
     if failures:
         lines = "\n".join(f"  {name}: {error.message}" for name, error in failures.items())
         raise MachineFailures(f"{len(failures)} of {len(subjects)} machines failed:\n{lines}")
+
+
+def _step(ctx: Context, action: Action) -> Step:
+    """The Taperfile's step a PROVISION action runs."""
+    return ctx.project.loaded.machine(action.subject).provision[action.step - 1]
+
+
+def _make_host_folders_first(plan: Plan, ctx: Context) -> None:
+    """The synced folders the machines this run starts will have, made before any of them
+    runs: a play keeps out of those machines can write (see play_ns), and one made while a
+    play runs, for a machine started beside it, would not be covered. (A folder that can't
+    be made is left for that machine to report, as it would have.)"""
+    from tapers.engine import machine_setup as setup
+
+    for name in dict.fromkeys(a.subject for a in plan.actions if a.kind in STARTS):
+        try:
+            setup.host_folders(ctx.project, ctx.project.loaded.machine(name), ctx.reporter)
+        except TapersError:
+            pass
 
 
 def _run_machine(name: str, actions: list[Action], ctx: Context) -> None:
@@ -627,7 +648,7 @@ def _provision(action: Action, guest: Any, ctx: Context) -> None:
     from tapers.provision.runner import run_step
 
     name, container = action.subject, ctx.project.container(action.subject)
-    step = ctx.project.loaded.machine(name).provision[action.step - 1]
+    step = _step(ctx, action)
     found = inputs(step, ctx.project.root)
     ran = fingerprint_of(found)
 

@@ -425,3 +425,33 @@ def test_a_failed_dependency_stops_the_dependent_machine(provisioned, write_proj
         apply(plan_with_steps(project, backend), ctx)
     assert "web: not provisioned, because `db` (which it depends on) failed" in failure.value.message
     assert not any(e.startswith("web: echo") for e in events)
+
+
+BESIDE_A_PLAY = """\
+version: 1
+name: shop
+machines:
+  web:
+    provision:
+      - ansible: {playbook: site.yml}
+  db:
+    synced_folders:
+      - {host: ./db-data, guest: /srv/data}
+"""
+
+
+def test_the_synced_folders_of_machines_started_beside_a_play_are_made_before_any_machine(
+        write_project, fake_box_home, monkeypatch) -> None:
+    """A play keeps out of the folders machines can write by covering them; one made while it
+    runs, for a machine started beside it, would not be covered."""
+    from tapers.engine import apply as executor
+
+    root = write_project({"Taperfile.yaml": BESIDE_A_PLAY, "site.yml": "- hosts: all\n  tasks: []\n"})
+    project = open_project(explicit=root / "Taperfile.yaml")
+    backend = FakeBackend()
+    ctx = Context(project, backend, SilentReporter(), project_key=KEY, ssh_check=lambda *a: None)
+    seen: dict[str, bool] = {}
+    monkeypatch.setattr(executor, "_run_machine",
+                        lambda name, actions, ctx: seen.update({name: (root / "db-data").is_dir()}))
+    apply(plan_with_steps(project, backend), ctx)
+    assert seen == {"web": True, "db": True}
