@@ -157,3 +157,49 @@ def _homes() -> list[str]:
         if home and home not in ("/", "/nonexistent") and not any(home == t or home.startswith(t + "/") for t in SYSTEM_TREES):
             homes.add(home)
     return sorted(homes)
+
+
+def make(folder: Path, owner: tuple[int, int] | None) -> None:
+    """The missing folders of `folder` (a real path) made, each given to `owner` (uid, gid)
+    when given; each opened from the one above without following a link, and given through
+    its descriptor once it is known to be the empty folder just made: whoever may rename on
+    the way (a project's owner, the person, a machine in a synced folder) can't have root
+    give them some other folder."""
+    import errno
+    import stat
+
+    from tapers.errors import StateError
+
+    def changed(where: str) -> StateError:
+        return StateError(f"could not make the synced folder {folder}: {where} changed while tapers made it (a link "
+                          "put on its way?)", hint="run the command again; if you did not change it, check who may "
+                          "write there")
+
+    fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for index, name in enumerate(folder.parts[1:], 2):
+            here = str(Path(*folder.parts[:index]))
+            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+            try:
+                child = os.open(name, flags, dir_fd=fd)
+                made = False
+            except FileNotFoundError:
+                try:
+                    os.mkdir(name, 0o777, dir_fd=fd)
+                except FileExistsError:  # (made meanwhile, by the person or a machine beside: checked as found)
+                    pass
+                child = os.open(name, flags, dir_fd=fd)
+                made = True
+            os.close(fd)
+            fd = child
+            st = os.fstat(fd)
+            if made and owner is not None and st.st_uid != owner[0]:
+                if (st.st_uid, st.st_nlink) != (os.geteuid(), 2) or not stat.S_ISDIR(st.st_mode):
+                    raise changed(here)  # (not the empty folder tapers just made)
+                os.fchown(fd, *owner)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise changed(here) from None
+        raise StateError(f"could not make the synced folder {folder}: {exc.strerror} ({here})") from None
+    finally:
+        os.close(fd)

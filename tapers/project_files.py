@@ -48,7 +48,7 @@ def project_folder(root: Path) -> int:
         os.close(fd)
         if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
             raise _moved(root) from None
-        raise
+        raise StateError(f"cannot open the project folder {root}: {exc.strerror}") from None
     except BaseException:
         os.close(fd)
         raise

@@ -315,7 +315,7 @@ def _make_host_folders_first(plan: Plan, ctx: Context) -> None:
     for name in dict.fromkeys(a.subject for a in plan.actions if a.kind in STARTS):
         try:
             setup.host_folders(ctx.project, ctx.project.loaded.machine(name), ctx.reporter)
-        except TapersError:
+        except (TapersError, OSError):
             pass
 
 

@@ -94,7 +94,7 @@ def host_folders(project: Project, machine: Machine, reporter: Reporter) -> list
     acts for (see host_folders.sharer), else owned like the project folder. A writable one
     outside the project is checked against the person's approval first, on the very path
     used (a link in the project could have changed where it leads since the plan)."""
-    from tapers.host_folders import out_of_reach, real_path, refusal, sharer
+    from tapers.host_folders import make, out_of_reach, real_path, refusal, sharer
     from tapers.project_files import project_stat
 
     folders = []
@@ -119,9 +119,7 @@ def host_folders(project: Project, machine: Machine, reporter: Reporter) -> list
         if not folder.is_dir():
             if not synced.create:
                 raise StateError(f"synced folder {folder} of machine `{machine.name}` does not exist (`create: false`)")
-            folder.mkdir(parents=True)
-            uid, gid = (person.uid, person.gid) if person is not None else (owner.st_uid, owner.st_gid)
-            os.chown(folder, uid, gid, follow_symlinks=False)
+            make(folder, (person.uid, person.gid) if person is not None else (owner.st_uid, owner.st_gid))
             reporter.line(machine.name, f"created the synced folder {folder}")
         folders.append(folder)
     return folders
@@ -140,7 +138,7 @@ def mounts(project: Project, machine: Machine, guest_uid: int, guest_gid: int, p
 
     root = project.root
     result = []
-    state = (root / PROJECT_STATE_DIR).resolve()
+    state = root / PROJECT_STATE_DIR  # (root is a real path; resolved again, a link swapped in would lead elsewhere)
     person = sharer(root)
     for synced, folder in zip(machine.synced, host_folders(project, machine, reporter), strict=True):
         if folder.resolve().is_relative_to(state):

@@ -72,17 +72,20 @@ def run_on_host(project: Project, machine: str, trigger: Trigger, event: str, re
     env = {**os.environ, **{key: str(value) for key, value in options.get("env", {}).items()},
            "TAPERS_MACHINE": machine, "TAPERS_TRIGGER": f"{trigger.when} {event}", "TAPERS_PROJECT": str(project.root)}
     drop, env = project_files.as_invoker(env)
-    with tempfile.TemporaryDirectory(prefix="tapers-trigger-") as private:
+    # (root's, in /tmp: not in a TMPDIR sudo may have kept, a folder the person could rename in)
+    with tempfile.TemporaryDirectory(prefix="tapers-trigger-", dir="/tmp" if os.geteuid() == 0 else None) as private:
         if command.script is None:
             argv = ["/bin/sh", "-c", options["inline"], f"{machine}-trigger", *args]
         elif not command.script.startswith(b"#!"):  # the very text approved; $0 is still its path
             argv = ["/bin/sh", "-c", command.script.decode(errors="replace"), options["path"], *args]
         else:  # the very text approved, from a copy no one else can change, read by its interpreter
             copy = Path(private, "script")
-            copy.write_bytes(command.script)
-            if drop:
-                os.chown(private, drop["user"], drop["group"])
-                os.chown(copy, drop["user"], drop["group"])
+            fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o700)
+            with os.fdopen(fd, "wb") as file:
+                file.write(command.script)
+                if drop:  # (the copy alone is theirs: the folder stays root's, so nothing in it changes)
+                    os.fchown(fd, drop["user"], drop["group"])
+                    os.chmod(private, 0o711)
             argv = [*_interpreter(command.script, machine, trigger), str(copy), *args]
         code = _run(argv, project.root, env, drop, machine, trigger, reporter)
     if code != 0:

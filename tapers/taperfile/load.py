@@ -100,16 +100,12 @@ def normalise_project_name(folder_name: str) -> str:
 
 def read_texts(path: Path) -> dict[Path, str]:
     """The Taperfile's text and its override's (when there is one), the Taperfile first,
-    read from the project folder opened once: the folder tapers then keeps its state in
-    (see project_files.pin_project)."""
+    read from the project folder opened once, following no link: the folder tapers then
+    works on (see project_files.project_folder)."""
     from tapers import project_files
 
+    folder = project_files.project_folder(path.parent)  # (a real path: opened following no link, and pinned)
     try:
-        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise TaperfileError(f"cannot open the folder {display(path.parent)}: {exc.strerror}") from None
-    try:
-        project_files.pin_project(path.parent, os.fstat(folder))
         texts = {path: _read(path, folder)}
         override = path.parent / paths.OVERRIDE_NAME
         try:

@@ -240,8 +240,9 @@ def test_a_project_path_swapped_for_another_project_while_tapers_runs_is_refused
     assert not (tmp_path / "alice-shop.moved" / ".tapers").exists()
 
 
-def test_a_project_path_swapped_between_finding_and_reading_its_taperfile_is_refused(tmp_path: Path,
-                                                                                      monkeypatch) -> None:
+@pytest.mark.parametrize("found", ["from the current folder", "with -f"])
+def test_a_project_path_swapped_between_finding_and_reading_its_taperfile_is_refused(tmp_path: Path, monkeypatch,
+                                                                                      found: str) -> None:
     """Root runs tapers in alice's project folder: the project is the folder root is in, not
     whatever its name leads to a moment later (bob's project, whose machines root would
     then stop or destroy)."""
@@ -251,10 +252,28 @@ def test_a_project_path_swapped_between_finding_and_reading_its_taperfile_is_ref
     for project, machine in ((alices, "web"), (bobs, "bobs-db")):
         project.mkdir()
         (project / "Taperfile.yaml").write_text(f"version: 1\nmachines:\n  {machine}: {{}}\n")
-    monkeypatch.chdir(alices)
-    found = find_taperfile()
+    monkeypatch.chdir(alices if found == "from the current folder" else tmp_path)
+    path = find_taperfile() if found == "from the current folder" else find_taperfile(explicit=Path(
+        "alice-shop/Taperfile.yaml"))
     os.rename(alices, tmp_path / "alice-shop.moved")
     alices.symlink_to(bobs)
     with pytest.raises(StateError, match="no longer the folder whose Taperfile"):
-        load_taperfile(found)
+        load_taperfile(path)
     assert sorted(p.name for p in bobs.iterdir()) == ["Taperfile.yaml"]
+
+
+def test_a_synced_folder_is_made_and_given_without_following_a_link_on_its_way(tmp_path: Path, victim: Path) -> None:
+    """Root makes `sub/bin` for the person; they swap `sub` for a link to a system folder
+    (/usr/local) meanwhile: root must not make nor give anything there."""
+    from tapers.host_folders import make
+
+    project = tmp_path / "shop"
+    project.mkdir()
+    (project / "sub").symlink_to(victim)
+    with pytest.raises(StateError, match="changed while tapers made it"):
+        make(project / "sub" / "bin", (4242, 4242))
+    _unchanged(victim)
+    assert victim.stat().st_uid == 0
+    make(project / "a" / "b", (4242, 4242))  # what is made is theirs, each folder of it
+    assert [((project / p).stat().st_uid, (project / p).is_dir()) for p in ("a", "a/b")] == [(4242, True)] * 2
+    assert project.stat().st_uid == 0

@@ -124,3 +124,29 @@ def test_under_doas_the_group_is_the_account_s_not_a_sudo_gid_passed_through(mon
     monkeypatch.setenv("SUDO_UID", str(nobody.pw_uid))
     monkeypatch.setenv("SUDO_GID", "0")
     assert project_files.invoker() == (nobody.pw_uid, nobody.pw_gid)
+
+
+def test_under_sudo_a_trigger_script_s_copy_is_theirs_its_folder_root_s(monkeypatch) -> None:
+    """Root gave the copy's folder, then the copy by name: the user could swap in a link to
+    any file (/etc/shadow) between the two, and root gave them that. The folder stays root's
+    (nothing in it can change), the copy alone is theirs, given through its descriptor."""
+    folder = Path(tempfile.mkdtemp(prefix="tapers-trigger-test-", dir="/var/tmp"))
+    try:
+        (folder / "look.sh").write_text('#!/bin/sh\nd=$(dirname "$0")\nstat -c "%u %a" "$d" > seen\n'
+                                        'stat -c "%u %a" "$0" >> seen\n'
+                                        'ln -s /etc/hostname "$d/planted" 2>/dev/null && echo planted >> seen\ntrue\n')
+        (folder / "Taperfile.yaml").write_text(
+            "version: 1\nmachines:\n  db:\n    triggers:\n      - {after: up, run: {path: look.sh}}\n")
+        os.chown(folder, DEVELOPER, DEVELOPER)
+        monkeypatch.setenv("TAPERS_HOME", str(folder / ".home"))
+        monkeypatch.setenv("SUDO_UID", str(DEVELOPER))
+        monkeypatch.setenv("SUDO_GID", str(DEVELOPER))
+        monkeypatch.setenv("TMPDIR", str(folder))  # (kept by sudo: the user's folder; not used)
+        project = open_project(folder / "Taperfile.yaml")
+        trust.approve(project, triggers.host_commands(project))
+        (db,) = project.machines
+        triggers.run_on_host(project, "db", db.triggers[0], "up", SilentReporter())
+        assert (folder / "seen").read_text() == f"0 711\n{DEVELOPER} 700\n"
+        assert not [p for p in folder.iterdir() if p.name.startswith("tapers-trigger-")]
+    finally:
+        shutil.rmtree(folder)
