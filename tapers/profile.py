@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,6 +49,8 @@ def report() -> None:
     """Print the phases (when profiling is on), in the order they began."""
     if not ENABLED:
         return
+    import threading
+
     total = time.perf_counter() - _origin
     lines = [f"tapers profile ({threading.active_count()} threads left), seconds since the process started:"]
     first = min((start for start, _, _ in _phases), default=total)

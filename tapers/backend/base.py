@@ -10,7 +10,6 @@ may assume the state it needs was checked.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 from contextlib import AbstractContextManager, ExitStack, contextmanager
@@ -44,6 +43,8 @@ class BackendBase:
     @property
     def library_errors(self) -> tuple[type[BaseException], ...]:
         """What the engine's library raises when the engine fails (not when tapers has a bug)."""
+        import subprocess  # (read only when something failed: `status` loads no subprocess)
+
         return (OSError, subprocess.SubprocessError)
 
     # -- the contract ------------------------------------------------------------------------
@@ -366,6 +367,8 @@ class BackendBase:
 
 def _said(exc: BaseException) -> str:
     """What a library error says, without Python's decoration."""
+    import subprocess
+
     if isinstance(exc, subprocess.CalledProcessError):
         detail = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr
         return (detail or "").strip() or f"{exc.cmd[0] if exc.cmd else 'a command'} exited {exc.returncode}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-TYPE_CHECKING = False  # (typing's, without loading typing before the collector is off: see main)
+TYPE_CHECKING = False  # (typing's, without loading typing before the collector is set: see main)
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 def main(argv: list[str] | None = None) -> None:
     """The `tapers` command itself (tests call `run`)."""
-    _collect_later()
+    _collect_less_often()
     from tapers import profile
 
     try:
@@ -23,18 +23,14 @@ def main(argv: list[str] | None = None) -> None:
     _leave(code)
 
 
-def _collect_later() -> None:
-    """Python's cycle collector off for the command's first second: loading its modules
-    makes tens of thousands of objects that live as long as it does, and the collector
-    would walk them all again and again (5 % of a `status`). A command that runs longer
-    (`up`, the web panel) has it back."""
+def _collect_less_often() -> None:
+    """Python's cycle collector run less often (every 20 000 new objects, not 700): loading
+    a command's modules makes tens of thousands of objects that live as long as it does,
+    and the collector would walk them all again and again (5 % of a `status`). (No thread
+    to turn it back on later: starting one costs a `status` more than that.)"""
     import gc
-    import threading
 
-    gc.disable()
-    back = threading.Timer(1.0, gc.enable)
-    back.daemon = True
-    back.start()
+    gc.set_threshold(20_000, 10, 10)
 
 
 def _leave(code: int) -> None:
@@ -44,9 +40,9 @@ def _leave(code: int) -> None:
     locks, sessions and thread pools themselves; a thread still at work (one a second Ctrl-C
     left behind) is waited for the usual way instead."""
     import os
-    import threading
 
-    if any(not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+    threading = sys.modules.get("threading")  # (not loaded: no thread was ever started)
+    if threading and any(not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         sys.exit(code)
     try:
         sys.stdout.flush()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import json
 import sys
-import threading
 from typing import Any
 
 
@@ -34,6 +33,8 @@ class ConsoleReporter:
     """The engine's Reporter for the terminal: `subject | message` lines, a spinner for progress."""
 
     def __init__(self) -> None:
+        import threading
+
         self._lock = threading.Lock()
         self._status: Any = None
         self._width = 8

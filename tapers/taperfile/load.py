@@ -151,6 +151,8 @@ def load_taperfile(path: Path) -> LoadedTaperfile:
 def _variables_used(folder: Path, texts: dict[Path, str]) -> list[str]:
     """What the Taperfile's variables resolve from, for the cache: the values of the names
     its text mentions, and the `.env` file (nothing when the text has no `$`)."""
+    if not any("$" in text for text in texts.values()):
+        return []
     from tapers.taperfile import variables
 
     names = variables.mentioned(texts)

@@ -112,15 +112,18 @@ def test_second_up_is_a_no_op(project) -> None:
 def test_status_loads_only_what_it_needs(project, backend_name) -> None:
     """`status` is run in loops by scripts and prompts: with the Taperfile unchanged it reads
     it from the sealed cache, without YAML, pydantic, typer, paramiko or OpenSSL's hashes
-    (on LXD, its client config is YAML and HTTPS loads OpenSSL anyway)."""
+    (on LXD, its client config is YAML and HTTPS loads OpenSSL anyway); on liblxc, without
+    subprocess and threading either (python-lxc's own `lxc` module loads them: a sixth of
+    a `status`)."""
     import sys
 
     project.write("machines:\n  web: {}\n")
     project.tapers("up").ok()
+    watched = ("yaml", "pydantic", "typer", "paramiko", "_hashlib") + (
+        ("subprocess", "threading", "lxc") if backend_name == "liblxc" else ())
     code = ("import sys, io; from tapers.cli.main import run; out, sys.stdout = sys.stdout, io.StringIO(); "
             "code = run(['status']); shown, sys.stdout = sys.stdout.getvalue(), out; "
-            "print(code, 'web' in shown, sorted(m for m in ('yaml', 'pydantic', 'typer', 'paramiko', '_hashlib') "
-            "if m in sys.modules))")
+            f"print(code, 'web' in shown, sorted(m for m in {watched!r} if m in sys.modules))")
     for _ in range(2):  # the first may validate the Taperfile again (a new cache key)
         ran = subprocess.run([sys.executable, "-P", "-c", code], cwd=project.root, env=project.env,
                              capture_output=True, text=True, timeout=60)

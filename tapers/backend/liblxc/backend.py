@@ -11,13 +11,10 @@ from __future__ import annotations
 import functools
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import lxc
 
 from tapers import paths, sinks
 from tapers.backend import cgroups, lxc_config, staging
@@ -41,6 +38,8 @@ from tapers.backend.api import (
 from tapers.errors import BackendError, TapersError
 
 if TYPE_CHECKING:
+    import lxc
+
     from tapers.backend.liblxc.networking import HostNetworking, UserNetworking
 
 _STATES = {
@@ -84,17 +83,31 @@ class LiblxcBackend(BackendBase):
     # -- reading ---------------------------------------------------------------------
 
     def _container(self, name: str) -> lxc.Container:
+        import lxc
+
         return lxc.Container(name, str(self.lxcpath))
 
     def _state(self, container: str) -> State | None:
-        c = self._container(container)
+        import _lxc  # (python-lxc's own C module, which its `lxc` wraps: see _names)
+
+        c = _lxc.Container(container, str(self.lxcpath))
         return _STATES.get(c.state, State.BUSY) if c.defined else None
+
+    def _names(self) -> tuple[str, ...]:
+        """The containers in this backend's folder. Read with python-lxc's C module itself:
+        its `lxc` module around it loads subprocess and more first (about a sixth of a
+        `tapers status`), for attaching and networks that reading states needs none of."""
+        import _lxc
+
+        try:
+            return _lxc.list_containers(active=True, defined=True, config_path=str(self.lxcpath))
+        except ValueError:  # (what `lxc.list_containers` makes an empty list of)
+            return ()
 
     def _list(self, prefix: str) -> list[ContainerInfo]:
         if not self.lxcpath.is_dir():
             return []
-        names = lxc.list_containers(config_path=str(self.lxcpath))
-        return [info for name in sorted(names) if name.startswith(prefix) if (info := self._inspect(name))]
+        return [info for name in sorted(self._names()) if name.startswith(prefix) if (info := self._inspect(name))]
 
     def _inspect(self, container: str) -> ContainerInfo | None:
         state = self._state(container)
@@ -257,7 +270,7 @@ class LiblxcBackend(BackendBase):
         their configs' `lxc.idmap` lines) and no one else was given. The caller holds the
         host's network lock, as for addresses."""
         mapped = []
-        for name in lxc.list_containers(config_path=str(self.lxcpath)):
+        for name in self._names() if self.lxcpath.is_dir() else ():
             try:
                 items = lxc_config.parse((self.lxcpath / name / "config").read_text())
             except (OSError, UnicodeDecodeError):
@@ -269,6 +282,8 @@ class LiblxcBackend(BackendBase):
         return unprivileged.free_range(mapped + unprivileged.others_ids())
 
     def _start(self, container: str) -> None:
+        import subprocess
+
         prefix: list[str] = []
         if self.as_user:
             from tapers.backend.liblxc import delegation
@@ -315,6 +330,8 @@ class LiblxcBackend(BackendBase):
         """Whether the container is stopped afterwards (lxc-stop fails on one that stopped
         meanwhile: it is stopped all the same). In a session of its own: a Ctrl-C is for
         tapers to handle, not for a stop half-way."""
+        import subprocess
+
         argv = ["lxc-stop", "--lxcpath", str(self.lxcpath), "--name", container, "--quiet", *options]
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
@@ -578,6 +595,8 @@ class LiblxcBackend(BackendBase):
             raise BackendError(f"container `{container}` could not be rebooted")
 
     def _run(self, container: str, argv: list[str], env: dict[str, str], terminal: bool) -> int:
+        import subprocess
+
         # The lxc-attach command, not python-lxc's attach_wait: that one leaves SIGINT and
         # SIGQUIT ignored in the whole process afterwards (Ctrl-C stopped working).
         command = ["lxc-attach", "-n", container, "-P", str(self.lxcpath), "--clear-env"]
@@ -591,6 +610,8 @@ class LiblxcBackend(BackendBase):
         return result.returncode
 
     def _console(self, container: str) -> None:
+        import subprocess
+
         subprocess.run(["lxc-console", "-n", container, "-P", str(self.lxcpath), "-t", "0"])
 
 
@@ -605,6 +626,8 @@ def _overlay_view(container: str, upper: Path, lowers: list[Path], userxattr: bo
     """A stopped (or frozen) machine's files: its writable layer over its cached layers and
     the box, all read-only. `userxattr`: the layer was written by an unprivileged machine
     (its whiteouts and opaque folders are `user.overlay.*` attributes)."""
+    import subprocess
+
     with _mount_point(f"{container}-") as view:
         stack = ":".join(str(layer) for layer in [upper, *lowers])
         layers = f"lowerdir={stack}" + (",userxattr" if userxattr else "")  # lower layers only: read-only
@@ -719,6 +742,8 @@ def _tail(path: Path, size: int = 4096) -> str:
 
 
 def _disk_usage(path: Path) -> int:
+    import subprocess
+
     result = subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True)
     return int(result.stdout.split()[0]) if result.returncode == 0 and result.stdout else 0
 
@@ -819,6 +844,8 @@ def _private_items(networks: tuple[NetworkConfig, ...]) -> list[tuple[str, str]]
 
 
 def _copy_tree(source: Path, target: Path, container: str) -> None:
+    import subprocess
+
     result = subprocess.run(
         ["cp", "-a", "--reflink=auto", str(source), str(target)], capture_output=True, text=True
     )
