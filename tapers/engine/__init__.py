@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from tapers.backend.api import Backend, ContainerInfo
 from tapers.errors import StateError, TaperfileError
-from tapers.events import Reporter
 from tapers.profile import phase
 from tapers.engine.observe import Observed, observe
 from tapers.engine.plan import STARTS, Kind, Plan, plan_up
@@ -23,6 +22,7 @@ from tapers.project import Project
 from tapers.taperfile import Machine
 
 if TYPE_CHECKING:
+    from tapers.events import Reporter
     from tapers.engine.caching import Caching
 
 

@@ -8,7 +8,6 @@ steps run again only when one of them changed, and the inputs, so `plan` can say
 
 from __future__ import annotations
 
-import importlib
 import itertools
 from pathlib import Path
 
@@ -20,6 +19,8 @@ _MODULES = {"shell": "tapers.provision.shell", "file": "tapers.provision.files",
 
 
 def provisioner(kind: str) -> Provisioner:
+    import importlib
+
     return importlib.import_module(_MODULES[kind]).PROVISIONER
 
 
