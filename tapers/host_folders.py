@@ -194,8 +194,8 @@ def make(folder: Path, owner: tuple[int, int] | None) -> None:
             fd = child
             st = os.fstat(fd)
             if made and owner is not None and st.st_uid != owner[0]:
-                if (st.st_uid, st.st_nlink) != (os.geteuid(), 2) or not stat.S_ISDIR(st.st_mode):
-                    raise changed(here)  # (not the empty folder tapers just made)
+                if st.st_uid != os.geteuid() or not stat.S_ISDIR(st.st_mode) or os.listdir(fd):
+                    raise changed(here)  # (not the empty folder tapers just made; not nlink: btrfs says 1)
                 os.fchown(fd, *owner)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
