@@ -11,10 +11,13 @@ from the recorded real path without following any link (see backend/staging.py).
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import NamedTuple
 
 from tapers import paths
+
+_MAKING = threading.Lock()  # (see make)
 
 # Refused with everything under them.
 SYSTEM_TREES = (
@@ -175,31 +178,32 @@ def make(folder: Path, owner: tuple[int, int] | None) -> None:
                           "put on its way?)", hint="run the command again; if you did not change it, check who may "
                           "write there")
 
-    fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for index, name in enumerate(folder.parts[1:], 2):
-            here = str(Path(*folder.parts[:index]))
-            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-            try:
-                child = os.open(name, flags, dir_fd=fd)
-                made = False
-            except FileNotFoundError:
+    found = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC  # (passing through needs no right to list)
+    with _MAKING:  # (machines started side by side: one's folder made inside the other's as it is checked)
+        fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for index, name in enumerate(folder.parts[1:], 2):
+                here = str(Path(*folder.parts[:index]))
                 try:
-                    os.mkdir(name, 0o777, dir_fd=fd)
-                except FileExistsError:  # (made meanwhile, by the person or a machine beside: checked as found)
-                    pass
-                child = os.open(name, flags, dir_fd=fd)
-                made = True
+                    child = os.open(name, found, dir_fd=fd)
+                    made = False
+                except FileNotFoundError:
+                    try:
+                        os.mkdir(name, 0o777, dir_fd=fd)
+                    except FileExistsError:  # (made meanwhile, by the person or a machine: checked as found)
+                        pass
+                    child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                    made = True
+                os.close(fd)
+                fd = child
+                st = os.fstat(fd)
+                if made and owner is not None and st.st_uid != owner[0]:
+                    if st.st_uid != os.geteuid() or not stat.S_ISDIR(st.st_mode) or os.listdir(fd):
+                        raise changed(here)  # (not the empty folder tapers just made; not nlink: btrfs says 1)
+                    os.fchown(fd, *owner)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise changed(here) from None
+            raise StateError(f"could not make the synced folder {folder}: {exc.strerror} ({here})") from None
+        finally:
             os.close(fd)
-            fd = child
-            st = os.fstat(fd)
-            if made and owner is not None and st.st_uid != owner[0]:
-                if st.st_uid != os.geteuid() or not stat.S_ISDIR(st.st_mode) or os.listdir(fd):
-                    raise changed(here)  # (not the empty folder tapers just made; not nlink: btrfs says 1)
-                os.fchown(fd, *owner)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise changed(here) from None
-        raise StateError(f"could not make the synced folder {folder}: {exc.strerror} ({here})") from None
-    finally:
-        os.close(fd)

@@ -40,6 +40,9 @@ def ui(
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    import gc
+
+    gc.set_threshold(700, 10, 10)  # (Python's own: it runs for hours; a command's start collects less, see main)
     try:
         server.serve()
     finally:

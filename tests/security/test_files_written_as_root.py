@@ -277,3 +277,25 @@ def test_a_synced_folder_is_made_and_given_without_following_a_link_on_its_way(t
     make(project / "a" / "b", (4242, 4242))  # what is made is theirs, each folder of it
     assert [((project / p).stat().st_uid, (project / p).is_dir()) for p in ("a", "a/b")] == [(4242, True)] * 2
     assert project.stat().st_uid == 0
+
+
+def test_a_synced_folder_is_made_through_folders_one_may_pass_but_not_list() -> None:
+    """(as `mkdir -p` does: a home of mode 0711 on the way)"""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(prefix="tapers-test-make-", dir="/tmp"))
+    try:
+        os.chmod(top, 0o711)
+        theirs = top / "theirs"
+        theirs.mkdir()
+        os.chown(theirs, 65534, 65534)
+        code = f"from pathlib import Path; from tapers.host_folders import make; make(Path({str(theirs / 'a' / 'b')!r}), None)"
+        ran = subprocess.run(["runuser", "-u", "nobody", "--", sys.executable, "-P", "-c", code], capture_output=True,
+                             text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+        assert ran.returncode == 0, ran.stderr
+        assert (theirs / "a" / "b").is_dir() and (theirs / "a" / "b").stat().st_uid == 65534
+    finally:
+        shutil.rmtree(top)
