@@ -100,7 +100,6 @@ def host_folders(project: Project, machine: Machine, reporter: Reporter) -> list
     folders = []
     root = project.root
     inside = root.resolve()
-    owner = project_stat(root)
     person = sharer(root)
     for synced in machine.synced:
         folder = real_path(root, synced.host, machine.name)
@@ -119,7 +118,12 @@ def host_folders(project: Project, machine: Machine, reporter: Reporter) -> list
         if not folder.is_dir():
             if not synced.create:
                 raise StateError(f"synced folder {folder} of machine `{machine.name}` does not exist (`create: false`)")
-            make(folder, (person.uid, person.gid) if person is not None else (owner.st_uid, owner.st_gid))
+            if person is None:  # (owned like the project folder: read only when one is to be made)
+                folder_owner = project_stat(root)
+                owner = (folder_owner.st_uid, folder_owner.st_gid)
+            else:
+                owner = (person.uid, person.gid)
+            make(folder, owner)
             reporter.line(machine.name, f"created the synced folder {folder}")
         folders.append(folder)
     return folders

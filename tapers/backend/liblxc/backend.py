@@ -270,7 +270,7 @@ class LiblxcBackend(BackendBase):
         their configs' `lxc.idmap` lines) and no one else was given. The caller holds the
         host's network lock, as for addresses."""
         mapped = []
-        for name in self._names() if self.lxcpath.is_dir() else ():
+        for name in self._names():
             try:
                 items = lxc_config.parse((self.lxcpath / name / "config").read_text())
             except (OSError, UnicodeDecodeError):
